@@ -1,0 +1,50 @@
+"""jaxdiv: entropies and divergences between probability distributions, as pure JAX functions.
+
+The whole public API, one name a line.
+"""
+
+from jaxdiv import checks
+from jaxdiv.discrete import alpha_divergence
+from jaxdiv.discrete import bhattacharyya_distance
+from jaxdiv.discrete import binary_cross_entropy
+from jaxdiv.discrete import binary_entropy
+from jaxdiv.discrete import binary_kl_divergence
+from jaxdiv.discrete import chi_squared_divergence
+from jaxdiv.discrete import cross_entropy
+from jaxdiv.discrete import entropy
+from jaxdiv.discrete import f_divergence
+from jaxdiv.discrete import hellinger_distance
+from jaxdiv.discrete import jeffreys_divergence
+from jaxdiv.discrete import js_distance
+from jaxdiv.discrete import js_divergence
+from jaxdiv.discrete import kl_divergence
+from jaxdiv.discrete import renyi_divergence
+from jaxdiv.discrete import renyi_entropy
+from jaxdiv.discrete import total_variation_distance
+from jaxdiv.discrete import tsallis_divergence
+from jaxdiv.discrete import tsallis_entropy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "alpha_divergence",
+    "bhattacharyya_distance",
+    "binary_cross_entropy",
+    "binary_entropy",
+    "binary_kl_divergence",
+    "checks",
+    "chi_squared_divergence",
+    "cross_entropy",
+    "entropy",
+    "f_divergence",
+    "hellinger_distance",
+    "jeffreys_divergence",
+    "js_distance",
+    "js_divergence",
+    "kl_divergence",
+    "renyi_divergence",
+    "renyi_entropy",
+    "total_variation_distance",
+    "tsallis_divergence",
+    "tsallis_entropy",
+]

@@ -1,0 +1,110 @@
+"""The few stable primitives every divergence shares.
+
+Each helper names the NaN trap it avoids. The recurring one: `jnp.where(ok, f(x), 0)` has the
+right value but a NaN gradient when `f(x)` is inf/NaN on the unselected branch, because the
+cotangent 0 is multiplied by an infinite derivative. The cure is the *double where*: first make
+the argument safe on the unselected branch, then select.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def safe_log(x: jax.Array) -> jax.Array:
+  """`log(x)`, -inf at x == 0, with gradient 0 (not inf) there.
+
+  Trap avoided: `d log(x)/dx = 1/x = inf` at 0; multiplied by the zero cotangent of an entry
+  outside the support it gives NaN. The value keeps the scipy edge (`log 0 = -inf`).
+  """
+  ok = x > 0
+  return jnp.where(ok, jnp.log(jnp.where(ok, x, 1)), jnp.where(x == 0, -jnp.inf, jnp.nan))
+
+
+def mul_log(x: jax.Array, log_y: jax.Array) -> jax.Array:
+  """`x * log_y` with the convention `0 * log 0 = 0` (also `0 * (+-inf)` and `0 * nan` = 0).
+
+  The derivative with respect to `x` is `log_y` where that is finite (the true one), and 0 at
+  the 0 * inf corner, where the true one is infinite: that is the convention which keeps
+  gradients finite wherever the value is. Trap avoided: `0 * -inf = NaN` in value and gradient.
+  """
+  keep = (x != 0) | jnp.isfinite(log_y)
+  return x * jnp.where(keep, log_y, 0)
+
+
+def safe_sqrt(x: jax.Array) -> jax.Array:
+  """`sqrt(x)` for x >= 0 with gradient 0 (a subgradient) at x == 0 instead of inf.
+
+  Trap avoided: distances such as Hellinger or the JS distance are 0 at p == q, where the
+  inner sum has zero gradient: `inf * 0 = NaN`.
+  """
+  ok = x > 0
+  return jnp.where(ok, jnp.sqrt(jnp.where(ok, x, 1)), jnp.where(x == 0, 0.0, jnp.nan))
+
+
+def safe_div(x: jax.Array, y: jax.Array, *, zero_over_zero=0.0) -> jax.Array:
+  """`x / y` with `0/0 = zero_over_zero` and `x/0 = sign(x) inf`, NaN-free gradients."""
+  ok = y != 0
+  q = x / jnp.where(ok, y, 1)
+  return jnp.where(ok, q, jnp.where(x == 0, zero_over_zero, jnp.sign(x) * jnp.inf))
+
+
+def logsumexp(x: jax.Array, axis=-1, where=None, keepdims: bool = False) -> jax.Array:
+  """`log(sum(exp(x)))` over `axis`; -inf (with zero gradient) for a row of -inf or masked.
+
+  Traps avoided: `jax.nn.logsumexp` of an all -inf row has a NaN gradient (`exp(-inf + inf)`),
+  and a max that is not under `stop_gradient` sends a spurious gradient to the arg-max. Sums
+  accumulate in the input dtype, which callers have already raised to at least float32.
+  """
+  if where is not None:
+    x = jnp.where(where, x, -jnp.inf)
+  m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True)) if x.size else jnp.zeros(
+      [1 if i == (axis % x.ndim) else s for i, s in enumerate(x.shape)], x.dtype)
+  m = jnp.where(jnp.isfinite(m), m, 0)
+  s = jnp.sum(jnp.exp(x - m), axis=axis, keepdims=True)
+  ok = s > 0
+  out = jnp.where(ok, jnp.log(jnp.where(ok, s, 1)) + m, -jnp.inf)
+  # +inf entries: the sum is inf and log(inf) + 0 = inf, which is the right value.
+  return out if keepdims else jnp.squeeze(out, axis=axis)
+
+
+def log_softmax(logits: jax.Array, axis: int = -1, where=None) -> jax.Array:
+  """Log-probabilities from logits; masked entries and all-masked rows come out as -inf.
+
+  Trap avoided: `jax.nn.log_softmax` of an all -inf row is NaN (and so is its gradient).
+  """
+  if where is not None:
+    logits = jnp.where(where, logits, -jnp.inf)
+  lse = logsumexp(logits, axis=axis, keepdims=True)
+  finite_lse = jnp.where(jnp.isfinite(lse), lse, 0)
+  out = logits - finite_lse
+  # A row with nothing in its support has no distribution: every entry is outside it.
+  return jnp.where(jnp.isfinite(lse), out, -jnp.inf)
+
+
+def log_add_exp(a: jax.Array, b: jax.Array) -> jax.Array:
+  """`log(exp(a) + exp(b))`; -inf (zero gradient) when both are -inf.
+
+  Trap avoided: `jnp.logaddexp(-inf, -inf)` has a NaN gradient.
+  """
+  m = lax.stop_gradient(jnp.maximum(a, b))
+  m = jnp.where(jnp.isfinite(m), m, 0)
+  s = jnp.exp(a - m) + jnp.exp(b - m)
+  ok = s > 0
+  return jnp.where(ok, jnp.log(jnp.where(ok, s, 1)) + m, -jnp.inf)
+
+
+def masked_sum(x: jax.Array, axis, where=None) -> jax.Array:
+  """Sum over `axis` of the entries `where` selects (masked entries may hold inf or NaN)."""
+  if where is not None:
+    x = jnp.where(where, x, 0)
+  return jnp.sum(x, axis=axis)
+
+
+def to_base(x: jax.Array, base) -> jax.Array:
+  """Converts a quantity in nats to the units of `base` (None: nats)."""
+  if base is None:
+    return x
+  return x / jnp.log(jnp.asarray(base, x.dtype))

@@ -1,0 +1,75 @@
+"""Shared entry and exit of every categorical divergence: validation, log space, masks, units."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxdiv import _checks
+from jaxdiv import _numerics
+
+
+class Dist(NamedTuple):
+  """A categorical distribution in both linear and log space, on the compute dtype.
+
+  Entries outside the support (masked by `where`, zero probability, or -inf logit) have
+  `prob == 0` and `log_prob == -inf`.
+  """
+
+  prob: jax.Array
+  log_prob: jax.Array
+
+
+class Prepared(NamedTuple):
+  dists: tuple[Dist, ...]
+  axis: int
+  where: jax.Array | None
+  result_dtype: jnp.dtype
+  from_logits: bool
+
+
+def _to_dist(x: jax.Array, axis: int, where, from_logits: bool) -> Dist:
+  if from_logits:
+    log_prob = _numerics.log_softmax(x, axis=axis, where=where)
+    return Dist(jnp.exp(log_prob), log_prob)
+  prob = x if where is None else jnp.where(where, x, 0)
+  return Dist(prob, _numerics.safe_log(prob))
+
+
+def prepare(*arrays, names, axis, where, from_logits) -> Prepared:
+  """Validates and converts one or two distributions (probabilities or logits) on `axis`."""
+  from_logits = _checks.check_bool(from_logits, "from_logits")
+  xs = [_checks.as_float_array(x, n) for x, n in zip(arrays, names)]
+  result_dtype, acc_dtype = _checks.compute_dtype(*xs)
+  if len(xs) == 2:
+    p, q, ax = _checks.broadcast_pair(xs[0], xs[1], axis, names)
+    xs = [p, q]
+  else:
+    if xs[0].ndim == 0:
+      xs[0] = xs[0][None]
+    ax = _checks.normalize_axis(axis, xs[0].ndim)
+  shape = xs[0].shape
+  mask = _checks.broadcast_where(where, shape)
+  dists = tuple(_to_dist(x.astype(acc_dtype), ax, mask, from_logits) for x in xs)
+  return Prepared(dists, ax, mask, result_dtype, from_logits)
+
+
+def finish(out: jax.Array, prep: Prepared, base=None, *, nonnegative: bool = False) -> jax.Array:
+  """Units, all-masked rows (0), rounding below zero (only where we normalised), dtype."""
+  out = _numerics.to_base(out, base)
+  if nonnegative and prep.from_logits:
+    # The logits were normalised by us, so a negative value is float rounding, never data.
+    out = jnp.where(out > 0, out, jnp.zeros_like(out))
+  if prep.where is not None:
+    out = jnp.where(jnp.any(prep.where, axis=prep.axis), out, jnp.zeros_like(out))
+  return out.astype(prep.result_dtype)
+
+
+def batch_param(x, prep: Prepared, dtype) -> jax.Array:
+  """A hyperparameter broadcast against the batch: scalars stay, arrays get the axis back."""
+  x = jnp.asarray(x, dtype)
+  if x.ndim == 0:
+    return x
+  return jnp.expand_dims(x, prep.axis)

@@ -1,0 +1,255 @@
+"""f-divergences: the general one for a user's convex generator, and its named members."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from jaxdiv import _checks
+from jaxdiv import _numerics
+from jaxdiv.discrete import _common
+
+# f'(inf) = lim f(t)/t is estimated from f(t)/t at these two points: agreement within
+# _RTOL means a finite (linear-growth) limit, disagreement a superlinear f (limit +inf).
+_T1, _T2, _RTOL = 1e10, 1e20, 1e-3
+
+
+def _slope_at_infinity(f, dtype):
+  l1 = f(jnp.asarray(_T1, dtype)) / _T1
+  l2 = f(jnp.asarray(_T2, dtype)) / _T2
+  converged = jnp.abs(l1 - l2) <= _RTOL * jnp.maximum(1.0, jnp.abs(l2))
+  return jnp.where(converged & jnp.isfinite(l2), l2, jnp.inf)
+
+
+def _value_at_zero(f, dtype):
+  f0 = f(jnp.asarray(0.0, dtype))
+  tiny = jnp.asarray(jnp.finfo(dtype).tiny, dtype)
+  # A generator written as t * log(t) gives NaN at 0; its limit is f at the smallest normal.
+  return jnp.where(jnp.isnan(f0), f(tiny), f0)
+
+
+def f_divergence(
+    p: ArrayLike, q: ArrayLike, f: Callable[[jax.Array], jax.Array], *, axis: int = -1,
+    where: ArrayLike | None = None, from_logits: bool = False,
+    f_prime_inf: float | None = None,
+) -> jax.Array:
+  r"""The f-divergence D_f(p‖q) for a convex generator ``f`` with ``f(1) = 0``.
+
+  .. math::
+    D_f(p \,\|\, q) = \sum_i q_i\, f\!\left(\frac{p_i}{q_i}\right),
+
+  with the perspective's limits: ``0 f(0/0) = 0``, ``q f(0) = q lim_{t->0} f(t)`` and
+  ``f(p/0) 0 = p f'(inf)``, ``f'(inf) = lim_{t->inf} f(t)/t``. Examples of ``f``:
+  ``t log t`` (KL), ``-log t`` (reverse KL), ``|t - 1| / 2`` (total variation),
+  ``(t - 1)^2`` (Pearson chi-squared), ``(sqrt t - 1)^2`` (twice the squared Hellinger).
+
+  ``f`` must be elementwise, written with ``jax.numpy`` so that it can be differentiated; it is
+  called on the ratios ``p/q`` (computed as ``exp(log p - log q)`` with ``from_logits``).
+
+  Args:
+    p: first distribution, shape ``[..., n, ...]``.
+    q: second distribution, broadcastable with ``p``.
+    f: convex generator, elementwise.
+    axis: the axis that holds the distribution.
+    where: boolean mask broadcastable to the inputs.
+    from_logits: ``p`` and ``q`` are logits.
+    f_prime_inf: ``lim f(t)/t`` as ``t -> inf``, used where ``q = 0 < p``. ``None`` estimates it
+      from ``f(t)/t`` at ``t = 1e10`` and ``1e20``: equal to 0.1% gives that value (a generator of
+      linear growth, such as total variation or Hellinger), otherwise ``+inf`` (superlinear,
+      such as KL or chi-squared). Pass it to be exact.
+
+  Returns:
+    D_f(p‖q), the broadcast batch shape.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxdiv
+    >>> p = jnp.array([0.5, 0.5]); q = jnp.array([0.9, 0.1])
+    >>> tv = jaxdiv.f_divergence(p, q, lambda t: 0.5 * jnp.abs(t - 1))
+    >>> print(round(float(tv), 4))
+    0.4
+
+  References:
+    Csiszár, Information-Type Measures of Difference of Probability Distributions, 1967;
+    Ali & Silvey, A General Class of Coefficients of Divergence, 1966.
+  """
+  _checks.check_callable(f, "f")
+  prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
+                         from_logits=from_logits)
+  dp, dq = prep.dists
+  dtype = dp.prob.dtype
+  if from_logits:
+    ratio = jnp.exp(jnp.where(dq.prob > 0, dp.log_prob - dq.log_prob, 0))
+  else:
+    ratio = dp.prob / jnp.where(dq.prob > 0, dq.prob, 1)
+  finite = (dq.prob > 0) & jnp.isfinite(ratio)
+  zero_p = dp.prob == 0
+  safe_ratio = jnp.where(finite & ~zero_p, ratio, 1)
+  inner = dq.prob * f(safe_ratio)
+  if f_prime_inf is None:
+    slope = _slope_at_infinity(f, dtype)
+  else:
+    _checks.check_real(f_prime_inf, "f_prime_inf", allow_inf=True)
+    slope = jnp.asarray(f_prime_inf, dtype)
+  # p * slope with p == 0 must be 0 even for an infinite slope.
+  at_q_zero = jnp.where(zero_p, 0, dp.prob * jnp.where(zero_p, 1, slope))
+  f0 = _value_at_zero(f, dtype)
+  at_p_zero = jnp.where(dq.prob > 0, dq.prob * jnp.where(dq.prob > 0, f0, 0), 0)
+  terms = jnp.where(finite, jnp.where(zero_p, at_p_zero, inner), at_q_zero)
+  return _common.finish(jnp.sum(terms, axis=prep.axis), prep)
+
+
+def hellinger_distance(
+    p: ArrayLike, q: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
+    from_logits: bool = False,
+) -> jax.Array:
+  r"""Hellinger distance, a metric bounded by 1.
+
+  .. math::
+    H(p, q) = \sqrt{\tfrac12 \sum_i \left(\sqrt{p_i} - \sqrt{q_i}\right)^2}.
+
+  The gradient at ``p == q`` is 0 (a subgradient), not NaN.
+
+  Args:
+    p: first distribution, shape ``[..., n, ...]``.
+    q: second distribution, broadcastable with ``p``.
+    axis: the axis that holds the distribution.
+    where: boolean mask broadcastable to the inputs.
+    from_logits: ``p`` and ``q`` are logits.
+
+  Returns:
+    H(p, q), the broadcast batch shape.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxdiv
+    >>> print(float(jaxdiv.hellinger_distance(jnp.array([1., 0.]), jnp.array([0., 1.]))))
+    1.0
+
+  References:
+    Hellinger, Neue Begründung der Theorie quadratischer Formen, 1909.
+  """
+  prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
+                         from_logits=from_logits)
+  dp, dq = prep.dists
+  if from_logits:
+    sp, sq = jnp.exp(0.5 * dp.log_prob), jnp.exp(0.5 * dq.log_prob)
+  else:
+    sp, sq = _numerics.safe_sqrt(dp.prob), _numerics.safe_sqrt(dq.prob)
+  out = _numerics.safe_sqrt(0.5 * jnp.sum((sp - sq) ** 2, axis=prep.axis))
+  return _common.finish(out, prep)
+
+
+def total_variation_distance(
+    p: ArrayLike, q: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
+    from_logits: bool = False,
+) -> jax.Array:
+  r"""Total variation distance.
+
+  .. math::
+    \mathrm{TV}(p, q) = \tfrac12 \sum_i |p_i - q_i| = \max_A |p(A) - q(A)|.
+
+  Args:
+    p: first distribution, shape ``[..., n, ...]``.
+    q: second distribution, broadcastable with ``p``.
+    axis: the axis that holds the distribution.
+    where: boolean mask broadcastable to the inputs.
+    from_logits: ``p`` and ``q`` are logits.
+
+  Returns:
+    TV(p, q), the broadcast batch shape.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxdiv
+    >>> p = jnp.array([0.5, 0.5]); q = jnp.array([0.9, 0.1])
+    >>> print(round(float(jaxdiv.total_variation_distance(p, q)), 4))
+    0.4
+  """
+  prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
+                         from_logits=from_logits)
+  dp, dq = prep.dists
+  out = 0.5 * jnp.sum(jnp.abs(dp.prob - dq.prob), axis=prep.axis)
+  return _common.finish(out, prep)
+
+
+def chi_squared_divergence(
+    p: ArrayLike, q: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
+    from_logits: bool = False,
+) -> jax.Array:
+  r"""Pearson's chi-squared divergence.
+
+  .. math::
+    \chi^2(p \,\|\, q) = \sum_i \frac{(p_i - q_i)^2}{q_i},
+
+  ``+inf`` where ``q_i = 0 < p_i``; ``0/0 = 0``.
+
+  Args:
+    p: first distribution, shape ``[..., n, ...]``.
+    q: second distribution (the denominator), broadcastable with ``p``.
+    axis: the axis that holds the distribution.
+    where: boolean mask broadcastable to the inputs.
+    from_logits: ``p`` and ``q`` are logits.
+
+  Returns:
+    chi^2(p‖q), the broadcast batch shape.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxdiv
+    >>> p = jnp.array([0.5, 0.5]); q = jnp.array([0.9, 0.1])
+    >>> print(round(float(jaxdiv.chi_squared_divergence(p, q)), 4))
+    1.7778
+
+  References:
+    Pearson, On the Criterion that a Given System of Deviations..., 1900.
+  """
+  prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
+                         from_logits=from_logits)
+  dp, dq = prep.dists
+  if from_logits:
+    # (p - q)^2 / q = (p - q) * expm1(log p - log q): no underflow of q into a division.
+    both_zero = (dp.prob == 0) & (dq.prob == 0)
+    lr = jnp.where(both_zero, 0, dp.log_prob - dq.log_prob)
+    terms = jnp.where(both_zero, 0, (dp.prob - dq.prob) * jnp.expm1(lr))
+  else:
+    terms = _numerics.safe_div((dp.prob - dq.prob) ** 2, dq.prob)
+  return _common.finish(jnp.sum(terms, axis=prep.axis), prep)
+
+
+def bhattacharyya_distance(
+    p: ArrayLike, q: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
+    from_logits: bool = False, base: float | None = None,
+) -> jax.Array:
+  r"""Bhattacharyya distance.
+
+  .. math::
+    D_B(p, q) = -\log \sum_i \sqrt{p_i q_i} = \tfrac12 D_{1/2}(p \,\|\, q),
+
+  ``+inf`` for disjoint supports.
+
+  Args:
+    p: first distribution, shape ``[..., n, ...]``.
+    q: second distribution, broadcastable with ``p``.
+    axis: the axis that holds the distribution.
+    where: boolean mask broadcastable to the inputs.
+    from_logits: ``p`` and ``q`` are logits.
+    base: logarithm base of the result (``None``: nats).
+
+  Returns:
+    D_B(p, q), the broadcast batch shape.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxdiv
+    >>> p = jnp.array([0.5, 0.5]); q = jnp.array([0.9, 0.1])
+    >>> print(round(float(jaxdiv.bhattacharyya_distance(p, q)), 4))
+    0.1116
+
+  References:
+    Bhattacharyya, On a Measure of Divergence between Two Statistical Populations, 1943.
+  """
+  _checks.check_base(base)
+  prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
+                         from_logits=from_logits)
+  dp, dq = prep.dists
+  out = -_numerics.logsumexp(0.5 * (dp.log_prob + dq.log_prob), axis=prep.axis)
+  return _common.finish(out, prep, base, nonnegative=True)
