@@ -51,33 +51,47 @@ def safe_div(x: jax.Array, y: jax.Array, *, zero_over_zero=0.0) -> jax.Array:
   return jnp.where(ok, q, jnp.where(x == 0, zero_over_zero, jnp.sign(x) * jnp.inf))
 
 
-def logsumexp(x: jax.Array, axis=-1, where=None, keepdims: bool = False) -> jax.Array:
+def psum(x: jax.Array, axis_name=None) -> jax.Array:
+  """`lax.psum` over `axis_name` inside `shard_map`; the identity when `axis_name` is None."""
+  return x if axis_name is None else lax.psum(x, axis_name)
+
+
+def pmax(x: jax.Array, axis_name=None) -> jax.Array:
+  """`lax.pmax` over `axis_name` (under `stop_gradient`: it only shifts); identity for None."""
+  return x if axis_name is None else lax.pmax(lax.stop_gradient(x), axis_name)
+
+
+def logsumexp(x: jax.Array, axis=-1, where=None, keepdims: bool = False,
+              axis_name=None) -> jax.Array:
   """`log(sum(exp(x)))` over `axis`; -inf (with zero gradient) for a row of -inf or masked.
 
   Traps avoided: `jax.nn.logsumexp` of an all -inf row has a NaN gradient (`exp(-inf + inf)`),
   and a max that is not under `stop_gradient` sends a spurious gradient to the arg-max. Sums
   accumulate in the input dtype, which callers have already raised to at least float32.
+  With `axis_name`, `axis` is sharded over that mesh axis (inside `shard_map`): the max and the
+  sum are reduced across it, so every shard gets the global value.
   """
   if where is not None:
     x = jnp.where(where, x, -jnp.inf)
   m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True)) if x.size else jnp.zeros(
       [1 if i == (axis % x.ndim) else s for i, s in enumerate(x.shape)], x.dtype)
+  m = pmax(m, axis_name)
   m = jnp.where(jnp.isfinite(m), m, 0)
-  s = jnp.sum(jnp.exp(x - m), axis=axis, keepdims=True)
+  s = psum(jnp.sum(jnp.exp(x - m), axis=axis, keepdims=True), axis_name)
   ok = s > 0
   out = jnp.where(ok, jnp.log(jnp.where(ok, s, 1)) + m, -jnp.inf)
   # +inf entries: the sum is inf and log(inf) + 0 = inf, which is the right value.
   return out if keepdims else jnp.squeeze(out, axis=axis)
 
 
-def log_softmax(logits: jax.Array, axis: int = -1, where=None) -> jax.Array:
+def log_softmax(logits: jax.Array, axis: int = -1, where=None, axis_name=None) -> jax.Array:
   """Log-probabilities from logits; masked entries and all-masked rows come out as -inf.
 
   Trap avoided: `jax.nn.log_softmax` of an all -inf row is NaN (and so is its gradient).
   """
   if where is not None:
     logits = jnp.where(where, logits, -jnp.inf)
-  lse = logsumexp(logits, axis=axis, keepdims=True)
+  lse = logsumexp(logits, axis=axis, keepdims=True, axis_name=axis_name)
   finite_lse = jnp.where(jnp.isfinite(lse), lse, 0)
   out = logits - finite_lse
   # A row with nothing in its support has no distribution: every entry is outside it.

@@ -28,18 +28,27 @@ class Prepared(NamedTuple):
   where: jax.Array | None
   result_dtype: jnp.dtype
   from_logits: bool
+  axis_name: str | None = None
+
+  def sum(self, x: jax.Array) -> jax.Array:
+    """Sum over the distribution axis, across shards when it is split over `axis_name`."""
+    return _numerics.psum(jnp.sum(x, axis=self.axis), self.axis_name)
 
 
-def _to_dist(x: jax.Array, axis: int, where, from_logits: bool) -> Dist:
+def _to_dist(x: jax.Array, axis: int, where, from_logits: bool, axis_name=None) -> Dist:
   if from_logits:
-    log_prob = _numerics.log_softmax(x, axis=axis, where=where)
+    log_prob = _numerics.log_softmax(x, axis=axis, where=where, axis_name=axis_name)
     return Dist(jnp.exp(log_prob), log_prob)
   prob = x if where is None else jnp.where(where, x, 0)
   return Dist(prob, _numerics.safe_log(prob))
 
 
-def prepare(*arrays, names, axis, where, from_logits) -> Prepared:
-  """Validates and converts one or two distributions (probabilities or logits) on `axis`."""
+def prepare(*arrays, names, axis, where, from_logits, axis_name=None) -> Prepared:
+  """Validates and converts one or two distributions (probabilities or logits) on `axis`.
+
+  With `axis_name` the distribution axis is the local shard of an axis split over that mesh
+  axis (inside `shard_map`); normalisations and sums then reduce across shards.
+  """
   from_logits = _checks.check_bool(from_logits, "from_logits")
   xs = [_checks.as_float_array(x, n) for x, n in zip(arrays, names)]
   result_dtype, acc_dtype = _checks.compute_dtype(*xs)
@@ -52,8 +61,8 @@ def prepare(*arrays, names, axis, where, from_logits) -> Prepared:
     ax = _checks.normalize_axis(axis, xs[0].ndim)
   shape = xs[0].shape
   mask = _checks.broadcast_where(where, shape)
-  dists = tuple(_to_dist(x.astype(acc_dtype), ax, mask, from_logits) for x in xs)
-  return Prepared(dists, ax, mask, result_dtype, from_logits)
+  dists = tuple(_to_dist(x.astype(acc_dtype), ax, mask, from_logits, axis_name) for x in xs)
+  return Prepared(dists, ax, mask, result_dtype, from_logits, axis_name)
 
 
 def finish(out: jax.Array, prep: Prepared, base=None, *, nonnegative: bool = False) -> jax.Array:
@@ -63,7 +72,10 @@ def finish(out: jax.Array, prep: Prepared, base=None, *, nonnegative: bool = Fal
     # The logits were normalised by us, so a negative value is float rounding, never data.
     out = jnp.where(out > 0, out, jnp.zeros_like(out))
   if prep.where is not None:
-    out = jnp.where(jnp.any(prep.where, axis=prep.axis), out, jnp.zeros_like(out))
+    any_valid = jnp.any(prep.where, axis=prep.axis)
+    if prep.axis_name is not None:
+      any_valid = _numerics.psum(any_valid.astype(jnp.int32), prep.axis_name) > 0
+    out = jnp.where(any_valid, out, jnp.zeros_like(out))
   return out.astype(prep.result_dtype)
 
 

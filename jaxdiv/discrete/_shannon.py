@@ -13,7 +13,7 @@ from jaxdiv.discrete import _common
 
 def entropy(
     p: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
-    from_logits: bool = False, base: float | None = None,
+    from_logits: bool = False, base: float | None = None, axis_name: str | None = None,
 ) -> jax.Array:
   r"""Shannon entropy of a categorical distribution.
 
@@ -26,6 +26,8 @@ def entropy(
     where: boolean mask broadcastable to ``p``; ``False`` entries are outside the support.
     from_logits: ``p`` holds unnormalised log-probabilities (normalised with a log-softmax).
     base: logarithm base of the result (``None``: nats, ``2``: bits).
+    axis_name: inside ``shard_map``, the mesh axis over which ``axis`` is split (a vocabulary
+      sharded across devices); the result and gradient equal the unsharded ones.
 
   Returns:
     The entropy, shape of ``p`` without ``axis``.
@@ -39,15 +41,16 @@ def entropy(
     Shannon, A Mathematical Theory of Communication, 1948.
   """
   _checks.check_base(base)
-  prep = _common.prepare(p, names=("p",), axis=axis, where=where, from_logits=from_logits)
+  prep = _common.prepare(p, names=("p",), axis=axis, where=where, from_logits=from_logits,
+                         axis_name=axis_name)
   (d,) = prep.dists
-  out = -jnp.sum(_numerics.mul_log(d.prob, d.log_prob), axis=prep.axis)
+  out = -prep.sum(_numerics.mul_log(d.prob, d.log_prob))
   return _common.finish(out, prep, base, nonnegative=True)
 
 
 def cross_entropy(
     p: ArrayLike, q: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
-    from_logits: bool = False, base: float | None = None,
+    from_logits: bool = False, base: float | None = None, axis_name: str | None = None,
 ) -> jax.Array:
   r"""Cross-entropy of ``q`` relative to ``p``.
 
@@ -63,6 +66,8 @@ def cross_entropy(
     where: boolean mask broadcastable to the inputs; ``False`` entries are dropped.
     from_logits: ``p`` and ``q`` are logits.
     base: logarithm base of the result (``None``: nats).
+    axis_name: inside ``shard_map``, the mesh axis over which ``axis`` is split (a vocabulary
+      sharded across devices); the result and gradient equal the unsharded ones.
 
   Returns:
     The cross-entropy, the broadcast batch shape.
@@ -75,20 +80,20 @@ def cross_entropy(
   """
   _checks.check_base(base)
   prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
-                         from_logits=from_logits)
+                         from_logits=from_logits, axis_name=axis_name)
   dp, dq = prep.dists
-  out = -jnp.sum(_numerics.mul_log(dp.prob, dq.log_prob), axis=prep.axis)
+  out = -prep.sum(_numerics.mul_log(dp.prob, dq.log_prob))
   return _common.finish(out, prep, base, nonnegative=True)
 
 
-def _kl(dp: _common.Dist, dq: _common.Dist, axis: int) -> jax.Array:
+def _kl(dp: _common.Dist, dq: _common.Dist, prep: _common.Prepared) -> jax.Array:
   # log p - log q is NaN where both are -inf; `mul_log` drops it there since p == 0.
-  return jnp.sum(_numerics.mul_log(dp.prob, dp.log_prob - dq.log_prob), axis=axis)
+  return prep.sum(_numerics.mul_log(dp.prob, dp.log_prob - dq.log_prob))
 
 
 def kl_divergence(
     p: ArrayLike, q: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
-    from_logits: bool = False, base: float | None = None,
+    from_logits: bool = False, base: float | None = None, axis_name: str | None = None,
 ) -> jax.Array:
   r"""Kullback–Leibler divergence KL(p‖q) (relative entropy of ``p`` with respect to ``q``).
 
@@ -105,6 +110,8 @@ def kl_divergence(
       ``from_logits`` both softmaxes are taken over the remaining entries).
     from_logits: ``p`` and ``q`` are logits.
     base: logarithm base of the result (``None``: nats).
+    axis_name: inside ``shard_map``, the mesh axis over which ``axis`` is split (a vocabulary
+      sharded across devices); the result and gradient equal the unsharded ones.
 
   Returns:
     KL(p‖q), the broadcast batch shape.
@@ -120,13 +127,13 @@ def kl_divergence(
   """
   _checks.check_base(base)
   prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
-                         from_logits=from_logits)
-  return _common.finish(_kl(*prep.dists, prep.axis), prep, base, nonnegative=True)
+                         from_logits=from_logits, axis_name=axis_name)
+  return _common.finish(_kl(*prep.dists, prep), prep, base, nonnegative=True)
 
 
 def jeffreys_divergence(
     p: ArrayLike, q: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
-    from_logits: bool = False, base: float | None = None,
+    from_logits: bool = False, base: float | None = None, axis_name: str | None = None,
 ) -> jax.Array:
   r"""Jeffreys divergence, the symmetrised KL.
 
@@ -143,6 +150,8 @@ def jeffreys_divergence(
     where: boolean mask broadcastable to the inputs.
     from_logits: ``p`` and ``q`` are logits.
     base: logarithm base of the result (``None``: nats).
+    axis_name: inside ``shard_map``, the mesh axis over which ``axis`` is split (a vocabulary
+      sharded across devices); the result and gradient equal the unsharded ones.
 
   Returns:
     J(p, q), the broadcast batch shape.
@@ -158,9 +167,9 @@ def jeffreys_divergence(
   """
   _checks.check_base(base)
   prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
-                         from_logits=from_logits)
+                         from_logits=from_logits, axis_name=axis_name)
   dp, dq = prep.dists
-  out = jnp.sum(_numerics.mul_log(dp.prob - dq.prob, dp.log_prob - dq.log_prob), axis=prep.axis)
+  out = prep.sum(_numerics.mul_log(dp.prob - dq.prob, dp.log_prob - dq.log_prob))
   return _common.finish(out, prep, base)
 
 
@@ -175,8 +184,8 @@ def _js(prep: _common.Prepared, beta) -> jax.Array:
     # Linear mixture so that the gradient reaches entries where p (or q) is 0.
     log_m = _numerics.safe_log(beta * dp.prob + (1 - beta) * dq.prob)
   dm = _common.Dist(None, log_m)
-  kl_pm = _kl(dp, dm, prep.axis)
-  kl_qm = _kl(dq, dm, prep.axis)
+  kl_pm = _kl(dp, dm, prep)
+  kl_qm = _kl(dq, dm, prep)
   b = jnp.squeeze(beta, prep.axis) if beta.ndim else beta
   # beta * KL(p||m) with beta == 0 must be 0 even where KL(p||m) = inf.
   return (jnp.where(b > 0, b * jnp.where(b > 0, kl_pm, 0), 0)
@@ -186,6 +195,7 @@ def _js(prep: _common.Prepared, beta) -> jax.Array:
 def js_divergence(
     p: ArrayLike, q: ArrayLike, beta: ArrayLike = 0.5, *, axis: int = -1,
     where: ArrayLike | None = None, from_logits: bool = False, base: float | None = None,
+    axis_name: str | None = None,
 ) -> jax.Array:
   r"""(Generalised) Jensen–Shannon divergence.
 
@@ -204,6 +214,8 @@ def js_divergence(
     where: boolean mask broadcastable to the inputs.
     from_logits: ``p`` and ``q`` are logits.
     base: logarithm base of the result (``None``: nats; ``2`` bounds it by 1).
+    axis_name: inside ``shard_map``, the mesh axis over which ``axis`` is split (a vocabulary
+      sharded across devices); the result and gradient equal the unsharded ones.
 
   Returns:
     JS_beta(p, q), the broadcast batch shape.
@@ -219,13 +231,14 @@ def js_divergence(
   _checks.check_base(base)
   _checks.check_real(beta, "beta", lo=0, hi=1)
   prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
-                         from_logits=from_logits)
+                         from_logits=from_logits, axis_name=axis_name)
   return _common.finish(_js(prep, beta), prep, base, nonnegative=True)
 
 
 def js_distance(
     p: ArrayLike, q: ArrayLike, beta: ArrayLike = 0.5, *, axis: int = -1,
     where: ArrayLike | None = None, from_logits: bool = False, base: float | None = None,
+    axis_name: str | None = None,
 ) -> jax.Array:
   r"""Jensen–Shannon distance, the square root of :func:`js_divergence` (a metric at beta=1/2).
 
@@ -243,6 +256,8 @@ def js_distance(
     where: boolean mask broadcastable to the inputs.
     from_logits: ``p`` and ``q`` are logits.
     base: logarithm base applied before the square root (``None``: nats).
+    axis_name: inside ``shard_map``, the mesh axis over which ``axis`` is split (a vocabulary
+      sharded across devices); the result and gradient equal the unsharded ones.
 
   Returns:
     The JS distance, the broadcast batch shape.
@@ -258,7 +273,7 @@ def js_distance(
   _checks.check_base(base)
   _checks.check_real(beta, "beta", lo=0, hi=1)
   prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
-                         from_logits=from_logits)
+                         from_logits=from_logits, axis_name=axis_name)
   js = _numerics.to_base(_js(prep, beta), base)
   # Rounding can leave a tiny negative JS for p close to q; the distance is then 0.
   out = _numerics.safe_sqrt(jnp.where(js > 0, js, 0))
