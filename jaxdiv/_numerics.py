@@ -110,6 +110,19 @@ def log_add_exp(a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.where(ok, jnp.log(jnp.where(ok, s, 1)) + m, -jnp.inf)
 
 
+def log_abs_expm1(x: jax.Array) -> jax.Array:
+  """`log|exp(x) - 1|` without overflow for large x nor cancellation near 0; -inf at 0.
+
+  Traps avoided: `expm1(x)` overflows for x > 88 (float32) before the log could shrink it, and
+  the derivative `1/expm1(x)` is infinite at 0 (double-`where`).
+  """
+  pos = x > 0
+  nz = x != 0
+  xs = jnp.where(nz, x, 1.0)
+  out = jnp.where(pos, xs + jnp.log(-jnp.expm1(-jnp.abs(xs))), jnp.log(-jnp.expm1(-jnp.abs(xs))))
+  return jnp.where(nz, out, -jnp.inf)
+
+
 def masked_sum(x: jax.Array, axis, where=None) -> jax.Array:
   """Sum over `axis` of the entries `where` selects (masked entries may hold inf or NaN)."""
   if where is not None:

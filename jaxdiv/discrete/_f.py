@@ -47,7 +47,10 @@ def f_divergence(
   ``(t - 1)^2`` (Pearson chi-squared), ``(sqrt t - 1)^2`` (twice the squared Hellinger).
 
   ``f`` must be elementwise, written with ``jax.numpy`` so that it can be differentiated; it is
-  called on the ratios ``p/q`` (computed as ``exp(log p - log q)`` with ``from_logits``).
+  called on the ratios ``p/q`` (computed as ``exp(log p - log q)`` with ``from_logits``). A
+  ratio beyond the floating-point range (``log p - log q`` above about 88 in float32, from
+  extreme logits) is taken at its limit, ``p f'(inf)``; for the named divergences use the
+  dedicated functions, which stay in log space throughout.
 
   Args:
     p: first distribution, shape ``[..., n, ...]``.
@@ -93,11 +96,14 @@ def f_divergence(
   else:
     _checks.check_real(f_prime_inf, "f_prime_inf", allow_inf=True)
     slope = jnp.asarray(f_prime_inf, dtype)
-  # p * slope with p == 0 must be 0 even for an infinite slope.
-  at_q_zero = jnp.where(zero_p, 0, dp.prob * jnp.where(zero_p, 1, slope))
+  # p f'(inf) and q f(0) can be infinite: each branch sees its argument only where it is
+  # selected (0 elsewhere), so the zero cotangent of an unselected branch never meets inf.
+  use_slope = ~finite & ~zero_p
+  at_q_zero = jnp.where(use_slope, jnp.where(use_slope, dp.prob, 0) * slope, 0)
+  use_f0 = finite & zero_p
   f0 = _value_at_zero(f, dtype)
-  at_p_zero = jnp.where(dq.prob > 0, dq.prob * jnp.where(dq.prob > 0, f0, 0), 0)
-  terms = jnp.where(finite, jnp.where(zero_p, at_p_zero, inner), at_q_zero)
+  at_p_zero = jnp.where(use_f0, jnp.where(use_f0, dq.prob, 0) * f0, 0)
+  terms = jnp.where(use_f0, at_p_zero, jnp.where(use_slope, at_q_zero, jnp.where(finite, inner, 0)))
   return _common.finish(jnp.sum(terms, axis=prep.axis), prep)
 
 
@@ -207,10 +213,12 @@ def chi_squared_divergence(
                          from_logits=from_logits)
   dp, dq = prep.dists
   if from_logits:
-    # (p - q)^2 / q = (p - q) * expm1(log p - log q): no underflow of q into a division.
-    both_zero = (dp.prob == 0) & (dq.prob == 0)
-    lr = jnp.where(both_zero, 0, dp.log_prob - dq.log_prob)
-    terms = jnp.where(both_zero, 0, (dp.prob - dq.prob) * jnp.expm1(lr))
+    # (p - q)^2 / q = exp(log q + 2 log|expm1(log p - log q)|): neither p nor q is formed, so
+    # neither can underflow (a tiny p over a tinier q is a large term).
+    ok = dq.log_prob > -jnp.inf
+    d = jnp.where(ok, dp.log_prob - dq.log_prob, 0)
+    log_terms = jnp.where(ok, dq.log_prob, 0) + 2 * _numerics.log_abs_expm1(d)
+    terms = jnp.where(ok, jnp.exp(log_terms), jnp.where(dp.log_prob > -jnp.inf, jnp.inf, 0))
   else:
     terms = _numerics.safe_div((dp.prob - dq.prob) ** 2, dq.prob)
   return _common.finish(jnp.sum(terms, axis=prep.axis), prep)

@@ -28,8 +28,12 @@ _SMALL = 1.0
 
 
 def _log_power_mean(p, log_p, d, t, axis, normalized):
-  """log sum_{p>0} p exp(t d), or log E_p[exp(t d)] when `normalized` (p normalised by us)."""
-  s = p > 0
+  """log sum_{p>0} p exp(t d), or log E_p[exp(t d)] when `normalized` (p normalised by us).
+
+  The support is where log p > -inf: from extreme logits p itself can underflow to 0 while
+  p exp(t d) = exp(log p + t d) does not; the log-sum-exp branch keeps those terms.
+  """
+  s = log_p > -jnp.inf
   d = jnp.where(s, d, 0)  # -inf - -inf = NaN outside the support
   td = t * d
   # The max only chooses a branch and a shift: it carries no gradient.
@@ -52,8 +56,8 @@ def _log_power_mean(p, log_p, d, t, axis, normalized):
   return jnp.where(jnp.squeeze(pos_inf, axis), jnp.inf, out)
 
 
-def _max_log_ratio(p, d, axis):
-  s = p > 0
+def _max_log_ratio(log_p, d, axis):
+  s = log_p > -jnp.inf
   out = jnp.max(jnp.where(s, d, -jnp.inf), axis=axis)
   return jnp.where(jnp.any(s, axis=axis), out, 0)
 
@@ -90,7 +94,7 @@ def _order_family(p, log_p, d, alpha, axis, normalized, general, at_one, at_inf,
     if a == 1:
       return at_one()
     if np.isinf(a):
-      return at_inf(_max_log_ratio(p, d, axis))
+      return at_inf(_max_log_ratio(log_p, d, axis))
     t = jnp.asarray(a - 1, p.dtype)
     return general(_log_power_mean(p, log_p, d, t, axis, normalized), t)
   alpha = jnp.asarray(alpha, p.dtype)
@@ -105,7 +109,7 @@ def _order_family(p, log_p, d, alpha, axis, normalized, general, at_one, at_inf,
     # Exactly at alpha = 1 the value is the limit; `(alpha - 1) * slope` is 0 there but gives
     # the derivative with respect to a traced alpha its true value instead of 0.
     one = one + (jnp.where(is_one, alpha_b, 1) - 1) * one_slope()
-  return jnp.where(is_one, one, jnp.where(is_inf, at_inf(_max_log_ratio(p, d, axis)), gen))
+  return jnp.where(is_one, one, jnp.where(is_inf, at_inf(_max_log_ratio(log_p, d, axis)), gen))
 
 
 def _check_alpha(alpha, lo=0.0):

@@ -1,0 +1,180 @@
+"""Deterministic host-side reductions over ordered per-row results.
+
+Every reduction here depends only on the per-row values and their order, never on how they were
+batched or on how many devices computed them: sums run in float64 over fixed chunks of
+:data:`CHUNK` rows (pairwise inside a chunk, sequentially across chunks), and quantiles are
+*exact* order statistics found by a radix select over the stored per-row results, in a few
+streaming passes with a fixed amount of memory (65,536 counters per target).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from collections.abc import Iterable
+
+import numpy as np
+
+CHUNK = 1 << 16
+
+
+class Moments:
+  """Count, sum, mean, standard deviation, min and max, fed rows in order in any batches.
+
+  Rows are buffered into chunks of exactly :data:`CHUNK` rows so that the float64 arithmetic,
+  and so the bytes of the result, do not depend on the batch size. NaN results count in
+  `nan_results` and propagate into the sum (they are real results, not missing data); rows the
+  caller excludes (`keep == False`) are left out entirely.
+  """
+
+  def __init__(self):
+    self._vals: list[np.ndarray] = []
+    self._keep: list[np.ndarray] = []
+    self._buffered = 0
+    self.count = 0
+    self.total = 0.0
+    self._mean = 0.0
+    self._m2 = 0.0
+    self.min = math.inf
+    self.max = -math.inf
+    self.nan_results = 0
+
+  def add(self, values: np.ndarray, keep: np.ndarray | None = None):
+    values = np.asarray(values).reshape(-1)
+    keep = np.ones(values.shape, bool) if keep is None else np.asarray(keep).reshape(-1)
+    self._vals.append(values)
+    self._keep.append(keep)
+    self._buffered += values.size
+    if self._buffered >= CHUNK:
+      v, k = np.concatenate(self._vals), np.concatenate(self._keep)
+      full = (v.size // CHUNK) * CHUNK
+      for i in range(0, full, CHUNK):
+        self._chunk(v[i:i + CHUNK], k[i:i + CHUNK])
+      self._vals, self._keep, self._buffered = [v[full:]], [k[full:]], v.size - full
+
+  def _chunk(self, v: np.ndarray, keep: np.ndarray):
+    v = v[keep].astype(np.float64)
+    n = v.size
+    if n == 0:
+      return
+    nan = np.isnan(v)
+    self.nan_results += int(nan.sum())
+    if not nan.all():
+      self.min = min(self.min, float(np.min(v[~nan])))
+      self.max = max(self.max, float(np.max(v[~nan])))
+    with np.errstate(invalid="ignore", over="ignore"):
+      s = float(np.sum(v))
+      mean_c = s / n
+      m2_c = float(np.sum((v - mean_c) ** 2))
+      total_n = self.count + n
+      delta = mean_c - self._mean
+      self._mean += delta * n / total_n
+      self._m2 += m2_c + delta * delta * self.count * n / total_n
+    self.total += s
+    self.count = total_n
+
+  def finish(self):
+    if self._buffered:
+      self._chunk(np.concatenate(self._vals), np.concatenate(self._keep))
+    self._vals, self._keep, self._buffered = [], [], 0
+
+  @property
+  def mean(self) -> float:
+    return self.total / self.count if self.count else math.nan
+
+  @property
+  def std(self) -> float:
+    """Population standard deviation (ddof=0), as `np.std`."""
+    if not self.count:
+      return math.nan
+    return math.sqrt(self._m2 / self.count) if self._m2 >= 0 else math.nan
+
+
+# ------------------------------------------------------------------------------ quantiles ----
+
+def _keys(v: np.ndarray) -> np.ndarray:
+  """Unsigned integers that sort as the floats `v` do (NaN-free; -0.0 folded into +0.0)."""
+  v = v + v.dtype.type(0)  # -0.0 + 0.0 = +0.0
+  if v.dtype.itemsize == 8:
+    u, sign = v.view(np.uint64), np.uint64(1 << 63)
+  else:
+    u, sign = v.view(np.uint32), np.uint32(1 << 31)
+  return np.where(u & sign, ~u, u | sign)
+
+
+def _from_key(key: int, bits: int) -> float:
+  sign = 1 << (bits - 1)
+  u = key ^ sign if key & sign else ~key & ((1 << bits) - 1)
+  if bits == 64:
+    return float(np.array(u, np.uint64).view(np.float64))
+  return float(np.array(u, np.uint32).view(np.float32))
+
+
+def order_statistics(chunks: Callable[[], Iterable[np.ndarray]], ranks: Iterable[int],
+                     bits: int) -> dict[int, float]:
+  """Exact k-th smallest values (0-based `ranks`) of a stream, by radix select on 16-bit digits.
+
+  `chunks()` must give the same NaN-free float32 (bits=32) or float64 (bits=64) values in the
+  same order every time it is called; it is called `bits / 16` times (2 or 4 passes).
+  """
+  targets = {r: [0, r] for r in set(ranks)}  # rank -> [key prefix so far, rank inside prefix]
+  for shift in range(bits - 16, -1, -16):
+    prefixes = {t[0] for t in targets.values()}
+    counts = {p: np.zeros(1 << 16, np.int64) for p in prefixes}
+    for v in chunks():
+      k = _keys(v)
+      if shift == bits - 16:
+        counts[0] += np.bincount((k >> (bits - 16)).astype(np.int64), minlength=1 << 16)
+        continue
+      hi = k >> (shift + 16)
+      for p in prefixes:
+        sel = k[hi == p]
+        if sel.size:
+          digits = ((sel >> shift) & 0xFFFF).astype(np.int64)
+          counts[p] += np.bincount(digits, minlength=1 << 16)
+    for t in targets.values():
+      cs = np.cumsum(counts[t[0]])
+      d = int(np.searchsorted(cs, t[1], side="right"))
+      t[1] -= int(cs[d - 1]) if d else 0
+      t[0] = (t[0] << 16) | d
+  return {r: _from_key(t[0], bits) for r, t in targets.items()}
+
+
+def quantiles(chunks: Callable[[], Iterable[np.ndarray]], n: int, qs,
+              bits: int) -> dict[float, float]:
+  """Exact quantiles with `np.quantile`'s default (linear) interpolation, in float64."""
+  if n == 0:
+    return {float(q): math.nan for q in qs}
+  pos = {float(q): (n - 1) * float(q) for q in qs}
+  ranks = set()
+  for h in pos.values():
+    lo = math.floor(h)
+    ranks.update((lo, min(lo + 1, n - 1)))
+  stats = order_statistics(chunks, ranks, bits)
+  out = {}
+  for q, h in pos.items():
+    lo = math.floor(h)
+    a, b = stats[lo], stats[min(lo + 1, n - 1)]
+    with np.errstate(invalid="ignore"):
+      out[q] = float(np.quantile(np.array([a, b], np.float64), h - lo)) if a != b else a
+  return out
+
+
+def histogram(chunks: Callable[[], Iterable[np.ndarray]], lo: float, hi: float,
+              bins: int) -> dict:
+  """Counts of the finite values in `bins` equal bins over [lo, hi]; infinities counted apart."""
+  if not (math.isfinite(lo) and math.isfinite(hi)):
+    edges = np.zeros(0)
+    counts = np.zeros(0, np.int64)
+  else:
+    edges = np.histogram_bin_edges(np.array([lo, hi], np.float64), bins)
+    counts = np.zeros(bins, np.int64)
+  pos_inf = neg_inf = 0
+  for v in chunks():
+    v = v.astype(np.float64)
+    pos_inf += int(np.sum(v == np.inf))
+    neg_inf += int(np.sum(v == -np.inf))
+    if counts.size:
+      counts += np.histogram(v[np.isfinite(v)], edges)[0]
+  return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts],
+          "pos_inf": pos_inf, "neg_inf": neg_inf}

@@ -1,0 +1,50 @@
+"""Argument handling shared by the kernel APIs: flattening to [tokens, ...], the token mask,
+and trace-time checks of the hyperparameters."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdiv import _checks
+
+
+def token_mask(batch_shape, labels=None, *, where=None, ignore_index=None) -> jax.Array:
+  """[tokens] bool: tokens that count (`where` True and label != `ignore_index`)."""
+  valid = jnp.ones(batch_shape, bool)
+  if where is not None:
+    valid = _checks.broadcast_where(where, tuple(batch_shape))
+  if ignore_index is not None:
+    if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
+      raise TypeError(f"`ignore_index` must be an int or None; got {ignore_index!r}.")
+    valid = valid & (labels != ignore_index)
+  return valid.reshape(-1)
+
+
+def int_labels(labels, batch_shape, name="labels") -> jax.Array:
+  labels = jnp.asarray(labels)
+  if not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise TypeError(f"`{name}` must be an integer array of class indices; got {labels.dtype}.")
+  if labels.shape != tuple(batch_shape):
+    raise ValueError(
+        f"`{name}` must have the logits' batch shape {tuple(batch_shape)}; got {labels.shape}.")
+  return labels.astype(jnp.int32)
+
+
+def smoothing_and_z_loss(label_smoothing, z_loss) -> tuple[float, float]:
+  """Both are static Python floats (they shape the kernels): 0 <= ls <= 1, z_loss >= 0."""
+  for name, x in (("label_smoothing", label_smoothing), ("z_loss", z_loss)):
+    if isinstance(x, jax.core.Tracer):
+      raise TypeError(f"`{name}` must be a concrete number (it is static in the kernels).")
+  _checks.check_real(label_smoothing, "label_smoothing", lo=0, hi=1, allow_array=False)
+  _checks.check_real(z_loss, "z_loss", lo=0, allow_array=False)
+  return float(label_smoothing), float(z_loss)
+
+
+def result_dtype(*arrays):
+  return jnp.result_type(*arrays)
+
+
+def is_float64(*arrays) -> bool:
+  return any(a.dtype == jnp.float64 for a in arrays)

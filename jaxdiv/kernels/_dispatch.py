@@ -1,0 +1,85 @@
+"""One dispatch helper for every accelerated op: a frozen registry of implementations.
+
+Each op (cross-entropy over logits, fused linear cross-entropy, distillation divergences) keeps
+an ordered, immutable table of `Implementation`s. An implementation says where it runs through
+`supported_on(backend, **config)`; `implementation=None` takes the first supported one in the
+table's order (fastest first), and never a Pallas kernel in interpret mode: interpret mode is
+only reached by asking for `"pallas"` explicitly on a backend without a Pallas compiler.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Callable
+from collections.abc import Mapping
+
+import jax
+
+NAMES = ("xla", "chunked", "pallas")
+
+
+@dataclasses.dataclass(frozen=True)
+class Implementation:
+  """One way to compute an op.
+
+  Attributes:
+    name: `"xla"`, `"chunked"` or `"pallas"`.
+    fn: the function; it takes the op's arguments and, for Pallas, `interpret=`.
+    supported_on: `(backend, **config) -> bool`, whether `None` may pick it there (`backend` is
+      `jax.default_backend()`'s answer: "cpu", "gpu", "tpu"); `config` holds the op's static
+      description (shapes, dtypes, options).
+    compiled_on: backends where the kernel compiles; elsewhere an explicit request runs it in
+      Pallas interpret mode (slow, but the same code path). None: runs everywhere natively.
+  """
+
+  name: str
+  fn: Callable
+  supported_on: Callable[..., bool] = lambda backend, **config: True
+  compiled_on: frozenset[str] | None = None
+
+
+def registry(*implementations: Implementation) -> Mapping[str, Implementation]:
+  """An ordered, read-only table of implementations (the order is `None`'s preference)."""
+  table = {}
+  for impl in implementations:
+    if impl.name not in NAMES or impl.name in table:
+      raise ValueError(f"bad or repeated implementation name {impl.name!r}.")
+    table[impl.name] = impl
+  return types.MappingProxyType(table)
+
+
+def backend() -> str:
+  """The platform computations run on by default ("cpu", "gpu" or "tpu")."""
+  return jax.default_backend()
+
+
+def select(table: Mapping[str, Implementation], implementation: str | None, op: str,
+           **config) -> Callable:
+  """Returns the function for `implementation`, or the first supported one for None.
+
+  Raises:
+    ValueError: for a name the op does not have.
+  """
+  platform = backend()
+  if implementation is None:
+    for impl in table.values():
+      native = impl.compiled_on is None or platform in impl.compiled_on
+      if native and impl.supported_on(platform, **config):
+        return impl.fn
+    raise ValueError(f"{op}: no implementation supports backend {platform!r} with {config}.")
+  if implementation not in table:
+    raise ValueError(
+        f"{op}: `implementation` must be None or one of {tuple(table)}; got {implementation!r}."
+    )
+  impl = table[implementation]
+  if impl.compiled_on is not None:
+    return _with_interpret(impl.fn, platform not in impl.compiled_on)
+  return impl.fn
+
+
+def _with_interpret(fn: Callable, interpret: bool) -> Callable:
+  def call(*args, **kwargs):
+    return fn(*args, interpret=interpret, **kwargs)
+
+  return call

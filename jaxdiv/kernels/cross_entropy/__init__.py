@@ -1,0 +1,1 @@
+"""Softmax cross-entropy with integer labels over large vocabularies."""

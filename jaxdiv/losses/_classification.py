@@ -1,0 +1,493 @@
+"""Classification losses on logits: optax's names, order and values, NaN-free, with more options.
+
+Each function computes the same quantity as its namesake in ``optax.losses`` (same argument
+order, defaults, ``axis`` and ``where`` rules), built from the log-space primitives of
+:mod:`jaxdiv._numerics` instead of ``jax.nn.log_softmax``: ``0 * log 0`` is 0 in value and
+gradient, and a row with nothing left after masking is 0. The keyword-only options after
+optax's arguments (label smoothing, ``ignore_index``, class weights, z-loss) are jaxdiv's.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.typing import ArrayLike
+
+from jaxdiv import _checks
+from jaxdiv import _numerics
+from jaxdiv.losses import _common
+
+
+def _scaled(c, x):
+  """`c * x` with `0 * x = 0` also for an infinite `x` (a zero weight switches a term off)."""
+  nz = c != 0
+  return jnp.where(nz, c * jnp.where(nz, x, 0), 0)
+
+
+def _class_weights(weights, class_shape, ndim, ax, dtype):
+  """Validates per-class weights (shape of the class axes) and shapes them to broadcast."""
+  w = _checks.as_float_array(weights, "weights").astype(dtype)
+  if w.shape != tuple(class_shape):
+    raise ValueError(
+        f"`weights` must hold one weight per class, shape {tuple(class_shape)} (the logits'"
+        f" axis {ax}); got shape {w.shape}."
+    )
+  return w
+
+
+def _ignore_index(ignore_index):
+  if ignore_index is None:
+    return None
+  if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+    raise TypeError(f"`ignore_index` must be None or a Python int; got {ignore_index!r}.")
+  return ignore_index
+
+
+def _check_options(label_smoothing, z_loss):
+  _common.check_coefficient(label_smoothing, "label_smoothing", hi=1)
+  _common.check_coefficient(z_loss, "z_loss")
+
+
+def _z_term(z_loss, lse):
+  """PaLM's auxiliary z-loss, `z_loss * logsumexp(logits)**2`, on rows with a finite normaliser."""
+  ok = jnp.isfinite(lse)
+  return jnp.where(ok, z_loss * jnp.square(jnp.where(ok, lse, 0)), 0)
+
+
+def _dense_cross_entropy(logits, labels, ax, mask, *, weights=None, label_smoothing=0.0,
+                         z_loss=0.0):
+  """`-sum_j w_j y_j log softmax(logits)_j` over `ax` (+ z-loss), inputs in the compute dtype."""
+  log_p = _numerics.log_softmax(logits, axis=ax, where=mask)
+  y = labels if mask is None else jnp.where(mask, labels, 0)
+  if not _common.is_static_zero(label_smoothing):
+    if mask is None:
+      n = 1
+      for a in ax:
+        n *= logits.shape[a]
+      uniform = jnp.full_like(y, 1.0 / n)
+    else:
+      count = jnp.sum(mask, axis=ax, keepdims=True).astype(y.dtype)
+      uniform = jnp.where(mask, 1 / jnp.where(count > 0, count, 1), 0)
+    y = (1 - label_smoothing) * y + label_smoothing * uniform
+  if weights is not None:
+    y = y * weights
+  out = -jnp.sum(_numerics.mul_log(y, log_p), axis=ax)
+  if not _common.is_static_zero(z_loss):
+    out = out + _z_term(z_loss, _numerics.logsumexp(logits, axis=ax, where=mask))
+  if mask is not None:
+    out = jnp.where(jnp.any(mask, axis=ax), out, 0)
+  return out
+
+
+def softmax_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    axis: int | tuple[int, ...] | None = -1,
+    where: ArrayLike | None = None,
+    *,
+    label_smoothing: ArrayLike = 0.0,
+    ignore_index: int | None = None,
+    weights: ArrayLike | None = None,
+    z_loss: ArrayLike = 0.0,
+) -> jax.Array:
+  r"""Softmax cross-entropy between logits and target distributions (optax's, NaN-free).
+
+  With :math:`\log q = \mathrm{log\_softmax}(x)` over ``axis`` and targets :math:`y`,
+
+  .. math::
+    \ell(x, y) = -\sum_j w_j\, \tilde y_j \log q_j + z\, \Big(\log \sum_j e^{x_j}\Big)^2,
+    \qquad \tilde y = (1 - \varepsilon)\, y + \varepsilon / C,
+
+  which is the cross-entropy H(y, q) = H(y) + KL(y‖q) for :math:`w = 1, \varepsilon = z = 0`
+  (optax's loss). Unlike optax, a zero target on a ``-inf`` logit contributes 0 (not NaN) in
+  value and gradient, and a row with every entry masked is 0 with a zero gradient.
+
+  Args:
+    logits: unnormalised log-probabilities, shape ``[..., num_classes]``.
+    labels: target probabilities (e.g. one-hot), broadcastable with ``logits``.
+    axis: the class axis or axes (optax's convention; ``None``: every axis).
+    where: mask of the classes to include, the logits' shape, or per example (the batch shape,
+      expanded over ``axis`` as optax does). Masked classes leave the softmax.
+    label_smoothing: :math:`\varepsilon \in [0, 1]`; mixes the targets with the uniform
+      distribution over the (unmasked) classes, as ``torch.nn.CrossEntropyLoss``.
+    ignore_index: examples whose target's largest entry is class ``ignore_index`` (e.g. the
+      one-hot encoding of a padding token) give 0 and no gradient, z-loss included; with
+      one-hot targets this is exactly the integer-label behaviour.
+    weights: per-class weights :math:`w`, shape of the class axes (``[num_classes]``),
+      multiplying each class's term (torch's ``weight`` for probability targets).
+    z_loss: coefficient :math:`z \ge 0` of the squared log-normaliser (PaLM's z-loss).
+
+  Returns:
+    The per-example loss, the broadcast shape without ``axis``.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxdiv.losses
+    >>> logits = jnp.array([[1.2, -0.8, -0.5], [0.9, -1.2, 1.1]])
+    >>> labels = jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    >>> print(jaxdiv.losses.softmax_cross_entropy(logits, labels))
+    [0.2761... 2.9518...]
+
+  References:
+    Szegedy et al., Rethinking the Inception Architecture for Computer Vision, 2016 (label
+    smoothing); Chowdhery et al., PaLM: Scaling Language Modeling with Pathways, 2022 (z-loss).
+  """
+  logits = _checks.as_float_array(logits, "logits")
+  labels = _checks.as_float_array(labels, "labels")
+  ignore_index = _ignore_index(ignore_index)
+  _check_options(label_smoothing, z_loss)
+  shape = _common.broadcast_shapes(logits, labels, ("logits", "labels"))
+  if not shape:
+    raise ValueError("`logits` must have at least one (class) dimension; got a scalar.")
+  ax = _common.axes(axis, len(shape))
+  result_dtype, acc = _checks.compute_dtype(logits, labels)
+  x = jnp.broadcast_to(logits, shape).astype(acc)
+  y = jnp.broadcast_to(labels, shape).astype(acc)
+  mask = _common.expand_where(where, shape, ax)
+  w = None
+  if weights is not None:
+    class_shape = [shape[a] for a in ax]
+    w = _class_weights(weights, class_shape, len(shape), ax, acc)
+    w = jnp.reshape(w, [shape[i] if i in ax else 1 for i in range(len(shape))])
+  out = _dense_cross_entropy(x, y, ax, mask, weights=w, label_smoothing=label_smoothing,
+                             z_loss=z_loss)
+  if ignore_index is not None:
+    flat = jnp.moveaxis(y, ax, range(len(shape) - len(ax), len(shape)))
+    flat = flat.reshape(flat.shape[:len(shape) - len(ax)] + (-1,))
+    out = jnp.where(jnp.argmax(flat, axis=-1) == ignore_index, 0, out)
+  return out.astype(result_dtype)
+
+
+def safe_softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
+  r"""Softmax cross-entropy with ``0 * log 0 = 0`` (optax's ``safe_softmax_cross_entropy``).
+
+  .. math::
+    \ell(x, y) = -\sum_j y_j \log \mathrm{softmax}(x)_j, \qquad 0 \cdot \log 0 = 0,
+
+  over the last axis. In jaxdiv every cross-entropy has this convention, so this is
+  :func:`softmax_cross_entropy` on the last axis.
+
+  Args:
+    logits: unnormalised log-probabilities, shape ``[..., num_classes]``.
+    labels: target probabilities, broadcastable to ``logits``.
+
+  Returns:
+    The per-example loss, shape ``[...]``.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxdiv.losses
+    >>> logits = jnp.array([0.0, -jnp.inf]); labels = jnp.array([1.0, 0.0])
+    >>> print(jaxdiv.losses.safe_softmax_cross_entropy(logits, labels))
+    0.0
+  """
+  return softmax_cross_entropy(logits, labels, axis=-1)
+
+
+def _flatten_classes(x, ax):
+  """Moves the class axes (in the given order) to the end and flattens them, as optax does."""
+  batch = tuple(i for i in range(x.ndim) if i not in ax)
+  x = jnp.transpose(x, batch + ax)
+  return x.reshape(x.shape[:len(batch)] + (-1,))
+
+
+def softmax_cross_entropy_with_integer_labels(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    axis: int | tuple[int, ...] = -1,
+    where: ArrayLike | None = None,
+    *,
+    label_smoothing: ArrayLike = 0.0,
+    ignore_index: int | None = None,
+    weights: ArrayLike | None = None,
+    z_loss: ArrayLike = 0.0,
+    implementation: str | None = None,
+) -> jax.Array:
+  r"""Softmax cross-entropy with integer labels (optax's, NaN-free), with torch's options.
+
+  With :math:`\log q = \mathrm{log\_softmax}(x)` over the ``C`` (unmasked) classes,
+
+  .. math::
+    \ell(x, y) = (1 - \varepsilon)\, w_y (-\log q_y)
+      + \frac{\varepsilon}{C} \sum_j w_j (-\log q_j)
+      + z \Big(\log \sum_j e^{x_j}\Big)^2,
+
+  the cross-entropy H(δ_y, q) = KL(δ_y‖q) for :math:`w = 1, \varepsilon = z = 0` (optax's loss;
+  ``torch.nn.functional.cross_entropy(..., reduction="none")`` with ``weight``,
+  ``label_smoothing`` and ``ignore_index``). Options combine freely.
+
+  Edge cases: an example whose classes are all masked by ``where`` gives 0; one whose logits are
+  all ``-inf`` gives ``+inf`` with a zero gradient (optax: NaN). A label outside
+  ``[0, num_classes)`` that is not ``ignore_index`` is invalid data and gives NaN, as in optax.
+
+  Args:
+    logits: unnormalised log-probabilities, shape ``[..., num_classes]``.
+    labels: integer class indices, shape ``[...]`` (the logits without ``axis``; broadcast).
+    axis: the class axis, or a tuple of axes whose flattened (C-order, in the given order)
+      index is the label, as in optax.
+    where: mask of the classes to include (the logits' shape) or of the examples (the batch
+      shape), as in optax; an example with nothing left gives 0.
+    label_smoothing: :math:`\varepsilon \in [0, 1]`, as ``torch.nn.CrossEntropyLoss``.
+    ignore_index: labels equal to it give 0 and a zero gradient (z-loss included), also when
+      it is out of range (torch's ``-100``).
+    weights: per-class weights :math:`w`, shape ``[num_classes]`` (the class axes' shape),
+      as torch's ``weight`` (per-example values, not yet normalised by the weight sum).
+    z_loss: coefficient :math:`z \ge 0` of the squared log-normaliser (PaLM).
+    implementation: ``None`` (this plain-``jnp`` path) or one of ``"xla"``, ``"chunked"``,
+      ``"pallas"``: the large-vocabulary kernels of :mod:`jaxdiv.kernels` (class axis last, no
+      ``weights``, per-example ``where`` only).
+
+  Returns:
+    The per-example loss, the labels' (batch) shape, in the logits' dtype.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxdiv.losses
+    >>> logits = jnp.array([[1.2, -0.8, -0.5], [0.9, -1.2, 1.1]])
+    >>> labels = jnp.array([0, -100])
+    >>> loss = jaxdiv.losses.softmax_cross_entropy_with_integer_labels
+    >>> print(loss(logits, labels, ignore_index=-100))
+    [0.2761... 0.    ]
+
+  References:
+    Szegedy et al., Rethinking the Inception Architecture for Computer Vision, 2016 (label
+    smoothing); Chowdhery et al., PaLM: Scaling Language Modeling with Pathways, 2022 (z-loss).
+  """
+  logits = _checks.as_float_array(logits, "logits")
+  labels = jnp.asarray(labels)
+  if not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise TypeError(
+        f"`labels` must be integer class indices; got dtype {labels.dtype}. For target"
+        " probabilities use `softmax_cross_entropy`."
+    )
+  if logits.ndim == 0:
+    raise ValueError("`logits` must have at least one (class) dimension; got a scalar.")
+  ignore_index = _ignore_index(ignore_index)
+  _check_options(label_smoothing, z_loss)
+  _common.check_implementation(implementation)
+  if isinstance(axis, bool) or not isinstance(axis, (int, tuple)):
+    raise TypeError(f"`axis` must be an int or a tuple of ints; got {axis!r}.")
+  ax = _common.axes(axis, logits.ndim, allow_none=False, keep_order=True)
+  batch_shape = tuple(s for i, s in enumerate(logits.shape) if i not in ax)
+  try:
+    labels = jnp.broadcast_to(labels, batch_shape)
+  except ValueError:
+    raise ValueError(
+        f"`labels` of shape {labels.shape} does not match the logits' batch shape"
+        f" {batch_shape} (logits {logits.shape} without axis {axis})."
+    ) from None
+  if implementation is not None:
+    return _delegate_cross_entropy(logits, labels, ax, where, weights, label_smoothing,
+                                   ignore_index, z_loss, implementation)
+  result_dtype, acc = _checks.compute_dtype(logits)
+  mask = _common.expand_where(where, logits.shape, ax)
+  x = _flatten_classes(logits.astype(acc), ax)
+  if mask is not None:
+    mask = _flatten_classes(mask, ax)
+  w = None
+  if weights is not None:
+    w = _class_weights(weights, [logits.shape[a] for a in ax], logits.ndim, ax, acc).reshape(-1)
+  out = _integer_cross_entropy(x, labels, mask, w, label_smoothing, ignore_index, z_loss)
+  return out.astype(result_dtype)
+
+
+def _integer_cross_entropy(x, labels, mask, w, label_smoothing, ignore_index, z_loss):
+  """The integer-label loss on the last axis, inputs in the compute dtype."""
+  lse = _numerics.logsumexp(x, axis=-1, where=mask)
+  ok = jnp.isfinite(lse)
+  lse_s = jnp.where(ok, lse, 0)
+  ignored = None if ignore_index is None else labels == ignore_index
+  safe_labels = labels if ignored is None else jnp.where(ignored, 0, labels)
+  # Out-of-range labels read NaN ("fill"), as optax: invalid data is not silently 0.
+  label_logit = jnp.take_along_axis(x, safe_labels[..., None], axis=-1, mode="fill")[..., 0]
+  nll = lse_s - label_logit
+  if w is not None:
+    nll = _scaled(jnp.take(w, safe_labels, mode="fill"), nll)
+  if _common.is_static_zero(label_smoothing):
+    out = nll
+  else:
+    log_q = jnp.where(ok[..., None], x - lse_s[..., None], -jnp.inf)
+    if mask is None:
+      u = jnp.full_like(x, 1.0 / x.shape[-1])
+    else:
+      log_q = jnp.where(mask, log_q, -jnp.inf)
+      count = jnp.sum(mask, axis=-1, keepdims=True).astype(x.dtype)
+      u = jnp.where(mask, 1 / jnp.where(count > 0, count, 1), 0)
+    if w is not None:
+      u = u * w
+    smooth = -jnp.sum(_numerics.mul_log(u, log_q), axis=-1)
+    out = _scaled(1 - label_smoothing, nll) + _scaled(label_smoothing, smooth)
+  if not _common.is_static_zero(z_loss):
+    out = out + _z_term(z_loss, lse)
+  # No finite normaliser: every logit is -inf (+inf loss) or every class masked (0, below).
+  out = jnp.where(ok, out, jnp.inf)
+  if mask is not None:
+    out = jnp.where(jnp.any(mask, axis=-1), out, 0)
+  if ignored is not None:
+    out = jnp.where(ignored, 0, out)
+  return out
+
+
+def _delegate_cross_entropy(logits, labels, ax, where, weights, label_smoothing, ignore_index,
+                            z_loss, implementation):
+  name = "softmax_cross_entropy_with_integer_labels"
+  if ax != (logits.ndim - 1,):
+    raise _common.unsupported_by_kernel(f"a class axis other than the last (axis={ax})", name)
+  if weights is not None:
+    raise _common.unsupported_by_kernel("class `weights`", name)
+  token_where = None
+  if where is not None:
+    where = jnp.asarray(where)
+    if where.ndim == logits.ndim:
+      raise _common.unsupported_by_kernel("a per-class `where` mask (only per-example)", name)
+    token_where = _checks.broadcast_where(where, labels.shape)
+  from jaxdiv import kernels  # noqa: PLC0415  (kernels sit in a layer that may be absent)
+
+  out = kernels.cross_entropy_with_integer_labels(
+      logits, labels, where=token_where, ignore_index=ignore_index,
+      label_smoothing=label_smoothing, z_loss=z_loss, implementation=implementation)
+  return out.astype(logits.dtype)
+
+
+def sigmoid_binary_cross_entropy(logits, labels):
+  r"""Elementwise sigmoid (binary) cross-entropy (optax's, NaN-free at infinite logits).
+
+  .. math::
+    \ell(x, y) = -y \log \sigma(x) - (1 - y) \log (1 - \sigma(x)),
+
+  the Bernoulli cross-entropy H(y, σ(x)), with ``0 * log 0 = 0``: a logit of ``+inf`` with
+  label 1 gives 0 (optax: NaN).
+
+  Args:
+    logits: log-odds, any shape.
+    labels: targets in ``[0, 1]`` (binary or soft), broadcastable to ``logits``; cast to the
+      logits' dtype as optax does.
+
+  Returns:
+    The elementwise loss, the broadcast shape.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxdiv.losses
+    >>> print(jaxdiv.losses.sigmoid_binary_cross_entropy(jnp.array([0.0, jnp.inf]),
+    ...                                                  jnp.array([1.0, 1.0])))
+    [0.6931... 0.    ]
+  """
+  logits = _checks.as_float_array(logits, "logits")
+  labels = jnp.asarray(labels).astype(logits.dtype)
+  _common.broadcast_shapes(logits, labels, ("logits", "labels"))
+  _, acc = _checks.compute_dtype(logits)
+  x, y = logits.astype(acc), labels.astype(acc)
+  out = -(_numerics.mul_log(y, jax.nn.log_sigmoid(x))
+          + _numerics.mul_log(1 - y, jax.nn.log_sigmoid(-x)))
+  return out.astype(logits.dtype)
+
+
+def sigmoid_focal_loss(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    alpha: ArrayLike | None = None,
+    gamma: ArrayLike = 2.0,
+) -> jax.Array:
+  r"""Sigmoid focal loss (optax's, NaN-free at infinite logits and for ``gamma = 0``).
+
+  .. math::
+    \mathrm{FL}(x, y) = \alpha_t\, (1 - p_t)^\gamma\, H(y, \sigma(x)), \qquad
+    1 - p_t = (1 - y)\, \sigma(x) + y\, (1 - \sigma(x)),
+
+  with :math:`\alpha_t = \alpha y + (1 - \alpha)(1 - y)` (no weighting for ``alpha=None``) and
+  :math:`H` the binary cross-entropy. :math:`\log(1 - p_t)` is formed in log space, and
+  :math:`(1 - p_t)^0 = 1` also where :math:`1 - p_t = 0`.
+
+  Args:
+    logits: log-odds, any shape.
+    labels: targets in ``[0, 1]``, broadcastable to ``logits``.
+    alpha: weight of the positive class in ``(0, 1)``, or ``None``.
+    gamma: focusing exponent :math:`\gamma \ge 0`.
+
+  Returns:
+    The elementwise loss, the broadcast shape.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxdiv.losses
+    >>> print(jaxdiv.losses.sigmoid_focal_loss(jnp.array([0.0]), jnp.array([1.0])))
+    [0.1732...]
+
+  References:
+    Lin et al., Focal Loss for Dense Object Detection, 2017.
+  """
+  logits = _checks.as_float_array(logits, "logits")
+  labels = jnp.asarray(labels).astype(logits.dtype)
+  _checks.check_real(gamma, "gamma", lo=0)
+  if alpha is not None:
+    _checks.check_real(alpha, "alpha", lo=0, hi=1)
+  _common.broadcast_shapes(logits, labels, ("logits", "labels"))
+  _, acc = _checks.compute_dtype(logits)
+  x, y = logits.astype(acc), labels.astype(acc)
+  log_p, log_not_p = jax.nn.log_sigmoid(x), jax.nn.log_sigmoid(-x)
+  ce = -(_numerics.mul_log(y, log_p) + _numerics.mul_log(1 - y, log_not_p))
+  # log((1 - y) p + y (1 - p)) with the labels outside the log: its gradient in y stays exact
+  # at y = 0 and y = 1, where log(y) or log(1 - y) would be -inf.
+  m = lax.stop_gradient(jnp.maximum(log_p, log_not_p))
+  m = jnp.where(jnp.isfinite(m), m, 0)
+  s = (1 - y) * jnp.exp(log_p - m) + y * jnp.exp(log_not_p - m)
+  pos = s > 0
+  log_one_minus_pt = jnp.where(pos, jnp.log(jnp.where(pos, s, 1)) + m, -jnp.inf)
+  gamma = jnp.asarray(gamma, acc)
+  focal = jnp.exp(_numerics.mul_log(gamma, log_one_minus_pt))
+  loss = _scaled(focal, ce)
+  if alpha is not None:
+    alpha = jnp.asarray(alpha, acc)
+    loss = _scaled(alpha * y + (1 - alpha) * (1 - y), loss)
+  return loss.astype(logits.dtype)
+
+
+def poly_loss_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    epsilon: ArrayLike = 2.0,
+    axis: int | tuple[int, ...] | None = -1,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+  r"""Poly-1 loss: cross-entropy plus ``epsilon`` times the first polynomial term (optax's).
+
+  .. math::
+    \ell(x, y) = -\sum_j y_j \log q_j + \epsilon \sum_j y_j (1 - q_j),
+    \qquad q = \mathrm{softmax}(x).
+
+  Args:
+    logits: unnormalised log-probabilities, shape ``[..., num_classes]``.
+    labels: target probabilities, broadcastable to ``logits``.
+    epsilon: coefficient of the first polynomial term (2 for ImageNet, -1 for detection).
+    axis: the class axis or axes.
+    where: mask of the classes to include, the logits' shape (or per example, the batch
+      shape); a fully masked example gives 0 (optax: NaN gradient).
+
+  Returns:
+    The per-example loss, the broadcast shape without ``axis``.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxdiv.losses
+    >>> logits = jnp.array([1.2, -0.8, -0.5]); labels = jnp.array([1.0, 0.0, 0.0])
+    >>> print(jaxdiv.losses.poly_loss_cross_entropy(logits, labels))
+    0.7891...
+
+  References:
+    Leng et al., PolyLoss: A Polynomial Expansion Perspective of Classification Loss
+    Functions, 2022.
+  """
+  logits = _checks.as_float_array(logits, "logits")
+  labels = _checks.as_float_array(labels, "labels")
+  _checks.check_real(epsilon, "epsilon")
+  shape = _common.broadcast_shapes(logits, labels, ("logits", "labels"))
+  if not shape:
+    raise ValueError("`logits` must have at least one (class) dimension; got a scalar.")
+  ax = _common.axes(axis, len(shape))
+  result_dtype, acc = _checks.compute_dtype(logits, labels)
+  x = jnp.broadcast_to(logits, shape).astype(acc)
+  y = jnp.broadcast_to(labels, shape).astype(acc)
+  mask = _common.expand_where(where, shape, ax)
+  ce = _dense_cross_entropy(x, y, ax, mask)
+  q = jnp.exp(_numerics.log_softmax(x, axis=ax, where=mask))
+  y = y if mask is None else jnp.where(mask, y, 0)
+  out = ce + jnp.asarray(epsilon, acc) * jnp.sum(y * (1 - q), axis=ax)
+  return out.astype(result_dtype)
