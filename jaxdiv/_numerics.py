@@ -79,8 +79,8 @@ def logsumexp(x: jax.Array, axis=-1, where=None, keepdims: bool = False,
   m = jnp.where(jnp.isfinite(m), m, 0)
   s = psum(jnp.sum(jnp.exp(x - m), axis=axis, keepdims=True), axis_name)
   ok = s > 0
-  out = jnp.where(ok, jnp.log(jnp.where(ok, s, 1)) + m, -jnp.inf)
-  # +inf entries: the sum is inf and log(inf) + 0 = inf, which is the right value.
+  # NaN inputs give NaN (never a silent -inf); +inf entries give inf, the right value.
+  out = jnp.where(ok, jnp.log(jnp.where(ok, s, 1)) + m, jnp.where(jnp.isnan(s), s, -jnp.inf))
   return out if keepdims else jnp.squeeze(out, axis=axis)
 
 
@@ -94,8 +94,9 @@ def log_softmax(logits: jax.Array, axis: int = -1, where=None, axis_name=None) -
   lse = logsumexp(logits, axis=axis, keepdims=True, axis_name=axis_name)
   finite_lse = jnp.where(jnp.isfinite(lse), lse, 0)
   out = logits - finite_lse
-  # A row with nothing in its support has no distribution: every entry is outside it.
-  return jnp.where(jnp.isfinite(lse), out, -jnp.inf)
+  # A row with nothing in its support has no distribution: every entry is outside it. A +inf
+  # or NaN logit has no normalisation either: NaN, so that it is never silently a number.
+  return jnp.where(jnp.isfinite(lse), out, jnp.where(lse == -jnp.inf, -jnp.inf, jnp.nan))
 
 
 def log_add_exp(a: jax.Array, b: jax.Array) -> jax.Array:

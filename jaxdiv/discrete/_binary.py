@@ -43,7 +43,7 @@ def _finish(terms, axes, mask, result_dtype, base, *, clamp=False):
   terms = _numerics.to_base(terms, base)
   if clamp:
     # Exact Bernoulli KL is non-negative; only rounding can push it below 0.
-    terms = jnp.where(terms > 0, terms, jnp.zeros_like(terms))
+    terms = jnp.where(terms < 0, jnp.zeros_like(terms), terms)
   return terms.astype(result_dtype)
 
 

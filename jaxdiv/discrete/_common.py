@@ -68,9 +68,19 @@ def prepare(*arrays, names, axis, where, from_logits, axis_name=None) -> Prepare
 def finish(out: jax.Array, prep: Prepared, base=None, *, nonnegative: bool = False) -> jax.Array:
   """Units, all-masked rows (0), rounding below zero (only where we normalised), dtype."""
   out = _numerics.to_base(out, base)
+  # A NaN input (or a negative probability, whose log is NaN) makes its row NaN, whichever
+  # branch the computation took: never a silent number.
+  bad = None
+  for d in prep.dists:
+    b = jnp.isnan(d.log_prob) | jnp.isnan(d.prob)
+    b = jnp.any(b if prep.where is None else b & prep.where, axis=prep.axis)
+    bad = b if bad is None else bad | b
+  if prep.axis_name is not None:
+    bad = _numerics.psum(bad.astype(jnp.int32), prep.axis_name) > 0
+  out = jnp.where(bad, jnp.nan, out)
   if nonnegative and prep.from_logits:
     # The logits were normalised by us, so a negative value is float rounding, never data.
-    out = jnp.where(out > 0, out, jnp.zeros_like(out))
+    out = jnp.where(out < 0, jnp.zeros_like(out), out)  # NaN stays NaN
   if prep.where is not None:
     any_valid = jnp.any(prep.where, axis=prep.axis)
     if prep.axis_name is not None:

@@ -276,5 +276,5 @@ def js_distance(
                          from_logits=from_logits, axis_name=axis_name)
   js = _numerics.to_base(_js(prep, beta), base)
   # Rounding can leave a tiny negative JS for p close to q; the distance is then 0.
-  out = _numerics.safe_sqrt(jnp.where(js > 0, js, 0))
+  out = _numerics.safe_sqrt(jnp.where(js < 0, 0, js))
   return _common.finish(out, prep)

@@ -99,3 +99,11 @@ def test_binary_shapes_and_dtypes():
     jaxdiv.binary_kl_divergence(jnp.ones(2) / 2, jnp.ones(3) / 2)
   with pytest.raises(TypeError, match="`q` must be a floating-point"):
     jaxdiv.binary_cross_entropy(jnp.ones(2) / 2, jnp.ones(2, int))
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+def test_nan_and_pos_inf_inputs_are_never_silently_numbers(spec):
+  z = jnp.array([0.3, -0.1, 0.7])
+  for bad in (jnp.array([0.3, jnp.nan, 0.7]), jnp.array([0.3, jnp.inf, 0.7])):
+    assert np.isnan(float(call(spec, bad, z, from_logits=True))), (spec, bad)
+  assert np.isnan(float(call(spec, jnp.array([0.3, jnp.nan, 0.7]), P)))
