@@ -119,6 +119,32 @@ def _check_alpha(alpha, lo=0):
   return _checks.check_real(alpha, "alpha", lo=lo, allow_inf=True)
 
 
+def _alpha_for(alpha, prep):
+  """A concrete scalar alpha stays a Python float (one traced branch); else a batch array."""
+  if _static_alpha(alpha) is not None:
+    return alpha
+  return _common.batch_param(alpha, prep, prep.dists[0].prob.dtype)
+
+
+def _family(arrays, alpha, *, axis, where, from_logits, general, at_one, at_inf,
+            one_slope=None):
+  """Prepares one (entropy: d = log p) or two (divergence: d = log p - log q) distributions
+  and evaluates the order-alpha family on them; `at_one`/`one_slope` take (p, d, axis)."""
+  _check_alpha(alpha)
+  names = ("p", "q")[: len(arrays)]
+  prep = _common.prepare(*arrays, names=names, axis=axis, where=where, from_logits=from_logits)
+  dp = prep.dists[0]
+  d = dp.log_prob if len(arrays) == 1 else dp.log_prob - prep.dists[1].log_prob
+  out = _order_family(
+      dp.prob, dp.log_prob, d, _alpha_for(alpha, prep), prep.axis, prep.from_logits,
+      general=general,
+      at_one=lambda: at_one(dp.prob, d, prep.axis),
+      at_inf=at_inf,
+      one_slope=None if one_slope is None else lambda: one_slope(dp.prob, d, prep.axis),
+  )
+  return out, prep
+
+
 def renyi_divergence(
     p: ArrayLike, q: ArrayLike, alpha: ArrayLike, *, axis: int = -1,
     where: ArrayLike | None = None, from_logits: bool = False, base: float | None = None,
@@ -156,19 +182,9 @@ def renyi_divergence(
     Divergence and Kullback–Leibler Divergence, 2014.
   """
   _checks.check_base(base)
-  _check_alpha(alpha)
-  prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
-                         from_logits=from_logits)
-  dp, dq = prep.dists
-  alpha = _common.batch_param(alpha, prep, dp.prob.dtype) if not _static_alpha(alpha) else alpha
-  d = dp.log_prob - dq.log_prob
-  out = _order_family(
-      dp.prob, dp.log_prob, d, alpha, prep.axis, prep.from_logits,
-      general=lambda log_s, t: log_s / t,
-      at_one=lambda: _kl_terms(dp.prob, d, prep.axis),
-      at_inf=lambda dmax: dmax,
-      one_slope=lambda: _half_variance(dp.prob, d, prep.axis),
-  )
+  out, prep = _family((p, q), alpha, axis=axis, where=where, from_logits=from_logits,
+                      general=lambda log_s, t: log_s / t, at_one=_kl_terms,
+                      at_inf=lambda dmax: dmax, one_slope=_half_variance)
   return _common.finish(out, prep, base, nonnegative=True)
 
 
@@ -204,18 +220,11 @@ def renyi_entropy(
     Rényi, On Measures of Entropy and Information, 1961.
   """
   _checks.check_base(base)
-  _check_alpha(alpha)
-  prep = _common.prepare(p, names=("p",), axis=axis, where=where, from_logits=from_logits)
-  (dp,) = prep.dists
-  alpha = _common.batch_param(alpha, prep, dp.prob.dtype) if not _static_alpha(alpha) else alpha
-  out = -_order_family(
-      dp.prob, dp.log_prob, dp.log_prob, alpha, prep.axis, prep.from_logits,
-      general=lambda log_s, t: log_s / t,
-      at_one=lambda: _kl_terms(dp.prob, dp.log_prob, prep.axis),
-      at_inf=lambda dmax: dmax,
-      one_slope=lambda: _half_variance(dp.prob, dp.log_prob, prep.axis),
-  )
-  return _common.finish(out, prep, base, nonnegative=True)
+  # H_alpha(p) = -D_alpha(p || counting measure): the divergence with log q = 0.
+  out, prep = _family((p,), alpha, axis=axis, where=where, from_logits=from_logits,
+                      general=lambda log_s, t: log_s / t, at_one=_kl_terms,
+                      at_inf=lambda dmax: dmax, one_slope=_half_variance)
+  return _common.finish(-out, prep, base, nonnegative=True)
 
 
 def tsallis_entropy(
@@ -248,16 +257,10 @@ def tsallis_entropy(
   References:
     Tsallis, Possible Generalization of Boltzmann–Gibbs Statistics, 1988.
   """
-  _check_alpha(alpha)
-  prep = _common.prepare(p, names=("p",), axis=axis, where=where, from_logits=from_logits)
-  (dp,) = prep.dists
-  alpha = _common.batch_param(alpha, prep, dp.prob.dtype) if not _static_alpha(alpha) else alpha
-  out = _order_family(
-      dp.prob, dp.log_prob, dp.log_prob, alpha, prep.axis, prep.from_logits,
-      general=lambda log_s, t: -jnp.expm1(log_s) / t,
-      at_one=lambda: -_kl_terms(dp.prob, dp.log_prob, prep.axis),
-      at_inf=lambda dmax: jnp.zeros_like(dmax),
-  )
+  out, prep = _family((p,), alpha, axis=axis, where=where, from_logits=from_logits,
+                      general=lambda log_s, t: -jnp.expm1(log_s) / t,
+                      at_one=lambda p_, d, ax: -_kl_terms(p_, d, ax),
+                      at_inf=jnp.zeros_like)
   return _common.finish(out, prep, nonnegative=True)
 
 
@@ -298,18 +301,9 @@ def tsallis_divergence(
   References:
     Furuichi, Yanagi & Kuriyama, Fundamental Properties of Tsallis Relative Entropy, 2004.
   """
-  _check_alpha(alpha)
-  prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
-                         from_logits=from_logits)
-  dp, dq = prep.dists
-  alpha = _common.batch_param(alpha, prep, dp.prob.dtype) if not _static_alpha(alpha) else alpha
-  d = dp.log_prob - dq.log_prob
-  out = _order_family(
-      dp.prob, dp.log_prob, d, alpha, prep.axis, prep.from_logits,
-      general=lambda log_s, t: jnp.expm1(log_s) / t,
-      at_one=lambda: _kl_terms(dp.prob, d, prep.axis),
-      at_inf=_inf_if_positive,
-  )
+  out, prep = _family((p, q), alpha, axis=axis, where=where, from_logits=from_logits,
+                      general=lambda log_s, t: jnp.expm1(log_s) / t, at_one=_kl_terms,
+                      at_inf=_inf_if_positive)
   return _common.finish(out, prep, nonnegative=True)
 
 
@@ -361,7 +355,7 @@ def alpha_divergence(
     else:
       a_eff = a
   else:
-    alpha = _common.batch_param(alpha, prep, dp.prob.dtype)
+    alpha = _alpha_for(alpha, prep)
     swap = alpha < 0.5
     a_eff = jnp.where(swap, 1 - alpha, alpha)
     dp, dq = (
