@@ -1,0 +1,238 @@
+"""Distillation losses: any divergence between teacher and student logits, teacher held constant.
+
+One piece of machinery, :func:`divergence_loss`, turns a core divergence ``D(p, q, *, axis,
+where, from_logits)`` into a loss on logits (temperature, token masks, reduction);
+:func:`distillation_loss` names the usual choices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.typing import ArrayLike
+
+from jaxdiv import _checks
+from jaxdiv import _numerics
+from jaxdiv.discrete import js_divergence
+from jaxdiv.discrete import kl_divergence
+from jaxdiv.discrete import total_variation_distance
+from jaxdiv.losses import _common
+from jaxdiv.losses._reductions import reduce_loss
+
+DIVERGENCES = ("forward_kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl", "tv")
+_KERNEL_DIVERGENCES = ("forward_kl", "reverse_kl", "js")
+
+
+def divergence_loss(
+    divergence_fn: Callable[..., jax.Array],
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    *,
+    temperature: ArrayLike = 1.0,
+    temperature_scaling: bool = False,
+    where: ArrayLike | None = None,
+    reduction: str = "none",
+    axis: int = -1,
+    reverse: bool = False,
+    **kwargs,
+) -> jax.Array:
+  r"""Turns a divergence between distributions into a loss on student and teacher logits.
+
+  .. math::
+    \ell = c\, D\big(\mathrm{softmax}(t / T) \,\big\|\, \mathrm{softmax}(s / T)\big),
+    \qquad c = T^2 \text{ if temperature\_scaling else } 1,
+
+  with teacher logits :math:`t` held constant (``stop_gradient``) and student logits
+  :math:`s`. ``divergence_fn`` is any jaxdiv divergence (or one with its calling convention,
+  ``fn(p, q, *, axis, where, from_logits, **kwargs)``), e.g. :func:`jaxdiv.kl_divergence`,
+  :func:`jaxdiv.renyi_divergence` with ``alpha=``, or :func:`jaxdiv.f_divergence` with a
+  generator ``f=``; its gradient is JAX's, no custom rule needed.
+
+  Args:
+    divergence_fn: ``D(p, q, ...)``; called with the teacher as ``p`` and the student as ``q``
+      (``reverse=True`` swaps them).
+    student_logits: the student's logits, shape ``[..., vocab]``.
+    teacher_logits: the teacher's logits, broadcastable with ``student_logits``.
+    temperature: :math:`T > 0`, dividing both logits.
+    temperature_scaling: multiply by :math:`T^2`, which keeps the gradient's scale independent
+      of :math:`T` (Hinton et al.).
+    where: a token mask (the batch shape, e.g. ``[batch, seq]``: masked tokens give 0 and no
+      gradient) or a vocabulary mask (the logits' shape: masked entries leave both softmaxes).
+    reduction: ``"none"`` (per-token), ``"mean"`` (over valid tokens), ``"sum"`` or
+      ``"sequence_mean"`` (over valid tokens per sequence, the last batch axis); see
+      :func:`reduce_loss`.
+    axis: the vocabulary (distribution) axis.
+    reverse: compute :math:`D(\text{student} \,\|\, \text{teacher})` instead.
+    **kwargs: passed to ``divergence_fn`` (``alpha=``, ``beta=``, ``f=``, ...).
+
+  Returns:
+    The per-token loss (the batch shape) or, with a reduction, a scalar.
+
+  Example:
+    >>> import jax.numpy as jnp, jaxdiv
+    >>> from jaxdiv.losses import divergence_loss
+    >>> s = jnp.array([[1.0, 0.0, -1.0]]); t = jnp.array([[0.0, 0.0, 0.0]])
+    >>> hellinger_sq = lambda u: (jnp.sqrt(u) - 1.0) ** 2
+    >>> print(divergence_loss(jaxdiv.f_divergence, s, t, f=hellinger_sq))
+    [0.1405]
+
+  References:
+    Hinton, Vinyals & Dean, Distilling the Knowledge in a Neural Network, 2015.
+  """
+  _checks.check_callable(divergence_fn, "divergence_fn")
+  temperature_scaling = _checks.check_bool(temperature_scaling, "temperature_scaling")
+  reverse = _checks.check_bool(reverse, "reverse")
+  t_value = _checks.check_real(temperature, "temperature", lo=0, lo_open=True,
+                               allow_array=False)
+  s, t, ax, mask, result_dtype = _prepare(student_logits, teacher_logits, axis, where,
+                                          temperature)
+  p, q = (s, t) if reverse else (t, s)
+  out = divergence_fn(p, q, axis=ax, where=mask, from_logits=True, **kwargs)
+  out = jnp.asarray(out)
+  if temperature_scaling:
+    out = out * jnp.square(jnp.asarray(t_value, out.dtype))
+  token_mask = None if mask is None else jnp.any(mask, axis=ax)
+  return reduce_loss(out.astype(result_dtype), token_mask, reduction=reduction)
+
+
+def _prepare(student_logits, teacher_logits, axis, where, temperature):
+  """Validation, teacher constant, temperature, and the token/vocabulary mask rule."""
+  s = _checks.as_float_array(student_logits, "student_logits")
+  t = _checks.as_float_array(teacher_logits, "teacher_logits")
+  result_dtype, acc = _checks.compute_dtype(s, t)
+  s, t, ax = _checks.broadcast_pair(s, t, axis, ("student_logits", "teacher_logits"))
+  mask = _common.expand_where(where, s.shape, (ax,))
+  temperature = jnp.asarray(temperature, acc)
+  s = s.astype(acc) / temperature
+  t = lax.stop_gradient(t.astype(acc)) / temperature
+  return s, t, ax, mask, result_dtype
+
+
+def _skew_kl(p, q, *, alpha, axis, where, from_logits=True):
+  """KL(p‖αp + (1-α)q) from logits: the mixture's log-probabilities, then the core KL."""
+  del from_logits
+  log_p = _numerics.log_softmax(p, axis=axis, where=where)
+  log_q = _numerics.log_softmax(q, axis=axis, where=where)
+  alpha = jnp.asarray(alpha, log_p.dtype)
+  log_m = _numerics.log_add_exp(_numerics.safe_log(alpha) + log_p,
+                                _numerics.safe_log(1 - alpha) + log_q)
+  return kl_divergence(log_p, log_m, axis=axis, where=where, from_logits=True)
+
+
+def distillation_loss(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    *,
+    divergence: str = "forward_kl",
+    temperature: ArrayLike = 1.0,
+    temperature_scaling: bool = False,
+    beta: ArrayLike = 0.5,
+    alpha: ArrayLike = 0.1,
+    where: ArrayLike | None = None,
+    reduction: str = "none",
+    axis: int = -1,
+    implementation: str | None = None,
+) -> jax.Array:
+  r"""Knowledge-distillation loss between student and teacher logits (teacher constant).
+
+  With :math:`p = \mathrm{softmax}(t/T)` (teacher) and :math:`q = \mathrm{softmax}(s/T)`
+  (student), ``divergence`` picks:
+
+  ===================  ===================================================================
+  ``"forward_kl"``     KL(p‖q), Hinton's distillation loss (mass-covering)
+  ``"reverse_kl"``     KL(q‖p), mode-seeking (MiniLLM)
+  ``"js"``             β KL(p‖m) + (1-β) KL(q‖m), m = βp + (1-β)q (GKD's generalised JSD)
+  ``"skew_kl"``        KL(p‖αp + (1-α)q) (DistiLLM), finite even where q = 0
+  ``"skew_reverse_kl"``  KL(q‖αq + (1-α)p)
+  ``"tv"``             ½ Σ |p - q|, total variation
+  ===================  ===================================================================
+
+  The result is multiplied by :math:`T^2` with ``temperature_scaling=True``. Built on
+  :func:`divergence_loss` and the core divergences.
+
+  Args:
+    student_logits: the student's logits, shape ``[..., vocab]``.
+    teacher_logits: the teacher's logits, broadcastable with ``student_logits``.
+    divergence: one of the names above.
+    temperature: :math:`T > 0`.
+    temperature_scaling: multiply by :math:`T^2` (Hinton et al.'s gradient scaling).
+    beta: the JS mixture weight of the teacher, in ``[0, 1]``.
+    alpha: the skew weight, in ``[0, 1]`` (DistiLLM uses 0.1).
+    where: a token mask (the batch shape) or a vocabulary mask (the logits' shape).
+    reduction: ``"none"`` (per-token), ``"mean"``, ``"sum"`` or ``"sequence_mean"``.
+    axis: the vocabulary axis.
+    implementation: ``None`` (the plain path) or ``"xla"``, ``"chunked"``, ``"pallas"``:
+      :mod:`jaxdiv.kernels` for ``forward_kl``, ``reverse_kl`` and ``js`` with the vocabulary
+      last and a token mask.
+
+  Returns:
+    The per-token loss (the batch shape) or, with a reduction, a scalar.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxdiv.losses import distillation_loss
+    >>> s = jnp.array([[1.0, 0.0, -1.0]]); t = jnp.array([[0.0, 0.0, 0.0]])
+    >>> print(distillation_loss(s, t, divergence="reverse_kl", temperature=2.0))
+    [0.0784]
+
+  References:
+    Hinton, Vinyals & Dean, Distilling the Knowledge in a Neural Network, 2015;
+    Gu et al., MiniLLM: Knowledge Distillation of Large Language Models, 2024;
+    Agarwal et al., On-Policy Distillation of Language Models (GKD), 2024;
+    Ko et al., DistiLLM: Towards Streamlined Distillation for Large Language Models, 2024.
+  """
+  if divergence not in DIVERGENCES:
+    raise ValueError(f"`divergence` must be one of {DIVERGENCES}; got {divergence!r}.")
+  _checks.check_real(beta, "beta", lo=0, hi=1)
+  _checks.check_real(alpha, "alpha", lo=0, hi=1)
+  _common.check_implementation(implementation)
+  common = dict(temperature=temperature, temperature_scaling=temperature_scaling, where=where,
+                reduction=reduction, axis=axis)
+  if implementation is not None:
+    return _delegate(student_logits, teacher_logits, divergence, beta, implementation, **common)
+  if divergence == "forward_kl":
+    return divergence_loss(kl_divergence, student_logits, teacher_logits, **common)
+  if divergence == "reverse_kl":
+    return divergence_loss(kl_divergence, student_logits, teacher_logits, reverse=True,
+                           **common)
+  if divergence == "js":
+    return divergence_loss(js_divergence, student_logits, teacher_logits, beta=beta, **common)
+  if divergence == "skew_kl":
+    return divergence_loss(_skew_kl, student_logits, teacher_logits, alpha=alpha, **common)
+  if divergence == "skew_reverse_kl":
+    return divergence_loss(_skew_kl, student_logits, teacher_logits, alpha=alpha, reverse=True,
+                           **common)
+  return divergence_loss(total_variation_distance, student_logits, teacher_logits, **common)
+
+
+def _delegate(student_logits, teacher_logits, divergence, beta, implementation, *, temperature,
+              temperature_scaling, where, reduction, axis):
+  name = "distillation_loss"
+  if divergence not in _KERNEL_DIVERGENCES:
+    raise _common.unsupported_by_kernel(f"divergence={divergence!r}", name)
+  temperature_scaling = _checks.check_bool(temperature_scaling, "temperature_scaling")
+  _checks.check_real(temperature, "temperature", lo=0, lo_open=True, allow_array=False)
+  s = _checks.as_float_array(student_logits, "student_logits")
+  t = _checks.as_float_array(teacher_logits, "teacher_logits")
+  result_dtype, _ = _checks.compute_dtype(s, t)
+  s, t, ax = _checks.broadcast_pair(s, t, axis, ("student_logits", "teacher_logits"))
+  if ax != s.ndim - 1:
+    raise _common.unsupported_by_kernel(f"a vocabulary axis other than the last (axis={axis})",
+                                        name)
+  token_where = None
+  if where is not None:
+    where = jnp.asarray(where)
+    if where.ndim == s.ndim:
+      raise _common.unsupported_by_kernel("a vocabulary `where` mask (only token masks)", name)
+    token_where = _checks.broadcast_where(where, s.shape[:-1])
+  from jaxdiv import kernels
+
+  out = kernels.distillation_divergence(
+      s, lax.stop_gradient(t), divergence=divergence, beta=beta, temperature=temperature,
+      where=token_where, implementation=implementation)
+  if temperature_scaling:
+    out = out * jnp.square(jnp.asarray(temperature, out.dtype))
+  return reduce_loss(out.astype(result_dtype), token_where, reduction=reduction)

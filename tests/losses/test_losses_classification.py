@@ -1,0 +1,214 @@
+"""jaxdiv's options on the cross-entropies: label smoothing, ignore_index, class weights, z-loss."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jaxdiv.losses as jl
+
+C = 6
+
+
+def _inputs(seed=0, batch=(4, 3)):
+  rng = np.random.default_rng(seed)
+  logits = rng.normal(size=batch + (C,)).astype(np.float32)
+  labels = rng.integers(0, C, size=batch).astype(np.int32)
+  weights = rng.uniform(0.2, 2.0, size=C).astype(np.float32)
+  return logits, labels, weights
+
+
+def _reference(logits, labels, *, label_smoothing=0.0, ignore_index=None, weights=None,
+               z_loss=0.0):
+  """torch.nn.functional.cross_entropy(reduction='none') semantics plus PaLM's z-loss, float64."""
+  x = np.asarray(logits, np.float64)
+  lse = np.log(np.sum(np.exp(x - x.max(-1, keepdims=True)), -1)) + x.max(-1)
+  log_q = x - lse[..., None]
+  w = np.ones(C) if weights is None else np.asarray(weights, np.float64)
+  ignored = np.zeros(labels.shape, bool) if ignore_index is None else labels == ignore_index
+  safe = np.where(ignored, 0, labels)
+  nll = -np.take_along_axis(log_q, safe[..., None], -1)[..., 0] * w[safe]
+  smooth = -np.sum(w * log_q, -1) / C
+  out = (1 - label_smoothing) * nll + label_smoothing * smooth + z_loss * lse**2
+  return np.where(ignored, 0.0, out)
+
+
+OPTIONS = [
+    dict(label_smoothing=ls, ignore_index=ii, weights=w, z_loss=z)
+    for ls, ii, w, z in itertools.product([0.0, 0.1], [None, 2, -100], [False, True],
+                                          [0.0, 1e-2])
+]
+
+
+def _ids(o):
+  return "-".join(f"{k}={v}" for k, v in o.items())
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=[_ids(o) for o in OPTIONS])
+def test_integer_labels_match_reference(options):
+  logits, labels, weights = _inputs()
+  if options["ignore_index"] == -100:
+    labels = labels.copy()
+    labels[0, 1] = labels[2, 0] = -100
+  kwargs = {**options, "weights": weights if options["weights"] else None}
+  got = jl.softmax_cross_entropy_with_integer_labels(logits, labels, **kwargs)
+  np.testing.assert_allclose(got, _reference(logits, labels, **kwargs), rtol=2e-6, atol=1e-6)
+  # The dense form with one-hot targets is the same loss.
+  one_hot = np.asarray(jax.nn.one_hot(labels, C))
+  dense = jl.softmax_cross_entropy(logits, one_hot, **kwargs)
+  np.testing.assert_allclose(dense, got, rtol=2e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("ignore_index", [3, -100])
+def test_ignored_labels_have_zero_loss_and_gradient(ignore_index):
+  logits, labels, weights = _inputs(1)
+  labels = labels.copy()
+  labels[1, :] = ignore_index
+  fn = lambda x: jl.softmax_cross_entropy_with_integer_labels(
+      x, labels, ignore_index=ignore_index, label_smoothing=0.2, weights=weights, z_loss=1e-3)
+  out = fn(logits)
+  np.testing.assert_array_equal(out[1], 0)
+  assert np.all(np.asarray(out)[labels != ignore_index] > 0)
+  np.testing.assert_array_equal(np.asarray(out)[labels == ignore_index], 0)
+  g = jax.grad(lambda x: fn(x).sum())(logits)
+  np.testing.assert_array_equal(g[1], 0)
+  assert np.all(np.isfinite(g))
+
+
+def test_out_of_range_label_without_ignore_index_is_nan():
+  logits, labels, _ = _inputs()
+  labels = labels.copy()
+  labels[0, 0] = -100
+  out = jl.softmax_cross_entropy_with_integer_labels(logits, labels)
+  assert np.isnan(out[0, 0]) and np.all(np.isfinite(out.ravel()[1:]))
+
+
+def test_mask_equals_slice_with_options():
+  logits, labels, weights = _inputs(2)
+  labels = np.minimum(labels, 3)
+  where = np.zeros(logits.shape, bool)
+  where[..., :4] = True
+  kwargs = dict(label_smoothing=0.1, z_loss=1e-2)
+  masked = jl.softmax_cross_entropy_with_integer_labels(logits, labels, where=where, **kwargs)
+  sliced = jl.softmax_cross_entropy_with_integer_labels(logits[..., :4], labels, **kwargs)
+  np.testing.assert_allclose(masked, sliced, rtol=2e-6)
+  dense = jl.softmax_cross_entropy(logits, np.asarray(jax.nn.one_hot(labels, C)), where=where,
+                                   **kwargs)
+  np.testing.assert_allclose(dense, sliced, rtol=2e-6)
+  g = jax.grad(lambda x: jl.softmax_cross_entropy_with_integer_labels(
+      x, labels, where=where, **kwargs).sum())(logits)
+  np.testing.assert_array_equal(g[..., 4:], 0)
+
+
+def test_z_loss_is_squared_log_normaliser():
+  logits, labels, _ = _inputs(3)
+  base = jl.softmax_cross_entropy_with_integer_labels(logits, labels)
+  with_z = jl.softmax_cross_entropy_with_integer_labels(logits, labels, z_loss=1e-4)
+  lse = jax.nn.logsumexp(logits, -1)
+  np.testing.assert_allclose(with_z - base, 1e-4 * lse**2, rtol=1e-4, atol=1e-7)
+
+
+def test_label_smoothing_one_is_uniform_cross_entropy():
+  logits, labels, _ = _inputs(4)
+  got = jl.softmax_cross_entropy_with_integer_labels(logits, labels, label_smoothing=1.0)
+  want = jl.softmax_cross_entropy(logits, np.full(logits.shape, 1 / C, np.float32))
+  np.testing.assert_allclose(got, want, rtol=2e-6)
+
+
+def test_minus_inf_logit_under_smoothing_and_zero_weight():
+  x = jnp.array([[0.0, 1.0, -jnp.inf]])
+  labels = jnp.array([0])
+  # The uniform target gives mass to an impossible class: +inf, honestly.
+  assert jl.softmax_cross_entropy_with_integer_labels(x, labels, label_smoothing=0.1)[0] == \
+      np.inf
+  # A zero class weight switches the class off: finite, NaN-free gradient.
+  w = jnp.array([1.0, 1.0, 0.0])
+  fn = lambda a: jl.softmax_cross_entropy_with_integer_labels(
+      a, labels, label_smoothing=0.1, weights=w).sum()
+  assert np.isfinite(fn(x))
+  assert np.all(np.isfinite(jax.grad(fn)(x)))
+
+
+def test_check_grads_with_options(x64):
+  logits, labels, weights = _inputs(5, batch=(2,))
+  fn = jax.jit(lambda x, w: jl.softmax_cross_entropy_with_integer_labels(
+      x, labels, label_smoothing=0.1, weights=w, z_loss=1e-2))
+  check_grads(fn, (logits.astype(np.float64), weights.astype(np.float64)), order=2,
+              modes=["fwd", "rev"])
+  y = np.random.default_rng(5).dirichlet(np.ones(C), size=2)
+  dense = jax.jit(lambda x, t: jl.softmax_cross_entropy(x, t, label_smoothing=0.1,
+                                                        weights=weights, z_loss=1e-2))
+  check_grads(dense, (logits.astype(np.float64), y), order=2, modes=["fwd", "rev"])
+
+
+def test_dense_ignore_index_ignores_rows_whose_target_is_that_class():
+  logits, labels, _ = _inputs(6)
+  one_hot = np.asarray(jax.nn.one_hot(labels, C))
+  got = jl.softmax_cross_entropy(logits, one_hot, ignore_index=2, z_loss=1e-2)
+  want = jl.softmax_cross_entropy_with_integer_labels(logits, labels, ignore_index=2,
+                                                       z_loss=1e-2)
+  np.testing.assert_allclose(got, want, rtol=2e-6)
+  assert np.any(labels == 2)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_with_options(dtype):
+  logits, labels, weights = _inputs(7)
+  kwargs = dict(label_smoothing=0.1, weights=weights, z_loss=1e-3, ignore_index=1)
+  low = jl.softmax_cross_entropy_with_integer_labels(jnp.asarray(logits, dtype), labels,
+                                                     **kwargs)
+  assert low.dtype == dtype
+  high = jl.softmax_cross_entropy_with_integer_labels(
+      jnp.asarray(jnp.asarray(logits, dtype), jnp.float32), labels, **kwargs)
+  np.testing.assert_allclose(np.asarray(low, np.float32), high, rtol=1e-2, atol=1e-2)
+
+
+def test_jit_vmap_and_traced_options():
+  logits, labels, weights = _inputs(8)
+  fn = lambda x, y, ls, z: jl.softmax_cross_entropy_with_integer_labels(
+      x, y, label_smoothing=ls, z_loss=z, weights=weights)
+  eager = fn(logits, labels, 0.1, 1e-3)
+  np.testing.assert_allclose(jax.jit(fn)(logits, labels, 0.1, 1e-3), eager, rtol=1e-6)
+  np.testing.assert_allclose(jax.vmap(fn, in_axes=(0, 0, None, None))(logits, labels, 0.1,
+                                                                        1e-3),
+                             eager, rtol=1e-6)
+
+
+def test_bad_options():
+  logits, labels, weights = _inputs()
+  ce = jl.softmax_cross_entropy_with_integer_labels
+  with pytest.raises(ValueError, match="label_smoothing"):
+    ce(logits, labels, label_smoothing=1.5)
+  with pytest.raises(ValueError, match="z_loss"):
+    ce(logits, labels, z_loss=-1.0)
+  with pytest.raises(ValueError, match="weights"):
+    ce(logits, labels, weights=weights[:3])
+  with pytest.raises(TypeError, match="ignore_index"):
+    ce(logits, labels, ignore_index=1.0)
+  with pytest.raises(ValueError, match="implementation"):
+    ce(logits, labels, implementation="cuda")
+  with pytest.raises(ValueError, match="weights"):
+    ce(logits, labels, weights=weights, implementation="xla")
+  with pytest.raises(ValueError, match="last"):
+    ce(np.moveaxis(logits, -1, 0), labels, axis=0, implementation="xla")
+  with pytest.raises(ValueError, match="per-class"):
+    ce(logits, labels, where=np.ones(logits.shape, bool), implementation="xla")
+
+
+@pytest.mark.parametrize("implementation", ["xla", "chunked", "pallas"])
+def test_kernel_delegation_matches_plain_path(implementation):
+  pytest.importorskip("jaxdiv.kernels")
+  logits, labels, _ = _inputs(9)
+  labels = labels.copy()
+  labels[0, 0] = -100
+  where = np.ones(labels.shape, bool)
+  where[1, 1] = False
+  kwargs = dict(label_smoothing=0.1, ignore_index=-100, z_loss=1e-3, where=where)
+  ce = jl.softmax_cross_entropy_with_integer_labels
+  np.testing.assert_allclose(ce(logits, labels, implementation=implementation, **kwargs),
+                             ce(logits, labels, **kwargs), rtol=1e-5, atol=1e-6)

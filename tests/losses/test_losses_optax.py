@@ -1,0 +1,405 @@
+"""The optax drop-ins: same values and gradients as optax.losses, and finite where optax is NaN."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import warnings
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.test_util import check_grads
+
+import jaxdiv.losses as jl
+
+NINF = -np.inf
+
+
+def _logits(rng, shape):
+  return rng.normal(size=shape).astype(np.float32)
+
+
+def _dirichlet(rng, shape):
+  return rng.dirichlet(np.ones(shape[-1]), size=shape[:-1]).astype(np.float32)
+
+
+def _log_probs(rng, shape):
+  return np.log(_dirichlet(rng, shape))
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  name: str
+  make: Callable  # rng, shape -> (first, second)
+  kwargs: tuple = ()
+  grad_argnums: tuple = (0, 1)
+  reduces: bool = True  # has a class axis (and optax's axis/where)
+
+  @property
+  def ours(self):
+    return getattr(jl, self.name)
+
+  @property
+  def theirs(self):
+    return getattr(optax.losses, self.name)
+
+  def __str__(self):
+    return self.name + "".join(f"-{k}={v}" for k, v in self.kwargs)
+
+
+SPECS = [
+    Spec("softmax_cross_entropy", lambda r, s: (_logits(r, s), _dirichlet(r, s))),
+    Spec("softmax_cross_entropy_with_integer_labels",
+         lambda r, s: (_logits(r, s), r.integers(0, s[-1], size=s[:-1])), grad_argnums=(0,)),
+    Spec("safe_softmax_cross_entropy", lambda r, s: (_logits(r, s), _dirichlet(r, s))),
+    Spec("sigmoid_binary_cross_entropy",
+         lambda r, s: (3 * _logits(r, s), r.uniform(size=s).astype(np.float32)), reduces=False),
+    Spec("sigmoid_focal_loss",
+         lambda r, s: (3 * _logits(r, s), r.uniform(size=s).astype(np.float32)), reduces=False),
+    Spec("sigmoid_focal_loss",
+         lambda r, s: (3 * _logits(r, s), r.integers(0, 2, size=s).astype(np.float32)),
+         # Gradient in hard labels: optax's is wrong (see test_focal_label_gradient_at_hard_labels).
+         kwargs=(("alpha", 0.25), ("gamma", 1.5)), grad_argnums=(0,), reduces=False),
+    Spec("poly_loss_cross_entropy", lambda r, s: (_logits(r, s), _dirichlet(r, s))),
+    Spec("poly_loss_cross_entropy", lambda r, s: (_logits(r, s), _dirichlet(r, s)),
+         kwargs=(("epsilon", -1.0),)),
+    Spec("kl_divergence", lambda r, s: (_log_probs(r, s), _dirichlet(r, s))),
+    Spec("kl_divergence_with_log_targets", lambda r, s: (_log_probs(r, s), _log_probs(r, s))),
+    Spec("generalized_kl_divergence",
+         lambda r, s: (_logits(r, s), r.uniform(0.1, 2, size=s).astype(np.float32))),
+    Spec("convex_kl_divergence",
+         lambda r, s: (_logits(r, s), r.uniform(0.1, 2, size=s).astype(np.float32))),
+]
+IDS = [str(s) for s in SPECS]
+WHERE_SPECS = [s for s in SPECS if "where" in inspect.signature(s.theirs).parameters]
+
+
+@pytest.fixture(autouse=True)
+def _quiet_deprecations():
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    yield
+
+
+def _sum(fn, kwargs, argnums):
+  # Jitted: one compile is cheaper than dispatching every op of a backward pass eagerly.
+  return jax.jit(jax.grad(lambda *a: jnp.sum(fn(*a, **kwargs)), argnums=argnums))
+
+
+def _close_or_finite_where_nan(ours, theirs, rtol):
+  """Equal to optax wherever optax is a number; finite wherever optax is NaN."""
+  ours, theirs = np.asarray(ours), np.asarray(theirs)
+  nan = np.isnan(theirs)
+  assert not np.isnan(ours).any(), ours
+  np.testing.assert_allclose(ours[~nan], theirs[~nan], rtol=rtol, atol=rtol)
+
+
+def _assert_same(ours, theirs, spec, args, kwargs, rtol):
+  _close_or_finite_where_nan(ours(*args, **kwargs), theirs(*args, **kwargs), rtol)
+  g_ours = _sum(ours, kwargs, spec.grad_argnums)(*args)
+  g_theirs = _sum(theirs, kwargs, spec.grad_argnums)(*args)
+  for a, b in zip(g_ours, g_theirs):
+    _close_or_finite_where_nan(a, b, 10 * rtol)
+
+
+def test_signatures_match_optax():
+  for spec in SPECS:
+    ours = inspect.signature(spec.ours).parameters
+    theirs = inspect.signature(spec.theirs).parameters
+    for (n1, p1), (n2, p2) in zip(ours.items(), theirs.items()):
+      assert (n1, p1.kind, p1.default) == (n2, p2.kind, p2.default), spec.name
+    assert len(ours) >= len(theirs), spec.name
+    extra = list(ours.values())[len(theirs):]
+    assert all(p.kind == p.KEYWORD_ONLY for p in extra), spec.name
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+@pytest.mark.parametrize("shape", [(7,), (4, 5), (2, 3, 6)])
+def test_values_and_gradients_equal_optax(spec, shape):
+  args = spec.make(np.random.default_rng(0), shape)
+  _assert_same(spec.ours, spec.theirs, spec, args, dict(spec.kwargs), rtol=2e-6)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_float64_equal_optax(spec, x64):
+  rng = np.random.default_rng(1)
+  args = [a.astype(np.float64) if a.dtype == np.float32 else a
+          for a in spec.make(rng, (4, 5))]
+  _assert_same(spec.ours, spec.theirs, spec, args, dict(spec.kwargs), rtol=1e-12)
+
+
+@pytest.mark.parametrize("spec", WHERE_SPECS, ids=[str(s) for s in WHERE_SPECS])
+def test_where_and_axis_equal_optax(spec):
+  rng = np.random.default_rng(2)
+  args = spec.make(rng, (3, 4, 6))
+  where = rng.uniform(size=(3, 4, 6)) < 0.7
+  where[..., 0] = True  # optax is NaN on fully masked rows; compared separately below
+  kwargs = dict(spec.kwargs)
+  _assert_same(spec.ours, spec.theirs, spec, args, {**kwargs, "where": where}, rtol=2e-6)
+  if spec.name != "softmax_cross_entropy_with_integer_labels":
+    _assert_same(spec.ours, spec.theirs, spec, args, {**kwargs, "axis": (1, 2)}, rtol=2e-6)
+    _assert_same(spec.ours, spec.theirs, spec, args, {**kwargs, "axis": None}, rtol=2e-6)
+  else:
+    labels = rng.integers(0, 24, size=(3,))
+    for axis in [(1, 2), (2, 1)]:
+      _assert_same(spec.ours, spec.theirs, spec, (args[0], labels), {"axis": axis},
+                   rtol=2e-6)
+
+
+@pytest.mark.parametrize("name", ["softmax_cross_entropy",
+                                  "softmax_cross_entropy_with_integer_labels",
+                                  "poly_loss_cross_entropy"])
+def test_per_example_where_equals_optax(name):
+  rng = np.random.default_rng(3)
+  spec = next(s for s in SPECS if s.name == name)
+  args = spec.make(rng, (5, 4))
+  where = np.array([True, False, True, True, False])
+  if name == "poly_loss_cross_entropy":
+    # optax's poly loss does not expand a per-example mask; compare with the expanded one.
+    want = spec.theirs(*args, where=np.broadcast_to(where[:, None], (5, 4)))
+  else:
+    want = spec.theirs(*args, where=where)
+  np.testing.assert_allclose(spec.ours(*args, where=where), want, rtol=2e-6)
+  np.testing.assert_array_equal(spec.ours(*args, where=where)[~where], 0)
+
+
+# Float64 references written from the formulas, independent of both libraries.
+def _ref_log_softmax(x):
+  x = np.asarray(x, np.float64)
+  m = np.max(x, -1, keepdims=True)
+  return x - m - np.log(np.sum(np.exp(x - m), -1, keepdims=True))
+
+
+def _xlogy(x, y):
+  return np.where(x == 0, 0.0, x * np.log(np.where(x == 0, 1, y)))
+
+
+REFERENCES = {
+    "softmax_cross_entropy": lambda x, y: -np.sum(y * _ref_log_softmax(x), -1),
+    "softmax_cross_entropy_with_integer_labels":
+        lambda x, y: -np.take_along_axis(_ref_log_softmax(x), y[..., None], -1)[..., 0],
+    "safe_softmax_cross_entropy": lambda x, y: -np.sum(y * _ref_log_softmax(x), -1),
+    "sigmoid_binary_cross_entropy":
+        lambda x, y: y * np.logaddexp(0, -x) + (1 - y) * np.logaddexp(0, x),
+    "kl_divergence": lambda lq, p: np.sum(_xlogy(p, p) - p * lq, -1),
+    "kl_divergence_with_log_targets":
+        lambda lq, lp: np.sum(np.exp(lp) * (lp - lq), -1),
+    "generalized_kl_divergence":
+        lambda lq, p: np.sum(_xlogy(p, p) - p * lq - p + np.exp(lq), -1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_against_float64_reference(name):
+  spec = next(s for s in SPECS if s.name == name)
+  args = spec.make(np.random.default_rng(4), (6, 7))
+  want = REFERENCES[name](*(np.asarray(a, np.float64) if a.dtype.kind == "f" else a
+                            for a in args))
+  np.testing.assert_allclose(spec.ours(*args), want, rtol=2e-6, atol=1e-6)
+
+
+def test_focal_against_float64_reference():
+  rng = np.random.default_rng(5)
+  x = 3 * _logits(rng, (20,))
+  y = rng.uniform(size=20).astype(np.float32)
+  x64, y64 = x.astype(np.float64), y.astype(np.float64)
+  p = 1 / (1 + np.exp(-x64))
+  ce = y64 * np.logaddexp(0, -x64) + (1 - y64) * np.logaddexp(0, x64)
+  one_minus_pt = (1 - y64) * p + y64 * (1 - p)
+  alpha_t = 0.25 * y64 + 0.75 * (1 - y64)
+  want = alpha_t * one_minus_pt**1.5 * ce
+  np.testing.assert_allclose(jl.sigmoid_focal_loss(x, y, alpha=0.25, gamma=1.5), want,
+                             rtol=1e-5, atol=1e-7)
+
+
+def test_focal_label_gradient_at_hard_labels(x64):
+  # optax forms log(1 - p_t) with jax.scipy.special.logsumexp(b=[1 - y, y]), which drops the
+  # entry whose weight b is 0 and with it that entry's gradient in y: at y in {0, 1} optax's
+  # gradient in the labels is wrong. jaxdiv's matches central differences.
+  x = np.array([0.7, -1.2, 2.0])
+  y = np.array([1.0, 0.0, 1.0])
+
+  def ref(x, y):
+    p = 1 / (1 + np.exp(-x))
+    ce = y * np.logaddexp(0, -x) + (1 - y) * np.logaddexp(0, x)
+    return np.sum((0.25 * y + 0.75 * (1 - y)) * ((1 - y) * p + y * (1 - p)) ** 1.5 * ce)
+
+  h = 1e-6
+  want = [(ref(x, y + h * e) - ref(x, y - h * e)) / (2 * h) for e in np.eye(3)]
+  grad = lambda f: jax.grad(lambda b: f(x, b, alpha=0.25, gamma=1.5).sum())(y)
+  np.testing.assert_allclose(grad(jl.sigmoid_focal_loss), want, rtol=1e-6)
+  assert not np.allclose(grad(optax.losses.sigmoid_focal_loss), want, rtol=1e-2)
+
+
+def test_poly_against_float64_reference():
+  rng = np.random.default_rng(6)
+  x, y = _logits(rng, (5, 4)), _dirichlet(rng, (5, 4))
+  ls = _ref_log_softmax(x)
+  want = -np.sum(y * ls, -1) + 2.0 * np.sum(y * (1 - np.exp(ls)), -1)
+  np.testing.assert_allclose(jl.poly_loss_cross_entropy(x, y), want, rtol=2e-6)
+
+
+# Where optax is NaN: jaxdiv is finite in value and gradient, with the right value.
+def _finite_value_and_grad(fn, args, argnums=0, **kwargs):
+  value = fn(*args, **kwargs)
+  grads = _sum(fn, kwargs, argnums)(*args)
+  grads = grads if isinstance(grads, tuple) else (grads,)
+  assert not np.any(np.isnan(value)), value
+  for g in grads:
+    assert np.all(np.isfinite(g)), g
+  return value, grads
+
+
+def test_softmax_cross_entropy_minus_inf_logit_with_zero_target():
+  x = jnp.array([[0.0, 1.0, NINF]])
+  y = jnp.array([[1.0, 0.0, 0.0]])
+  assert np.isnan(optax.losses.softmax_cross_entropy(x, y)).all()
+  value, (gx, gy) = _finite_value_and_grad(jl.softmax_cross_entropy, (x, y), argnums=(0, 1))
+  want = jl.softmax_cross_entropy(x[:, :2], y[:, :2])
+  np.testing.assert_allclose(value, want, rtol=1e-6)
+  np.testing.assert_allclose(gx[:, :2], jax.grad(
+      lambda a: jl.softmax_cross_entropy(a, y[:, :2]).sum())(x[:, :2]), rtol=1e-6)
+  np.testing.assert_array_equal(gx[:, 2], 0)
+  # Same through poly loss, where optax is NaN as well.
+  assert np.isnan(optax.losses.poly_loss_cross_entropy(x, y)).all()
+  value, _ = _finite_value_and_grad(jl.poly_loss_cross_entropy, (x, y))
+  np.testing.assert_allclose(value, jl.poly_loss_cross_entropy(x[:, :2], y[:, :2]), rtol=1e-6)
+
+
+def test_integer_labels_all_minus_inf_row():
+  x = jnp.array([[NINF, NINF, NINF], [0.0, 1.0, 2.0]])
+  labels = jnp.array([0, 2])
+  assert np.isnan(optax.losses.softmax_cross_entropy_with_integer_labels(x, labels)[0])
+  value = jl.softmax_cross_entropy_with_integer_labels(x, labels)
+  assert value[0] == np.inf
+  g = jax.grad(lambda a: jl.softmax_cross_entropy_with_integer_labels(a, labels)[0])(x)
+  np.testing.assert_array_equal(g, 0)
+
+
+@pytest.mark.parametrize("name", ["softmax_cross_entropy",
+                                  "softmax_cross_entropy_with_integer_labels",
+                                  "poly_loss_cross_entropy", "kl_divergence",
+                                  "kl_divergence_with_log_targets",
+                                  "generalized_kl_divergence"])
+def test_fully_masked_rows_are_zero_with_zero_gradient(name):
+  spec = next(s for s in SPECS if s.name == name)
+  x, y = spec.make(np.random.default_rng(7), (3, 4))
+  x = x.copy()
+  x[1, :] = NINF if "cross_entropy" in name else x[1, :]
+  where = np.ones((3, 4), bool)
+  where[1] = False
+  value, grads = _finite_value_and_grad(spec.ours, (x, y), argnums=spec.grad_argnums,
+                                        where=where)
+  assert value[1] == 0
+  for g in grads:
+    np.testing.assert_array_equal(g[1], 0)
+
+
+@pytest.mark.parametrize("name", ["sigmoid_binary_cross_entropy", "sigmoid_focal_loss"])
+def test_sigmoid_losses_at_infinite_logits(name):
+  x = jnp.array([np.inf, NINF, np.inf, NINF])
+  y = jnp.array([1.0, 0.0, 0.0, 1.0])
+  assert np.isnan(getattr(optax.losses, name)(x, y)[:2]).all()
+  value = getattr(jl, name)(x, y)
+  np.testing.assert_array_equal(value, [0, 0, np.inf, np.inf])
+  g = jax.grad(lambda a: getattr(jl, name)(a, y[:2]).sum())(x[:2])
+  np.testing.assert_array_equal(g, 0)
+
+
+def test_focal_gamma_zero_is_cross_entropy():
+  x = jnp.array([100.0, -100.0, 30.0, 0.5])
+  y = jnp.array([1.0, 0.0, 1.0, 0.3])
+  np.testing.assert_allclose(jl.sigmoid_focal_loss(x, y, gamma=0.0),
+                             jl.sigmoid_binary_cross_entropy(x, y), rtol=1e-6)
+
+
+def test_kl_zero_targets():
+  log_q = jnp.log(jnp.array([0.5, 0.5, 0.0]))
+  p = jnp.array([0.5, 0.5, 0.0])
+  assert np.isnan(optax.losses.kl_divergence(log_q, p))
+  value, _ = _finite_value_and_grad(jl.kl_divergence, (log_q, p))
+  assert value == 0
+  # Gradient in the targets at a zero target: optax NaN, jaxdiv finite.
+  log_q = jnp.log(jnp.array([0.5, 0.3, 0.2]))
+  assert np.isnan(jax.grad(lambda t: optax.losses.kl_divergence(log_q, t))(p)).any()
+  for fn in (jl.kl_divergence, jl.generalized_kl_divergence):
+    _finite_value_and_grad(fn, (log_q, p), argnums=(0, 1))
+  log_p = jnp.log(p)
+  assert np.isnan(optax.losses.kl_divergence_with_log_targets(log_q, log_p))
+  value, _ = _finite_value_and_grad(jl.kl_divergence_with_log_targets, (log_q, log_p),
+                                    argnums=(0, 1))
+  np.testing.assert_allclose(value, 0.5 * np.log(0.5 / 0.5) + 0.5 * np.log(0.5 / 0.3),
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_check_grads(spec, x64):
+  args = [a.astype(np.float64) if a.dtype == np.float32 else a
+          for a in spec.make(np.random.default_rng(8), (2, 3))]
+  kwargs = dict(spec.kwargs)
+  # Jitted: eager second-order checks dispatch thousands of small ops.
+  if spec.grad_argnums == (0,):
+    check_grads(jax.jit(lambda a: spec.ours(a, args[1], **kwargs)), (args[0],), order=2,
+                modes=["fwd", "rev"])
+  else:
+    check_grads(jax.jit(lambda a, b: spec.ours(a, b, **kwargs)), tuple(args), order=2,
+                modes=["fwd", "rev"])
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_jit_and_vmap(spec):
+  args = spec.make(np.random.default_rng(9), (4, 5))
+  fn = lambda a, b: spec.ours(a, b, **dict(spec.kwargs))
+  eager = fn(*args)
+  np.testing.assert_allclose(jax.jit(fn)(*args), eager, rtol=1e-6)
+  np.testing.assert_allclose(jax.vmap(fn)(*args), eager, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_low_precision(spec, dtype):
+  args = spec.make(np.random.default_rng(10), (4, 5))
+  low = [jnp.asarray(a, dtype) if a.dtype == np.float32 else a for a in args]
+  high = [jnp.asarray(a, jnp.float32) if a.dtype == np.float32 else a for a in low]
+  kwargs = dict(spec.kwargs)
+  out = spec.ours(*low, **kwargs)
+  assert out.dtype == dtype
+  np.testing.assert_allclose(np.asarray(out, np.float32), spec.ours(*high, **kwargs),
+                             rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+def test_integer_logits_are_rejected(spec):
+  args = spec.make(np.random.default_rng(11), (2, 3))
+  with pytest.raises(TypeError, match="must be a floating-point"):
+    spec.ours(np.ones((2, 3), np.int32), args[1], **dict(spec.kwargs))
+
+
+def test_bad_shapes_and_options():
+  x = np.zeros((2, 3), np.float32)
+  with pytest.raises(ValueError, match="cannot be broadcast"):
+    jl.softmax_cross_entropy(x, np.zeros((2, 4), np.float32))
+  with pytest.raises(ValueError, match="batch shape"):
+    jl.softmax_cross_entropy_with_integer_labels(x, np.zeros((3,), np.int32))
+  with pytest.raises(TypeError, match="integer class indices"):
+    jl.softmax_cross_entropy_with_integer_labels(x, np.zeros((2,), np.float32))
+  with pytest.raises(ValueError, match="out of range"):
+    jl.softmax_cross_entropy(x, x, axis=2)
+  with pytest.raises(ValueError, match="cannot be broadcast"):
+    jl.kl_divergence(x, np.zeros((3, 3), np.float32))
+  with pytest.raises(ValueError, match="where"):
+    jl.kl_divergence(x, x, where=np.ones((4,), bool))
+  with pytest.raises(ValueError, match="gamma"):
+    jl.sigmoid_focal_loss(x, x, gamma=-1.0)
+  with pytest.raises(ValueError, match="alpha"):
+    jl.sigmoid_focal_loss(x, x, alpha=2.0)
+
+
+def test_convex_kl_divergence_warns_like_optax():
+  x = np.zeros((2, 3), np.float32)
+  with pytest.warns(DeprecationWarning, match="generalized_kl_divergence"):
+    jl.convex_kl_divergence(x, np.ones((2, 3), np.float32))
