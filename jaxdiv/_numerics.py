@@ -73,8 +73,10 @@ def logsumexp(x: jax.Array, axis=-1, where=None, keepdims: bool = False,
   """
   if where is not None:
     x = jnp.where(where, x, -jnp.inf)
-  m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True)) if x.size else jnp.zeros(
-      [1 if i == (axis % x.ndim) else s for i, s in enumerate(x.shape)], x.dtype)
+  if x.size:
+    m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
+  else:  # max of an empty axis is undefined; the sum below is 0 and the result -inf anyway
+    m = jnp.zeros_like(jnp.sum(x, axis=axis, keepdims=True))
   m = pmax(m, axis_name)
   m = jnp.where(jnp.isfinite(m), m, 0)
   s = psum(jnp.sum(jnp.exp(x - m), axis=axis, keepdims=True), axis_name)
