@@ -154,7 +154,9 @@ def _open_npz(path: str, key: str | None):
     with zf.open(info) as m:
       try:
         version = np.lib.format.read_magic(m)
-        shape, fortran, dtype = np.lib.format._read_array_header(m, version)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)  # 2.0 and 3.0 alike
+        shape, fortran, dtype = read_header(m)
       except ValueError as e:
         raise InputError(f"{path}: member {info.filename!r} is not a .npy array ({e})") from None
       npy_header = m.tell()

@@ -142,7 +142,11 @@ def order_statistics(chunks: Callable[[], Iterable[np.ndarray]], ranks: Iterable
 
 def quantiles(chunks: Callable[[], Iterable[np.ndarray]], n: int, qs,
               bits: int) -> dict[float, float]:
-  """Exact quantiles with `np.quantile`'s default (linear) interpolation, in float64."""
+  """Exact quantiles with `np.quantile`'s default (linear) interpolation, in float64.
+
+  Equal to `np.quantile(values.astype(np.float64), qs)` on finite values; with infinities, a
+  quantile that falls exactly on an infinite order statistic is that infinity (not NaN).
+  """
   if n == 0:
     return {float(q): math.nan for q in qs}
   pos = {float(q): (n - 1) * float(q) for q in qs}
@@ -156,7 +160,10 @@ def quantiles(chunks: Callable[[], Iterable[np.ndarray]], n: int, qs,
     lo = math.floor(h)
     a, b = stats[lo], stats[min(lo + 1, n - 1)]
     with np.errstate(invalid="ignore"):
-      out[q] = float(np.quantile(np.array([a, b], np.float64), h - lo)) if a != b else a
+      # Where the position is a rank (or both neighbours agree) the answer is that order
+      # statistic, also when it is infinite (np.quantile gives NaN there: inf - inf).
+      exact = h == lo or a == b
+      out[q] = a if exact else float(np.quantile(np.array([a, b], np.float64), h - lo))
   return out
 
 

@@ -1,0 +1,366 @@
+"""jaxdiv.evaluate on one device: values, reductions, inputs, outputs, NaN policies, errors."""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxdiv
+from jaxdiv.evaluate import DIVERGENCES
+from jaxdiv.evaluate import InputError
+from jaxdiv.evaluate import NonFiniteInputError
+from jaxdiv.evaluate import _io
+from jaxdiv.evaluate import _reduce
+from jaxdiv.evaluate import evaluate
+from jaxdiv.evaluate import open_array
+
+ALL = ("mean", "sum", "std", "min", "max", "quantiles", "histogram")
+QS = (0.0, 0.01, 0.25, 0.5, 0.9, 0.99, 1.0)
+
+
+def _logits(shape, seed=0, scale=2.0):
+  return (scale * np.random.default_rng(seed).standard_normal(shape)).astype(np.float32)
+
+
+def _probs(shape, seed=0):
+  x = np.exp(_logits(shape, seed))
+  return (x / x.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def _params(spec):
+  return {"alpha": 0.7} if "alpha" in spec.required else {}
+
+
+@pytest.mark.parametrize("name", sorted(DIVERGENCES))
+def test_every_core_divergence_matches_the_direct_call(name):
+  spec = DIVERGENCES[name]
+  binary = name.startswith("binary")
+  p = _probs((301, 9), 0)
+  q = _probs((301, 9), 1)
+  if binary:  # Bernoulli parameters, summed over the last axis
+    p, q = np.clip(p * 3, 0.01, 0.99), np.clip(q * 3, 0.01, 0.99)
+  args = (p,) if spec.n_inputs == 1 else (p, q)
+  kw = _params(spec)
+  res = evaluate(name, *args, batch_size=64, **kw)
+  direct = np.asarray(getattr(jaxdiv, name)(*args, axis=-1, **kw))
+  assert res.per_row.shape == (301,)
+  np.testing.assert_allclose(res.per_row, direct, rtol=3e-6, atol=3e-6)
+  assert res.summary["divergence"] == name
+
+
+def test_reductions_equal_numpy_exactly():
+  p, q = _logits((5000, 17), 2), _logits((5000, 17), 3)
+  res = evaluate("kl_divergence", p, q, from_logits=True, reductions=ALL, quantiles=QS,
+                 bins=13, batch_size=700)
+  v = res.per_row.astype(np.float64)
+  s = res.summary
+  np.testing.assert_allclose(s["mean"], v.mean(), rtol=1e-13)
+  np.testing.assert_allclose(s["sum"], v.sum(), rtol=1e-13)
+  np.testing.assert_allclose(s["std"], v.std(), rtol=1e-10)
+  assert s["min"] == v.min() and s["max"] == v.max()
+  np.testing.assert_array_equal(list(s["quantiles"].values()), np.quantile(v, QS))
+  counts, edges = np.histogram(v, bins=13)
+  np.testing.assert_array_equal(s["histogram"]["counts"], counts)
+  np.testing.assert_allclose(s["histogram"]["edges"], edges)
+  assert s["rows"] == 5000 and s["skipped_rows"] == 0 and s["nan_results"] == 0
+
+
+def test_same_bytes_for_any_batch_size():
+  p, q = _probs((3001, 50), 4), _probs((3001, 50), 5)
+  ref = evaluate("js_divergence", p, q, batch_size=3001, reductions=ALL)
+  for bs in (1, 255, 256, 1000, 10**6):
+    res = evaluate("js_divergence", p, q, batch_size=bs, reductions=ALL)
+    assert res.per_row.tobytes() == ref.per_row.tobytes(), bs
+    assert res.summary == ref.summary, bs
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("seed", range(3))
+def test_order_statistics_exact(dtype, seed):
+  rng = np.random.default_rng(seed)
+  v = np.concatenate([rng.standard_normal(2000) * 10.0 ** rng.integers(-5, 5, 2000),
+                      [0.0, -0.0, np.inf, -np.inf, 1e-40, -1e-40], np.full(50, 3.25)])
+  v = rng.permutation(v).astype(dtype)
+  chunks = lambda: (v[i:i + 333] for i in range(0, v.size, 333))
+  bits = 64 if dtype == np.float64 else 32
+  ranks = [0, 1, 7, 1000, v.size - 2, v.size - 1]
+  got = _reduce.order_statistics(chunks, ranks, bits)
+  srt = np.sort(v)
+  for r in ranks:
+    assert got[r] == float(srt[r]), r
+  got_q = _reduce.quantiles(chunks, v.size, QS, bits)
+  assert got_q[0.0] == -np.inf and got_q[1.0] == np.inf
+  finite = v[np.isfinite(v)]
+  chunks_f = lambda: (finite[i:i + 333] for i in range(0, finite.size, 333))
+  np.testing.assert_array_equal(list(_reduce.quantiles(chunks_f, finite.size, QS, bits).values()),
+                                np.quantile(finite.astype(np.float64), QS))
+
+
+def test_moments_do_not_depend_on_feeding():
+  v = np.random.default_rng(6).standard_normal(200_003).astype(np.float32) ** 3
+  a, b = _reduce.Moments(), _reduce.Moments()
+  a.add(v)
+  i = 0
+  for k in [1, 70_000, 3, 65_536, 64_463, 1]:
+    b.add(v[i:i + k])
+    i += k
+  a.finish(), b.finish()
+  assert (a.total, a.mean, a.std, a.min, a.max) == (b.total, b.mean, b.std, b.min, b.max)
+  np.testing.assert_allclose(a.mean, v.astype(np.float64).mean(), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------- inputs ----
+
+def test_memmap_inputs_and_out_file(tmp_path):
+  p, q = _logits((2000, 33), 7), _logits((2000, 33), 8)
+  np.save(tmp_path / "p.npy", p)
+  np.save(tmp_path / "q.npy", q)
+  ref = evaluate("kl_divergence", p, q, from_logits=True, reductions=ALL)
+  pm = np.load(tmp_path / "p.npy", mmap_mode="r")
+  qm = np.load(tmp_path / "q.npy", mmap_mode="r")
+  res = evaluate("kl_divergence", pm, qm, from_logits=True, reductions=ALL,
+                 out=tmp_path / "out.npy", batch_size=300)
+  assert isinstance(res.per_row, np.memmap)
+  np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), ref.per_row)
+  assert res.summary == ref.summary
+  assert sorted(os.listdir(tmp_path)) == ["out.npy", "p.npy", "q.npy"]  # no temp files left
+
+
+def test_out_array_and_out_false():
+  p, q = _probs((999, 8), 9), _probs((999, 8), 10)
+  ref = evaluate("hellinger_distance", p, q, reductions=ALL)
+  buf = np.zeros(999, np.float32)
+  res = evaluate("hellinger_distance", p, q, out=buf, reductions=ALL)
+  assert res.per_row is buf and buf.tobytes() == ref.per_row.tobytes()
+  res = evaluate("hellinger_distance", p, q, out=False, reductions=ALL)
+  assert res.per_row is None and res.summary == ref.summary
+
+
+def test_iterator_of_pairs_in_any_sizes():
+  p, q = _probs((1234, 21), 11), _probs((1234, 21), 12)
+  ref = evaluate("jeffreys_divergence", p, q, reductions=ALL)
+  sizes = np.random.default_rng(13).integers(1, 400, 100)
+  bounds = np.minimum(np.concatenate([[0], np.cumsum(sizes)]), 1234)
+
+  def batches():
+    for a, b in zip(bounds[:-1], bounds[1:]):
+      if b > a:
+        yield p[a:b], q[a:b]
+
+  res = evaluate("jeffreys_divergence", batches(), batch_size=256, reductions=ALL)
+  assert res.per_row.tobytes() == ref.per_row.tobytes()
+  assert res.summary == ref.summary
+  ent = evaluate("entropy", (p[i:i + 100] for i in range(0, 1234, 100)), batch_size=256)
+  np.testing.assert_array_equal(ent.per_row, evaluate("entropy", p).per_row)
+
+
+def test_axis_and_batch_shape():
+  p = _probs((4, 6, 10), 14)  # distribution on axis 1 after the move below
+  q = _probs((4, 6, 10), 15)
+  pt, qt = np.moveaxis(p, -1, 1), np.moveaxis(q, -1, 1)
+  res = evaluate("kl_divergence", pt, qt, axis=1, batch_size=7)
+  assert res.per_row.shape == (4, 6)
+  np.testing.assert_allclose(res.per_row, np.asarray(jaxdiv.kl_divergence(p, q)), rtol=3e-6)
+
+
+def test_jax_array_input_and_callable_divergence():
+  p, q = jnp.asarray(_probs((100, 5), 16)), jnp.asarray(_probs((100, 5), 17))
+
+  def sq(a, b, *, axis):
+    return jnp.sum((a - b) ** 2, axis=axis)
+
+  res = evaluate(sq, p, q)
+  np.testing.assert_allclose(res.per_row, np.sum((np.asarray(p) - np.asarray(q)) ** 2, -1),
+                             rtol=1e-6)
+  with pytest.raises(ValueError, match="one value a row"):
+    evaluate(lambda a, b, axis: a - b, p, q)
+
+
+def test_float64_inputs_under_x64(x64):
+  p, q = _probs((500, 9), 18).astype(np.float64), _probs((500, 9), 19).astype(np.float64)
+  res = evaluate("kl_divergence", p, q, reductions=ALL)
+  assert res.per_row.dtype == np.float64
+  np.testing.assert_array_equal(list(res.summary["quantiles"].values()),
+                                np.quantile(res.per_row, (0.01, 0.1, 0.5, 0.9, 0.99)))
+
+
+def test_progress_bar_runs(capsys):
+  p = _probs((600, 4), 20)
+  evaluate("entropy", p, progress=True, batch_size=256)
+  # tqdm writes to stderr only after its delay; the run must simply not fail.
+
+
+# ------------------------------------------------------------------------ NaN policies ----
+
+def _with_bad_rows():
+  p, q = _probs((1000, 6), 21), _probs((1000, 6), 22)
+  p[[3, 500]] = np.nan
+  q[[500, 700, 999]] = np.inf
+  return p, q
+
+
+def test_nan_fail_counts_rows_and_writes_nothing(tmp_path):
+  p, q = _with_bad_rows()
+  with pytest.raises(NonFiniteInputError, match=r"2 rows of p and 3 rows of q \(4 of 1000 rows;"
+                     r" first at row 3\)"):
+    evaluate("kl_divergence", p, q, out=tmp_path / "o.npy", batch_size=256)
+  assert os.listdir(tmp_path) == []
+
+
+def test_nan_skip_and_propagate():
+  p, q = _with_bad_rows()
+  bad = np.zeros(1000, bool)
+  bad[[3, 500, 700, 999]] = True
+  res = evaluate("kl_divergence", p, q, nan_policy="skip", reductions=ALL, batch_size=256)
+  assert np.isnan(res.per_row[bad]).all() and np.isfinite(res.per_row[~bad]).all()
+  good = evaluate("kl_divergence", p[~bad], q[~bad], reductions=ALL)
+  np.testing.assert_array_equal(res.per_row[~bad], good.per_row)
+  s = res.summary
+  assert s["skipped_rows"] == 4 and s["nonfinite_input_rows"] == {"p": 2, "q": 3}
+  for k in ("mean", "std", "min", "max", "quantiles", "histogram"):
+    assert s[k] == good.summary[k], k
+  prop = evaluate("kl_divergence", p, q, nan_policy="propagate")
+  assert np.isnan(prop.summary["mean"])
+
+
+def test_minus_inf_logits_are_not_bad_rows():
+  p, q = _logits((300, 7), 23), _logits((300, 7), 24)
+  p[:, 0] = -np.inf
+  res = evaluate("kl_divergence", p, q, from_logits=True)
+  assert np.isfinite(res.per_row).all()
+  with pytest.raises(NonFiniteInputError):
+    evaluate("kl_divergence", np.exp(p), np.exp(q) * np.inf)
+
+
+# ---------------------------------------------------------------------------- errors ----
+
+def test_errors():
+  p, q = _probs((10, 4), 25), _probs((10, 5), 26)
+  with pytest.raises(InputError, match=r"different shapes: \(10, 4\) and \(10, 5\)"):
+    evaluate("kl_divergence", p, q)
+  with pytest.raises(TypeError, match="dtype int64"):
+    evaluate("kl_divergence", p, np.ones((10, 4), np.int64))
+  with pytest.raises(ValueError, match="valid names: .*kl_divergence"):
+    evaluate("kl", p, p)
+  with pytest.raises(TypeError, match=r"needs the parameter\(s\) \['alpha'\]"):
+    evaluate("renyi_divergence", p, p)
+  with pytest.raises(TypeError, match="takes no parameter"):
+    evaluate("kl_divergence", p, p, alpha=2.0)
+  with pytest.raises(ValueError, match="q is missing"):
+    evaluate("kl_divergence", p)
+  with pytest.raises(ValueError, match="nan_policy"):
+    evaluate("kl_divergence", p, p, nan_policy="ignore")
+  with pytest.raises(ValueError, match="alpha"):  # the divergence's own trace-time check
+    evaluate("renyi_divergence", p, p, alpha=-1.0)
+
+
+# ----------------------------------------------------------------------------- files ----
+
+def test_npz_stored_is_mapped_and_compressed_is_streamed(tmp_path):
+  a = _logits((700, 12), 27)
+  np.savez(tmp_path / "s.npz", logits=a, other=a[:2])
+  np.savez_compressed(tmp_path / "c.npz", logits=a)
+  m = open_array(tmp_path / "s.npz", "logits")
+  assert isinstance(m, np.memmap)
+  np.testing.assert_array_equal(m, a)
+  c = open_array(tmp_path / "c.npz")
+  assert isinstance(c, _io.ZipStream)
+  np.testing.assert_array_equal(c.read_rows(5, 9), a[5:9])
+  np.testing.assert_array_equal(c.read_rows(0, 2), a[:2])  # backwards: restarts
+  res_c = evaluate("entropy", c, from_logits=True, batch_size=256)
+  np.testing.assert_array_equal(res_c.per_row, evaluate("entropy", a, from_logits=True).per_row)
+  with pytest.raises(InputError, match="holds 2 arrays"):
+    open_array(tmp_path / "s.npz")
+  with pytest.raises(InputError, match="no array named 'nope'"):
+    open_array(tmp_path / "s.npz", "nope")
+  with zipfile.ZipFile(tmp_path / "c.npz") as z:
+    assert z.infolist()[0].compress_type == zipfile.ZIP_DEFLATED
+
+
+def test_safetensors_parsed_without_torch(tmp_path):
+  safetensors_numpy = pytest.importorskip("safetensors.numpy")
+  import ml_dtypes
+
+  a = _logits((64, 10), 28)
+  b16 = a.astype(ml_dtypes.bfloat16)
+  safetensors_numpy.save_file({"a": a, "b": b16}, str(tmp_path / "t.safetensors"))
+  m = open_array(tmp_path / "t.safetensors", "a")
+  assert isinstance(m, np.memmap)
+  np.testing.assert_array_equal(m, a)
+  np.testing.assert_array_equal(open_array(tmp_path / "t.safetensors", "b"), b16)
+  res = evaluate("entropy", open_array(tmp_path / "t.safetensors", "b"), from_logits=True)
+  assert res.per_row.dtype == ml_dtypes.bfloat16
+
+
+def test_missing_and_unreadable_files(tmp_path):
+  with pytest.raises(InputError, match="no such file"):
+    open_array(tmp_path / "missing.npy")
+  (tmp_path / "junk.npy").write_bytes(b"not an array at all")
+  with pytest.raises(InputError, match="junk.npy"):
+    open_array(tmp_path / "junk.npy")
+  (tmp_path / "junk.safetensors").write_bytes(b"\x01")
+  with pytest.raises(InputError, match="not a .safetensors file"):
+    open_array(tmp_path / "junk.safetensors")
+  (tmp_path / "x.txt").write_text("1 2 3")
+  with pytest.raises(InputError, match="unknown array format '.txt'"):
+    open_array(tmp_path / "x.txt")
+  with pytest.raises(InputError, match="is a directory"):
+    open_array(tmp_path)
+
+
+def test_atomic_writer_leaves_nothing_on_failure(tmp_path):
+  with pytest.raises(KeyboardInterrupt):
+    with _io.AtomicNpyWriter(tmp_path / "o.npy", np.float32) as w:
+      w.write(np.arange(10, dtype=np.float32))
+      raise KeyboardInterrupt
+  assert os.listdir(tmp_path) == []
+  with _io.AtomicNpyWriter(tmp_path / "o.npy", np.float32) as w:
+    w.write(np.arange(10, dtype=np.float32))
+    w.write(np.arange(5, dtype=np.float32))
+    w.commit((3, 5))
+  np.testing.assert_array_equal(np.load(tmp_path / "o.npy"),
+                                np.concatenate([np.arange(10), np.arange(5)]).reshape(3, 5))
+
+
+def test_memmap_pages_are_released(tmp_path):
+  """Reading a memmap through evaluate does not leave the whole file resident."""
+  if not hasattr(__import__("mmap"), "MADV_DONTNEED"):
+    pytest.skip("no madvise here")
+  rows, n = 64 * 256, 1024  # 64 MiB
+  p = np.lib.format.open_memmap(tmp_path / "p.npy", "w+", np.float32, (rows, n))
+  p[:] = 1.0 / n
+  p.flush()
+  del p
+  pm = np.load(tmp_path / "p.npy", mmap_mode="r")
+  evaluate("entropy", pm, batch_size=1024)
+  resident = _resident_bytes(tmp_path / "p.npy")
+  if resident is None:
+    pytest.skip("/proc/self/smaps unavailable")
+  assert resident < 16 * 2**20, resident
+
+
+def _resident_bytes(path) -> int | None:
+  try:
+    text = open("/proc/self/smaps").read()
+  except OSError:
+    return None
+  total, inside = 0, False
+  for line in text.splitlines():
+    if "-" in line.split(" ")[0] and len(line.split()) >= 5 and ":" not in line.split()[0]:
+      inside = line.endswith(os.fspath(path))
+    elif inside and line.startswith("Rss:"):
+      total += int(line.split()[1]) * 1024
+  return total
+
+
+def test_batch_size_for_budget():
+  from jaxdiv.evaluate import batch_size_for_budget
+
+  assert batch_size_for_budget(2**30, 1000, [4, 4]) == 2**30 // (1000 * (8 * 4 + 16))
+  assert batch_size_for_budget(1, 10**6, [4]) == 1
+  assert math.isfinite(batch_size_for_budget(2**20, 3, [2]))
