@@ -56,27 +56,33 @@ def _z_term(z_loss, lse):
 
 
 def _dense_cross_entropy(logits, labels, ax, mask, *, weights=None, label_smoothing=0.0,
-                         z_loss=0.0):
-  """`-sum_j w_j y_j log softmax(logits)_j` over `ax` (+ z-loss), inputs in the compute dtype."""
-  log_p = _numerics.log_softmax(logits, axis=ax, where=mask)
+                         z_loss=0.0, axis_name=None):
+  """`-sum_j w_j y_j log softmax(logits)_j` over `ax` (+ z-loss), inputs in the compute dtype.
+
+  With `axis_name`, the class axes are the local shard of classes split over that mesh axis.
+  """
+  psum = lambda v: _numerics.psum(v, axis_name)
+  log_p = _numerics.log_softmax(logits, axis=ax, where=mask, axis_name=axis_name)
   y = labels if mask is None else jnp.where(mask, labels, 0)
   if not _common.is_static_zero(label_smoothing):
     if mask is None:
       n = 1
       for a in ax:
         n *= logits.shape[a]
+      n = psum(n)
       uniform = jnp.full_like(y, 1.0 / n)
     else:
-      count = jnp.sum(mask, axis=ax, keepdims=True).astype(y.dtype)
+      count = psum(jnp.sum(mask, axis=ax, keepdims=True).astype(y.dtype))
       uniform = jnp.where(mask, 1 / jnp.where(count > 0, count, 1), 0)
     y = (1 - label_smoothing) * y + label_smoothing * uniform
   if weights is not None:
     y = y * weights
-  out = -jnp.sum(_numerics.mul_log(y, log_p), axis=ax)
+  out = -psum(jnp.sum(_numerics.mul_log(y, log_p), axis=ax))
   if not _common.is_static_zero(z_loss):
-    out = out + _z_term(z_loss, _numerics.logsumexp(logits, axis=ax, where=mask))
+    lse = _numerics.logsumexp(logits, axis=ax, where=mask, axis_name=axis_name)
+    out = out + _z_term(z_loss, lse)
   if mask is not None:
-    out = jnp.where(jnp.any(mask, axis=ax), out, 0)
+    out = jnp.where(psum(jnp.any(mask, axis=ax).astype(jnp.int32)) > 0, out, 0)
   return out
 
 
@@ -90,6 +96,7 @@ def softmax_cross_entropy(
     ignore_index: int | None = None,
     weights: ArrayLike | None = None,
     z_loss: ArrayLike = 0.0,
+    axis_name: str | None = None,
 ) -> jax.Array:
   r"""Softmax cross-entropy between logits and target distributions (optax's, NaN-free).
 
@@ -118,6 +125,10 @@ def softmax_cross_entropy(
     weights: per-class weights :math:`w`, shape of the class axes (``[num_classes]``),
       multiplying each class's term (torch's ``weight`` for probability targets).
     z_loss: coefficient :math:`z \ge 0` of the squared log-normaliser (PaLM's z-loss).
+    axis_name: inside ``shard_map``, the mesh axis over which the class axis is split (a
+      vocabulary sharded across devices, as Megatron's vocab-parallel cross-entropy): the
+      normaliser and sums are reduced across it; values and gradients equal the unsharded ones.
+      ``weights`` are then this shard's; ``ignore_index`` is not supported with it.
 
   Returns:
     The per-example loss, the broadcast shape without ``axis``.
@@ -151,8 +162,11 @@ def softmax_cross_entropy(
     class_shape = [shape[a] for a in ax]
     w = _class_weights(weights, class_shape, len(shape), ax, acc)
     w = jnp.reshape(w, [shape[i] if i in ax else 1 for i in range(len(shape))])
+  if ignore_index is not None and axis_name is not None:
+    raise ValueError("`ignore_index` with `axis_name` is not supported for probability targets:"
+                     " the arg-max of a sharded target is not local; mask with `where`.")
   out = _dense_cross_entropy(x, y, ax, mask, weights=w, label_smoothing=label_smoothing,
-                             z_loss=z_loss)
+                             z_loss=z_loss, axis_name=axis_name)
   if ignore_index is not None:
     flat = jnp.moveaxis(y, ax, range(len(shape) - len(ax), len(shape)))
     flat = flat.reshape(flat.shape[:len(shape) - len(ax)] + (-1,))
@@ -161,7 +175,8 @@ def softmax_cross_entropy(
   return out.astype(result_dtype)
 
 
-def safe_softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
+def safe_softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike, *,
+                               axis_name: str | None = None) -> jax.Array:
   r"""Softmax cross-entropy with ``0 * log 0 = 0`` (optax's ``safe_softmax_cross_entropy``).
 
   .. math::
@@ -173,6 +188,9 @@ def safe_softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Arra
   Args:
     logits: unnormalised log-probabilities, shape ``[..., num_classes]``.
     labels: target probabilities, broadcastable to ``logits``.
+    axis_name: inside ``shard_map``, the mesh axis over which the class axis is split (a
+      vocabulary sharded across devices, as Megatron's vocab-parallel cross-entropy): the
+      normaliser and sums are reduced across it; values and gradients equal the unsharded ones.
 
   Returns:
     The per-example loss, shape ``[...]``.
@@ -183,7 +201,7 @@ def safe_softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Arra
     >>> print(jaxdiv.losses.safe_softmax_cross_entropy(logits, labels))
     0.0
   """
-  return softmax_cross_entropy(logits, labels, axis=-1)
+  return softmax_cross_entropy(logits, labels, axis=-1, axis_name=axis_name)
 
 
 def _flatten_classes(x, ax):
@@ -204,6 +222,7 @@ def softmax_cross_entropy_with_integer_labels(
     weights: ArrayLike | None = None,
     z_loss: ArrayLike = 0.0,
     implementation: str | None = None,
+    axis_name: str | None = None,
 ) -> jax.Array:
   r"""Softmax cross-entropy with integer labels (optax's, NaN-free), with torch's options.
 
@@ -238,6 +257,11 @@ def softmax_cross_entropy_with_integer_labels(
     implementation: ``None`` (this plain-``jnp`` path) or one of ``"xla"``, ``"chunked"``,
       ``"pallas"``: the large-vocabulary kernels of :mod:`jaxdiv.kernels` (class axis last, no
       ``weights``, per-example ``where`` only).
+    axis_name: inside ``shard_map``, the mesh axis over which the class axis is split (a
+      vocabulary sharded across devices, as Megatron's vocab-parallel cross-entropy): the
+      normaliser and sums are reduced across it; values and gradients equal the unsharded ones.
+      Labels are then global class indices (shard ``i`` holds classes ``[i V, (i+1) V)``),
+      ``axis`` must be a single axis and ``weights`` are this shard's.
 
   Returns:
     The per-example loss, the labels' (batch) shape, in the logits' dtype.
@@ -277,6 +301,11 @@ def softmax_cross_entropy_with_integer_labels(
         f"`labels` of shape {labels.shape} does not match the logits' batch shape"
         f" {batch_shape} (logits {logits.shape} without axis {axis})."
     ) from None
+  if axis_name is not None:
+    if len(ax) != 1:
+      raise ValueError(f"`axis_name` needs a single class axis; got axis={axis}.")
+    if implementation is not None:
+      raise ValueError("`axis_name` is supported on the plain path only (implementation=None).")
   if implementation is not None:
     return _delegate_cross_entropy(logits, labels, ax, where, weights, label_smoothing,
                                    ignore_index, z_loss, implementation)
@@ -288,42 +317,65 @@ def softmax_cross_entropy_with_integer_labels(
   w = None
   if weights is not None:
     w = _class_weights(weights, [logits.shape[a] for a in ax], logits.ndim, ax, acc).reshape(-1)
-  out = _integer_cross_entropy(x, labels, mask, w, label_smoothing, ignore_index, z_loss)
+  out = _integer_cross_entropy(x, labels, mask, w, label_smoothing, ignore_index, z_loss,
+                               axis_name)
   return out.astype(result_dtype)
 
 
-def _integer_cross_entropy(x, labels, mask, w, label_smoothing, ignore_index, z_loss):
+def _take_class(table, labels, axis_name):
+  """`table[..., label]` for global labels; with `axis_name` the last axis is this shard's
+  slice of the classes, and the owning shard's value is summed to every shard. Out-of-range
+  labels read NaN, as optax: invalid data is not silently 0."""
+  if axis_name is None:
+    if table.ndim == 1:
+      return jnp.take(table, labels, mode="fill")
+    return jnp.take_along_axis(table, labels[..., None], axis=-1, mode="fill")[..., 0]
+  v_local = table.shape[-1]
+  local = labels - lax.axis_index(axis_name) * v_local
+  mine = (local >= 0) & (local < v_local)
+  local = jnp.where(mine, local, 0)
+  if table.ndim == 1:
+    got = jnp.take(table, local)
+  else:
+    got = jnp.take_along_axis(table, local[..., None], axis=-1)[..., 0]
+  total = _numerics.psum(jnp.where(mine, got, 0), axis_name)
+  n_classes = v_local * _numerics.psum(1, axis_name)
+  return jnp.where((labels >= 0) & (labels < n_classes), total, jnp.nan)
+
+
+def _integer_cross_entropy(x, labels, mask, w, label_smoothing, ignore_index, z_loss,
+                           axis_name=None):
   """The integer-label loss on the last axis, inputs in the compute dtype."""
-  lse = _numerics.logsumexp(x, axis=-1, where=mask)
+  psum = lambda v: _numerics.psum(v, axis_name)
+  lse = _numerics.logsumexp(x, axis=-1, where=mask, axis_name=axis_name)
   ok = jnp.isfinite(lse)
   lse_s = jnp.where(ok, lse, 0)
   ignored = None if ignore_index is None else labels == ignore_index
   safe_labels = labels if ignored is None else jnp.where(ignored, 0, labels)
-  # Out-of-range labels read NaN ("fill"), as optax: invalid data is not silently 0.
-  label_logit = jnp.take_along_axis(x, safe_labels[..., None], axis=-1, mode="fill")[..., 0]
+  label_logit = _take_class(x, safe_labels, axis_name)
   nll = lse_s - label_logit
   if w is not None:
-    nll = _scaled(jnp.take(w, safe_labels, mode="fill"), nll)
+    nll = _scaled(_take_class(w, safe_labels, axis_name), nll)
   if _common.is_static_zero(label_smoothing):
     out = nll
   else:
     log_q = jnp.where(ok[..., None], x - lse_s[..., None], -jnp.inf)
     if mask is None:
-      u = jnp.full_like(x, 1.0 / x.shape[-1])
+      u = jnp.full_like(x, 1.0 / psum(x.shape[-1]))
     else:
       log_q = jnp.where(mask, log_q, -jnp.inf)
-      count = jnp.sum(mask, axis=-1, keepdims=True).astype(x.dtype)
+      count = psum(jnp.sum(mask, axis=-1, keepdims=True).astype(x.dtype))
       u = jnp.where(mask, 1 / jnp.where(count > 0, count, 1), 0)
     if w is not None:
       u = u * w
-    smooth = -jnp.sum(_numerics.mul_log(u, log_q), axis=-1)
+    smooth = -psum(jnp.sum(_numerics.mul_log(u, log_q), axis=-1))
     out = _scaled(1 - label_smoothing, nll) + _scaled(label_smoothing, smooth)
   if not _common.is_static_zero(z_loss):
     out = out + _z_term(z_loss, lse)
   # No finite normaliser: every logit is -inf (+inf loss) or every class masked (0, below).
   out = jnp.where(ok, out, jnp.inf)
   if mask is not None:
-    out = jnp.where(jnp.any(mask, axis=-1), out, 0)
+    out = jnp.where(psum(jnp.any(mask, axis=-1).astype(jnp.int32)) > 0, out, 0)
   if ignored is not None:
     out = jnp.where(ignored, 0, out)
   return out

@@ -35,6 +35,8 @@ def kl_divergence(
     targets: ArrayLike,
     axis: int | tuple[int, ...] | None = -1,
     where: ArrayLike | None = None,
+    *,
+    axis_name: str | None = None,
 ) -> jax.Array:
   r"""KL(targets‖predictions) from log-predictions and target probabilities (optax's order).
 
@@ -50,6 +52,9 @@ def kl_divergence(
     targets: target probabilities, broadcastable with ``log_predictions``.
     axis: axis or axes summed over (``None``: all).
     where: mask of the terms to include, broadcastable to the inputs.
+    axis_name: inside ``shard_map``, the mesh axis over which ``axis`` is split (a vocabulary
+      sharded across devices); the sum is reduced across it, so every shard gets the global
+      value and the gradient equals the unsharded one.
 
   Returns:
     KL(targets‖predictions), the broadcast shape without ``axis``.
@@ -67,7 +72,7 @@ def kl_divergence(
                                        ("log_predictions", "targets"))
   # log p - log q is NaN at p = 0, log q = -inf; `mul_log` drops the term there.
   terms = _numerics.mul_log(p, _numerics.safe_log(p) - log_q)
-  return _numerics.masked_sum(terms, ax, mask).astype(dtype)
+  return _numerics.psum(_numerics.masked_sum(terms, ax, mask), axis_name).astype(dtype)
 
 
 def kl_divergence_with_log_targets(
@@ -75,6 +80,8 @@ def kl_divergence_with_log_targets(
     log_targets: ArrayLike,
     axis: int | tuple[int, ...] | None = -1,
     where: ArrayLike | None = None,
+    *,
+    axis_name: str | None = None,
 ) -> jax.Array:
   r"""KL(targets‖predictions) with both arguments as log-probabilities (optax's order).
 
@@ -88,6 +95,9 @@ def kl_divergence_with_log_targets(
     log_targets: log-probabilities of the target, broadcastable with ``log_predictions``.
     axis: axis or axes summed over (``None``: all).
     where: mask of the terms to include, broadcastable to the inputs.
+    axis_name: inside ``shard_map``, the mesh axis over which ``axis`` is split (a vocabulary
+      sharded across devices); the sum is reduced across it, so every shard gets the global
+      value and the gradient equals the unsharded one.
 
   Returns:
     KL(targets‖predictions), the broadcast shape without ``axis``.
@@ -101,7 +111,7 @@ def kl_divergence_with_log_targets(
   log_q, log_p, ax, mask, dtype = _prepare(log_predictions, log_targets, axis, where,
                                            ("log_predictions", "log_targets"))
   terms = _numerics.mul_log(jnp.exp(log_p), log_p - log_q)
-  return _numerics.masked_sum(terms, ax, mask).astype(dtype)
+  return _numerics.psum(_numerics.masked_sum(terms, ax, mask), axis_name).astype(dtype)
 
 
 def generalized_kl_divergence(
@@ -109,6 +119,8 @@ def generalized_kl_divergence(
     targets: ArrayLike,
     axis: int | tuple[int, ...] | None = -1,
     where: ArrayLike | None = None,
+    *,
+    axis_name: str | None = None,
 ) -> jax.Array:
   r"""Generalised KL divergence between positive measures (optax's, NaN-free).
 
@@ -123,6 +135,9 @@ def generalized_kl_divergence(
     targets: the target measure ``p`` (non-negative), broadcastable with ``log_predictions``.
     axis: axis or axes summed over (``None``: all).
     where: mask of the terms to include, broadcastable to the inputs.
+    axis_name: inside ``shard_map``, the mesh axis over which ``axis`` is split (a vocabulary
+      sharded across devices); the sum is reduced across it, so every shard gets the global
+      value and the gradient equals the unsharded one.
 
   Returns:
     D(p‖q), the broadcast shape without ``axis``.
@@ -141,7 +156,7 @@ def generalized_kl_divergence(
                                        ("log_predictions", "targets"))
   kl = _numerics.masked_sum(_numerics.mul_log(p, _numerics.safe_log(p) - log_q), ax, mask)
   mass = _numerics.masked_sum(jnp.exp(log_q) - p, ax, mask)
-  return (kl + mass).astype(dtype)
+  return _numerics.psum(kl + mass, axis_name).astype(dtype)
 
 
 def convex_kl_divergence(
@@ -149,6 +164,8 @@ def convex_kl_divergence(
     targets: ArrayLike,
     axis: int | tuple[int, ...] | None = -1,
     where: ArrayLike | None = None,
+    *,
+    axis_name: str | None = None,
 ) -> jax.Array:
   """Deprecated alias of :func:`generalized_kl_divergence` (optax deprecates it too).
 
@@ -158,5 +175,6 @@ def convex_kl_divergence(
   warnings.warn(
       "convex_kl_divergence is deprecated (as in optax); use generalized_kl_divergence.",
       DeprecationWarning, stacklevel=2)
-  return generalized_kl_divergence(log_predictions, targets, axis=axis, where=where)
+  return generalized_kl_divergence(log_predictions, targets, axis=axis, where=where,
+                                   axis_name=axis_name)
 
