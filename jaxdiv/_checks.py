@@ -22,6 +22,8 @@ import numpy as np
 def as_float_array(x, name: str) -> jax.Array:
   """Converts `x` to an array and rejects non-floating dtypes, naming `name`."""
   x = jnp.asarray(x)
+  if jnp.issubdtype(x.dtype, jnp.complexfloating):
+    raise TypeError(f"`{name}` must be a real floating-point array; got dtype {x.dtype}.")
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise TypeError(
         f"`{name}` must be a floating-point array (float16, bfloat16, float32 or float64);"
@@ -67,6 +69,12 @@ def broadcast_pair(p: jax.Array, q: jax.Array, axis: int, names=("p", "q")):
 
   Returns the broadcast arrays and the normalised (non-negative) axis.
   """
+  if p.ndim == 0 and q.ndim == 0:
+    raise ValueError(
+        f"`{names[0]}` and `{names[1]}` are scalars; a distribution needs at least one"
+        f" dimension (axis={axis}). For Bernoulli parameters use the binary_* functions."
+    )
+  shapes = (p.shape, q.shape)
   ndim = max(p.ndim, q.ndim, 1)
   p = jnp.reshape(p, (1,) * (ndim - p.ndim) + p.shape)
   q = jnp.reshape(q, (1,) * (ndim - q.ndim) + q.shape)
@@ -74,14 +82,14 @@ def broadcast_pair(p: jax.Array, q: jax.Array, axis: int, names=("p", "q")):
   if p.shape[ax] != q.shape[ax]:
     raise ValueError(
         f"`{names[0]}` and `{names[1]}` must have the same size along the distribution axis"
-        f" (axis={axis}); got shapes {p.shape} and {q.shape}."
+        f" (axis={axis}); got shapes {shapes[0]} and {shapes[1]}."
     )
   try:
     shape = np.broadcast_shapes(p.shape, q.shape)
   except ValueError:
     raise ValueError(
         f"`{names[0]}` and `{names[1]}` have batch shapes that cannot be broadcast together:"
-        f" {p.shape} and {q.shape} (distribution axis {axis})."
+        f" {shapes[0]} and {shapes[1]} (distribution axis {axis})."
     ) from None
   return jnp.broadcast_to(p, shape), jnp.broadcast_to(q, shape), ax
 

@@ -101,14 +101,15 @@ def log_softmax(logits: jax.Array, axis: int = -1, where=None, axis_name=None) -
   return jnp.where(jnp.isfinite(lse), out, jnp.where(lse == -jnp.inf, -jnp.inf, jnp.nan))
 
 
-def log_add_exp(a: jax.Array, b: jax.Array) -> jax.Array:
-  """`log(exp(a) + exp(b))`; -inf (zero gradient) when both are -inf.
+def log_add_exp(a: jax.Array, b: jax.Array, wa=1.0, wb=1.0) -> jax.Array:
+  """`log(wa exp(a) + wb exp(b))` for weights >= 0; -inf (zero gradient) when it is log 0.
 
-  Trap avoided: `jnp.logaddexp(-inf, -inf)` has a NaN gradient.
+  Traps avoided: `jnp.logaddexp(-inf, -inf)` has a NaN gradient, and folding a weight in as
+  `log(w) + a` loses d/dw at w = 0 (where d log(w)/dw is infinite).
   """
   m = lax.stop_gradient(jnp.maximum(a, b))
   m = jnp.where(jnp.isfinite(m), m, 0)
-  s = jnp.exp(a - m) + jnp.exp(b - m)
+  s = wa * jnp.exp(a - m) + wb * jnp.exp(b - m)
   ok = s > 0
   return jnp.where(ok, jnp.log(jnp.where(ok, s, 1)) + m, -jnp.inf)
 

@@ -102,14 +102,23 @@ def checked(fn, *, atol: float | None = None):
     a = bound.arguments
     binary = fn.__name__.startswith("binary_")
     axis = None if binary else a.get("axis", -1)
-    for name in ("p", "q"):
-      if name not in a:
-        continue
-      x = _checks.as_float_array(a[name], name)
+    names = [n for n in ("p", "q") if n in a]
+    xs = {n: _checks.as_float_array(a[n], n) for n in names}
+    where = a.get("where")
+    shapes = [x.shape for x in xs.values()] + ([] if where is None else [jnp.shape(where)])
+    try:
+      shape = jnp.broadcast_shapes(*shapes)
+    except ValueError:
+      shape = None  # `fn` itself raises the clear error below
+    for name in names:
+      x, w = xs[name], where
+      if shape is not None:
+        x = jnp.broadcast_to(x, shape)
+        w = None if where is None else jnp.broadcast_to(where, shape)
       if a.get("from_logits", False):
-        check_logits(x, name=name, where=a.get("where"))
+        check_logits(x, name=name, where=w)
       else:
-        check_probabilities(x, name=name, axis=axis, where=a.get("where"), atol=atol)
+        check_probabilities(x, name=name, axis=axis, where=w, atol=atol)
     for name, (lo, hi) in _PARAM_DOMAINS.items():
       if name in a and not (name == "alpha" and fn.__name__ in _REAL_ALPHA):
         check_parameter(a[name], name, lo=lo, hi=hi)

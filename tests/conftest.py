@@ -13,7 +13,7 @@ hypothesis.settings.register_profile(
     suppress_health_check=[hypothesis.HealthCheck.too_slow],
 )
 hypothesis.settings.register_profile(
-    "dev", max_examples=25, deadline=None, print_blob=True,
+    "dev", max_examples=25, deadline=None, derandomize=True, print_blob=True,
     suppress_health_check=[hypothesis.HealthCheck.too_slow],
 )
 hypothesis.settings.load_profile("ci" if os.environ.get("CI") else "dev")

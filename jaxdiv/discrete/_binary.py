@@ -32,6 +32,10 @@ def _prepare(arrays, names, axis, where, from_logits):
   xs = [jnp.broadcast_to(x, shape).astype(acc_dtype) for x in xs]
   axes = None if axis is None else _checks.normalize_axes(axis, len(shape))
   mask = _checks.broadcast_where(where, shape)
+  if mask is not None:
+    # Masked elements never enter the terms (a NaN there would poison the gradient).
+    filler = 0.0 if from_logits else 0.5
+    xs = [jnp.where(mask, x, filler) for x in xs]
   return [_bernoulli(x, from_logits) for x in xs], axes, mask, result_dtype
 
 

@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 from jaxdiv import _checks
 from jaxdiv import _numerics
@@ -57,7 +59,10 @@ def prepare(*arrays, names, axis, where, from_logits, axis_name=None) -> Prepare
     xs = [p, q]
   else:
     if xs[0].ndim == 0:
-      xs[0] = xs[0][None]
+      raise ValueError(
+          f"`{names[0]}` is a scalar; a distribution needs at least one dimension"
+          f" (axis={axis}). For a Bernoulli parameter use the binary_* functions."
+      )
     ax = _checks.normalize_axis(axis, xs[0].ndim)
   shape = xs[0].shape
   mask = _checks.broadcast_where(where, shape)
@@ -80,7 +85,19 @@ def finish(out: jax.Array, prep: Prepared, base=None, *, nonnegative: bool = Fal
   out = jnp.where(bad, jnp.nan, out)
   if nonnegative and prep.from_logits:
     # The logits were normalised by us, so a negative value is float rounding, never data.
-    out = jnp.where(out < 0, jnp.zeros_like(out), out)  # NaN stays NaN
+    # Value clamped, gradient passed through: a rounding-level correction must not zero the
+    # derivative (at beta = 0 of JS, say, the value is 0 to rounding but d/dbeta is not). NaN
+    # stays NaN.
+    out = out + lax.stop_gradient(jnp.where(out < 0, -out, jnp.zeros_like(out)))
+  if prep.from_logits:
+    # A row of -inf logits has no distribution, like a fully masked row: 0 for every function.
+    empty = None
+    for d in prep.dists:
+      e = jnp.all(d.log_prob == -jnp.inf, axis=prep.axis)  # NaN rows are not empty
+      if prep.axis_name is not None:
+        e = _numerics.psum((~e).astype(jnp.int32), prep.axis_name) == 0
+      empty = e if empty is None else empty | e
+    out = jnp.where(empty, jnp.zeros_like(out), out)
   if prep.where is not None:
     any_valid = jnp.any(prep.where, axis=prep.axis)
     if prep.axis_name is not None:
@@ -89,9 +106,22 @@ def finish(out: jax.Array, prep: Prepared, base=None, *, nonnegative: bool = Fal
   return out.astype(prep.result_dtype)
 
 
-def batch_param(x, prep: Prepared, dtype) -> jax.Array:
-  """A hyperparameter broadcast against the batch: scalars stay, arrays get the axis back."""
+def batch_param(x, prep: Prepared, dtype, name: str = "alpha") -> jax.Array:
+  """A hyperparameter broadcast against the batch shape: scalars stay scalars; an array is
+  aligned with the batch dimensions (NumPy rules, from the right) and gets the distribution
+  axis back as a dimension of size 1, so that it broadcasts with the inputs."""
   x = jnp.asarray(x, dtype)
   if x.ndim == 0:
     return x
+  shape = prep.dists[0].prob.shape
+  batch = shape[:prep.axis] + shape[prep.axis + 1:]
+  try:
+    if x.ndim > len(batch) or np.broadcast_shapes(x.shape, batch) != batch:
+      raise ValueError
+  except ValueError:
+    raise ValueError(
+        f"`{name}` of shape {x.shape} must broadcast to the batch shape {batch} (the inputs'"
+        f" shape {shape} without the distribution axis {prep.axis})."
+    ) from None
+  x = jnp.reshape(x, (1,) * (len(batch) - x.ndim) + x.shape)
   return jnp.expand_dims(x, prep.axis)

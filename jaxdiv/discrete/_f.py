@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from jaxdiv import _checks
@@ -14,14 +15,28 @@ from jaxdiv.discrete import _common
 
 # f'(inf) = lim f(t)/t is estimated from f(t)/t at these two points: agreement within
 # _RTOL means a finite (linear-growth) limit, disagreement a superlinear f (limit +inf).
-_T1, _T2, _RTOL = 1e10, 1e20, 1e-3
+_T1, _T2, _RTOL, _ATOL = 1e10, 1e20, 1e-3, 1e-6
 
 
 def _slope_at_infinity(f, dtype):
   l1 = f(jnp.asarray(_T1, dtype)) / _T1
   l2 = f(jnp.asarray(_T2, dtype)) / _T2
-  converged = jnp.abs(l1 - l2) <= _RTOL * jnp.maximum(1.0, jnp.abs(l2))
+  # Relative agreement, so that a small-scale superlinear f (1e-5 t log t) is not mistaken for
+  # a linear one; a slope below _ATOL at both points is 0 (-log t, say, whose f(t)/t -> 0).
+  scale = jnp.maximum(jnp.abs(l1), jnp.abs(l2))
+  converged = (jnp.abs(l1 - l2) <= _RTOL * scale) | (scale <= _ATOL)
   return jnp.where(converged & jnp.isfinite(l2), l2, jnp.inf)
+
+
+def _static_finite_at_zero(f, dtype) -> bool:
+  """Whether f(0) is known at trace time to be finite (then q f(p/q) is used at p = 0 as is,
+  with its true gradient); False for a NaN/inf f(0) or an f that closes over traced values."""
+  try:
+    with jax.ensure_compile_time_eval():
+      f0 = np.asarray(f(jnp.zeros((), dtype)))
+  except Exception:  # a traced or failing f(0) takes the limit branch
+    return False
+  return bool(np.all(np.isfinite(f0)))
 
 
 def _value_at_zero(f, dtype):
@@ -61,9 +76,10 @@ def f_divergence(
     where: boolean mask broadcastable to the inputs.
     from_logits: ``p`` and ``q`` are logits.
     f_prime_inf: ``lim f(t)/t`` as ``t -> inf``, used where ``q = 0 < p``. ``None`` estimates it
-      from ``f(t)/t`` at ``t = 1e10`` and ``1e20``: equal to 0.1% gives that value (a generator of
-      linear growth, such as total variation or Hellinger), otherwise ``+inf`` (superlinear,
-      such as KL or chi-squared). Pass it to be exact.
+      from ``f(t)/t`` at ``t = 1e10`` and ``1e20``: equal to 0.1% (or both below 1e-6 in
+      magnitude: 0) gives that value (a generator of linear growth, such as total variation
+      or Hellinger), otherwise ``+inf`` (superlinear, such as KL or chi-squared). Pass it to be
+      exact.
 
   Returns:
     D_f(p‖q), the broadcast batch shape.
@@ -90,7 +106,7 @@ def f_divergence(
     ratio = dp.prob / jnp.where(dq.prob > 0, dq.prob, 1)
   finite = (dq.prob > 0) & jnp.isfinite(ratio)
   zero_p = dp.prob == 0
-  safe_ratio = jnp.where(finite & ~zero_p, ratio, 1)
+  safe_ratio = jnp.where(finite & ~(zero_p & ~_static_finite_at_zero(f, dtype)), ratio, 1)
   inner = dq.prob * f(safe_ratio)
   if f_prime_inf is None:
     slope = _slope_at_infinity(f, dtype)
@@ -101,7 +117,10 @@ def f_divergence(
   # selected (0 elsewhere), so the zero cotangent of an unselected branch never meets inf.
   use_slope = ~finite & ~zero_p
   at_q_zero = jnp.where(use_slope, jnp.where(use_slope, dp.prob, 0) * slope, 0)
-  use_f0 = finite & zero_p
+  # p = 0 < q: q f(0). Where f(0) is finite, f is evaluated at the ratio 0 itself, so the
+  # gradient there is the true one; otherwise (f(0) NaN as in a naive t log t, or inf) the
+  # limit value enters as a constant.
+  use_f0 = finite & zero_p & (not _static_finite_at_zero(f, dtype))
   f0 = _value_at_zero(f, dtype)
   at_p_zero = jnp.where(use_f0, jnp.where(use_f0, dq.prob, 0) * f0, 0)
   terms = jnp.where(use_f0, at_p_zero, jnp.where(use_slope, at_q_zero, jnp.where(finite, inner, 0)))

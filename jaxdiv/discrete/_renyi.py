@@ -1,14 +1,17 @@
 """Order-alpha family: Rényi divergence and entropy, Tsallis entropy and divergence, and the
 Cichocki–Amari alpha-divergence.
 
-All of them are functions of one quantity, the log of the power mean
+All of them are functions of one quantity, the log of the power mean under p,
 
-    log S(t) = log sum_{i in supp p} p_i exp(t d_i),   t = alpha - 1,
+    log S(t) = log E_p[exp(t d)] = log (sum_{i in supp p} p_i exp(t d_i) / sum_i p_i),
 
-with `d = log p - log q` (divergences) or `d = log p` (entropies, q = counting measure). The
-limits alpha -> 1 (Shannon/KL) and alpha -> inf (max-log-ratio) are separate exact branches,
-never a division by `alpha - 1`; near alpha = 1 the power mean is taken as `log1p(sum p expm1(t
-d))`, which keeps full relative precision as t -> 0 where `log(S) / t` would cancel.
+with `t = alpha - 1` and `d = log p - log q` (divergences) or `d = log p` (entropies, q = the
+counting measure). Dividing by `sum p` is Rényi's own definition for incomplete distributions;
+for a normalised p it changes nothing, and it keeps the float rounding of `sum p - 1` from being
+divided by `alpha - 1`. The limits alpha -> 1 (Shannon/KL) and alpha -> inf (max log-ratio) are
+exact branches, never a division by `alpha - 1`; near alpha = 1 the power mean is taken as
+`log1p(E_p[expm1(t d)])`, which keeps its relative precision as t -> 0, and elsewhere as a
+shifted log-sum-exp.
 """
 
 from __future__ import annotations
@@ -28,45 +31,72 @@ from jaxdiv.discrete import _common
 _SMALL = 1.0
 
 
-def _log_power_mean(p, log_p, d, t, axis, normalized):
-  """log sum_{p>0} p exp(t d), or log E_p[exp(t d)] when `normalized` (p normalised by us).
+def _support(log_p):
+  # From extreme logits p itself can underflow to 0 while p exp(t d) = exp(log p + t d) does
+  # not: the support is where log p > -inf.
+  return log_p > -jnp.inf
 
-  The support is where log p > -inf: from extreme logits p itself can underflow to 0 while
-  p exp(t d) = exp(log p + t d) does not; the log-sum-exp branch keeps those terms.
-  """
-  s = log_p > -jnp.inf
+
+def _mass(p, log_p, axis):
+  return jnp.sum(jnp.where(_support(log_p), p, 0), axis=axis)
+
+
+def _log_power_mean(p, log_p, d, t, axis):
+  """log E_p[exp(t d)] over the support of p (p normalised by its total mass)."""
+  s = _support(log_p)
+  z = jnp.sum(jnp.where(s, p, 0), axis=axis)  # the mass of p normalises, dead terms included
+  # Terms with t d = -inf (q = 0 where p > 0, alpha < 1) are exactly 0: drop them from the
+  # sums, so that no derivative d/dt = d = inf meets their zero weight.
+  live = s & ~(jnp.isinf(d) & (t * jnp.where(s, d, 0) < 0))
+  dead_mass = jnp.sum(jnp.where(s & ~live, p, 0), axis=axis)
+  s = live
   d = jnp.where(s, d, 0)  # -inf - -inf = NaN outside the support
   td = t * d
   # The max only chooses a branch and a shift: it carries no gradient.
-  m = lax.stop_gradient(jnp.max(jnp.where(s, td, -jnp.inf), axis=axis, keepdims=True))
+  m = lax.stop_gradient(jnp.max(jnp.where(s, td, -jnp.inf), axis=axis, keepdims=True,
+                                initial=-jnp.inf))
   # The expm1 form is for a power mean near 1 (every |t d| small); elsewhere it would cancel
   # (sum p^a - 1 with sum p^a tiny) and the log-sum-exp form is exact.
-  spread = lax.stop_gradient(jnp.max(jnp.where(s, jnp.abs(td), 0), axis=axis))
+  spread = lax.stop_gradient(jnp.max(jnp.where(s, jnp.abs(td), 0), axis=axis, initial=0))
   pos_inf = m == jnp.inf  # q = 0 where p > 0 with t > 0: S = inf exactly
   td = jnp.where(pos_inf, 0, td)
-  z = jnp.sum(jnp.where(s, p, 0), axis=axis)
+  z_safe = jnp.where(z > 0, z, 1)
 
+  # A dead term is p (exp(-inf) - 1) = -p in this form.
   small = jnp.sum(jnp.where(s, p * jnp.expm1(jnp.minimum(td, _SMALL)), 0), axis=axis)
-  small = small / jnp.where(z > 0, z, 1) if normalized else small + (z - 1)
+  small = (small - dead_mass) / z_safe
   ok = small > -1
   log_small = jnp.where(ok, jnp.log1p(jnp.where(ok, small, 0)), -jnp.inf)
 
-  log_big = _numerics.logsumexp(log_p + td, axis=axis, where=s)
-  if normalized:
-    log_big = log_big - _numerics.safe_log(z)
+  log_big = _numerics.logsumexp(log_p + td, axis=axis, where=s) - jnp.log(z_safe)
 
   out = jnp.where(spread <= _SMALL, log_small, log_big)
-  return jnp.where(jnp.squeeze(pos_inf, axis), jnp.inf, out)
+  out = jnp.where(jnp.squeeze(pos_inf, axis), jnp.inf, out)
+  return jnp.where(z > 0, out, 0)
 
 
 def _max_log_ratio(log_p, d, axis):
-  s = log_p > -jnp.inf
-  out = jnp.max(jnp.where(s, d, -jnp.inf), axis=axis)
+  s = _support(log_p)
+  out = jnp.max(jnp.where(s, d, -jnp.inf), axis=axis, initial=-jnp.inf)
   return jnp.where(jnp.any(s, axis=axis), out, 0)
 
 
-def _kl_terms(p, d, axis):
-  return jnp.sum(_numerics.mul_log(p, jnp.where(p > 0, d, 0)), axis=axis)
+def _moments(p, log_p, d, axis, *, second=False):
+  """E_p[d] (inf allowed, 0 log 0 = 0) and, if asked, E_p[d^2] where every d is finite.
+
+  The second moment only feeds a derivative with respect to alpha at alpha = 1, which exists
+  where every log-ratio on the support is finite; elsewhere it is 0 (and no inf enters it).
+  """
+  s = _support(log_p)
+  z = _mass(p, log_p, axis)
+  z_safe = jnp.where(z > 0, z, 1)
+  mean = jnp.sum(_numerics.mul_log(p, jnp.where(s, d, 0)), axis=axis) / z_safe
+  if not second:
+    return mean, None
+  finite_row = jnp.all(jnp.isfinite(d) | ~s, axis=axis, keepdims=True)
+  d_fin = jnp.where(s & finite_row, d, 0)
+  m2 = jnp.sum(p * d_fin * d_fin, axis=axis) / z_safe
+  return mean, jnp.where(jnp.squeeze(finite_row, axis), m2, 0)
 
 
 def _static_alpha(alpha):
@@ -77,42 +107,39 @@ def _static_alpha(alpha):
   return float(a) if a.ndim == 0 else None
 
 
-def _half_variance(p, d, axis):
-  """d/d(alpha) of D_alpha at alpha = 1: half the variance of the log-ratio under p."""
-  s = p > 0
-  d = jnp.where(s, d, 0)
-  mean = jnp.sum(p * d, axis=axis, keepdims=True)
-  return 0.5 * jnp.sum(jnp.where(s, p * (d - mean) ** 2, 0), axis=axis)
+def _order_family(p, log_p, d, alpha, axis, general, at_one, at_inf, one_slope=None):
+  """Evaluates `general(log S, t)`, with the exact branches `at_one(E_p d)` at alpha = 1 and
+  `at_inf(max d)` at alpha = inf.
 
-
-def _order_family(p, log_p, d, alpha, axis, normalized, general, at_one, at_inf,
-                  one_slope=None):
-  """Evaluates `general(log S, t)` with the exact branches `at_one()` and `at_inf(D_inf)`.
-
-  A concrete scalar alpha traces only its branch; a traced or array alpha selects among all
-  three with double-`where`s so that no branch leaks NaN into values or gradients.
+  A concrete scalar alpha traces only its branch. A traced or array alpha evaluates all three,
+  each on a log-ratio that is 0 wherever that branch is not selected, so that no unselected
+  branch meets an infinity (whose derivative times a zero cotangent is NaN). There,
+  `one_slope(E_p d, E_p d^2)`, the derivative with respect to alpha at alpha = 1, is added as
+  `(alpha - 1) * slope`: 0 in value, but the true derivative for a traced alpha.
   """
   a = _static_alpha(alpha)
   if a is not None:
     if a == 1:
-      return at_one()
+      return at_one(_moments(p, log_p, d, axis)[0])
     if np.isinf(a):
       return at_inf(_max_log_ratio(log_p, d, axis))
     t = jnp.asarray(a - 1, p.dtype)
-    return general(_log_power_mean(p, log_p, d, t, axis, normalized), t)
+    return general(_log_power_mean(p, log_p, d, t, axis), t)
   alpha = jnp.asarray(alpha, p.dtype)
-  alpha_b = jnp.squeeze(alpha, axis) if alpha.ndim else alpha
-  is_one = alpha_b == 1
-  is_inf = jnp.isinf(alpha_b)
-  t = jnp.where(jnp.isinf(alpha) | (alpha == 1), 1, alpha - 1)
-  t_b = jnp.squeeze(t, axis) if t.ndim else t
-  gen = general(_log_power_mean(p, log_p, d, t, axis, normalized), t_b)
-  one = at_one()
+  is_one = alpha == 1
+  is_inf = jnp.isinf(alpha)
+  squeeze = (lambda x: jnp.squeeze(x, axis)) if alpha.ndim else (lambda x: x)
+  t = jnp.where(is_inf | is_one, 1, alpha - 1)
+  d_gen = jnp.where(is_one | is_inf, 0, d)
+  gen = general(_log_power_mean(p, log_p, d_gen, t, axis), squeeze(t))
+  mean, m2 = _moments(p, log_p, jnp.where(is_one, d, 0), axis, second=one_slope is not None)
+  one = at_one(mean)
   if one_slope is not None:
-    # Exactly at alpha = 1 the value is the limit; `(alpha - 1) * slope` is 0 there but gives
-    # the derivative with respect to a traced alpha its true value instead of 0.
-    one = one + (jnp.where(is_one, alpha_b, 1) - 1) * one_slope()
-  return jnp.where(is_one, one, jnp.where(is_inf, at_inf(_max_log_ratio(log_p, d, axis)), gen))
+    fin = jnp.isfinite(mean)  # an infinite limit has no derivative to add
+    slope = jnp.where(fin, one_slope(jnp.where(fin, mean, 0), m2), 0)
+    one = one + (squeeze(jnp.where(is_one, alpha, 1)) - 1) * slope
+  inf = at_inf(_max_log_ratio(log_p, jnp.where(is_inf, d, 0), axis))
+  return jnp.where(squeeze(is_one), one, jnp.where(squeeze(is_inf), inf, gen))
 
 
 def _check_alpha(alpha, lo=0):
@@ -129,20 +156,22 @@ def _alpha_for(alpha, prep):
 def _family(arrays, alpha, *, axis, where, from_logits, general, at_one, at_inf,
             one_slope=None):
   """Prepares one (entropy: d = log p) or two (divergence: d = log p - log q) distributions
-  and evaluates the order-alpha family on them; `at_one`/`one_slope` take (p, d, axis)."""
+  and evaluates the order-alpha family on them (see `_order_family`)."""
   _check_alpha(alpha)
   names = ("p", "q")[: len(arrays)]
   prep = _common.prepare(*arrays, names=names, axis=axis, where=where, from_logits=from_logits)
   dp = prep.dists[0]
   d = dp.log_prob if len(arrays) == 1 else dp.log_prob - prep.dists[1].log_prob
-  out = _order_family(
-      dp.prob, dp.log_prob, d, _alpha_for(alpha, prep), prep.axis, prep.from_logits,
-      general=general,
-      at_one=lambda: at_one(dp.prob, d, prep.axis),
-      at_inf=at_inf,
-      one_slope=None if one_slope is None else lambda: one_slope(dp.prob, d, prep.axis),
-  )
+  out = _order_family(dp.prob, dp.log_prob, d, _alpha_for(alpha, prep), prep.axis,
+                      general=general, at_one=at_one, at_inf=at_inf, one_slope=one_slope)
   return out, prep
+
+
+_identity = lambda x: x
+# d/d(alpha) at alpha = 1 of each member, from the cumulants of d under p:
+# Renyi: Var/2; Tsallis divergence: E[d^2]/2; alpha-divergence: E[d^2]/2 - E[d].
+_renyi_slope = lambda mean, m2: 0.5 * (m2 - mean * mean)
+_tsallis_slope = lambda mean, m2: 0.5 * m2
 
 
 def renyi_divergence(
@@ -183,8 +212,8 @@ def renyi_divergence(
   """
   _checks.check_base(base)
   out, prep = _family((p, q), alpha, axis=axis, where=where, from_logits=from_logits,
-                      general=lambda log_s, t: log_s / t, at_one=_kl_terms,
-                      at_inf=lambda dmax: dmax, one_slope=_half_variance)
+                      general=lambda log_s, t: log_s / t, at_one=_identity,
+                      at_inf=_identity, one_slope=_renyi_slope)
   return _common.finish(out, prep, base, nonnegative=True)
 
 
@@ -222,8 +251,8 @@ def renyi_entropy(
   _checks.check_base(base)
   # H_alpha(p) = -D_alpha(p || counting measure): the divergence with log q = 0.
   out, prep = _family((p,), alpha, axis=axis, where=where, from_logits=from_logits,
-                      general=lambda log_s, t: log_s / t, at_one=_kl_terms,
-                      at_inf=lambda dmax: dmax, one_slope=_half_variance)
+                      general=lambda log_s, t: log_s / t, at_one=_identity,
+                      at_inf=_identity, one_slope=_renyi_slope)
   return _common.finish(-out, prep, base, nonnegative=True)
 
 
@@ -259,8 +288,8 @@ def tsallis_entropy(
   """
   out, prep = _family((p,), alpha, axis=axis, where=where, from_logits=from_logits,
                       general=lambda log_s, t: -jnp.expm1(log_s) / t,
-                      at_one=lambda p_, d, ax: -_kl_terms(p_, d, ax),
-                      at_inf=jnp.zeros_like)
+                      at_one=lambda mean: -mean, at_inf=jnp.zeros_like,
+                      one_slope=lambda mean, m2: -0.5 * m2)
   return _common.finish(out, prep, nonnegative=True)
 
 
@@ -302,8 +331,8 @@ def tsallis_divergence(
     Furuichi, Yanagi & Kuriyama, Fundamental Properties of Tsallis Relative Entropy, 2004.
   """
   out, prep = _family((p, q), alpha, axis=axis, where=where, from_logits=from_logits,
-                      general=lambda log_s, t: jnp.expm1(log_s) / t, at_one=_kl_terms,
-                      at_inf=_inf_if_positive)
+                      general=lambda log_s, t: jnp.expm1(log_s) / t, at_one=_identity,
+                      at_inf=_inf_if_positive, one_slope=_tsallis_slope)
   return _common.finish(out, prep, nonnegative=True)
 
 
@@ -366,9 +395,9 @@ def alpha_divergence(
   a_b = a_eff if (np.ndim(a_eff) == 0) else jnp.squeeze(a_eff, prep.axis)
   a_b = jnp.where(jnp.isinf(a_b), 2.0, a_b)  # only read where the finite branch is selected
   out = _order_family(
-      dp.prob, dp.log_prob, d, a_eff, prep.axis, prep.from_logits,
+      dp.prob, dp.log_prob, d, a_eff, prep.axis,
       general=lambda log_s, t: jnp.expm1(log_s) / (t * a_b),
-      at_one=lambda: _kl_terms(dp.prob, d, prep.axis),
-      at_inf=_inf_if_positive,
+      at_one=_identity, at_inf=_inf_if_positive,
+      one_slope=lambda mean, m2: 0.5 * m2 - mean,
   )
   return _common.finish(out, prep, nonnegative=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from jaxdiv import _checks
@@ -173,23 +174,31 @@ def jeffreys_divergence(
   return _common.finish(out, prep, base)
 
 
+def _weighted_kl(b, kl):
+  """`b * KL` with `0 * inf = 0` and d/db = KL where it is finite (as `mul_log`)."""
+  return b * jnp.where((b != 0) | jnp.isfinite(kl), kl, 0)
+
+
 def _js(prep: _common.Prepared, beta) -> jax.Array:
   dp, dq = prep.dists
   dtype = dp.prob.dtype
-  beta = _common.batch_param(beta, prep, dtype)
+  static = None if isinstance(beta, jax.core.Tracer) or np.ndim(beta) else float(beta)
+  beta = _common.batch_param(beta, prep, dtype, "beta")
   if prep.from_logits:
-    log_m = _numerics.log_add_exp(_numerics.safe_log(beta) + dp.log_prob,
-                                  _numerics.safe_log(1 - beta) + dq.log_prob)
+    log_m = _numerics.log_add_exp(dp.log_prob, dq.log_prob, beta, 1 - beta)
   else:
     # Linear mixture so that the gradient reaches entries where p (or q) is 0.
     log_m = _numerics.safe_log(beta * dp.prob + (1 - beta) * dq.prob)
   dm = _common.Dist(None, log_m)
-  kl_pm = _kl(dp, dm, prep)
-  kl_qm = _kl(dq, dm, prep)
   b = jnp.squeeze(beta, prep.axis) if beta.ndim else beta
-  # beta * KL(p||m) with beta == 0 must be 0 even where KL(p||m) = inf.
-  return (jnp.where(b > 0, b * jnp.where(b > 0, kl_pm, 0), 0)
-          + jnp.where(b < 1, (1 - b) * jnp.where(b < 1, kl_qm, 0), 0))
+  # A weight that is statically 0 drops its KL altogether: KL(p||m) may be inf there, and
+  # even a zero weight times an infinite derivative is NaN.
+  out = 0.0
+  if static != 0.0:
+    out = out + _weighted_kl(b, _kl(dp, dm, prep))
+  if static != 1.0:
+    out = out + _weighted_kl(1 - b, _kl(dq, dm, prep))
+  return out
 
 
 def js_divergence(

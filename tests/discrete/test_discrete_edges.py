@@ -1,0 +1,164 @@
+"""Edges found in review: traced/array hyperparameters on boundary inputs, alpha near 1 in
+float32, derivatives with respect to alpha and beta at their limit points, gradients at zero
+probabilities, rows of -inf logits, scalars."""
+
+from __future__ import annotations
+
+import discrete_reference as ref
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from discrete_specs import SPEC_IDS
+from discrete_specs import SPECS
+from discrete_specs import call
+
+import jaxdiv
+
+# Boundary rows: q = 0 where p > 0 (infinite for alpha >= 1), disjoint, shared zeros, interior.
+P_B = np.array([[0.25, 0.25, 0.25, 0.25], [0.5, 0.5, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0],
+                [0.1, 0.2, 0.3, 0.4]])
+Q_B = np.array([[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5], [0.3, 0.7, 0.0, 0.0],
+                [0.4, 0.3, 0.2, 0.1]])
+ORDER_FNS = [jaxdiv.renyi_divergence, jaxdiv.tsallis_divergence, jaxdiv.alpha_divergence]
+
+
+@pytest.mark.parametrize("fn", ORDER_FNS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0, 2.0, np.inf, -1.0])
+def test_traced_alpha_equals_static_on_boundary_rows(fn, alpha):
+  if alpha < 0 and fn is not jaxdiv.alpha_divergence:
+    pytest.skip("negative orders exist for the alpha-divergence only")
+  p, q = jnp.asarray(P_B, jnp.float32), jnp.asarray(Q_B, jnp.float32)
+  static = np.asarray(fn(p, q, alpha))
+  traced = np.asarray(jax.jit(fn)(p, q, alpha))
+  np.testing.assert_allclose(traced, static, rtol=1e-6)
+  # Gradients of rows whose value is finite are finite, traced or not.
+  rows = np.isfinite(static)
+  for f in (fn, jax.jit(fn)):
+    g = jax.grad(lambda a, f=f: jnp.sum(f(a, q[rows], alpha)))(p[rows])
+    assert np.all(np.isfinite(np.asarray(g))), (alpha, g)
+
+
+@pytest.mark.parametrize("fn", ORDER_FNS, ids=lambda f: f.__name__)
+def test_alpha_gradient_on_boundary_rows_is_finite(fn):
+  p, q = jnp.asarray(P_B[3]), jnp.asarray(Q_B[3])
+  pb, qb = jnp.asarray(P_B[0]), jnp.asarray(Q_B[0])
+  for a in (0.5, 2.0):
+    assert np.isfinite(float(jax.grad(lambda x: fn(p, q, x))(a)))
+  # q = 0 where p > 0: finite value for alpha < 1, and a finite derivative there.
+  assert np.isfinite(float(jax.grad(lambda x: fn(pb, qb, x))(0.5)))
+
+
+def test_alpha_near_one_is_continuous_in_float32():
+  p = jax.nn.softmax(jnp.array([0.3, -1.2, 2.0, 0.7, -0.4]))
+  q = jax.nn.softmax(jnp.array([1.0, 0.1, -0.5, 0.2, 0.9]))
+  p64 = np.asarray(p, np.float64)
+  p64 /= p64.sum()
+  q64 = np.asarray(q, np.float64)
+  q64 /= q64.sum()
+  kl = ref.kl_divergence(p64, q64)
+  for fn, want in ((jaxdiv.renyi_divergence, kl), (jaxdiv.tsallis_divergence, kl),
+                   (jaxdiv.alpha_divergence, kl)):
+    for a in (1 - 1e-6, 1 + 1e-6, 1 - 1e-3, 1 + 1e-3):
+      exact = ref.renyi_divergence(p64, q64, a) if fn is jaxdiv.renyi_divergence else want
+      np.testing.assert_allclose(float(fn(p, q, a)), exact, rtol=2e-3,
+                                 err_msg=f"{fn.__name__} alpha={a}")
+  h = ref.entropy(p64)
+  for fn in (jaxdiv.renyi_entropy, jaxdiv.tsallis_entropy):
+    for a in (1 - 1e-6, 1 + 1e-6):
+      np.testing.assert_allclose(float(fn(p, a)), h, rtol=1e-4, err_msg=fn.__name__)
+
+
+def _richardson(fn, x0):
+  c = lambda h: (float(fn(x0 + h)) - float(fn(x0 - h))) / (2 * h)
+  return (4 * c(5e-3) - c(1e-2)) / 3
+
+
+@pytest.mark.parametrize("name,fn,point", [
+    ("tsallis_divergence@1", lambda p, q, a: jaxdiv.tsallis_divergence(p, q, a), 1.0),
+    ("alpha_divergence@1", lambda p, q, a: jaxdiv.alpha_divergence(p, q, a), 1.0),
+    ("alpha_divergence@0", lambda p, q, a: jaxdiv.alpha_divergence(p, q, a), 0.0),
+    ("tsallis_entropy@1", lambda p, q, a: jaxdiv.tsallis_entropy(p, a), 1.0),
+    ("renyi_entropy@1", lambda p, q, a: jaxdiv.renyi_entropy(p, a), 1.0),
+])
+def test_alpha_derivative_at_limit_points(name, fn, point, x64):
+  p, q = jnp.array([0.1, 0.2, 0.7]), jnp.array([0.3, 0.3, 0.4])
+  g = jax.grad(lambda a: fn(p, q, a))(jnp.asarray(point))
+  np.testing.assert_allclose(float(g), _richardson(lambda a: fn(p, q, a), point), rtol=1e-6,
+                             err_msg=name)
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_js_beta_derivative_at_endpoints(from_logits, x64):
+  p, q = np.array([0.3, 0.7]), np.array([0.6, 0.4])
+  pp, qq = (np.log(p), np.log(q)) if from_logits else (p, q)
+  g = [float(jax.grad(lambda b: jaxdiv.js_divergence(pp, qq, b, from_logits=from_logits))(
+      jnp.asarray(b0))) for b0 in (0.0, 1.0)]
+  # d JS / d beta = KL(p||q) at beta = 0 and -KL(q||p) at beta = 1 (closed form).
+  np.testing.assert_allclose(g, [ref.kl_divergence(p, q), -ref.kl_divergence(q, p)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_js_static_endpoint_beta_with_disjoint_supports(from_logits, beta):
+  p, q = jnp.array([0.5, 0.5, 0.0, 0.0]), jnp.array([0.0, 0.0, 0.5, 0.5])
+  pp, qq = (jnp.log(p), jnp.log(q)) if from_logits else (p, q)
+  assert float(jaxdiv.js_divergence(pp, qq, beta, from_logits=from_logits)) == 0.0
+  for argnum in (0, 1):
+    g = jax.grad(lambda a, b: jaxdiv.js_divergence(a, b, beta, from_logits=from_logits),
+                 argnums=argnum)(pp, qq)
+    assert np.all(np.isfinite(np.asarray(g))), g
+
+
+def test_hyperparameter_arrays_broadcast_over_the_batch():
+  rng = np.random.default_rng(0)
+  p = jnp.asarray(rng.dirichlet(np.ones(5), (4, 3)), jnp.float32)
+  q = jnp.asarray(rng.dirichlet(np.ones(5), (4, 3)), jnp.float32)
+  alphas = np.array([0.5, 2.0, 3.0])
+  want = np.stack([ref.renyi_divergence(np.asarray(p[:, i]), np.asarray(q[:, i]), a)
+                   for i, a in enumerate(alphas)], 1)
+  np.testing.assert_allclose(np.asarray(jaxdiv.renyi_divergence(p, q, alphas)), want, rtol=1e-5)
+  moved = jaxdiv.renyi_divergence(jnp.moveaxis(p, -1, 1), jnp.moveaxis(q, -1, 1), alphas, axis=1)
+  np.testing.assert_allclose(np.asarray(moved), want, rtol=1e-5)
+  betas = np.array([0.2, 0.5, 0.7])
+  want_js = np.stack([ref.js_divergence(np.asarray(p[:, i]), np.asarray(q[:, i]), b)
+                      for i, b in enumerate(betas)], 1)
+  np.testing.assert_allclose(np.asarray(jaxdiv.js_divergence(p, q, betas)), want_js, rtol=1e-5)
+  with pytest.raises(ValueError, match=r"`alpha` of shape \(4,\) must broadcast to the batch"):
+    jaxdiv.renyi_divergence(p, q, jnp.ones(4))
+
+
+def test_f_divergence_gradient_at_zero_probability_is_the_true_one(x64):
+  p, q = jnp.array([0.5, 0.5, 0.0]), jnp.array([0.2, 0.3, 0.5])
+  g = jax.grad(lambda a: jaxdiv.f_divergence(a, q, lambda t: (t - 1) ** 2))(p)
+  np.testing.assert_allclose(np.asarray(g), 2 * (np.asarray(p) - np.asarray(q)) / np.asarray(q))
+  g_tv = jax.grad(lambda a: jaxdiv.f_divergence(a, q, lambda t: 0.5 * jnp.abs(t - 1)))(p)
+  np.testing.assert_allclose(np.asarray(g_tv), 0.5 * np.sign(np.asarray(p - q)))
+
+
+def test_f_divergence_small_scale_superlinear_generator_is_infinite():
+  p, q = jnp.array([0.6, 0.4, 0.0, 0.0]), jnp.array([0.0, 0.0, 0.5, 0.5])
+  assert float(jaxdiv.f_divergence(p, q, lambda t: 1e-5 * t * jnp.log(t))) == np.inf
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+def test_row_of_neg_inf_logits_is_empty(spec):
+  z = jnp.array([[-jnp.inf] * 4, [0.0, 1.0, -1.0, 0.5]])
+  # Either argument's row being empty makes the row 0, as a fully masked row.
+  np.testing.assert_array_equal(np.asarray(call(spec, z, z[::-1], from_logits=True))[0], 0.0)
+  if spec.nargs == 2:
+    np.testing.assert_array_equal(np.asarray(call(spec, z, z[::-1], from_logits=True)), 0.0)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+def test_scalars_are_not_distributions(spec):
+  with pytest.raises(ValueError, match="scalar"):
+    call(spec, jnp.float32(0.3), jnp.float32(0.6))
+
+
+def test_masked_nan_does_not_poison_binary_gradient():
+  p, q = jnp.array([0.2, jnp.nan, 0.4]), jnp.array([0.5, 0.3, 0.4])
+  w = jnp.array([True, False, True])
+  g = jax.grad(lambda a: jnp.sum(jaxdiv.binary_kl_divergence(a, q, where=w)))(p)
+  np.testing.assert_allclose(np.asarray(g), [np.log(0.2 / 0.5) - np.log(0.8 / 0.5), 0.0, 0.0],
+                             rtol=1e-6)
