@@ -42,9 +42,5 @@ def smoothing_and_z_loss(label_smoothing, z_loss) -> tuple[float, float]:
   return float(label_smoothing), float(z_loss)
 
 
-def result_dtype(*arrays):
-  return jnp.result_type(*arrays)
-
-
 def is_float64(*arrays) -> bool:
   return any(a.dtype == jnp.float64 for a in arrays)

@@ -25,6 +25,11 @@ def finite_or_zero(x: jax.Array) -> jax.Array:
   return jnp.where(jnp.abs(x) < jnp.inf, x, 0.0)
 
 
+def pow2(x: int) -> int:
+  """The smallest power of two >= x (Triton tiles are powers of two; edges are masked)."""
+  return 1 << max(0, int(x) - 1).bit_length()
+
+
 def num_blocks(n: int, b: int) -> int:
   return -(-n // b)
 
@@ -58,17 +63,23 @@ def lse_init(shape) -> Lse:
   return Lse(jnp.full(shape, -jnp.inf, jnp.float32), jnp.zeros(shape, jnp.float32))
 
 
-def lse_update(state: Lse, z: jax.Array, mask=None) -> Lse:
+def lse_update(state: Lse, z: jax.Array, mask=None, *, materialize: bool = False) -> Lse:
   """Folds the block `z` ([..., b], float32) into the state along its last axis.
 
   Trap avoided: with every entry so far -inf, `exp(z - max)` is `exp(-inf + inf) = NaN`; the
   shift is taken as 0 there (the sum stays 0 and the max -inf).
+  `materialize=True` (XLA only, not inside Pallas kernels) writes the block's exponentials
+  before summing them: XLA:CPU vectorises `exp` in an elementwise loop but not inside a
+  reduction, where it runs about 5x slower.
   """
   if mask is not None:
     z = jnp.where(mask, z, -jnp.inf)
   m = jnp.maximum(state.m, jnp.max(z, axis=-1))
   shift = finite_or_zero(m)
-  s = state.s * jnp.exp(state.m - shift) + jnp.sum(jnp.exp(z - shift[..., None]), axis=-1)
+  e = jnp.exp(z - shift[..., None])
+  if materialize:
+    e = lax.optimization_barrier(e)
+  s = state.s * jnp.exp(state.m - shift) + jnp.sum(e, axis=-1)
   return Lse(m, s)
 
 
@@ -85,18 +96,19 @@ def lse_finish(state: Lse) -> jax.Array:
                    -jnp.inf)
 
 
-def label_and_sum(z: jax.Array, labels: jax.Array, cols: jax.Array, mask=None):
+def label_and_sum(z: jax.Array, labels: jax.Array, cols: jax.Array, mask=None, *,
+                  sums: bool = True):
   """Per-row logit at `labels` (0 if the label is outside `cols`) and row sum of `z`.
 
   `cols` ([b]) are the global column indices of the block; `mask` ([b] or [.., b]) the entries
-  this block owns.
+  this block owns. `sums=False` skips the row sum (returned as 0), which only label smoothing
+  needs.
   """
   hit = labels[..., None] == cols
   if mask is not None:
     hit = hit & mask
-    z_sum = jnp.sum(jnp.where(mask, z, 0.0), axis=-1)
-  else:
-    z_sum = jnp.sum(z, axis=-1)
+    z = jnp.where(mask, z, 0.0) if sums else z
+  z_sum = jnp.sum(z, axis=-1) if sums else jnp.zeros(z.shape[:-1], jnp.float32)
   return jnp.sum(jnp.where(hit, z, 0.0), axis=-1), z_sum
 
 
@@ -143,33 +155,86 @@ def cross_entropy_dlogits(z: jax.Array, lse: jax.Array, labels: jax.Array, cols:
 
 
 def masked_loss_vjp(stats_fn, grad_fn, loss_fn):
-  """Builds `f(x, labels, valid) -> loss` with a custom VJP keeping only `lse` for backward.
+  """Builds `f(x, aux, valid) -> loss` with a custom VJP whose residuals are per-token stats.
 
-  `stats_fn(*x, labels) -> CeStats`-like tuple whose first field is the lse; `loss_fn(stats)`
-  the per-token loss; `grad_fn(*x, labels, lse, g) -> cotangents of x`, with `g` already 0
-  where `valid` is False. Ignored tokens give loss 0 and no gradient. `x` is a tuple of arrays.
+  `stats_fn(*x, aux)` gives a tuple of per-token statistics (lse and the like), `loss_fn(stats)`
+  the per-token loss, and `grad_fn(*x, aux, stats, g)` the cotangents of the arrays in `x` (None
+  for one that gets no gradient), with `g` already 0 where `valid` is False: ignored tokens give
+  loss 0 and no gradient. Nothing of size [tokens, vocab] is kept between the passes.
   """
 
   @jax.custom_vjp
-  def f(x, labels, valid):
-    return _fwd(x, labels, valid)[0]
+  def f(x, aux, valid):
+    return _fwd(x, aux, valid)[0]
 
-  def _fwd(x, labels, valid):
-    stats = stats_fn(*x, labels)
+  def _fwd(x, aux, valid):
+    stats = stats_fn(*x, aux)
+    # Double where: an ignored token's statistics may be inf or NaN.
     loss = jnp.where(valid, loss_fn(stats), 0.0)
-    return loss, (x, labels, valid, stats[0])
+    return loss, (x, aux, valid, stats)
 
   def _bwd(res, g):
-    x, labels, valid, lse = res
+    x, aux, valid, stats = res
     g = jnp.where(valid, g.astype(jnp.float32), 0.0)
-    return tuple(grad_fn(*x, labels, lse, g)), None, None
+    return tuple(grad_fn(*x, aux, stats, g)), None, None
 
   f.defvjp(_fwd, _bwd)
   return f
 
 
-def cast_like(x: jax.Array, like: jax.Array) -> jax.Array:
-  return x.astype(like.dtype)
+def tiled_reduce(mats, rows_in, *, bn: int, bv: int, init, body, finish):
+  """Row statistics of [n, v] matrices, walking [bn, bv] tiles (no larger intermediate).
+
+  For each block of rows: `carry = init(bn)`; then for each vocabulary block
+  `carry = body(carry, tiles, rows, cols, own)` with `tiles` the float32 tiles of `mats`, `rows`
+  the row blocks of the [n] arrays `rows_in`, `cols` the tile's global columns and `own` the
+  columns it owns; `finish(carry, rows)` gives a tuple of [bn] results, returned as [n] arrays.
+  """
+  n, v = mats[0].shape
+
+  def row_block(i, out):
+    r0 = block_start(i, n, bn)
+    rows = tuple(lax.dynamic_slice_in_dim(a, r0, bn) for a in rows_in)
+
+    def col_block(j, carry):
+      c0 = block_start(j, v, bv)
+      tiles = [lax.dynamic_slice(m, (r0, c0), (bn, bv)).astype(jnp.float32) for m in mats]
+      return body(carry, tiles, rows, c0 + jnp.arange(bv), owned(j, c0, bv))
+
+    new = finish(fori_blocks(num_blocks(v, bv), col_block, init(bn)), rows)
+    return tuple(lax.dynamic_update_slice_in_dim(o, x, r0, 0) for o, x in zip(out, new))
+
+  n_out = len(jax.eval_shape(lambda: finish(init(bn), tuple(a[:bn] for a in rows_in))))
+  init_out = tuple(jnp.zeros((n,), jnp.float32) for _ in range(n_out))
+  return fori_blocks(num_blocks(n, bn), row_block, init_out)
+
+
+def tiled_map(mats, rows_in, out_dtype, *, bn: int, bv: int, fn):
+  """An [n, v] array written tile by tile: `fn(tiles, rows, cols) -> [bn, bv]` (float32 tiles
+  of `mats`, row blocks of `rows_in`). The clamped last tiles are recomputed identically."""
+  n, v = mats[0].shape
+  nv = num_blocks(v, bv)
+
+  def tile(k, out):
+    r0, c0 = block_start(k // nv, n, bn), block_start(k % nv, v, bv)
+    tiles = [lax.dynamic_slice(m, (r0, c0), (bn, bv)).astype(jnp.float32) for m in mats]
+    rows = tuple(lax.dynamic_slice_in_dim(a, r0, bn) for a in rows_in)
+    return lax.dynamic_update_slice(out, fn(tiles, rows, c0 + jnp.arange(bv)).astype(out_dtype),
+                                    (r0, c0))
+
+  return fori_blocks(num_blocks(n, bn) * nv, tile, jnp.zeros((n, v), out_dtype))
+
+
+def tile_sizes(shape, block_size, default):
+  """(token block, vocabulary block) from an int (vocabulary), a pair, or None."""
+  n, v = shape
+  if block_size is None:
+    bn, bv = default
+  elif isinstance(block_size, int):
+    bn, bv = default[0], block_size
+  else:
+    bn, bv = block_size
+  return pick_block(n, bn, default[0]), pick_block(v, bv, default[1])
 
 
 def fori_blocks(n_blocks: int, body, init):
@@ -177,3 +242,69 @@ def fori_blocks(n_blocks: int, body, init):
   if n_blocks == 1:
     return body(0, init)
   return lax.fori_loop(0, n_blocks, body, init)
+
+
+DIVERGENCES = ("forward_kl", "reverse_kl", "js")
+
+
+class DivStats(NamedTuple):
+  """Per-token statistics of a distillation divergence: both lses, the value, and `c` (the
+  sum that the student's softmax gradient subtracts; 0 for the forward KL)."""
+
+  lse_s: jax.Array
+  lse_t: jax.Array
+  div: jax.Array
+  c: jax.Array
+
+
+def _log_probs(zs, zt, lse_s, lse_t):
+  return zs - finite_or_zero(lse_s)[:, None], zt - finite_or_zero(lse_t)[:, None]
+
+
+def _log_mixture(ls, lt, beta):
+  """log(beta p_t + (1 - beta) p_s), -inf where both are 0 (no `isfinite`, for Triton)."""
+  a = lt + jnp.log(jnp.float32(beta))
+  b = ls + jnp.log(jnp.float32(1.0 - beta))
+  m = finite_or_zero(jnp.maximum(a, b))
+  return jnp.log(jnp.exp(a - m) + jnp.exp(b - m)) + m
+
+
+def _plogp(p, log_p, log_q):
+  """p (log p - log q) with 0 where p = 0 (the scipy `rel_entr` convention)."""
+  return jnp.where(p > 0, p * (log_p - log_q), 0.0)
+
+
+def divergence_terms(zs, zt, lse_s, lse_t, *, divergence, beta):
+  """Per-entry (divergence, c) terms of [rows, b] tiles (already divided by the temperature).
+
+  forward_kl: KL(p_t || p_s); reverse_kl: KL(p_s || p_t); js: beta KL(p_t || m) +
+  (1 - beta) KL(p_s || m) with m = beta p_t + (1 - beta) p_s.
+  """
+  ls, lt = _log_probs(zs, zt, lse_s, lse_t)
+  ps, pt = jnp.exp(ls), jnp.exp(lt)
+  if divergence == "forward_kl":
+    term = _plogp(pt, lt, ls)
+    return term, jnp.zeros_like(term)
+  if divergence == "reverse_kl":
+    term = _plogp(ps, ls, lt)
+    return term, term
+  lm = _log_mixture(ls, lt, beta)
+  student = (1.0 - beta) * _plogp(ps, ls, lm)
+  return beta * _plogp(pt, lt, lm) + student, student
+
+
+def divergence_dlogits(zs, zt, stats: DivStats, g, *, divergence, beta, inv_t):
+  """g / T · d divergence / d z_s for a tile (the teacher gets no gradient).
+
+  With a_j the derivative with respect to log p_s[j], the softmax chain rule gives
+  p_s (a - sum p_s a): a = log(p_s/p_t) for the reverse KL, (1-beta) log(p_s/m) for JS (the
+  sums are `stats.c`); for the forward KL it reduces to p_s - p_t.
+  """
+  ls, lt = _log_probs(zs, zt, stats.lse_s, stats.lse_t)
+  ps = jnp.exp(ls)
+  if divergence == "forward_kl":
+    d = ps - jnp.exp(lt)
+  else:
+    a = ls - lt if divergence == "reverse_kl" else (1.0 - beta) * (ls - _log_mixture(ls, lt, beta))
+    d = jnp.where(ps > 0, ps * (a - stats.c[:, None]), 0.0)
+  return (g * inv_t)[:, None] * d

@@ -39,6 +39,13 @@ class Implementation:
   compiled_on: frozenset[str] | None = None
 
 
+def triton(fn: Callable) -> Implementation:
+  """The "pallas" entry of a registry for Pallas kernels with Triton lowering: `None` picks it
+  on GPU; elsewhere an explicit request runs it in interpret mode."""
+  return Implementation("pallas", fn, lambda backend, **_: backend == "gpu",
+                        compiled_on=frozenset({"gpu"}))
+
+
 def registry(*implementations: Implementation) -> Mapping[str, Implementation]:
   """An ordered, read-only table of implementations (the order is `None`'s preference)."""
   table = {}
@@ -50,8 +57,15 @@ def registry(*implementations: Implementation) -> Mapping[str, Implementation]:
 
 
 def backend() -> str:
-  """The platform computations run on by default ("cpu", "gpu" or "tpu")."""
-  return jax.default_backend()
+  """The platform computations run on by default ("cpu", "gpu" or "tpu").
+
+  `jax.default_device(...)` is honoured: under it a CPU device on a GPU machine gets the CPU
+  implementations (and Pallas in interpret mode), not kernels compiled for the GPU.
+  """
+  device = jax.config.jax_default_device
+  if device is None:
+    return jax.default_backend()
+  return device if isinstance(device, str) else device.platform
 
 
 def select(table: Mapping[str, Implementation], implementation: str | None, op: str,

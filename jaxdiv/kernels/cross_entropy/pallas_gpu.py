@@ -10,19 +10,14 @@ from jaxdiv.kernels.cross_entropy import pallas_kernel
 DEFAULT_BLOCK = (4, 2048)  # (rows per program, vocabulary tile): powers of two for Triton
 
 
-def _pow2(x: int) -> int:
-  return 1 << max(0, int(x) - 1).bit_length()
-
-
 def cross_entropy(logits, labels, valid, *, label_smoothing=0.0, z_loss=0.0, block_size=None,
                   interpret=False):
-  bn, bv = DEFAULT_BLOCK if block_size is None else (
-      (DEFAULT_BLOCK[0], block_size) if isinstance(block_size, int) else block_size)
-  bn, bv = _pow2(bn), _pow2(min(bv, _pow2(logits.shape[-1])))
+  bn, bv = bw.tile_sizes(logits.shape, block_size, DEFAULT_BLOCK)
+  bn, bv = bw.pow2(bn), bw.pow2(bv)
   cfg = dict(vocab=logits.shape[-1], label_smoothing=label_smoothing, z_loss=z_loss)
   kw = dict(bn=bn, bv=bv, interpret=interpret)
   f = bw.masked_loss_vjp(
       functools.partial(pallas_kernel.stats, **kw),
-      lambda z, labels, lse, g: (pallas_kernel.grad(z, labels, lse, g, **kw, **cfg),),
+      lambda z, labels, stats, g: (pallas_kernel.grad(z, labels, stats.lse, g, **kw, **cfg),),
       functools.partial(bw.cross_entropy_from_stats, **cfg))
   return f((logits,), labels.astype("int32"), valid)

@@ -21,7 +21,8 @@ def _rows(bn):
   return rows
 
 
-def _tile(ref, rows, rmask, j, bv, v, other):
+def load_tile(ref, rows, rmask, j, bv, v, other):
+  """Tile `j` (float32) of the rows `rows` of `ref` [n, v]; `other` off the edges."""
   cols = j * bv + jnp.arange(bv)
   cmask = cols < v
   tile = plgpu.load(ref.at[rows[:, None], cols[None, :]],
@@ -37,7 +38,7 @@ def _stats_kernel(z_ref, labels_ref, lse_ref, zl_ref, zs_ref, *, bn, bv):
 
   def body(j, carry):
     state, z_label, z_sum = carry
-    tile, cols, cmask = _tile(z_ref, rows, rmask, j, bv, v, -jnp.inf)
+    tile, cols, cmask = load_tile(z_ref, rows, rmask, j, bv, v, -jnp.inf)
     zl, zs = bw.label_and_sum(tile, labels, cols, cmask)
     return bw.lse_update(state, tile), z_label + zl, z_sum + zs
 
@@ -59,7 +60,7 @@ def _grad_kernel(z_ref, labels_ref, lse_ref, g_ref, dz_ref, *, bn, bv, **cfg):
 
   @pl.loop(0, pl.cdiv(v, bv))
   def _(j):
-    tile, cols, cmask = _tile(z_ref, rows, rmask, j, bv, v, 0.0)
+    tile, cols, cmask = load_tile(z_ref, rows, rmask, j, bv, v, 0.0)
     d = bw.cross_entropy_dlogits(tile, lse, labels, cols, g, **cfg)
     plgpu.store(dz_ref.at[rows[:, None], cols[None, :]], d.astype(dz_ref.dtype),
                 mask=rmask[:, None] & cmask[None, :])

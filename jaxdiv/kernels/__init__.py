@@ -1,0 +1,18 @@
+"""Large-vocabulary kernels: cross-entropy, distillation divergences and their fused linear
+heads, each as a float64-tested reference, plain XLA, blockwise XLA and Pallas.
+
+`implementation=None` picks the fastest correct one for the backend (Pallas on GPU, XLA
+elsewhere; never Pallas interpret mode).
+"""
+
+from jaxdiv.kernels.cross_entropy.api import cross_entropy_with_integer_labels
+from jaxdiv.kernels.distillation.api import distillation_divergence
+from jaxdiv.kernels.distillation.api import fused_linear_distillation_divergence
+from jaxdiv.kernels.linear_cross_entropy.api import fused_linear_cross_entropy
+
+__all__ = [
+    "cross_entropy_with_integer_labels",
+    "distillation_divergence",
+    "fused_linear_cross_entropy",
+    "fused_linear_distillation_divergence",
+]

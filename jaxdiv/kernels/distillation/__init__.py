@@ -1,0 +1,1 @@
+"""Distillation divergences (forward KL, reverse KL, generalised JS) over large vocabularies."""

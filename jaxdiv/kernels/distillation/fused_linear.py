@@ -1,0 +1,93 @@
+"""Fused linear distillation: the student's logits `hidden @ weight` (and the teacher's, when
+given as hidden states and a head) are formed one vocabulary block at a time.
+
+Forward: one walk over the vocabulary for both logsumexps, a second for the divergence (the
+blocks are recomputed: 4·N·D·V FLOPs per model with a head). Backward: each block's student
+(and teacher) logits are recomputed, the student's gradient is cast to the activation dtype,
+and d_hidden / d_weight follow as in the fused cross-entropy (`chunked_xla.backward`). Nothing
+of size [tokens, vocab] and no [d, vocab] accumulator exists.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxdiv.kernels import _blockwise as bw
+from jaxdiv.kernels.distillation import reference
+from jaxdiv.kernels.linear_cross_entropy import chunked_xla as lce
+
+
+def _teacher_block(teacher, c0, bv, teacher_vd):
+  if len(teacher) == 1:  # given logits [tokens, vocab]
+    return lax.dynamic_slice_in_dim(teacher[0], c0, bv, axis=1).astype(jnp.float32)
+  hidden, weight = teacher
+  return lce.block_logits(hidden, lce.weight_block(weight, c0, bv, teacher_vd), teacher_vd)
+
+
+def _walk(hidden, weight, teacher, *, bv, vd, teacher_vd, inv_t, body, init):
+  """Folds `body(carry, zs, zt, own)` over the vocabulary blocks (tiles scaled by 1/T)."""
+  v = lce.vocab_size(weight, vd)
+
+  def step(j, carry):
+    c0 = bw.block_start(j, v, bv)
+    zs = lce.block_logits(hidden, lce.weight_block(weight, c0, bv, vd), vd)
+    zt = _teacher_block(teacher, c0, bv, teacher_vd)
+    return body(carry, zs * inv_t, zt * inv_t, bw.owned(j, c0, bv))
+
+  return bw.fori_blocks(bw.num_blocks(v, bv), step, init)
+
+
+def _stats(hidden, weight, teacher, *, divergence, beta, **walk):
+  n = hidden.shape[0]
+  states = _walk(hidden, weight, teacher, **walk,
+                 body=lambda c, zs, zt, own: (bw.lse_update(c[0], zs, own),
+                                              bw.lse_update(c[1], zt, own)),
+                 init=(bw.lse_init((n,)), bw.lse_init((n,))))
+  lse_s, lse_t = (bw.lse_finish(st) for st in states)
+
+  def body(carry, zs, zt, own):
+    terms = bw.divergence_terms(zs, zt, lse_s, lse_t, divergence=divergence, beta=beta)
+    return tuple(acc + jnp.sum(jnp.where(own, t, 0.0), -1) for acc, t in zip(carry, terms))
+
+  zeros = jnp.zeros((n,), jnp.float32)
+  div, c = _walk(hidden, weight, teacher, **walk, body=body, init=(zeros, zeros))
+  return bw.DivStats(lse_s, lse_t, div, c)
+
+
+def _dlogits(hidden, w_blk, teacher, stats, g, cols, *, vd, teacher_vd, inv_t, divergence,
+             beta):
+  zs = lce.block_logits(hidden, w_blk, vd)
+  zt = _teacher_block(teacher, cols[0], cols.shape[0], teacher_vd)
+  return bw.divergence_dlogits(zs * inv_t, zt * inv_t, stats, g, divergence=divergence,
+                               beta=beta, inv_t=inv_t)
+
+
+def linear_divergence(hidden, weight, teacher, valid, *, vd, teacher_vd, divergence, beta,
+                      inv_t, block_size=None):
+  """Per-token divergence; `teacher` is `(teacher_logits,)` or `(hidden, weight)`."""
+  teacher = tuple(lax.stop_gradient(t) for t in teacher)
+  v = lce.vocab_size(weight, vd)
+  bv = bw.pick_block(v, block_size, lce.default_block(hidden.shape[0], v, jax.default_backend()))
+  cfg = dict(divergence=divergence, beta=beta)
+  walk = dict(bv=bv, vd=vd, teacher_vd=teacher_vd, inv_t=inv_t)
+  dlogits = functools.partial(_dlogits, teacher_vd=teacher_vd, inv_t=inv_t, **cfg)
+  f = bw.masked_loss_vjp(
+      functools.partial(_stats, **walk, **cfg),
+      lambda h, w, t, stats, g: lce.backward(h, w, t, stats, g, bv=bv, vd=vd,
+                                             dlogits_fn=functools.partial(dlogits, vd=vd)),
+      lambda stats: stats.div)
+  return f((hidden, weight), teacher, valid)
+
+
+def linear_divergence_xla(hidden, weight, teacher, valid, *, vd, teacher_vd, divergence, beta,
+                          inv_t, block_size=None):
+  """The materialising version: full logits, then the plain reference (autodiff)."""
+  del block_size
+  zs = lce.block_logits(hidden, weight, vd)
+  zt = teacher[0] if len(teacher) == 1 else lce.block_logits(*teacher, teacher_vd)
+  return reference.divergence(zs, zt, valid, divergence=divergence, beta=beta,
+                              temperature=1.0 / inv_t)

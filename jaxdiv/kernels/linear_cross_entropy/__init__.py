@@ -1,0 +1,1 @@
+"""Cross-entropy of `hidden @ weight` without the [tokens, vocab] logits."""

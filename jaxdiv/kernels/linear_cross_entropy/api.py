@@ -1,0 +1,112 @@
+"""Public entry point and dispatch for the fused linear cross-entropy."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxdiv import _checks
+from jaxdiv.kernels import _args
+from jaxdiv.kernels import _dispatch
+from jaxdiv.kernels.linear_cross_entropy import chunked_xla
+from jaxdiv.kernels.linear_cross_entropy import pallas_gpu
+from jaxdiv.kernels.linear_cross_entropy import reference
+from jaxdiv.kernels.linear_cross_entropy import xla
+
+IMPLEMENTATIONS = _dispatch.registry(
+    _dispatch.triton(pallas_gpu.linear_cross_entropy),
+    _dispatch.Implementation("chunked", chunked_xla.linear_cross_entropy),
+    _dispatch.Implementation("xla", xla.linear_cross_entropy),
+)
+
+
+def weight_is_vd(hidden_shape, weight_shape, weight_layout) -> bool:
+  """True for a [vocab, d] weight (tied embedding), False for [d, vocab]."""
+  d = hidden_shape[-1]
+  if len(weight_shape) != 2:
+    raise ValueError(f"`weight` must be 2-D ([d, vocab] or [vocab, d]); got {weight_shape}.")
+  if weight_layout is None:
+    if weight_shape[0] == d and weight_shape[1] == d:
+      raise ValueError(
+          f"`weight` of shape {weight_shape} is square with d = {d}: pass `weight_layout`"
+          ' ("dv" for [d, vocab], "vd" for [vocab, d]).')
+    weight_layout = "dv" if weight_shape[0] == d else "vd"
+  if weight_layout not in ("dv", "vd"):
+    raise ValueError(f'`weight_layout` must be None, "dv" or "vd"; got {weight_layout!r}.')
+  vd = weight_layout == "vd"
+  if weight_shape[1 if vd else 0] != d:
+    raise ValueError(
+        f"`hidden` of shape {tuple(hidden_shape)} and `weight` of shape {weight_shape} do not"
+        f' contract over d = {d} with weight_layout="{weight_layout}".')
+  return vd
+
+
+def fused_linear_cross_entropy(
+    hidden: jax.typing.ArrayLike,
+    weight: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    where: jax.typing.ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    implementation: str | None = None,
+    block_size: int | None = None,
+    weight_layout: str | None = None,
+) -> jax.Array:
+  r"""Per-token cross-entropy of the logits `hidden @ weight`, never materialising them.
+
+  .. math::
+    z = h W, \qquad
+    \ell = (1 - \epsilon)(\mathrm{lse}(z) - z_y) + \epsilon(\mathrm{lse}(z) - \bar z)
+      + \lambda\,\mathrm{lse}(z)^2
+
+  The same loss as :func:`cross_entropy_with_integer_labels` on `hidden @ weight`, with
+  gradients for `hidden` and `weight`. The blockwise implementations keep only the per-token
+  lse between the passes and recompute each block of logits in the backward (8·N·D·V FLOPs),
+  with float32 accumulation for bfloat16 inputs.
+
+  Args:
+    hidden: [..., d] activations (leading dimensions are flattened into tokens).
+    weight: [d, vocab], or [vocab, d] (a tied embedding); see `weight_layout`.
+    labels: [...] integer classes.
+    where: optional [...] boolean mask; False tokens give 0 and no gradient.
+    ignore_index: tokens with this label give 0 and no gradient.
+    label_smoothing: ε in [0, 1] (static).
+    z_loss: λ >= 0 (static).
+    implementation: None (Pallas on GPU, else "chunked"), "xla" (materialises the logits),
+      "chunked" (vocabulary blocks through XLA) or "pallas" (interpret mode off GPU).
+    block_size: vocabulary block (chunk for "pallas"); None: sized so that one float32
+      [tokens, block] tile stays small.
+    weight_layout: "dv", "vd", or None to infer from the shapes (required when d == vocab).
+
+  Returns:
+    [...] per-token loss in the promoted dtype of `hidden` and `weight`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxdiv.kernels import fused_linear_cross_entropy
+    >>> h = jnp.ones((2, 3)); w = jnp.arange(12.0).reshape(3, 4) / 10
+    >>> fused_linear_cross_entropy(h, w, jnp.array([3, 0]))
+    Array([0.991843, 1.891843], dtype=float32)
+  """
+  hidden = _checks.as_float_array(hidden, "hidden")
+  weight = _checks.as_float_array(weight, "weight")
+  if hidden.ndim < 1:
+    raise ValueError(f"`hidden` needs a model axis; got shape {hidden.shape}.")
+  vd = weight_is_vd(hidden.shape, weight.shape, weight_layout)
+  batch = hidden.shape[:-1]
+  labels = _args.int_labels(labels, batch)
+  ls, zl = _args.smoothing_and_z_loss(label_smoothing, z_loss)
+  valid = _args.token_mask(batch, labels, where=where, ignore_index=ignore_index)
+  h = hidden.reshape(-1, hidden.shape[-1])
+  dtype = jnp.result_type(hidden, weight)
+  h, w = h.astype(dtype), weight.astype(dtype)
+  fn = _dispatch.select(IMPLEMENTATIONS, implementation, "fused_linear_cross_entropy",
+                        shape=(h.shape[0], h.shape[1], weight.shape[0 if vd else 1]),
+                        dtype=dtype)
+  if _args.is_float64(h):  # the kernels accumulate in float32; float64 stays exact
+    fn = reference.linear_cross_entropy
+  loss = fn(h, w, labels.reshape(-1), valid, vd=vd, label_smoothing=ls, z_loss=zl,
+            block_size=block_size)
+  return loss.reshape(batch).astype(dtype)

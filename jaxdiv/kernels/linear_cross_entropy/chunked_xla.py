@@ -1,0 +1,122 @@
+"""Fused linear cross-entropy, blockwise over the vocabulary, with an lse-only residual.
+
+Forward: for each vocabulary block, logits = hidden @ W_block (float32 accumulation) feed an
+online logsumexp; only (lse, z[y], sum z) per token survive. Backward: each block's logits are
+recomputed, its softmax gradient is cast to the activation dtype, then
+`d_hidden += d_logits @ W_block^T` (float32 accumulator) and `d_W_block = hidden^T @ d_logits`
+is written into place, so no [d, vocab] accumulator is carried and no [tokens, vocab] array
+exists. That is 8·N·D·V FLOPs (2 forward, 6 backward) against the 6·N·D·V of computing the
+gradients during the forward pass (Liger-Kernel): the price of per-token losses with arbitrary
+cotangents and of a residual that survives rematerialisation.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxdiv.kernels import _blockwise as bw
+
+# One [tokens, block] float32 tile of logits is the largest temporary: keep it near this size.
+_TILE_BYTES = {"cpu": 16 << 20, "gpu": 512 << 20, "tpu": 256 << 20}
+
+
+def default_block(tokens: int, vocab: int, backend: str) -> int:
+  b = _TILE_BYTES.get(backend, 16 << 20) // (4 * max(tokens, 1))
+  b = 1 << max(7, min(13, b.bit_length() - 1))
+  return min(b, vocab)
+
+
+def vocab_size(weight, vd: bool) -> int:
+  return weight.shape[0 if vd else 1]
+
+
+def weight_block(weight, c0, bv: int, vd: bool):
+  return lax.dynamic_slice_in_dim(weight, c0, bv, axis=0 if vd else 1)
+
+
+def matmul(a, b, contract):
+  """`dot_general` with float32 accumulation and, for float32 operands, full float32 products
+  (GPUs would otherwise round them to tf32; bfloat16 operands are unaffected)."""
+  return lax.dot_general(a, b, (contract, ((), ())), precision=lax.Precision.HIGHEST,
+                         preferred_element_type=jnp.float32)
+
+
+def block_logits(hidden, w_blk, vd: bool):
+  """[tokens, bv] float32 logits of one weight block ([bv, d] if vd else [d, bv])."""
+  return matmul(hidden, w_blk, ((1,), (1,)) if vd else ((1,), (0,)))
+
+
+def _stats(hidden, weight, labels, *, bv, vd):
+  v = vocab_size(weight, vd)
+
+  def body(j, carry):
+    state, z_label, z_sum = carry
+    c0 = bw.block_start(j, v, bv)
+    own = bw.owned(j, c0, bv)
+    z = block_logits(hidden, weight_block(weight, c0, bv, vd), vd)
+    zl, zs = bw.label_and_sum(z, labels, c0 + jnp.arange(bv), own)
+    return bw.lse_update(state, z, own), z_label + zl, z_sum + zs
+
+  n = hidden.shape[0]
+  zeros = jnp.zeros((n,), jnp.float32)
+  state, z_label, z_sum = bw.fori_blocks(bw.num_blocks(v, bv), body,
+                                         (bw.lse_init((n,)), zeros, zeros))
+  return bw.CeStats(bw.lse_finish(state), z_label, z_sum)
+
+
+def xla_dlogits(hidden, w_blk, labels, stats, g, cols, *, vd, **cfg):
+  """The gradient of one block's logits, recomputed from `hidden` and the block of weights."""
+  z = block_logits(hidden, w_blk, vd)
+  return bw.cross_entropy_dlogits(z, stats.lse, labels, cols, g, **cfg)
+
+
+def backward(hidden, weight, labels, stats, g, *, bv, vd, dlogits_fn):
+  """(d hidden, d weight), block by block over the vocabulary.
+
+  `dlogits_fn(hidden, w_blk, labels, stats, g, cols)` gives the [tokens, bv] gradient of the
+  block's logits (recomputed). It is cast to the activation dtype before both matmuls, which
+  accumulate in float32.
+  """
+  v = vocab_size(weight, vd)
+
+  def body(j, carry):
+    dh, dw = carry
+    c0 = bw.block_start(j, v, bv)
+    w_blk = weight_block(weight, c0, bv, vd)
+    d = dlogits_fn(hidden, w_blk, labels, stats, g, c0 + jnp.arange(bv)).astype(hidden.dtype)
+    # The clamped last block overlaps its predecessor: its d_W columns are recomputed with the
+    # same values, but d_hidden must count each column once.
+    d_own = jnp.where(bw.owned(j, c0, bv), d, jnp.zeros((), d.dtype))
+    dh = dh + matmul(d_own, w_blk, ((1,), (0,)) if vd else ((1,), (1,)))
+    # [bv, d] = d^T @ hidden, or [d, bv] = hidden^T @ d
+    dw_blk = matmul(d, hidden, ((0,), (0,))) if vd else matmul(hidden, d, ((0,), (0,)))
+    dw = lax.dynamic_update_slice_in_dim(dw, dw_blk.astype(dw.dtype), c0, axis=0 if vd else 1)
+    return dh, dw
+
+  init = (jnp.zeros(hidden.shape, jnp.float32), jnp.zeros_like(weight))
+  dh, dw = bw.fori_blocks(bw.num_blocks(v, bv), body, init)
+  return dh.astype(hidden.dtype), dw
+
+
+def make(stats_fn, dlogits_fn, *, bv, vd, vocab, label_smoothing, z_loss):
+  """The fused loss `f((hidden, weight), labels, valid)` from a stats pass and a block
+  gradient; shared by the XLA and the Pallas implementations."""
+  cfg = dict(vocab=vocab, label_smoothing=label_smoothing, z_loss=z_loss)
+  dlogits = functools.partial(dlogits_fn, vd=vd, **cfg)
+  return bw.masked_loss_vjp(
+      stats_fn,
+      functools.partial(backward, bv=bv, vd=vd, dlogits_fn=dlogits),
+      functools.partial(bw.cross_entropy_from_stats, **cfg))
+
+
+def linear_cross_entropy(hidden, weight, labels, valid, *, vd: bool, label_smoothing=0.0,
+                         z_loss=0.0, block_size=None):
+  v = vocab_size(weight, vd)
+  bv = bw.pick_block(v, block_size, default_block(hidden.shape[0], v, jax.default_backend()))
+  f = make(functools.partial(_stats, bv=bv, vd=vd), xla_dlogits, bv=bv, vd=vd, vocab=v,
+           label_smoothing=label_smoothing, z_loss=z_loss)
+  return f((hidden, weight), labels, valid)

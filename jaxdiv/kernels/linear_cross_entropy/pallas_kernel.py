@@ -1,0 +1,121 @@
+"""Pallas kernels for the fused linear cross-entropy (Triton on GPU; interpret mode elsewhere).
+
+`stats`: each program owns a block of tokens and a contiguous split of the vocabulary; it forms
+one [bn, bv] logits tile at a time from `hidden @ weight` (a loop over the model dimension) and
+folds it into an online logsumexp in registers. The partial states of the splits are merged
+outside. `dlogits`: the same tile, turned into its softmax gradient and stored in the
+activation dtype, for the XLA matmuls of the backward pass.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
+
+from jaxdiv.kernels import _blockwise as bw
+
+
+def _logits_tile(h_ref, w_ref, rows, rmask, cols, cmask, *, bk, vd):
+  """[bn, bv] float32 tile of hidden[rows] @ weight[:, cols] (weight[cols, :].T if vd)."""
+  d = h_ref.shape[1]
+  f32 = h_ref.dtype == jnp.float32 and w_ref.dtype == jnp.float32
+
+  def body(k, acc):
+    ks = k * bk + jnp.arange(bk)
+    kmask = ks < d
+    h = plgpu.load(h_ref.at[rows[:, None], ks[None, :]], mask=rmask[:, None] & kmask[None, :],
+                   other=0.0)
+    if vd:
+      w = plgpu.load(w_ref.at[cols[:, None], ks[None, :]],
+                     mask=cmask[:, None] & kmask[None, :], other=0.0)
+    else:
+      w = plgpu.load(w_ref.at[ks[:, None], cols[None, :]],
+                     mask=kmask[:, None] & cmask[None, :], other=0.0)
+    # float32 inputs: full-precision products (Triton would otherwise use tf32).
+    return acc + plgpu.dot(h, w, trans_b=vd, allow_tf32=False if f32 else None)
+
+  acc = jnp.zeros((rows.shape[0], cols.shape[0]), jnp.float32)
+  return lax.fori_loop(0, pl.cdiv(d, bk), body, acc)
+
+
+def _stats_kernel(h_ref, w_ref, labels_ref, m_ref, s_ref, zl_ref, zs_ref, *, bn, bv, bk,
+                  splits, vd):
+  n = h_ref.shape[0]
+  v = w_ref.shape[0 if vd else 1]
+  rows = pl.program_id(0) * bn + jnp.arange(bn)
+  rmask = rows < n
+  labels = plgpu.load(labels_ref.at[rows], mask=rmask, other=0)
+  per_split = pl.cdiv(pl.cdiv(v, bv), splits)
+  lo = pl.program_id(1) * per_split
+  hi = jnp.minimum(lo + per_split, pl.cdiv(v, bv))
+
+  def body(j, carry):
+    state, z_label, z_sum = carry
+    cols = j * bv + jnp.arange(bv)
+    cmask = cols < v
+    z = _logits_tile(h_ref, w_ref, rows, rmask, cols, cmask, bk=bk, vd=vd)
+    zl, zs = bw.label_and_sum(z, labels, cols, cmask)
+    return bw.lse_update(state, z, cmask[None, :]), z_label + zl, z_sum + zs
+
+  zeros = jnp.zeros((bn,), jnp.float32)
+  state, z_label, z_sum = lax.fori_loop(lo, hi, body, (bw.lse_init((bn,)), zeros, zeros))
+  split = pl.program_id(1)
+  for ref, x in ((m_ref, state.m), (s_ref, state.s), (zl_ref, z_label), (zs_ref, z_sum)):
+    plgpu.store(ref.at[split, rows], x, mask=rmask)
+
+
+def _dlogits_kernel(h_ref, w_ref, labels_ref, lse_ref, g_ref, cols_ref, out_ref, *, bn, bv,
+                    bk, vd, **cfg):
+  n = h_ref.shape[0]
+  vc = out_ref.shape[1]
+  rows = pl.program_id(0) * bn + jnp.arange(bn)
+  rmask = rows < n
+  local = pl.program_id(1) * bv + jnp.arange(bv)
+  cmask = local < vc
+  z = _logits_tile(h_ref, w_ref, rows, rmask, local, cmask, bk=bk, vd=vd)
+  load_rows = functools.partial(plgpu.load, mask=rmask, other=0)
+  cols = plgpu.load(cols_ref.at[local], mask=cmask, other=-1)
+  d = bw.cross_entropy_dlogits(z, load_rows(lse_ref.at[rows]), load_rows(labels_ref.at[rows]),
+                               cols, load_rows(g_ref.at[rows]), **cfg)
+  plgpu.store(out_ref.at[rows[:, None], local[None, :]], d.astype(out_ref.dtype),
+              mask=rmask[:, None] & cmask[None, :])
+
+
+def _params(num_warps, num_stages):
+  return plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages)
+
+
+@functools.partial(jax.jit, static_argnames=("bn", "bv", "bk", "splits", "vd", "num_warps",
+                                             "num_stages", "interpret"))
+def stats(hidden, weight, labels, *, bn, bv, bk, splits, vd, num_warps=4, num_stages=3,
+          interpret=False):
+  """Per-token (lse, z[y], sum z) of hidden @ weight, never storing a logits tile."""
+  n = hidden.shape[0]
+  out = [jax.ShapeDtypeStruct((splits, n), jnp.float32)] * 4
+  kernel = functools.partial(_stats_kernel, bn=bn, bv=bv, bk=bk, splits=splits, vd=vd)
+  m, s, z_label, z_sum = pl.pallas_call(
+      kernel, grid=(pl.cdiv(n, bn), splits), out_shape=out, interpret=interpret,
+      compiler_params=_params(num_warps, num_stages))(hidden, weight, labels)
+  state = bw.Lse(m[0], s[0])
+  for k in range(1, splits):
+    state = bw.lse_merge(state, bw.Lse(m[k], s[k]))
+  return bw.CeStats(bw.lse_finish(state), z_label.sum(0), z_sum.sum(0))
+
+
+@functools.partial(jax.jit, static_argnames=("bn", "bv", "bk", "vd", "vocab", "label_smoothing",
+                                             "z_loss", "num_warps", "num_stages", "interpret"))
+def dlogits(hidden, w_blk, labels, lse, g, cols, *, bn, bv, bk, vd, vocab, label_smoothing,
+            z_loss, num_warps=4, num_stages=3, interpret=False):
+  """[tokens, len(cols)] gradient of the logits of one weight block, in hidden's dtype."""
+  n, vc = hidden.shape[0], cols.shape[0]
+  kernel = functools.partial(_dlogits_kernel, bn=bn, bv=bv, bk=bk, vd=vd, vocab=vocab,
+                             label_smoothing=label_smoothing, z_loss=z_loss)
+  return pl.pallas_call(
+      kernel, grid=(pl.cdiv(n, bn), pl.cdiv(vc, bv)),
+      out_shape=jax.ShapeDtypeStruct((n, vc), hidden.dtype), interpret=interpret,
+      compiler_params=_params(num_warps, num_stages))(hidden, w_blk, labels, lse, g, cols)

@@ -1,0 +1,153 @@
+"""Cross-entropy with integer labels: every implementation against the float64 reference and
+optax, in value and gradient, on vocabularies that are not multiples of the block."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from kernels_cases import BLOCK
+from kernels_cases import IMPLEMENTATIONS
+from kernels_cases import N
+from kernels_cases import V
+from kernels_cases import assert_close
+from kernels_cases import labels
+from kernels_cases import logits
+from kernels_cases import value_and_grad
+from kernels_cases import value_and_grad64
+
+from jaxdiv.kernels import _dispatch
+from jaxdiv.kernels import cross_entropy_with_integer_labels as ce
+from jaxdiv.kernels.cross_entropy import api
+from jaxdiv.kernels.cross_entropy import reference
+
+CASES = {
+    "plain": dict(),
+    "ignore_and_where": dict(ignore_index=-100, where=True),
+    "smoothing_z_loss": dict(label_smoothing=0.1, z_loss=1e-3),
+    "all_options": dict(ignore_index=-100, where=True, label_smoothing=0.2, z_loss=1e-2),
+}
+
+
+def _inputs(case, seed=0, neg_inf_frac=0.0):
+  z = logits(seed, neg_inf_frac=neg_inf_frac)
+  y = labels(seed, z=z)
+  kwargs = dict(CASES[case])
+  valid = np.ones(N, bool)
+  if "ignore_index" in kwargs:
+    y[::5] = kwargs["ignore_index"]
+    valid[::5] = False
+  if kwargs.pop("where", False):
+    where = np.random.default_rng(seed).random(N) > 0.3
+    kwargs["where"] = jnp.asarray(where)
+    valid &= where
+  return z, y, valid, kwargs
+
+
+def _ref(valid, kwargs):
+  ls, zl = kwargs.get("label_smoothing", 0.0), kwargs.get("z_loss", 0.0)
+  return lambda z, y: reference.cross_entropy(z, y, jnp.asarray(valid), label_smoothing=ls,
+                                              z_loss=zl)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_matches_float64_reference(device, implementation, case):
+  z, y, valid, kwargs = _inputs(case)
+  want, want_grad = value_and_grad64(_ref(valid, kwargs), z, y)
+  f = functools.partial(ce, labels=jnp.asarray(y), implementation=implementation,
+                        block_size=BLOCK, **kwargs)
+  got, got_grad = value_and_grad(f, jnp.asarray(z, jnp.float32))
+  assert_close(got, want, err_msg="loss")
+  assert_close(got_grad, want_grad, n_reduced=1, err_msg="d logits")
+  assert np.all(got[~valid] == 0) and np.all(got_grad[~valid] == 0)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_neg_inf_logits(device, implementation):
+  z, y, valid, kwargs = _inputs("ignore_and_where", neg_inf_frac=0.3)
+  want, want_grad = value_and_grad64(_ref(valid, kwargs), z, y)
+  f = functools.partial(ce, labels=jnp.asarray(y), implementation=implementation,
+                        block_size=BLOCK, **kwargs)
+  got, got_grad = value_and_grad(f, jnp.asarray(z, jnp.float32))
+  assert np.all(np.isfinite(got)) and np.all(np.isfinite(got_grad))
+  assert_close(got, want)
+  assert_close(got_grad, want_grad, n_reduced=1)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_equals_optax(implementation):
+  z, y = jnp.asarray(logits(1), jnp.float32), jnp.asarray(labels(1))
+  loss = lambda z: optax.softmax_cross_entropy_with_integer_labels(z, y)
+  want, want_grad = value_and_grad(loss, z)
+  f = functools.partial(ce, labels=y, implementation=implementation, block_size=BLOCK)
+  got, got_grad = value_and_grad(f, z)
+  assert_close(got, want)
+  assert_close(got_grad, want_grad, n_reduced=1)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_bfloat16_leading_dims_and_jit(implementation):
+  z = logits(2).reshape(1, N, V)
+  y = labels(2).reshape(1, N)
+  want, want_grad = value_and_grad64(
+      lambda z, y: reference.cross_entropy(z[0], y[0], jnp.ones(N, bool))[None], z, y)
+  zb = jnp.asarray(z, jnp.bfloat16)
+  f = jax.jit(functools.partial(ce, labels=jnp.asarray(y), implementation=implementation,
+                                block_size=BLOCK))
+  got, got_grad = value_and_grad(f, zb)
+  assert f(zb).dtype == jnp.bfloat16 and got_grad.shape == z.shape
+  # bf16 logits are exact inputs; the error is the bf16 rounding of the inputs and outputs.
+  want_b, want_grad_b = value_and_grad64(
+      lambda z, y: reference.cross_entropy(z[0], y[0], jnp.ones(N, bool))[None],
+      np.asarray(zb, np.float32), y)
+  assert_close(got, want_b, jnp.bfloat16, n_reduced=1)
+  assert_close(got_grad, want_grad_b, jnp.bfloat16, n_reduced=1)
+  assert_close(got, want, jnp.bfloat16, n_reduced=V)
+
+
+def test_implementations_agree_under_vmap():
+  z, y = jnp.asarray(logits(3), jnp.float32), jnp.asarray(labels(3))
+  batched = ce(z.reshape(1, N, V), y.reshape(1, N), implementation="chunked", block_size=BLOCK)
+  mapped = jax.vmap(lambda z, y: ce(z, y, implementation="pallas", block_size=BLOCK))(
+      z.reshape(1, N, V), y.reshape(1, N))
+  assert_close(mapped, batched)
+
+
+def test_float64_is_exact(x64):
+  z, y = jnp.asarray(logits(4)), jnp.asarray(labels(4))
+  assert z.dtype == jnp.float64
+  got = ce(z, y, implementation="chunked", label_smoothing=0.1)
+  want = reference.cross_entropy(z, y, jnp.ones(N, bool), label_smoothing=0.1)
+  assert got.dtype == jnp.float64
+  np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_default_never_interprets():
+  fn = _dispatch.select(api.IMPLEMENTATIONS, None, "ce", shape=(N, V), dtype=jnp.float32)
+  if _dispatch.backend() == "gpu":
+    assert fn is api.IMPLEMENTATIONS["pallas"].fn
+  else:
+    assert fn is api.IMPLEMENTATIONS["xla"].fn
+
+
+def test_bad_inputs():
+  z, y = jnp.zeros((4, 10)), jnp.zeros(4, jnp.int32)
+  with pytest.raises(ValueError, match="implementation"):
+    ce(z, y, implementation="triton")
+  with pytest.raises(TypeError, match="labels"):
+    ce(z, y.astype(jnp.float32))
+  with pytest.raises(ValueError, match="batch shape"):
+    ce(z, jnp.zeros(5, jnp.int32))
+  with pytest.raises(ValueError, match="label_smoothing"):
+    ce(z, y, label_smoothing=1.5)
+  with pytest.raises(ValueError, match="z_loss"):
+    ce(z, y, z_loss=-1.0)
+  with pytest.raises(TypeError, match="logits"):
+    ce(jnp.zeros((4, 10), jnp.int32), y)
+  with pytest.raises(ValueError, match="where"):
+    ce(z, y, where=jnp.ones(5, bool))

@@ -1,0 +1,98 @@
+"""Distillation divergences over logits and over fused linear heads: every implementation
+against the float64 reference, values and student gradients; the teacher gets none."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from kernels_cases import BLOCK
+from kernels_cases import IMPLEMENTATIONS
+from kernels_cases import N
+from kernels_cases import V
+from kernels_cases import assert_close
+from kernels_cases import logits
+from kernels_cases import value_and_grad
+from kernels_cases import value_and_grad64
+
+from jaxdiv.kernels import distillation_divergence as dd
+from jaxdiv.kernels import fused_linear_distillation_divergence as fldd
+from jaxdiv.kernels.distillation import reference
+
+SETTINGS = [("forward_kl", 0.5, 1.0), ("reverse_kl", 0.5, 2.0), ("js", 0.5, 1.0),
+            ("js", 0.1, 0.7)]
+
+
+def _ref(valid, divergence, beta, temperature):
+  return lambda zs, zt: reference.divergence(zs, zt, jnp.asarray(valid), divergence=divergence,
+                                             beta=beta, temperature=temperature)
+
+
+@pytest.mark.parametrize("divergence,beta,temperature", SETTINGS)
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_matches_float64_reference(device, implementation, divergence, beta, temperature):
+  zs, zt = logits(0), logits(1)
+  # -inf in both (outside the support of both distributions) at the same places.
+  off = np.random.default_rng(2).random((N, V)) < 0.1
+  zs, zt = np.where(off, -np.inf, zs), np.where(off, -np.inf, zt)
+  where = np.random.default_rng(3).random(N) > 0.2
+  want, want_g = value_and_grad64(_ref(where, divergence, beta, temperature), zs, zt)
+  f = functools.partial(dd, divergence=divergence, beta=beta, temperature=temperature,
+                        where=jnp.asarray(where), implementation=implementation,
+                        block_size=BLOCK)
+  teacher = jnp.asarray(zt, jnp.float32)
+  got, got_g = value_and_grad(lambda zs: f(zs, teacher), jnp.asarray(zs, jnp.float32))
+  assert np.all(np.isfinite(got)) and np.all(np.isfinite(got_g))
+  assert_close(got, want, err_msg="divergence")
+  assert_close(got_g, want_g, n_reduced=1, err_msg="d student")
+  teacher_grad = jax.grad(lambda zt: f(jnp.asarray(zs, jnp.float32), zt).sum())(teacher)
+  assert np.all(np.asarray(teacher_grad) == 0)
+
+
+@pytest.mark.parametrize("implementation", ["xla", "chunked"])
+@pytest.mark.parametrize("teacher_kind", ["logits", "head"])
+@pytest.mark.parametrize("divergence,beta,temperature", SETTINGS[1:3])
+def test_fused_linear_matches_reference(implementation, teacher_kind, divergence, beta,
+                                        temperature):
+  rng = np.random.default_rng(4)
+  d, dt = 24, 40
+  hs, ws = rng.normal(size=(N, d)), rng.normal(size=(V, d)) / np.sqrt(d) * 2  # tied layout
+  ht, wt = rng.normal(size=(N, dt)), rng.normal(size=(dt, V)) / np.sqrt(dt) * 2
+  where = rng.random(N) > 0.2
+  cfg = dict(divergence=divergence, beta=beta, temperature=temperature)
+
+  def ref(hs, ws, ht, wt):
+    return reference.divergence(hs @ ws.T, ht @ wt, jnp.asarray(where), **cfg)
+
+  want, (want_dh, want_dw) = value_and_grad64(ref, hs, ws, ht, wt, argnums=(0, 1))
+  f32 = lambda x: jnp.asarray(x, jnp.float32)
+  if teacher_kind == "logits":
+    teacher = dict(teacher_logits=jnp.dot(f32(ht), f32(wt), precision="highest"))
+  else:
+    teacher = dict(teacher_hidden=f32(ht), teacher_weight=f32(wt))
+  f = lambda hs, ws: fldd(hs, ws, **teacher, where=jnp.asarray(where), **cfg,
+                          implementation=implementation, block_size=256)
+  got, (got_dh, got_dw) = value_and_grad(f, f32(hs), f32(ws), argnums=(0, 1))
+  assert_close(got, want, n_reduced=V * d)
+  assert_close(got_dh, want_dh, n_reduced=V)
+  assert_close(got_dw, want_dw, n_reduced=N)
+
+
+def test_js_limits_and_bad_inputs():
+  zs, zt = jnp.asarray(logits(5), jnp.float32), jnp.asarray(logits(6), jnp.float32)
+  for beta in (0.0, 1.0):
+    np.testing.assert_allclose(dd(zs, zt, divergence="js", beta=beta), 0.0, atol=1e-6)
+  np.testing.assert_allclose(dd(zs, zs, divergence="reverse_kl"), 0.0, atol=1e-5)
+  with pytest.raises(ValueError, match="divergence"):
+    dd(zs, zt, divergence="kl")
+  with pytest.raises(ValueError, match="temperature"):
+    dd(zs, zt, temperature=0.0)
+  with pytest.raises(ValueError, match="beta"):
+    dd(zs, zt, divergence="js", beta=1.5)
+  with pytest.raises(ValueError, match="shape"):
+    dd(zs, zt[:, :-1])
+  with pytest.raises(ValueError, match="either"):
+    fldd(zs[:, :8], jnp.zeros((8, V)), zs[:, :8], jnp.zeros((8, V)), teacher_logits=zt)
