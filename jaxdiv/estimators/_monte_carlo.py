@@ -75,3 +75,49 @@ def kl_estimate_terms(
   else:
     out = _expm1_minus_x(lr)
   return out.astype(dtype)
+
+
+def kl_estimate(
+    log_p: ArrayLike, log_q: ArrayLike, *, estimator: str = "k3", where: ArrayLike | None = None,
+    axis=None,
+) -> jax.Array:
+  r"""Monte Carlo estimate of KL(p‖q): the mean of :func:`kl_estimate_terms` over samples.
+
+  .. math::
+    \widehat{\mathrm{KL}} = \frac{1}{|S|} \sum_{x \in S} k(x), \qquad x \sim p.
+
+  ``k1`` and ``k3`` give unbiased estimates, ``k2`` a biased one (see
+  :func:`kl_estimate_terms`).
+
+  Args:
+    log_p: ``log p(x)`` of samples drawn from ``p``.
+    log_q: ``log q(x)`` of the same samples, broadcastable.
+    estimator: ``"k1"``, ``"k2"`` or ``"k3"``.
+    where: mask of the samples to average (e.g. padding excluded); a slice with nothing left
+      gives 0.
+    axis: the sample axis or axes; ``None`` averages over all.
+
+  Returns:
+    The estimate, the broadcast shape without ``axis``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxdiv.estimators import kl_estimate
+    >>> print(kl_estimate(jnp.array([0.0, 0.0]), jnp.array([0.0, 0.0])))
+    0.0
+
+  References:
+    Schulman, Approximating KL Divergence, 2020 (blog note).
+  """
+  terms = kl_estimate_terms(log_p, log_q, estimator=estimator)
+  axes = _checks.normalize_axes(axis, terms.ndim) if terms.ndim else ()
+  acc = jnp.promote_types(terms.dtype, jnp.float32)
+  t = terms.astype(acc)
+  if where is None:
+    out = jnp.mean(t, axis=axes) if axes else t
+  else:
+    mask = _checks.broadcast_where(where, terms.shape)
+    total = jnp.sum(jnp.where(mask, t, 0), axis=axes)
+    count = jnp.sum(mask, axis=axes)
+    out = jnp.where(count > 0, total / jnp.maximum(count, 1), 0)
+  return out.astype(terms.dtype)

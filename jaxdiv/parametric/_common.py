@@ -1,0 +1,117 @@
+"""Shared plumbing of the closed forms: parameter conversion, broadcasting, domains, units.
+
+Policy (the same for every family):
+
+* Parameters are floating arrays; Python numbers are accepted (``loc=0``), integer and boolean
+  arrays raise ``TypeError`` like the core functions.
+* Batch dimensions of all parameters broadcast with NumPy's rules; shapes that cannot raise a
+  ``ValueError`` naming every argument and its shape, at trace time.
+* Computation is in at least float32; the result has the promoted input dtype.
+* A parameter outside its domain (a negative scale, a non-positive-definite covariance) gives
+  ``NaN``, never a finite wrong number; :func:`jaxdiv.parametric.checked` reports it through
+  ``checkify``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdiv import _checks
+from jaxdiv.estimators import _monte_carlo
+
+
+def as_param(x, name: str) -> jax.Array:
+  """Converts a parameter to a floating array; Python numbers become weakly-typed floats."""
+  if isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)):
+    return jnp.asarray(float(x))
+  return _checks.as_float_array(x, name)
+
+
+def prepare(params: dict, *, event: dict | None = None):
+  """Converts and broadcasts parameters.
+
+  Args:
+    params: ``name -> value``, in signature order.
+    event: ``name -> number of trailing event dimensions`` (1 for a vector, 2 for a matrix);
+      those dimensions are excluded from broadcasting.
+
+  Returns:
+    ``(arrays, batch_shape, dtype, acc)``: the parameters in ``acc`` dtype, each broadcast to
+    ``batch_shape + its event shape``.
+  """
+  event = event or {}
+  arrays = {n: as_param(v, n) for n, v in params.items()}
+  for n, a in arrays.items():
+    if a.ndim < event.get(n, 0):
+      raise ValueError(
+          f"`{n}` needs at least {event[n]} dimension(s) (its event shape); got shape {a.shape}.")
+  batch = {n: a.shape[:a.ndim - event.get(n, 0)] for n, a in arrays.items()}
+  try:
+    shape = np.broadcast_shapes(*batch.values())
+  except ValueError:
+    desc = ", ".join(f"`{n}` {a.shape}" for n, a in arrays.items())
+    raise ValueError(f"parameters have batch shapes that cannot be broadcast together: {desc}."
+                     ) from None
+  dtype, acc = _checks.compute_dtype(*arrays.values())
+  out = []
+  for n, a in arrays.items():
+    ev = a.shape[a.ndim - event.get(n, 0):]
+    out.append(jnp.broadcast_to(a.astype(acc), tuple(shape) + ev))
+  return out, tuple(shape), dtype, acc
+
+
+def finish(out: jax.Array, dtype, base=None, valid=None) -> jax.Array:
+  """Applies the domain mask (NaN outside), the unit conversion and the output dtype."""
+  if valid is not None:
+    out = jnp.where(valid, out, jnp.nan)
+  if base is not None:
+    out = out / jnp.log(jnp.asarray(base, out.dtype))
+  return out.astype(dtype)
+
+
+def check_alpha(alpha):
+  """Rényi order: concrete values must lie in [0, inf); traced ones are left to checkify."""
+  return _checks.check_real(alpha, "alpha", lo=0, allow_inf=False)
+
+
+def log1p_over(t: jax.Array, x: jax.Array) -> jax.Array:
+  """``log1p(t x) / t`` with its limit ``x`` at ``t = 0``; ``-inf / t`` sign kept elsewhere.
+
+  Trap avoided: ``log(1 + t x) / t`` cancels catastrophically as ``t -> 0`` (the Rényi order
+  near 1); ``log1p`` keeps full relative accuracy, and the ``t == 0`` branch is selected with a
+  double ``where`` so its gradient is finite.
+  """
+  zero = t == 0
+  ts = jnp.where(zero, 1.0, t)
+  arg = ts * x
+  ok = arg > -1
+  val = jnp.log1p(jnp.where(ok, arg, 0.0)) / ts
+  # 1 + t x <= 0: the interpolated distribution is not normalisable, the divergence is +inf.
+  val = jnp.where(ok, val, -jnp.inf * jnp.sign(ts))
+  return jnp.where(zero, x, val)
+
+
+def expm1_minus_x(x: jax.Array) -> jax.Array:
+  """``exp(x) - 1 - x`` without cancellation near 0 (>= 0); ``r - 1 - log r`` at ``x = log r``.
+
+  The same helper as the Monte Carlo ``k3`` estimator (shared, not copied).
+  """
+  return _monte_carlo._expm1_minus_x(x)
+
+
+def alpha_select(alpha, acc, at_one, general):
+  """Evaluates a Rényi-type divergence at ``alpha``, with its exact ``alpha = 1`` limit.
+
+  ``general(alpha_safe)`` is only evaluated at ``alpha != 1`` (double ``where`` for traced
+  orders, so the gradient stays finite); a concrete ``alpha == 1`` calls ``at_one()`` alone.
+  """
+  value = _checks._concrete(alpha)
+  if value is not None and value.ndim == 0:
+    return at_one() if float(value) == 1.0 else general(jnp.asarray(alpha, acc))
+  alpha = jnp.asarray(alpha, acc)
+  one = alpha == 1
+  return jnp.where(one, at_one(), general(jnp.where(one, 0.5, alpha)))
