@@ -4,6 +4,10 @@ The whole public API, one name a line.
 """
 
 from jaxdiv import checks
+from jaxdiv import estimators
+from jaxdiv import kernels
+from jaxdiv import losses
+from jaxdiv import parametric
 from jaxdiv.discrete import alpha_divergence
 from jaxdiv.discrete import bhattacharyya_distance
 from jaxdiv.discrete import binary_cross_entropy
@@ -23,10 +27,13 @@ from jaxdiv.discrete import renyi_entropy
 from jaxdiv.discrete import total_variation_distance
 from jaxdiv.discrete import tsallis_divergence
 from jaxdiv.discrete import tsallis_entropy
+from jaxdiv.evaluate import EvalResult
+from jaxdiv.evaluate import evaluate
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EvalResult",
     "alpha_divergence",
     "bhattacharyya_distance",
     "binary_cross_entropy",
@@ -36,12 +43,17 @@ __all__ = [
     "chi_squared_divergence",
     "cross_entropy",
     "entropy",
+    "estimators",
+    "evaluate",
     "f_divergence",
     "hellinger_distance",
     "jeffreys_divergence",
     "js_distance",
     "js_divergence",
+    "kernels",
     "kl_divergence",
+    "losses",
+    "parametric",
     "renyi_divergence",
     "renyi_entropy",
     "total_variation_distance",

@@ -5,6 +5,8 @@ except that jaxdiv's are never NaN where the value is finite. The rest (distilla
 penalties, reductions, and :func:`divergence_loss` for any jaxdiv divergence) go beyond optax.
 """
 
+from jaxdiv.kernels import fused_linear_cross_entropy
+from jaxdiv.kernels import fused_linear_distillation_divergence
 from jaxdiv.losses._classification import poly_loss_cross_entropy
 from jaxdiv.losses._classification import safe_softmax_cross_entropy
 from jaxdiv.losses._classification import sigmoid_binary_cross_entropy
@@ -24,6 +26,8 @@ __all__ = [
     "convex_kl_divergence",
     "distillation_loss",
     "divergence_loss",
+    "fused_linear_cross_entropy",
+    "fused_linear_distillation_divergence",
     "generalized_kl_divergence",
     "kl_divergence",
     "kl_divergence_with_log_targets",
