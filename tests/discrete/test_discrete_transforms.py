@@ -52,10 +52,11 @@ def test_vmap_equals_loop(spec):
 def test_axis_equals_moveaxis(spec):
   p, q = _pq(shape=(2, 3))
   want = call(spec, p, q, axis=-1)
+  # Another layout reduces in another order: float32 rounding, ~1 ulp of 1 for values near 0.
   got = call(spec, jnp.moveaxis(p, -1, 1), jnp.moveaxis(q, -1, 1), axis=1)
-  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
   got0 = call(spec, jnp.moveaxis(p, -1, 0), jnp.moveaxis(q, -1, 0), axis=0)
-  np.testing.assert_allclose(np.asarray(got0), np.asarray(want), rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(np.asarray(got0), np.asarray(want), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("spec", [s for s in SPECS if s.nargs == 2], ids=lambda s: s.name)
@@ -80,7 +81,7 @@ def test_mask_equals_slice(spec, from_logits):
   keep = jnp.arange(8) < 5
   masked = call(spec, zp, zq, where=keep, from_logits=from_logits)
   sliced = call(spec, zp[:, :5], zq[:, :5], from_logits=from_logits)
-  np.testing.assert_allclose(np.asarray(masked), np.asarray(sliced), rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(np.asarray(masked), np.asarray(sliced), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("from_logits", [False, True])
