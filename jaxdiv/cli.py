@@ -101,17 +101,6 @@ def _fmt(x) -> str:
   return str(x)
 
 
-def _jsonable(x):
-  """Replaces non-finite floats (not valid JSON) by the strings 'inf', '-inf', 'nan'."""
-  if isinstance(x, float) and not math.isfinite(x):
-    return str(x)
-  if isinstance(x, dict):
-    return {k: _jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
-  return x
-
-
 def _table(res, args, shape, dtype) -> str:
   s, t = res.summary, res.timing
   what = s["divergence"] + ("(P)" if args.q is None else "(P‖Q)")
@@ -208,8 +197,9 @@ def _run_eval(args) -> int:
     doc = {"divergence": spec.name, "inputs": paths, "keys": keys, "axis": args.axis,
            "from_logits": args.from_logits, "parameters": params, "nan_policy": args.nan,
            "summary": res.summary, "run": res.timing}
+    from jaxdiv.evaluate._reduce import jsonable
     with _io.atomic_write_text(args.summary) as f:
-      json.dump(_jsonable(doc), f, indent=2)
+      json.dump(jsonable(doc), f, indent=2)
       f.write("\n")
   print(_table(res, args, shape, arrays[0].dtype))
   written = [p for p in (args.out, args.summary) if p is not None]

@@ -78,8 +78,9 @@ def report(teacher_logits: np.ndarray, students: dict[str, np.ndarray],
   if out is not None:
     os.makedirs(out, exist_ok=True)
     _plots(summary, per_row_kl, out)
+    from jaxdiv.evaluate._reduce import jsonable
     with open(os.path.join(out, "summary.json"), "w") as f:
-      json.dump(_jsonable(summary), f, indent=2)
+      json.dump(jsonable(summary), f, indent=2)
       f.write("\n")
     print(f"wrote {os.path.join(out, 'summary.json')}, divergences.png, per_example.png")
   return summary
@@ -143,16 +144,6 @@ def _plots(summary: dict, per_row_kl: dict[str, np.ndarray], out: str):
   plt.close(fig)
 
 
-def _jsonable(x):
-  if isinstance(x, float) and not math.isfinite(x):
-    return str(x)
-  if isinstance(x, dict):
-    return {k: _jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
-  if isinstance(x, np.generic):
-    return x.item()
-  return x
 
 
 def _train(seed: int, quick: bool):
