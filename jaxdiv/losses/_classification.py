@@ -55,6 +55,21 @@ def _z_term(z_loss, lse):
   return jnp.where(ok, z_loss * jnp.square(jnp.where(ok, lse, 0)), 0)
 
 
+def _prepare_dense(logits, labels, axis, where):
+  """Validates logits and probability targets, broadcasts them and raises them to the compute
+  dtype; returns (x, y, shape, axes, mask, result dtype, compute dtype)."""
+  logits = _checks.as_float_array(logits, "logits")
+  labels = _checks.as_float_array(labels, "labels")
+  shape = _common.broadcast_shapes(logits, labels, ("logits", "labels"))
+  if not shape:
+    raise ValueError("`logits` must have at least one (class) dimension; got a scalar.")
+  ax = _common.axes(axis, len(shape))
+  result_dtype, acc = _checks.compute_dtype(logits, labels)
+  x = jnp.broadcast_to(logits, shape).astype(acc)
+  y = jnp.broadcast_to(labels, shape).astype(acc)
+  return x, y, shape, ax, _common.expand_where(where, shape, ax), result_dtype, acc
+
+
 def _dense_cross_entropy(logits, labels, ax, mask, *, weights=None, label_smoothing=0.0,
                          z_loss=0.0, axis_name=None):
   """`-sum_j w_j y_j log softmax(logits)_j` over `ax` (+ z-loss), inputs in the compute dtype.
@@ -145,18 +160,9 @@ def softmax_cross_entropy(
     Szegedy et al., Rethinking the Inception Architecture for Computer Vision, 2016 (label
     smoothing); Chowdhery et al., PaLM: Scaling Language Modeling with Pathways, 2022 (z-loss).
   """
-  logits = _checks.as_float_array(logits, "logits")
-  labels = _checks.as_float_array(labels, "labels")
   ignore_index = _ignore_index(ignore_index)
   _check_options(label_smoothing, z_loss)
-  shape = _common.broadcast_shapes(logits, labels, ("logits", "labels"))
-  if not shape:
-    raise ValueError("`logits` must have at least one (class) dimension; got a scalar.")
-  ax = _common.axes(axis, len(shape))
-  result_dtype, acc = _checks.compute_dtype(logits, labels)
-  x = jnp.broadcast_to(logits, shape).astype(acc)
-  y = jnp.broadcast_to(labels, shape).astype(acc)
-  mask = _common.expand_where(where, shape, ax)
+  x, y, shape, ax, mask, result_dtype, acc = _prepare_dense(logits, labels, axis, where)
   w = None
   if weights is not None:
     class_shape = [shape[a] for a in ax]
@@ -531,17 +537,8 @@ def poly_loss_cross_entropy(
     Leng et al., PolyLoss: A Polynomial Expansion Perspective of Classification Loss
     Functions, 2022.
   """
-  logits = _checks.as_float_array(logits, "logits")
-  labels = _checks.as_float_array(labels, "labels")
   _checks.check_real(epsilon, "epsilon")
-  shape = _common.broadcast_shapes(logits, labels, ("logits", "labels"))
-  if not shape:
-    raise ValueError("`logits` must have at least one (class) dimension; got a scalar.")
-  ax = _common.axes(axis, len(shape))
-  result_dtype, acc = _checks.compute_dtype(logits, labels)
-  x = jnp.broadcast_to(logits, shape).astype(acc)
-  y = jnp.broadcast_to(labels, shape).astype(acc)
-  mask = _common.expand_where(where, shape, ax)
+  x, y, shape, ax, mask, result_dtype, acc = _prepare_dense(logits, labels, axis, where)
   ce = _dense_cross_entropy(x, y, ax, mask)
   q = jnp.exp(_numerics.log_softmax(x, axis=ax, where=mask))
   y = y if mask is None else jnp.where(mask, y, 0)
