@@ -11,7 +11,7 @@ Determinism: rows are computed independently of each other (the divergence reduc
 distribution axis), the last batch is padded so that one shape is compiled, and every
 cross-row reduction runs on the host in float64 over fixed chunks (:mod:`._reduce`). The
 bytes of the per-row results and of the summary therefore do not depend on the batch size or
-on the number of devices (tested on 1, 2 and 8 CPU devices).
+on the number of devices (tested on 1, 2 and 8 CPU devices, and on 2 processes x 2 devices).
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ class EvalResult(NamedTuple):
     per_row: the per-row results in input order, shaped like the inputs without the
       distribution axis (1-D for an iterator input); a NumPy array, a read-only memmap of the
       written `.npy` when `out` was a path, `out` itself when it was an array, None when
-      `out=False`. Rows skipped under `nan_policy="skip"` hold NaN.
+      `out=False` (and, multi-host, on processes other than 0 when `out` was a path). Rows
+      skipped under `nan_policy="skip"` hold NaN.
     summary: the reductions and row counts; deterministic (same bytes for the same inputs).
     timing: wall time, rows and bytes per second, batch size, devices (not deterministic).
   """
@@ -480,9 +481,17 @@ def evaluate(
   stored per-row results in two passes (four for float64), without sorting them in memory.
 
   Multi-host: call ``jax.distributed.initialize()`` in every process, then ``evaluate`` with
-  the same arguments and the default mesh (all devices of all processes). Each process reads
-  only the rows of each batch that its own devices hold (arrays and memmaps; not iterators),
-  every process gets the same per-row results and summary, and only process 0 writes `out`.
+  the same arguments and the default mesh (all devices of all processes; an explicit mesh must
+  order its devices by process). Each process reads only the rows of each batch that its own
+  devices hold (arrays and memmaps; iterators raise ``NotImplementedError``), and the results
+  are gathered with ``multihost_utils.process_allgather``: every process gets the same summary
+  (and the same error under ``nan_policy="fail"``), and the same `per_row` when `out` is None
+  or an array. A path `out` is written by process 0 alone, whose `per_row` is that file; the
+  other processes get None (they spool the results to a temporary file, removed at the end).
+  On CPU the cross-process gather needs gloo collectives,
+  ``jax.config.update("jax_cpu_collectives_implementation", "gloo")`` before ``initialize``
+  (the default in jax 0.10). Tested with 2 processes x 2 CPU devices on localhost: the same
+  bytes as on one device (``tests/evaluate/test_multihost.py``).
 
   Args:
     divergence: a name of the core family (``"kl_divergence"``, ``"js_divergence"``,
