@@ -93,6 +93,11 @@ def bench_cross_entropy(quick):
   floor_bytes = 2 * n * v * 4  # read the logits once, write their gradient once
   fns = {"optax": _vg(lambda z, y: jnp.mean(
       optax.softmax_cross_entropy_with_integer_labels(z, y)), 0)}
+  # Floors, timed beside the losses: one read of the logits and one write of a new [n, v]
+  # array (what any value-and-grad must at least do), and the same with one `exp` per entry
+  # (what any exact softmax gradient must at least do).
+  fns["floor: read+write"] = jax.jit(lambda z, y: z * 2.0)
+  fns["floor: read+exp+write"] = jax.jit(lambda z, y: jnp.exp(z))
   impls = [None, "xla", "chunked"] + (["pallas"] if jax.default_backend() == "gpu" else [])
   for impl in impls:
     fns[f"jaxdiv {impl or 'default'}"] = _vg(lambda z, y, impl=impl: jnp.mean(

@@ -51,8 +51,10 @@ def cross_entropy_with_integer_labels(
     label_smoothing: ε in [0, 1] (a static number).
     z_loss: λ >= 0 (a static number).
     implementation: None (the fastest for the backend and shape; never Pallas interpret mode),
-      "xla" (two fused passes, lse-only residual), "chunked" (tiles of [tokens, vocab] with an
-      online logsumexp) or "pallas" (Triton kernels on GPU; interpret mode on CPU, slowly).
+      "xla" (one `exp` per logit, the softmax kept as residual and scaled into the gradient
+      in place: optax's cost with these options; the default on CPU), "chunked" (tiles of
+      [tokens, vocab] with an online logsumexp, an lse-only residual: bounded memory) or
+      "pallas" (Triton kernels on GPU; interpret mode on CPU, slowly).
     block_size: tile size, an int (vocabulary) or a (tokens, vocabulary) pair; None: defaults.
 
   Returns:

@@ -1,54 +1,64 @@
-"""Cross-entropy in row blocks of whole vocabulary rows, with an lse-only custom VJP.
+"""Cross-entropy in plain XLA with one exponential per logit and the gradient written in place.
 
-Forward: a loop over blocks of a few full rows (small enough to stay in cache) computes
-(lse, z[y], sum z); the rows' exponentials are written once to a block-sized buffer and summed.
-Backward: one elementwise pass recomputes softmax from the logits and `lse` and writes the
-gradient once. Autodiff of `log_softmax` instead moves the logits several times and, on
-XLA:CPU, evaluates `exp` inside reductions (unvectorised).
+Forward: the row max, then `e = exp(z - max)` once (an elementwise loop, which XLA:CPU
+vectorises; inside a reduction it does not), then its row sums. `e` is the residual, in the
+logits' dtype, and the backward scales it into the gradient in place (XLA reuses its buffer for
+the output), so the value and gradient cost one pass of `exp` and one new [tokens, vocab]
+array, as optax's autodiff does, with label smoothing, z-loss and masks on top. The floor of
+any exact value-and-gradient, one read, one `exp` and one new array, is timed beside it in
+`bench/kernels.py`. A [tokens, vocab] residual is the price; `"chunked"` keeps only `lse`.
 """
 
 from __future__ import annotations
 
-import functools
-
+import jax
 import jax.numpy as jnp
 
 from jaxdiv.kernels import _blockwise as bw
-from jaxdiv.kernels import _dispatch
-
-ROWS = 4  # rows per block on CPU: 4 x 131072 float32 = 2 MiB, one core's L2
 
 
-def _stats(z, labels, *, rows, smoothing):
-  materialize = rows < z.shape[0]
+def _forward(z, labels, valid, *, ls, zl):
+  zf = z.astype(jnp.float32)
+  m = jnp.max(zf, axis=-1)
+  e = jnp.exp(zf - bw.finite_or_zero(m)[:, None])
+  s = jnp.sum(e, axis=-1)
+  lse = bw.lse_finish(bw.Lse(m, s))
+  z_label = jnp.take_along_axis(zf, jnp.where(valid, labels, 0)[:, None], axis=-1)[:, 0]
+  z_sum = jnp.sum(zf, axis=-1) if ls else jnp.zeros_like(lse)
+  loss = bw.cross_entropy_from_stats(bw.CeStats(lse, z_label, z_sum), z.shape[-1], ls, zl)
+  # Double where: an ignored token's statistics may be inf or NaN.
+  loss = jnp.where(valid, jnp.where(valid, loss, 0.0), 0.0)
+  return loss, (e.astype(z.dtype), s, lse, labels, valid)
 
-  def body(carry, tiles, row_in, cols, own):
-    state, z_label, z_sum = carry
-    zl, zs = bw.label_and_sum(tiles[0], row_in[0], cols, sums=smoothing)
-    return bw.lse_update(state, tiles[0], materialize=materialize), z_label + zl, z_sum + zs
 
-  def init(b):
-    return bw.lse_init((b,)), jnp.zeros((b,), jnp.float32), jnp.zeros((b,), jnp.float32)
-
-  def finish(carry, row_in):
-    return bw.lse_finish(carry[0]), carry[1], carry[2]
-
-  return bw.CeStats(*bw.tiled_reduce((z,), (labels,), bn=rows, bv=z.shape[1], init=init,
-                                     body=body, finish=finish))
+def _backward(res, g, *, ls, zl):
+  e, s, lse, labels, valid = res
+  vocab = e.shape[-1]
+  g = jnp.where(valid, g.astype(jnp.float32), 0.0)
+  # d loss / d z = softmax(z) (1 + 2 zl lse) - (1 - ls) onehot(y) - ls / V, scaled by g.
+  scale = g / jnp.where(s > 0, s, 1.0)
+  if zl:
+    scale = scale * (1.0 + 2.0 * zl * bw.finite_or_zero(lse))
+  hit = labels[:, None] == jnp.arange(vocab)
+  d = e.astype(jnp.float32) * scale[:, None] - jnp.where(hit, ((1.0 - ls) * g)[:, None], 0.0)
+  if ls:
+    d = d - (ls / vocab) * g[:, None]
+  return d.astype(e.dtype)
 
 
 def cross_entropy(logits, labels, valid, *, label_smoothing=0.0, z_loss=0.0, block_size=None):
-  n, vocab = logits.shape
-  # Row blocks serve XLA:CPU's caches; a GPU fuses the whole array into one pass itself.
-  default = ROWS if _dispatch.backend() == "cpu" else n
-  rows = bw.pick_block(n, block_size if isinstance(block_size, int) else None, default)
-  cfg = dict(vocab=vocab, label_smoothing=label_smoothing, z_loss=z_loss)
+  del block_size  # one pass over whole rows; nothing to tile
+  cfg = dict(ls=label_smoothing, zl=z_loss)
 
-  def grad(z, labels, stats, g):
-    cols = jnp.arange(vocab)
-    return (bw.cross_entropy_dlogits(z.astype(jnp.float32), stats.lse, labels, cols, g, **cfg)
-            .astype(z.dtype),)
+  @jax.custom_vjp
+  def f(z, labels, valid):
+    return _forward(z, labels, valid, **cfg)[0]
 
-  f = bw.masked_loss_vjp(functools.partial(_stats, rows=rows, smoothing=bool(label_smoothing)),
-                         grad, functools.partial(bw.cross_entropy_from_stats, **cfg))
-  return f((logits,), labels, valid)
+  def fwd(z, labels, valid):
+    return _forward(z, labels, valid, **cfg)
+
+  def bwd(res, g):
+    return _backward(res, g, **cfg), None, None
+
+  f.defvjp(fwd, bwd)
+  return f(logits, labels, valid)
