@@ -10,6 +10,7 @@ only reached by asking for `"pallas"` explicitly on a backend without a Pallas c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -31,12 +32,19 @@ class Implementation:
       description (shapes, dtypes, options).
     compiled_on: backends where the kernel compiles; elsewhere an explicit request runs it in
       Pallas interpret mode (slow, but the same code path). None: runs everywhere natively.
+    fn_by_backend: (backend, function) pairs that replace `fn` on that backend (a Pallas entry
+      with a Triton kernel for GPU and a Mosaic kernel for TPU).
   """
 
   name: str
   fn: Callable
   supported_on: Callable[..., bool] = lambda backend, **config: True
   compiled_on: frozenset[str] | None = None
+  fn_by_backend: tuple[tuple[str, Callable], ...] = ()
+
+  def fn_on(self, backend: str) -> Callable:
+    """The function this implementation runs on `backend`."""
+    return dict(self.fn_by_backend).get(backend, self.fn)
 
 
 def triton(fn: Callable) -> Implementation:
@@ -44,6 +52,18 @@ def triton(fn: Callable) -> Implementation:
   on GPU; elsewhere an explicit request runs it in interpret mode."""
   return Implementation("pallas", fn, lambda backend, **_: backend == "gpu",
                         compiled_on=frozenset({"gpu"}))
+
+
+def pallas(*, gpu: Callable, tpu: Callable) -> Implementation:
+  """The "pallas" entry of a registry with a Triton kernel `gpu` and a Mosaic kernel `tpu`.
+
+  An explicit `"pallas"` runs the backend's kernel on GPU and TPU, and the Triton kernel in
+  interpret mode elsewhere. `None` picks it on GPU only: the Mosaic kernel is tested in TPU
+  interpret mode and lowered for TPU, but has not been compiled on a TPU yet, so it is not
+  made the default there until it has.
+  """
+  return Implementation("pallas", gpu, lambda backend, **_: backend == "gpu",
+                        compiled_on=frozenset({"gpu", "tpu"}), fn_by_backend=(("tpu", tpu),))
 
 
 def registry(*implementations: Implementation) -> Mapping[str, Implementation]:
@@ -80,20 +100,14 @@ def select(table: Mapping[str, Implementation], implementation: str | None, op: 
     for impl in table.values():
       native = impl.compiled_on is None or platform in impl.compiled_on
       if native and impl.supported_on(platform, **config):
-        return impl.fn
+        return impl.fn_on(platform)
     raise ValueError(f"{op}: no implementation supports backend {platform!r} with {config}.")
   if implementation not in table:
     raise ValueError(
         f"{op}: `implementation` must be None or one of {tuple(table)}; got {implementation!r}."
     )
   impl = table[implementation]
+  fn = impl.fn_on(platform)
   if impl.compiled_on is not None:
-    return _with_interpret(impl.fn, platform not in impl.compiled_on)
-  return impl.fn
-
-
-def _with_interpret(fn: Callable, interpret: bool) -> Callable:
-  def call(*args, **kwargs):
-    return fn(*args, interpret=interpret, **kwargs)
-
-  return call
+    return functools.partial(fn, interpret=platform not in impl.compiled_on)
+  return fn

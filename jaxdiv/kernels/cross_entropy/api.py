@@ -9,12 +9,14 @@ from jaxdiv.kernels import _args
 from jaxdiv.kernels import _dispatch
 from jaxdiv.kernels.cross_entropy import chunked_xla
 from jaxdiv.kernels.cross_entropy import pallas_gpu
+from jaxdiv.kernels.cross_entropy import pallas_tpu
 from jaxdiv.kernels.cross_entropy import reference
 from jaxdiv.kernels.cross_entropy import xla
 
 IMPLEMENTATIONS = _dispatch.registry(
-    # Triton kernels: one read of the logits forward, one read and one write backward.
-    _dispatch.triton(pallas_gpu.cross_entropy),
+    # Pallas kernels (Triton on GPU, Mosaic on TPU): one read of the logits forward, one read
+    # and one write backward.
+    _dispatch.pallas(gpu=pallas_gpu.cross_entropy, tpu=pallas_tpu.cross_entropy),
     _dispatch.Implementation("xla", xla.cross_entropy),
     _dispatch.Implementation("chunked", chunked_xla.cross_entropy),
 )
@@ -54,8 +56,14 @@ def cross_entropy_with_integer_labels(
       "xla" (one `exp` per logit, the softmax kept as residual and scaled into the gradient
       in place: optax's cost with these options; the default on CPU), "chunked" (tiles of
       [tokens, vocab] with an online logsumexp, an lse-only residual: bounded memory) or
-      "pallas" (Triton kernels on GPU; interpret mode on CPU, slowly).
+      "pallas" (lse-only residual. GPU, the default there: Triton kernels, one program per
+      block of tokens walking the vocabulary. TPU: Mosaic kernels over a grid of (token
+      blocks, vocabulary blocks), the online logsumexp state kept in VMEM across the
+      vocabulary blocks; tested in TPU interpret mode and lowered for TPU, not yet compiled on
+      one, so not the default there. CPU: the Triton kernels in interpret mode, slowly).
     block_size: tile size, an int (vocabulary) or a (tokens, vocabulary) pair; None: defaults.
+      The Pallas kernels round it up: to powers of two (Triton), to multiples of (8, 128)
+      ((16, 128) for 16-bit logits) or the whole axis (Mosaic).
 
   Returns:
     [...] per-example loss in the logits' dtype (accumulated in float32).
