@@ -119,3 +119,12 @@ def test_layout_errors():
     flce(h, jnp.zeros((4, 6)), jnp.zeros(3, jnp.int32), weight_layout="vocab_first")
   square = flce(h, jnp.eye(4), jnp.zeros(3, jnp.int32), weight_layout="vd")
   np.testing.assert_allclose(square, np.log(4.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_axis_name_outside_shard_map(implementation):
+  """Vocabulary parallelism needs a bound mesh axis; its tests are in test_multidevice.py."""
+  h, w, y = jnp.zeros((3, 4)), jnp.zeros((4, 6)), jnp.zeros(3, jnp.int32)
+  for fn in (flce, jax.jit(flce, static_argnames=("axis_name", "implementation"))):
+    with pytest.raises(ValueError, match="`axis_name`='vocab' is not a mesh axis"):
+      fn(h, w, y, axis_name="vocab", implementation=implementation)

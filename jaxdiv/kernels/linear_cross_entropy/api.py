@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxdiv import _checks
 from jaxdiv.kernels import _args
@@ -41,6 +42,19 @@ def weight_is_vd(hidden_shape, weight_shape, weight_layout) -> bool:
   return vd
 
 
+def check_axis_name(axis_name) -> None:
+  """A bound mesh axis (inside `shard_map`), or a clear error naming `axis_name`."""
+  if axis_name is None:
+    return
+  try:
+    lax.axis_index(axis_name)
+  except NameError:
+    raise ValueError(
+        f"`axis_name`={axis_name!r} is not a mesh axis bound here: call"
+        " fused_linear_cross_entropy inside `shard_map` over a mesh with that axis (with the"
+        " weight's vocabulary split over it), or pass axis_name=None.") from None
+
+
 def fused_linear_cross_entropy(
     hidden: jax.typing.ArrayLike,
     weight: jax.typing.ArrayLike,
@@ -53,6 +67,7 @@ def fused_linear_cross_entropy(
     implementation: str | None = None,
     block_size: int | None = None,
     weight_layout: str | None = None,
+    axis_name: str | None = None,
 ) -> jax.Array:
   r"""Per-token cross-entropy of the logits `hidden @ weight`, never materialising them.
 
@@ -79,6 +94,15 @@ def fused_linear_cross_entropy(
     block_size: vocabulary block (chunk for "pallas"); None: sized so that one float32
       [tokens, block] tile stays small.
     weight_layout: "dv", "vd", or None to infer from the shapes (required when d == vocab).
+    axis_name: inside ``shard_map``, the mesh axis over which the vocabulary is split
+      (Megatron-style vocabulary parallelism): `weight` is then this shard's slice, columns
+      [i V/k, (i+1) V/k) of the vocabulary on shard i = `lax.axis_index(axis_name)` ([d, V/k],
+      or [V/k, d] tied), `hidden` and `labels` are replicated over the axis and `labels` are
+      global indices (tokens may be split over other mesh axes). Only per-token statistics
+      cross devices (pmax and psum); the loss and the gradients of `hidden` (summed over the
+      shards, in its dtype) and of the local `weight` equal the one-device ones on the full
+      weight, for every option and implementation, with or without shard_map's replication
+      checks (Pallas in interpret mode only without them).
 
   Returns:
     [...] per-token loss in the promoted dtype of `hidden` and `weight`.
@@ -95,6 +119,7 @@ def fused_linear_cross_entropy(
   if hidden.ndim < 1:
     raise ValueError(f"`hidden` needs a model axis; got shape {hidden.shape}.")
   vd = weight_is_vd(hidden.shape, weight.shape, weight_layout)
+  check_axis_name(axis_name)
   batch = hidden.shape[:-1]
   labels = _args.int_labels(labels, batch)
   ls, zl = _args.smoothing_and_z_loss(label_smoothing, z_loss)
@@ -108,5 +133,5 @@ def fused_linear_cross_entropy(
   if _args.is_float64(h):  # the kernels accumulate in float32; float64 stays exact
     fn = reference.linear_cross_entropy
   loss = fn(h, w, labels.reshape(-1), valid, vd=vd, label_smoothing=ls, z_loss=zl,
-            block_size=block_size)
+            block_size=block_size, axis_name=axis_name)
   return loss.reshape(batch).astype(dtype)

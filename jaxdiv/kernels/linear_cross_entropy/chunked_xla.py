@@ -8,6 +8,11 @@ is written into place, so no [d, vocab] accumulator is carried and no [tokens, v
 exists. That is 8·N·D·V FLOPs (2 forward, 6 backward) against the 6·N·D·V of computing the
 gradients during the forward pass (Liger-Kernel): the price of per-token losses with arbitrary
 cotangents and of a residual that survives rematerialisation.
+
+Vocabulary parallelism (`axis_name`, inside `shard_map`): each shard runs the same passes on its
+slice of the weight with labels shifted to its first column; the per-token statistics are
+merged across shards (`combine_stats`) inside the forward, and the backward recomputes the local
+logits against the global lse. Only [tokens] vectors cross devices.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxdiv import _numerics
 from jaxdiv.kernels import _blockwise as bw
 
 # One [tokens, block] float32 tile of logits is the largest temporary: keep it near this size.
@@ -61,10 +67,11 @@ def _stats(hidden, weight, labels, *, bv, vd):
     zl, zs = bw.label_and_sum(z, labels, c0 + jnp.arange(bv), own)
     return bw.lse_update(state, z, own), z_label + zl, z_sum + zs
 
-  n = hidden.shape[0]
-  zeros = jnp.zeros((n,), jnp.float32)
+  # Typed like `hidden` (see `typed_alike`), so that under shard_map's replication checks the
+  # loop's carry has the type of the logits it accumulates.
+  zeros = jnp.zeros_like(hidden[:, 0], jnp.float32)
   state, z_label, z_sum = bw.fori_blocks(bw.num_blocks(v, bv), body,
-                                         (bw.lse_init((n,)), zeros, zeros))
+                                         (bw.Lse(zeros - jnp.inf, zeros), zeros, zeros))
   return bw.CeStats(bw.lse_finish(state), z_label, z_sum)
 
 
@@ -97,26 +104,79 @@ def backward(hidden, weight, labels, stats, g, *, bv, vd, dlogits_fn):
     dw = lax.dynamic_update_slice_in_dim(dw, dw_blk.astype(dw.dtype), c0, axis=0 if vd else 1)
     return dh, dw
 
-  init = (jnp.zeros(hidden.shape, jnp.float32), jnp.zeros_like(weight))
+  init = (jnp.zeros_like(hidden, jnp.float32), jnp.zeros_like(weight))
   dh, dw = bw.fori_blocks(bw.num_blocks(v, bv), body, init)
   return dh.astype(hidden.dtype), dw
 
 
-def make(stats_fn, dlogits_fn, *, bv, vd, vocab, label_smoothing, z_loss):
+def shard_labels(labels, weight, vd: bool, axis_name):
+  """(labels relative to this shard's first column, size of the whole vocabulary).
+
+  Shard `i` of `axis_name` holds columns [i v, (i + 1) v) of the vocabulary (v local columns).
+  A label outside them becomes negative or >= v locally and matches no column here, so ignored
+  and out-of-range labels stay unmatched on every shard. Without `axis_name`: unchanged.
+  """
+  v = vocab_size(weight, vd)
+  if axis_name is None:
+    return labels, v
+  return labels - lax.axis_index(axis_name) * v, v * int(lax.psum(1, axis_name))
+
+
+def combine_stats(stats: bw.CeStats, axis_name) -> bw.CeStats:
+  """Whole-vocabulary statistics from each shard's: the lses merge through their max (pmax,
+  under stop_gradient) and the psum of the shifted exponentials, the label logit and the row
+  sum through psum (the label's shard contributes it, the others 0)."""
+  m = _numerics.pmax(stats.lse, axis_name)
+  s = _numerics.psum(jnp.exp(stats.lse - bw.finite_or_zero(m)), axis_name)
+  return bw.CeStats(bw.lse_finish(bw.Lse(m, s)), _numerics.psum(stats.z_label, axis_name),
+                    _numerics.psum(stats.z_sum, axis_name))
+
+
+def typed_alike(hidden, weight):
+  """`hidden` and `weight`, each plus a zero typed like the other (XLA folds the additions).
+
+  Under shard_map's replication checks (check_vma) a custom VJP must return each cotangent with
+  its input's type, and a loop's carry must keep its type. Typed as varying over every mesh axis
+  that either varies over (hidden over the vocabulary axis, the weight over a data axis), each
+  shard returns its own contribution to d hidden and d weight, and the implicit pvary of the
+  additions transposes into their psum over the shards. Without the checks the additions change
+  nothing, and shard_map sums the cotangents of an input replicated over an axis itself.
+  """
+  return (hidden + jnp.zeros_like(weight, shape=()).astype(hidden.dtype),
+          weight + jnp.zeros_like(hidden, shape=()).astype(weight.dtype))
+
+
+def make(stats_fn, dlogits_fn, *, bv, vd, vocab, label_smoothing, z_loss, axis_name=None):
   """The fused loss `f((hidden, weight), labels, valid)` from a stats pass and a block
-  gradient; shared by the XLA and the Pallas implementations."""
+  gradient; shared by the XLA and the Pallas implementations.
+
+  With `axis_name`, `stats_fn` and `dlogits_fn` see this shard's weight and shifted labels
+  (`shard_labels`) and `vocab` is the global size: the statistics are combined across shards
+  in the forward, and the backward uses the global lse.
+  """
   cfg = dict(vocab=vocab, label_smoothing=label_smoothing, z_loss=z_loss)
   dlogits = functools.partial(dlogits_fn, vd=vd, **cfg)
-  return bw.masked_loss_vjp(
-      stats_fn,
-      functools.partial(backward, bv=bv, vd=vd, dlogits_fn=dlogits),
-      functools.partial(bw.cross_entropy_from_stats, **cfg))
+  grad_fn = functools.partial(backward, bv=bv, vd=vd, dlogits_fn=dlogits)
+  loss_fn = functools.partial(bw.cross_entropy_from_stats, **cfg)
+  if axis_name is None:
+    f = bw.masked_loss_vjp(stats_fn, grad_fn, loss_fn)
+    return lambda x, labels, valid: f(typed_alike(*x), labels, valid)
+
+  # Each shard's output is the loss on shard 0 and 0 elsewhere; their psum is the loss, exactly,
+  # and psum's transpose hands every shard the loss's cotangent with or without check_vma
+  # (without it, shard_map divides a replicated output's cotangent by the axis size and the
+  # transpose of psum sums it back), so the backward sees the same `g` as on one device.
+  first = lambda stats: jnp.where(lax.axis_index(axis_name) == 0, loss_fn(stats), 0.0)
+  f = bw.masked_loss_vjp(lambda *a: combine_stats(stats_fn(*a), axis_name), grad_fn, first)
+
+  return lambda x, labels, valid: lax.psum(f(typed_alike(*x), labels, valid), axis_name)
 
 
 def linear_cross_entropy(hidden, weight, labels, valid, *, vd: bool, label_smoothing=0.0,
-                         z_loss=0.0, block_size=None):
+                         z_loss=0.0, block_size=None, axis_name=None):
   v = vocab_size(weight, vd)
+  labels, vocab = shard_labels(labels, weight, vd, axis_name)
   bv = bw.pick_block(v, block_size, default_block(hidden.shape[0], v, jax.default_backend()))
-  f = make(functools.partial(_stats, bv=bv, vd=vd), xla_dlogits, bv=bv, vd=vd, vocab=v,
-           label_smoothing=label_smoothing, z_loss=z_loss)
+  f = make(functools.partial(_stats, bv=bv, vd=vd), xla_dlogits, bv=bv, vd=vd, vocab=vocab,
+           label_smoothing=label_smoothing, z_loss=z_loss, axis_name=axis_name)
   return f((hidden, weight), labels, valid)

@@ -3,7 +3,9 @@
 The forward pass is one kernel (matmul tiles folded into an online logsumexp, nothing stored).
 The backward walks vocabulary chunks: a kernel recomputes each chunk's logits and writes their
 softmax gradient in the activation dtype, then two XLA matmuls (cuBLAS) form d_hidden and the
-chunk's d_weight, as in `chunked_xla.backward`.
+chunk's d_weight, as in `chunked_xla.backward`. With `axis_name` the kernels see this shard's
+weight and shifted labels; the statistics are combined across shards outside them
+(`chunked_xla.make`).
 """
 
 from __future__ import annotations
@@ -26,8 +28,16 @@ CHUNK = 8192
 
 def linear_cross_entropy(hidden, weight, labels, valid, *, vd: bool, label_smoothing=0.0,
                          z_loss=0.0, block_size=None, interpret=False, tile=TILE,
-                         splits=SPLITS, num_warps=NUM_WARPS):
+                         splits=SPLITS, num_warps=NUM_WARPS, axis_name=None):
+  if interpret and any(map(pallas_kernel.varies_over_mesh, (hidden, weight))):
+    # jax's Pallas interpreter evaluates the kernels with these types and rejects a gather
+    # that mixes varying refs with (invariant) program-id indices.
+    raise ValueError(
+        'implementation="pallas" runs in Pallas interpret mode off GPU, which jax cannot run'
+        " inside shard_map with replication checks: pass check_vma=False to shard_map"
+        ' (check_rep=False in jax.experimental.shard_map) or use implementation="chunked".')
   v = chunked_xla.vocab_size(weight, vd)
+  labels, vocab = chunked_xla.shard_labels(labels, weight, vd, axis_name)
   n = hidden.shape[0]
   bn, bv, bk = (min(t, bw.pow2(s)) for t, s in zip(tile, (n, v, hidden.shape[1])))
   bn, bv, bk = max(bn, 16), max(bv, 16), max(bk, 16)  # Triton's smallest dot
@@ -39,6 +49,5 @@ def linear_cross_entropy(hidden, weight, labels, valid, *, vd: bool, label_smoot
 
   f = chunked_xla.make(
       functools.partial(pallas_kernel.stats, splits=splits, vd=vd, **kw), block_grad, bv=chunk,
-      vd=vd,
-      vocab=v, label_smoothing=label_smoothing, z_loss=z_loss)
+      vd=vd, vocab=vocab, label_smoothing=label_smoothing, z_loss=z_loss, axis_name=axis_name)
   return f((hidden, weight), labels.astype("int32"), valid)

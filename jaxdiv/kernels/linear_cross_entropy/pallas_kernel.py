@@ -86,6 +86,30 @@ def _dlogits_kernel(h_ref, w_ref, labels_ref, lse_ref, g_ref, cols_ref, out_ref,
               mask=rmask[:, None] & cmask[None, :])
 
 
+def _out(shape, dtype, like) -> jax.ShapeDtypeStruct:
+  """An output typed like `like` across shard_map's mesh axes.
+
+  Under shard_map's replication checks (check_vma) a `pallas_call` must be told how its outputs
+  vary over the mesh; here as the inputs do (`like` is `hidden`, typed like the weight too by
+  `chunked_xla.typed_alike`). The field is `manual_axis_type` in jax 0.10 and was `vma` before.
+  """
+  aval = jax.typeof(like)
+  for field in ("manual_axis_type", "vma"):
+    if getattr(aval, field, None) is not None:
+      try:
+        return jax.ShapeDtypeStruct(shape, dtype, **{field: getattr(aval, field)})
+      except TypeError:  # a jax whose ShapeDtypeStruct names it otherwise
+        pass
+  return jax.ShapeDtypeStruct(shape, dtype)
+
+
+def varies_over_mesh(x) -> bool:
+  """Whether `x` is typed as varying over a mesh axis (inside shard_map with check_vma)."""
+  aval = jax.typeof(x)
+  mat = getattr(aval, "manual_axis_type", None)
+  return bool(getattr(mat, "varying", None) or getattr(aval, "vma", None))
+
+
 def _params(num_warps, num_stages):
   return plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages)
 
@@ -96,7 +120,7 @@ def stats(hidden, weight, labels, *, bn, bv, bk, splits, vd, num_warps=4, num_st
           interpret=False):
   """Per-token (lse, z[y], sum z) of hidden @ weight, never storing a logits tile."""
   n = hidden.shape[0]
-  out = [jax.ShapeDtypeStruct((splits, n), jnp.float32)] * 4
+  out = [_out((splits, n), jnp.float32, hidden)] * 4
   kernel = functools.partial(_stats_kernel, bn=bn, bv=bv, bk=bk, splits=splits, vd=vd)
   m, s, z_label, z_sum = pl.pallas_call(
       kernel, grid=(pl.cdiv(n, bn), splits), out_shape=out, interpret=interpret,
@@ -117,5 +141,5 @@ def dlogits(hidden, w_blk, labels, lse, g, cols, *, bn, bv, bk, vd, vocab, label
                              label_smoothing=label_smoothing, z_loss=z_loss)
   return pl.pallas_call(
       kernel, grid=(pl.cdiv(n, bn), pl.cdiv(vc, bv)),
-      out_shape=jax.ShapeDtypeStruct((n, vc), hidden.dtype), interpret=interpret,
+      out_shape=_out((n, vc), hidden.dtype, hidden), interpret=interpret,
       compiler_params=_params(num_warps, num_stages))(hidden, w_blk, labels, lse, g, cols)
