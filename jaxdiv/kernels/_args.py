@@ -32,6 +32,14 @@ def int_labels(labels, batch_shape, name="labels") -> jax.Array:
   return labels.astype(jnp.int32)
 
 
+def mark_bad_labels(loss: jax.Array, labels: jax.Array, valid: jax.Array,
+                    vocab: int) -> jax.Array:
+  """NaN for counted tokens whose label is outside [0, vocab): never silently a number (a
+  label the implementations would match to no class, or wrap around, or clamp)."""
+  bad = valid & ((labels < 0) | (labels >= vocab))
+  return jnp.where(bad, jnp.nan, loss)
+
+
 def smoothing_and_z_loss(label_smoothing, z_loss) -> tuple[float, float]:
   """Both are static Python floats (they shape the kernels): 0 <= ls <= 1, z_loss >= 0."""
   for name, x in (("label_smoothing", label_smoothing), ("z_loss", z_loss)):

@@ -151,3 +151,14 @@ def test_bad_inputs():
     ce(jnp.zeros((4, 10), jnp.int32), y)
   with pytest.raises(ValueError, match="where"):
     ce(z, y, where=jnp.ones(5, bool))
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_out_of_range_label_is_nan_never_a_number(implementation):
+  z, y = jnp.asarray(logits(12)), np.array(labels(13))
+  y[3], y[7] = V, -5  # outside [0, V) and not ignored: no implementation may invent a value
+  got = np.asarray(ce(z, jnp.asarray(y), implementation=implementation, block_size=BLOCK))
+  assert np.isnan(got[[3, 7]]).all() and np.isfinite(np.delete(got, [3, 7])).all()
+  ignored = ce(z, jnp.asarray(y), ignore_index=-5, where=jnp.arange(N) != 3,
+               implementation=implementation, block_size=BLOCK)
+  assert np.isfinite(np.asarray(ignored)).all()

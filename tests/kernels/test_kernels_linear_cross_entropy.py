@@ -128,3 +128,68 @@ def test_axis_name_outside_shard_map(implementation):
   for fn in (flce, jax.jit(flce, static_argnames=("axis_name", "implementation"))):
     with pytest.raises(ValueError, match="`axis_name`='vocab' is not a mesh axis"):
       fn(h, w, y, axis_name="vocab", implementation=implementation)
+
+
+@pytest.mark.parametrize("layout", ["dv", "vd"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("implementation", [None, "chunked", "xla"])
+def test_reduction_matches_float64_reference(implementation, reduction, layout):
+  # None and "chunked" form the gradients in the forward pass (forward_grad.py); "xla" reduces
+  # the per-token loss. Token blocks of 8 do not divide N = 37 (the last one overlaps).
+  h, w, y = _inputs(5)
+  y[::5] = -1
+  where = np.random.default_rng(6).random(N) > 0.2
+  valid = (y != -1) & where
+  w_in = w.T.copy() if layout == "vd" else w
+  opts = dict(label_smoothing=0.1, z_loss=1e-3)
+
+  def ref(h, w, y):
+    per_token = reference.linear_cross_entropy(h, w, y, jnp.asarray(valid),
+                                               vd=layout == "vd", **opts)
+    total = jnp.sum(per_token)
+    return total / valid.sum() if reduction == "mean" else total
+
+  want, (want_dh, want_dw) = value_and_grad64(ref, h, w_in, y, argnums=(0, 1))
+  f = functools.partial(flce, labels=jnp.asarray(y), implementation=implementation,
+                        block_size=8, weight_layout=layout, ignore_index=-1,
+                        where=jnp.asarray(where), reduction=reduction, **opts)
+  got, (got_dh, got_dw) = value_and_grad(jax.jit(f), jnp.asarray(h, jnp.float32),
+                                         jnp.asarray(w_in, jnp.float32), argnums=(0, 1))
+  assert got.shape == ()
+  assert_close(got, want, n_reduced=V * D * N, err_msg="loss")
+  assert_close(got_dh, want_dh, n_reduced=V, err_msg="d hidden")
+  assert_close(got_dw, want_dw, n_reduced=N, err_msg="d weight")
+  assert np.all(got_dh[~valid] == 0)
+  # Under remat (the forward, gradients included, runs again) the result is the same.
+  remat = jax.grad(jax.checkpoint(f), argnums=(0, 1))(jnp.asarray(h, jnp.float32),
+                                                      jnp.asarray(w_in, jnp.float32))
+  assert_close(remat[1], want_dw, n_reduced=N, err_msg="d weight under jax.checkpoint")
+
+
+def test_reduction_edges():
+  h, w, y = _inputs(7)
+  hf, wf = jnp.asarray(h, jnp.float32), jnp.asarray(w, jnp.float32)
+  nothing = np.zeros(N, bool)
+  value, grads = jax.value_and_grad(
+      lambda a, b: flce(a, b, jnp.asarray(y), where=nothing, reduction="mean"), (0, 1))(hf, wf)
+  assert value == 0 and all(np.all(np.asarray(g) == 0) for g in grads)  # mean of nothing: 0
+  with pytest.raises(ValueError, match="reduction"):
+    flce(hf, wf, jnp.asarray(y), reduction="avg")
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+@pytest.mark.parametrize("implementation", [None, "xla"])
+def test_out_of_range_label_is_nan_never_a_number(implementation, reduction):
+  h, w, y = _inputs(8)
+  y[2], y[9] = V, -3  # outside [0, V), not ignored
+  f = lambda a, b, **kw: flce(a, b, jnp.asarray(y), implementation=implementation,
+                              reduction=reduction, **kw)
+  hf, wf = jnp.asarray(h, jnp.float32), jnp.asarray(w, jnp.float32)
+  out = np.asarray(f(hf, wf))
+  if reduction == "none":
+    assert np.isnan(out[[2, 9]]).all() and np.isfinite(np.delete(out, [2, 9])).all()
+  else:
+    assert np.isnan(out)
+  where = np.ones(N, bool)
+  where[[2, 9]] = False  # masked out: counted nowhere, so no NaN
+  assert np.isfinite(np.asarray(f(hf, wf, where=jnp.asarray(where)))).all()

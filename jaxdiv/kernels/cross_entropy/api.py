@@ -91,4 +91,5 @@ def cross_entropy_with_integer_labels(
   else:
     loss = fn(z, labels.reshape(-1), valid, label_smoothing=ls, z_loss=zl,
               block_size=block_size)
+  loss = _args.mark_bad_labels(loss, labels.reshape(-1), valid.reshape(-1), z.shape[-1])
   return loss.reshape(batch).astype(logits.dtype)
