@@ -30,6 +30,7 @@ from jaxdiv.kernels import _shapes
 from jaxdiv.kernels import cross_entropy_with_integer_labels
 from jaxdiv.kernels import distillation_divergence
 from jaxdiv.kernels import fused_linear_cross_entropy
+from jaxdiv.kernels.linear_cross_entropy import forward_grad
 
 GiB = 1 << 30
 
@@ -50,6 +51,11 @@ def _fused(implementation, h, w, y):
   return jnp.mean(fused_linear_cross_entropy(h, w, y, implementation=implementation))
 
 
+def _forward_grad_mean(h, w, y):
+  return forward_grad.linear_cross_entropy(h, w, y, jnp.ones(y.shape, bool), vd=False,
+                                           reduction="mean")
+
+
 def _vg(loss, argnums):
   return jax.jit(jax.value_and_grad(loss, argnums))
 
@@ -62,9 +68,11 @@ def bench_memory():
   base = _common.memory(jax.value_and_grad(_optax_linear, (0, 1)), *args)
   rows = [dict(case=f"memory f32 N={n} D={d} V={v}", impl="matmul+optax",
                temp_GiB=base["temp_bytes"] / GiB, temp_ratio=1.0)]
-  for impl in (None, "chunked"):
-    mem = _common.memory(jax.value_and_grad(functools.partial(_fused, impl), (0, 1)), *args)
-    rows.append(dict(case=rows[0]["case"], impl=f"jaxdiv fused {impl or 'default'}",
+  for name, fn in [("fused default", functools.partial(_fused, None)),
+                   ("fused chunked", functools.partial(_fused, "chunked")),
+                   ("grads-in-forward (mean)", _forward_grad_mean)]:
+    mem = _common.memory(jax.value_and_grad(fn, (0, 1)), *args)
+    rows.append(dict(case=rows[0]["case"], impl=f"jaxdiv {name}",
                      temp_GiB=mem["temp_bytes"] / GiB,
                      temp_ratio=mem["temp_bytes"] / base["temp_bytes"]))
   return rows
@@ -124,6 +132,12 @@ def bench_fused(quick, shape=None, dtype=jnp.float32, impls=(None, "chunked", "x
     fns[name] = _vg(functools.partial(_fused, impl), (0, 1))
     # "xla" materialises the logits (6 NDV); the blockwise ones recompute them (8 NDV).
     flops[name] = (6 if impl == "xla" else 8) * n * d * v
+  if jax.default_backend() == "cpu":
+    # The alternative: a mean loss with the gradients formed in the forward pass (6 NDV, no
+    # logits kept, a [D, V] float32 gradient held until the backward), as Liger-Kernel.
+    name = "jaxdiv grads-in-forward (mean)"
+    fns[name] = _vg(_forward_grad_mean, (0, 1))
+    flops[name] = 6 * n * d * v
 
   def roofline(name):
     def extra(t):

@@ -10,7 +10,6 @@ from jaxdiv import _checks
 from jaxdiv.kernels import _args
 from jaxdiv.kernels import _dispatch
 from jaxdiv.kernels.linear_cross_entropy import chunked_xla
-from jaxdiv.kernels.linear_cross_entropy import forward_grad
 from jaxdiv.kernels.linear_cross_entropy import pallas_gpu
 from jaxdiv.kernels.linear_cross_entropy import reference
 from jaxdiv.kernels.linear_cross_entropy import xla
@@ -105,15 +104,12 @@ def fused_linear_cross_entropy(
       shards, in its dtype) and of the local `weight` equal the one-device ones on the full
       weight, for every option and implementation, with or without shard_map's replication
       checks (Pallas in interpret mode only without them).
-    reduction: "none" (per-token losses; lse-only residual, the logits recomputed in the
-      backward: 8·N·D·V FLOPs, any cotangent, nothing [D, V] kept), "mean" (over the tokens
-      that are not masked or ignored; 0 if none is) or "sum". For "mean" and "sum" with the
-      "chunked" implementation (the default on CPU) and no `axis_name`, the gradients are
-      formed in the forward pass, token block by token block (6·N·D·V FLOPs, as Liger-Kernel):
-      faster where the matmuls dominate, but a float32 [D, V] weight gradient is held from the
-      forward to the backward, and under `jax.checkpoint` the forward runs again with all of
-      that work. Otherwise the per-token loss is reduced.
-
+    reduction: "none" (per-token losses), "mean" (over the tokens that are not masked or
+      ignored; 0 if none is) or "sum", of the per-token loss of the chosen implementation.
+      (Forming the gradients in the forward pass instead, as Liger-Kernel does for a scalar
+      loss, needs 6·N·D·V FLOPs instead of 8 but holds a float32 [D, V] gradient until the
+      backward; it was no faster on a 2-core CPU, 1.21x and 1.05x of matmul + optax where this
+      took 1.23x and 0.97x, so it is not used: `forward_grad.py`, timed by `bench/kernels.py`.)
   Returns:
     [...] per-token loss in the promoted dtype of `hidden` and `weight`.
 
@@ -146,10 +142,6 @@ def fused_linear_cross_entropy(
   flat = dict(vd=vd, label_smoothing=ls, z_loss=zl, block_size=block_size)
   if _args.is_float64(h):  # the kernels accumulate in float32; float64 stays exact
     fn = reference.linear_cross_entropy
-  elif (reduction != "none" and axis_name is None
-        and fn is IMPLEMENTATIONS["chunked"].fn):  # gradients formed in the forward pass
-    return forward_grad.linear_cross_entropy(h, w, labels.reshape(-1), valid.reshape(-1),
-                                             reduction=reduction, **flat).astype(dtype)
   loss = fn(h, w, labels.reshape(-1), valid, axis_name=axis_name, **flat)
   shards = 1 if axis_name is None else int(lax.psum(1, axis_name))  # labels are global
   loss = _args.mark_bad_labels(loss, labels.reshape(-1), valid.reshape(-1), vocab * shards)
