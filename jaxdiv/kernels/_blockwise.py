@@ -140,18 +140,28 @@ def cross_entropy_dlogits(z: jax.Array, lse: jax.Array, labels: jax.Array, cols:
                           z_loss: float) -> jax.Array:
   """d loss / d z for a block `z` [rows, b] at global columns `cols`, scaled by `g` [rows].
 
-  softmax(z) (1 + 2 z_loss lse) - (1 - ls) onehot(y) - ls / V. `g` is 0 on ignored tokens;
-  their `lse` may be -inf, so it is replaced by 0 there before the exponential.
+  The softmax is recomputed from `lse`; `g` is 0 on ignored tokens, whose `lse` may be -inf,
+  so it is replaced by 0 there before the exponential.
   """
-  lse = finite_or_zero(lse)
-  p = jnp.exp(z - lse[:, None])
+  p = jnp.exp(z - finite_or_zero(lse)[:, None])
+  return softmax_dlogits(p, lse, labels, cols, g, vocab, label_smoothing, z_loss)
+
+
+def softmax_dlogits(p: jax.Array, lse: jax.Array, labels: jax.Array, cols: jax.Array,
+                    g: jax.Array, vocab: int, label_smoothing: float, z_loss: float,
+                    row_scale: jax.Array | None = None) -> jax.Array:
+  """d loss / d z for a block whose softmax is `p` [rows, b] (times `row_scale` [rows] when
+  given: unnormalised exponentials and 1 / their sum), scaled by `g` [rows]:
+  softmax(z) (1 + 2 z_loss lse) - (1 - ls) onehot(y) - ls / V. The per-row factors are folded
+  into one multiply per entry."""
+  scale = g if row_scale is None else g * row_scale
   if z_loss:
-    p = p * (1.0 + 2.0 * z_loss * lse)[:, None]
-  onehot = (labels[:, None] == cols).astype(jnp.float32)
-  d = p - (1.0 - label_smoothing) * onehot
+    scale = scale * (1.0 + 2.0 * z_loss * finite_or_zero(lse))
+  hit = labels[:, None] == cols
+  d = p * scale[:, None] - jnp.where(hit, ((1.0 - label_smoothing) * g)[:, None], 0.0)
   if label_smoothing:
-    d = d - label_smoothing / vocab
-  return g[:, None] * d
+    d = d - (label_smoothing / vocab * g)[:, None]
+  return d
 
 
 def masked_loss_vjp(stats_fn, grad_fn, loss_fn):
@@ -160,7 +170,7 @@ def masked_loss_vjp(stats_fn, grad_fn, loss_fn):
   `stats_fn(*x, aux)` gives a tuple of per-token statistics (lse and the like), `loss_fn(stats)`
   the per-token loss, and `grad_fn(*x, aux, stats, g)` the cotangents of the arrays in `x` (None
   for one that gets no gradient), with `g` already 0 where `valid` is False: ignored tokens give
-  loss 0 and no gradient. Nothing of size [tokens, vocab] is kept between the passes.
+  loss 0 and no gradient. The residual is the inputs and the statistics, nothing else.
   """
 
   @jax.custom_vjp

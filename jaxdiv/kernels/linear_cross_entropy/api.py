@@ -135,16 +135,15 @@ def fused_linear_cross_entropy(
   h = hidden.reshape(-1, hidden.shape[-1])
   dtype = jnp.result_type(hidden, weight)
   h, w = h.astype(dtype), weight.astype(dtype)
-  vocab = weight.shape[0 if vd else 1]  # the local shard's with `axis_name`
   fn = _dispatch.select(IMPLEMENTATIONS, implementation, "fused_linear_cross_entropy",
-                        shape=(h.shape[0], h.shape[1], vocab),
+                        shape=(h.shape[0], h.shape[1], weight.shape[0 if vd else 1]),
                         dtype=dtype)
-  flat = dict(vd=vd, label_smoothing=ls, z_loss=zl, block_size=block_size)
   if _args.is_float64(h):  # the kernels accumulate in float32; float64 stays exact
     fn = reference.linear_cross_entropy
-  loss = fn(h, w, labels.reshape(-1), valid, axis_name=axis_name, **flat)
-  shards = 1 if axis_name is None else int(lax.psum(1, axis_name))  # labels are global
-  loss = _args.mark_bad_labels(loss, labels.reshape(-1), valid.reshape(-1), vocab * shards)
+  loss = fn(h, w, labels.reshape(-1), valid, vd=vd, label_smoothing=ls, z_loss=zl,
+            block_size=block_size, axis_name=axis_name)
+  loss = _args.mark_bad_labels(loss, labels.reshape(-1), valid.reshape(-1),
+                              chunked_xla.global_vocab_size(w, vd, axis_name))  # global labels
   if reduction == "none":
     return loss.reshape(batch).astype(dtype)
   total = jnp.sum(loss, dtype=jnp.float32)

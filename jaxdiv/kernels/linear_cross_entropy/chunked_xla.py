@@ -119,7 +119,13 @@ def shard_labels(labels, weight, vd: bool, axis_name):
   v = vocab_size(weight, vd)
   if axis_name is None:
     return labels, v
-  return labels - lax.axis_index(axis_name) * v, v * int(lax.psum(1, axis_name))
+  return labels - lax.axis_index(axis_name) * v, global_vocab_size(weight, vd, axis_name)
+
+
+def global_vocab_size(weight, vd: bool, axis_name) -> int:
+  """The whole vocabulary's size: this shard's times the number of shards of `axis_name`."""
+  v = vocab_size(weight, vd)
+  return v if axis_name is None else v * int(lax.psum(1, axis_name))
 
 
 def combine_stats(stats: bw.CeStats, axis_name) -> bw.CeStats:
