@@ -30,6 +30,7 @@ from jaxdiv.kernels import _shapes
 from jaxdiv.kernels import cross_entropy_with_integer_labels
 from jaxdiv.kernels import distillation_divergence
 from jaxdiv.kernels import fused_linear_cross_entropy
+from jaxdiv.kernels import fused_linear_distillation_divergence
 from jaxdiv.kernels.linear_cross_entropy import forward_grad
 
 GiB = 1 << 30
@@ -168,6 +169,33 @@ def bench_distillation(quick):
   return _rows(f"forward_kl f32 N={n} V={v}", times, "optax kl_with_log_targets")
 
 
+def _materialised_distillation(hs, ws, ht, wt):
+  zs = jnp.dot(hs, ws, preferred_element_type=jnp.float32)
+  zt = jnp.dot(ht, wt, preferred_element_type=jnp.float32)
+  return jnp.mean(optax.losses.kl_divergence_with_log_targets(
+      jax.nn.log_softmax(zs), jax.lax.stop_gradient(jax.nn.log_softmax(zt))))
+
+
+def bench_distill_linear(quick, shape=None, dtype=jnp.float32, impls=(None, "chunked", "xla")):
+  """Fused linear distillation (forward KL, the teacher a head of the same shape):
+  value-and-grad (d student hidden, d student head) against two matmuls + optax."""
+  n, d, v = shape or (_shapes.BENCH_LINEAR_CPU_QUICK if quick else _shapes.BENCH_LINEAR_CPU)
+  hs, ws, _ = _data(2, n, d, v, dtype)
+  ht, wt, _ = _data(3, n, d, v, dtype)
+  fns = {"matmuls+optax kl": _vg(_materialised_distillation, (0, 1))}
+  flops = {"matmuls+optax kl": 8 * n * d * v}  # 2 forward products, 2 backward
+  for impl in impls:
+    name = f"jaxdiv fused {impl or 'default'}"
+    fns[name] = _vg(lambda hs, ws, ht, wt, impl=impl: jnp.mean(
+        fused_linear_distillation_divergence(hs, ws, ht, wt, implementation=impl)), (0, 1))
+    # Blockwise: both heads twice forward (8 NDV), both recomputed + 2 products back (8 NDV).
+    flops[name] = (8 if impl == "xla" else 16) * n * d * v
+  times = _common.time_interleaved(fns, hs, ws, ht, wt)
+  extra = {k: (lambda t, f=f: dict(flops=f, TFLOPs=f / t / 1e12)) for k, f in flops.items()}
+  return _rows(f"distill fused forward_kl {jnp.dtype(dtype).name} N={n} D={d} V={v}", times,
+               "matmuls+optax kl", **extra)
+
+
 def matmul_rate(n, d, v, dtype=jnp.bfloat16):
   """Measured FLOP/s of one [n, d] x [d, v] product with float32 accumulation."""
   h, w, _ = _data(1, n, d, v, dtype)
@@ -184,6 +212,8 @@ def bench_gpu():
                         matmul_rate=rate)
     rows += [dict(case=fused[0]["case"], impl=f"{name}: bf16 matmul (jnp.dot)",
                   TFLOPs=rate / 1e12), *fused]
+  rows += bench_distill_linear(False, _shapes.GEMMA2_2B_HEAD, jnp.bfloat16,
+                               impls=("pallas", "chunked"))
   return rows
 
 
@@ -276,16 +306,18 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="smaller shapes")
   parser.add_argument("--only", default=None,
-                      help="comma-separated sections: memory,ce,fused,distill,gpu,tune,peers")
+                      help="comma-separated sections: memory,ce,fused,distill,distill_linear,gpu,"
+                      "tune,peers")
   parser.add_argument("--peers", action="store_true", help="also run Liger-Kernel and CCE")
   args = parser.parse_args(argv)
   on_gpu = jax.default_backend() == "gpu"
   sections = (args.only.split(",") if args.only else
-              ["memory", "ce", "fused", "distill"] + (["gpu"] if on_gpu else []))
+              ["memory", "ce", "fused", "distill", "distill_linear"] + (["gpu"] if on_gpu else []))
   if args.peers and "peers" not in sections:
     sections.append("peers")
   run = dict(memory=bench_memory, ce=lambda: bench_cross_entropy(args.quick),
              fused=lambda: bench_fused(args.quick), distill=lambda: bench_distillation(args.quick),
+             distill_linear=lambda: bench_distill_linear(args.quick),
              gpu=bench_gpu, peers=bench_peers, tune=bench_tune)
   results = {}
   for s in sections:

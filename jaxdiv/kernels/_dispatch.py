@@ -47,10 +47,12 @@ class Implementation:
     return dict(self.fn_by_backend).get(backend, self.fn)
 
 
-def triton(fn: Callable) -> Implementation:
+def triton(fn: Callable, *, default: bool = True) -> Implementation:
   """The "pallas" entry of a registry for Pallas kernels with Triton lowering: `None` picks it
-  on GPU; elsewhere an explicit request runs it in interpret mode."""
-  return Implementation("pallas", fn, lambda backend, **_: backend == "gpu",
+  on GPU (unless `default` is False: a kernel not yet compiled on a GPU, only tested in
+  interpret mode, runs only when asked for); elsewhere an explicit request runs it in interpret
+  mode."""
+  return Implementation("pallas", fn, lambda backend, **_: default and backend == "gpu",
                         compiled_on=frozenset({"gpu"}))
 
 

@@ -20,6 +20,7 @@ from kernels_cases import value_and_grad64
 
 from jaxdiv.kernels import distillation_divergence as dd
 from jaxdiv.kernels import fused_linear_distillation_divergence as fldd
+from jaxdiv.kernels.distillation import fused_linear_pallas
 from jaxdiv.kernels.distillation import reference
 
 SETTINGS = [("forward_kl", 0.5, 1.0), ("reverse_kl", 0.5, 2.0), ("js", 0.5, 1.0),
@@ -52,7 +53,7 @@ def test_matches_float64_reference(device, implementation, divergence, beta, tem
   assert np.all(np.asarray(teacher_grad) == 0)
 
 
-@pytest.mark.parametrize("implementation", ["xla", "chunked"])
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("teacher_kind", ["logits", "head"])
 @pytest.mark.parametrize("divergence,beta,temperature", SETTINGS[1:3])
 def test_fused_linear_matches_reference(implementation, teacher_kind, divergence, beta,
@@ -79,6 +80,53 @@ def test_fused_linear_matches_reference(implementation, teacher_kind, divergence
   assert_close(got, want, n_reduced=V * d)
   assert_close(got_dh, want_dh, n_reduced=V)
   assert_close(got_dw, want_dw, n_reduced=N)
+
+
+@pytest.mark.parametrize("divergence,beta,temperature,layouts,dtype", [
+    (*SETTINGS[0], (False, True), jnp.float32),
+    (*SETTINGS[1], (True, True), jnp.float32),
+    (*SETTINGS[3], (True, False), jnp.bfloat16),
+])
+def test_fused_linear_pallas_tiles(divergence, beta, temperature, layouts, dtype):
+  """The Pallas kernels with small tiles: several token blocks (the last one partial),
+  vocabulary splits that end inside a tile or hold none, and both weight layouts; bfloat16
+  inputs accumulate in float32."""
+  vd, teacher_vd = layouts
+  rng = np.random.default_rng(7)
+  n, d, dt, v = 45, 20, 36, 300
+  hs, ws, ht, wt = (rng.normal(size=s) for s in ((n, d), (d, v), (n, dt), (dt, v)))
+  ws, wt = ws * 2 / np.sqrt(d), wt * 2 / np.sqrt(dt)
+  ws_in, wt_in = (w.T.copy() if t else w for w, t in ((ws, vd), (wt, teacher_vd)))
+  where = rng.random(n) > 0.2
+  cfg = dict(divergence=divergence, beta=beta)
+  rounded = lambda x: np.asarray(jnp.asarray(x, dtype), np.float64)  # the inputs as rounded
+
+  def ref(hs, ws, ht, wt):
+    return reference.divergence(hs @ ws, ht @ wt, jnp.asarray(where), **cfg,
+                                temperature=temperature)
+
+  want, (want_dh, want_dw) = value_and_grad64(
+      ref, *(rounded(x) for x in (hs, ws, ht, wt)), argnums=(0, 1))
+  if vd:
+    want_dw = want_dw.T
+
+  def f(hs, ws):
+    return fused_linear_pallas.linear_divergence(
+        hs, ws, (jnp.asarray(ht, dtype), jnp.asarray(wt_in, dtype)), jnp.asarray(where), vd=vd,
+        teacher_vd=teacher_vd, inv_t=1.0 / temperature, block_size=96,
+        interpret=jax.default_backend() != "gpu",
+        tile=(16, 32, 16), splits=5, **cfg)
+
+  got, (got_dh, got_dw) = value_and_grad(f, jnp.asarray(hs, dtype), jnp.asarray(ws_in, dtype),
+                                         argnums=(0, 1))
+  assert got_dh.dtype == got_dw.dtype == np.float64  # (cast by value_and_grad)
+  # bfloat16: the gradient of the logits is rounded to bfloat16 before the backward matmuls.
+  tol_dtype, n_red = (jnp.float32, v * d) if dtype == jnp.float32 else (jnp.bfloat16, 1)
+  assert_close(got, want, n_reduced=v * d, err_msg="divergence")
+  assert_close(got_dh, want_dh, tol_dtype, n_reduced=n_red if dtype != jnp.float32 else v,
+               err_msg="d hidden")
+  assert_close(got_dw, want_dw, tol_dtype, n_reduced=n_red if dtype != jnp.float32 else n,
+               err_msg="d weight")
 
 
 def test_js_limits_and_bad_inputs():

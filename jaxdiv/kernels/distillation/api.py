@@ -11,6 +11,7 @@ from jaxdiv.kernels import _blockwise as bw
 from jaxdiv.kernels import _dispatch
 from jaxdiv.kernels.distillation import chunked_xla
 from jaxdiv.kernels.distillation import fused_linear
+from jaxdiv.kernels.distillation import fused_linear_pallas
 from jaxdiv.kernels.distillation import pallas_gpu
 from jaxdiv.kernels.distillation import reference
 from jaxdiv.kernels.distillation import xla
@@ -26,6 +27,8 @@ IMPLEMENTATIONS = _dispatch.registry(
 )
 
 LINEAR_IMPLEMENTATIONS = _dispatch.registry(
+    # Tested in interpret mode only: `None` picks it once it has been compiled on a GPU.
+    _dispatch.triton(fused_linear_pallas.linear_divergence, default=False),
     _dispatch.Implementation("chunked", fused_linear.linear_divergence),
     _dispatch.Implementation("xla", fused_linear.linear_divergence_xla),
 )
@@ -134,7 +137,9 @@ def fused_linear_distillation_divergence(
     teacher_weight: [d_t, vocab] or [vocab, d_t], or None.
     teacher_logits: [..., vocab] instead of the teacher's hidden states and head.
     divergence, beta, temperature, where: as in :func:`distillation_divergence`.
-    implementation: None or "chunked" (blockwise), "xla" (materialises both logits).
+    implementation: None or "chunked" (blockwise), "xla" (materialises both logits),
+      "pallas" (the logits tiles formed inside Pallas kernels; Triton on GPU, interpret mode
+      elsewhere; `None` does not pick it yet, as it has not been compiled on a GPU).
     block_size: vocabulary block.
     weight_layout, teacher_weight_layout: "dv", "vd" or None (inferred from the shapes).
 

@@ -20,7 +20,7 @@ from jax.experimental.pallas import triton as plgpu
 from jaxdiv.kernels import _blockwise as bw
 
 
-def _logits_tile(h_ref, w_ref, rows, rmask, cols, cmask, *, bk, vd):
+def logits_tile(h_ref, w_ref, rows, rmask, cols, cmask, *, bk, vd):
   """[bn, bv] float32 tile of hidden[rows] @ weight[:, cols] (weight[cols, :].T if vd)."""
   d = h_ref.shape[1]
   f32 = h_ref.dtype == jnp.float32 and w_ref.dtype == jnp.float32
@@ -58,7 +58,7 @@ def _stats_kernel(h_ref, w_ref, labels_ref, m_ref, s_ref, zl_ref, zs_ref, *, bn,
     state, z_label, z_sum = carry
     cols = j * bv + jnp.arange(bv)
     cmask = cols < v
-    z = _logits_tile(h_ref, w_ref, rows, rmask, cols, cmask, bk=bk, vd=vd)
+    z = logits_tile(h_ref, w_ref, rows, rmask, cols, cmask, bk=bk, vd=vd)
     zl, zs = bw.label_and_sum(z, labels, cols, cmask)
     return bw.lse_update(state, z, cmask[None, :]), z_label + zl, z_sum + zs
 
@@ -77,7 +77,7 @@ def _dlogits_kernel(h_ref, w_ref, labels_ref, lse_ref, g_ref, cols_ref, out_ref,
   rmask = rows < n
   local = pl.program_id(1) * bv + jnp.arange(bv)
   cmask = local < vc
-  z = _logits_tile(h_ref, w_ref, rows, rmask, local, cmask, bk=bk, vd=vd)
+  z = logits_tile(h_ref, w_ref, rows, rmask, local, cmask, bk=bk, vd=vd)
   load_rows = functools.partial(plgpu.load, mask=rmask, other=0)
   cols = plgpu.load(cols_ref.at[local], mask=cmask, other=-1)
   d = bw.cross_entropy_dlogits(z, load_rows(lse_ref.at[rows]), load_rows(labels_ref.at[rows]),
@@ -86,7 +86,7 @@ def _dlogits_kernel(h_ref, w_ref, labels_ref, lse_ref, g_ref, cols_ref, out_ref,
               mask=rmask[:, None] & cmask[None, :])
 
 
-def _out(shape, dtype, like) -> jax.ShapeDtypeStruct:
+def out_like(shape, dtype, like) -> jax.ShapeDtypeStruct:
   """An output typed like `like` across shard_map's mesh axes.
 
   Under shard_map's replication checks (check_vma) a `pallas_call` must be told how its outputs
@@ -110,7 +110,7 @@ def varies_over_mesh(x) -> bool:
   return bool(getattr(mat, "varying", None) or getattr(aval, "vma", None))
 
 
-def _params(num_warps, num_stages):
+def compiler_params(num_warps, num_stages):
   return plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages)
 
 
@@ -120,11 +120,11 @@ def stats(hidden, weight, labels, *, bn, bv, bk, splits, vd, num_warps=4, num_st
           interpret=False):
   """Per-token (lse, z[y], sum z) of hidden @ weight, never storing a logits tile."""
   n = hidden.shape[0]
-  out = [_out((splits, n), jnp.float32, hidden)] * 4
+  out = [out_like((splits, n), jnp.float32, hidden)] * 4
   kernel = functools.partial(_stats_kernel, bn=bn, bv=bv, bk=bk, splits=splits, vd=vd)
   m, s, z_label, z_sum = pl.pallas_call(
       kernel, grid=(pl.cdiv(n, bn), splits), out_shape=out, interpret=interpret,
-      compiler_params=_params(num_warps, num_stages))(hidden, weight, labels)
+      compiler_params=compiler_params(num_warps, num_stages))(hidden, weight, labels)
   state = bw.Lse(m[0], s[0])
   for k in range(1, splits):
     state = bw.lse_merge(state, bw.Lse(m[k], s[k]))
@@ -141,5 +141,5 @@ def dlogits(hidden, w_blk, labels, lse, g, cols, *, bn, bv, bk, vd, vocab, label
                              label_smoothing=label_smoothing, z_loss=z_loss)
   return pl.pallas_call(
       kernel, grid=(pl.cdiv(n, bn), pl.cdiv(vc, bv)),
-      out_shape=_out((n, vc), hidden.dtype, hidden), interpret=interpret,
-      compiler_params=_params(num_warps, num_stages))(hidden, w_blk, labels, lse, g, cols)
+      out_shape=out_like((n, vc), hidden.dtype, hidden), interpret=interpret,
+      compiler_params=compiler_params(num_warps, num_stages))(hidden, w_blk, labels, lse, g, cols)

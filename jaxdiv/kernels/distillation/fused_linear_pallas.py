@@ -1,0 +1,181 @@
+"""Fused linear distillation with Pallas kernels for the logits tiles (Triton on GPU; interpret
+mode elsewhere).
+
+The student's tile is formed from `hidden @ weight` inside the kernel (a loop over the model
+dimension, as in the fused cross-entropy's `pallas_kernel.logits_tile`); the teacher's is formed
+the same way from its own head, or loaded from the given logits. Forward: two kernels over a
+grid of (token blocks, vocabulary splits): the first folds both tiles into online logsumexps,
+the second (given the merged lses) sums the divergence terms; nothing of size [tokens, vocab] is
+stored. Backward: `linear_cross_entropy.chunked_xla.backward`'s walk over vocabulary chunks,
+with a kernel that recomputes the chunk's tiles and writes the student's logits gradient in the
+activation dtype for the two XLA matmuls.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
+
+from jaxdiv.kernels import _blockwise as bw
+from jaxdiv.kernels.linear_cross_entropy import chunked_xla as lce
+from jaxdiv.kernels.linear_cross_entropy import pallas_kernel as lpk
+
+# (tokens, vocabulary, model dimension) tile, vocabulary splits of the forward grid, warps per
+# program, and the backward's vocabulary chunk. Two float32 accumulators live per program (the
+# student's and the teacher's tile), so the tile is half the fused cross-entropy's. Not tuned:
+# this kernel has not been compiled on a GPU yet (bench/kernels.py --only gpu times it when one
+# is lent).
+TILE = (64, 128, 64)
+SPLITS = 4
+NUM_WARPS = 4
+CHUNK = 8192
+
+
+def _tiles(refs, rows, rmask, cols, cmask, *, bk, vd, teacher_vd, inv_t):
+  """Student and teacher [bn, bv] float32 tiles at vocabulary columns `cols`, divided by T.
+
+  `refs` is (student hidden, student weight block, *teacher), the teacher being (logits,) or
+  (hidden, weight); `cols` index the teacher (its whole vocabulary) and `local` columns the
+  student's weight block (the same as `cols` in the forward pass).
+  """
+  hs_ref, ws_ref, *teacher = refs
+  local, cols = cols if isinstance(cols, tuple) else (cols, cols)
+  zs = lpk.logits_tile(hs_ref, ws_ref, rows, rmask, local, cmask, bk=bk, vd=vd)
+  if len(teacher) == 1:
+    zt = plgpu.load(teacher[0].at[rows[:, None], cols[None, :]],
+                    mask=rmask[:, None] & cmask[None, :], other=0.0).astype(jnp.float32)
+  else:
+    zt = lpk.logits_tile(*teacher, rows, rmask, cols, cmask, bk=bk, vd=teacher_vd)
+  return zs * inv_t, zt * inv_t
+
+
+def _split_range(v, bv, splits):
+  """The vocabulary tiles [lo, hi) of this program's split."""
+  per_split = pl.cdiv(pl.cdiv(v, bv), splits)
+  lo = pl.program_id(1) * per_split
+  return lo, jnp.minimum(lo + per_split, pl.cdiv(v, bv))
+
+
+def _lse_kernel(*refs, n_in, bn, bv, splits, vd, **tile_cfg):
+  ins, outs = refs[:n_in], refs[n_in:]
+  n, v = ins[0].shape[0], ins[1].shape[0 if vd else 1]
+  rows = pl.program_id(0) * bn + jnp.arange(bn)
+  rmask = rows < n
+
+  def body(j, states):
+    cols = j * bv + jnp.arange(bv)
+    cmask = cols < v
+    tiles = _tiles(ins, rows, rmask, cols, cmask, vd=vd, **tile_cfg)
+    return tuple(bw.lse_update(st, z, cmask[None, :]) for st, z in zip(states, tiles))
+
+  states = lax.fori_loop(*_split_range(v, bv, splits), body,
+                         (bw.lse_init((bn,)), bw.lse_init((bn,))))
+  split = pl.program_id(1)
+  for ref, x in zip(outs, (states[0].m, states[0].s, states[1].m, states[1].s)):
+    plgpu.store(ref.at[split, rows], x, mask=rmask)
+
+
+def _div_kernel(*refs, n_in, bn, bv, splits, vd, divergence, beta, **tile_cfg):
+  ins, (lse_s_ref, lse_t_ref, div_ref, c_ref) = refs[:n_in], refs[n_in:]
+  n, v = ins[0].shape[0], ins[1].shape[0 if vd else 1]
+  rows = pl.program_id(0) * bn + jnp.arange(bn)
+  rmask = rows < n
+  lse_s, lse_t = (plgpu.load(r.at[rows], mask=rmask, other=0.0) for r in (lse_s_ref, lse_t_ref))
+
+  def body(j, acc):
+    cols = j * bv + jnp.arange(bv)
+    cmask = cols < v
+    zs, zt = _tiles(ins, rows, rmask, cols, cmask, vd=vd, **tile_cfg)
+    terms = bw.divergence_terms(zs, zt, lse_s, lse_t, divergence=divergence, beta=beta)
+    return tuple(a + jnp.sum(jnp.where(cmask[None, :], t, 0.0), -1) for a, t in zip(acc, terms))
+
+  zeros = jnp.zeros((bn,), jnp.float32)
+  div, c = lax.fori_loop(*_split_range(v, bv, splits), body, (zeros, zeros))
+  split = pl.program_id(1)
+  plgpu.store(div_ref.at[split, rows], div, mask=rmask)
+  plgpu.store(c_ref.at[split, rows], c, mask=rmask)
+
+
+def _dlogits_kernel(*refs, n_in, bn, bv, inv_t, divergence, beta, **tile_cfg):
+  ins, rest = refs[:n_in], refs[n_in:]
+  cols_ref, lse_s_ref, lse_t_ref, c_ref, g_ref, out_ref = rest
+  n, vc = ins[0].shape[0], out_ref.shape[1]
+  rows = pl.program_id(0) * bn + jnp.arange(bn)
+  rmask = rows < n
+  local = pl.program_id(1) * bv + jnp.arange(bv)
+  cmask = local < vc
+  cols = plgpu.load(cols_ref.at[local], mask=cmask, other=0)
+  zs, zt = _tiles(ins, rows, rmask, (local, cols), cmask, inv_t=inv_t, **tile_cfg)
+  load_rows = functools.partial(plgpu.load, mask=rmask, other=0.0)
+  lse_s, lse_t, c, g = (load_rows(r.at[rows]) for r in (lse_s_ref, lse_t_ref, c_ref, g_ref))
+  d = bw.divergence_dlogits(zs, zt, bw.DivStats(lse_s, lse_t, None, c), g,
+                            divergence=divergence, beta=beta, inv_t=inv_t)
+  plgpu.store(out_ref.at[rows[:, None], local[None, :]], d.astype(out_ref.dtype),
+              mask=rmask[:, None] & cmask[None, :])
+
+
+_STATIC = ("bn", "bv", "bk", "splits", "vd", "teacher_vd", "inv_t", "divergence", "beta",
+           "num_warps", "interpret")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def stats(hidden, weight, teacher, *, bn, bv, bk, splits, vd, teacher_vd, inv_t, divergence,
+          beta, num_warps=4, interpret=False):
+  """Per-token `DivStats` of the student `hidden @ weight` against the teacher."""
+  n = hidden.shape[0]
+  ins = (hidden, weight, *teacher)
+  tile_cfg = dict(n_in=len(ins), bn=bn, bv=bv, splits=splits, vd=vd, bk=bk,
+                  teacher_vd=teacher_vd, inv_t=inv_t)
+  call = functools.partial(pl.pallas_call, grid=(pl.cdiv(n, bn), splits), interpret=interpret,
+                           compiler_params=lpk.compiler_params(num_warps, 2))
+  parts = lambda k: [lpk.out_like((splits, n), jnp.float32, hidden)] * k
+  ms, ss, mt, st = call(functools.partial(_lse_kernel, **tile_cfg), out_shape=parts(4))(*ins)
+  lses = []
+  for m, s in ((ms, ss), (mt, st)):
+    state = bw.Lse(m[0], s[0])
+    for k in range(1, splits):
+      state = bw.lse_merge(state, bw.Lse(m[k], s[k]))
+    lses.append(bw.lse_finish(state))
+  kernel = functools.partial(_div_kernel, **tile_cfg, divergence=divergence, beta=beta)
+  div, c = call(kernel, out_shape=parts(2))(*ins, *lses)
+  return bw.DivStats(*lses, div.sum(0), c.sum(0))
+
+
+@functools.partial(jax.jit, static_argnames=tuple(a for a in _STATIC if a != "splits"))
+def dlogits(hidden, w_blk, teacher, stats, g, cols, *, bn, bv, bk, vd, teacher_vd, inv_t,
+            divergence, beta, num_warps=4, interpret=False):
+  """[tokens, len(cols)] gradient of the student's logits at the weight block `w_blk` (the
+  global columns `cols`), recomputed, in hidden's dtype."""
+  n, vc = hidden.shape[0], cols.shape[0]
+  ins = (hidden, w_blk, *teacher)
+  kernel = functools.partial(_dlogits_kernel, n_in=len(ins), bn=bn, bv=bv, bk=bk, vd=vd,
+                             teacher_vd=teacher_vd, inv_t=inv_t, divergence=divergence, beta=beta)
+  return pl.pallas_call(
+      kernel, grid=(pl.cdiv(n, bn), pl.cdiv(vc, bv)),
+      out_shape=lpk.out_like((n, vc), hidden.dtype, hidden), interpret=interpret,
+      compiler_params=lpk.compiler_params(num_warps, 2),
+  )(*ins, cols.astype(jnp.int32), stats.lse_s, stats.lse_t, stats.c, g)
+
+
+def linear_divergence(hidden, weight, teacher, valid, *, vd, teacher_vd, divergence, beta,
+                      inv_t, block_size=None, interpret=False, tile=TILE, splits=SPLITS,
+                      num_warps=NUM_WARPS):
+  """Per-token divergence; `teacher` is `(teacher_logits,)` or `(hidden, weight)`."""
+  teacher = tuple(lax.stop_gradient(t) for t in teacher)
+  v = lce.vocab_size(weight, vd)
+  d = max(hidden.shape[1], teacher[0].shape[1] if len(teacher) == 2 else 1)
+  bn, bv, bk = (max(min(t, bw.pow2(s)), 16) for t, s in zip(tile, (hidden.shape[0], v, d)))
+  kw = dict(bn=bn, bv=bv, bk=bk, vd=vd, teacher_vd=teacher_vd, inv_t=inv_t,
+            divergence=divergence, beta=beta, num_warps=num_warps, interpret=interpret)
+  dlogits_fn = lambda h, w_blk, t, stats, g, cols: dlogits(h, w_blk, t, stats, g, cols, **kw)
+  chunk = bw.pick_block(v, block_size, CHUNK)
+  f = bw.masked_loss_vjp(
+      functools.partial(stats, splits=splits, **kw),
+      lambda h, w, t, st, g: lce.backward(h, w, t, st, g, bv=chunk, vd=vd, dlogits_fn=dlogits_fn),
+      lambda st: st.div)
+  return f((hidden, weight), teacher, valid)
