@@ -235,7 +235,10 @@ def _pad(rows: np.ndarray, size: int, dtype, filler: np.ndarray | None = None) -
 class _Sink:
   """Where per-row results go, in order: memory, a user array, or an (atomic) .npy file."""
 
-  def __init__(self, out, batch_shape, rows: int | None, dtype, writer: bool):
+  def __init__(self, out, batch_shape, rows: int | None, dtype, writer: bool,
+               reread: bool = True):
+    """`writer`: whether this process writes a path `out`; `reread`: whether the summary reads
+    the results back (quantiles, histogram): without it, results kept nowhere are dropped."""
     self.dtype, self.batch_shape, self.rows = np.dtype(dtype), batch_shape, rows
     self.pos = 0
     self._chunks: list[np.ndarray] | None = None
@@ -259,6 +262,8 @@ class _Sink:
       self._array = np.empty((rows,), dtype)
     elif out is None:
       self._chunks = []
+    elif not reread:  # out=False, or a path another process writes, and nothing to reread
+      self._chunks = None
     else:  # out=False, or a path on a process that does not write: spool to a temp file
       self._writer = _io.AtomicNpyWriter(
           os.path.join(tempfile.gettempdir(), f"jaxdiv-spool-{os.getpid()}.npy"), dtype)
@@ -268,7 +273,7 @@ class _Sink:
       self._writer.write(values)
     elif self._array is not None:
       self._array[self.pos:self.pos + values.size] = values
-    else:
+    elif self._chunks is not None:
       self._chunks.append(np.array(values, self.dtype))
     self.pos += values.size
 
@@ -302,6 +307,8 @@ class _Sink:
       return np.load(path, mmap_mode="r")
     if self._array is not None:
       return self._user if hasattr(self, "_user") else self._array.reshape(shape)
+    if self._chunks is None:  # dropped
+      return None
     return np.concatenate(self._chunks) if self._chunks else np.zeros(0, self.dtype)
 
   def abort(self):
@@ -381,11 +388,11 @@ def _local_range(sharding: NamedSharding, batch: int, n: int) -> tuple[int, int]
 
 
 def _fetch(x: jax.Array) -> np.ndarray:
+  """The whole array on the host: across processes the step's outputs are replicated, so
+  every process reads its own copy."""
   if x.is_fully_addressable:
     return np.asarray(x)
-  from jax.experimental import multihost_utils
-
-  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(x.addressable_data(0))
 
 
 def _bad_rows(x: jax.Array, from_logits: bool) -> jax.Array:
@@ -426,8 +433,11 @@ def _compiled(fn, kwargs, from_logits, mesh, sharding, row_sharding, r, n, n_inp
     vals, bads = lax.map(lambda b: block(*b), tuple(x.reshape(k, r, n) for x in xs))
     return vals.reshape(-1), tuple(b.reshape(-1) for b in bads)
 
+  # Across processes the results are replicated by the step itself (one all-gather that XLA
+  # schedules with the computation) instead of gathered on the host after it.
+  replicated = NamedSharding(mesh, P()) if jax.process_count() > 1 else None
   jitted = jax.jit(shard_map(local, mesh=mesh, in_specs=(sharding.spec,) * n_inputs,
-                             out_specs=row_sharding.spec))
+                             out_specs=row_sharding.spec), out_shardings=replicated)
   if key is not None:
     if len(_CACHE) >= 64:
       _CACHE.pop(next(iter(_CACHE)))
@@ -483,11 +493,12 @@ def evaluate(
   Multi-host: call ``jax.distributed.initialize()`` in every process, then ``evaluate`` with
   the same arguments and the default mesh (all devices of all processes; an explicit mesh must
   order its devices by process). Each process reads only the rows of each batch that its own
-  devices hold (arrays and memmaps; iterators raise ``NotImplementedError``), and the results
-  are gathered with ``multihost_utils.process_allgather``: every process gets the same summary
+  devices hold (arrays and memmaps; iterators raise ``NotImplementedError``), and the compiled
+  step replicates each batch's results to every process: every process gets the same summary
   (and the same error under ``nan_policy="fail"``), and the same `per_row` when `out` is None
   or an array. A path `out` is written by process 0 alone, whose `per_row` is that file; the
-  other processes get None (they spool the results to a temporary file, removed at the end).
+  other processes get None (they spool the results to a temporary file, removed at the end,
+  only when quantiles or a histogram read them back).
   On CPU the cross-process gather needs gloo collectives,
   ``jax.config.update("jax_cpu_collectives_implementation", "gloo")`` before ``initialize``
   (the default in jax 0.10). Tested with 2 processes x 2 CPU devices on localhost: the same
@@ -521,7 +532,8 @@ def evaluate(
       :class:`NonFiniteInputError` with the count, after the pass; nothing is written),
       ``"skip"`` (NaN in `per_row`, left out of the reductions and counted), or
       ``"propagate"`` (computed as they are).
-    progress: a tqdm progress bar; None: only when stderr is a terminal.
+    progress: a tqdm progress bar; None: only when stderr is a terminal. Multi-host: process 0
+      alone draws it.
     prefetch: number of batches read ahead.
     names: how `p` and `q` are called in error messages.
     **divergence_kwargs: hyperparameters of the divergence (``alpha``, ``beta``, ``base``, ...).
@@ -666,12 +678,13 @@ def evaluate(
       yield arrays, valid
 
   writes = jax.process_index() == 0
-  sink = _Sink(out, batch_shape, rows, out_dtype, writer=writes)
+  sink = _Sink(out, batch_shape, rows, out_dtype, writer=writes,
+               reread=bool({"quantiles", "histogram"} & set(reductions)))
   moments = _reduce.Moments()
   bad_counts = [0] * n_inputs
   bad_total, first_bad = 0, None
   done = 0
-  bar = _progress(progress, rows)
+  bar = _progress(progress, rows) if jax.process_index() == 0 else None
   prefetcher = _Prefetcher(device_batches(), prefetch)
   try:
     pending = None

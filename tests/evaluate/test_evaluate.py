@@ -141,6 +141,29 @@ def test_out_array_and_out_false():
   assert res.per_row is None and res.summary == ref.summary
 
 
+def test_out_false_spools_only_for_quantiles_and_histogram(monkeypatch):
+  """Results kept nowhere go to a temporary file only when the summary reads them back."""
+  p, q = _probs((999, 8), 9), _probs((999, 8), 10)
+  ref = evaluate("hellinger_distance", p, q, reductions=ALL)
+  spools = []
+  real = _io.AtomicNpyWriter
+
+  def counting(*args, **kwargs):
+    spools.append(args[0])
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(_io, "AtomicNpyWriter", counting)
+  moments = ("mean", "sum", "std", "min", "max")
+  res = evaluate("hellinger_distance", p, q, out=False, reductions=moments)
+  assert res.per_row is None and spools == []
+  assert res.summary == {k: v for k, v in ref.summary.items()
+                         if k not in ("quantiles", "histogram")}
+  for needs in ("quantiles", "histogram"):
+    res = evaluate("hellinger_distance", p, q, out=False, reductions=(needs,))
+    assert res.summary[needs] == ref.summary[needs] and len(spools) == 1
+    spools.clear()
+
+
 def test_iterator_of_pairs_in_any_sizes():
   p, q = _probs((1234, 21), 11), _probs((1234, 21), 12)
   ref = evaluate("jeffreys_divergence", p, q, reductions=ALL)
