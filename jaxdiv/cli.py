@@ -75,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
   ev.add_argument("--bins", type=int, default=20, help="histogram bins in the JSON summary")
   ev.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                   help="progress bar (default: when stderr is a terminal)")
+  dist = ev.add_argument_group(
+      "multi-host", "Run the same command in every process of a jax.distributed cluster: each"
+      " reads its own rows; process 0 alone writes --out and --summary and prints the table.")
+  dist.add_argument("--distributed", action="store_true",
+                    help="join the cluster first; without the three options below, JAX finds"
+                    " it from the environment (SLURM, Open MPI, Cloud TPU, ...)")
+  dist.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+  dist.add_argument("--num-processes", type=int, metavar="N", help="processes in the cluster")
+  dist.add_argument("--process-id", type=int, metavar="I", help="this process, 0 to N - 1")
 
   demo = sub.add_parser(
       "demo", help="distil students from a teacher on the digits data and compare them",
@@ -162,6 +171,14 @@ def _run_eval(args) -> int:
       raise _io.InputError(f"{path}: directory {os.path.dirname(os.path.abspath(path))}"
                            " does not exist")
 
+  cluster = (args.coordinator, args.num_processes, args.process_id)
+  if any(x is not None for x in cluster) and None in cluster:
+    raise UsageError("--coordinator, --num-processes and --process-id go together (or give"
+                     " --distributed alone to take them from the environment)")
+  if args.num_processes is not None and not 0 <= args.process_id < args.num_processes:
+    raise UsageError(f"--process-id must lie in [0, {args.num_processes}); got"
+                     f" {args.process_id}")
+
   paths = [args.p] if args.q is None else [args.p, args.q]
   keys = [args.p_key or args.key, args.q_key or args.key][:len(paths)]
   arrays = [_io.open_array(path, key) for path, key in zip(paths, keys)]
@@ -175,6 +192,9 @@ def _run_eval(args) -> int:
   # Inputs stored in float64 are computed in float64 (the CLI owns its process's JAX config).
   if any(np.dtype(a.dtype) == np.float64 for a in arrays):
     jax.config.update("jax_enable_x64", True)
+  if args.distributed or args.coordinator is not None:
+    _join_cluster(jax, *cluster)
+  lead = jax.process_index() == 0
   shape = arrays[0].shape
   if args.batch_size is None:
     if len(shape) and -len(shape) <= args.axis < len(shape):
@@ -193,6 +213,8 @@ def _run_eval(args) -> int:
       reductions=("mean", "sum", "std", "min", "max", "quantiles", "histogram"),
       quantiles=qs, bins=args.bins, nan_policy=args.nan, progress=args.progress, names=names,
       **params)
+  if not lead:  # the summary, the table and the files are process 0's
+    return 0
   if args.summary is not None:
     doc = {"divergence": spec.name, "inputs": paths, "keys": keys, "axis": args.axis,
            "from_logits": args.from_logits, "parameters": params, "nan_policy": args.nan,
@@ -206,6 +228,16 @@ def _run_eval(args) -> int:
   if written:
     print("  wrote " + ", ".join(written))
   return 0
+
+
+def _join_cluster(jax, coordinator, num_processes, process_id):
+  """`jax.distributed.initialize`, with gloo collectives on CPU (jax's default since 0.4.3x;
+  set in case an install differs)."""
+  try:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  except (AttributeError, KeyError, ValueError):  # renamed or removed: keep the default
+    pass
+  jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
 
 
 def _run_list() -> int:

@@ -6,12 +6,14 @@ evaluate them memory-mapped, and loads what `evaluate` returned in each. It comp
 the same calls made here on one device (the bytes, as `evaluate` claims determinism over device
 counts) and with float64 NumPy (the values). One test, so that the cluster starts once even
 under `pytest -n`; about 15 s. Each process reads only its own rows
-(`make_array_from_process_local_data`), the results are gathered with `process_allgather`, and
-only process 0 writes `out`.
+(`make_array_from_process_local_data`), the compiled step replicates the results to every
+process, and only process 0 writes `out`. A second test runs the `jaxdiv eval` command the same
+way.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import socket
@@ -145,9 +147,10 @@ def _tail(path: Path, chars: int = 3000) -> str:
   return text[-chars:]
 
 
-def _run_cluster(workdir: Path) -> list[dict]:
-  """Runs the workers to completion; on a failure or timeout, kills the others and fails with
-  every worker's exit status and output tail."""
+def _run_processes(workdir: Path, command) -> list[Path]:
+  """Runs `command(i, coordinator)` in each process to completion (a TMPDIR `tmp<i>` each) and
+  returns their logs; on a failure or timeout, kills the others and fails with every process's
+  exit status and output tail."""
   coordinator = f"localhost:{_free_port()}"
   procs, logs = [], []
   for i in range(N_PROCESSES):
@@ -156,9 +159,8 @@ def _run_cluster(workdir: Path) -> list[dict]:
     log = workdir / f"worker{i}.log"
     logs.append(log)
     with open(log, "w") as f:
-      procs.append(subprocess.Popen(
-          [sys.executable, str(WORKER), coordinator, str(N_PROCESSES), str(i), str(workdir)],
-          env=_worker_env(tmpdir), stdout=f, stderr=subprocess.STDOUT))
+      procs.append(subprocess.Popen(command(i, coordinator), env=_worker_env(tmpdir), stdout=f,
+                                    stderr=subprocess.STDOUT))
   deadline = time.monotonic() + TIMEOUT_S
   failed_at, timed_out = None, False
   while None in (codes := [p.poll() for p in procs]):  # poll every one: reap and see failures
@@ -178,7 +180,14 @@ def _run_cluster(workdir: Path) -> list[dict]:
     report = "\n".join(f"--- worker {i}: exit {c} ---\n{_tail(log)}"
                        for i, (c, log) in enumerate(zip(codes, logs)))
     why = f" (timed out after {TIMEOUT_S} s)" if timed_out else ""
-    pytest.fail(f"multi-process evaluate failed{why}\n{report}", pytrace=False)
+    pytest.fail(f"multi-process run failed{why}\n{report}", pytrace=False)
+  return logs
+
+
+def _run_cluster(workdir: Path) -> list[dict]:
+  """The `_multihost_worker.py` processes' results."""
+  _run_processes(workdir, lambda i, coordinator: [
+      sys.executable, str(WORKER), coordinator, str(N_PROCESSES), str(i), str(workdir)])
   results = []
   for i in range(N_PROCESSES):
     with open(workdir / f"result{i}.pkl", "rb") as f:
@@ -284,3 +293,46 @@ def test_evaluate_on_2_processes_of_2_devices(tmp_path):
   _check_summaries(results, refs, arrays)
   _check_files(tmp_path, refs)
   _check_errors(results, refs)
+
+
+def test_cli_eval_on_2_processes_of_2_devices(tmp_path, capsys):
+  """`jaxdiv eval --coordinator ...` in two processes: process 0 writes the same bytes and the
+  same summary as the command run in one process (here, one device), and prints the table;
+  process 1 writes and prints nothing."""
+  from jaxdiv import cli
+
+  p, q = _logits((1100, 53), 7), _logits((1100, 53), 8)
+  np.save(tmp_path / "p.npy", p)
+  np.save(tmp_path / "q.npy", q)
+  args = [str(tmp_path / "p.npy"), str(tmp_path / "q.npy"), "-d", "kl_divergence",
+          "--from-logits", "--batch-size", "300", "--no-progress"]
+  single = tmp_path / "single"
+  single.mkdir()
+  assert cli.main(["eval", *args, "--out", str(single / "kl.npy"),
+                   "--summary", str(single / "kl.json")]) == 0
+  for i in range(N_PROCESSES):
+    (tmp_path / f"out{i}").mkdir()
+
+  def command(i, coordinator):
+    out = tmp_path / f"out{i}"
+    return [sys.executable, "-m", "jaxdiv", "eval", *args, "--out", str(out / "kl.npy"),
+            "--summary", str(out / "kl.json"), "--coordinator", coordinator,
+            "--num-processes", str(N_PROCESSES), "--process-id", str(i)]
+
+  logs = _run_processes(tmp_path, command)
+  assert sorted(os.listdir(tmp_path / "out0")) == ["kl.json", "kl.npy"]
+  assert os.listdir(tmp_path / "out1") == []
+  assert np.load(tmp_path / "out0" / "kl.npy").tobytes() == np.load(single / "kl.npy").tobytes()
+  np.testing.assert_allclose(np.load(single / "kl.npy"), _kl_from_logits64(p, q), rtol=2e-5,
+                             atol=2e-6)
+  got, want = (json.loads((d / "kl.json").read_text()) for d in (tmp_path / "out0", single))
+  assert got["summary"] == want["summary"]
+  assert (got["run"]["processes"], got["run"]["devices"]) == (2, 4)
+  assert "kl_divergence" in logs[0].read_text()  # the table
+  assert "kl_divergence" not in logs[1].read_text()
+  # Half a cluster address, or a process outside it: usage errors, before anything starts.
+  assert cli.main(["eval", *args, "--coordinator", "localhost:1"]) == cli.EXIT_USAGE
+  assert "go together" in capsys.readouterr().err
+  assert cli.main(["eval", *args, "--coordinator", "localhost:1", "--num-processes", "2",
+                   "--process-id", "2"]) == cli.EXIT_USAGE
+  assert "--process-id must lie in [0, 2)" in capsys.readouterr().err
