@@ -188,8 +188,9 @@ def bench_distill_linear(quick, shape=None, dtype=jnp.float32, impls=(None, "chu
     name = f"jaxdiv fused {impl or 'default'}"
     fns[name] = _vg(lambda hs, ws, ht, wt, impl=impl: jnp.mean(
         fused_linear_distillation_divergence(hs, ws, ht, wt, implementation=impl)), (0, 1))
-    # Blockwise: both heads twice forward (8 NDV), both recomputed + 2 products back (8 NDV).
-    flops[name] = (8 if impl == "xla" else 16) * n * d * v
+    # Blockwise: both heads once forward (4 NDV: one pass for a KL), both recomputed and two
+    # products back (8 NDV).
+    flops[name] = (8 if impl == "xla" else 12) * n * d * v
   times = _common.time_interleaved(fns, hs, ws, ht, wt)
   extra = {k: (lambda t, f=f: dict(flops=f, TFLOPs=f / t / 1e12)) for k, f in flops.items()}
   return _rows(f"distill fused forward_kl {jnp.dtype(dtype).name} N={n} D={d} V={v}", times,

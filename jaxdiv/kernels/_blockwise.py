@@ -303,6 +303,70 @@ def divergence_terms(zs, zt, lse_s, lse_t, *, divergence, beta):
   return beta * _plogp(pt, lt, lm) + student, student
 
 
+class KlState(NamedTuple):
+  """Running state of a KL divergence over vocabulary blocks, in one pass.
+
+  Both logsumexps, and `a` = sum exp(z_w - m_w) (z_w - z_o) over the blocks seen, at the running
+  max m_w of the weighting side w (the teacher for the forward KL, the student for the reverse
+  KL; o is the other side). KL(p_w || p_o) = a / s_w - lse_w + lse_o.
+  """
+
+  s: Lse
+  t: Lse
+  a: jax.Array
+
+
+def kl_one_pass(divergence: str) -> bool:
+  """Whether `divergence` folds into a `KlState` (JS needs the lses before its terms)."""
+  return divergence in ("forward_kl", "reverse_kl")
+
+
+def _sides(divergence, s, t):
+  return (t, s) if divergence == "forward_kl" else (s, t)
+
+
+def _rescale(a, m_old, shift):
+  """`a` moved from the shift `m_old` to `shift` (an infinite `a` stays infinite)."""
+  return jnp.where(jnp.abs(a) < jnp.inf, a * jnp.exp(m_old - shift), a)
+
+
+def kl_init(shape) -> KlState:
+  return KlState(lse_init(shape), lse_init(shape), jnp.zeros(shape, jnp.float32))
+
+
+def kl_update(state: KlState, zs: jax.Array, zt: jax.Array, mask=None, *,
+              divergence: str) -> KlState:
+  """Folds [..., b] tiles (divided by the temperature) into the state."""
+  if mask is not None:
+    zs, zt = jnp.where(mask, zs, -jnp.inf), jnp.where(mask, zt, -jnp.inf)
+  s, t = lse_update(state.s, zs), lse_update(state.t, zt)
+  (w_old, _), (w, _), (zw, zo) = (_sides(divergence, *x) for x in
+                                  ((state.s, state.t), (s, t), (zs, zt)))
+  shift = finite_or_zero(w.m)
+  e = jnp.exp(zw - shift[..., None])
+  # e = 0 where z_w = -inf (no mass, whatever z_o); z_o = -inf under mass makes the KL infinite.
+  term = jnp.where(e > 0, e * (zw - zo), 0.0)
+  return KlState(s, t, _rescale(state.a, w_old.m, shift) + jnp.sum(term, axis=-1))
+
+
+def kl_merge(x: KlState, y: KlState, *, divergence: str) -> KlState:
+  """Combines two partial states (vocabulary splits computed apart)."""
+  s, t = lse_merge(x.s, y.s), lse_merge(x.t, y.t)
+  shift = finite_or_zero(_sides(divergence, s, t)[0].m)
+  wx, wy = _sides(divergence, x.s, x.t)[0], _sides(divergence, y.s, y.t)[0]
+  return KlState(s, t, _rescale(x.a, wx.m, shift) + _rescale(y.a, wy.m, shift))
+
+
+def kl_finish(state: KlState, *, divergence: str) -> DivStats:
+  """`DivStats` of a forward or reverse KL from its one-pass state."""
+  lse_s, lse_t = lse_finish(state.s), lse_finish(state.t)
+  (w, _), (lse_w, lse_o) = _sides(divergence, state.s, state.t), _sides(divergence, lse_s, lse_t)
+  ok = w.s > 0
+  mean = state.a / jnp.where(ok, w.s, 1.0)  # E_{p_w}[z_w - z_o]
+  div = jnp.where(ok, mean - finite_or_zero(lse_w) + finite_or_zero(lse_o), 0.0)
+  return DivStats(lse_s, lse_t, div, div if divergence == "reverse_kl" else jnp.zeros_like(div))
+
+
 def divergence_dlogits(zs, zt, stats: DivStats, g, *, divergence, beta, inv_t):
   """g / T · d divergence / d z_s for a tile (the teacher gets no gradient).
 

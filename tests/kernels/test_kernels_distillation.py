@@ -54,6 +54,30 @@ def test_matches_float64_reference(device, implementation, divergence, beta, tem
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_support_mismatch(device, implementation):
+  """A student with no mass where the teacher has some makes the forward KL of those tokens
+  infinite, a teacher with no mass where the student has some the reverse KL (the one-pass KL
+  state keeps infinity through rescaling); the other tokens stay finite."""
+  zs, zt = logits(8), logits(9, scale=6.0)
+  rows = np.arange(N) % 3 == 0
+  zs[rows, 5::7] = -np.inf
+  zs[rows, 900:] = -np.inf  # the last vocabulary block too
+  zt[1::4, 11::5] = -np.inf  # and the teacher without mass elsewhere
+  zt[0, 600] = 200.0  # the teacher's max jumps after the KL is already infinite
+  for divergence in ("forward_kl", "reverse_kl"):
+    want = value_and_grad64(_ref(np.ones(N, bool), divergence, 0.5, 1.0), zs, zt)[0]
+    got = np.asarray(dd(jnp.asarray(zs, jnp.float32), jnp.asarray(zt, jnp.float32),
+                        divergence=divergence, implementation=implementation,
+                        block_size=BLOCK), np.float64)
+    assert np.array_equal(np.isinf(got), np.isinf(want)), divergence
+    # Infinite where the weighting side has mass that the other lacks.
+    lacking = rows if divergence == "forward_kl" else np.arange(N) % 4 == 1
+    np.testing.assert_array_equal(np.isinf(want), lacking)
+    finite = np.isfinite(want)
+    assert_close(got[finite], want[finite], err_msg=divergence)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("teacher_kind", ["logits", "head"])
 @pytest.mark.parametrize("divergence,beta,temperature", SETTINGS[1:3])
 def test_fused_linear_matches_reference(implementation, teacher_kind, divergence, beta,

@@ -1,5 +1,6 @@
-"""Distillation divergences over [token, vocabulary] tiles: one pass for both logsumexps,
-one for the divergence, one (backward) writing the student's gradient tile by tile."""
+"""Distillation divergences over [token, vocabulary] tiles: one pass for both logsumexps and
+the divergence (forward and reverse KL; JS takes a second pass for its terms, which need the
+lses), one (backward) writing the student's gradient tile by tile."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ DEFAULT_BLOCK = (256, 4096)
 
 
 def _stats(zs, zt, aux, *, bn, bv, divergence, beta, inv_t):
+  if bw.kl_one_pass(divergence):  # one read of both inputs
+    return bw.DivStats(*bw.tiled_reduce(
+        (zs, zt), (), bn=bn, bv=bv, init=bw.kl_init,
+        body=lambda st, tiles, rows, cols, own: bw.kl_update(
+            st, tiles[0] * inv_t, tiles[1] * inv_t, own, divergence=divergence),
+        finish=lambda st, rows: bw.kl_finish(st, divergence=divergence)))
   zeros = lambda b: jnp.zeros((b,), jnp.float32)
 
   def lse_body(carry, tiles, rows, cols, own):

@@ -1,11 +1,11 @@
 """Fused linear distillation: the student's logits `hidden @ weight` (and the teacher's, when
 given as hidden states and a head) are formed one vocabulary block at a time.
 
-Forward: one walk over the vocabulary for both logsumexps, a second for the divergence (the
-blocks are recomputed: 4·N·D·V FLOPs per model with a head). Backward: each block's student
-(and teacher) logits are recomputed, the student's gradient is cast to the activation dtype,
-and d_hidden / d_weight follow as in the fused cross-entropy (`chunked_xla.backward`). Nothing
-of size [tokens, vocab] and no [d, vocab] accumulator exists.
+Forward: one walk over the vocabulary for both logsumexps and the forward or reverse KL
+(2·N·D·V FLOPs per model with a head); JS walks twice, as its terms need the lses. Backward:
+each block's student (and teacher) logits are recomputed, the student's gradient is cast to the
+activation dtype, and d_hidden / d_weight follow as in the fused cross-entropy
+(`chunked_xla.backward`). Nothing of size [tokens, vocab] and no [d, vocab] accumulator exists.
 """
 
 from __future__ import annotations
@@ -43,6 +43,11 @@ def _walk(hidden, weight, teacher, *, bv, vd, teacher_vd, inv_t, body, init):
 
 def _stats(hidden, weight, teacher, *, divergence, beta, **walk):
   n = hidden.shape[0]
+  if bw.kl_one_pass(divergence):  # each block's logits formed once
+    state = _walk(hidden, weight, teacher, **walk, init=bw.kl_init((n,)),
+                  body=lambda st, zs, zt, own: bw.kl_update(st, zs, zt, own,
+                                                            divergence=divergence))
+    return bw.kl_finish(state, divergence=divergence)
   states = _walk(hidden, weight, teacher, **walk,
                  body=lambda c, zs, zt, own: (bw.lse_update(c[0], zs, own),
                                               bw.lse_update(c[1], zt, own)),

@@ -3,12 +3,13 @@ mode elsewhere).
 
 The student's tile is formed from `hidden @ weight` inside the kernel (a loop over the model
 dimension, as in the fused cross-entropy's `pallas_kernel.logits_tile`); the teacher's is formed
-the same way from its own head, or loaded from the given logits. Forward: two kernels over a
-grid of (token blocks, vocabulary splits): the first folds both tiles into online logsumexps,
-the second (given the merged lses) sums the divergence terms; nothing of size [tokens, vocab] is
-stored. Backward: `linear_cross_entropy.chunked_xla.backward`'s walk over vocabulary chunks,
-with a kernel that recomputes the chunk's tiles and writes the student's logits gradient in the
-activation dtype for the two XLA matmuls.
+the same way from its own head, or loaded from the given logits. Forward: a kernel over a grid
+of (token blocks, vocabulary splits) folds both tiles into online logsumexps and, for the
+forward or reverse KL, the divergence itself (`_blockwise.KlState`); for JS a second kernel
+(given the merged lses) sums its terms. Nothing of size [tokens, vocab] is stored. Backward:
+`linear_cross_entropy.chunked_xla.backward`'s walk over vocabulary chunks, with a kernel that
+recomputes the chunk's tiles and writes the student's logits gradient in the activation dtype
+for the two XLA matmuls.
 """
 
 from __future__ import annotations
@@ -61,22 +62,26 @@ def _split_range(v, bv, splits):
   return lo, jnp.minimum(lo + per_split, pl.cdiv(v, bv))
 
 
-def _lse_kernel(*refs, n_in, bn, bv, splits, vd, **tile_cfg):
+def _lse_kernel(*refs, n_in, bn, bv, splits, vd, divergence, **tile_cfg):
+  """This split's partial `KlState` (forward or reverse KL), or both lses' states (JS)."""
   ins, outs = refs[:n_in], refs[n_in:]
   n, v = ins[0].shape[0], ins[1].shape[0 if vd else 1]
   rows = pl.program_id(0) * bn + jnp.arange(bn)
   rmask = rows < n
+  one_pass = bw.kl_one_pass(divergence)
 
-  def body(j, states):
+  def body(j, state):
     cols = j * bv + jnp.arange(bv)
     cmask = cols < v
-    tiles = _tiles(ins, rows, rmask, cols, cmask, vd=vd, **tile_cfg)
-    return tuple(bw.lse_update(st, z, cmask[None, :]) for st, z in zip(states, tiles))
+    zs, zt = _tiles(ins, rows, rmask, cols, cmask, vd=vd, **tile_cfg)
+    if one_pass:
+      return bw.kl_update(state, zs, zt, cmask[None, :], divergence=divergence)
+    return bw.KlState(bw.lse_update(state.s, zs, cmask[None, :]),
+                      bw.lse_update(state.t, zt, cmask[None, :]), state.a)
 
-  states = lax.fori_loop(*_split_range(v, bv, splits), body,
-                         (bw.lse_init((bn,)), bw.lse_init((bn,))))
+  state = lax.fori_loop(*_split_range(v, bv, splits), body, bw.kl_init((bn,)))
   split = pl.program_id(1)
-  for ref, x in zip(outs, (states[0].m, states[0].s, states[1].m, states[1].s)):
+  for ref, x in zip(outs, (state.s.m, state.s.s, state.t.m, state.t.s, state.a)):
     plgpu.store(ref.at[split, rows], x, mask=rmask)
 
 
@@ -134,13 +139,16 @@ def stats(hidden, weight, teacher, *, bn, bv, bk, splits, vd, teacher_vd, inv_t,
   call = functools.partial(pl.pallas_call, grid=(pl.cdiv(n, bn), splits), interpret=interpret,
                            compiler_params=lpk.compiler_params(num_warps, 2))
   parts = lambda k: [lpk.out_like((splits, n), jnp.float32, hidden)] * k
-  ms, ss, mt, st = call(functools.partial(_lse_kernel, **tile_cfg), out_shape=parts(4))(*ins)
-  lses = []
-  for m, s in ((ms, ss), (mt, st)):
-    state = bw.Lse(m[0], s[0])
-    for k in range(1, splits):
-      state = bw.lse_merge(state, bw.Lse(m[k], s[k]))
-    lses.append(bw.lse_finish(state))
+  ms, ss, mt, st, a = call(functools.partial(_lse_kernel, **tile_cfg, divergence=divergence),
+                           out_shape=parts(5))(*ins)
+  split = lambda k: bw.KlState(bw.Lse(ms[k], ss[k]), bw.Lse(mt[k], st[k]), a[k])
+  state = split(0)
+  for k in range(1, splits):
+    state = bw.kl_merge(state, split(k), divergence=divergence)
+  if bw.kl_one_pass(divergence):
+    return bw.kl_finish(state, divergence=divergence)
+  # JS: a second pass for its terms, given the lses.
+  lses = (bw.lse_finish(state.s), bw.lse_finish(state.t))
   kernel = functools.partial(_div_kernel, **tile_cfg, divergence=divergence, beta=beta)
   div, c = call(kernel, out_shape=parts(2))(*ins, *lses)
   return bw.DivStats(*lses, div.sum(0), c.sum(0))

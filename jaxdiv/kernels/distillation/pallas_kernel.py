@@ -1,6 +1,6 @@
 """Pallas row-block kernels (Triton on GPU; interpret mode elsewhere) for distillation
-divergences over given logits: one program per block of rows walks the vocabulary twice
-forward (both logsumexps, then the divergence) and once backward."""
+divergences over given logits: one program per block of rows walks the vocabulary once forward
+(twice for JS: both logsumexps, then its terms) and once backward."""
 
 from __future__ import annotations
 
@@ -23,6 +23,16 @@ def _stats_kernel(zs_ref, zt_ref, lse_s_ref, lse_t_ref, div_ref, c_ref, *, bn, b
   rmask = rows < n
   tiles = lambda j: (load_tile(ref, rows, rmask, j, bv, v, -jnp.inf)[0] * inv_t
                      for ref in (zs_ref, zt_ref))
+  divergence = cfg["divergence"]
+  if bw.kl_one_pass(divergence):  # one read of both inputs
+    state = lax.fori_loop(
+        0, pl.cdiv(v, bv),
+        lambda j, st: bw.kl_update(st, *tiles(j), divergence=divergence),
+        bw.kl_init((bn,)))
+    for ref, x in zip((lse_s_ref, lse_t_ref, div_ref, c_ref),
+                      bw.kl_finish(state, divergence=divergence)):
+      plgpu.store(ref.at[rows], x, mask=rmask)
+    return
 
   def lse_body(j, carry):
     return tuple(bw.lse_update(st, t) for st, t in zip(carry, tiles(j)))
