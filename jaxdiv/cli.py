@@ -166,7 +166,9 @@ def _run_eval(args) -> int:
     raise UsageError(str(e)) from None
   if any(not 0 <= x <= 1 for x in qs):
     raise UsageError(f"--quantiles must lie in [0, 1]; got {args.quantiles}")
-  for path in (args.out, args.summary):
+  # Only process 0 writes: another process (when its id is known before joining the cluster)
+  # does not check, so that it neither fails nor leaves process 0 waiting in `initialize`.
+  for path in (args.out, args.summary) if args.process_id in (None, 0) else ():
     if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
       raise _io.InputError(f"{path}: directory {os.path.dirname(os.path.abspath(path))}"
                            " does not exist")
@@ -210,7 +212,9 @@ def _run_eval(args) -> int:
   res = evaluate(
       spec.name, *arrays, batch_size=batch_size, axis=args.axis, from_logits=args.from_logits,
       out=args.out if args.out is not None else False,
-      reductions=("mean", "sum", "std", "min", "max", "quantiles", "histogram"),
+      # The summary is process 0's: the others skip what needs the per-row results again.
+      reductions=("mean", "sum", "std", "min", "max") + (("quantiles", "histogram") if lead
+                                                         else ()),
       quantiles=qs, bins=args.bins, nan_policy=args.nan, progress=args.progress, names=names,
       **params)
   if not lead:  # the summary, the table and the files are process 0's

@@ -25,6 +25,13 @@ def finite_or_zero(x: jax.Array) -> jax.Array:
   return jnp.where(jnp.abs(x) < jnp.inf, x, 0.0)
 
 
+def lse_shift(lse: jax.Array) -> jax.Array:
+  """A logsumexp as the shift of `z - lse`: 0 for a row without mass (-inf), so that -inf
+  entries do not become `-inf + inf = NaN`; NaN stays NaN (unlike `finite_or_zero`), so that
+  a NaN input is never turned into a number."""
+  return jnp.where(lse == -jnp.inf, 0.0, lse)
+
+
 def pow2(x: int) -> int:
   """The smallest power of two >= x (Triton tiles are powers of two; edges are masked)."""
   return 1 << max(0, int(x) - 1).bit_length()
@@ -74,13 +81,18 @@ def lse_update(state: Lse, z: jax.Array, mask=None, *, materialize: bool = False
   """
   if mask is not None:
     z = jnp.where(mask, z, -jnp.inf)
+  return _lse_step(state, z, materialize)[0]
+
+
+def _lse_step(state: Lse, z: jax.Array, materialize: bool = False):
+  """(`lse_update`'s state, the shift, the block's shifted exponentials)."""
   m = jnp.maximum(state.m, jnp.max(z, axis=-1))
   shift = finite_or_zero(m)
   e = jnp.exp(z - shift[..., None])
   if materialize:
     e = lax.optimization_barrier(e)
   s = state.s * jnp.exp(state.m - shift) + jnp.sum(e, axis=-1)
-  return Lse(m, s)
+  return Lse(m, s), shift, e
 
 
 def lse_merge(a: Lse, b: Lse) -> Lse:
@@ -91,9 +103,10 @@ def lse_merge(a: Lse, b: Lse) -> Lse:
 
 
 def lse_finish(state: Lse) -> jax.Array:
-  ok = state.s > 0
-  return jnp.where(ok, jnp.log(jnp.where(ok, state.s, 1.0)) + jnp.where(ok, state.m, 0.0),
-                   -jnp.inf)
+  """The logsumexp: -inf when every entry was -inf; NaN stays NaN."""
+  empty = state.s <= 0
+  return jnp.where(empty, -jnp.inf,
+                   jnp.log(jnp.where(empty, 1.0, state.s)) + jnp.where(empty, 0.0, state.m))
 
 
 def label_and_sum(z: jax.Array, labels: jax.Array, cols: jax.Array, mask=None, *,
@@ -143,7 +156,7 @@ def cross_entropy_dlogits(z: jax.Array, lse: jax.Array, labels: jax.Array, cols:
   The softmax is recomputed from `lse`; `g` is 0 on ignored tokens, whose `lse` may be -inf,
   so it is replaced by 0 there before the exponential.
   """
-  p = jnp.exp(z - finite_or_zero(lse)[:, None])
+  p = jnp.exp(z - lse_shift(lse)[:, None])
   return softmax_dlogits(p, lse, labels, cols, g, vocab, label_smoothing, z_loss)
 
 
@@ -156,7 +169,7 @@ def softmax_dlogits(p: jax.Array, lse: jax.Array, labels: jax.Array, cols: jax.A
   into one multiply per entry."""
   scale = g if row_scale is None else g * row_scale
   if z_loss:
-    scale = scale * (1.0 + 2.0 * z_loss * finite_or_zero(lse))
+    scale = scale * (1.0 + 2.0 * z_loss * lse_shift(lse))
   hit = labels[:, None] == cols
   d = p * scale[:, None] - jnp.where(hit, ((1.0 - label_smoothing) * g)[:, None], 0.0)
   if label_smoothing:
@@ -268,7 +281,7 @@ class DivStats(NamedTuple):
 
 
 def _log_probs(zs, zt, lse_s, lse_t):
-  return zs - finite_or_zero(lse_s)[:, None], zt - finite_or_zero(lse_t)[:, None]
+  return zs - lse_shift(lse_s)[:, None], zt - lse_shift(lse_t)[:, None]
 
 
 def _log_mixture(ls, lt, beta):
@@ -281,7 +294,7 @@ def _log_mixture(ls, lt, beta):
 
 def _plogp(p, log_p, log_q):
   """p (log p - log q) with 0 where p = 0 (the scipy `rel_entr` convention)."""
-  return jnp.where(p > 0, p * (log_p - log_q), 0.0)
+  return jnp.where(p == 0, 0.0, p * (log_p - log_q))
 
 
 def divergence_terms(zs, zt, lse_s, lse_t, *, divergence, beta):
@@ -339,14 +352,13 @@ def kl_update(state: KlState, zs: jax.Array, zt: jax.Array, mask=None, *,
   """Folds [..., b] tiles (divided by the temperature) into the state."""
   if mask is not None:
     zs, zt = jnp.where(mask, zs, -jnp.inf), jnp.where(mask, zt, -jnp.inf)
-  s, t = lse_update(state.s, zs), lse_update(state.t, zt)
-  (w_old, _), (w, _), (zw, zo) = (_sides(divergence, *x) for x in
-                                  ((state.s, state.t), (s, t), (zs, zt)))
-  shift = finite_or_zero(w.m)
-  e = jnp.exp(zw - shift[..., None])
+  (w_old, o_old), (zw, zo) = _sides(divergence, state.s, state.t), _sides(divergence, zs, zt)
+  w, shift, e = _lse_step(w_old, zw)
+  o = lse_update(o_old, zo)
   # e = 0 where z_w = -inf (no mass, whatever z_o); z_o = -inf under mass makes the KL infinite.
-  term = jnp.where(e > 0, e * (zw - zo), 0.0)
-  return KlState(s, t, _rescale(state.a, w_old.m, shift) + jnp.sum(term, axis=-1))
+  term = jnp.where(e == 0, 0.0, e * (zw - zo))
+  a = _rescale(state.a, w_old.m, shift) + jnp.sum(term, axis=-1)
+  return KlState(*_sides(divergence, w, o), a)
 
 
 def kl_merge(x: KlState, y: KlState, *, divergence: str) -> KlState:
@@ -361,9 +373,9 @@ def kl_finish(state: KlState, *, divergence: str) -> DivStats:
   """`DivStats` of a forward or reverse KL from its one-pass state."""
   lse_s, lse_t = lse_finish(state.s), lse_finish(state.t)
   (w, _), (lse_w, lse_o) = _sides(divergence, state.s, state.t), _sides(divergence, lse_s, lse_t)
-  ok = w.s > 0
-  mean = state.a / jnp.where(ok, w.s, 1.0)  # E_{p_w}[z_w - z_o]
-  div = jnp.where(ok, mean - finite_or_zero(lse_w) + finite_or_zero(lse_o), 0.0)
+  empty = w.s <= 0  # (a NaN sum is not empty: NaN stays NaN)
+  mean = state.a / jnp.where(empty, 1.0, w.s)  # E_{p_w}[z_w - z_o]
+  div = jnp.where(empty, 0.0, mean - lse_shift(lse_w) + lse_shift(lse_o))
   return DivStats(lse_s, lse_t, div, div if divergence == "reverse_kl" else jnp.zeros_like(div))
 
 
@@ -380,5 +392,5 @@ def divergence_dlogits(zs, zt, stats: DivStats, g, *, divergence, beta, inv_t):
     d = ps - jnp.exp(lt)
   else:
     a = ls - lt if divergence == "reverse_kl" else (1.0 - beta) * (ls - _log_mixture(ls, lt, beta))
-    d = jnp.where(ps > 0, ps * (a - stats.c[:, None]), 0.0)
+    d = jnp.where(ps == 0, 0.0, ps * (a - stats.c[:, None]))
   return (g * inv_t)[:, None] * d

@@ -4,8 +4,8 @@ The test writes `.npy` inputs, starts two `_multihost_worker.py` processes on a 
 port (each with `--xla_force_host_platform_device_count=2`, so a 4-device global mesh) that
 evaluate them memory-mapped, and loads what `evaluate` returned in each. It compares that with
 the same calls made here on one device (the bytes, as `evaluate` claims determinism over device
-counts) and with float64 NumPy (the values). One test, so that the cluster starts once even
-under `pytest -n`; about 15 s. Each process reads only its own rows
+counts) and with float64 NumPy (the values). One test runs every `evaluate` case, so that its
+cluster starts once even under `pytest -n`; about 15 s. Each process reads only its own rows
 (`make_array_from_process_local_data`), the compiled step replicates the results to every
 process, and only process 0 writes `out`. A second test runs the `jaxdiv eval` command the same
 way.
@@ -310,18 +310,18 @@ def test_cli_eval_on_2_processes_of_2_devices(tmp_path, capsys):
   single.mkdir()
   assert cli.main(["eval", *args, "--out", str(single / "kl.npy"),
                    "--summary", str(single / "kl.json")]) == 0
-  for i in range(N_PROCESSES):
-    (tmp_path / f"out{i}").mkdir()
+  (tmp_path / "out0").mkdir()
 
   def command(i, coordinator):
-    out = tmp_path / f"out{i}"
+    # Process 1's directory does not exist: it writes nothing, so it does not look.
+    out = tmp_path / ("out0" if i == 0 else "missing")
     return [sys.executable, "-m", "jaxdiv", "eval", *args, "--out", str(out / "kl.npy"),
             "--summary", str(out / "kl.json"), "--coordinator", coordinator,
             "--num-processes", str(N_PROCESSES), "--process-id", str(i)]
 
   logs = _run_processes(tmp_path, command)
   assert sorted(os.listdir(tmp_path / "out0")) == ["kl.json", "kl.npy"]
-  assert os.listdir(tmp_path / "out1") == []
+  assert not (tmp_path / "missing").exists()
   assert np.load(tmp_path / "out0" / "kl.npy").tobytes() == np.load(single / "kl.npy").tobytes()
   np.testing.assert_allclose(np.load(single / "kl.npy"), _kl_from_logits64(p, q), rtol=2e-5,
                              atol=2e-6)

@@ -112,9 +112,9 @@ def test_fused_linear_matches_reference(implementation, teacher_kind, divergence
     (*SETTINGS[3], (True, False), jnp.bfloat16),
 ])
 def test_fused_linear_pallas_tiles(divergence, beta, temperature, layouts, dtype):
-  """The Pallas kernels with small tiles: several token blocks (the last one partial),
-  vocabulary splits that end inside a tile or hold none, and both weight layouts; bfloat16
-  inputs accumulate in float32."""
+  """The Pallas kernels with small tiles: several token blocks (the last one partial), a
+  vocabulary that ends inside a tile, a split with no tile, and both weight layouts; bfloat16
+  inputs accumulate in float32 and get gradients in bfloat16."""
   vd, teacher_vd = layouts
   rng = np.random.default_rng(7)
   n, d, dt, v = 45, 20, 36, 300
@@ -139,11 +139,12 @@ def test_fused_linear_pallas_tiles(divergence, beta, temperature, layouts, dtype
         hs, ws, (jnp.asarray(ht, dtype), jnp.asarray(wt_in, dtype)), jnp.asarray(where), vd=vd,
         teacher_vd=teacher_vd, inv_t=1.0 / temperature, block_size=96,
         interpret=jax.default_backend() != "gpu",
-        tile=(16, 32, 16), splits=5, **cfg)
+        tile=(16, 32, 16), splits=6, **cfg)  # 10 vocabulary tiles: the last split has none
 
-  got, (got_dh, got_dw) = value_and_grad(f, jnp.asarray(hs, dtype), jnp.asarray(ws_in, dtype),
-                                         argnums=(0, 1))
-  assert got_dh.dtype == got_dw.dtype == np.float64  # (cast by value_and_grad)
+  x = jnp.asarray(hs, dtype), jnp.asarray(ws_in, dtype)
+  got, (got_dh, got_dw) = value_and_grad(f, *x, argnums=(0, 1))
+  raw = jax.grad(lambda *x: f(*x).sum(), argnums=(0, 1))(*x)
+  assert raw[0].dtype == raw[1].dtype == dtype
   # bfloat16: the gradient of the logits is rounded to bfloat16 before the backward matmuls.
   tol_dtype, n_red = (jnp.float32, v * d) if dtype == jnp.float32 else (jnp.bfloat16, 1)
   assert_close(got, want, n_reduced=v * d, err_msg="divergence")
@@ -151,6 +152,43 @@ def test_fused_linear_pallas_tiles(divergence, beta, temperature, layouts, dtype
                err_msg="d hidden")
   assert_close(got_dw, want_dw, tol_dtype, n_reduced=n_red if dtype != jnp.float32 else n,
                err_msg="d weight")
+
+
+@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl"])
+def test_fused_linear_pallas_teacher_logits_without_mass(divergence):
+  """Teacher logits with -inf: the reverse KL of those tokens is infinite and stays so when
+  the teacher's max jumps in a later vocabulary split (the merge of the splits' KL states);
+  the forward KL stays finite."""
+  rng = np.random.default_rng(11)
+  n, d, v = 40, 16, 300
+  hs, ws = rng.normal(size=(n, d)), rng.normal(size=(d, v)) * 2 / np.sqrt(d)
+  zt = 3 * rng.normal(size=(n, v))
+  zt[::3, 7::9] = -np.inf
+  zt[0, 290] = 200.0  # in the last split, after the first splits' KL went infinite
+  valid = np.ones(n, bool)
+  want = value_and_grad64(_ref(valid, divergence, 0.5, 1.0), hs @ ws, zt)[0]
+  got = np.asarray(fused_linear_pallas.linear_divergence(
+      jnp.asarray(hs, jnp.float32), jnp.asarray(ws, jnp.float32), (jnp.asarray(zt, jnp.float32),),
+      jnp.asarray(valid), vd=False, teacher_vd=False, divergence=divergence, beta=0.5,
+      inv_t=1.0, interpret=jax.default_backend() != "gpu", tile=(16, 32, 16), splits=5),
+      np.float64)
+  lacking = np.arange(n) % 3 == 0 if divergence == "reverse_kl" else np.zeros(n, bool)
+  np.testing.assert_array_equal(np.isinf(want), lacking)
+  np.testing.assert_array_equal(np.isinf(got), lacking)
+  assert_close(got[~lacking], want[~lacking], n_reduced=v * d, err_msg=divergence)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_nan_logit_gives_nan(device, implementation):
+  """A NaN logit makes its token's divergence NaN (never 0 or a number); others are kept."""
+  zs, zt = logits(12), logits(13)
+  zs[4, 10] = zt[9, 999] = np.nan
+  for divergence in ("forward_kl", "reverse_kl", "js"):
+    got = np.asarray(dd(jnp.asarray(zs, jnp.float32), jnp.asarray(zt, jnp.float32),
+                        divergence=divergence, implementation=implementation,
+                        block_size=BLOCK))
+    assert np.isnan(got[[4, 9]]).all(), (divergence, got[[4, 9]])
+    assert np.isfinite(np.delete(got, [4, 9])).all(), divergence
 
 
 def test_js_limits_and_bad_inputs():

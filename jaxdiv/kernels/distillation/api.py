@@ -177,7 +177,8 @@ def fused_linear_distillation_divergence(
       raise ValueError(
           f"the teacher ({ht.shape}, {wt.shape}) must match the student's tokens {batch} and"
           f" vocabulary {vocab}.")
-    teacher = (ht.reshape(-1, ht.shape[-1]), wt)
+    t_dtype = jnp.result_type(ht, wt)  # one dtype per product (Triton's dot needs it)
+    teacher = (ht.reshape(-1, ht.shape[-1]).astype(t_dtype), wt.astype(t_dtype))
   cfg = _config(divergence, beta, temperature)
   valid = _args.token_mask(batch, where=where)
   h = hs.reshape(-1, hs.shape[-1]).astype(dtype)

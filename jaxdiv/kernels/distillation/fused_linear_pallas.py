@@ -28,9 +28,9 @@ from jaxdiv.kernels.linear_cross_entropy import pallas_kernel as lpk
 
 # (tokens, vocabulary, model dimension) tile, vocabulary splits of the forward grid, warps per
 # program, and the backward's vocabulary chunk. Two float32 accumulators live per program (the
-# student's and the teacher's tile), so the tile is half the fused cross-entropy's. Not tuned:
-# this kernel has not been compiled on a GPU yet (bench/kernels.py --only gpu times it when one
-# is lent).
+# student's and the teacher's tile), so the tile is a quarter of the fused cross-entropy's
+# (128 x 256) in area. Not tuned: this kernel has not been compiled on a GPU yet
+# (bench/kernels.py --only gpu times it when one is lent).
 TILE = (64, 128, 64)
 SPLITS = 4
 NUM_WARPS = 4
@@ -55,13 +55,6 @@ def _tiles(refs, rows, rmask, cols, cmask, *, bk, vd, teacher_vd, inv_t):
   return zs * inv_t, zt * inv_t
 
 
-def _split_range(v, bv, splits):
-  """The vocabulary tiles [lo, hi) of this program's split."""
-  per_split = pl.cdiv(pl.cdiv(v, bv), splits)
-  lo = pl.program_id(1) * per_split
-  return lo, jnp.minimum(lo + per_split, pl.cdiv(v, bv))
-
-
 def _lse_kernel(*refs, n_in, bn, bv, splits, vd, divergence, **tile_cfg):
   """This split's partial `KlState` (forward or reverse KL), or both lses' states (JS)."""
   ins, outs = refs[:n_in], refs[n_in:]
@@ -79,7 +72,7 @@ def _lse_kernel(*refs, n_in, bn, bv, splits, vd, divergence, **tile_cfg):
     return bw.KlState(bw.lse_update(state.s, zs, cmask[None, :]),
                       bw.lse_update(state.t, zt, cmask[None, :]), state.a)
 
-  state = lax.fori_loop(*_split_range(v, bv, splits), body, bw.kl_init((bn,)))
+  state = lax.fori_loop(*lpk.split_range(v, bv, splits), body, bw.kl_init((bn,)))
   split = pl.program_id(1)
   for ref, x in zip(outs, (state.s.m, state.s.s, state.t.m, state.t.s, state.a)):
     plgpu.store(ref.at[split, rows], x, mask=rmask)
@@ -100,7 +93,7 @@ def _div_kernel(*refs, n_in, bn, bv, splits, vd, divergence, beta, **tile_cfg):
     return tuple(a + jnp.sum(jnp.where(cmask[None, :], t, 0.0), -1) for a, t in zip(acc, terms))
 
   zeros = jnp.zeros((bn,), jnp.float32)
-  div, c = lax.fori_loop(*_split_range(v, bv, splits), body, (zeros, zeros))
+  div, c = lax.fori_loop(*lpk.split_range(v, bv, splits), body, (zeros, zeros))
   split = pl.program_id(1)
   plgpu.store(div_ref.at[split, rows], div, mask=rmask)
   plgpu.store(c_ref.at[split, rows], c, mask=rmask)
@@ -175,9 +168,10 @@ def linear_divergence(hidden, weight, teacher, valid, *, vd, teacher_vd, diverge
                       num_warps=NUM_WARPS):
   """Per-token divergence; `teacher` is `(teacher_logits,)` or `(hidden, weight)`."""
   teacher = tuple(lax.stop_gradient(t) for t in teacher)
+  lpk.refuse_interpret_under_vma(interpret, hidden, weight, *teacher)
   v = lce.vocab_size(weight, vd)
   d = max(hidden.shape[1], teacher[0].shape[1] if len(teacher) == 2 else 1)
-  bn, bv, bk = (max(min(t, bw.pow2(s)), 16) for t, s in zip(tile, (hidden.shape[0], v, d)))
+  bn, bv, bk = lpk.tile_dims(tile, (hidden.shape[0], v, d))
   kw = dict(bn=bn, bv=bv, bk=bk, vd=vd, teacher_vd=teacher_vd, inv_t=inv_t,
             divergence=divergence, beta=beta, num_warps=num_warps, interpret=interpret)
   dlogits_fn = lambda h, w_blk, t, stats, g, cols: dlogits(h, w_blk, t, stats, g, cols, **kw)

@@ -29,18 +29,10 @@ CHUNK = 8192
 def linear_cross_entropy(hidden, weight, labels, valid, *, vd: bool, label_smoothing=0.0,
                          z_loss=0.0, block_size=None, interpret=False, tile=TILE,
                          splits=SPLITS, num_warps=NUM_WARPS, axis_name=None):
-  if interpret and any(map(pallas_kernel.varies_over_mesh, (hidden, weight))):
-    # jax's Pallas interpreter evaluates the kernels with these types and rejects a gather
-    # that mixes varying refs with (invariant) program-id indices.
-    raise ValueError(
-        'implementation="pallas" runs in Pallas interpret mode off GPU, which jax cannot run'
-        " inside shard_map with replication checks: pass check_vma=False to shard_map"
-        ' (check_rep=False in jax.experimental.shard_map) or use implementation="chunked".')
+  pallas_kernel.refuse_interpret_under_vma(interpret, hidden, weight)
   v = chunked_xla.vocab_size(weight, vd)
   labels, vocab = chunked_xla.shard_labels(labels, weight, vd, axis_name)
-  n = hidden.shape[0]
-  bn, bv, bk = (min(t, bw.pow2(s)) for t, s in zip(tile, (n, v, hidden.shape[1])))
-  bn, bv, bk = max(bn, 16), max(bv, 16), max(bk, 16)  # Triton's smallest dot
+  bn, bv, bk = pallas_kernel.tile_dims(tile, (hidden.shape[0], v, hidden.shape[1]))
   chunk = bw.pick_block(v, block_size, CHUNK)
   kw = dict(bn=bn, bv=bv, bk=bk, num_warps=num_warps, interpret=interpret)
 

@@ -43,6 +43,32 @@ def logits_tile(h_ref, w_ref, rows, rmask, cols, cmask, *, bk, vd):
   return lax.fori_loop(0, pl.cdiv(d, bk), body, acc)
 
 
+def split_range(v: int, bv: int, splits: int):
+  """The vocabulary tiles [lo, hi) of this program's split (grid axis 1); possibly none."""
+  per_split = pl.cdiv(pl.cdiv(v, bv), splits)
+  lo = pl.program_id(1) * per_split
+  return lo, jnp.minimum(lo + per_split, pl.cdiv(v, bv))
+
+
+def tile_dims(tile, sizes) -> tuple[int, ...]:
+  """The (tokens, vocabulary, model dimension) tile for arrays of these `sizes`: no larger than
+  needed (a power of two), and at least 16, Triton's smallest dot."""
+  return tuple(max(min(t, bw.pow2(s)), 16) for t, s in zip(tile, sizes))
+
+
+def refuse_interpret_under_vma(interpret: bool, *arrays):
+  """Raises the clear error for interpret mode inside shard_map with replication checks.
+
+  jax's Pallas interpreter evaluates the kernels with these types and rejects a gather that
+  mixes varying refs with (invariant) program-id indices.
+  """
+  if interpret and any(map(varies_over_mesh, arrays)):
+    raise ValueError(
+        'implementation="pallas" runs in Pallas interpret mode off GPU, which jax cannot run'
+        " inside shard_map with replication checks: pass check_vma=False to shard_map"
+        ' (check_rep=False in jax.experimental.shard_map) or use implementation="chunked".')
+
+
 def _stats_kernel(h_ref, w_ref, labels_ref, m_ref, s_ref, zl_ref, zs_ref, *, bn, bv, bk,
                   splits, vd):
   n = h_ref.shape[0]
@@ -50,9 +76,7 @@ def _stats_kernel(h_ref, w_ref, labels_ref, m_ref, s_ref, zl_ref, zs_ref, *, bn,
   rows = pl.program_id(0) * bn + jnp.arange(bn)
   rmask = rows < n
   labels = plgpu.load(labels_ref.at[rows], mask=rmask, other=0)
-  per_split = pl.cdiv(pl.cdiv(v, bv), splits)
-  lo = pl.program_id(1) * per_split
-  hi = jnp.minimum(lo + per_split, pl.cdiv(v, bv))
+  lo, hi = split_range(v, bv, splits)
 
   def body(j, carry):
     state, z_label, z_sum = carry
