@@ -8,11 +8,14 @@ and 1 for bad data or files; `JAXDIV_DEBUG=1` shows the traceback instead. An in
 
 from __future__ import annotations
 
+import _thread
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
+import threading
 import time
 import traceback
 
@@ -135,7 +138,7 @@ def _table(res, args, shape, dtype) -> str:
   return "\n".join(lines)
 
 
-def _run_eval(args) -> int:
+def _run_eval(args, interrupts: _Interrupts) -> int:
   from jaxdiv.evaluate import DIVERGENCES
   from jaxdiv.evaluate import _io
 
@@ -217,6 +220,11 @@ def _run_eval(args) -> int:
                                                          else ()),
       quantiles=qs, bins=args.bins, nan_policy=args.nan, progress=args.progress, names=names,
       **params)
+  if interrupts.seen:  # a Ctrl-C was swallowed during the run: undo its output
+    if args.out is not None and lead:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(args.out)
+    interrupts.check()
   if not lead:  # the summary, the table and the files are process 0's
     return 0
   if args.summary is not None:
@@ -244,6 +252,47 @@ def _join_cluster(jax, coordinator, num_processes, process_id):
   jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
 
 
+class _Interrupts:
+  """Keeps Ctrl-C from being lost.
+
+  A KeyboardInterrupt raised while Python runs a garbage-collection callback (jax registers
+  one) is "unraisable": Python prints it and carries on, and the run would finish and write
+  its files. Here it is recorded and delivered to the main thread again, a moment later;
+  `check()` raises it at the end if it was lost even so.
+  """
+
+  def __init__(self):
+    self.seen = False
+    self._timer: threading.Timer | None = None
+
+  @contextlib.contextmanager
+  def installed(self):
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+      if issubclass(unraisable.exc_type, KeyboardInterrupt):
+        self.seen = True
+        # From another thread, so that it lands after this hook and the callback return.
+        if self._timer is None:
+          self._timer = threading.Timer(0.001, _thread.interrupt_main)
+          self._timer.start()
+      else:
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+      yield self
+    finally:
+      sys.unraisablehook = previous
+      if self._timer is not None:  # nothing may interrupt the main thread after this
+        self._timer.cancel()
+        self._timer.join()
+
+  def check(self):
+    if self.seen:
+      raise KeyboardInterrupt
+
+
 def _run_list() -> int:
   from jaxdiv.evaluate import DIVERGENCES
 
@@ -262,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "eval":
-      return _run_eval(args)
+      with _Interrupts().installed() as interrupts:
+        return _run_eval(args, interrupts)
     if args.command == "demo":
       from jaxdiv.demo import run as demo_run
 

@@ -167,6 +167,26 @@ def test_interrupted_run_leaves_no_output(big_files):
   assert left == [], left
 
 
+def test_swallowed_interrupt_is_delivered_again():
+  """A Ctrl-C raised where Python cannot propagate it (a __del__ here, jax's garbage-collection
+  callback in a real run) would be printed and dropped; the command raises it again."""
+  from jaxdiv import cli
+
+  class Bomb:
+    def __del__(self):
+      raise KeyboardInterrupt
+
+  interrupts = cli._Interrupts()
+  with pytest.raises(KeyboardInterrupt):
+    with interrupts.installed():
+      Bomb()  # dropped at once: its __del__'s KeyboardInterrupt is unraisable
+      for _ in range(2000):  # the interrupt delivered again lands in this loop
+        time.sleep(0.001)
+  assert interrupts.seen
+  with pytest.raises(KeyboardInterrupt):
+    interrupts.check()
+
+
 # ------------------------------------------------------------- bounded memory, large input ----
 
 ROWS, N = 65536, 1024  # 256 MiB per input, 512 MiB together
