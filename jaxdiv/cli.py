@@ -8,12 +8,12 @@ and 1 for bad data or files; `JAXDIV_DEBUG=1` shows the traceback instead. An in
 
 from __future__ import annotations
 
-import _thread
 import argparse
 import contextlib
 import json
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -257,36 +257,40 @@ class _Interrupts:
 
   A KeyboardInterrupt raised while Python runs a garbage-collection callback (jax registers
   one) is "unraisable": Python prints it and carries on, and the run would finish and write
-  its files. Here it is recorded and delivered to the main thread again, a moment later;
-  `check()` raises it at the end if it was lost even so.
+  its files. Here it is recorded silently and raised again 50 ms later by a SIGALRM handler
+  (main thread only), outside the callback; `check()` raises it at the end if it was lost even
+  so.
   """
 
   def __init__(self):
     self.seen = False
-    self._timer: threading.Timer | None = None
 
   @contextlib.contextmanager
   def installed(self):
     previous = sys.unraisablehook
+    alarm = None
+
+    def interrupt(*_):
+      raise KeyboardInterrupt
 
     def hook(unraisable):
-      if issubclass(unraisable.exc_type, KeyboardInterrupt):
-        self.seen = True
-        # From another thread, so that it lands after this hook and the callback return.
-        if self._timer is None:
-          self._timer = threading.Timer(0.001, _thread.interrupt_main)
-          self._timer.start()
-      else:
-        previous(unraisable)
+      if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+        return previous(unraisable)
+      self.seen = True
+      if alarm is not None:
+        with contextlib.suppress(BaseException):  # nothing may escape this hook
+          signal.setitimer(signal.ITIMER_REAL, 0.05)
 
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+      alarm = signal.signal(signal.SIGALRM, interrupt)
     sys.unraisablehook = hook
     try:
       yield self
     finally:
       sys.unraisablehook = previous
-      if self._timer is not None:  # nothing may interrupt the main thread after this
-        self._timer.cancel()
-        self._timer.join()
+      if alarm is not None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, alarm)
 
   def check(self):
     if self.seen:
