@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import types
+import warnings
 from collections.abc import Callable
 from collections.abc import Mapping
 
@@ -47,12 +49,49 @@ class Implementation:
     return dict(self.fn_by_backend).get(backend, self.fn)
 
 
+# The first jax release whose Pallas Triton lowering is deprecated (to be removed): 0.11.
+TRITON_DEPRECATED_IN = (0, 11)
+
+
+def _jax_version() -> tuple[int, ...]:
+  parts = []
+  for part in jax.__version__.split(".")[:3]:
+    digits = "".join(c for c in part if c.isdigit())
+    parts.append(int(digits) if digits else 0)
+  return tuple(parts)
+
+
+@functools.cache
+def triton_supported() -> bool:
+  """Whether the installed jax lowers Pallas to Triton without deprecation.
+
+  False from jax 0.11 on (the Triton lowering is deprecated there, to be removed), and
+  whenever `jax.experimental.pallas.triton` is missing or warns that it is deprecated on
+  import. `implementation=None` then never picks a Triton kernel on GPU: the XLA paths run
+  instead. An explicit `"pallas"` still runs the kernel where it lowers.
+  """
+  if _jax_version() >= TRITON_DEPRECATED_IN:
+    return False
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    try:
+      importlib.import_module("jax.experimental.pallas.triton")
+    except Exception:  # missing, or broken by a partial install: not a default
+      return False
+  return not any(issubclass(w.category, (DeprecationWarning, FutureWarning))
+                 and "triton" in str(w.message).lower() for w in caught)
+
+
+def _gpu_default(backend: str) -> bool:
+  return backend == "gpu" and triton_supported()
+
+
 def triton(fn: Callable, *, default: bool = True) -> Implementation:
   """The "pallas" entry of a registry for Pallas kernels with Triton lowering: `None` picks it
-  on GPU (unless `default` is False: a kernel not yet compiled on a GPU, only tested in
-  interpret mode, runs only when asked for); elsewhere an explicit request runs it in interpret
-  mode."""
-  return Implementation("pallas", fn, lambda backend, **_: default and backend == "gpu",
+  on GPU where the installed jax supports Triton without deprecation (`triton_supported`), and
+  unless `default` is False (a kernel not yet compiled on a GPU, only tested in interpret
+  mode, runs only when asked for); elsewhere an explicit request runs it in interpret mode."""
+  return Implementation("pallas", fn, lambda backend, **_: default and _gpu_default(backend),
                         compiled_on=frozenset({"gpu"}))
 
 
@@ -60,11 +99,11 @@ def pallas(*, gpu: Callable, tpu: Callable) -> Implementation:
   """The "pallas" entry of a registry with a Triton kernel `gpu` and a Mosaic kernel `tpu`.
 
   An explicit `"pallas"` runs the backend's kernel on GPU and TPU, and the Triton kernel in
-  interpret mode elsewhere. `None` picks it on GPU only: the Mosaic kernel is tested in TPU
-  interpret mode and lowered for TPU, but has not been compiled on a TPU yet, so it is not
-  made the default there until it has.
+  interpret mode elsewhere. `None` picks it on GPU only, where `triton_supported()`: the
+  Mosaic kernel is tested in TPU interpret mode and lowered for TPU, but has not been compiled
+  on a TPU yet, so it is not made the default there until it has.
   """
-  return Implementation("pallas", gpu, lambda backend, **_: backend == "gpu",
+  return Implementation("pallas", gpu, lambda backend, **_: _gpu_default(backend),
                         compiled_on=frozenset({"gpu", "tpu"}), fn_by_backend=(("tpu", tpu),))
 
 
