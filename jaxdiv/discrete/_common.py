@@ -70,6 +70,41 @@ def prepare(*arrays, names, axis, where, from_logits, axis_name=None) -> Prepare
   return Prepared(dists, ax, mask, result_dtype, from_logits, axis_name)
 
 
+def fast_inputs(*arrays, names, axis, where, from_logits, axis_name=None):
+  """The inputs of the unguarded fast path (`_fast`), or None where it does not apply.
+
+  It applies to probabilities and logits without a mask on one device: masks and sharded
+  reductions take the guarded path. Validation is the same as :func:`prepare`'s.
+
+  Returns:
+    `(xs, axis, result_dtype, from_logits)`: the inputs broadcast to one shape in the compute
+    dtype, the non-negative axis, the dtype of the result and whether they are logits; or None.
+  """
+  from_logits = _checks.check_bool(from_logits, "from_logits")
+  if where is not None or axis_name is not None:
+    return None
+  xs = [_checks.as_float_array(x, n) for x, n in zip(arrays, names)]
+  result_dtype, acc_dtype = _checks.compute_dtype(*xs)
+  if len(xs) == 2:
+    p, q, ax = _checks.broadcast_pair(xs[0], xs[1], axis, names)
+    xs = [p, q]
+  else:
+    if xs[0].ndim == 0:
+      return None  # prepare raises the error
+    ax = _checks.normalize_axis(axis, xs[0].ndim)
+  if xs[0].shape[ax] == 0:
+    return None
+  return tuple(x.astype(acc_dtype) for x in xs), ax, result_dtype, from_logits
+
+
+def clamp_nonnegative(out: jax.Array) -> jax.Array:
+  """Rounding below 0 of a divergence of normalised inputs, clamped; the gradient passes."""
+  # Value clamped, gradient passed through: a rounding-level correction must not zero the
+  # derivative (at beta = 0 of JS, say, the value is 0 to rounding but d/dbeta is not). NaN
+  # stays NaN.
+  return out + lax.stop_gradient(jnp.where(out < 0, -out, jnp.zeros_like(out)))
+
+
 def finish(out: jax.Array, prep: Prepared, base=None, *, nonnegative: bool = False) -> jax.Array:
   """Units, all-masked rows (0), rounding below zero (only where we normalised), dtype."""
   out = _numerics.to_base(out, base)
@@ -83,10 +118,7 @@ def finish(out: jax.Array, prep: Prepared, base=None, *, nonnegative: bool = Fal
   out = jnp.where(jnp.isnan(total) | (total == jnp.inf), jnp.nan, out)
   if nonnegative and prep.from_logits:
     # The logits were normalised by us, so a negative value is float rounding, never data.
-    # Value clamped, gradient passed through: a rounding-level correction must not zero the
-    # derivative (at beta = 0 of JS, say, the value is 0 to rounding but d/dbeta is not). NaN
-    # stays NaN.
-    out = out + lax.stop_gradient(jnp.where(out < 0, -out, jnp.zeros_like(out)))
+    out = clamp_nonnegative(out)
   if prep.from_logits:
     # A row of -inf logits has no distribution, like a fully masked row: 0 for every function.
     empty = None

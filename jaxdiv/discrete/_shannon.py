@@ -10,6 +10,165 @@ from jax.typing import ArrayLike
 from jaxdiv import _checks
 from jaxdiv import _numerics
 from jaxdiv.discrete import _common
+from jaxdiv.discrete import _fast
+
+
+def _via_fast(fast, logits, probs, careful_body, base, *, nonnegative: bool) -> jax.Array:
+  """Runs the unguarded row values (see `_fast`) with `careful_body` (the guarded maths on a
+  `Prepared`) as their fallback, then the units, the clamp at 0 and the result dtype.
+
+  `logits` and `probs` are `(value, coefs)` pairs for the two input forms (see
+  `_fast.with_fallback`; each also takes the axis first).
+  """
+  xs, ax, dtype, from_logits = fast
+  value, coefs = logits if from_logits else probs
+
+  def careful(*xs):
+    prep = _common.prepare(*xs, names=("p", "q")[:len(xs)], axis=ax, where=None,
+                           from_logits=from_logits)
+    return _common.finish(careful_body(prep), prep, nonnegative=nonnegative)
+
+  out = _fast.with_fallback(lambda *xs: value(ax, *xs),
+                            lambda out, aux, *xs: coefs(ax, out, aux, *xs), careful, *xs, axis=ax)
+  if nonnegative and from_logits:
+    out = _common.clamp_nonnegative(out)
+  return _numerics.to_base(out, base).astype(dtype)
+
+
+# The same on probabilities, used as given (not renormalised): where every entry is positive
+# and finite the plain logs are exact; a zero, negative, NaN or infinite entry makes a row
+# non-finite and the batch takes the guarded path.
+
+
+def _entropy_probs(ax, p):
+  lp = jnp.log(p)
+  return -jnp.sum(p * lp, axis=ax), lp
+
+
+def _entropy_probs_coefs(ax, h, lp, p):
+  return (-(lp + 1),)
+
+
+def _ce_probs(ax, p, q):
+  lq = jnp.log(q)
+  return -jnp.sum(p * lq, axis=ax), lq
+
+
+def _ce_probs_coefs(ax, ce, lq, p, q):
+  return -lq, -p / q
+
+
+def _kl_probs(ax, p, q):
+  d = jnp.log(p) - jnp.log(q)
+  return jnp.sum(p * d, axis=ax), d
+
+
+def _kl_probs_coefs(ax, kl, d, p, q):
+  return d + 1, -p / q
+
+
+def _jeffreys_probs(ax, p, q):
+  d = jnp.log(p) - jnp.log(q)
+  return jnp.sum((p - q) * d, axis=ax), d
+
+
+def _jeffreys_probs_coefs(ax, j, d, p, q):
+  return d + (p - q) / p, -d - (p - q) / q
+
+
+def _js_probs(beta):
+  def value(ax, p, q):
+    lm = jnp.log(beta * p + (1 - beta) * q)
+    dp, dq = jnp.log(p) - lm, jnp.log(q) - lm
+    return beta * jnp.sum(p * dp, axis=ax) + (1 - beta) * jnp.sum(q * dq, axis=ax), (dp, dq)
+  return value
+
+
+def _js_probs_coefs(beta):
+  # d/dp of beta p log(p/m) + (1 - beta) q log(q/m), m = beta p + (1 - beta) q: the terms
+  # from d m / d p sum to -beta (m / m), which cancels the +beta of d(p log p)/dp.
+  def coefs(ax, js, aux, p, q):
+    dp, dq = aux
+    return beta * dp, (1 - beta) * dq
+  return coefs
+
+
+# Unguarded row values and their derivatives, d value / d logits, for `_via_fast`. With p the
+# softmax of a, d p_i / d a_j = p_j (delta_ij - p_i), so d sum_i p_i f_i / d a_j =
+# p_j (f_j - <f>_p) (plus the sum's own dependence on a through f).
+
+
+def _entropy_value(ax, a):
+  la = _fast.log_softmax(a, ax)
+  pa = _fast.softmax(a, ax)
+  return -jnp.sum(pa * la, axis=ax), (la, pa)
+
+
+def _entropy_coefs(ax, h, aux, a):
+  la, pa = aux
+  return (-pa * (la + jnp.expand_dims(h, ax)),)
+
+
+def _ce_value(ax, a, b):
+  lb = _fast.log_softmax(b, ax)
+  pa = _fast.softmax(a, ax)
+  return -jnp.sum(pa * lb, axis=ax), (lb, pa)
+
+
+def _ce_coefs(ax, ce, aux, a, b):
+  lb, pa = aux
+  return -pa * (lb + jnp.expand_dims(ce, ax)), jnp.exp(lb) - pa
+
+
+def _kl_value(ax, a, b):
+  la, lb = _fast.log_softmax(a, ax), _fast.log_softmax(b, ax)
+  pa = _fast.softmax(a, ax)
+  return jnp.sum(pa * (la - lb), axis=ax), (la, lb, pa)
+
+
+def _kl_coefs(ax, kl, aux, a, b):
+  la, lb, pa = aux
+  return pa * (la - lb - jnp.expand_dims(kl, ax)), jnp.exp(lb) - pa
+
+
+def _jeffreys_value(ax, a, b):
+  la, lb = _fast.log_softmax(a, ax), _fast.log_softmax(b, ax)
+  pa, pb = _fast.softmax(a, ax), _fast.softmax(b, ax)
+  d = la - lb
+  # One sum for the value (as the hand-written line: fewer roundings); the two KLs only for
+  # the derivative.
+  kl_pq, kl_qp = jnp.sum(pa * d, axis=ax), -jnp.sum(pb * d, axis=ax)
+  return jnp.sum((pa - pb) * d, axis=ax), (d, pa, pb, kl_pq, kl_qp)
+
+
+def _jeffreys_coefs(ax, _, aux, a, b):
+  d, pa, pb, kl_pq, kl_qp = aux
+  # J = KL(p||q) + KL(q||p); d KL(q||p) / d a = p - q.
+  return (pa * (d - jnp.expand_dims(kl_pq, ax)) + pa - pb,
+          pb * (-d - jnp.expand_dims(kl_qp, ax)) + pb - pa)
+
+
+def _js_value(beta):
+  def value(ax, a, b):
+    la, lb = _fast.log_softmax(a, ax), _fast.log_softmax(b, ax)
+    pa, pb = jnp.exp(la), jnp.exp(lb)  # as the hand-written JS (equal errors)
+    # log m in log space (not log(beta pa + (1 - beta) pb)): where both probabilities
+    # underflow to 0 the linear mixture would give -inf and a NaN row. At beta = 1/2 this is
+    # logaddexp(la, lb) - log 2 exactly.
+    lm = jnp.logaddexp(la, lb + float(np.log1p(-beta) - np.log(beta))) + float(np.log(beta))
+    kl_pm, kl_qm = jnp.sum(pa * (la - lm), axis=ax), jnp.sum(pb * (lb - lm), axis=ax)
+    return beta * kl_pm + (1 - beta) * kl_qm, (la, lb, lm, pa, pb, kl_pm, kl_qm)
+  return value
+
+
+def _js_coefs(beta):
+  # JS = H(m) - beta H(p) - (1 - beta) H(q), m = beta p + (1 - beta) q, which gives
+  # d JS / d a = beta p (log p - log m - KL(p||m)), and the same for b with 1 - beta.
+  def coefs(ax, _, aux, a, b):
+    la, lb, lm, pa, pb, kl_pm, kl_qm = aux
+    return (beta * pa * (la - lm - jnp.expand_dims(kl_pm, ax)),
+            (1 - beta) * pb * (lb - lm - jnp.expand_dims(kl_qm, ax)))
+  return coefs
 
 
 def entropy(
@@ -42,11 +201,19 @@ def entropy(
     Shannon, A Mathematical Theory of Communication, 1948.
   """
   _checks.check_base(base)
+  fast = _common.fast_inputs(p, names=("p",), axis=axis, where=where, from_logits=from_logits,
+                             axis_name=axis_name)
+  if fast is not None:
+    return _via_fast(fast, (_entropy_value, _entropy_coefs),
+                     (_entropy_probs, _entropy_probs_coefs), _entropy, base, nonnegative=True)
   prep = _common.prepare(p, names=("p",), axis=axis, where=where, from_logits=from_logits,
                          axis_name=axis_name)
+  return _common.finish(_entropy(prep), prep, base, nonnegative=True)
+
+
+def _entropy(prep: _common.Prepared) -> jax.Array:
   (d,) = prep.dists
-  out = -prep.sum(_numerics.mul_log(d.prob, d.log_prob))
-  return _common.finish(out, prep, base, nonnegative=True)
+  return -prep.sum(_numerics.mul_log(d.prob, d.log_prob))
 
 
 def cross_entropy(
@@ -80,11 +247,19 @@ def cross_entropy(
     0.8370
   """
   _checks.check_base(base)
+  fast = _common.fast_inputs(p, q, names=("p", "q"), axis=axis, where=where,
+                             from_logits=from_logits, axis_name=axis_name)
+  if fast is not None:
+    return _via_fast(fast, (_ce_value, _ce_coefs), (_ce_probs, _ce_probs_coefs),
+                     _cross_entropy, base, nonnegative=True)
   prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
                          from_logits=from_logits, axis_name=axis_name)
+  return _common.finish(_cross_entropy(prep), prep, base, nonnegative=True)
+
+
+def _cross_entropy(prep: _common.Prepared) -> jax.Array:
   dp, dq = prep.dists
-  out = -prep.sum(_numerics.mul_log(dp.prob, dq.log_prob))
-  return _common.finish(out, prep, base, nonnegative=True)
+  return -prep.sum(_numerics.mul_log(dp.prob, dq.log_prob))
 
 
 def _kl(dp: _common.Dist, dq: _common.Dist, prep: _common.Prepared) -> jax.Array:
@@ -127,6 +302,12 @@ def kl_divergence(
     Kullback & Leibler, On Information and Sufficiency, 1951.
   """
   _checks.check_base(base)
+  fast = _common.fast_inputs(p, q, names=("p", "q"), axis=axis, where=where,
+                             from_logits=from_logits, axis_name=axis_name)
+  if fast is not None:
+    return _via_fast(fast, (_kl_value, _kl_coefs), (_kl_probs, _kl_probs_coefs),
+                     lambda prep: _kl(*prep.dists, prep), base,
+                     nonnegative=True)
   prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
                          from_logits=from_logits, axis_name=axis_name)
   return _common.finish(_kl(*prep.dists, prep), prep, base, nonnegative=True)
@@ -167,11 +348,20 @@ def jeffreys_divergence(
     Jeffreys, An Invariant Form for the Prior Probability in Estimation Problems, 1946.
   """
   _checks.check_base(base)
+  fast = _common.fast_inputs(p, q, names=("p", "q"), axis=axis, where=where,
+                             from_logits=from_logits, axis_name=axis_name)
+  if fast is not None:
+    return _via_fast(fast, (_jeffreys_value, _jeffreys_coefs),
+                     (_jeffreys_probs, _jeffreys_probs_coefs), _jeffreys, base,
+                     nonnegative=False)
   prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
                          from_logits=from_logits, axis_name=axis_name)
+  return _common.finish(_jeffreys(prep), prep, base)
+
+
+def _jeffreys(prep: _common.Prepared) -> jax.Array:
   dp, dq = prep.dists
-  out = prep.sum(_numerics.mul_log(dp.prob - dq.prob, dp.log_prob - dq.log_prob))
-  return _common.finish(out, prep, base)
+  return prep.sum(_numerics.mul_log(dp.prob - dq.prob, dp.log_prob - dq.log_prob))
 
 
 def _weighted_kl(b, kl):
@@ -179,10 +369,15 @@ def _weighted_kl(b, kl):
   return b * jnp.where((b != 0) | jnp.isfinite(kl), kl, 0)
 
 
+def _static_beta(beta) -> float | None:
+  """`beta` as a Python float when it is a concrete scalar, else None."""
+  return None if isinstance(beta, jax.core.Tracer) or np.ndim(beta) else float(beta)
+
+
 def _js(prep: _common.Prepared, beta) -> jax.Array:
   dp, dq = prep.dists
   dtype = dp.prob.dtype
-  static = None if isinstance(beta, jax.core.Tracer) or np.ndim(beta) else float(beta)
+  static = _static_beta(beta)
   beta = _common.batch_param(beta, prep, dtype, "beta")
   if prep.from_logits:
     log_m = _numerics.log_add_exp(dp.log_prob, dq.log_prob, beta, 1 - beta)
@@ -239,6 +434,13 @@ def js_divergence(
   """
   _checks.check_base(base)
   _checks.check_real(beta, "beta", lo=0, hi=1)
+  static = _static_beta(beta)
+  fast = _common.fast_inputs(p, q, names=("p", "q"), axis=axis, where=where,
+                             from_logits=from_logits, axis_name=axis_name)
+  if fast is not None and static is not None and 0 < static < 1:
+    return _via_fast(fast, (_js_value(static), _js_coefs(static)),
+                     (_js_probs(static), _js_probs_coefs(static)), lambda prep: _js(prep, beta),
+                     base, nonnegative=True)
   prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
                          from_logits=from_logits, axis_name=axis_name)
   return _common.finish(_js(prep, beta), prep, base, nonnegative=True)
