@@ -30,6 +30,48 @@ def _prepare(log_predictions, targets, axis, where, names):
           jnp.broadcast_to(targets, shape).astype(acc), ax, mask, result_dtype)
 
 
+def _kl_sum(x, log_x, log_q, ax, mask, *, log_target: bool):
+  """`sum(x * (log_x - log_q))` over `ax` (`mul_log`'s 0 * log 0 = 0), with a hand-written
+  derivative: d/d log_q is `-x`, the target itself, so the backward pass is one multiply and
+  never re-runs the guards (which autodiff of `mul_log` did, 2x optax's time).
+
+  `x` is the target (probabilities) and `log_x` its log; with `log_target` the primal input
+  is `log_x` and `x = exp(log_x)`.
+  """
+
+  def terms(x, log_x, log_q):
+    d = log_x - log_q
+    keep = (x != 0) | jnp.isfinite(d)
+    return keep, d
+
+  @jax.custom_jvp
+  def f(target, log_q):
+    x, log_x = (jnp.exp(target), target) if log_target else (target, _numerics.safe_log(target))
+    keep, d = terms(x, log_x, log_q)
+    return _numerics.masked_sum(x * jnp.where(keep, d, 0), ax, mask)
+
+  @f.defjvp
+  def f_jvp(primals, tangents):
+    target, log_q = primals
+    t_target, t_log_q = tangents
+    x, log_x = (jnp.exp(target), target) if log_target else (target, _numerics.safe_log(target))
+    keep, d = terms(x, log_x, log_q)
+    dk = jnp.where(keep, d, 0)
+    out = _numerics.masked_sum(x * dk, ax, mask)
+    # d/dx of x (log x - log_q) is (log x - log_q) + 1 where x > 0, and its finite part at 0.
+    if log_target:
+      c_target = x * (dk + keep.astype(x.dtype))
+    else:
+      c_target = dk + (x > 0).astype(x.dtype)
+    c_log_q = -x
+    if mask is not None:  # masked entries may hold inf or NaN: a zero coefficient, not 0 * NaN
+      c_target, c_log_q = jnp.where(mask, c_target, 0), jnp.where(mask, c_log_q, 0)
+    tangent = jnp.sum(c_target * t_target + c_log_q * t_log_q, axis=ax)
+    return out, tangent
+
+  return f(x if not log_target else log_x, log_q)
+
+
 def kl_divergence(
     log_predictions: ArrayLike,
     targets: ArrayLike,
@@ -70,9 +112,9 @@ def kl_divergence(
   """
   log_q, p, ax, mask, dtype = _prepare(log_predictions, targets, axis, where,
                                        ("log_predictions", "targets"))
-  # log p - log q is NaN at p = 0, log q = -inf; `mul_log` drops the term there.
-  terms = _numerics.mul_log(p, _numerics.safe_log(p) - log_q)
-  return _numerics.psum(_numerics.masked_sum(terms, ax, mask), axis_name).astype(dtype)
+  # log p - log q is NaN at p = 0, log q = -inf; the term is dropped there (`mul_log`).
+  out = _kl_sum(p, None, log_q, ax, mask, log_target=False)
+  return _numerics.psum(out, axis_name).astype(dtype)
 
 
 def kl_divergence_with_log_targets(
@@ -110,8 +152,8 @@ def kl_divergence_with_log_targets(
   """
   log_q, log_p, ax, mask, dtype = _prepare(log_predictions, log_targets, axis, where,
                                            ("log_predictions", "log_targets"))
-  terms = _numerics.mul_log(jnp.exp(log_p), log_p - log_q)
-  return _numerics.psum(_numerics.masked_sum(terms, ax, mask), axis_name).astype(dtype)
+  out = _kl_sum(None, log_p, log_q, ax, mask, log_target=True)
+  return _numerics.psum(out, axis_name).astype(dtype)
 
 
 def generalized_kl_divergence(
@@ -154,7 +196,7 @@ def generalized_kl_divergence(
   """
   log_q, p, ax, mask, dtype = _prepare(log_predictions, targets, axis, where,
                                        ("log_predictions", "targets"))
-  kl = _numerics.masked_sum(_numerics.mul_log(p, _numerics.safe_log(p) - log_q), ax, mask)
+  kl = _kl_sum(p, None, log_q, ax, mask, log_target=False)
   mass = _numerics.masked_sum(jnp.exp(log_q) - p, ax, mask)
   return _numerics.psum(kl + mass, axis_name).astype(dtype)
 
