@@ -27,8 +27,8 @@ import jax
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common
 
-SUMMARY = ["group", "case", "mode", "vs", "jaxdiv_ms", "peer_ms", "ratio", "temp_ratio",
-           "roofline"]
+SUMMARY = ["group", "case", "mode", "shape", "vs", "jaxdiv_ms", "peer_ms", "ratio", "temp_ratio",
+           "roofline", "floor_read_ms", "floor_exp_ms"]
 
 
 def _summary_core(rows):
@@ -70,6 +70,12 @@ def run_core(quick, bw):
   return result, _summary_core(result["rows"])
 
 
+def run_hand(quick, bw):
+  import hand
+  result = hand.bench(quick, bw=bw)
+  return result, _summary_core(result["rows"])
+
+
 def run_losses(quick, bw):
   import losses
   result = losses.bench(quick, bw=bw)
@@ -94,7 +100,7 @@ def run_kernels(quick, bw):
   return dict(sections=results, quick=quick), _summary_kernels(results, bw["GBps"])
 
 
-GROUPS = dict(core=run_core, losses=run_losses, kernels=run_kernels)
+GROUPS = dict(hand=run_hand, core=run_core, losses=run_losses, kernels=run_kernels)
 
 
 def main(argv=None):
@@ -111,7 +117,7 @@ def main(argv=None):
   bw = core.bandwidth(64 * core.MiB if args.quick else 256 * core.MiB)
   print(f"memory bandwidth {bw['GBps']:.1f} GB/s (XLA {bw['xla_GBps']:.1f}, "
         f"NumPy {bw['numpy_GBps']:.1f})", flush=True)
-  summary, status, failed = [], {}, False
+  summary, status, failed, accuracy = [], {}, False, []
   suffix = "-quick" if args.quick else ""
   for group in args.groups.split(","):
     t0 = time.perf_counter()
@@ -132,14 +138,21 @@ def main(argv=None):
                f"{env['backend']} {env['device']}")
     status[group] = f"ok in {time.perf_counter() - t0:.0f} s: {os.path.relpath(path)}"
     summary.extend(rows)
+    accuracy.extend(result.get("accuracy", []))
   print("\n" + _common.table(summary, SUMMARY))
+  if accuracy:
+    import hand
+    print("\nfloat32 absolute error against float64 (scipy), jaxdiv and the hand-written line:")
+    print(_common.table(accuracy, hand.ACC_COLUMNS))
   print("\nratio: jaxdiv time / peer time (< 1: jaxdiv faster); temp_ratio: XLA temporary bytes, "
         "jaxdiv / peer; roofline: time to move the minimum bytes at the measured bandwidth / "
-        "jaxdiv time")
+        "jaxdiv time; floor_read_ms / floor_exp_ms (group hand): one reduction reading the inputs "
+        "/ the exps (logits) or logs (probabilities) the maths needs, timed in the same rounds")
   for group, s in status.items():
     print(f"{group}: {s}")
   total = time.perf_counter() - start
-  path = _common.write_json("run" + suffix, dict(rows=summary, groups=status, bandwidth=bw,
+  path = _common.write_json("run" + suffix, dict(rows=summary, accuracy=accuracy, groups=status,
+                                                 bandwidth=bw,
                                                  seconds=total, versions=core.versions()))
   print(f"wrote {os.path.relpath(path)} ({total:.0f} s)")
   return 1 if failed else 0
