@@ -46,7 +46,7 @@ def _entropy_probs(ax, p):
 
 
 def _entropy_probs_coefs(ax, h, lp, p):
-  return (-(lp + 1),)
+  return (-(jnp.log(p) + 1),)
 
 
 def _ce_probs(ax, p, q):
@@ -55,7 +55,7 @@ def _ce_probs(ax, p, q):
 
 
 def _ce_probs_coefs(ax, ce, lq, p, q):
-  return -lq, -p / q
+  return -jnp.log(q), -p / q
 
 
 def _kl_probs(ax, p, q):
@@ -64,7 +64,9 @@ def _kl_probs(ax, p, q):
 
 
 def _kl_probs_coefs(ax, kl, d, p, q):
-  return d + 1, -p / q
+  # From the inputs, not the forward's `d`: XLA then fuses them into the backward's multiply
+  # instead of keeping a [N, V] residual.
+  return jnp.log(p) - jnp.log(q) + 1, -p / q
 
 
 def _jeffreys_probs(ax, p, q):
