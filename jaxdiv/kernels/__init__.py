@@ -9,10 +9,12 @@ from jaxdiv.kernels.cross_entropy.api import cross_entropy_with_integer_labels
 from jaxdiv.kernels.distillation.api import distillation_divergence
 from jaxdiv.kernels.distillation.api import fused_linear_distillation_divergence
 from jaxdiv.kernels.linear_cross_entropy.api import fused_linear_cross_entropy
+from jaxdiv.kernels.token_log_probs.api import fused_linear_token_log_probs
 
 __all__ = [
     "cross_entropy_with_integer_labels",
     "distillation_divergence",
     "fused_linear_cross_entropy",
     "fused_linear_distillation_divergence",
+    "fused_linear_token_log_probs",
 ]
