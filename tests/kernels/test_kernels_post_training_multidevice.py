@@ -106,3 +106,18 @@ def test_vocab_parallel_token_log_probs_pallas_interpret():
   fn = lambda h, w, y, m, axis_name=None: jaxdiv.losses.fused_linear_token_log_probs(
       h, w, y, where=m, axis_name=axis_name, **kw)
   _compare(_sharded(fn, "vd", check=False), fn, _inputs(1, "vd", n=6, v=N_DEVICES * 20))
+
+
+@needs_8
+@pytest.mark.parametrize(("implementation", "layout", "check"), [
+    ("chunked", "dv", True), ("chunked", "vd", False), ("xla", "dv", True)])
+def test_vocab_parallel_topk_distillation(implementation, layout, check):
+  h, w, _, where = _inputs(2, layout)
+  rng = np.random.default_rng(2)
+  idx = jnp.asarray(np.stack([rng.choice(V, 5, replace=False) for _ in range(N)]), jnp.int32)
+  lp = jnp.asarray(np.log(rng.dirichlet(np.ones(6), N)[:, :5]), jnp.float32)
+  kw = dict(implementation=implementation, block_size=16, softcap=4.0, temperature=0.8,
+            weight_layout=layout, divergence="js", beta=0.3)
+  fn = lambda h, w, i, m, axis_name=None: jaxdiv.losses.fused_linear_topk_distillation_loss(
+      h, w, i, lp, where=m, axis_name=axis_name, **kw)
+  _compare(_sharded(fn, layout, check), fn, (h, w, idx, where))
