@@ -137,6 +137,9 @@ def fused_linear_distillation_divergence(
 
   The teacher is either `teacher_hidden` and `teacher_weight` (its own head, possibly of another
   model dimension) or `teacher_logits`. Gradients flow to the student's hidden states and head.
+  With a policy as the student and its reference model as the teacher,
+  `divergence="reverse_kl"` is the exact per-token KL penalty KL(π‖π_ref) of RL fine-tuning
+  (the quantity that :func:`jaxdiv.losses.kl_penalty`'s k1/k2/k3 estimate from samples).
 
   Args:
     student_hidden: [..., d].
