@@ -121,3 +121,16 @@ def test_vocab_parallel_topk_distillation(implementation, layout, check):
   fn = lambda h, w, i, m, axis_name=None: jaxdiv.losses.fused_linear_topk_distillation_loss(
       h, w, i, lp, where=m, axis_name=axis_name, **kw)
   _compare(_sharded(fn, layout, check), fn, (h, w, idx, where))
+
+
+@needs_8
+def test_vocab_parallel_topk_distillation_pallas_interpret():
+  h, w, _, where = _inputs(3, "vd", n=6, v=N_DEVICES * 20)
+  rng = np.random.default_rng(3)
+  idx = jnp.asarray(np.stack([rng.choice(N_DEVICES * 20, 4, replace=False) for _ in range(6)]),
+                    jnp.int32)
+  lp = jnp.asarray(np.log(rng.dirichlet(np.ones(5), 6)[:, :4]), jnp.float32)
+  kw = dict(implementation="pallas", block_size=16, softcap=4.0, weight_layout="vd")
+  fn = lambda h, w, i, m, axis_name=None: jaxdiv.losses.fused_linear_topk_distillation_loss(
+      h, w, i, lp, where=m, axis_name=axis_name, **kw)
+  _compare(_sharded(fn, "vd", check=False), fn, (h, w, idx, where))

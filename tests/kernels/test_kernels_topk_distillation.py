@@ -109,7 +109,8 @@ def test_topk_over_logits_matches_float64_reference(divergence, tail):
 @pytest.mark.parametrize(("implementation", "divergence", "tail", "layout", "softcap"), [
     ("chunked", "forward_kl", "bin", "dv", None), ("chunked", "reverse_kl", "bin", "vd", 3.0),
     ("chunked", "js", "renormalize", "dv", 3.0), ("xla", "forward_kl", "renormalize", "vd", None),
-    ("xla", "js", "bin", "dv", 3.0)])
+    ("xla", "js", "bin", "dv", 3.0), ("pallas", "reverse_kl", "bin", "dv", 3.0),
+    ("pallas", "forward_kl", "renormalize", "vd", None)])
 def test_fused_matches_float64_reference(implementation, divergence, tail, layout, softcap):
   h, w, where = _student(1)
   idx, lp = _teacher(1, temperature=0.8, neg_inf=divergence == "js")
@@ -193,7 +194,7 @@ def test_bad_teacher_gives_nan_and_bad_shapes_raise():
   with pytest.raises(ValueError, match="tail"):
     topk_distillation_loss(z, idx, lp, tail="drop")
   with pytest.raises(ValueError, match="implementation"):
-    fused_linear_topk_distillation_loss(h, w, idx, lp, implementation="pallas")
+    fused_linear_topk_distillation_loss(h, w, idx, lp, implementation="triton")
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU buffer assignment")

@@ -16,8 +16,11 @@ from jaxdiv.kernels.linear_cross_entropy import chunked_xla as lce
 from jaxdiv.kernels.token_log_probs.api import temperature_scale
 from jaxdiv.kernels.topk_distillation import chunked_xla
 from jaxdiv.kernels.topk_distillation import divergence as div
+from jaxdiv.kernels.topk_distillation import pallas_gpu
 
 IMPLEMENTATIONS = _dispatch.registry(
+    # Tested in interpret mode only: not the default on GPU until it has run compiled there.
+    _dispatch.triton(pallas_gpu.student_stats, default=False),
     _dispatch.Implementation("chunked", chunked_xla.student_stats),
     _dispatch.Implementation("xla", chunked_xla.xla_student_stats),
 )
@@ -185,9 +188,9 @@ def fused_linear_topk_distillation_loss(
     softcap: None, or c > 0 (static): the student's logits are capped to c tanh(x / c) before
       the temperature.
     implementation: None or "chunked" (vocabulary blocks through XLA, float64 accumulation for
-      float64 inputs) or "xla" (materialises the logits). There is no Pallas kernel for this
-      op yet (an in-kernel match of k indices per tile does not fit a Triton tile's registers
-      for k = 64): "pallas" raises.
+      float64 inputs), "xla" (materialises the logits) or "pallas" (the lse through Triton
+      kernels, interpret mode off GPU; the k logits gathered in XLA by chunks of tokens;
+      float64 inputs run "chunked").
     block_size: vocabulary block; None: sized to keep one [tokens, block] tile small.
     weight_layout: "dv", "vd", or None to infer from the shapes.
     axis_name: inside ``shard_map``, the mesh axis over which the vocabulary is split (as in
@@ -220,6 +223,8 @@ def fused_linear_topk_distillation_loss(
   vocab = lce.global_vocab_size(w, vd, axis_name)
   idx, lt = _teacher(teacher_indices, teacher_log_probs, batch, vocab)
   valid = _args.token_mask(batch, where=where)
+  if implementation == "pallas" and _args.is_float64(h):
+    implementation = "chunked"  # the Triton kernels accumulate in float32
   fn = _dispatch.select(IMPLEMENTATIONS, implementation, "fused_linear_topk_distillation_loss",
                         dtype=dtype)
   lse, u = fn(h, w, idx, vd=vd, softcap=softcap, inv_t=inv_t, block_size=block_size,
