@@ -88,11 +88,10 @@ def test_cross_entropy_with_integer_labels(implementation):
     _check(loss, dense, (z, cot), (0,))
 
 
-@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl"])
-@pytest.mark.parametrize("implementation", [None, *IMPLEMENTATIONS])
+@pytest.mark.parametrize(("implementation", "divergence"), [
+    (None, "forward_kl"), ("xla", "reverse_kl"), ("chunked", "reverse_kl"),
+    ("pallas", "forward_kl")])
 def test_distillation_divergence(implementation, divergence):
-  if implementation == "pallas" and divergence == "reverse_kl":
-    pytest.skip("interpret mode is slow; the cap is applied before any kernel")
   h, w, ht, wt, _, where, cot = _data(2)
   zs, zt = h @ w, ht @ wt
 
@@ -138,7 +137,7 @@ def test_fused_linear_distillation_divergence(implementation, divergence, teache
   _check(ours, dense, (h, w, cot), (0, 1))
 
 
-@pytest.mark.parametrize("implementation", [None, *IMPLEMENTATIONS])
+@pytest.mark.parametrize("implementation", [None, "pallas"])  # both run the float64 path
 def test_fused_linear_distillation_float64_is_float64_accurate(implementation):
   """float64 inputs used to get float32 products (1e-7 relative); now float64 throughout."""
   h, w, ht, wt, _, where, cot = _data(4)

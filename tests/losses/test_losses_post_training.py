@@ -61,6 +61,7 @@ def test_sampled_k3_averages_to_the_exact_penalty():
   assert np.all(exact > 10 * err)  # the test can tell the KL from 0
 
 
+@pytest.mark.slow  # compiles the example's three fused ops (about 15 s on a shared 2-core CPU)
 def test_example_runs():
   path = pathlib.Path(__file__).parents[2] / "examples" / "kl_penalty_exact.py"
   if not path.exists():
