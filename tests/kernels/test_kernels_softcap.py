@@ -159,3 +159,23 @@ def test_bad_softcap():
       kernels.cross_entropy_with_integer_labels(z, jnp.array([0, 1]), softcap=bad)
     with pytest.raises(ValueError, match="softcap"):
       losses.distillation_loss(z, z, softcap=bad)
+
+
+@pytest.mark.parametrize("implementation", ["chunked", "pallas"])
+def test_every_kernel_is_float64_accurate_on_float64_inputs(implementation):
+  """The kernels over logits and the fused ones, with the cap, against float64 dense."""
+  h, w, ht, wt, y, where, cot = _data(5)
+  kw = dict(implementation=implementation, softcap=C)
+  with jax.enable_x64(True):
+    z, zt = jnp.asarray(h @ w), jnp.asarray(ht @ wt)
+    ce = lambda z: -jnp.take_along_axis(jax.nn.log_softmax(_cap(z)), y[:, None], 1)[:, 0]
+    pairs = [
+        (kernels.cross_entropy_with_integer_labels(z, y, **kw), ce(z)),
+        (kernels.fused_linear_cross_entropy(jnp.asarray(h), jnp.asarray(w), y, **kw), ce(z)),
+        (kernels.distillation_divergence(z, zt, **kw), _kl(_cap(zt), _cap(z))),
+        (kernels.fused_linear_distillation_divergence(jnp.asarray(h), jnp.asarray(w),
+                                                      teacher_logits=zt, **kw),
+         _kl(_cap(zt), _cap(z)))]
+    for k, (got, want) in enumerate(pairs):
+      assert got.dtype == jnp.float64, k
+      np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=str(k))
