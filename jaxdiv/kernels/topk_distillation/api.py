@@ -83,7 +83,9 @@ _MATH = r"""
   Binning keeps the mass the teacher puts outside its top k: a student that spreads mass over
   the tail is penalised, which renormalising cannot see. Both are exact divergences between
   coarsened distributions, hence at most the full-vocabulary divergence (data processing) for
-  "bin".
+  "bin". The student's tail is floored at k·eps of its accumulation dtype (float32:
+  1.2e-7 k), the precision to which :math:`1 - \sum_I q_i` is known, so that rounding never
+  makes the loss infinite.
 """
 
 _TEACHER_ARGS = """

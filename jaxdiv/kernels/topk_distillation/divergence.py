@@ -43,11 +43,19 @@ def _rel(p, log_p, log_q):
 
 def bins(student_log_probs, teacher_log_probs, tail: str):
   """(log q_student, log p_teacher) over the bins: the k entries and a tail ("bin"), or the k
-  entries renormalised ("renormalize"), each [tokens, k (+1)]."""
+  entries renormalised ("renormalize"), each [tokens, k (+1)].
+
+  The student's tail 1 - sum q_I is formed from its k probabilities, each exact to a relative
+  eps, so it is known only to about k eps: it is floored there. Without the floor, a student
+  certain of its top entries (tail below eps) would get a tail of exactly 0 from rounding and
+  an infinite forward KL against any teacher tail; with it, the loss stays finite and such a
+  student gets no gradient through its tail (the k entries' terms still pull it).
+  """
   ls, lt = student_log_probs, teacher_log_probs
   if tail == "renormalize":
     return ls - _lse(ls)[..., None], lt - _lse(lt)[..., None]
-  s_tail = _log1m_exp(_lse(ls))
+  floor = jnp.log(ls.shape[-1] * jnp.finfo(ls.dtype).eps).astype(ls.dtype)
+  s_tail = jnp.maximum(_log1m_exp(_lse(ls)), floor)
   t_tail = _log1m_exp(_lse(lt))
   return (jnp.concatenate([ls, s_tail[..., None]], -1),
           jnp.concatenate([lt, t_tail[..., None]], -1))
