@@ -13,13 +13,13 @@ from jaxdiv.kernels.linear_cross_entropy import api as lce_api
 from jaxdiv.kernels.linear_cross_entropy import chunked_xla as lce
 from jaxdiv.kernels.token_log_probs import chunked_xla
 from jaxdiv.kernels.token_log_probs import pallas_gpu
-from jaxdiv.kernels.token_log_probs import reference
+from jaxdiv.kernels.token_log_probs import xla
 
 IMPLEMENTATIONS = _dispatch.registry(
     # Tested in interpret mode only: not the default on GPU until it has run compiled there.
     _dispatch.triton(pallas_gpu.token_log_probs, default=False),
     _dispatch.Implementation("chunked", chunked_xla.token_log_probs),
-    _dispatch.Implementation("xla", reference.xla_token_log_probs),
+    _dispatch.Implementation("xla", xla.token_log_probs),
 )
 
 

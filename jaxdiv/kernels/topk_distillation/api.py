@@ -17,12 +17,13 @@ from jaxdiv.kernels.token_log_probs.api import temperature_scale
 from jaxdiv.kernels.topk_distillation import chunked_xla
 from jaxdiv.kernels.topk_distillation import divergence as div
 from jaxdiv.kernels.topk_distillation import pallas_gpu
+from jaxdiv.kernels.topk_distillation import xla
 
 IMPLEMENTATIONS = _dispatch.registry(
     # Tested in interpret mode only: not the default on GPU until it has run compiled there.
     _dispatch.triton(pallas_gpu.student_stats, default=False),
     _dispatch.Implementation("chunked", chunked_xla.student_stats),
-    _dispatch.Implementation("xla", chunked_xla.xla_student_stats),
+    _dispatch.Implementation("xla", xla.student_stats),
 )
 
 

@@ -24,7 +24,7 @@ from jaxdiv.kernels.linear_cross_entropy import chunked_xla as lce
 from jaxdiv.kernels.token_log_probs import chunked_xla as tlp
 
 
-def _gather(z, indices, c0, own=None):
+def gather(z, indices, c0, own=None):
   """[rows, k]: the block `z` [rows, b] (columns c0 .. c0 + b) at `indices`, 0 for indices
   outside the block (or not owned by it). A gather at the clipped local index, masked: no
   [rows, k, b] comparison is formed."""
@@ -47,7 +47,7 @@ def _stats(hidden, weight, indices, *, bv, vd, softcap, inv_t):
     own = bw.owned(j, c0, bv)
     x = tlp.block_logits(hidden, lce.weight_block(weight, c0, bv, vd), vd, acc)
     z = _softcap.apply(x, softcap, inv_t)
-    return bw.lse_update(st, z, own), u + _gather(z, indices, c0, own)
+    return bw.lse_update(st, z, own), u + gather(z, indices, c0, own)
 
   zeros = jnp.zeros_like(hidden[:, 0], acc)  # typed like `hidden` under check_vma
   init = (bw.Lse(zeros - jnp.inf, zeros), jnp.zeros(indices.shape, acc) + zeros[:, None])
@@ -64,7 +64,7 @@ def dlogits(x, cols, indices, lse, g, *, softcap, inv_t):
 
 
 def _gather_t(g_u, indices, cols):
-  """The transpose of `_gather`: [rows, b] with g_u added at the columns of `indices` that
+  """The transpose of `gather`: [rows, b] with g_u added at the columns of `indices` that
   lie in the block `cols` (contiguous), by a scatter-add of [rows, k] values."""
   b = cols.shape[0]
   local = indices - cols[0]
@@ -137,16 +137,3 @@ def student_stats(hidden, weight, indices, *, vd: bool, softcap=None, inv_t=1.0,
   f = make(functools.partial(_stats, bv=bv, vd=vd, **cfg),
            functools.partial(xla_dlogits, **cfg), bv=bv, vd=vd, axis_name=axis_name)
   return f((hidden, weight), indices)
-
-
-def xla_student_stats(hidden, weight, indices, *, vd: bool, softcap=None, inv_t=1.0,
-                      block_size=None, axis_name=None):
-  """The materialising version: full logits, then lse and a gather (autodiff)."""
-  del block_size
-  acc = tlp.acc_dtype(hidden, weight)
-  z = _softcap.apply(tlp.block_logits(hidden, weight, vd, acc), softcap, inv_t)
-  lse = _numerics.logsumexp(z, axis=-1, axis_name=axis_name)
-  if axis_name is None:
-    return lse, jnp.take_along_axis(z, jnp.clip(indices, 0, z.shape[-1] - 1), axis=-1)
-  local, _ = lce.shard_labels(indices, weight, vd, axis_name)
-  return lse, _numerics.psum(_gather(z, local, 0), axis_name)
