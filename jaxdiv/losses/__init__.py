@@ -7,6 +7,9 @@ penalties, reductions, and :func:`divergence_loss` for any jaxdiv divergence) go
 
 from jaxdiv.kernels import fused_linear_cross_entropy
 from jaxdiv.kernels import fused_linear_distillation_divergence
+from jaxdiv.kernels import fused_linear_token_log_probs
+from jaxdiv.kernels import fused_linear_topk_distillation_loss
+from jaxdiv.kernels import topk_distillation_loss
 from jaxdiv.losses._classification import poly_loss_cross_entropy
 from jaxdiv.losses._classification import safe_softmax_cross_entropy
 from jaxdiv.losses._classification import sigmoid_binary_cross_entropy
@@ -28,6 +31,8 @@ __all__ = [
     "divergence_loss",
     "fused_linear_cross_entropy",
     "fused_linear_distillation_divergence",
+    "fused_linear_token_log_probs",
+    "fused_linear_topk_distillation_loss",
     "generalized_kl_divergence",
     "kl_divergence",
     "kl_divergence_with_log_targets",
@@ -39,4 +44,5 @@ __all__ = [
     "sigmoid_focal_loss",
     "softmax_cross_entropy",
     "softmax_cross_entropy_with_integer_labels",
+    "topk_distillation_loss",
 ]

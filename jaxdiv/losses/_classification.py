@@ -17,6 +17,7 @@ from jax.typing import ArrayLike
 from jaxdiv import _checks
 from jaxdiv import _numerics
 from jaxdiv.losses import _common
+from jaxdiv.losses import _softcap
 
 
 def _scaled(c, x):
@@ -229,6 +230,7 @@ def softmax_cross_entropy_with_integer_labels(
     z_loss: ArrayLike = 0.0,
     implementation: str | None = None,
     axis_name: str | None = None,
+    softcap: float | None = None,
 ) -> jax.Array:
   r"""Softmax cross-entropy with integer labels (optax's, NaN-free), with torch's options.
 
@@ -268,6 +270,7 @@ def softmax_cross_entropy_with_integer_labels(
       normaliser and sums are reduced across it; values and gradients equal the unsharded ones.
       Labels are then global class indices (shard ``i`` holds classes ``[i V, (i+1) V)``),
       ``axis`` must be a single axis and ``weights`` are this shard's.
+    softcap: ``None``, or c > 0: the logits are capped to c tanh(x / c) first (Gemma 2).
 
   Returns:
     The per-example loss, the labels' (batch) shape, in the logits' dtype.
@@ -284,7 +287,7 @@ def softmax_cross_entropy_with_integer_labels(
     Szegedy et al., Rethinking the Inception Architecture for Computer Vision, 2016 (label
     smoothing); Chowdhery et al., PaLM: Scaling Language Modeling with Pathways, 2022 (z-loss).
   """
-  logits = _checks.as_float_array(logits, "logits")
+  logits = _softcap.cap(_checks.as_float_array(logits, "logits"), softcap)
   labels = jnp.asarray(labels)
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise TypeError(

@@ -20,6 +20,7 @@ from jaxdiv.discrete import js_divergence
 from jaxdiv.discrete import kl_divergence
 from jaxdiv.discrete import total_variation_distance
 from jaxdiv.losses import _common
+from jaxdiv.losses import _softcap
 from jaxdiv.losses._reductions import reduce_loss
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl", "tv")
@@ -135,6 +136,7 @@ def distillation_loss(
     reduction: str = "none",
     axis: int = -1,
     implementation: str | None = None,
+    softcap: float | None = None,
 ) -> jax.Array:
   r"""Knowledge-distillation loss between student and teacher logits (teacher constant).
 
@@ -167,6 +169,8 @@ def distillation_loss(
     implementation: ``None`` (the plain path) or ``"xla"``, ``"chunked"``, ``"pallas"``:
       :mod:`jaxdiv.kernels` for ``forward_kl``, ``reverse_kl`` and ``js`` with the vocabulary
       last and a token mask.
+    softcap: ``None``, or c > 0: both logits are capped to c tanh(x / c) (Gemma 2) before the
+      temperature.
 
   Returns:
     The per-token loss (the batch shape) or, with a reduction, a scalar.
@@ -191,6 +195,8 @@ def distillation_loss(
   _common.check_implementation(implementation)
   common = dict(temperature=temperature, temperature_scaling=temperature_scaling, where=where,
                 reduction=reduction, axis=axis)
+  student_logits = _softcap.cap(student_logits, softcap)
+  teacher_logits = _softcap.cap(teacher_logits, softcap)
   if implementation is not None:
     return _delegate(student_logits, teacher_logits, divergence, beta, implementation, **common)
   if divergence == "forward_kl":

@@ -40,6 +40,14 @@ def kl_penalty(
   KL(π_ref‖π). Use ``k1`` or ``k3`` as a reward penalty (PPO-style, no gradient), ``k2`` or
   ``k3`` as a loss term, knowing which KL the gradient follows.
 
+  The exact penalty needs no sample: with the policy's and the reference's hidden states and
+  heads, ``fused_linear_distillation_divergence(h, W, h_ref, W_ref, divergence="reverse_kl")``
+  is KL(π‖π_ref) per token over the whole vocabulary, blockwise (no [tokens, vocab] logits),
+  with its gradient (that of the reverse KL) reaching the policy only; the sampled tokens'
+  log-probabilities for k1/k2/k3 come from ``fused_linear_token_log_probs``. Both are shown in
+  ``examples/kl_penalty_exact.py``, and the mean of k3 over samples converges to the exact
+  value (``tests/losses/test_losses_post_training.py``).
+
   The reference is held constant (``stop_gradient``); masked tokens (padding, prompt) give 0
   and a zero gradient, whatever their log-probabilities hold (``-inf`` included).
 

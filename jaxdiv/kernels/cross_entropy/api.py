@@ -7,6 +7,7 @@ import jax
 from jaxdiv import _checks
 from jaxdiv.kernels import _args
 from jaxdiv.kernels import _dispatch
+from jaxdiv.kernels import _softcap
 from jaxdiv.kernels.cross_entropy import chunked_xla
 from jaxdiv.kernels.cross_entropy import pallas_gpu
 from jaxdiv.kernels.cross_entropy import pallas_tpu
@@ -32,6 +33,7 @@ def cross_entropy_with_integer_labels(
     z_loss: float = 0.0,
     implementation: str | None = None,
     block_size: int | tuple[int, int] | None = None,
+    softcap: float | None = None,
 ) -> jax.Array:
   r"""Softmax cross-entropy between `logits` and integer `labels`, per example.
 
@@ -64,6 +66,8 @@ def cross_entropy_with_integer_labels(
     block_size: tile size, an int (vocabulary) or a (tokens, vocabulary) pair; None: defaults.
       The Pallas kernels round it up: to powers of two (Triton), to multiples of (8, 128)
       ((16, 128) for 16-bit logits) or the whole axis (Mosaic).
+    softcap: None, or c > 0 (static): the logits are first capped to c tanh(z / c) (Gemma 2),
+      elementwise before the kernel (one more [tokens, vocab] array; exact gradient).
 
   Returns:
     [...] per-example loss in the logits' dtype (accumulated in float32).
@@ -83,6 +87,9 @@ def cross_entropy_with_integer_labels(
   ls, zl = _args.smoothing_and_z_loss(label_smoothing, z_loss)
   valid = _args.token_mask(batch, labels, where=where, ignore_index=ignore_index)
   z = logits.reshape(-1, logits.shape[-1])
+  softcap = _softcap.check(softcap)
+  if softcap is not None:  # elementwise, before the kernels (autodiff through tanh)
+    z = _softcap.apply(z, softcap)
   fn = _dispatch.select(IMPLEMENTATIONS, implementation, "cross_entropy_with_integer_labels",
                         shape=z.shape, dtype=z.dtype)
   if _args.is_float64(z):  # the kernels accumulate in float32; float64 stays exact

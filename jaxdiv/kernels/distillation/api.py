@@ -9,6 +9,7 @@ from jaxdiv import _checks
 from jaxdiv.kernels import _args
 from jaxdiv.kernels import _blockwise as bw
 from jaxdiv.kernels import _dispatch
+from jaxdiv.kernels import _softcap
 from jaxdiv.kernels.distillation import chunked_xla
 from jaxdiv.kernels.distillation import fused_linear
 from jaxdiv.kernels.distillation import fused_linear_pallas
@@ -55,6 +56,7 @@ def distillation_divergence(
     where: jax.typing.ArrayLike | None = None,
     implementation: str | None = None,
     block_size: int | tuple[int, int] | None = None,
+    softcap: float | None = None,
 ) -> jax.Array:
   r"""Per-token divergence between the teacher's and the student's softmax at temperature T.
 
@@ -78,6 +80,8 @@ def distillation_divergence(
     where: optional [...] token mask; False tokens give 0 and no gradient.
     implementation: None, "xla", "chunked" or "pallas", as for the cross-entropy.
     block_size: tile size, int (vocabulary) or (tokens, vocabulary).
+    softcap: None, or c > 0 (static): both logits are capped to c tanh(z / c) (Gemma 2)
+      before the temperature, elementwise before the kernel (exact gradient).
 
   Returns:
     [...] per-token divergence in the student's dtype.
@@ -98,6 +102,9 @@ def distillation_divergence(
   batch = zs.shape[:-1]
   valid = _args.token_mask(batch, where=where)
   zs2, zt2 = zs.reshape(-1, zs.shape[-1]), zt.reshape(-1, zt.shape[-1])
+  softcap = _softcap.check(softcap)
+  if softcap is not None:  # elementwise, before the kernels (autodiff through tanh)
+    zs2, zt2 = _softcap.apply(zs2, softcap), _softcap.apply(zt2, softcap)
   fn = _dispatch.select(IMPLEMENTATIONS, implementation, "distillation_divergence",
                         shape=zs2.shape, dtype=zs2.dtype)
   if _args.is_float64(zs2, zt2):  # the kernels accumulate in float32; float64 stays exact
@@ -123,12 +130,16 @@ def fused_linear_distillation_divergence(
     block_size: int | None = None,
     weight_layout: str | None = None,
     teacher_weight_layout: str | None = None,
+    softcap: float | None = None,
 ) -> jax.Array:
   r""":func:`distillation_divergence` of `student_hidden @ student_weight` against the teacher,
   computed one vocabulary block at a time (no [tokens, vocab] array).
 
   The teacher is either `teacher_hidden` and `teacher_weight` (its own head, possibly of another
   model dimension) or `teacher_logits`. Gradients flow to the student's hidden states and head.
+  With a policy as the student and its reference model as the teacher,
+  `divergence="reverse_kl"` is the exact per-token KL penalty KL(π‖π_ref) of RL fine-tuning
+  (the quantity that :func:`jaxdiv.losses.kl_penalty`'s k1/k2/k3 estimate from samples).
 
   Args:
     student_hidden: [..., d].
@@ -142,6 +153,9 @@ def fused_linear_distillation_divergence(
       elsewhere; `None` does not pick it yet, as it has not been compiled on a GPU).
     block_size: vocabulary block.
     weight_layout, teacher_weight_layout: "dv", "vd" or None (inferred from the shapes).
+    softcap: None, or c > 0 (static): the student's and the teacher's logits (given or
+      formed) are capped to c tanh(z / c) before the temperature, inside the blockwise walks;
+      the cap's derivative is recomputed in the backward pass.
 
   Returns:
     [...] per-token divergence.
@@ -180,6 +194,7 @@ def fused_linear_distillation_divergence(
     t_dtype = jnp.result_type(ht, wt)  # one dtype per product (Triton's dot needs it)
     teacher = (ht.reshape(-1, ht.shape[-1]).astype(t_dtype), wt.astype(t_dtype))
   cfg = _config(divergence, beta, temperature)
+  softcap = _softcap.check(softcap)
   valid = _args.token_mask(batch, where=where)
   h = hs.reshape(-1, hs.shape[-1]).astype(dtype)
   fn = _dispatch.select(LINEAR_IMPLEMENTATIONS, implementation,
@@ -187,5 +202,5 @@ def fused_linear_distillation_divergence(
   if _args.is_float64(h, *teacher):
     fn = fused_linear.linear_divergence_xla
   out = fn(h, ws.astype(dtype), teacher, valid, vd=vd, teacher_vd=teacher_vd,
-           block_size=block_size, **cfg)
+           block_size=block_size, softcap=softcap, **cfg)
   return out.reshape(batch).astype(dtype)

@@ -17,8 +17,10 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxdiv.kernels import _blockwise as bw
+from jaxdiv.kernels import _softcap
 from jaxdiv.kernels.distillation import reference
 from jaxdiv.kernels.linear_cross_entropy import chunked_xla as lce
+from jaxdiv.kernels.linear_cross_entropy import reference as lce_reference
 
 
 def _teacher_block(teacher, c0, bv, teacher_vd):
@@ -28,15 +30,17 @@ def _teacher_block(teacher, c0, bv, teacher_vd):
   return lce.block_logits(hidden, lce.weight_block(weight, c0, bv, teacher_vd), teacher_vd)
 
 
-def _walk(hidden, weight, teacher, *, bv, vd, teacher_vd, inv_t, body, init):
-  """Folds `body(carry, zs, zt, own)` over the vocabulary blocks (tiles scaled by 1/T)."""
+def _walk(hidden, weight, teacher, *, bv, vd, teacher_vd, inv_t, body, init, softcap=None):
+  """Folds `body(carry, zs, zt, own)` over the vocabulary blocks (tiles capped, scaled by
+  1/T)."""
   v = lce.vocab_size(weight, vd)
 
   def step(j, carry):
     c0 = bw.block_start(j, v, bv)
     zs = lce.block_logits(hidden, lce.weight_block(weight, c0, bv, vd), vd)
     zt = _teacher_block(teacher, c0, bv, teacher_vd)
-    return body(carry, zs * inv_t, zt * inv_t, bw.owned(j, c0, bv))
+    return body(carry, _softcap.apply(zs, softcap, inv_t), _softcap.apply(zt, softcap, inv_t),
+                bw.owned(j, c0, bv))
 
   return bw.fori_blocks(bw.num_blocks(v, bv), step, init)
 
@@ -64,22 +68,24 @@ def _stats(hidden, weight, teacher, *, divergence, beta, **walk):
 
 
 def _dlogits(hidden, w_blk, teacher, stats, g, cols, *, vd, teacher_vd, inv_t, divergence,
-             beta):
-  zs = lce.block_logits(hidden, w_blk, vd)
+             beta, softcap=None):
+  xs = lce.block_logits(hidden, w_blk, vd)
   zt = _teacher_block(teacher, cols[0], cols.shape[0], teacher_vd)
-  return bw.divergence_dlogits(zs * inv_t, zt * inv_t, stats, g, divergence=divergence,
-                               beta=beta, inv_t=inv_t)
+  d = bw.divergence_dlogits(_softcap.apply(xs, softcap, inv_t), _softcap.apply(zt, softcap, inv_t),
+                            stats, g, divergence=divergence, beta=beta, inv_t=inv_t)
+  return d if softcap is None else d * _softcap.derivative(xs, softcap)
 
 
 def linear_divergence(hidden, weight, teacher, valid, *, vd, teacher_vd, divergence, beta,
-                      inv_t, block_size=None):
+                      inv_t, block_size=None, softcap=None):
   """Per-token divergence; `teacher` is `(teacher_logits,)` or `(hidden, weight)`."""
   teacher = tuple(lax.stop_gradient(t) for t in teacher)
   v = lce.vocab_size(weight, vd)
   bv = bw.pick_block(v, block_size, lce.default_block(hidden.shape[0], v, jax.default_backend()))
   cfg = dict(divergence=divergence, beta=beta)
-  walk = dict(bv=bv, vd=vd, teacher_vd=teacher_vd, inv_t=inv_t)
-  dlogits = functools.partial(_dlogits, teacher_vd=teacher_vd, inv_t=inv_t, **cfg)
+  walk = dict(bv=bv, vd=vd, teacher_vd=teacher_vd, inv_t=inv_t, softcap=softcap)
+  dlogits = functools.partial(_dlogits, teacher_vd=teacher_vd, inv_t=inv_t, softcap=softcap,
+                              **cfg)
   f = bw.masked_loss_vjp(
       functools.partial(_stats, **walk, **cfg),
       lambda h, w, t, stats, g: lce.backward(h, w, t, stats, g, bv=bv, vd=vd,
@@ -89,10 +95,14 @@ def linear_divergence(hidden, weight, teacher, valid, *, vd, teacher_vd, diverge
 
 
 def linear_divergence_xla(hidden, weight, teacher, valid, *, vd, teacher_vd, divergence, beta,
-                          inv_t, block_size=None):
-  """The materialising version: full logits, then the plain reference (autodiff)."""
+                          inv_t, block_size=None, softcap=None):
+  """The materialising version: full logits, then the plain reference (autodiff). float64
+  inputs get float64 products (`block_logits` accumulates in float32)."""
   del block_size
-  zs = lce.block_logits(hidden, weight, vd)
-  zt = teacher[0] if len(teacher) == 1 else lce.block_logits(*teacher, teacher_vd)
+  f64 = any(x.dtype == jnp.float64 for x in (hidden, weight, *teacher))
+  mat = (lambda h, w, vd: lce_reference.logits(h, w, vd=vd)) if f64 else lce.block_logits
+  zs = _softcap.apply(mat(hidden, weight, vd), softcap)
+  zt = teacher[0] if len(teacher) == 1 else mat(*teacher, teacher_vd)
+  zt = _softcap.apply(zt, softcap)
   return reference.divergence(zs, zt, valid, divergence=divergence, beta=beta,
                               temperature=1.0 / inv_t)

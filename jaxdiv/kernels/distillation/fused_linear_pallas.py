@@ -23,6 +23,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from jaxdiv.kernels import _blockwise as bw
+from jaxdiv.kernels import _softcap
 from jaxdiv.kernels.linear_cross_entropy import chunked_xla as lce
 from jaxdiv.kernels.linear_cross_entropy import pallas_kernel as lpk
 
@@ -37,8 +38,9 @@ NUM_WARPS = 4
 CHUNK = 8192
 
 
-def _tiles(refs, rows, rmask, cols, cmask, *, bk, vd, teacher_vd, inv_t):
-  """Student and teacher [bn, bv] float32 tiles at vocabulary columns `cols`, divided by T.
+def _tiles(refs, rows, rmask, cols, cmask, *, bk, vd, teacher_vd, inv_t, softcap=None):
+  """Student and teacher [bn, bv] float32 tiles at vocabulary columns `cols`, capped
+  (`softcap`) and divided by T.
 
   `refs` is (student hidden, student weight block, *teacher), the teacher being (logits,) or
   (hidden, weight); `cols` index the teacher (its whole vocabulary) and `local` columns the
@@ -52,7 +54,7 @@ def _tiles(refs, rows, rmask, cols, cmask, *, bk, vd, teacher_vd, inv_t):
                     mask=rmask[:, None] & cmask[None, :], other=0.0).astype(jnp.float32)
   else:
     zt = lpk.logits_tile(*teacher, rows, rmask, cols, cmask, bk=bk, vd=teacher_vd)
-  return zs * inv_t, zt * inv_t
+  return _softcap.apply(zs, softcap, inv_t), _softcap.apply(zt, softcap, inv_t)
 
 
 def _lse_kernel(*refs, n_in, bn, bv, splits, vd, divergence, **tile_cfg):
@@ -99,7 +101,7 @@ def _div_kernel(*refs, n_in, bn, bv, splits, vd, divergence, beta, **tile_cfg):
   plgpu.store(c_ref.at[split, rows], c, mask=rmask)
 
 
-def _dlogits_kernel(*refs, n_in, bn, bv, inv_t, divergence, beta, **tile_cfg):
+def _dlogits_kernel(*refs, n_in, bn, bv, inv_t, divergence, beta, softcap=None, **tile_cfg):
   ins, rest = refs[:n_in], refs[n_in:]
   cols_ref, lse_s_ref, lse_t_ref, c_ref, g_ref, out_ref = rest
   n, vc = ins[0].shape[0], out_ref.shape[1]
@@ -108,27 +110,30 @@ def _dlogits_kernel(*refs, n_in, bn, bv, inv_t, divergence, beta, **tile_cfg):
   local = pl.program_id(1) * bv + jnp.arange(bv)
   cmask = local < vc
   cols = plgpu.load(cols_ref.at[local], mask=cmask, other=0)
-  zs, zt = _tiles(ins, rows, rmask, (local, cols), cmask, inv_t=inv_t, **tile_cfg)
+  zs, zt = _tiles(ins, rows, rmask, (local, cols), cmask, inv_t=inv_t, softcap=softcap,
+                  **tile_cfg)
   load_rows = functools.partial(plgpu.load, mask=rmask, other=0.0)
   lse_s, lse_t, c, g = (load_rows(r.at[rows]) for r in (lse_s_ref, lse_t_ref, c_ref, g_ref))
   d = bw.divergence_dlogits(zs, zt, bw.DivStats(lse_s, lse_t, None, c), g,
                             divergence=divergence, beta=beta, inv_t=inv_t)
+  if softcap is not None:  # dz/dx = (1 - tanh^2(x / c)) / T, tanh(x / c) = z T / c
+    d = d * (1.0 - jnp.square(zs * (1.0 / (softcap * inv_t))))
   plgpu.store(out_ref.at[rows[:, None], local[None, :]], d.astype(out_ref.dtype),
               mask=rmask[:, None] & cmask[None, :])
 
 
 _STATIC = ("bn", "bv", "bk", "splits", "vd", "teacher_vd", "inv_t", "divergence", "beta",
-           "num_warps", "interpret")
+           "num_warps", "interpret", "softcap")
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def stats(hidden, weight, teacher, *, bn, bv, bk, splits, vd, teacher_vd, inv_t, divergence,
-          beta, num_warps=4, interpret=False):
+          beta, num_warps=4, interpret=False, softcap=None):
   """Per-token `DivStats` of the student `hidden @ weight` against the teacher."""
   n = hidden.shape[0]
   ins = (hidden, weight, *teacher)
   tile_cfg = dict(n_in=len(ins), bn=bn, bv=bv, splits=splits, vd=vd, bk=bk,
-                  teacher_vd=teacher_vd, inv_t=inv_t)
+                  teacher_vd=teacher_vd, inv_t=inv_t, softcap=softcap)
   call = functools.partial(pl.pallas_call, grid=(pl.cdiv(n, bn), splits), interpret=interpret,
                            compiler_params=lpk.compiler_params(num_warps, 2))
   parts = lambda k: [lpk.out_like((splits, n), jnp.float32, hidden)] * k
@@ -149,13 +154,14 @@ def stats(hidden, weight, teacher, *, bn, bv, bk, splits, vd, teacher_vd, inv_t,
 
 @functools.partial(jax.jit, static_argnames=tuple(a for a in _STATIC if a != "splits"))
 def dlogits(hidden, w_blk, teacher, stats, g, cols, *, bn, bv, bk, vd, teacher_vd, inv_t,
-            divergence, beta, num_warps=4, interpret=False):
+            divergence, beta, num_warps=4, interpret=False, softcap=None):
   """[tokens, len(cols)] gradient of the student's logits at the weight block `w_blk` (the
   global columns `cols`), recomputed, in hidden's dtype."""
   n, vc = hidden.shape[0], cols.shape[0]
   ins = (hidden, w_blk, *teacher)
   kernel = functools.partial(_dlogits_kernel, n_in=len(ins), bn=bn, bv=bv, bk=bk, vd=vd,
-                             teacher_vd=teacher_vd, inv_t=inv_t, divergence=divergence, beta=beta)
+                             teacher_vd=teacher_vd, inv_t=inv_t, divergence=divergence, beta=beta,
+                             softcap=softcap)
   return pl.pallas_call(
       kernel, grid=(pl.cdiv(n, bn), pl.cdiv(vc, bv)),
       out_shape=lpk.out_like((n, vc), hidden.dtype, hidden), interpret=interpret,
@@ -165,7 +171,7 @@ def dlogits(hidden, w_blk, teacher, stats, g, cols, *, bn, bv, bk, vd, teacher_v
 
 def linear_divergence(hidden, weight, teacher, valid, *, vd, teacher_vd, divergence, beta,
                       inv_t, block_size=None, interpret=False, tile=TILE, splits=SPLITS,
-                      num_warps=NUM_WARPS):
+                      num_warps=NUM_WARPS, softcap=None):
   """Per-token divergence; `teacher` is `(teacher_logits,)` or `(hidden, weight)`."""
   teacher = tuple(lax.stop_gradient(t) for t in teacher)
   lpk.refuse_interpret_under_vma(interpret, hidden, weight, *teacher)
@@ -173,7 +179,8 @@ def linear_divergence(hidden, weight, teacher, valid, *, vd, teacher_vd, diverge
   d = max(hidden.shape[1], teacher[0].shape[1] if len(teacher) == 2 else 1)
   bn, bv, bk = lpk.tile_dims(tile, (hidden.shape[0], v, d))
   kw = dict(bn=bn, bv=bv, bk=bk, vd=vd, teacher_vd=teacher_vd, inv_t=inv_t,
-            divergence=divergence, beta=beta, num_warps=num_warps, interpret=interpret)
+            divergence=divergence, beta=beta, num_warps=num_warps, interpret=interpret,
+            softcap=softcap)
   dlogits_fn = lambda h, w_blk, t, stats, g, cols: dlogits(h, w_blk, t, stats, g, cols, **kw)
   chunk = bw.pick_block(v, block_size, CHUNK)
   f = bw.masked_loss_vjp(

@@ -9,6 +9,7 @@ from jax import lax
 from jaxdiv import _checks
 from jaxdiv.kernels import _args
 from jaxdiv.kernels import _dispatch
+from jaxdiv.kernels import _softcap
 from jaxdiv.kernels.linear_cross_entropy import chunked_xla
 from jaxdiv.kernels.linear_cross_entropy import pallas_gpu
 from jaxdiv.kernels.linear_cross_entropy import reference
@@ -64,6 +65,7 @@ def fused_linear_cross_entropy(
     ignore_index: int | None = None,
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
+    softcap: float | None = None,
     implementation: str | None = None,
     block_size: int | None = None,
     weight_layout: str | None = None,
@@ -73,7 +75,7 @@ def fused_linear_cross_entropy(
   r"""Per-token cross-entropy of the logits `hidden @ weight`, never materialising them.
 
   .. math::
-    z = h W, \qquad
+    z = \mathrm{softcap}(h W), \qquad
     \ell = (1 - \epsilon)(\mathrm{lse}(z) - z_y) + \epsilon(\mathrm{lse}(z) - \bar z)
       + \lambda\,\mathrm{lse}(z)^2
 
@@ -90,6 +92,8 @@ def fused_linear_cross_entropy(
     ignore_index: tokens with this label give 0 and no gradient.
     label_smoothing: ε in [0, 1] (static).
     z_loss: λ >= 0 (static).
+    softcap: None, or c > 0 (static): the logits are capped to c tanh(x / c) (Gemma 2) inside
+      the kernels, the cap's derivative recomputed in the backward pass.
     implementation: None (Pallas on GPU, else "chunked"), "xla" (materialises the logits),
       "chunked" (vocabulary blocks through XLA) or "pallas" (interpret mode off GPU).
     block_size: vocabulary block (chunk for "pallas"); None: sized so that one float32
@@ -131,6 +135,7 @@ def fused_linear_cross_entropy(
   batch = hidden.shape[:-1]
   labels = _args.int_labels(labels, batch)
   ls, zl = _args.smoothing_and_z_loss(label_smoothing, z_loss)
+  softcap = _softcap.check(softcap)
   valid = _args.token_mask(batch, labels, where=where, ignore_index=ignore_index)
   h = hidden.reshape(-1, hidden.shape[-1])
   dtype = jnp.result_type(hidden, weight)
@@ -141,7 +146,7 @@ def fused_linear_cross_entropy(
   if _args.is_float64(h):  # the kernels accumulate in float32; float64 stays exact
     fn = reference.linear_cross_entropy
   loss = fn(h, w, labels.reshape(-1), valid, vd=vd, label_smoothing=ls, z_loss=zl,
-            block_size=block_size, axis_name=axis_name)
+            block_size=block_size, axis_name=axis_name, softcap=softcap)
   loss = _args.mark_bad_labels(loss, labels.reshape(-1), valid.reshape(-1),
                               chunked_xla.global_vocab_size(w, vd, axis_name))  # global labels
   if reduction == "none":

@@ -25,6 +25,7 @@ from jax import lax
 
 from jaxdiv import _numerics
 from jaxdiv.kernels import _blockwise as bw
+from jaxdiv.kernels import _softcap
 
 # One [tokens, block] float32 tile of logits is the largest temporary: keep it near this size.
 _TILE_BYTES = {"cpu": 16 << 20, "gpu": 512 << 20, "tpu": 256 << 20}
@@ -56,14 +57,14 @@ def block_logits(hidden, w_blk, vd: bool):
   return matmul(hidden, w_blk, ((1,), (1,)) if vd else ((1,), (0,)))
 
 
-def _stats(hidden, weight, labels, *, bv, vd):
+def _stats(hidden, weight, labels, *, bv, vd, softcap=None):
   v = vocab_size(weight, vd)
 
   def body(j, carry):
     state, z_label, z_sum = carry
     c0 = bw.block_start(j, v, bv)
     own = bw.owned(j, c0, bv)
-    z = block_logits(hidden, weight_block(weight, c0, bv, vd), vd)
+    z = _softcap.apply(block_logits(hidden, weight_block(weight, c0, bv, vd), vd), softcap)
     zl, zs = bw.label_and_sum(z, labels, c0 + jnp.arange(bv), own)
     return bw.lse_update(state, z, own), z_label + zl, z_sum + zs
 
@@ -75,10 +76,12 @@ def _stats(hidden, weight, labels, *, bv, vd):
   return bw.CeStats(bw.lse_finish(state), z_label, z_sum)
 
 
-def xla_dlogits(hidden, w_blk, labels, stats, g, cols, *, vd, **cfg):
-  """The gradient of one block's logits, recomputed from `hidden` and the block of weights."""
-  z = block_logits(hidden, w_blk, vd)
-  return bw.cross_entropy_dlogits(z, stats.lse, labels, cols, g, **cfg)
+def xla_dlogits(hidden, w_blk, labels, stats, g, cols, *, vd, softcap=None, **cfg):
+  """The gradient of one block's logits, recomputed from `hidden` and the block of weights
+  (through the cap c tanh(x / c) when `softcap` is set)."""
+  x = block_logits(hidden, w_blk, vd)
+  d = bw.cross_entropy_dlogits(_softcap.apply(x, softcap), stats.lse, labels, cols, g, **cfg)
+  return d if softcap is None else d * _softcap.derivative(x, softcap)
 
 
 def backward(hidden, weight, labels, stats, g, *, bv, vd, dlogits_fn):
@@ -152,7 +155,8 @@ def typed_alike(hidden, weight):
           weight + jnp.zeros_like(hidden, shape=()).astype(weight.dtype))
 
 
-def make(stats_fn, dlogits_fn, *, bv, vd, vocab, label_smoothing, z_loss, axis_name=None):
+def make(stats_fn, dlogits_fn, *, bv, vd, vocab, label_smoothing, z_loss, axis_name=None,
+         softcap=None):
   """The fused loss `f((hidden, weight), labels, valid)` from a stats pass and a block
   gradient; shared by the XLA and the Pallas implementations.
 
@@ -161,7 +165,7 @@ def make(stats_fn, dlogits_fn, *, bv, vd, vocab, label_smoothing, z_loss, axis_n
   in the forward, and the backward uses the global lse.
   """
   cfg = dict(vocab=vocab, label_smoothing=label_smoothing, z_loss=z_loss)
-  dlogits = functools.partial(dlogits_fn, vd=vd, **cfg)
+  dlogits = functools.partial(dlogits_fn, vd=vd, softcap=softcap, **cfg)
   grad_fn = functools.partial(backward, bv=bv, vd=vd, dlogits_fn=dlogits)
   loss_fn = functools.partial(bw.cross_entropy_from_stats, **cfg)
   if axis_name is None:
@@ -179,10 +183,11 @@ def make(stats_fn, dlogits_fn, *, bv, vd, vocab, label_smoothing, z_loss, axis_n
 
 
 def linear_cross_entropy(hidden, weight, labels, valid, *, vd: bool, label_smoothing=0.0,
-                         z_loss=0.0, block_size=None, axis_name=None):
+                         z_loss=0.0, block_size=None, axis_name=None, softcap=None):
   v = vocab_size(weight, vd)
   labels, vocab = shard_labels(labels, weight, vd, axis_name)
   bv = bw.pick_block(v, block_size, default_block(hidden.shape[0], v, jax.default_backend()))
-  f = make(functools.partial(_stats, bv=bv, vd=vd), xla_dlogits, bv=bv, vd=vd, vocab=vocab,
-           label_smoothing=label_smoothing, z_loss=z_loss, axis_name=axis_name)
+  f = make(functools.partial(_stats, bv=bv, vd=vd, softcap=softcap), xla_dlogits, bv=bv, vd=vd,
+           vocab=vocab, label_smoothing=label_smoothing, z_loss=z_loss, axis_name=axis_name,
+           softcap=softcap)
   return f((hidden, weight), labels, valid)

@@ -28,15 +28,16 @@ CHUNK = 8192
 
 def linear_cross_entropy(hidden, weight, labels, valid, *, vd: bool, label_smoothing=0.0,
                          z_loss=0.0, block_size=None, interpret=False, tile=TILE,
-                         splits=SPLITS, num_warps=NUM_WARPS, axis_name=None):
+                         splits=SPLITS, num_warps=NUM_WARPS, axis_name=None, softcap=None):
   pallas_kernel.refuse_interpret_under_vma(interpret, hidden, weight)
   v = chunked_xla.vocab_size(weight, vd)
   labels, vocab = chunked_xla.shard_labels(labels, weight, vd, axis_name)
   bn, bv, bk = pallas_kernel.tile_dims(tile, (hidden.shape[0], v, hidden.shape[1]))
   chunk = bw.pick_block(v, block_size, CHUNK)
-  kw = dict(bn=bn, bv=bv, bk=bk, num_warps=num_warps, interpret=interpret)
+  kw = dict(bn=bn, bv=bv, bk=bk, num_warps=num_warps, interpret=interpret, softcap=softcap)
 
-  def block_grad(hidden, w_blk, labels, stats, g, cols, **cfg):
+  def block_grad(hidden, w_blk, labels, stats, g, cols, softcap=None, **cfg):
+    del softcap  # already in `kw`
     return pallas_kernel.dlogits(hidden, w_blk, labels, stats.lse, g, cols, **kw, **cfg)
 
   f = chunked_xla.make(

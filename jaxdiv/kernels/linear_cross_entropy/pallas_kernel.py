@@ -18,6 +18,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from jaxdiv.kernels import _blockwise as bw
+from jaxdiv.kernels import _softcap
 
 
 def logits_tile(h_ref, w_ref, rows, rmask, cols, cmask, *, bk, vd):
@@ -70,7 +71,7 @@ def refuse_interpret_under_vma(interpret: bool, *arrays):
 
 
 def _stats_kernel(h_ref, w_ref, labels_ref, m_ref, s_ref, zl_ref, zs_ref, *, bn, bv, bk,
-                  splits, vd):
+                  splits, vd, softcap=None):
   n = h_ref.shape[0]
   v = w_ref.shape[0 if vd else 1]
   rows = pl.program_id(0) * bn + jnp.arange(bn)
@@ -82,7 +83,7 @@ def _stats_kernel(h_ref, w_ref, labels_ref, m_ref, s_ref, zl_ref, zs_ref, *, bn,
     state, z_label, z_sum = carry
     cols = j * bv + jnp.arange(bv)
     cmask = cols < v
-    z = logits_tile(h_ref, w_ref, rows, rmask, cols, cmask, bk=bk, vd=vd)
+    z = _softcap.apply(logits_tile(h_ref, w_ref, rows, rmask, cols, cmask, bk=bk, vd=vd), softcap)
     zl, zs = bw.label_and_sum(z, labels, cols, cmask)
     return bw.lse_update(state, z, cmask[None, :]), z_label + zl, z_sum + zs
 
@@ -94,18 +95,21 @@ def _stats_kernel(h_ref, w_ref, labels_ref, m_ref, s_ref, zl_ref, zs_ref, *, bn,
 
 
 def _dlogits_kernel(h_ref, w_ref, labels_ref, lse_ref, g_ref, cols_ref, out_ref, *, bn, bv,
-                    bk, vd, **cfg):
+                    bk, vd, softcap=None, **cfg):
   n = h_ref.shape[0]
   vc = out_ref.shape[1]
   rows = pl.program_id(0) * bn + jnp.arange(bn)
   rmask = rows < n
   local = pl.program_id(1) * bv + jnp.arange(bv)
   cmask = local < vc
-  z = logits_tile(h_ref, w_ref, rows, rmask, local, cmask, bk=bk, vd=vd)
+  x = logits_tile(h_ref, w_ref, rows, rmask, local, cmask, bk=bk, vd=vd)
+  z = _softcap.apply(x, softcap)
   load_rows = functools.partial(plgpu.load, mask=rmask, other=0)
   cols = plgpu.load(cols_ref.at[local], mask=cmask, other=-1)
   d = bw.cross_entropy_dlogits(z, load_rows(lse_ref.at[rows]), load_rows(labels_ref.at[rows]),
                                cols, load_rows(g_ref.at[rows]), **cfg)
+  if softcap is not None:
+    d = d * _softcap.derivative(x, softcap)
   plgpu.store(out_ref.at[rows[:, None], local[None, :]], d.astype(out_ref.dtype),
               mask=rmask[:, None] & cmask[None, :])
 
@@ -139,13 +143,14 @@ def compiler_params(num_warps, num_stages):
 
 
 @functools.partial(jax.jit, static_argnames=("bn", "bv", "bk", "splits", "vd", "num_warps",
-                                             "num_stages", "interpret"))
+                                             "num_stages", "interpret", "softcap"))
 def stats(hidden, weight, labels, *, bn, bv, bk, splits, vd, num_warps=4, num_stages=3,
-          interpret=False):
+          interpret=False, softcap=None):
   """Per-token (lse, z[y], sum z) of hidden @ weight, never storing a logits tile."""
   n = hidden.shape[0]
   out = [out_like((splits, n), jnp.float32, hidden)] * 4
-  kernel = functools.partial(_stats_kernel, bn=bn, bv=bv, bk=bk, splits=splits, vd=vd)
+  kernel = functools.partial(_stats_kernel, bn=bn, bv=bv, bk=bk, splits=splits, vd=vd,
+                             softcap=softcap)
   m, s, z_label, z_sum = pl.pallas_call(
       kernel, grid=(pl.cdiv(n, bn), splits), out_shape=out, interpret=interpret,
       compiler_params=compiler_params(num_warps, num_stages))(hidden, weight, labels)
@@ -156,13 +161,14 @@ def stats(hidden, weight, labels, *, bn, bv, bk, splits, vd, num_warps=4, num_st
 
 
 @functools.partial(jax.jit, static_argnames=("bn", "bv", "bk", "vd", "vocab", "label_smoothing",
-                                             "z_loss", "num_warps", "num_stages", "interpret"))
+                                             "z_loss", "num_warps", "num_stages", "interpret",
+                                             "softcap"))
 def dlogits(hidden, w_blk, labels, lse, g, cols, *, bn, bv, bk, vd, vocab, label_smoothing,
-            z_loss, num_warps=4, num_stages=3, interpret=False):
+            z_loss, num_warps=4, num_stages=3, interpret=False, softcap=None):
   """[tokens, len(cols)] gradient of the logits of one weight block, in hidden's dtype."""
   n, vc = hidden.shape[0], cols.shape[0]
   kernel = functools.partial(_dlogits_kernel, bn=bn, bv=bv, bk=bk, vd=vd, vocab=vocab,
-                             label_smoothing=label_smoothing, z_loss=z_loss)
+                             label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap)
   return pl.pallas_call(
       kernel, grid=(pl.cdiv(n, bn), pl.cdiv(vc, bv)),
       out_shape=out_like((n, vc), hidden.dtype, hidden), interpret=interpret,

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxdiv import _numerics
+from jaxdiv.kernels import _softcap
 from jaxdiv.kernels.cross_entropy import reference
 
 
@@ -42,9 +43,9 @@ def sharded_cross_entropy(z: jax.Array, labels: jax.Array, valid: jax.Array, *, 
 
 
 def linear_cross_entropy(hidden, weight, labels, valid, *, vd: bool, label_smoothing=0.0,
-                         z_loss=0.0, block_size=None, axis_name=None):
+                         z_loss=0.0, block_size=None, axis_name=None, softcap=None):
   del block_size
-  z = logits(hidden, weight, vd=vd)
+  z = _softcap.apply(logits(hidden, weight, vd=vd), softcap)
   if axis_name is not None:
     return sharded_cross_entropy(z, labels, valid, axis_name=axis_name,
                                  label_smoothing=label_smoothing, z_loss=z_loss)

@@ -1,0 +1,1 @@
+"""Distillation against a teacher's stored top-k log-probabilities (`api.py`)."""

@@ -1,0 +1,22 @@
+"""Logit soft-capping for the losses over given logits: c tanh(x / c) (Gemma 2)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxdiv import _checks
+
+
+def cap(logits, softcap):
+  """`logits` capped to c tanh(x / c) for a concrete c > 0; unchanged for None.
+
+  Elementwise, so gradients through it are autodiff's (1 - tanh^2(x / c)), exact.
+  """
+  if softcap is None:
+    return logits
+  if isinstance(softcap, jax.core.Tracer):
+    raise TypeError("`softcap` must be a concrete number or None.")
+  _checks.check_real(softcap, "softcap", lo=0, lo_open=True, allow_array=False)
+  x = _checks.as_float_array(logits, "logits")
+  return (softcap * jnp.tanh(x / softcap)).astype(x.dtype)

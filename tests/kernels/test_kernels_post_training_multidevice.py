@@ -1,0 +1,136 @@
+"""Vocabulary parallelism (`axis_name`) of the post-training kernels on 8 CPU devices.
+
+As `tests/evaluate/test_multidevice.py`: under a plain pytest run (fewer than 8 devices) the
+single launcher test re-runs this module in its own process with
+`XLA_FLAGS=--xla_force_host_platform_device_count=8`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+import jaxdiv
+
+try:
+  from jax import shard_map
+except ImportError:  # jax < 0.7
+  from jax.experimental.shard_map import shard_map
+
+N_DEVICES = 8
+HAVE_8 = len(jax.devices("cpu")) >= N_DEVICES
+needs_8 = pytest.mark.skipif(not HAVE_8, reason="needs 8 CPU devices (run in own process)")
+pytestmark = pytest.mark.multidevice
+_CHECK_FLAG = "check_vma" if "check_vma" in inspect.signature(shard_map).parameters else "check_rep"
+N, D, V = 12, 16, N_DEVICES * 37  # 37 columns a shard: not a multiple of the block (16)
+
+
+@pytest.mark.skipif(HAVE_8, reason="already running with 8 devices")
+def test_in_own_process():
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                      f" --xla_force_host_platform_device_count={N_DEVICES}").strip()
+  env["JAX_PLATFORMS"] = "cpu"
+  proc = subprocess.run(
+      [sys.executable, "-m", "pytest", __file__, "-q", "-rs", "-p", "no:cacheprovider",
+       "-o", "addopts="],
+      env=env, capture_output=True, text=True, timeout=600)
+  tail = (proc.stdout + proc.stderr)[-6000:]
+  assert proc.returncode == 0, tail
+  assert " passed" in proc.stdout, tail
+
+
+def _inputs(seed, layout, n=N, v=V):
+  rng = np.random.default_rng(seed)
+  h = rng.normal(size=(n, D))
+  w = rng.normal(size=(D, v)) * 3 / np.sqrt(D)
+  y = rng.integers(0, v, n)
+  where = rng.random(n) > 0.2
+  w = w.T if layout == "vd" else w
+  return (jnp.asarray(h, jnp.float32), jnp.asarray(w, jnp.float32), jnp.asarray(y, jnp.int32),
+          jnp.asarray(where))
+
+
+def _sharded(fn, layout, check=True):
+  mesh = Mesh(np.array(jax.devices("cpu")[:N_DEVICES]), ("vocab",))
+  w_spec = P("vocab", None) if layout == "vd" else P(None, "vocab")
+  return shard_map(lambda h, w, y, m: fn(h, w, y, m, axis_name="vocab"), mesh=mesh,
+                   in_specs=(P(), w_spec, P(), P()), out_specs=P(),
+                   **({} if check else {_CHECK_FLAG: False}))
+
+
+def _compare(sharded, one, args, rtol=2e-6):
+  """Outputs and the gradients of hidden and weight through all of them, sharded vs one."""
+  n = args[0].shape[0]
+
+  def objective(f):
+    def total(h, w):
+      outs = jax.tree.leaves(f(h, w, *args[2:]))
+      return sum(jnp.sum(jnp.cos(jnp.arange(n) + k) * o.astype(jnp.float32))
+                 for k, o in enumerate(outs))
+    return total
+
+  results = []
+  for f in (sharded, one):
+    grads = jax.jit(jax.grad(objective(f), (0, 1)))(*args[:2])
+    results.append((*jax.tree.leaves(jax.jit(f)(*args)), *grads))
+  for got, want in zip(*results):
+    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
+
+
+@needs_8
+@pytest.mark.parametrize(("implementation", "layout", "check"), [
+    ("chunked", "dv", True), ("chunked", "vd", False), ("xla", "vd", True)])
+def test_vocab_parallel_token_log_probs(implementation, layout, check):
+  kw = dict(implementation=implementation, block_size=16, softcap=4.0, temperature=0.8,
+            weight_layout=layout)
+  fn = lambda h, w, y, m, axis_name=None: jaxdiv.losses.fused_linear_token_log_probs(
+      h, w, y, where=m, axis_name=axis_name, **kw)
+  _compare(_sharded(fn, layout, check), fn, _inputs(0, layout))
+
+
+@needs_8
+def test_vocab_parallel_token_log_probs_pallas_interpret():
+  kw = dict(implementation="pallas", block_size=16, softcap=4.0, weight_layout="vd")
+  fn = lambda h, w, y, m, axis_name=None: jaxdiv.losses.fused_linear_token_log_probs(
+      h, w, y, where=m, axis_name=axis_name, **kw)
+  _compare(_sharded(fn, "vd", check=False), fn, _inputs(1, "vd", n=6, v=N_DEVICES * 20))
+
+
+@needs_8
+@pytest.mark.parametrize(("implementation", "layout", "check"), [
+    ("chunked", "dv", True), ("chunked", "vd", False), ("xla", "dv", True)])
+def test_vocab_parallel_topk_distillation(implementation, layout, check):
+  h, w, _, where = _inputs(2, layout)
+  rng = np.random.default_rng(2)
+  idx = jnp.asarray(np.stack([rng.choice(V, 5, replace=False) for _ in range(N)]), jnp.int32)
+  lp = jnp.asarray(np.log(rng.dirichlet(np.ones(6), N)[:, :5]), jnp.float32)
+  kw = dict(implementation=implementation, block_size=16, softcap=4.0, temperature=0.8,
+            weight_layout=layout, divergence="js", beta=0.3)
+  fn = lambda h, w, i, m, axis_name=None: jaxdiv.losses.fused_linear_topk_distillation_loss(
+      h, w, i, lp, where=m, axis_name=axis_name, **kw)
+  _compare(_sharded(fn, layout, check), fn, (h, w, idx, where))
+
+
+@needs_8
+def test_vocab_parallel_topk_distillation_pallas_interpret():
+  h, w, _, where = _inputs(3, "vd", n=6, v=N_DEVICES * 20)
+  rng = np.random.default_rng(3)
+  idx = jnp.asarray(np.stack([rng.choice(N_DEVICES * 20, 4, replace=False) for _ in range(6)]),
+                    jnp.int32)
+  lp = jnp.asarray(np.log(rng.dirichlet(np.ones(5), 6)[:, :4]), jnp.float32)
+  kw = dict(implementation="pallas", block_size=16, softcap=4.0, weight_layout="vd")
+  fn = lambda h, w, i, m, axis_name=None: jaxdiv.losses.fused_linear_topk_distillation_loss(
+      h, w, i, lp, where=m, axis_name=axis_name, **kw)
+  _compare(_sharded(fn, "vd", check=False), fn, (h, w, idx, where))
