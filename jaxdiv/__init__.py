@@ -27,8 +27,8 @@ from jaxdiv.discrete import renyi_entropy
 from jaxdiv.discrete import total_variation_distance
 from jaxdiv.discrete import tsallis_divergence
 from jaxdiv.discrete import tsallis_entropy
-from jaxdiv.evaluate import EvalResult
-from jaxdiv.evaluate import evaluate
+from jaxdiv.evaluation import EvalResult
+from jaxdiv.evaluation import evaluate
 
 __version__ = "0.1.0"
 

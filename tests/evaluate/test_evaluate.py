@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 import jaxdiv
-from jaxdiv.evaluate import DIVERGENCES
-from jaxdiv.evaluate import InputError
-from jaxdiv.evaluate import NonFiniteInputError
-from jaxdiv.evaluate import _io
-from jaxdiv.evaluate import _reduce
-from jaxdiv.evaluate import evaluate
-from jaxdiv.evaluate import open_array
+from jaxdiv.evaluation import DIVERGENCES
+from jaxdiv.evaluation import InputError
+from jaxdiv.evaluation import NonFiniteInputError
+from jaxdiv.evaluation import _io
+from jaxdiv.evaluation import _reduce
+from jaxdiv.evaluation import evaluate
+from jaxdiv.evaluation import open_array
 
 ALL = ("mean", "sum", "std", "min", "max", "quantiles", "histogram")
 QS = (0.0, 0.01, 0.25, 0.5, 0.9, 0.99, 1.0)
@@ -382,7 +382,7 @@ def _resident_bytes(path) -> int | None:
 
 
 def test_batch_size_for_budget():
-  from jaxdiv.evaluate import batch_size_for_budget
+  from jaxdiv.evaluation import batch_size_for_budget
 
   assert batch_size_for_budget(2**30, 1000, [4, 4]) == 2**30 // (1000 * (8 * 4 + 16))
   assert batch_size_for_budget(1, 10**6, [4]) == 1

@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from jaxdiv.evaluate import NonFiniteInputError
-from jaxdiv.evaluate import _reduce
-from jaxdiv.evaluate import evaluate
+from jaxdiv.evaluation import NonFiniteInputError
+from jaxdiv.evaluation import _reduce
+from jaxdiv.evaluation import evaluate
 
 pytestmark = pytest.mark.multidevice
 

@@ -188,11 +188,14 @@ def histogram(chunks: Callable[[], Iterable[np.ndarray]], lo: float, hi: float,
 
 
 def jsonable(x):
-  """A summary as JSON can hold it: non-finite floats become the strings 'inf', '-inf',
-  'nan'; NumPy scalars become Python numbers; dicts, lists and tuples are converted inside."""
+  """A summary as strict JSON can hold it: NaN becomes null (the summary counts the NaN rows
+  in `nan_rows`), an infinity the string 'inf' or '-inf' (a divergence can be +inf); NumPy
+  scalars become Python numbers; dicts, lists and tuples are converted inside."""
   if isinstance(x, np.generic):
     x = x.item()
-  if isinstance(x, float) and not math.isfinite(x):
+  if isinstance(x, float) and math.isnan(x):
+    return None
+  if isinstance(x, float) and math.isinf(x):
     return str(x)
   if isinstance(x, dict):
     return {k: jsonable(v) for k, v in x.items()}

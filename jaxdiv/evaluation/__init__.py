@@ -1,0 +1,29 @@
+"""Batched, multi-device evaluation of divergences over inputs larger than memory.
+
+``jaxdiv.evaluate`` is the function :func:`evaluate`; this package, ``jaxdiv.evaluation``,
+holds it with the names that go with it.
+"""
+
+from jaxdiv.evaluation._compile import batch_size_for_budget
+from jaxdiv.evaluation._evaluate import AllNaNError
+from jaxdiv.evaluation._evaluate import EvalResult
+from jaxdiv.evaluation._evaluate import NonFiniteInputError
+from jaxdiv.evaluation._evaluate import NotProbabilitiesError
+from jaxdiv.evaluation._evaluate import evaluate
+from jaxdiv.evaluation._io import InputError
+from jaxdiv.evaluation._io import open_array
+from jaxdiv.evaluation._registry import DIVERGENCES
+from jaxdiv.evaluation._registry import DivergenceSpec
+
+__all__ = [
+    "DIVERGENCES",
+    "AllNaNError",
+    "DivergenceSpec",
+    "EvalResult",
+    "InputError",
+    "NonFiniteInputError",
+    "NotProbabilitiesError",
+    "batch_size_for_budget",
+    "evaluate",
+    "open_array",
+]

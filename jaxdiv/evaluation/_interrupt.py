@@ -1,0 +1,77 @@
+"""Ctrl-C, the standard way: the SIGINT handler only sets an event, and the streaming loop
+checks it between batches (and before anything is committed) and stops there.
+
+Raising KeyboardInterrupt from the handler, Python's default, can land anywhere, including in
+a callback whose exceptions Python can only print and drop (jax runs one at every garbage
+collection): the run then carries on and writes its outputs. An event cannot be lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+
+from jaxdiv.evaluation import _io
+
+
+class Interrupts:
+  """Whether Ctrl-C was pressed in the scope of :func:`handled`."""
+
+  def __init__(self, exit_on_second: bool = False):
+    self.event = threading.Event()
+    self._exit_on_second = exit_on_second
+    self._previous = None
+
+  def _handle(self, signum, frame):
+    if self.event.is_set() and self._exit_on_second:
+      # A second Ctrl-C: remove what is half-written and leave at once.
+      for tmp in _io.temporary_files():
+        with contextlib.suppress(OSError):
+          os.unlink(tmp)
+      os.write(2, b"jaxdiv: interrupted again; exiting at once\n")
+      os._exit(130)
+    self.event.set()
+    if not self._exit_on_second:  # a library caller's second Ctrl-C raises as usual
+      signal.signal(signal.SIGINT, self._previous)
+
+  def check(self):
+    """Raises KeyboardInterrupt if Ctrl-C was pressed."""
+    if self.event.is_set():
+      raise KeyboardInterrupt
+
+
+_active: Interrupts | None = None
+
+
+@contextlib.contextmanager
+def handled(exit_on_second: bool = False) -> Iterator[Interrupts]:
+  """Catches SIGINT into an event for the duration of the block.
+
+  Nested scopes share the outer one (the CLI's scope covers the `evaluate` it calls). Where a
+  handler cannot or should not be installed (not the main thread, or the caller installed its
+  own), the event is never set and Ctrl-C behaves as the caller arranged.
+
+  Args:
+    exit_on_second: a second Ctrl-C removes temporary files and exits the process with status
+      130 at once (the command line); otherwise the default handler is restored after the
+      first, so that a second raises KeyboardInterrupt where it lands (a library caller).
+  """
+  global _active
+  if _active is not None:
+    yield _active
+    return
+  interrupts = Interrupts(exit_on_second)
+  if (threading.current_thread() is not threading.main_thread()
+      or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    yield interrupts
+    return
+  interrupts._previous = signal.signal(signal.SIGINT, interrupts._handle)
+  _active = interrupts
+  try:
+    yield interrupts
+  finally:
+    _active = None
+    signal.signal(signal.SIGINT, interrupts._previous)
