@@ -243,6 +243,8 @@ def _run_eval(args, interrupts) -> int:
   from jaxdiv.evaluation import batch_size_for_budget
   from jaxdiv.evaluation import evaluate
 
+  interrupts.check()  # a Ctrl-C during the imports (seconds): stop before any work
+
   # Inputs stored in float64 are computed in float64 (the CLI owns its process's JAX config).
   if any(np.dtype(a.dtype) == np.float64 for a in arrays):
     jax.config.update("jax_enable_x64", True)
@@ -341,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "eval":
-      from jaxdiv.evaluation import _interrupt
+      from jaxdiv import _interrupt
 
       with _interrupt.handled(exit_on_second=True) as interrupts:
         return _run_eval(args, interrupts)

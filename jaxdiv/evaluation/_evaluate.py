@@ -16,7 +16,7 @@ on the number of devices (tested on 1, 2 and 8 CPU devices, and on 2 processes x
 The parts live beside this module, one concern each: `_registry` (the divergences by name),
 `_sources` (rows from arrays, memmaps and iterators), `_prefetch` (the reading thread),
 `_compile` (mesh, sharding, the cached jitted step), `_sink` (where per-row results go),
-`_summary` (the reductions) and `_interrupt` (Ctrl-C).
+`_summary` (the reductions); `jaxdiv._interrupt` turns Ctrl-C into an event.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxdiv import _interrupt
 from jaxdiv.evaluation import _compile
-from jaxdiv.evaluation import _interrupt
 from jaxdiv.evaluation import _io
 from jaxdiv.evaluation import _reduce
 from jaxdiv.evaluation import _sources

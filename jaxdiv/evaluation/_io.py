@@ -21,6 +21,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from jaxdiv._interrupt import TEMPORARY as _TEMPORARY
+
 
 class InputError(ValueError):
   """A problem with the user's data or files, reported as one line (no traceback) by the CLI.
@@ -230,9 +232,6 @@ def open_array(path: str | os.PathLike, key: str | None = None):
 
 _HEADER_BYTES = 256  # fixed so that the header can be rewritten once the row count is known
 
-# Temporary files open right now, so that a second Ctrl-C (which exits at once, see
-# `_interrupt`) can remove them before the process ends.
-_TEMPORARY: set[str] = set()
 
 
 def temporary_files() -> list[str]:

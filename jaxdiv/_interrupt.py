@@ -4,6 +4,8 @@ checks it between batches (and before anything is committed) and stops there.
 Raising KeyboardInterrupt from the handler, Python's default, can land anywhere, including in
 a callback whose exceptions Python can only print and drop (jax runs one at every garbage
 collection): the run then carries on and writes its outputs. An event cannot be lost.
+
+Standard library only, so that the command can install the handler before it imports JAX.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import signal
 import threading
 from collections.abc import Iterator
 
-from jaxdiv.evaluation import _io
+# Temporary files being written (their final names appear only on success): a second Ctrl-C,
+# which exits at once, removes them first. Writers add and discard their paths here.
+TEMPORARY: set[str] = set()
 
 
 class Interrupts:
@@ -28,7 +32,7 @@ class Interrupts:
   def _handle(self, signum, frame):
     if self.event.is_set() and self._exit_on_second:
       # A second Ctrl-C: remove what is half-written and leave at once.
-      for tmp in _io.temporary_files():
+      for tmp in list(TEMPORARY):
         with contextlib.suppress(OSError):
           os.unlink(tmp)
       os.write(2, b"jaxdiv: interrupted again; exiting at once\n")
