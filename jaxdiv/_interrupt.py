@@ -48,6 +48,32 @@ class Interrupts:
 
 
 _active: Interrupts | None = None
+_early = threading.Event()
+
+
+def _handle_early(signum, frame):
+  if _early.is_set():  # a second Ctrl-C before the command has started: nothing to clean
+    os._exit(130)
+  _early.set()
+
+
+def catch_early():
+  """Turns Ctrl-C into an event from the first line of `python -m jaxdiv`, before the command
+  has imported what it needs; :func:`handled` (or :func:`release_early`) takes over."""
+  if (threading.current_thread() is threading.main_thread()
+      and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+    _early.clear()
+    signal.signal(signal.SIGINT, _handle_early)
+
+
+def release_early():
+  """Gives Ctrl-C back to Python (for commands that need no handler); raises KeyboardInterrupt
+  if it was pressed meanwhile."""
+  if signal.getsignal(signal.SIGINT) is _handle_early:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+  if _early.is_set():
+    _early.clear()
+    raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -68,11 +94,16 @@ def handled(exit_on_second: bool = False) -> Iterator[Interrupts]:
     yield _active
     return
   interrupts = Interrupts(exit_on_second)
+  current = signal.getsignal(signal.SIGINT)
+  if current is _handle_early:  # `python -m jaxdiv`: a Ctrl-C already pressed counts
+    interrupts.event = _early
+    current = signal.default_int_handler
   if (threading.current_thread() is not threading.main_thread()
-      or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+      or current is not signal.default_int_handler):
     yield interrupts
     return
-  interrupts._previous = signal.signal(signal.SIGINT, interrupts._handle)
+  signal.signal(signal.SIGINT, interrupts._handle)
+  interrupts._previous = current
   _active = interrupts
   try:
     yield interrupts

@@ -340,13 +340,18 @@ def main(argv: list[str] | None = None) -> int:
   started = time.perf_counter()
   debug = bool(os.environ.get("JAXDIV_DEBUG"))
   try:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "eval":
-      from jaxdiv import _interrupt
+    from jaxdiv import _interrupt
 
+    parser = build_parser()
+    try:
+      args = parser.parse_args(argv)
+    except SystemExit:  # --help, --version
+      _interrupt.release_early()
+      raise
+    if args.command == "eval":
       with _interrupt.handled(exit_on_second=True) as interrupts:
         return _run_eval(args, interrupts)
+    _interrupt.release_early()
     if args.command == "demo":
       return _run_demo(args)
     if args.command == "list":

@@ -39,6 +39,32 @@ def test_sigint_sets_the_event_and_raises_nothing():
   assert signal.getsignal(signal.SIGINT) is before
 
 
+def _wait_for(event):
+  deadline = time.time() + 5
+  while not event.is_set() and time.time() < deadline:
+    time.sleep(0.001)
+
+
+def test_a_ctrl_c_before_the_command_starts_is_kept():
+  """`python -m jaxdiv` catches Ctrl-C from its first line; the command's scope inherits it."""
+  _interrupt.catch_early()
+  try:
+    os.kill(os.getpid(), signal.SIGINT)
+    _wait_for(_interrupt._early)
+    with _interrupt.handled() as interrupts:
+      with pytest.raises(KeyboardInterrupt):
+        interrupts.check()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    _interrupt.catch_early()
+    os.kill(os.getpid(), signal.SIGINT)
+    _wait_for(_interrupt._early)
+    with pytest.raises(KeyboardInterrupt):  # commands without a handler get it back at once
+      _interrupt.release_early()
+  finally:
+    _interrupt._early.clear()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def test_evaluate_stops_between_batches_and_writes_nothing(tmp_path):
   rng = np.random.default_rng(0)
   fed = []
