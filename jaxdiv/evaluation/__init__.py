@@ -5,15 +5,15 @@ holds it with the names that go with it.
 """
 
 from jaxdiv.evaluation._compile import batch_size_for_budget
-from jaxdiv.evaluation._evaluate import AllNaNError
 from jaxdiv.evaluation._evaluate import EvalResult
-from jaxdiv.evaluation._evaluate import NonFiniteInputError
-from jaxdiv.evaluation._evaluate import NotProbabilitiesError
 from jaxdiv.evaluation._evaluate import evaluate
 from jaxdiv.evaluation._io import InputError
 from jaxdiv.evaluation._io import open_array
 from jaxdiv.evaluation._registry import DIVERGENCES
 from jaxdiv.evaluation._registry import DivergenceSpec
+from jaxdiv.evaluation._validate import AllNaNError
+from jaxdiv.evaluation._validate import NonFiniteInputError
+from jaxdiv.evaluation._validate import NotProbabilitiesError
 
 __all__ = [
     "DIVERGENCES",

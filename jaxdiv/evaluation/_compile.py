@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import jax
@@ -108,6 +109,29 @@ def compiled(fn, kwargs, from_logits, mesh, sharding, row_sharding, r, n, n_inpu
       _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = (block, jitted)
   return block, jitted
+
+
+def step(name, fn, kwargs, from_logits, mesh, sharding, row_sharding, n: int, n_inputs: int,
+         dtypes, rows: int | None, batch_size: int, check: str | None):
+  """The global batch size, the jitted step and the per-row result's dtype for a run.
+
+  Rows are computed in blocks of a fixed shape (R, n), R chosen from n alone, so that the
+  compiled reduction, and so every row's bits, are the same for any batch size and device
+  count (XLA picks a different reduction strategy for, e.g., 64 rows than for 128): the batch
+  is a multiple of R times the devices.
+  """
+  r = block_rows(n)
+  step_rows = mesh.size * r
+  batch = int(math.ceil(batch_size / step_rows) * step_rows)
+  if rows is not None and rows < batch:  # small inputs: one batch, as small as allowed
+    batch = max(step_rows, int(math.ceil(max(rows, 1) / step_rows) * step_rows))
+  block, jitted = compiled(fn, kwargs, from_logits, mesh, sharding, row_sharding, r, n,
+                           n_inputs, check)
+  vals, _, _ = jax.eval_shape(block, *[jax.ShapeDtypeStruct((r, n), d) for d in dtypes])
+  if vals.shape != (r,):
+    raise ValueError(f"{name} returned shape {vals.shape} for a batch of shape {(r, n)}; it"
+                     " must reduce the distribution axis to one value a row")
+  return batch, jitted, np.dtype(vals.dtype)
 
 
 def batch_size_for_budget(budget_bytes: int, n: int, itemsizes: Sequence[int],

@@ -16,7 +16,8 @@ on the number of devices (tested on 1, 2 and 8 CPU devices, and on 2 processes x
 The parts live beside this module, one concern each: `_registry` (the divergences by name),
 `_sources` (rows from arrays, memmaps and iterators), `_prefetch` (the reading thread),
 `_compile` (mesh, sharding, the cached jitted step), `_sink` (where per-row results go),
-`_summary` (the reductions); `jaxdiv._interrupt` turns Ctrl-C into an event.
+`_validate` (probabilities that are not, runs of only NaN), `_summary` (the per-batch tally
+and the reductions); `jaxdiv._interrupt` turns Ctrl-C into an event.
 """
 
 from __future__ import annotations
@@ -38,16 +39,15 @@ from jax.sharding import Mesh
 from jaxdiv import _interrupt
 from jaxdiv.evaluation import _compile
 from jaxdiv.evaluation import _io
-from jaxdiv.evaluation import _reduce
 from jaxdiv.evaluation import _sources
 from jaxdiv.evaluation._prefetch import Prefetcher
 from jaxdiv.evaluation._registry import DivergenceSpec
 from jaxdiv.evaluation._registry import resolve
 from jaxdiv.evaluation._sink import Sink
-from jaxdiv.evaluation._summary import summarize
+from jaxdiv.evaluation._summary import Tally
+from jaxdiv.evaluation._validate import Validator
 
 _REDUCTIONS = ("mean", "sum", "std", "min", "max", "quantiles", "histogram")
-_SUM_TOLERANCE = 0.1  # a row of probabilities summing farther than this from 1 is not one
 
 
 class EvalResult(NamedTuple):
@@ -66,18 +66,6 @@ class EvalResult(NamedTuple):
   per_row: np.ndarray | None
   summary: dict[str, Any]
   timing: dict[str, Any]
-
-
-class NonFiniteInputError(_io.InputError):
-  """Raised under `nan_policy="fail"` when input rows hold NaN or +-inf."""
-
-
-class NotProbabilitiesError(_io.InputError):
-  """Raised when inputs given as probabilities are clearly not (logits without from_logits)."""
-
-
-class AllNaNError(_io.InputError):
-  """Raised when every per-row result of a run is NaN (nothing is written)."""
 
 
 def _arguments(divergence, from_logits, batch_size, reductions, nan_policy, progress,
@@ -122,62 +110,6 @@ def _check_out(out, sources, names):
           f"out={path!r} is the input {name} ({s.file}): it would be overwritten; choose"
           " another path", f"--out {path} is the input {name}: it would be overwritten;"
           " choose another path")
-
-
-class _Check:
-  """The host side of `validate`: probabilities that are not, and runs that give only NaN."""
-
-  def __init__(self, spec: DivergenceSpec, from_logits: bool, validate: bool, kwargs, names):
-    self.names = names
-    self.inputs = None
-    if validate and spec.inputs != "any" and not from_logits:
-      # A mask changes what a row sums to: only the sign is checked then.
-      self.inputs = spec.inputs if "where" not in kwargs else "nonnegative"
-    self.validate = validate
-
-  def kind(self) -> str | None:
-    """What the compiled step reports per row (see `_compile.compiled`)."""
-    return None if self.inputs is None else (
-        "bernoulli" if self.inputs == "bernoulli" else "distribution")
-
-  def batch(self, stats, bad_any: np.ndarray, first_row: int):
-    """Raises NotProbabilitiesError at the first row of the batch that is not probabilities."""
-    for (lo, second), name in zip(stats, self.names):
-      lo, second = lo[:bad_any.size], second[:bad_any.size]
-      if self.inputs == "bernoulli":
-        wrong = (lo < 0) | (second > 1)
-      elif self.inputs == "distribution":
-        wrong = (lo < 0) | (np.abs(second - 1) > _SUM_TOLERANCE)
-      else:
-        wrong = lo < 0
-      wrong &= ~bad_any  # NaN and inf rows are nan_policy's
-      if not wrong.any():
-        continue
-      i = int(np.argmax(wrong))
-      if self.inputs == "bernoulli":
-        what = (f"row {first_row + i} has entries outside [0, 1] (from {lo[i]:.4g} to"
-                f" {second[i]:.4g})")
-      else:
-        why = ([f"sums to {second[i]:.4g}"] if self.inputs == "distribution" and
-               abs(second[i] - 1) > _SUM_TOLERANCE else [])
-        why += [f"has negative entries (smallest {lo[i]:.4g})"] if lo[i] < 0 else []
-        what = f"row {first_row + i} " + " and ".join(why)
-      head = f"{name} does not hold probabilities: {what}"
-      raise NotProbabilitiesError(
-          f"{head}; if the inputs are logits, pass from_logits=True (validate=False evaluates"
-          " them as they are)",
-          f"{head}; if the inputs are logits, pass --from-logits (--no-validate evaluates them"
-          " as they are)")
-
-  def end(self, moments: _reduce.Moments, rows: int, skipped: int):
-    """Raises AllNaNError when no row gave a number."""
-    if not self.validate or rows == 0 or moments.count > moments.nan_results:
-      return
-    why = f"{skipped} skipped for NaN or inf inputs" if skipped else "none of the inputs is NaN"
-    raise AllNaNError(f"every one of the {rows} results is NaN ({why}); nothing was written"
-                      " (validate=False accepts such a run)",
-                      f"every one of the {rows} results is NaN ({why}); nothing was written"
-                      " (--no-validate accepts such a run)")
 
 
 def evaluate(
@@ -301,8 +233,8 @@ def evaluate(
     return _run(spec, kwargs, p, q, batch_size=int(batch_size), axis=axis,
                 from_logits=from_logits, mesh=mesh, out=out, reductions=reductions,
                 quantiles=quantiles, bins=bins, nan_policy=nan_policy, progress=progress,
-                prefetch=prefetch, names=names, check=_Check(spec, from_logits, validate,
-                                                             kwargs, names),
+                prefetch=prefetch, names=names, check=Validator(spec, from_logits, validate,
+                                                                kwargs, names),
                 interrupts=interrupts)
 
 
@@ -348,8 +280,22 @@ def _inputs(spec: DivergenceSpec, p, q, axis: int, names) -> _Inputs:
                  [_sources.device_dtype(x.dtype) for x in xs], None, None)
 
 
+def _device_batches(ins: _Inputs, sharding, batch: int, axis: int, names) -> Iterator:
+  """`(arrays, valid)` per batch: this process's rows put on its devices, as one global array
+  per input, and the number of real rows (the last batch is padded)."""
+  if ins.sources is not None:
+    lo, hi = _compile.local_range(sharding, batch, ins.n)
+    host = _sources.array_batches(ins.sources, ins.dtypes, batch, lo, hi)
+  else:
+    host = _sources.stream_batches(ins.items, ins.n_inputs, axis, names, ins.n, ins.dtypes,
+                                   batch)
+  for parts, valid in host:
+    yield tuple(jax.make_array_from_process_local_data(sharding, x, (batch, ins.n))
+                for x in parts), valid
+
+
 def _run(spec, kwargs, p, q, *, batch_size, axis, from_logits, mesh, out, reductions,
-         quantiles, bins, nan_policy, progress, prefetch, names, check: _Check,
+         quantiles, bins, nan_policy, progress, prefetch, names, check: Validator,
          interrupts: _interrupt.Interrupts) -> EvalResult:
   """The evaluation loop: read ahead, compute, consume in order, summarize, commit."""
   ins = _inputs(spec, p, q, axis, names)
@@ -358,78 +304,27 @@ def _run(spec, kwargs, p, q, *, batch_size, axis, from_logits, mesh, out, reduct
     _check_out(out, ins.sources, names)
   mesh, sharding, row_sharding = _compile.mesh_sharding(mesh)
   started = time.perf_counter()
-  # Rows are computed in blocks of a fixed shape (R, n), R chosen from n alone, so that the
-  # compiled reduction, and so every row's bits, are the same for any batch size and device
-  # count (XLA picks a different reduction strategy for, e.g., 64 rows than for 128).
-  r = _compile.block_rows(ins.n)
-  step_rows = mesh.size * r
-  batch = int(math.ceil(batch_size / step_rows) * step_rows)
-  if ins.rows is not None and ins.rows < batch:  # small inputs: one batch, as small as allowed
-    batch = max(step_rows, int(math.ceil(max(ins.rows, 1) / step_rows) * step_rows))
-  block, jitted = _compile.compiled(spec.fn, kwargs, from_logits, mesh, sharding, row_sharding,
-                                    r, ins.n, ins.n_inputs, check.kind())
-  vals_struct, _, _ = jax.eval_shape(block, *[jax.ShapeDtypeStruct((r, ins.n), d)
-                                              for d in ins.dtypes])
-  if vals_struct.shape != (r,):
-    raise ValueError(f"{spec.name} returned shape {vals_struct.shape} for a batch of shape"
-                     f" {(r, ins.n)}; it must reduce the distribution axis to one value a row")
-  out_dtype = np.dtype(vals_struct.dtype)
-  if ins.sources is not None:
-    lo, hi = _compile.local_range(sharding, batch, ins.n)
-    host = _sources.array_batches(ins.sources, ins.dtypes, batch, lo, hi)
-  else:
-    host = _sources.stream_batches(ins.items, ins.n_inputs, axis, names, ins.n, ins.dtypes,
-                                   batch)
-  device = ((tuple(jax.make_array_from_process_local_data(sharding, x, (batch, ins.n))
-                   for x in parts), valid) for parts, valid in host)
+  batch, jitted, out_dtype = _compile.step(
+      spec.name, spec.fn, kwargs, from_logits, mesh, sharding, row_sharding, ins.n,
+      ins.n_inputs, ins.dtypes, ins.rows, batch_size, check.kind())
   sink = Sink(out, ins.batch_shape, ins.rows, out_dtype, writer=writes,
               reread=bool({"quantiles", "histogram"} & set(reductions)))
-  moments, bad_counts = _reduce.Moments(), [0] * ins.n_inputs
-  bad_total, first_bad, done = 0, None, 0
   bar = _progress(progress, ins.rows) if writes else None
-  prefetcher = Prefetcher(device, prefetch)
-
-  def consume(step, valid):  # one batch's results, in order, on the host
-    nonlocal done, bad_total, first_bad
-    vals, bads, stats = jax.tree.map(_compile.fetch, step)
-    v, bad_any = vals[:valid], np.zeros(valid, bool)
-    for k, b in enumerate(bads):
-      bad_counts[k] += int(b[:valid].sum())
-      bad_any |= b[:valid]
-    check.batch(stats, bad_any, done)
-    if bad_any.any():
-      first_bad = done + int(np.argmax(bad_any)) if first_bad is None else first_bad
-      bad_total += int(bad_any.sum())
-      if nan_policy == "skip":
-        v = np.where(bad_any, np.array(np.nan, v.dtype), v)
-    if nan_policy != "fail" or bad_total == 0:
-      sink.write(v)
-      moments.add(v, ~bad_any if nan_policy == "skip" else None)
-    done += valid
-    if bar is not None:
-      bar.update(valid)
-
+  tally = Tally(sink, nan_policy, ins.n_inputs, check, bar)
+  prefetcher = Prefetcher(_device_batches(ins, sharding, batch, axis, names), prefetch)
   try:
     pending = None
     for arrays, valid in prefetcher:
       interrupts.check()  # Ctrl-C stops between batches
-      step = jitted(*arrays)  # dispatched asynchronously; the previous batch is consumed meanwhile
+      result = jitted(*arrays)  # dispatched asynchronously: the previous batch is read meanwhile
       if pending is not None:
-        consume(*pending)
-      pending = (step, valid)
+        tally.add(*pending)
+      pending = (result, valid)
     if pending is not None:
-      consume(*pending)
-    moments.finish()
-    if nan_policy == "fail" and bad_total:
-      detail = " and ".join(f"{c} row{'s' if c != 1 else ''} of {nm}"
-                            for c, nm in zip(bad_counts, names) if c)
-      head = f"NaN or inf in {detail} ({bad_total} of {done} rows; first at row {first_bad})"
-      raise NonFiniteInputError(f'{head}; nan_policy="skip" leaves them out',
-                                f"{head}; --nan skip leaves them out")
-    check.end(moments, done, bad_total if nan_policy == "skip" else 0)
+      tally.add(*pending)
+    tally.finish(names)
     interrupts.check()
-    summary = summarize(spec.name, moments, sink, done, bad_total, bad_counts, names,
-                        nan_policy, reductions, quantiles, bins, out_dtype)
+    summary = tally.summary(spec.name, names, reductions, quantiles, bins, out_dtype)
     interrupts.check()  # the last moment to stop: nothing is under its final name yet
     per_row = sink.commit()
   except BaseException:
@@ -440,9 +335,10 @@ def _run(spec, kwargs, p, q, *, batch_size, axis, from_logits, mesh, out, reduct
     if bar is not None:
       bar.close()
   seconds = time.perf_counter() - started
-  in_bytes = done * ins.n * sum(d.itemsize for d in ins.dtypes)
-  timing = {"seconds": seconds, "rows": done, "rows_per_second": done / seconds if seconds else
-            math.inf, "bytes_read": in_bytes, "bytes_per_second": in_bytes / seconds if seconds
+  in_bytes = tally.done * ins.n * sum(d.itemsize for d in ins.dtypes)
+  timing = {"seconds": seconds, "rows": tally.done,
+            "rows_per_second": tally.done / seconds if seconds else math.inf,
+            "bytes_read": in_bytes, "bytes_per_second": in_bytes / seconds if seconds
             else math.inf, "batch_size": batch, "devices": mesh.size,
             "platform": mesh.devices.flat[0].platform, "processes": jax.process_count()}
   return EvalResult(per_row, summary, timing)
