@@ -7,6 +7,7 @@ and `from jaxdiv import kl_divergence` work as with eager imports.
 """
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
@@ -44,10 +45,13 @@ __all__ = sorted(_API, key=lambda name: (name[0].islower(), name))
 
 
 def __getattr__(name: str):
-  try:
-    module = _API[name]
-  except KeyError:
-    raise AttributeError(f"module 'jaxdiv' has no attribute {name!r}") from None
+  module = _API.get(name)
+  if module is None:
+    # A subpackage (`jaxdiv.discrete`, `jaxdiv.evaluation`): importing the names above used
+    # to bind these as a side effect; keep `import jaxdiv; jaxdiv.discrete` working.
+    if name.startswith("__") or importlib.util.find_spec(f"jaxdiv.{name}") is None:
+      raise AttributeError(f"module 'jaxdiv' has no attribute {name!r}")
+    return importlib.import_module(f"jaxdiv.{name}")
   value = importlib.import_module(module)
   if module != f"jaxdiv.{name}":
     value = getattr(value, name)

@@ -42,6 +42,10 @@ def test_every_public_name_resolves():
   assert set(jaxdiv.__all__) <= set(dir(jaxdiv))
   with pytest.raises(AttributeError, match="no attribute 'kl'"):
     jaxdiv.kl  # noqa: B018
+  code = "import jaxdiv; print(jaxdiv.discrete.kl_divergence is jaxdiv.kl_divergence)"
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=120)
+  assert out.stdout.strip() == "True", out.stderr  # subpackages as the eager imports bound them
 
 
 def test_python_version_license_and_typing_marker():
