@@ -19,6 +19,9 @@ from collections.abc import Iterator
 # Temporary files being written (their final names appear only on success): a second Ctrl-C,
 # which exits at once, removes them first. Writers add and discard their paths here.
 TEMPORARY: set[str] = set()
+# Outputs put under their final names inside the current scope: a second Ctrl-C removes them
+# too, so that an interrupted command leaves nothing, even between its two outputs.
+COMMITTED: set[str] = set()
 
 
 class Interrupts:
@@ -32,9 +35,9 @@ class Interrupts:
   def _handle(self, signum, frame):
     if self.event.is_set() and self._exit_on_second:
       # A second Ctrl-C: remove what is half-written and leave at once.
-      for tmp in list(TEMPORARY):
+      for path in list(TEMPORARY) + list(COMMITTED):
         with contextlib.suppress(OSError):
-          os.unlink(tmp)
+          os.unlink(path)
       os.write(2, b"jaxdiv: interrupted again; exiting at once\n")
       os._exit(130)
     self.event.set()
@@ -64,6 +67,12 @@ def catch_early():
       and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
     _early.clear()
     signal.signal(signal.SIGINT, _handle_early)
+
+
+def committed(path: str):
+  """Records an output just put in place, for a second Ctrl-C in the current scope to undo."""
+  if _active is not None:
+    COMMITTED.add(path)
 
 
 def release_early():
@@ -109,4 +118,5 @@ def handled(exit_on_second: bool = False) -> Iterator[Interrupts]:
     yield interrupts
   finally:
     _active = None
+    COMMITTED.clear()
     signal.signal(signal.SIGINT, interrupts._previous)

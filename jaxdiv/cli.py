@@ -196,25 +196,28 @@ def _check_command(args, spec, params):
 
 def _check_destinations(args, paths):
   """Before any work: no output is an input, --out is not --summary, both can be written."""
-  from jaxdiv.evaluation import _io
+  from jaxdiv.evaluation import check_destination
+  from jaxdiv.evaluation import same_file
 
   outs = [(flag, path) for flag, path in (("--out", args.out), ("--summary", args.summary))
           if path is not None]
   for flag, path in outs:
     for i, src in enumerate(paths):
-      if _io.same_file(path, src):
+      if same_file(path, src):
         raise UsageError(f"{flag} {path} is the input {'PQ'[i]} ({src}): it would be"
                          " overwritten; choose another name")
   if len(outs) == 2 and (os.path.realpath(args.out) == os.path.realpath(args.summary)
-                         or _io.same_file(args.out, args.summary)):
+                         or same_file(args.out, args.summary)):
     raise UsageError(f"--out and --summary name the same file {args.out}; give two names")
   for flag, path in outs:
-    _io.check_destination(path, flag)
+    check_destination(path, flag)
 
 
 def _run_eval(args, interrupts) -> int:
   from jaxdiv.evaluation import DIVERGENCES
-  from jaxdiv.evaluation import _io
+  from jaxdiv.evaluation import atomic_write_text
+  from jaxdiv.evaluation import open_array
+  from jaxdiv.evaluation import parse_size
 
   if args.divergence not in DIVERGENCES:
     raise UsageError(f"unknown divergence {args.divergence!r}; valid names: "
@@ -223,7 +226,7 @@ def _run_eval(args, interrupts) -> int:
   params = {k: getattr(args, k) for k in ("alpha", "beta", "base") if getattr(args, k) is not None}
   _check_command(args, spec, params)
   try:
-    budget = _io.parse_size(args.memory_budget)
+    budget = parse_size(args.memory_budget)
     qs = tuple(float(x) for x in args.quantiles.split(",") if x.strip())
   except ValueError as e:
     raise UsageError(str(e)) from None
@@ -235,7 +238,7 @@ def _run_eval(args, interrupts) -> int:
   if args.process_id in (None, 0):
     _check_destinations(args, paths)
   keys = [args.p_key or args.key, args.q_key or args.key][:len(paths)]
-  arrays = [_io.open_array(path, key) for path, key in zip(paths, keys)]
+  arrays = [open_array(path, key) for path, key in zip(paths, keys)]
 
   import jax
   import numpy as np
@@ -279,12 +282,12 @@ def _run_eval(args, interrupts) -> int:
       return 0
     interrupts.check()
     if args.summary is not None:
-      from jaxdiv.evaluation._reduce import jsonable
+      from jaxdiv._json import jsonable
 
       doc = {"divergence": spec.name, "inputs": paths, "keys": keys, "axis": args.axis,
              "from_logits": args.from_logits, "parameters": params, "nan_policy": args.nan,
              "summary": res.summary, "run": res.timing}
-      with _io.atomic_write_text(args.summary, before_commit=interrupts.check) as f:
+      with atomic_write_text(args.summary, before_commit=interrupts.check) as f:
         json.dump(jsonable(doc), f, indent=2, allow_nan=False)
         f.write("\n")
       written.append(args.summary)
@@ -324,6 +327,7 @@ def _run_demo(args) -> int:
   try:
     import flax  # noqa: F401
     import matplotlib  # noqa: F401
+    import optax  # noqa: F401
     import sklearn  # noqa: F401
   except ImportError as e:
     missing = (e.name or str(e)).split(".")[0]

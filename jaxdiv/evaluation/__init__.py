@@ -8,7 +8,11 @@ from jaxdiv.evaluation._compile import batch_size_for_budget
 from jaxdiv.evaluation._evaluate import EvalResult
 from jaxdiv.evaluation._evaluate import evaluate
 from jaxdiv.evaluation._io import InputError
+from jaxdiv.evaluation._io import atomic_write_text
+from jaxdiv.evaluation._io import check_destination
 from jaxdiv.evaluation._io import open_array
+from jaxdiv.evaluation._io import parse_size
+from jaxdiv.evaluation._io import same_file
 from jaxdiv.evaluation._registry import DIVERGENCES
 from jaxdiv.evaluation._registry import DivergenceSpec
 from jaxdiv.evaluation._validate import AllNaNError
@@ -23,7 +27,11 @@ __all__ = [
     "InputError",
     "NonFiniteInputError",
     "NotProbabilitiesError",
+    "atomic_write_text",
     "batch_size_for_budget",
+    "check_destination",
     "evaluate",
     "open_array",
+    "parse_size",
+    "same_file",
 ]

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from jaxdiv import _interrupt
 from jaxdiv._interrupt import TEMPORARY as _TEMPORARY
 
 
@@ -308,6 +309,7 @@ def _commit(tmp: str, path: str):
     _discard(tmp)
     raise InputError(f"{path}: cannot write ({e.strerror or type(e).__name__})") from None
   _TEMPORARY.discard(tmp)
+  _interrupt.committed(path)
 
 
 def _discard(tmp: str):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import jaxdiv
+from jaxdiv._json import jsonable
 from jaxdiv.evaluation import DIVERGENCES
 from jaxdiv.evaluation import AllNaNError
 from jaxdiv.evaluation import InputError
@@ -497,5 +498,5 @@ def test_library_messages_name_arguments_not_flags(monkeypatch):
 
 
 def test_json_summaries_hold_null_for_nan():
-  doc = _reduce.jsonable({"mean": float("nan"), "max": np.float32(np.inf), "q": [1.0, math.nan]})
+  doc = jsonable({"mean": float("nan"), "max": np.float32(np.inf), "q": [1.0, math.nan]})
   assert doc == {"mean": None, "max": "inf", "q": [1.0, None]}
