@@ -197,8 +197,9 @@ def evaluate(
       from 1 (for the ``binary_*`` divergences, an entry outside [0, 1]) raises
       :class:`NotProbabilitiesError` at the first batch that holds one (logits passed without
       ``from_logits=True`` would otherwise give NaN or nonsense for every row); and a run whose
-      every result is NaN raises :class:`AllNaNError` before anything is written. False
-      evaluates whatever it is given.
+      every result is NaN raises :class:`AllNaNError` before anything is written. The row
+      statistics it needs cost about a fifth more time on a CPU for probabilities (nothing with
+      `from_logits`). False evaluates whatever it is given.
     **divergence_kwargs: hyperparameters of the divergence (``alpha``, ``beta``, ``base``, ...).
 
   Returns:
