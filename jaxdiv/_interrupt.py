@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -73,6 +74,18 @@ def committed(path: str):
   """Records an output just put in place, for a second Ctrl-C in the current scope to undo."""
   if _active is not None:
     COMMITTED.add(path)
+
+
+def exit_quietly_on_interrupt(status: int):
+  """After a command has committed its outputs and reported them: a Ctrl-C during the rest of
+  the process (JAX's shutdown takes a while) ends it at once with `status`, instead of a
+  KeyboardInterrupt that would make a finished run look interrupted."""
+  if threading.current_thread() is not threading.main_thread():
+    return
+  for stream in (sys.stdout, sys.stderr):
+    with contextlib.suppress(Exception):
+      stream.flush()
+  signal.signal(signal.SIGINT, lambda signum, frame: os._exit(status))
 
 
 def release_early():

@@ -354,7 +354,10 @@ def main(argv: list[str] | None = None) -> int:
       raise
     if args.command == "eval":
       with _interrupt.handled(exit_on_second=True) as interrupts:
-        return _run_eval(args, interrupts)
+        status = _run_eval(args, interrupts)
+      if argv is None:  # the program: its result is out; a Ctrl-C now only ends it sooner
+        _interrupt.exit_quietly_on_interrupt(status)
+      return status
     _interrupt.release_early()
     if args.command == "demo":
       return _run_demo(args)
