@@ -32,6 +32,10 @@ class Interrupts:
     self.event = threading.Event()
     self._exit_on_second = exit_on_second
     self._previous = None
+    # Set by a program whose result is committed and reported: when the scope ends, a Ctrl-C
+    # (during JAX's shutdown, which takes a while) ends the process at once with this status,
+    # instead of a KeyboardInterrupt that would make a finished run look interrupted.
+    self.done_status: int | None = None
 
   def _handle(self, signum, frame):
     if self.event.is_set() and self._exit_on_second:
@@ -76,16 +80,16 @@ def committed(path: str):
     COMMITTED.add(path)
 
 
-def exit_quietly_on_interrupt(status: int):
-  """After a command has committed its outputs and reported them: a Ctrl-C during the rest of
-  the process (JAX's shutdown takes a while) ends it at once with `status`, instead of a
-  KeyboardInterrupt that would make a finished run look interrupted."""
-  if threading.current_thread() is not threading.main_thread():
-    return
-  for stream in (sys.stdout, sys.stderr):
-    with contextlib.suppress(Exception):
-      stream.flush()
-  signal.signal(signal.SIGINT, lambda signum, frame: os._exit(status))
+def _exit_with(status: int):
+  """A SIGINT handler for a command whose result is out: end at once with its status."""
+
+  def handler(signum, frame):
+    for stream in (sys.stdout, sys.stderr):
+      with contextlib.suppress(Exception):
+        stream.flush()
+    os._exit(status)
+
+  return handler
 
 
 def release_early():
@@ -132,4 +136,6 @@ def handled(exit_on_second: bool = False) -> Iterator[Interrupts]:
   finally:
     _active = None
     COMMITTED.clear()
-    signal.signal(signal.SIGINT, interrupts._previous)
+    # One call replaces the handler: no moment with Python's default in between.
+    signal.signal(signal.SIGINT, interrupts._previous if interrupts.done_status is None
+                  else _exit_with(interrupts.done_status))

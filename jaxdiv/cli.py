@@ -355,8 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "eval":
       with _interrupt.handled(exit_on_second=True) as interrupts:
         status = _run_eval(args, interrupts)
-      if argv is None:  # the program: its result is out; a Ctrl-C now only ends it sooner
-        _interrupt.exit_quietly_on_interrupt(status)
+        if argv is None:  # the program: its result is out; a Ctrl-C now only ends it sooner
+          sys.stdout.flush()
+          interrupts.done_status = status
       return status
     _interrupt.release_early()
     if args.command == "demo":
