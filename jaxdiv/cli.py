@@ -358,6 +358,11 @@ def main(argv: list[str] | None = None) -> int:
         if argv is None:  # the program: its result is out; a Ctrl-C now only ends it sooner
           sys.stdout.flush()
           interrupts.done_status = status
+      if argv is None and not (args.distributed or args.coordinator is not None):
+        # Python's shutdown (JAX's teardown, then default signal handlers again) could only
+        # turn a late Ctrl-C into a death by SIGINT after success: the result is out, end now.
+        sys.stderr.flush()
+        os._exit(status)
       return status
     _interrupt.release_early()
     if args.command == "demo":
