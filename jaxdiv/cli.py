@@ -2,8 +2,13 @@
 and `jaxdiv demo` (teacher/student distillation on scikit-learn's digits, compared).
 
 Errors are one line on stderr, `jaxdiv: error: ...`, with exit status 2 for a bad command line
-and 1 for bad data or files; `JAXDIV_DEBUG=1` shows the traceback instead. An interrupted run
-(Ctrl-C) exits with 130 and leaves no partial file under the output names.
+(including an output that would overwrite an input, or --out equal to --summary) and 1 for bad
+data or files (including inputs that are not probabilities without --from-logits, and a run
+whose every result is NaN); `JAXDIV_DEBUG=1` shows the traceback instead. An interrupted run
+(Ctrl-C) exits with 130 and leaves no output and no temporary file; a second Ctrl-C exits at
+once. A closed stdout pipe (`| head`) ends the command quietly with 141.
+
+Nothing heavy is imported here at module level: JAX is imported when a command runs.
 """
 
 from __future__ import annotations
@@ -13,13 +18,11 @@ import contextlib
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 import traceback
 
-EXIT_DATA, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_DATA, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE = 1, 2, 130, 141
 _DEFAULT_QUANTILES = "0.01,0.1,0.5,0.9,0.99"
 
 
@@ -32,15 +35,28 @@ class _Parser(argparse.ArgumentParser):
     raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _divergence_list() -> str:
-  from jaxdiv.evaluate import DIVERGENCES
+class _Formatter(argparse.HelpFormatter):
+  """Shows an option's default only when it has one worth showing (not None, not False) and
+  its help does not already say it."""
 
-  return ", ".join(sorted(DIVERGENCES))
+  def _get_help_string(self, action):
+    text = action.help or ""
+    if ("default" in text or action.default in (None, False, argparse.SUPPRESS)
+        or action.required or not action.option_strings):
+      return text
+    return text + " (default: %(default)s)"
+
+
+def _version() -> str:
+  import jaxdiv
+
+  return jaxdiv.__version__
 
 
 def build_parser() -> argparse.ArgumentParser:
   parser = _Parser(prog="jaxdiv", description="Entropies and divergences between probability"
-                   " distributions, evaluated at scale with JAX.")
+                   " distributions, evaluated at scale with JAX.", formatter_class=_Formatter)
+  parser.add_argument("--version", action="version", version=f"jaxdiv {_version()}")
   sub = parser.add_subparsers(dest="command", metavar="{eval,demo,list}", parser_class=_Parser)
 
   ev = sub.add_parser(
@@ -48,25 +64,32 @@ def build_parser() -> argparse.ArgumentParser:
       description="Per-row divergence between two arrays stored in .npy, .npz or .safetensors"
       " files, memory-mapped and streamed in batches through a jitted divergence on every"
       " local device. Prints a summary table at the end.",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      formatter_class=_Formatter)
   ev.add_argument("p", metavar="P", help="first distribution (.npy, .npz, .safetensors)")
   ev.add_argument("q", metavar="Q", nargs="?",
                   help="second distribution, same shape as P (omit for entropies)")
   ev.add_argument("--divergence", "-d", required=True, metavar="NAME",
-                  help="one of: " + _divergence_list())
+                  help="the divergence; `jaxdiv list` shows them with their parameters")
   ev.add_argument("--from-logits", action="store_true",
                   help="the inputs are logits (unnormalised log-probabilities)")
   ev.add_argument("--axis", type=int, default=-1, help="the distribution axis")
   ev.add_argument("--alpha", type=float, help="order of the Rényi/Tsallis/alpha divergences")
   ev.add_argument("--beta", type=float, help="mixture weight of the (generalised) JS divergence")
-  ev.add_argument("--base", type=float, help="logarithm base of the result (default: nats)")
+  ev.add_argument("--base", type=float,
+                  help="logarithm base of the result, e.g. 2 for bits (default: nats)")
   ev.add_argument("--batch-size", type=int, metavar="N",
                   help="rows per step (default: the largest that fits --memory-budget, at most"
                   " 65536)")
   ev.add_argument("--memory-budget", default="256M", metavar="SIZE",
                   help="host memory for the batches in flight, e.g. 256M, 2G")
-  ev.add_argument("--out", metavar="FILE.npy", help="write the per-row results (.npy)")
-  ev.add_argument("--summary", metavar="FILE.json", help="write the summary as JSON")
+  ev.add_argument("--out", metavar="FILE.npy",
+                  help="write the per-row results (.npy); never an input file")
+  ev.add_argument("--summary", metavar="FILE.json",
+                  help="write the summary as JSON (NaN as null); never an input file")
+  ev.add_argument("--validate", action=argparse.BooleanOptionalAction, default=True,
+                  help="fail when inputs taken as probabilities are not (negative entries, rows"
+                  " not summing to 1: logits without --from-logits?) and when every result is"
+                  " NaN; --no-validate evaluates whatever it is given")
   ev.add_argument("--nan", choices=("fail", "skip", "propagate"), default="fail",
                   help="rows with NaN or inf in the inputs: fail (exit 1, nothing written),"
                   " skip (NaN in --out, left out of the summary) or propagate")
@@ -77,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                   help="comma-separated probabilities for the exact quantiles")
   ev.add_argument("--bins", type=int, default=20, help="histogram bins in the JSON summary")
   ev.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                  help="progress bar (default: when stderr is a terminal)")
+                  help="progress bar, needs tqdm (default: when stderr is a terminal and tqdm is"
+                  " installed)")
   dist = ev.add_argument_group(
       "multi-host", "Run the same command in every process of a jax.distributed cluster: each"
       " reads its own rows; process 0 alone writes --out and --summary and prints the table.")
@@ -94,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
       " forward KL, reverse KL and JS, evaluates every divergence between teacher and each"
       " student on the held-out set with jaxdiv.evaluate, prints a table, and writes PNG"
       " plots and summary.json to --out. No download; under two minutes on two CPU cores.",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      formatter_class=_Formatter)
   demo.add_argument("--out", default="jaxdiv-demo", metavar="DIR", help="output directory")
   demo.add_argument("--seed", type=int, default=0, help="random seed")
   demo.add_argument("--quick", action="store_true", help="fewer training steps (smoke test)")
@@ -138,15 +162,8 @@ def _table(res, args, shape, dtype) -> str:
   return "\n".join(lines)
 
 
-def _run_eval(args, interrupts: _Interrupts) -> int:
-  from jaxdiv.evaluate import DIVERGENCES
-  from jaxdiv.evaluate import _io
-
-  if args.divergence not in DIVERGENCES:
-    raise UsageError(f"unknown divergence {args.divergence!r}; valid names: "
-                     + _divergence_list())
-  spec = DIVERGENCES[args.divergence]
-  params = {k: getattr(args, k) for k in ("alpha", "beta", "base") if getattr(args, k) is not None}
+def _check_command(args, spec, params):
+  """The checks that need neither the data nor JAX."""
   extra = sorted(set(params) - set(spec.params))
   if extra:
     raise UsageError(f"{spec.name} takes no --{', --'.join(extra)}"
@@ -162,20 +179,6 @@ def _run_eval(args, interrupts: _Interrupts) -> int:
     raise UsageError(f"--out must name a .npy file; got {args.out!r}")
   if args.batch_size is not None and args.batch_size < 1:
     raise UsageError(f"--batch-size must be positive; got {args.batch_size}")
-  try:
-    budget = _io.parse_size(args.memory_budget)
-    qs = tuple(float(x) for x in args.quantiles.split(",") if x.strip())
-  except ValueError as e:
-    raise UsageError(str(e)) from None
-  if any(not 0 <= x <= 1 for x in qs):
-    raise UsageError(f"--quantiles must lie in [0, 1]; got {args.quantiles}")
-  # Only process 0 writes: another process (when its id is known before joining the cluster)
-  # does not check, so that it neither fails nor leaves process 0 waiting in `initialize`.
-  for path in (args.out, args.summary) if args.process_id in (None, 0) else ():
-    if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-      raise _io.InputError(f"{path}: directory {os.path.dirname(os.path.abspath(path))}"
-                           " does not exist")
-
   cluster = (args.coordinator, args.num_processes, args.process_id)
   if any(x is not None for x in cluster) and None in cluster:
     raise UsageError("--coordinator, --num-processes and --process-id go together (or give"
@@ -183,22 +186,73 @@ def _run_eval(args, interrupts: _Interrupts) -> int:
   if args.num_processes is not None and not 0 <= args.process_id < args.num_processes:
     raise UsageError(f"--process-id must lie in [0, {args.num_processes}); got"
                      f" {args.process_id}")
+  if args.progress:
+    try:
+      import tqdm  # noqa: F401
+    except ImportError:
+      raise UsageError("--progress needs tqdm: pip install tqdm (or pip install"
+                       " 'jaxdiv[demo]')") from None
 
+
+def _check_destinations(args, paths):
+  """Before any work: no output is an input, --out is not --summary, both can be written."""
+  from jaxdiv.evaluation import check_destination
+  from jaxdiv.evaluation import same_file
+
+  outs = [(flag, path) for flag, path in (("--out", args.out), ("--summary", args.summary))
+          if path is not None]
+  for flag, path in outs:
+    for i, src in enumerate(paths):
+      if same_file(path, src):
+        raise UsageError(f"{flag} {path} is the input {'PQ'[i]} ({src}): it would be"
+                         " overwritten; choose another name")
+  if len(outs) == 2 and (os.path.realpath(args.out) == os.path.realpath(args.summary)
+                         or same_file(args.out, args.summary)):
+    raise UsageError(f"--out and --summary name the same file {args.out}; give two names")
+  for flag, path in outs:
+    check_destination(path, flag)
+
+
+def _run_eval(args, interrupts) -> int:
+  from jaxdiv.evaluation import DIVERGENCES
+  from jaxdiv.evaluation import atomic_write_text
+  from jaxdiv.evaluation import open_array
+  from jaxdiv.evaluation import parse_size
+
+  if args.divergence not in DIVERGENCES:
+    raise UsageError(f"unknown divergence {args.divergence!r}; valid names: "
+                     + ", ".join(sorted(DIVERGENCES)))
+  spec = DIVERGENCES[args.divergence]
+  params = {k: getattr(args, k) for k in ("alpha", "beta", "base") if getattr(args, k) is not None}
+  _check_command(args, spec, params)
+  try:
+    budget = parse_size(args.memory_budget)
+    qs = tuple(float(x) for x in args.quantiles.split(",") if x.strip())
+  except ValueError as e:
+    raise UsageError(str(e)) from None
+  if any(not 0 <= x <= 1 for x in qs):
+    raise UsageError(f"--quantiles must lie in [0, 1]; got {args.quantiles}")
   paths = [args.p] if args.q is None else [args.p, args.q]
+  # Only process 0 writes: another process (when its id is known before joining the cluster)
+  # does not check, so that it neither fails nor leaves process 0 waiting in `initialize`.
+  if args.process_id in (None, 0):
+    _check_destinations(args, paths)
   keys = [args.p_key or args.key, args.q_key or args.key][:len(paths)]
-  arrays = [_io.open_array(path, key) for path, key in zip(paths, keys)]
+  arrays = [open_array(path, key) for path, key in zip(paths, keys)]
 
   import jax
   import numpy as np
 
-  from jaxdiv.evaluate import batch_size_for_budget
-  from jaxdiv.evaluate import evaluate
+  from jaxdiv.evaluation import batch_size_for_budget
+  from jaxdiv.evaluation import evaluate
+
+  interrupts.check()  # a Ctrl-C during the imports (seconds): stop before any work
 
   # Inputs stored in float64 are computed in float64 (the CLI owns its process's JAX config).
   if any(np.dtype(a.dtype) == np.float64 for a in arrays):
     jax.config.update("jax_enable_x64", True)
   if args.distributed or args.coordinator is not None:
-    _join_cluster(jax, *cluster)
+    _join_cluster(jax, args.coordinator, args.num_processes, args.process_id)
   lead = jax.process_index() == 0
   shape = arrays[0].shape
   if args.batch_size is None:
@@ -212,31 +266,38 @@ def _run_eval(args, interrupts: _Interrupts) -> int:
     batch_size = args.batch_size
 
   names = tuple(paths) + (("Q",) if len(paths) == 1 else ())
-  res = evaluate(
-      spec.name, *arrays, batch_size=batch_size, axis=args.axis, from_logits=args.from_logits,
-      out=args.out if args.out is not None else False,
-      # The summary is process 0's: the others skip what needs the per-row results again.
-      reductions=("mean", "sum", "std", "min", "max") + (("quantiles", "histogram") if lead
-                                                         else ()),
-      quantiles=qs, bins=args.bins, nan_policy=args.nan, progress=args.progress, names=names,
-      **params)
-  if interrupts.seen:  # a Ctrl-C was swallowed during the run: undo its output
+  written = []  # the files this run committed: removed again if it is interrupted after
+  try:
+    res = evaluate(
+        spec.name, *arrays, batch_size=batch_size, axis=args.axis,
+        from_logits=args.from_logits, out=args.out if args.out is not None else False,
+        # The summary is process 0's: the others skip what needs the per-row results again.
+        reductions=("mean", "sum", "std", "min", "max") + (("quantiles", "histogram") if lead
+                                                           else ()),
+        quantiles=qs, bins=args.bins, nan_policy=args.nan, progress=args.progress, names=names,
+        validate=args.validate, **params)
     if args.out is not None and lead:
-      with contextlib.suppress(FileNotFoundError):
-        os.remove(args.out)
+      written.append(args.out)
+    if not lead:  # the summary, the table and the files are process 0's
+      return 0
     interrupts.check()
-  if not lead:  # the summary, the table and the files are process 0's
-    return 0
-  if args.summary is not None:
-    doc = {"divergence": spec.name, "inputs": paths, "keys": keys, "axis": args.axis,
-           "from_logits": args.from_logits, "parameters": params, "nan_policy": args.nan,
-           "summary": res.summary, "run": res.timing}
-    from jaxdiv.evaluate._reduce import jsonable
-    with _io.atomic_write_text(args.summary) as f:
-      json.dump(jsonable(doc), f, indent=2)
-      f.write("\n")
+    if args.summary is not None:
+      from jaxdiv._json import jsonable
+
+      doc = {"divergence": spec.name, "inputs": paths, "keys": keys, "axis": args.axis,
+             "from_logits": args.from_logits, "parameters": params, "nan_policy": args.nan,
+             "summary": res.summary, "run": res.timing}
+      with atomic_write_text(args.summary, before_commit=interrupts.check) as f:
+        json.dump(jsonable(doc), f, indent=2, allow_nan=False)
+        f.write("\n")
+      written.append(args.summary)
+    interrupts.check()
+  except KeyboardInterrupt:
+    for path in written:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+    raise
   print(_table(res, args, shape, arrays[0].dtype))
-  written = [p for p in (args.out, args.summary) if p is not None]
   if written:
     print("  wrote " + ", ".join(written))
   return 0
@@ -252,53 +313,8 @@ def _join_cluster(jax, coordinator, num_processes, process_id):
   jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
 
 
-class _Interrupts:
-  """Keeps Ctrl-C from being lost.
-
-  A KeyboardInterrupt raised while Python runs a garbage-collection callback (jax registers
-  one) is "unraisable": Python prints it and carries on, and the run would finish and write
-  its files. Here it is recorded silently and raised again 50 ms later by a SIGALRM handler
-  (main thread only), outside the callback; `check()` raises it at the end if it was lost even
-  so.
-  """
-
-  def __init__(self):
-    self.seen = False
-
-  @contextlib.contextmanager
-  def installed(self):
-    previous = sys.unraisablehook
-    alarm = None
-
-    def interrupt(*_):
-      raise KeyboardInterrupt
-
-    def hook(unraisable):
-      if not issubclass(unraisable.exc_type, KeyboardInterrupt):
-        return previous(unraisable)
-      self.seen = True
-      if alarm is not None:
-        with contextlib.suppress(BaseException):  # nothing may escape this hook
-          signal.setitimer(signal.ITIMER_REAL, 0.05)
-
-    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
-      alarm = signal.signal(signal.SIGALRM, interrupt)
-    sys.unraisablehook = hook
-    try:
-      yield self
-    finally:
-      sys.unraisablehook = previous
-      if alarm is not None:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, alarm)
-
-  def check(self):
-    if self.seen:
-      raise KeyboardInterrupt
-
-
 def _run_list() -> int:
-  from jaxdiv.evaluate import DIVERGENCES
+  from jaxdiv.evaluation import DIVERGENCES
 
   for name, spec in sorted(DIVERGENCES.items()):
     args = "P" if spec.n_inputs == 1 else "P Q"
@@ -307,20 +323,50 @@ def _run_list() -> int:
   return 0
 
 
+def _run_demo(args) -> int:
+  try:
+    import flax  # noqa: F401
+    import matplotlib  # noqa: F401
+    import optax  # noqa: F401
+    import sklearn  # noqa: F401
+  except ImportError as e:
+    missing = (e.name or str(e)).split(".")[0]
+    print(f"jaxdiv: error: `jaxdiv demo` needs the demo extra ({missing} is missing): pip"
+          " install 'jaxdiv[demo]'", file=sys.stderr)
+    return EXIT_DATA
+  from jaxdiv.demo import run as demo_run
+
+  return demo_run.main(out=args.out, seed=args.seed, quick=args.quick)
+
+
 def main(argv: list[str] | None = None) -> int:
   """Entry point of the `jaxdiv` console script; returns the exit status."""
   started = time.perf_counter()
   debug = bool(os.environ.get("JAXDIV_DEBUG"))
   try:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "eval":
-      with _Interrupts().installed() as interrupts:
-        return _run_eval(args, interrupts)
-    if args.command == "demo":
-      from jaxdiv.demo import run as demo_run
+    from jaxdiv import _interrupt
 
-      return demo_run.main(out=args.out, seed=args.seed, quick=args.quick)
+    parser = build_parser()
+    try:
+      args = parser.parse_args(argv)
+    except SystemExit:  # --help, --version
+      _interrupt.release_early()
+      raise
+    if args.command == "eval":
+      with _interrupt.handled(exit_on_second=True) as interrupts:
+        status = _run_eval(args, interrupts)
+        if argv is None:  # the program: its result is out; a Ctrl-C now only ends it sooner
+          sys.stdout.flush()
+          interrupts.done_status = status
+      if argv is None and not (args.distributed or args.coordinator is not None):
+        # Python's shutdown (JAX's teardown, then default signal handlers again) could only
+        # turn a late Ctrl-C into a death by SIGINT after success: the result is out, end now.
+        sys.stderr.flush()
+        os._exit(status)
+      return status
+    _interrupt.release_early()
+    if args.command == "demo":
+      return _run_demo(args)
     if args.command == "list":
       return _run_list()
     parser.print_help()
@@ -332,12 +378,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"jaxdiv: interrupted after {time.perf_counter() - started:.1f} s; nothing was"
           " written", file=sys.stderr)
     return EXIT_INTERRUPTED
+  except BrokenPipeError:
+    # The reader of stdout left (`| head`): say nothing more, and keep Python's exit-time
+    # flush of stdout from failing again.
+    with contextlib.suppress(OSError):
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_PIPE
   except SystemExit:
     raise
   except BaseException as e:
     if debug:
       traceback.print_exc()
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = getattr(e, "cli_message", None) or str(e)
+    msg = text.strip().splitlines()[0] if text.strip() else type(e).__name__
     if not isinstance(e, (ValueError, TypeError, OSError)):
       msg = f"{type(e).__name__}: {msg}"
     print(f"jaxdiv: error: {msg}", file=sys.stderr)

@@ -26,7 +26,7 @@ _PARAMS = {"renyi_divergence": {"alpha": 0.5}, "tsallis_divergence": {"alpha": 0
 
 
 def _pairwise_divergences() -> list[str]:
-  from jaxdiv.evaluate import DIVERGENCES
+  from jaxdiv.evaluation import DIVERGENCES
 
   return [name for name, spec in DIVERGENCES.items()
           if spec.n_inputs == 2 and not name.startswith("binary")]
@@ -47,7 +47,7 @@ def report(teacher_logits: np.ndarray, students: dict[str, np.ndarray],
   Returns:
     The summary: ``{"divergences": {name: {student: summary}}, "accuracy": ..., ...}``.
   """
-  from jaxdiv.evaluate import evaluate
+  from jaxdiv.evaluation import evaluate
 
   teacher_logits = np.asarray(teacher_logits, np.float32)
   names = _pairwise_divergences()
@@ -78,7 +78,7 @@ def report(teacher_logits: np.ndarray, students: dict[str, np.ndarray],
   if out is not None:
     os.makedirs(out, exist_ok=True)
     _plots(summary, per_row_kl, out)
-    from jaxdiv.evaluate._reduce import jsonable
+    from jaxdiv._json import jsonable
     with open(os.path.join(out, "summary.json"), "w") as f:
       json.dump(jsonable(summary), f, indent=2)
       f.write("\n")

@@ -3,7 +3,7 @@
     python _multihost_worker.py COORDINATOR NUM_PROCESSES PROCESS_ID WORKDIR
 
 Joins the `jax.distributed` cluster at COORDINATOR (``host:port``), runs every case of
-``WORKDIR/cases.pkl`` through :func:`jaxdiv.evaluate.evaluate` with the default mesh (every
+``WORKDIR/cases.pkl`` through :func:`jaxdiv.evaluation.evaluate` with the default mesh (every
 device of every process) on memory-mapped inputs, and pickles what each call returned to
 ``WORKDIR/result<PROCESS_ID>.pkl``. A case whose ``out`` is ``"path"`` writes to
 ``WORKDIR/out<PROCESS_ID>/<case>.npy``: each process gets its own directory, as hosts with
@@ -36,7 +36,7 @@ def main(coordinator: str, num_processes: int, process_id: int, workdir: str) ->
                              initialization_timeout=60)
   import numpy as np
 
-  from jaxdiv.evaluate import evaluate
+  from jaxdiv.evaluation import evaluate
 
   with open(os.path.join(workdir, "cases.pkl"), "rb") as f:
     cases = pickle.load(f)

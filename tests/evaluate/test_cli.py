@@ -1,26 +1,49 @@
-"""The `jaxdiv` command, run as a subprocess (`python -m jaxdiv`, the console script's module)."""
+"""The `jaxdiv` command. Usage and error cases run in-process through `jaxdiv.cli.main` (fast);
+a subprocess (`python -m jaxdiv`, the console script's module) only where the process itself is
+tested: imports, pipes, memory (signals are in `test_interrupts.py`)."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
+import stat
 import subprocess
 import sys
 import textwrap
 import time
 
+import chex
 import numpy as np
 import pytest
 
-from jaxdiv.evaluate import evaluate
+from jaxdiv import cli
+from jaxdiv.evaluation import evaluate
 
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 
 
 def jaxdiv(*args, cwd=None, timeout=300):
+  """`python -m jaxdiv ARGS` in a subprocess."""
   return subprocess.run([sys.executable, "-m", "jaxdiv", *map(str, args)], capture_output=True,
                         text=True, env=ENV, cwd=cwd, timeout=timeout)
+
+
+class Run:
+  def __init__(self, returncode, stdout, stderr):
+    self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def run(capsys):
+  """`jaxdiv ARGS` in this process: `cli.main` with stdout and stderr captured."""
+
+  def call(*args):
+    capsys.readouterr()
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return Run(code, out, err)
+
+  return call
 
 
 def _error_line(proc, code=1):
@@ -54,9 +77,9 @@ def files(tmp_path_factory):
   return d, p, q
 
 
-def test_happy_path(files):
+def test_happy_path(files, run):
   d, p, q = files
-  proc = jaxdiv("eval", d / "p.npy", d / "q.npy", "--divergence", "kl_divergence",
+  proc = run("eval", d / "p.npy", d / "q.npy", "--divergence", "kl_divergence",
                 "--from-logits", "--batch-size", "512", "--out", d / "kl.npy",
                 "--summary", d / "kl.json")
   assert proc.returncode == 0, proc.stderr
@@ -67,75 +90,75 @@ def test_happy_path(files):
   doc = json.loads((d / "kl.json").read_text())
   assert doc["summary"]["rows"] == 3000 and doc["divergence"] == "kl_divergence"
   assert doc["summary"]["mean"] == ref.summary["mean"]
-  assert doc["summary"]["quantiles"] == ref.summary["quantiles"]
+  chex.assert_trees_all_equal(doc["summary"]["quantiles"], ref.summary["quantiles"])
   for word in ("kl_divergence(P‖Q)", "rows", "mean", "q50", "max", "rows/s"):
     assert word in proc.stdout, proc.stdout
   assert not [f for f in os.listdir(d) if f.endswith(".partial")]
 
 
-def test_npz_safetensors_parameters_and_one_input(files):
+def test_npz_safetensors_parameters_and_one_input(files, run):
   d, p, q = files
   ref = evaluate("renyi_divergence", p, q, from_logits=True, alpha=2.5)
-  proc = jaxdiv("eval", d / "pq.npz", d / "pq.npz", "--p-key", "p", "--q-key", "q",
+  proc = run("eval", d / "pq.npz", d / "pq.npz", "--p-key", "p", "--q-key", "q",
                 "-d", "renyi_divergence", "--alpha", "2.5", "--from-logits", "--out", d / "r.npy")
   assert proc.returncode == 0, proc.stderr
   np.testing.assert_array_equal(np.load(d / "r.npy"), ref.per_row)
 
   safetensors_numpy = pytest.importorskip("safetensors.numpy")
   safetensors_numpy.save_file({"logits": p}, str(d / "p.safetensors"))
-  proc = jaxdiv("eval", d / "p.safetensors", d / "pz.npz", "-d", "js_divergence", "--beta",
+  proc = run("eval", d / "p.safetensors", d / "pz.npz", "-d", "js_divergence", "--beta",
                 "0.3", "--base", "2", "--from-logits", "--out", d / "js.npy")
   assert proc.returncode == 0, proc.stderr
   ref = evaluate("js_divergence", p, p, from_logits=True, beta=0.3, base=2.0)
   np.testing.assert_array_equal(np.load(d / "js.npy"), ref.per_row)
 
-  proc = jaxdiv("eval", d / "p.npy", "-d", "entropy", "--from-logits", "--axis", "1")
+  proc = run("eval", d / "p.npy", "-d", "entropy", "--from-logits", "--axis", "1")
   assert proc.returncode == 0, proc.stderr
   assert "entropy(P)" in proc.stdout
 
 
-def test_missing_file(files):
+def test_missing_file(files, run):
   d, _, _ = files
-  line = _error_line(jaxdiv("eval", d / "nope.npy", d / "q.npy", "-d", "kl_divergence"))
+  line = _error_line(run("eval", d / "nope.npy", d / "q.npy", "-d", "kl_divergence"))
   assert "nope.npy: no such file" in line
 
 
-def test_unreadable_file(files):
+def test_unreadable_file(files, run):
   d, _, _ = files
-  line = _error_line(jaxdiv("eval", d / "junk.npy", d / "q.npy", "-d", "kl_divergence"))
+  line = _error_line(run("eval", d / "junk.npy", d / "q.npy", "-d", "kl_divergence"))
   assert "junk.npy" in line
 
 
-def test_different_shapes(files):
+def test_different_shapes(files, run):
   d, _, _ = files
-  line = _error_line(jaxdiv("eval", d / "p.npy", d / "short.npy", "-d", "kl_divergence"))
+  line = _error_line(run("eval", d / "p.npy", d / "short.npy", "-d", "kl_divergence"))
   assert "(3000, 40)" in line and "(100, 40)" in line
 
 
-def test_non_float(files):
+def test_non_float(files, run):
   d, _, _ = files
-  line = _error_line(jaxdiv("eval", d / "p.npy", d / "int.npy", "-d", "kl_divergence"))
+  line = _error_line(run("eval", d / "p.npy", d / "int.npy", "-d", "kl_divergence"))
   assert "int.npy has dtype int32" in line
 
 
-def test_unknown_divergence_and_usage(files):
+def test_unknown_divergence_and_usage(files, run):
   d, _, _ = files
-  line = _error_line(jaxdiv("eval", d / "p.npy", d / "q.npy", "-d", "kl"), code=2)
+  line = _error_line(run("eval", d / "p.npy", d / "q.npy", "-d", "kl"), code=2)
   assert "unknown divergence 'kl'" in line and "kl_divergence" in line and "js_divergence" in line
-  line = _error_line(jaxdiv("eval", d / "p.npy", d / "q.npy", "-d", "renyi_divergence"), code=2)
+  line = _error_line(run("eval", d / "p.npy", d / "q.npy", "-d", "renyi_divergence"), code=2)
   assert "--alpha" in line
-  _error_line(jaxdiv("eval", d / "p.npy", d / "q.npy"), code=2)  # --divergence is required
-  _error_line(jaxdiv("eval", d / "p.npy", d / "q.npy", "-d", "kl_divergence", "--out",
+  _error_line(run("eval", d / "p.npy", d / "q.npy"), code=2)  # --divergence is required
+  _error_line(run("eval", d / "p.npy", d / "q.npy", "-d", "kl_divergence", "--out",
                      d / "x.txt"), code=2)
 
 
-def test_nan_and_inf_rows(files):
+def test_nan_and_inf_rows(files, run):
   d, p, q = files
-  line = _error_line(jaxdiv("eval", d / "bad.npy", d / "q.npy", "-d", "kl_divergence",
+  line = _error_line(run("eval", d / "bad.npy", d / "q.npy", "-d", "kl_divergence",
                             "--from-logits", "--out", d / "bad_out.npy", "--batch-size", "256"))
   assert "4 rows of" in line and "bad.npy" in line and "first at row 5" in line
   assert not os.path.exists(d / "bad_out.npy")
-  proc = jaxdiv("eval", d / "bad.npy", d / "q.npy", "-d", "kl_divergence", "--from-logits",
+  proc = run("eval", d / "bad.npy", d / "q.npy", "-d", "kl_divergence", "--from-logits",
                 "--nan", "skip", "--out", d / "skip.npy", "--summary", d / "skip.json")
   assert proc.returncode == 0, proc.stderr
   out = np.load(d / "skip.npy")
@@ -145,46 +168,165 @@ def test_nan_and_inf_rows(files):
   assert s["skipped_rows"] == 4 and s["rows"] == 3000
 
 
-def test_interrupted_run_leaves_no_output(big_files):
-  d, _ = big_files
-  proc = subprocess.Popen(
-      [sys.executable, "-m", "jaxdiv", "eval", str(d / "big_p.npy"), str(d / "big_q.npy"),
-       "-d", "renyi_divergence", "--alpha", "3", "--from-logits", "--batch-size", "256",
-       "--out", str(d / "int_out.npy"), "--summary", str(d / "int.json")],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-  deadline = time.time() + 120
-  while time.time() < deadline and proc.poll() is None:
-    if any(f.startswith(".int_out.npy") for f in os.listdir(d)):
-      break
-    time.sleep(0.005)
-  time.sleep(0.2)
-  assert proc.poll() is None, "the run ended before it could be interrupted"
-  proc.send_signal(signal.SIGINT)
-  _, err = proc.communicate(timeout=60)
-  assert proc.returncode == 130, err
-  assert "Traceback" not in err and "interrupted" in err, err
-  left = [f for f in os.listdir(d) if f.startswith((".int", "int"))]
-  assert left == [], left
+def test_nan_messages_name_flags_and_json_holds_null(files, run, tmp_path):
+  d, _, _ = files
+  line = _error_line(run("eval", d / "bad.npy", d / "q.npy", "-d", "kl_divergence",
+                         "--from-logits"))
+  assert "--nan skip" in line and "nan_policy" not in line, line
+  every = np.load(d / "bad.npy")[:300]
+  every[:, 7] = np.nan
+  np.save(tmp_path / "allnan.npy", every)
+  proc = run("eval", tmp_path / "allnan.npy", "-d", "entropy", "--from-logits", "--nan", "skip",
+             "--no-validate", "--summary", tmp_path / "s.json")
+  assert proc.returncode == 0, proc.stderr
+
+  def no_constants(name):
+    raise AssertionError(f"{name} in the JSON summary")
+
+  s = json.loads((tmp_path / "s.json").read_text(), parse_constant=no_constants)["summary"]
+  assert s["mean"] is None and s["min"] is None and s["nan_rows"] == 300, s
 
 
-def test_swallowed_interrupt_is_delivered_again():
-  """A Ctrl-C raised where Python cannot propagate it (a __del__ here, jax's garbage-collection
-  callback in a real run) would be printed and dropped; the command raises it again."""
-  from jaxdiv import cli
+# ------------------------------------------------------------------ files the user gives ----
 
-  class Bomb:
-    def __del__(self):
-      raise KeyboardInterrupt
+def test_outputs_never_overwrite_inputs(files, run, tmp_path):
+  d, _, _ = files
+  (tmp_path / "link.npy").symlink_to(d / "p.npy")
+  os.link(d / "q.npy", tmp_path / "hard.npy")
+  before = {f: (d / f).read_bytes() for f in ("p.npy", "q.npy")}
+  base = ("eval", d / "p.npy", d / "q.npy", "-d", "kl_divergence", "--from-logits")
+  for flag, dest, victim in [("--out", d / "p.npy", d / "p.npy"),
+                             ("--summary", d / "q.npy", d / "q.npy"),
+                             ("--out", tmp_path / "link.npy", d / "p.npy"),
+                             ("--summary", tmp_path / "hard.npy", d / "q.npy")]:
+    line = _error_line(run(*base, flag, dest), code=2)
+    assert f"{flag} {dest}" in line and str(victim) in line and "overwritten" in line, line
+  line = _error_line(run(*base, "--out", tmp_path / "o.npy", "--summary", tmp_path / "o.npy"),
+                     code=2)
+  assert "--out and --summary name the same file" in line, line
+  assert {f: (d / f).read_bytes() for f in ("p.npy", "q.npy")} == before
+  assert sorted(os.listdir(tmp_path)) == ["hard.npy", "link.npy"]
 
-  interrupts = cli._Interrupts()
-  with pytest.raises(KeyboardInterrupt):
-    with interrupts.installed():
-      Bomb()  # dropped at once: its __del__'s KeyboardInterrupt is unraisable
-      for _ in range(2000):  # the interrupt delivered again lands in this loop
-        time.sleep(0.001)
-  assert interrupts.seen
-  with pytest.raises(KeyboardInterrupt):
-    interrupts.check()
+
+def test_destinations_checked_before_the_work(files, run, tmp_path, monkeypatch):
+  d, _, _ = files
+  import jaxdiv.evaluation
+
+  def must_not_run(*args, **kwargs):
+    raise AssertionError("the evaluation started")
+
+  monkeypatch.setattr(jaxdiv.evaluation, "evaluate", must_not_run)
+  (tmp_path / "adir").mkdir()
+  base = ("eval", d / "p.npy", d / "q.npy", "-d", "kl_divergence", "--from-logits")
+  line = _error_line(run(*base, "--summary", tmp_path / "adir"))
+  assert "is a directory" in line and ".partial" not in line, line
+  line = _error_line(run(*base, "--out", tmp_path / "nodir" / "o.npy"))
+  assert "does not exist" in line and "nodir" in line, line
+  if os.geteuid() != 0:  # root writes anywhere
+    (tmp_path / "ro").mkdir(mode=0o555)
+    line = _error_line(run(*base, "--out", tmp_path / "ro" / "o.npy"))
+    assert "permission denied" in line, line
+  assert sorted(os.listdir(tmp_path)) == ["adir"] + (["ro"] if os.geteuid() != 0 else [])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_outputs_honour_the_umask(files, run, tmp_path, umask):
+  d, _, _ = files
+  old = os.umask(umask)
+  try:
+    proc = run("eval", d / "short.npy", "-d", "entropy", "--from-logits", "--out",
+               tmp_path / "h.npy", "--summary", tmp_path / "h.json")
+  finally:
+    os.umask(old)
+  assert proc.returncode == 0, proc.stderr
+  for f in ("h.npy", "h.json"):
+    assert stat.S_IMODE(os.stat(tmp_path / f).st_mode) == 0o666 & ~umask, f
+  assert sorted(os.listdir(tmp_path)) == ["h.json", "h.npy"]
+
+
+def test_logits_without_from_logits_are_refused(files, run, tmp_path):
+  d, p, _ = files
+  line = _error_line(run("eval", d / "p.npy", d / "q.npy", "-d", "kl_divergence", "--out",
+                         tmp_path / "o.npy"))
+  assert "does not hold probabilities" in line and "--from-logits" in line, line
+  assert "row 0" in line and f"sums to {p[0].sum():.4g}" in line, line
+  assert os.listdir(tmp_path) == []
+  # --no-validate evaluates them as they are (the user means it): all NaN is then accepted.
+  proc = run("eval", d / "p.npy", d / "q.npy", "-d", "kl_divergence", "--no-validate")
+  assert proc.returncode == 0, proc.stderr
+
+
+def test_a_run_of_only_nan_fails(files, run, tmp_path):
+  d, p, _ = files
+  every = p[:300].copy()
+  every[:, 7] = np.nan
+  np.save(tmp_path / "allnan.npy", every)
+  line = _error_line(run("eval", tmp_path / "allnan.npy", "-d", "entropy", "--from-logits",
+                         "--nan", "skip", "--out", tmp_path / "o.npy"))
+  assert "every one of the 300 results is NaN" in line and "--no-validate" in line, line
+  assert sorted(os.listdir(tmp_path)) == ["allnan.npy"]
+
+
+# ---------------------------------------------------------------- command-line basics ----
+
+def test_version_and_help_text(run, capsys):
+  import jaxdiv
+
+  with pytest.raises(SystemExit) as e:
+    cli.main(["--version"])
+  assert e.value.code == 0
+  assert capsys.readouterr().out.strip() == f"jaxdiv {jaxdiv.__version__}"
+  with pytest.raises(SystemExit):
+    cli.main(["eval", "--help"])
+  text = " ".join(capsys.readouterr().out.split())
+  assert "(default: None)" not in text and "(default: False)" not in text, text
+  assert text.count("(default: nats)") == 1 and "(default: 256M)" in text, text
+
+
+_HELP = textwrap.dedent("""
+    import sys, time, types
+    # The package as a lazy __init__ would leave it: only the CLI module's own imports count.
+    pkg = types.ModuleType("jaxdiv")
+    pkg.__path__ = [sys.argv[1]]
+    pkg.__version__ = "0"
+    sys.modules["jaxdiv"] = pkg
+    t = time.perf_counter()
+    from jaxdiv import cli
+    try:
+      cli.main(["eval", "--help"])
+    except SystemExit:
+      pass
+    sys.stderr.write(f"{time.perf_counter() - t:.3f} {'jax' in sys.modules}\\n")
+""")
+
+
+def test_help_does_not_import_jax():
+  here = os.path.dirname(cli.__file__)
+  proc = subprocess.run([sys.executable, "-c", _HELP, here], capture_output=True, text=True,
+                        env=ENV, timeout=60)
+  seconds, imported = proc.stderr.split()
+  assert imported == "False", proc.stderr
+  assert float(seconds) < 0.5, proc.stderr
+  assert "--divergence" in proc.stdout
+
+
+def test_closed_stdout_pipe_ends_quietly():
+  proc = subprocess.Popen([sys.executable, "-m", "jaxdiv", "list"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=ENV)
+  proc.stdout.close()  # the reader is gone before anything is written (as `| head -0`)
+  err = proc.stderr.read().decode()
+  assert proc.wait(timeout=120) == cli.EXIT_PIPE, err
+  assert err == "", err
+
+
+def test_missing_extras_say_how_to_install(run, monkeypatch, tmp_path):
+  monkeypatch.setitem(sys.modules, "flax", None)  # as if flax were not installed
+  line = _error_line(run("demo", "--out", tmp_path / "demo", "--quick"))
+  assert "pip install 'jaxdiv[demo]'" in line and "flax" in line, line
+  monkeypatch.setitem(sys.modules, "tqdm", None)
+  line = _error_line(run("eval", tmp_path / "p.npy", "-d", "entropy", "--progress"), code=2)
+  assert "--progress needs tqdm" in line, line
+  assert not (tmp_path / "demo").exists()
 
 
 # ------------------------------------------------------------- bounded memory, large input ----

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import zipfile
 
 import jax.numpy as jnp
@@ -11,13 +12,16 @@ import numpy as np
 import pytest
 
 import jaxdiv
-from jaxdiv.evaluate import DIVERGENCES
-from jaxdiv.evaluate import InputError
-from jaxdiv.evaluate import NonFiniteInputError
-from jaxdiv.evaluate import _io
-from jaxdiv.evaluate import _reduce
-from jaxdiv.evaluate import evaluate
-from jaxdiv.evaluate import open_array
+from jaxdiv._json import jsonable
+from jaxdiv.evaluation import DIVERGENCES
+from jaxdiv.evaluation import AllNaNError
+from jaxdiv.evaluation import InputError
+from jaxdiv.evaluation import NonFiniteInputError
+from jaxdiv.evaluation import NotProbabilitiesError
+from jaxdiv.evaluation import _io
+from jaxdiv.evaluation import _reduce
+from jaxdiv.evaluation import evaluate
+from jaxdiv.evaluation import open_array
 
 ALL = ("mean", "sum", "std", "min", "max", "quantiles", "histogram")
 QS = (0.0, 0.01, 0.25, 0.5, 0.9, 0.99, 1.0)
@@ -382,8 +386,117 @@ def _resident_bytes(path) -> int | None:
 
 
 def test_batch_size_for_budget():
-  from jaxdiv.evaluate import batch_size_for_budget
+  from jaxdiv.evaluation import batch_size_for_budget
 
   assert batch_size_for_budget(2**30, 1000, [4, 4]) == 2**30 // (1000 * (8 * 4 + 16))
   assert batch_size_for_budget(1, 10**6, [4]) == 1
   assert math.isfinite(batch_size_for_budget(2**20, 3, [2]))
+
+
+# ------------------------------------------------------------ what the caller is told ----
+
+def test_out_that_is_an_input_is_refused_before_any_work(tmp_path):
+  p, q = _probs((500, 6), 30), _probs((500, 6), 31)
+  np.save(tmp_path / "p.npy", p)
+  np.save(tmp_path / "q.npy", q)
+  (tmp_path / "link.npy").symlink_to(tmp_path / "p.npy")
+  os.link(tmp_path / "q.npy", tmp_path / "hard.npy")
+  pm = np.load(tmp_path / "p.npy", mmap_mode="r")
+  qm = np.load(tmp_path / "q.npy", mmap_mode="r")
+  for out, victim in [("p.npy", "p.npy"), ("link.npy", "p.npy"), ("hard.npy", "q.npy")]:
+    with pytest.raises(InputError, match="it would be overwritten") as e:
+      evaluate("kl_divergence", pm, qm, out=tmp_path / out)
+    assert f"out={str(tmp_path / out)!r}" in str(e.value) and victim in str(e.value)
+    assert "--out" not in str(e.value)
+  np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), p)
+  np.testing.assert_array_equal(np.load(tmp_path / "q.npy"), q)
+  assert sorted(os.listdir(tmp_path)) == ["hard.npy", "link.npy", "p.npy", "q.npy"]
+
+
+def test_out_that_cannot_be_written_fails_first_without_temporary_names(tmp_path, monkeypatch):
+  from jaxdiv.evaluation import _compile
+
+  def must_not_compile(*args, **kwargs):
+    raise AssertionError("compiled before checking out")
+
+  monkeypatch.setattr(_compile, "compiled", must_not_compile)
+  p = _probs((100, 5), 32)
+  (tmp_path / "adir").mkdir()
+  with pytest.raises(InputError, match="is a directory") as e:
+    evaluate("entropy", p, out=tmp_path / "adir")
+  assert ".partial" not in str(e.value)
+  with pytest.raises(InputError, match="does not exist"):
+    evaluate("entropy", p, out=tmp_path / "missing" / "o.npy")
+  assert os.listdir(tmp_path) == ["adir"]
+
+
+def test_a_destination_that_fails_at_commit_is_named_not_its_temporary(tmp_path):
+  dest = tmp_path / "s.json"
+  with pytest.raises(InputError, match="cannot write") as e:
+    with _io.atomic_write_text(dest) as f:
+      f.write("{}")
+      dest.mkdir()  # someone made a directory of that name meanwhile
+  assert str(dest) in str(e.value) and ".partial" not in str(e.value)
+  assert os.listdir(tmp_path) == ["s.json"] and _io.temporary_files() == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_files_are_created_as_the_umask_says(tmp_path, umask):
+  old = os.umask(umask)
+  try:
+    with _io.AtomicNpyWriter(tmp_path / "o.npy", np.float32) as w:
+      w.write(np.arange(3, dtype=np.float32))
+      w.commit()
+    with _io.atomic_write_text(tmp_path / "s.json") as f:
+      f.write("{}")
+  finally:
+    os.umask(old)
+  for name in ("o.npy", "s.json"):
+    assert os.stat(tmp_path / name).st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_logits_given_as_probabilities_raise_with_the_argument_to_pass(tmp_path):
+  logits = _logits((700, 9), 33)
+  with pytest.raises(NotProbabilitiesError) as e:
+    evaluate("kl_divergence", logits, _logits((700, 9), 34), out=tmp_path / "o.npy")
+  msg = str(e.value)
+  assert "p does not hold probabilities: row 0" in msg and "from_logits=True" in msg, msg
+  assert "--from-logits" not in msg and "--from-logits" in e.value.cli_message
+  assert os.listdir(tmp_path) == []
+  # Unnormalised but positive rows, and Bernoulli parameters outside [0, 1], are caught too.
+  with pytest.raises(NotProbabilitiesError, match=r"row 0 sums to"):
+    evaluate("entropy", np.exp(logits))
+  with pytest.raises(NotProbabilitiesError, match=r"outside \[0, 1\]"):
+    evaluate("binary_entropy", np.full((10, 3), 1.5, np.float32))
+  # Probabilities pass, in low precision too; validate=False evaluates whatever it is given.
+  evaluate("js_divergence", _probs((300, 1000), 35).astype(np.float16), _probs((300, 1000), 36))
+  res = evaluate("kl_divergence", logits, logits, validate=False)
+  np.testing.assert_array_equal(
+      res.per_row, np.asarray(jaxdiv.kl_divergence(logits, logits), np.float32))
+
+
+def test_a_run_whose_every_result_is_nan_raises():
+  p = _probs((300, 4), 37)
+
+  def nan_divergence(p, *, axis):
+    return jnp.full(p.shape[:axis % p.ndim], jnp.nan)
+
+  with pytest.raises(AllNaNError, match="every one of the 300 results is NaN"):
+    evaluate(nan_divergence, p)
+  assert np.isnan(evaluate(nan_divergence, p, validate=False).per_row).all()
+
+
+def test_library_messages_name_arguments_not_flags(monkeypatch):
+  p, q = _with_bad_rows()
+  with pytest.raises(NonFiniteInputError) as e:
+    evaluate("kl_divergence", p, q)
+  assert 'nan_policy="skip"' in str(e.value) and "--nan" not in str(e.value)
+  assert "--nan skip" in e.value.cli_message
+  monkeypatch.setitem(sys.modules, "tqdm", None)  # as if tqdm were not installed
+  with pytest.raises(ImportError, match="progress=True needs tqdm"):
+    evaluate("entropy", _probs((10, 3), 38), progress=True)
+
+
+def test_json_summaries_hold_null_for_nan():
+  doc = jsonable({"mean": float("nan"), "max": np.float32(np.inf), "q": [1.0, math.nan]})
+  assert doc == {"mean": None, "max": "inf", "q": [1.0, None]}

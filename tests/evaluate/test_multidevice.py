@@ -22,7 +22,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 import jaxdiv
-from jaxdiv.evaluate import evaluate
+from jaxdiv.evaluation import evaluate
 
 try:
   from jax import shard_map

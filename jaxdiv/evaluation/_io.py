@@ -11,17 +11,30 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
+import mmap
 import os
 import struct
 import tempfile
 import zipfile
+from collections.abc import Callable
 from collections.abc import Iterator
 
 import numpy as np
 
+from jaxdiv import _interrupt
+from jaxdiv._interrupt import TEMPORARY as _TEMPORARY
+
 
 class InputError(ValueError):
-  """A problem with the user's data or files, reported as one line (no traceback) by the CLI."""
+  """A problem with the user's data or files, reported as one line (no traceback) by the CLI.
+
+  `str(error)` speaks to a Python caller (it names arguments, ``nan_policy="skip"``);
+  `cli_message`, when the advice differs on the command line, names flags (``--nan skip``).
+  """
+
+  def __init__(self, message: str, cli_message: str | None = None):
+    super().__init__(message)
+    self.cli_message = cli_message if cli_message is not None else message
 
 
 # safetensors dtype codes -> NumPy dtypes (bfloat16 and the float8s come from ml_dtypes, which
@@ -45,9 +58,10 @@ def _pick(keys: list[str], key: str | None, path: str) -> str:
       raise InputError(f"{path}: no array named {key!r}; it holds {sorted(keys)}")
     return key
   if len(keys) != 1:
-    raise InputError(
-        f"{path}: holds {len(keys)} arrays {sorted(keys)}; choose one with --key"
-        if keys else f"{path}: holds no arrays")
+    if not keys:
+      raise InputError(f"{path}: holds no arrays")
+    what = f"{path}: holds {len(keys)} arrays {sorted(keys)}; choose one with"
+    raise InputError(f"{what} key=...", f"{what} --key")
   return keys[0]
 
 
@@ -206,7 +220,8 @@ def open_array(path: str | os.PathLike, key: str | None = None):
       return _open_safetensors(path, key)
     if suffix == ".npy":
       if key is not None:
-        raise InputError(f"{path}: a .npy file holds one array; --key does not apply")
+        raise InputError(f"{path}: a .npy file holds one array; key={key!r} does not apply",
+                         f"{path}: a .npy file holds one array; --key does not apply")
       return _open_npy(path)
   except OSError as e:
     raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
@@ -217,6 +232,90 @@ def open_array(path: str | os.PathLike, key: str | None = None):
 # ----------------------------------------------------------------------------------- output ----
 
 _HEADER_BYTES = 256  # fixed so that the header can be rewritten once the row count is known
+
+
+
+def temporary_files() -> list[str]:
+  """The temporary output files this process has open (not yet committed or removed)."""
+  return list(_TEMPORARY)
+
+
+def _umask() -> int:
+  """The process's umask, read without changing it where Linux allows (`os.umask` sets it)."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except (OSError, ValueError):
+    pass
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+  """Whether two paths name one file (symbolic and hard links included); False if either is
+  missing."""
+  try:
+    return os.path.samefile(a, b)
+  except OSError:
+    return False
+
+
+def check_destination(path: str | os.PathLike, what: str | None = None) -> str:
+  """Checks, before any work, that a file can be created at `path`; returns it as a string.
+
+  Args:
+    path: the output file.
+    what: how the caller calls it in messages (``"out"``, ``"--summary"``); default the path.
+
+  Raises:
+    InputError: `path` is a directory, its folder does not exist or is not a folder, or the
+      folder is not writable.
+  """
+  path = os.fspath(path)
+  label = f"{what} {path}" if what else path
+  directory = os.path.dirname(os.path.abspath(path))
+  if os.path.isdir(path):
+    raise InputError(f"{label}: is a directory; name a file")
+  if not os.path.isdir(directory):
+    raise InputError(f"{label}: directory {directory} does not exist")
+  if not os.access(directory, os.W_OK | os.X_OK):
+    raise InputError(f"{label}: cannot create a file in {directory} (permission denied)")
+  return path
+
+
+def _create_temporary(path: str, binary: bool):
+  """A new file beside `path`, mode 0666 minus the umask (as `open` would create `path`)."""
+  check_destination(path)
+  directory = os.path.dirname(os.path.abspath(path))
+  try:
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".partial",
+                               dir=directory)
+  except OSError as e:
+    raise InputError(f"{path}: cannot create a file in {directory}"
+                     f" ({e.strerror or type(e).__name__})") from None
+  _TEMPORARY.add(tmp)
+  os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600
+  return os.fdopen(fd, "wb" if binary else "w"), tmp
+
+
+def _commit(tmp: str, path: str):
+  """Renames the finished temporary file to `path`; an error names `path`, not the temp."""
+  try:
+    os.replace(tmp, path)
+  except OSError as e:
+    _discard(tmp)
+    raise InputError(f"{path}: cannot write ({e.strerror or type(e).__name__})") from None
+  _TEMPORARY.discard(tmp)
+  _interrupt.committed(path)
+
+
+def _discard(tmp: str):
+  with contextlib.suppress(FileNotFoundError):
+    os.unlink(tmp)
+  _TEMPORARY.discard(tmp)
 
 
 def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
@@ -231,18 +330,14 @@ def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
 
 class AtomicNpyWriter:
   """Writes a 1-D .npy of unknown final length, appending rows; the file appears under its
-  final name only on :meth:`commit` (temp file in the same directory + `os.replace`), and
-  :meth:`abort` (or an exception inside `with`) removes it."""
+  final name only on :meth:`commit` (temp file in the same directory + `os.replace`), with the
+  mode the umask gives a new file, and :meth:`abort` (or an exception inside `with`) removes
+  it."""
 
   def __init__(self, path: str | os.PathLike, dtype):
     self.path = os.fspath(path)
     self.dtype = np.dtype(dtype)
-    directory = os.path.dirname(os.path.abspath(self.path))
-    if not os.path.isdir(directory):
-      raise InputError(f"{self.path}: directory {directory} does not exist")
-    fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(self.path) + ".",
-                                    suffix=".partial", dir=directory)
-    self._f = os.fdopen(fd, "wb")
+    self._f, self.tmp = _create_temporary(self.path, binary=True)
     self._f.write(_npy_header(self.dtype, (0,)))
     self.rows = 0
 
@@ -250,6 +345,9 @@ class AtomicNpyWriter:
     rows = np.ascontiguousarray(rows, self.dtype).reshape(-1)
     self._f.write(rows.tobytes())
     self.rows += rows.size
+
+  def flush(self):
+    self._f.flush()
 
   def commit(self, shape: tuple[int, ...] | None = None) -> str:
     shape = (self.rows,) if shape is None else tuple(shape)
@@ -260,14 +358,13 @@ class AtomicNpyWriter:
     self._f.flush()
     os.fsync(self._f.fileno())
     self._f.close()
-    os.replace(self.tmp, self.path)
+    _commit(self.tmp, self.path)
     return self.path
 
   def abort(self):
     with contextlib.suppress(Exception):
       self._f.close()
-    with contextlib.suppress(FileNotFoundError):
-      os.unlink(self.tmp)
+    _discard(self.tmp)
 
   def __enter__(self):
     return self
@@ -279,22 +376,57 @@ class AtomicNpyWriter:
 
 
 @contextlib.contextmanager
-def atomic_write_text(path: str | os.PathLike) -> Iterator:
-  """Opens a text file for writing that appears under `path` only if the block succeeds."""
+def atomic_write_text(path: str | os.PathLike,
+                      before_commit: Callable[[], None] | None = None) -> Iterator:
+  """Opens a text file for writing that appears under `path` only if the block succeeds.
+
+  Args:
+    path: the final name.
+    before_commit: called after the block, before the rename; an exception from it (a
+      KeyboardInterrupt when the run was interrupted) removes the temporary file instead.
+  """
   path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  if not os.path.isdir(directory):
-    raise InputError(f"{path}: directory {directory} does not exist")
-  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".partial",
-                             dir=directory)
+  f, tmp = _create_temporary(path, binary=False)
   try:
-    with os.fdopen(fd, "w") as f:
+    with f:
       yield f
-    os.replace(tmp, path)
+    if before_commit is not None:
+      before_commit()
   except BaseException:
-    with contextlib.suppress(FileNotFoundError):
-      os.unlink(tmp)
+    _discard(tmp)
     raise
+  _commit(tmp, path)
+
+
+class PageReleaser:
+  """Drops the pages of rows already read from a read-only memmap (`madvise(MADV_DONTNEED)`).
+
+  Without it the process's resident memory grows with every page of the file it has touched
+  (file-backed pages of a mapping count in RSS until the kernel needs them), although nothing
+  is kept. Linux and macOS; a no-op wherever it is unavailable.
+  """
+
+  def __init__(self, array):
+    self._mm = None
+    mm = getattr(array, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+      return
+    try:
+      self._base = np.frombuffer(mm, np.uint8).ctypes.data
+    except (TypeError, ValueError):
+      return
+    self._mm = mm
+
+  def __call__(self, view: np.ndarray):
+    if self._mm is None or view.size == 0:
+      return
+    start = view.ctypes.data - self._base
+    end = start + view.nbytes
+    a = (start // mmap.PAGESIZE) * mmap.PAGESIZE
+    b = (end // mmap.PAGESIZE) * mmap.PAGESIZE
+    if b > a:
+      with contextlib.suppress(Exception):
+        self._mm.madvise(mmap.MADV_DONTNEED, a, b - a)
 
 
 def parse_size(text: str) -> int:

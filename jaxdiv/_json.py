@@ -1,0 +1,24 @@
+"""JSON for the summaries that `jaxdiv.evaluate`, the command line and the demo write."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def jsonable(x):
+  """A summary as strict JSON can hold it: NaN becomes null (the summary counts the NaN rows
+  in `nan_rows`), an infinity the string 'inf' or '-inf' (a divergence can be +inf); NumPy
+  scalars become Python numbers; dicts, lists and tuples are converted inside."""
+  if isinstance(x, np.generic):
+    x = x.item()
+  if isinstance(x, float) and math.isnan(x):
+    return None
+  if isinstance(x, float) and math.isinf(x):
+    return str(x)
+  if isinstance(x, dict):
+    return {k: jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [jsonable(v) for v in x]
+  return x

@@ -1,0 +1,155 @@
+"""The device side: the mesh and shardings, the compiled step (cached), batch sizing."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+try:
+  from jax import shard_map
+except ImportError:  # jax < 0.7
+  from jax.experimental.shard_map import shard_map
+
+
+def mesh_sharding(mesh: Mesh | None):
+  """The mesh (default: every device) and the shardings of a batch and of its per-row results."""
+  if mesh is None:
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+  axes = tuple(mesh.axis_names)
+  return mesh, NamedSharding(mesh, P(axes, None)), NamedSharding(mesh, P(axes))
+
+
+def local_range(sharding: NamedSharding, batch: int, n: int) -> tuple[int, int]:
+  """The contiguous rows of a global batch whose shards live on this process's devices."""
+  idx = sharding.addressable_devices_indices_map((batch, n)).values()
+  starts = sorted({(i[0].start or 0, i[0].stop if i[0].stop is not None else batch)
+                   for i in idx})
+  lo, hi = starts[0][0], starts[-1][1]
+  if sum(b - a for a, b in starts) != hi - lo:
+    raise ValueError("this process's devices do not hold a contiguous block of the batch;"
+                     " order the mesh's devices by process")
+  return lo, hi
+
+
+def fetch(x: jax.Array) -> np.ndarray:
+  """The whole array on the host: across processes the step's outputs are replicated, so
+  every process reads its own copy."""
+  if x.is_fully_addressable:
+    return np.asarray(x)
+  return np.asarray(x.addressable_data(0))
+
+
+def block_rows(n: int) -> int:
+  """Rows per compiled block for a distribution of `n` entries: about 2**20 entries a block,
+  between 1 and 256 rows, a power of two. It depends on `n` only (see :func:`evaluate`)."""
+  r = 1
+  while r < 256 and 2 * r * n <= 2**20:
+    r *= 2
+  return r
+
+
+def _bad_rows(x: jax.Array, from_logits: bool) -> jax.Array:
+  """Rows holding NaN or infinity; with logits, -inf is a legitimate zero probability."""
+  bad = jnp.isnan(x) | (x == jnp.inf) if from_logits else ~jnp.isfinite(x)
+  return jnp.any(bad, axis=-1)
+
+
+def _row_stats(x: jax.Array, inputs: str) -> tuple[jax.Array, jax.Array]:
+  """What the host needs to tell probabilities from logits: each row's smallest entry and its
+  sum (a distribution) or its largest entry (Bernoulli probabilities), in float32."""
+  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  second = jnp.sum(x, axis=-1) if inputs == "distribution" else jnp.max(x, axis=-1)
+  return jnp.min(x, axis=-1), second
+
+
+_CACHE: dict = {}
+
+
+def compiled(fn, kwargs, from_logits, mesh, sharding, row_sharding, r, n, n_inputs,
+             check: str | None):
+  """The per-block function and the jitted, sharded step; cached so that repeated evaluations
+  (several models, several files) with the same settings compile once.
+
+  The step returns `(values, bad_rows, stats)`: one value a row, a NaN-or-inf flag a row per
+  input, and, when `check` names what the inputs should hold, :func:`_row_stats` per input.
+  """
+  try:
+    key = (fn, tuple(sorted(kwargs.items())), from_logits, mesh, r, n, n_inputs, check)
+    hash(key)
+  except TypeError:  # an unhashable hyperparameter (an array): no caching
+    key = None
+  if key is not None and key in _CACHE:
+    return _CACHE[key]
+
+  def block(*xs):  # one block of rows, (r, n)
+    vals = fn(*xs, axis=-1, **kwargs)
+    stats = tuple(_row_stats(x, check) for x in xs) if check else ()
+    return vals, tuple(_bad_rows(x, from_logits) for x in xs), stats
+
+  def local(*xs):  # this device's rows, (k * r, n)
+    k = xs[0].shape[0] // r
+    out = lax.map(lambda b: block(*b), tuple(x.reshape(k, r, n) for x in xs))
+    return jax.tree.map(lambda a: a.reshape(-1), out)
+
+  # Across processes the results are replicated by the step itself (one all-gather that XLA
+  # schedules with the computation) instead of gathered on the host after it.
+  replicated = NamedSharding(mesh, P()) if jax.process_count() > 1 else None
+  jitted = jax.jit(shard_map(local, mesh=mesh, in_specs=(sharding.spec,) * n_inputs,
+                             out_specs=row_sharding.spec), out_shardings=replicated)
+  if key is not None:
+    if len(_CACHE) >= 64:
+      _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = (block, jitted)
+  return block, jitted
+
+
+def step(name, fn, kwargs, from_logits, mesh, sharding, row_sharding, n: int, n_inputs: int,
+         dtypes, rows: int | None, batch_size: int, check: str | None):
+  """The global batch size, the jitted step and the per-row result's dtype for a run.
+
+  Rows are computed in blocks of a fixed shape (R, n), R chosen from n alone, so that the
+  compiled reduction, and so every row's bits, are the same for any batch size and device
+  count (XLA picks a different reduction strategy for, e.g., 64 rows than for 128): the batch
+  is a multiple of R times the devices.
+  """
+  r = block_rows(n)
+  step_rows = mesh.size * r
+  batch = int(math.ceil(batch_size / step_rows) * step_rows)
+  if rows is not None and rows < batch:  # small inputs: one batch, as small as allowed
+    batch = max(step_rows, int(math.ceil(max(rows, 1) / step_rows) * step_rows))
+  block, jitted = compiled(fn, kwargs, from_logits, mesh, sharding, row_sharding, r, n,
+                           n_inputs, check)
+  vals, _, _ = jax.eval_shape(block, *[jax.ShapeDtypeStruct((r, n), d) for d in dtypes])
+  if vals.shape != (r,):
+    raise ValueError(f"{name} returned shape {vals.shape} for a batch of shape {(r, n)}; it"
+                     " must reduce the distribution axis to one value a row")
+  return batch, jitted, np.dtype(vals.dtype)
+
+
+def batch_size_for_budget(budget_bytes: int, n: int, itemsizes: Sequence[int],
+                          prefetch: int = 2) -> int:
+  """The largest batch whose rows in flight fit in `budget_bytes` of host memory.
+
+  In flight at once: `prefetch` queued batches, one being read, one on the device, plus the
+  device's float32 temporaries (about four arrays of the batch's shape for the log-space
+  divergences). On a CPU backend device buffers are host memory, so all of it counts.
+
+  Args:
+    budget_bytes: host memory for the batches in flight.
+    n: entries in one distribution (the length of the distribution axis).
+    itemsizes: bytes per entry of each input.
+    prefetch: batches read ahead (as :func:`evaluate`'s `prefetch`).
+
+  Returns:
+    The batch size in rows, at least 1.
+  """
+  per_row = n * (sum(itemsizes) * (prefetch + 2) + 4 * 4)
+  return max(1, budget_bytes // max(per_row, 1))

@@ -1,0 +1,358 @@
+"""Streaming, data-parallel evaluation of a divergence over inputs larger than memory: the loop.
+
+The pipeline, per batch of `batch_size` rows (the distribution axis moved last):
+
+    host read (memmap slice / iterator) -> pad to batch_size -> device_put sharded over the mesh
+        [background thread, queue of depth `prefetch`: reads overlap device work]
+    -> jitted divergence on every device (one compiled shape)
+    -> per-row results back to the host, in order -> output file / array, running reductions
+
+Determinism: rows are computed independently of each other (the divergence reduces only the
+distribution axis), the last batch is padded so that one shape is compiled, and every
+cross-row reduction runs on the host in float64 over fixed chunks (:mod:`._reduce`). The
+bytes of the per-row results and of the summary therefore do not depend on the batch size or
+on the number of devices (tested on 1, 2 and 8 CPU devices, and on 2 processes x 2 devices).
+
+The parts live beside this module, one concern each: `_registry` (the divergences by name),
+`_sources` (rows from arrays, memmaps and iterators), `_prefetch` (the reading thread),
+`_compile` (mesh, sharding, the cached jitted step), `_sink` (where per-row results go),
+`_validate` (probabilities that are not, runs of only NaN), `_summary` (the per-batch tally
+and the reductions); `jaxdiv._interrupt` turns Ctrl-C into an event.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Sequence
+from typing import Any
+from typing import NamedTuple
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from jaxdiv import _interrupt
+from jaxdiv.evaluation import _compile
+from jaxdiv.evaluation import _io
+from jaxdiv.evaluation import _sources
+from jaxdiv.evaluation._prefetch import Prefetcher
+from jaxdiv.evaluation._registry import DivergenceSpec
+from jaxdiv.evaluation._registry import resolve
+from jaxdiv.evaluation._sink import Sink
+from jaxdiv.evaluation._summary import Tally
+from jaxdiv.evaluation._validate import Validator
+
+_REDUCTIONS = ("mean", "sum", "std", "min", "max", "quantiles", "histogram")
+
+
+class EvalResult(NamedTuple):
+  """What :func:`evaluate` returns.
+
+  Attributes:
+    per_row: the per-row results in input order, shaped like the inputs without the
+      distribution axis (1-D for an iterator input); a NumPy array, a read-only memmap of the
+      written `.npy` when `out` was a path, `out` itself when it was an array, None when
+      `out=False` (and, multi-host, on processes other than 0 when `out` was a path). Rows
+      skipped under `nan_policy="skip"` hold NaN.
+    summary: the reductions and row counts; deterministic (same bytes for the same inputs).
+    timing: wall time, rows and bytes per second, batch size, devices (not deterministic).
+  """
+
+  per_row: np.ndarray | None
+  summary: dict[str, Any]
+  timing: dict[str, Any]
+
+
+def _arguments(divergence, from_logits, batch_size, reductions, nan_policy, progress,
+               divergence_kwargs) -> tuple[DivergenceSpec, dict, tuple[str, ...]]:
+  """Checks the arguments that need no data; returns the spec, the divergence's keyword
+  arguments and the reductions."""
+  if nan_policy not in ("fail", "skip", "propagate"):
+    raise ValueError(f"nan_policy must be 'fail', 'skip' or 'propagate'; got {nan_policy!r}")
+  reductions = tuple(reductions)
+  unknown = set(reductions) - set(_REDUCTIONS)
+  if unknown:
+    raise ValueError(f"unknown reductions {sorted(unknown)}; valid: {', '.join(_REDUCTIONS)}")
+  if int(batch_size) < 1:
+    raise ValueError(f"batch_size must be positive; got {batch_size}")
+  if progress:
+    try:
+      import tqdm  # noqa: F401
+    except ImportError:
+      raise ImportError("progress=True needs tqdm: pip install tqdm") from None
+  spec = resolve(divergence)
+  kwargs = dict(divergence_kwargs)
+  if spec.n_inputs:  # a named divergence: check its hyperparameters here, clearly
+    extra = set(kwargs) - set(spec.params) - {"where"}
+    if extra:
+      raise TypeError(f"{spec.name} takes no parameter(s) {sorted(extra)}; it takes"
+                      f" {list(spec.params) or 'none'}")
+    missing = [k for k in spec.required if k not in kwargs]
+    if missing:
+      raise TypeError(f"{spec.name} needs the parameter(s) {missing}")
+    kwargs["from_logits"] = from_logits
+  elif from_logits:
+    kwargs["from_logits"] = True
+  return spec, kwargs, reductions
+
+
+def _check_out(out, sources, names):
+  """Refuses, before any work, an `out` path that cannot be written or that is an input."""
+  path = _io.check_destination(out, "out")
+  for s, name in zip(sources or (), names):
+    if s.file is not None and _io.same_file(path, s.file):
+      raise _io.InputError(
+          f"out={path!r} is the input {name} ({s.file}): it would be overwritten; choose"
+          " another path", f"--out {path} is the input {name}: it would be overwritten;"
+          " choose another path")
+
+
+def evaluate(
+    divergence: str | Callable[..., jax.Array],
+    p,
+    q=None,
+    *,
+    batch_size: int = 1024,
+    axis: int = -1,
+    from_logits: bool = False,
+    mesh: Mesh | None = None,
+    out=None,
+    reductions: Sequence[str] = ("mean",),
+    quantiles: Sequence[float] = (0.01, 0.1, 0.5, 0.9, 0.99),
+    bins: int = 20,
+    nan_policy: str = "fail",
+    progress: bool | None = None,
+    prefetch: int = 2,
+    names: tuple[str, str] = ("p", "q"),
+    validate: bool = True,
+    **divergence_kwargs,
+) -> EvalResult:
+  r"""Evaluates a divergence row by row over inputs of any size, on every device.
+
+  The inputs are streamed in batches of `batch_size` rows through the jitted divergence,
+  sharded over the batch on `mesh` (data parallel); a background thread reads and transfers
+  the next `prefetch` batches while the devices work, so host memory stays bounded by about
+  `batch_size x row bytes x (prefetch + 2)` whatever the input size. Memory-mapped inputs
+  (``np.load(path, mmap_mode="r")``) are read page by page and the pages are released after
+  use.
+
+  Results are deterministic: the per-row values and the summary have the same bytes for any
+  batch size and any number of devices. Reductions run on the host in float64 over fixed chunks
+  of rows; quantiles are exact (``np.quantile``'s linear interpolation) and found from the
+  stored per-row results in two passes (four for float64), without sorting them in memory.
+
+  Multi-host: call ``jax.distributed.initialize()`` in every process, then ``evaluate`` with
+  the same arguments and the default mesh (all devices of all processes; an explicit mesh must
+  order its devices by process). Each process reads only the rows of each batch that its own
+  devices hold (arrays and memmaps; iterators raise ``NotImplementedError``), and the compiled
+  step replicates each batch's results to every process: every process gets the same summary
+  (and the same error under ``nan_policy="fail"``), and the same `per_row` when `out` is None
+  or an array. A path `out` is written by process 0 alone, whose `per_row` is that file; the
+  other processes get None (they spool the results to a temporary file, removed at the end,
+  only when quantiles or a histogram read them back).
+  On CPU the cross-process gather needs gloo collectives,
+  ``jax.config.update("jax_cpu_collectives_implementation", "gloo")`` before ``initialize``
+  (the default in jax 0.10). Tested with 2 processes x 2 CPU devices on localhost: the same
+  bytes as on one device (``tests/evaluate/test_multihost.py``).
+
+  Args:
+    divergence: a name of the core family (``"kl_divergence"``, ``"js_divergence"``,
+      ``"entropy"``, ... see :data:`DIVERGENCES`) or a callable ``f(p, q, *, axis, **kw)``
+      (``f(p, *, axis, **kw)`` with ``q=None``) that reduces `axis` and returns one value per
+      row.
+    p: first distribution: an array or ``np.memmap`` with the distribution on `axis`; or an
+      iterator of ``(p_batch, q_batch)`` pairs (of ``p_batch`` alone when `q` is None), each of
+      shape ``[rows, n]`` with the distribution on `axis`, in any batch sizes.
+    q: second distribution, same shape as `p`; None for a function of one distribution (or
+      when `p` is an iterator).
+    batch_size: rows per step, rounded up to a multiple of the number of devices times the
+      rows of one compiled block (:func:`block_rows`: 256 for n <= 4096, fewer above).
+    axis: the distribution axis of the inputs.
+    from_logits: the inputs are logits (passed to the divergence; for a callable only when
+      True). With logits, -inf entries are legitimate (zero probability).
+    mesh: the device mesh; the batch is split over all its axes. Default: every device.
+    out: where the per-row results go: None (a NumPy array in memory), a path (a ``.npy``
+      written to a temporary name and renamed on success, so an interrupted run leaves nothing
+      under the final name), a C-contiguous array to fill, or False (not kept; quantiles and
+      histograms then spool them to a temporary file).
+    reductions: any of ``"mean"``, ``"sum"``, ``"std"``, ``"min"``, ``"max"``,
+      ``"quantiles"``, ``"histogram"``. Counts are always reported.
+    quantiles: the probabilities for ``"quantiles"``.
+    bins: number of equal bins over [min, max] for ``"histogram"`` (infinities counted apart).
+    nan_policy: rows whose inputs hold NaN or infinity: ``"fail"`` (raise
+      :class:`NonFiniteInputError` with the count, after the pass; nothing is written),
+      ``"skip"`` (NaN in `per_row`, left out of the reductions and counted), or
+      ``"propagate"`` (computed as they are).
+    progress: a tqdm progress bar (True needs tqdm installed); None: only when stderr is a
+      terminal and tqdm is installed. Multi-host: process 0 alone draws it.
+    prefetch: number of batches read ahead.
+    names: how `p` and `q` are called in error messages.
+    validate: check that inputs given as probabilities are probabilities: for a named
+      divergence without `from_logits`, a row with a negative entry or a sum farther than 0.1
+      from 1 (for the ``binary_*`` divergences, an entry outside [0, 1]) raises
+      :class:`NotProbabilitiesError` at the first batch that holds one (logits passed without
+      ``from_logits=True`` would otherwise give NaN or nonsense for every row); and a run whose
+      every result is NaN raises :class:`AllNaNError` before anything is written. The row
+      statistics it needs cost about a fifth more time on a CPU for probabilities (nothing with
+      `from_logits`). False evaluates whatever it is given.
+    **divergence_kwargs: hyperparameters of the divergence (``alpha``, ``beta``, ``base``, ...).
+
+  Returns:
+    An :class:`EvalResult` ``(per_row, summary, timing)``.
+
+  Raises:
+    InputError: bad files or data (its subclasses :class:`NonFiniteInputError`,
+      :class:`NotProbabilitiesError`, :class:`AllNaNError`); `out` names an input file (the
+      same file through any symbolic or hard link), a directory, or a place that cannot be
+      written. All are raised before anything is written under `out`.
+    KeyboardInterrupt: Ctrl-C; it is caught by a handler that only sets a flag, checked
+      between batches, so the run stops at the next batch and leaves no output and no
+      temporary file (in the main thread, when the caller has not installed its own SIGINT
+      handler; a second Ctrl-C raises at once).
+
+  Example:
+    >>> import numpy as np
+    >>> from jaxdiv.evaluation import evaluate
+    >>> rng = np.random.default_rng(0)
+    >>> p = rng.dirichlet(np.ones(5), size=1000).astype(np.float32)
+    >>> q = rng.dirichlet(np.ones(5), size=1000).astype(np.float32)
+    >>> res = evaluate("kl_divergence", p, q, batch_size=256)
+    >>> res.per_row.shape
+    (1000,)
+    >>> bool(np.isclose(res.summary["mean"], res.per_row.astype(np.float64).mean()))
+    True
+  """
+
+  spec, kwargs, reductions = _arguments(divergence, from_logits, batch_size, reductions,
+                                        nan_policy, progress, divergence_kwargs)
+  with _interrupt.handled() as interrupts:
+    return _run(spec, kwargs, p, q, batch_size=int(batch_size), axis=axis,
+                from_logits=from_logits, mesh=mesh, out=out, reductions=reductions,
+                quantiles=quantiles, bins=bins, nan_policy=nan_policy, progress=progress,
+                prefetch=prefetch, names=names, check=Validator(spec, from_logits, validate,
+                                                                kwargs, names),
+                interrupts=interrupts)
+
+
+class _Inputs(NamedTuple):
+  sources: list[_sources.Rows] | None  # arrays and memmaps; None for an iterator
+  items: Iterator | None  # the iterator's batches
+  n_inputs: int
+  n: int
+  dtypes: list[np.dtype]
+  rows: int | None  # None for an iterator
+  batch_shape: tuple[int, ...] | None
+
+
+def _inputs(spec: DivergenceSpec, p, q, axis: int, names) -> _Inputs:
+  """The row sources of `p` (and `q`), their width, dtypes and row count."""
+  if not _sources.is_stream(p):
+    n_inputs = spec.n_inputs or (1 if q is None else 2)
+    if n_inputs == 2 and q is None:
+      raise ValueError(f"{spec.name} compares two distributions; q is missing")
+    if n_inputs == 1 and q is not None:
+      raise ValueError(f"{spec.name} is a function of one distribution; q must be None")
+    sources = [_sources.Rows(a, axis, nm) for a, nm in zip([p, q][:n_inputs], names)]
+    for s in sources:
+      _sources.check_float(s.dtype, s.name)
+    if n_inputs == 2 and sources[0].shape != sources[1].shape:
+      raise _io.InputError(f"{names[0]} and {names[1]} have different shapes:"
+                           f" {tuple(sources[0].shape)} and {tuple(sources[1].shape)}")
+    return _Inputs(sources, None, n_inputs, sources[0].n,
+                   [_sources.device_dtype(s.dtype) for s in sources], sources[0].rows,
+                   sources[0].batch_shape)
+  if q is not None:
+    raise ValueError("with an iterator `p` yields (p_batch, q_batch) pairs; q must be None")
+  if jax.process_count() > 1:
+    raise NotImplementedError("iterator inputs are single-process; pass arrays or memmaps"
+                              " (each process then reads its own rows)")
+  first, items = _sources.peek(iter(p))
+  pair = isinstance(first, tuple) and len(first) == 2
+  n_inputs = spec.n_inputs or (2 if pair else 1)
+  if first is None:
+    return _Inputs(None, items, n_inputs, 1, [np.dtype(np.float32)] * n_inputs, None, None)
+  xs = _sources.as_batch(first, n_inputs, axis, names, 0)
+  return _Inputs(None, items, n_inputs, xs[0].shape[1],
+                 [_sources.device_dtype(x.dtype) for x in xs], None, None)
+
+
+def _device_batches(ins: _Inputs, sharding, batch: int, axis: int, names) -> Iterator:
+  """`(arrays, valid)` per batch: this process's rows put on its devices, as one global array
+  per input, and the number of real rows (the last batch is padded)."""
+  if ins.sources is not None:
+    lo, hi = _compile.local_range(sharding, batch, ins.n)
+    host = _sources.array_batches(ins.sources, ins.dtypes, batch, lo, hi)
+  else:
+    host = _sources.stream_batches(ins.items, ins.n_inputs, axis, names, ins.n, ins.dtypes,
+                                   batch)
+  for parts, valid in host:
+    yield tuple(jax.make_array_from_process_local_data(sharding, x, (batch, ins.n))
+                for x in parts), valid
+
+
+def _run(spec, kwargs, p, q, *, batch_size, axis, from_logits, mesh, out, reductions,
+         quantiles, bins, nan_policy, progress, prefetch, names, check: Validator,
+         interrupts: _interrupt.Interrupts) -> EvalResult:
+  """The evaluation loop: read ahead, compute, consume in order, summarize, commit."""
+  ins = _inputs(spec, p, q, axis, names)
+  writes = jax.process_index() == 0
+  if isinstance(out, (str, os.PathLike)) and writes:
+    _check_out(out, ins.sources, names)
+  mesh, sharding, row_sharding = _compile.mesh_sharding(mesh)
+  started = time.perf_counter()
+  batch, jitted, out_dtype = _compile.step(
+      spec.name, spec.fn, kwargs, from_logits, mesh, sharding, row_sharding, ins.n,
+      ins.n_inputs, ins.dtypes, ins.rows, batch_size, check.kind())
+  sink = Sink(out, ins.batch_shape, ins.rows, out_dtype, writer=writes,
+              reread=bool({"quantiles", "histogram"} & set(reductions)))
+  bar = _progress(progress, ins.rows) if writes else None
+  tally = Tally(sink, nan_policy, ins.n_inputs, check, bar)
+  prefetcher = Prefetcher(_device_batches(ins, sharding, batch, axis, names), prefetch)
+  try:
+    pending = None
+    for arrays, valid in prefetcher:
+      interrupts.check()  # Ctrl-C stops between batches
+      result = jitted(*arrays)  # dispatched asynchronously: the previous batch is read meanwhile
+      if pending is not None:
+        tally.add(*pending)
+      pending = (result, valid)
+    if pending is not None:
+      tally.add(*pending)
+    tally.finish(names)
+    interrupts.check()
+    summary = tally.summary(spec.name, names, reductions, quantiles, bins, out_dtype)
+    interrupts.check()  # the last moment to stop: nothing is under its final name yet
+    per_row = sink.commit()
+  except BaseException:
+    sink.abort()
+    raise
+  finally:
+    prefetcher.close()
+    if bar is not None:
+      bar.close()
+  seconds = time.perf_counter() - started
+  in_bytes = tally.done * ins.n * sum(d.itemsize for d in ins.dtypes)
+  timing = {"seconds": seconds, "rows": tally.done,
+            "rows_per_second": tally.done / seconds if seconds else math.inf,
+            "bytes_read": in_bytes, "bytes_per_second": in_bytes / seconds if seconds
+            else math.inf, "batch_size": batch, "devices": mesh.size,
+            "platform": mesh.devices.flat[0].platform, "processes": jax.process_count()}
+  return EvalResult(per_row, summary, timing)
+
+
+def _progress(progress: bool | None, total: int | None):
+  if progress is None:
+    progress = sys.stderr.isatty()
+  if not progress:
+    return None
+  try:
+    from tqdm.auto import tqdm
+  except ImportError:  # progress=True was checked on entry: this is the automatic choice
+    return None
+  return tqdm(total=total, unit="row", unit_scale=True, dynamic_ncols=True, delay=0.5,
+              file=sys.stderr, desc="jaxdiv")

@@ -1,0 +1,66 @@
+"""The divergences that :func:`evaluate` and `jaxdiv eval` select by name."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+
+from jaxdiv import discrete
+
+_CORE = (
+    "kl_divergence", "cross_entropy", "jeffreys_divergence", "js_divergence", "js_distance",
+    "entropy", "renyi_divergence", "renyi_entropy", "tsallis_divergence", "tsallis_entropy",
+    "alpha_divergence", "hellinger_distance", "total_variation_distance",
+    "chi_squared_divergence", "bhattacharyya_distance", "binary_entropy",
+    "binary_cross_entropy", "binary_kl_divergence",
+)
+_HYPERPARAMETERS = ("alpha", "beta", "base")
+
+
+class DivergenceSpec(NamedTuple):
+  """A divergence that :func:`evaluate` (and the CLI) can select by name.
+
+  Attributes:
+    name: the function's name in :mod:`jaxdiv`.
+    fn: the function.
+    n_inputs: 1 for a function of p alone (entropies), 2 for one of p and q; 0 for a callable
+      the caller passed (decided by the inputs).
+    params: the hyperparameters it accepts among alpha, beta, base.
+    required: those without a default.
+    inputs: what its inputs hold without `from_logits`: ``"distribution"`` (rows that sum to
+      1), ``"bernoulli"`` (independent probabilities in [0, 1]) or ``"any"`` (a callable).
+  """
+
+  name: str
+  fn: Callable[..., jax.Array]
+  n_inputs: int
+  params: tuple[str, ...]
+  required: tuple[str, ...]
+  inputs: str = "any"
+
+
+def _spec(name: str) -> DivergenceSpec:
+  fn = getattr(discrete, name)
+  sig = inspect.signature(fn).parameters
+  n_inputs = sum(k in sig for k in ("p", "q"))
+  params = tuple(k for k in _HYPERPARAMETERS if k in sig)
+  required = tuple(k for k in params if sig[k].default is inspect.Parameter.empty)
+  inputs = "bernoulli" if name.startswith("binary") else "distribution"
+  return DivergenceSpec(name, fn, n_inputs, params, required, inputs)
+
+
+DIVERGENCES: dict[str, DivergenceSpec] = {name: _spec(name) for name in _CORE}
+
+
+def resolve(divergence: str | Callable) -> DivergenceSpec:
+  """The :class:`DivergenceSpec` for a name of the core family, or a wrapped callable."""
+  if callable(divergence):
+    name = getattr(divergence, "__name__", type(divergence).__name__)
+    return DivergenceSpec(name, divergence, 0, (), ())
+  if divergence not in DIVERGENCES:
+    raise ValueError(f"unknown divergence {divergence!r}; valid names: "
+                     + ", ".join(sorted(DIVERGENCES)))
+  return DIVERGENCES[divergence]

@@ -1,0 +1,172 @@
+"""Where rows come from: arrays and memmaps read by row range, or iterators of batches, both cut
+into host batches of a fixed number of rows (the distribution axis last)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+from jaxdiv.evaluation import _io
+
+
+def is_stream(x) -> bool:
+  """Whether `x` is an iterator of batches rather than an array."""
+  return (isinstance(x, Iterator)
+          or (isinstance(x, Iterable)
+              and not isinstance(x, (np.ndarray, list, tuple, str, bytes, _io.ZipStream))
+              and not hasattr(x, "__array__")))
+
+
+def check_float(dtype, name: str):
+  if not (np.issubdtype(dtype, np.floating) or dtype.name == "bfloat16"
+          or dtype.name.startswith("float8")):
+    raise TypeError(f"{name} has dtype {dtype}; expected a floating-point array of"
+                    " probabilities or logits")
+
+
+def device_dtype(dtype: np.dtype) -> np.dtype:
+  # float64 becomes float32 when jax_enable_x64 is off: convert on the host, without a warning.
+  return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+
+
+def input_file(x) -> str | None:
+  """The file an input array is mapped from (a memmap, a compressed .npz member), if any."""
+  if isinstance(x, _io.ZipStream):
+    return x.path
+  name = getattr(x, "filename", None)
+  return os.fspath(name) if isinstance(name, (str, os.PathLike)) else None
+
+
+class Rows:
+  """Rows `[start, stop)` of an array seen as `(rows, n)`: the distribution axis moved last and
+  the batch axes flattened, read without loading the array (memmaps stay memmaps)."""
+
+  def __init__(self, x, axis: int, name: str):
+    self.name = name
+    self.file = input_file(x)
+    if isinstance(x, _io.ZipStream):
+      ax = axis % max(x.ndim, 1)
+      if ax != x.ndim - 1:
+        raise _io.InputError(f"{name}: a compressed .npz member can only be read along its last"
+                             " axis; re-save it uncompressed (np.savez) or as .npy")
+      self.shape, self.dtype = x.shape, x.dtype
+      self.batch_shape, self.n = x.shape[:-1], x.shape[-1]
+      self._read, self._flat = x.read_rows, None
+      self.rows = int(np.prod(self.batch_shape, dtype=np.int64))
+      return
+    if not isinstance(x, np.ndarray):
+      x = np.asarray(x)  # a jax.Array or nested lists: already in memory
+    if x.ndim == 0:
+      raise _io.InputError(f"{name} is a scalar; expected at least one (distribution) axis")
+    if not -x.ndim <= axis < x.ndim:
+      raise _io.InputError(f"axis {axis} is out of range for {name} of shape {x.shape}")
+    self.shape, self.dtype = x.shape, x.dtype
+    moved = np.moveaxis(x, axis, -1)
+    self.batch_shape, self.n = moved.shape[:-1], moved.shape[-1]
+    self.rows = int(np.prod(self.batch_shape, dtype=np.int64))
+    try:
+      self._flat = np.reshape(moved, (self.rows, self.n), copy=False)
+    except ValueError:  # the axis is not last in memory: gather rows by index instead
+      self._flat, self._moved = None, moved
+    self._release = _io.PageReleaser(self._flat) if self._flat is not None else None
+    self._read = None
+
+  def read(self, start: int, stop: int) -> np.ndarray:
+    if self._read is not None:
+      return self._read(start, stop)
+    if self._flat is not None:
+      view = self._flat[start:stop]
+      rows = np.array(view, copy=True)  # the actual disk read for a memmap
+      self._release(view)
+      return rows
+    idx = np.unravel_index(np.arange(start, stop), self.batch_shape)
+    return np.asarray(self._moved[idx])
+
+
+def pad(rows: np.ndarray, size: int, dtype, filler: np.ndarray | None = None) -> np.ndarray:
+  """`rows` as a fresh `(size, n)` array of `dtype`, missing rows copied from the last one."""
+  out = np.empty((size, rows.shape[1] if rows.ndim == 2 else filler.shape[1]), dtype)
+  k = rows.shape[0]
+  out[:k] = rows
+  if k < size:
+    out[k:] = rows[-1] if k else filler[-1]
+  return out
+
+
+def peek(it: Iterator):
+  """The first item of `it` and an iterator over all of it; `(None, empty)` if it is empty."""
+  try:
+    first = next(it)
+  except StopIteration:
+    return None, iter(())
+
+  def chain():
+    yield first
+    yield from it
+
+  return first, chain()
+
+
+def as_batch(item, n_inputs: int, axis: int, names, i: int) -> list[np.ndarray]:
+  """One iterator item as `n_inputs` arrays of shape (rows, n), distribution axis last."""
+  if n_inputs == 2:
+    if not (isinstance(item, (tuple, list)) and len(item) == 2):
+      raise _io.InputError(f"batch {i}: expected a (p_batch, q_batch) pair")
+    xs = [np.asarray(x) for x in item]
+  else:
+    xs = [np.asarray(item[0] if isinstance(item, tuple) and len(item) == 1 else item)]
+  for x, nm in zip(xs, names):
+    check_float(x.dtype, f"{nm} (batch {i})")
+    if x.ndim == 0:
+      raise _io.InputError(f"batch {i}: {nm} is a scalar")
+  if n_inputs == 2 and xs[0].shape != xs[1].shape:
+    raise _io.InputError(f"batch {i}: {names[0]} and {names[1]} have different shapes:"
+                         f" {xs[0].shape} and {xs[1].shape}")
+  out = []
+  for x in xs:
+    m = np.moveaxis(x, axis, -1)
+    out.append(m.reshape(-1, m.shape[-1]))
+  return out
+
+
+def array_batches(sources: Sequence[Rows], dtypes, batch: int, lo: int,
+                  hi: int) -> Iterator[tuple[list[np.ndarray], int]]:
+  """`(parts, valid)` per global batch of `batch` rows: this process's rows `[lo, hi)` of the
+  batch from each source, padded, and the number of real rows in the batch."""
+  rows = sources[0].rows
+  for start in range(0, rows, batch):
+    stop = min(rows, start + batch)
+    a, b = min(start + lo, stop), min(start + hi, stop)
+    parts = []
+    for s, d in zip(sources, dtypes):
+      filler = s.read(stop - 1, stop) if a == b else None
+      parts.append(pad(s.read(a, b), hi - lo, d, filler))
+    yield parts, stop - start
+
+
+def stream_batches(items: Iterable, n_inputs: int, axis: int, names, n: int, dtypes,
+                   batch: int) -> Iterator[tuple[list[np.ndarray], int]]:
+  """`(parts, valid)` per batch of `batch` rows regrouped from an iterator's batches."""
+  pending: list[list[np.ndarray]] = [[] for _ in range(n_inputs)]
+  have = 0
+  for i, item in enumerate(items):
+    xs = as_batch(item, n_inputs, axis, names, i)
+    if xs[0].shape[1] != n:
+      raise _io.InputError(f"batch {i} has {xs[0].shape[1]} entries on the distribution"
+                           f" axis; the first batch had {n}")
+    for k, x in enumerate(xs):
+      pending[k].append(x)
+    have += xs[0].shape[0]
+    while have >= batch:
+      cat = [np.concatenate(pk) for pk in pending]
+      yield [pad(c[:batch], batch, d) for c, d in zip(cat, dtypes)], batch
+      pending = [[c[batch:]] for c in cat]
+      have -= batch
+  if have:
+    cat = [np.concatenate(pk) for pk in pending]
+    yield [pad(c, batch, d) for c, d in zip(cat, dtypes)], have
