@@ -115,7 +115,7 @@ def finish(out: jax.Array, prep: Prepared, base=None, *, nonnegative: bool = Fal
   # +inf. A plain sum is one vectorised pass on XLA:CPU, unlike `any(isnan(...))`.
   total = sum(jnp.sum(lax.stop_gradient(d.log_prob), axis=prep.axis) for d in prep.dists)
   total = _numerics.psum(total, prep.axis_name)
-  out = jnp.where(jnp.isnan(total) | (total == jnp.inf), jnp.nan, out)
+  bad = jnp.isnan(total) | (total == jnp.inf)
   if nonnegative and prep.from_logits:
     # The logits were normalised by us, so a negative value is float rounding, never data.
     out = clamp_nonnegative(out)
@@ -123,7 +123,8 @@ def finish(out: jax.Array, prep: Prepared, base=None, *, nonnegative: bool = Fal
     # A row of -inf logits has no distribution, like a fully masked row: 0 for every function.
     empty = None
     for d in prep.dists:
-      # The row max is -inf exactly when every entry is (a NaN row's max is NaN: not empty).
+      # The row max is -inf when every entry is, and also for a row of NaNs on XLA:CPU, whose
+      # vectorised max skips NaN: `bad` below overrides it.
       e = _numerics.pmax(jnp.max(d.log_prob, axis=prep.axis), prep.axis_name) == -jnp.inf
       empty = e if empty is None else empty | e
     out = jnp.where(empty, jnp.zeros_like(out), out)
@@ -132,6 +133,8 @@ def finish(out: jax.Array, prep: Prepared, base=None, *, nonnegative: bool = Fal
     if prep.axis_name is not None:
       any_valid = _numerics.psum(any_valid.astype(jnp.int32), prep.axis_name) > 0
     out = jnp.where(any_valid, out, jnp.zeros_like(out))
+  # Last, so that no branch above (an "empty" row by its max) turns a NaN row into a number.
+  out = jnp.where(bad, jnp.nan, out)
   return out.astype(prep.result_dtype)
 
 
