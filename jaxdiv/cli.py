@@ -231,7 +231,7 @@ def _run_eval(args, interrupts: _Interrupts) -> int:
     doc = {"divergence": spec.name, "inputs": paths, "keys": keys, "axis": args.axis,
            "from_logits": args.from_logits, "parameters": params, "nan_policy": args.nan,
            "summary": res.summary, "run": res.timing}
-    from jaxdiv.evaluate._reduce import jsonable
+    from jaxdiv._json import jsonable
     with _io.atomic_write_text(args.summary) as f:
       json.dump(jsonable(doc), f, indent=2)
       f.write("\n")

@@ -78,7 +78,7 @@ def report(teacher_logits: np.ndarray, students: dict[str, np.ndarray],
   if out is not None:
     os.makedirs(out, exist_ok=True)
     _plots(summary, per_row_kl, out)
-    from jaxdiv.evaluate._reduce import jsonable
+    from jaxdiv._json import jsonable
     with open(os.path.join(out, "summary.json"), "w") as f:
       json.dump(jsonable(summary), f, indent=2)
       f.write("\n")

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from jaxdiv._json import jsonable  # noqa: F401  (re-exported: summaries as JSON)
+
 CHUNK = 1 << 16
 
 
@@ -185,17 +187,3 @@ def histogram(chunks: Callable[[], Iterable[np.ndarray]], lo: float, hi: float,
       counts += np.histogram(v[np.isfinite(v)], edges)[0]
   return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts],
           "pos_inf": pos_inf, "neg_inf": neg_inf}
-
-
-def jsonable(x):
-  """A summary as JSON can hold it: non-finite floats become the strings 'inf', '-inf',
-  'nan'; NumPy scalars become Python numbers; dicts, lists and tuples are converted inside."""
-  if isinstance(x, np.generic):
-    x = x.item()
-  if isinstance(x, float) and not math.isfinite(x):
-    return str(x)
-  if isinstance(x, dict):
-    return {k: jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [jsonable(v) for v in x]
-  return x

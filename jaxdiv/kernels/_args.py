@@ -52,3 +52,24 @@ def smoothing_and_z_loss(label_smoothing, z_loss) -> tuple[float, float]:
 
 def is_float64(*arrays) -> bool:
   return any(a.dtype == jnp.float64 for a in arrays)
+
+
+def weight_is_vd(hidden_shape, weight_shape, weight_layout) -> bool:
+  """True for a [vocab, d] weight (tied embedding), False for [d, vocab]."""
+  d = hidden_shape[-1]
+  if len(weight_shape) != 2:
+    raise ValueError(f"`weight` must be 2-D ([d, vocab] or [vocab, d]); got {weight_shape}.")
+  if weight_layout is None:
+    if weight_shape[0] == d and weight_shape[1] == d:
+      raise ValueError(
+          f"`weight` of shape {weight_shape} is square with d = {d}: pass `weight_layout`"
+          ' ("dv" for [d, vocab], "vd" for [vocab, d]).')
+    weight_layout = "dv" if weight_shape[0] == d else "vd"
+  if weight_layout not in ("dv", "vd"):
+    raise ValueError(f'`weight_layout` must be None, "dv" or "vd"; got {weight_layout!r}.')
+  vd = weight_layout == "vd"
+  if weight_shape[1 if vd else 0] != d:
+    raise ValueError(
+        f"`hidden` of shape {tuple(hidden_shape)} and `weight` of shape {weight_shape} do not"
+        f' contract over d = {d} with weight_layout="{weight_layout}".')
+  return vd

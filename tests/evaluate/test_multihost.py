@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
+from jaxdiv._json import jsonable
 from jaxdiv.evaluate import NonFiniteInputError
-from jaxdiv.evaluate import _reduce
 from jaxdiv.evaluate import evaluate
 
 pytestmark = pytest.mark.multidevice
@@ -196,7 +196,7 @@ def _run_cluster(workdir: Path) -> list[dict]:
 
 
 def _summary_bytes(summary):
-  return _reduce.jsonable(summary)  # NaN -> "nan", so that == compares every value exactly
+  return jsonable(summary)  # NaN -> "nan", so that == compares every value exactly
 
 
 def _check_cluster(results):

@@ -7,15 +7,15 @@ import jax.numpy as jnp
 
 from jaxdiv import _checks
 from jaxdiv.kernels import _args
-from jaxdiv.kernels import _blockwise as bw
 from jaxdiv.kernels import _dispatch
+from jaxdiv.kernels._args import weight_is_vd
+from jaxdiv.kernels.distillation import base
 from jaxdiv.kernels.distillation import chunked_xla
 from jaxdiv.kernels.distillation import fused_linear
 from jaxdiv.kernels.distillation import fused_linear_pallas
 from jaxdiv.kernels.distillation import pallas_gpu
 from jaxdiv.kernels.distillation import reference
 from jaxdiv.kernels.distillation import xla
-from jaxdiv.kernels.linear_cross_entropy.api import weight_is_vd
 
 IMPLEMENTATIONS = _dispatch.registry(
     _dispatch.triton(pallas_gpu.divergence),
@@ -35,8 +35,8 @@ LINEAR_IMPLEMENTATIONS = _dispatch.registry(
 
 
 def _config(divergence, beta, temperature):
-  if divergence not in bw.DIVERGENCES:
-    raise ValueError(f"`divergence` must be one of {bw.DIVERGENCES}; got {divergence!r}.")
+  if divergence not in base.DIVERGENCES:
+    raise ValueError(f"`divergence` must be one of {base.DIVERGENCES}; got {divergence!r}.")
   for name, x in (("beta", beta), ("temperature", temperature)):
     if isinstance(x, jax.core.Tracer):
       raise TypeError(f"`{name}` must be a concrete number (it is static in the kernels).")
