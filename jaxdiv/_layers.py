@@ -37,7 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 # (the kernels' private modules), then the ops, each building only on those below it.
 KERNEL_LAYERS: tuple[tuple[str, ...], ...] = (
     ("jaxdiv.kernels._args", "jaxdiv.kernels._blockwise", "jaxdiv.kernels._dispatch",
-     "jaxdiv.kernels._pallas_gpu"),
+     "jaxdiv.kernels._pallas_gpu", "jaxdiv.kernels._shapes"),
     ("jaxdiv.kernels.cross_entropy",),
     ("jaxdiv.kernels.linear_cross_entropy",),
     ("jaxdiv.kernels.distillation",),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 
 from jaxdiv import _checks
@@ -182,7 +181,7 @@ def _weighted_kl(b, kl):
 def _js(prep: _common.Prepared, beta) -> jax.Array:
   dp, dq = prep.dists
   dtype = dp.prob.dtype
-  static = None if isinstance(beta, jax.core.Tracer) or np.ndim(beta) else float(beta)
+  static = _checks.static_scalar(beta)
   beta = _common.batch_param(beta, prep, dtype, "beta")
   if prep.from_logits:
     log_m = _numerics.log_add_exp(dp.log_prob, dq.log_prob, beta, 1 - beta)

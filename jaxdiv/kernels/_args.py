@@ -42,9 +42,8 @@ def mark_bad_labels(loss: jax.Array, labels: jax.Array, valid: jax.Array,
 
 def smoothing_and_z_loss(label_smoothing, z_loss) -> tuple[float, float]:
   """Both are static Python floats (they shape the kernels): 0 <= ls <= 1, z_loss >= 0."""
-  for name, x in (("label_smoothing", label_smoothing), ("z_loss", z_loss)):
-    if isinstance(x, jax.core.Tracer):
-      raise TypeError(f"`{name}` must be a concrete number (it is static in the kernels).")
+  _checks.require_static(label_smoothing, "label_smoothing")
+  _checks.require_static(z_loss, "z_loss")
   _checks.check_real(label_smoothing, "label_smoothing", lo=0, hi=1, allow_array=False)
   _checks.check_real(z_loss, "z_loss", lo=0, allow_array=False)
   return float(label_smoothing), float(z_loss)

@@ -104,7 +104,7 @@ def alpha_select(alpha, acc, at_one, general):
   ``general(alpha_safe)`` is only evaluated at ``alpha != 1`` (double ``where`` for traced
   orders, so the gradient stays finite); a concrete ``alpha == 1`` calls ``at_one()`` alone.
   """
-  value = _checks._concrete(alpha)
+  value = _checks.concrete(alpha)
   if value is not None and value.ndim == 0:
     return at_one() if float(value) == 1.0 else general(jnp.asarray(alpha, acc))
   alpha = jnp.asarray(alpha, acc)

@@ -37,9 +37,8 @@ LINEAR_IMPLEMENTATIONS = _dispatch.registry(
 def _config(divergence, beta, temperature):
   if divergence not in base.DIVERGENCES:
     raise ValueError(f"`divergence` must be one of {base.DIVERGENCES}; got {divergence!r}.")
-  for name, x in (("beta", beta), ("temperature", temperature)):
-    if isinstance(x, jax.core.Tracer):
-      raise TypeError(f"`{name}` must be a concrete number (it is static in the kernels).")
+  _checks.require_static(beta, "beta")
+  _checks.require_static(temperature, "temperature")
   _checks.check_real(beta, "beta", lo=0, hi=1, allow_array=False)
   _checks.check_real(temperature, "temperature", lo=0, lo_open=True, allow_array=False)
   return dict(divergence=divergence, beta=float(beta), inv_t=1.0 / float(temperature))
