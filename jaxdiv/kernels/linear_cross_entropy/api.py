@@ -89,7 +89,8 @@ def fused_linear_cross_entropy(
       (Forming the gradients in the forward pass instead, as Liger-Kernel does for a scalar
       loss, needs 6·N·D·V FLOPs instead of 8 but holds a float32 [D, V] gradient until the
       backward; it was no faster on a 2-core CPU, 1.21x and 1.05x of matmul + optax where this
-      took 1.23x and 0.97x, so it is not used: `forward_grad.py`, timed by `bench/kernels.py`.)
+      took 1.23x and 0.97x, so it is not used: `bench/forward_grad.py`, timed by
+      `bench/kernels.py`.)
   Returns:
     [...] per-token loss in the promoted dtype of `hidden` and `weight`.
 
