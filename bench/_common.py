@@ -67,7 +67,7 @@ def memory(fn, *args) -> dict:
 def environment() -> dict:
   device = jax.devices()[0]
   return dict(
-      date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
       machine=platform.node(), processor=platform.processor() or platform.machine(),
       cpu_count=os.cpu_count(), backend=jax.default_backend(),
       device=getattr(device, "device_kind", str(device)), jax=jax.__version__,

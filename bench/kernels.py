@@ -25,13 +25,13 @@ import optax
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _common
+import forward_grad
 
 from jaxdiv.kernels import _shapes
 from jaxdiv.kernels import cross_entropy_with_integer_labels
 from jaxdiv.kernels import distillation_divergence
 from jaxdiv.kernels import fused_linear_cross_entropy
 from jaxdiv.kernels import fused_linear_distillation_divergence
-from jaxdiv.kernels.linear_cross_entropy import forward_grad
 
 GiB = 1 << 30
 

@@ -10,7 +10,7 @@ import importlib
 import importlib.util
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from jaxdiv._version import __version__
 
 _API = {
     "checks": "jaxdiv.checks",

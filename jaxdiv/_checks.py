@@ -117,14 +117,36 @@ def broadcast_where(where, shape: tuple[int, ...], name: str = "where"):
   return jnp.broadcast_to(where.astype(bool), shape)
 
 
-def _concrete(x):
-  """Returns a NumPy value for a concrete hyperparameter, or None for a tracer."""
+def concrete(x):
+  """Returns a NumPy value for a concrete hyperparameter, or None for a tracer.
+
+  The one test of "is this hyperparameter known at trace time?" that every module uses.
+  """
   if isinstance(x, jax.core.Tracer):
     return None
   try:
     return np.asarray(x)
   except Exception:
     return None
+
+
+def static_scalar(x) -> float | None:
+  """A concrete scalar as a Python float (a branch can then be chosen while tracing), else None
+  (a tracer or an array: every branch is traced)."""
+  value = concrete(x)
+  return float(value) if value is not None and value.ndim == 0 else None
+
+
+def is_static_zero(x) -> bool:
+  """True for a concrete 0 everywhere (a term can then be left out of the graph)."""
+  value = concrete(x)
+  return value is not None and bool(np.all(value == 0))
+
+
+def require_static(x, name: str) -> None:
+  """Raises a `TypeError` naming `name` when `x` is traced (a kernel is specialised on it)."""
+  if concrete(x) is None:
+    raise TypeError(f"`{name}` must be a concrete number (it is static in the kernels).")
 
 
 def check_real(x, name: str, *, lo=None, hi=None, lo_open=False, hi_open=False,
@@ -136,7 +158,7 @@ def check_real(x, name: str, *, lo=None, hi=None, lo_open=False, hi_open=False,
   """
   if isinstance(x, (bool, np.bool_)):
     raise TypeError(f"`{name}` must be a real number; got the boolean {x!r}.")
-  value = _concrete(x)
+  value = concrete(x)
   if value is None:
     return x
   if value.dtype.kind not in "fiu":
@@ -163,7 +185,7 @@ def check_base(base):
   if base is None:
     return None
   check_real(base, "base", lo=0, lo_open=True, allow_inf=False)
-  value = _concrete(base)
+  value = concrete(base)
   if value is not None and np.any(value == 1):
     raise ValueError("`base` must be positive and different from 1; got 1.")
   return base

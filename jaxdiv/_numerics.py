@@ -105,13 +105,27 @@ def log_add_exp(a: jax.Array, b: jax.Array, wa=1.0, wb=1.0) -> jax.Array:
   """`log(wa exp(a) + wb exp(b))` for weights >= 0; -inf (zero gradient) when it is log 0.
 
   Traps avoided: `jnp.logaddexp(-inf, -inf)` has a NaN gradient, and folding a weight in as
-  `log(w) + a` loses d/dw at w = 0 (where d log(w)/dw is infinite).
+  `log(w) + a` loses d/dw at w = 0 (where d log(w)/dw is infinite). Written with
+  `abs(m) < inf` rather than `isfinite` so that it also lowers inside Triton (Pallas) kernels.
   """
   m = lax.stop_gradient(jnp.maximum(a, b))
-  m = jnp.where(jnp.isfinite(m), m, 0)
+  m = jnp.where(jnp.abs(m) < jnp.inf, m, 0)
   s = wa * jnp.exp(a - m) + wb * jnp.exp(b - m)
   ok = s > 0
   return jnp.where(ok, jnp.log(jnp.where(ok, s, 1)) + m, -jnp.inf)
+
+
+def expm1_minus_x(x: jax.Array) -> jax.Array:
+  """`exp(x) - 1 - x` (>= 0), i.e. `r - 1 - log r` at `x = log r`.
+
+  Trap avoided: catastrophic cancellation near 0, where `expm1(x) - x` subtracts two nearly equal
+  numbers (a series is used there, and the double-`where` keeps its gradient finite).
+  """
+  small = jnp.abs(x) < 1e-2
+  xs = jnp.where(small, x, 0)
+  series = xs * xs * (0.5 + xs * (1.0 / 6 + xs * (1.0 / 24 + xs / 120)))
+  xb = jnp.where(small, 1.0, x)
+  return jnp.where(small, series, jnp.expm1(xb) - xb)
 
 
 def log_abs_expm1(x: jax.Array) -> jax.Array:

@@ -48,9 +48,9 @@ class _Formatter(argparse.HelpFormatter):
 
 
 def _version() -> str:
-  import jaxdiv
+  from jaxdiv._version import __version__
 
-  return jaxdiv.__version__
+  return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,12 +1,34 @@
-"""Shared test harness: one device fixture for every platform JAX sees, float64, hypothesis."""
+"""Shared test harness: one device fixture for every platform JAX sees, float64, hypothesis.
+
+Before JAX starts its backends, the CPU platform is given 8 devices, so that the multi-device
+tests (`tests/evaluate/test_multidevice.py`) run in the same process as the rest. Every other
+test keeps running on one device: JAX's default device is the first one, and `jax.jit` places
+its inputs there. Compilations that take a while are kept in a persistent cache under
+`.cache/jax/` (ignored by git), shared by the xdist workers and by the fast and slow tiers.
+"""
 
 from __future__ import annotations
 
 import os
+import pathlib
+import sys
 
 import hypothesis
 import jax
 import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # bench/ helpers tested here (bench/forward_grad.py)
+  sys.path.append(str(ROOT))
+
+N_CPU_DEVICES = 8
+jax.config.update("jax_num_cpu_devices", N_CPU_DEVICES)
+_CACHE = os.environ.get("JAXDIV_TEST_CACHE",  # "" turns the cache off
+                        str(ROOT / ".cache" / "jax"))
+if _CACHE:
+  jax.config.update("jax_compilation_cache_dir", _CACHE)
+  # Reading an entry back costs a few milliseconds: keep only the compilations that cost more.
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 hypothesis.settings.register_profile(
     "ci", max_examples=40, deadline=None, derandomize=True, print_blob=True,

@@ -99,12 +99,7 @@ def _moments(p, log_p, d, axis, *, second=False):
   return mean, jnp.where(jnp.squeeze(finite_row, axis), m2, 0)
 
 
-def _static_alpha(alpha):
-  """A concrete scalar alpha as a float (one branch is traced), else None (all are)."""
-  if isinstance(alpha, jax.core.Tracer):
-    return None
-  a = np.asarray(alpha)
-  return float(a) if a.ndim == 0 else None
+_static_alpha = _checks.static_scalar  # a float traces one branch; None traces them all
 
 
 def _order_family(p, log_p, d, alpha, axis, general, at_one, at_inf, one_slope=None):

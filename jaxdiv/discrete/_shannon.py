@@ -371,15 +371,10 @@ def _weighted_kl(b, kl):
   return b * jnp.where((b != 0) | jnp.isfinite(kl), kl, 0)
 
 
-def _static_beta(beta) -> float | None:
-  """`beta` as a Python float when it is a concrete scalar, else None."""
-  return None if isinstance(beta, jax.core.Tracer) or np.ndim(beta) else float(beta)
-
-
 def _js(prep: _common.Prepared, beta) -> jax.Array:
   dp, dq = prep.dists
   dtype = dp.prob.dtype
-  static = _static_beta(beta)
+  static = _checks.static_scalar(beta)
   beta = _common.batch_param(beta, prep, dtype, "beta")
   if prep.from_logits:
     log_m = _numerics.log_add_exp(dp.log_prob, dq.log_prob, beta, 1 - beta)
@@ -436,7 +431,7 @@ def js_divergence(
   """
   _checks.check_base(base)
   _checks.check_real(beta, "beta", lo=0, hi=1)
-  static = _static_beta(beta)
+  static = _checks.static_scalar(beta)
   fast = _common.fast_inputs(p, q, names=("p", "q"), axis=axis, where=where,
                              from_logits=from_logits, axis_name=axis_name)
   if fast is not None and static is not None and 0 < static < 1:

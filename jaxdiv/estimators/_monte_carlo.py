@@ -11,17 +11,9 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxdiv import _checks
+from jaxdiv import _numerics
 
 ESTIMATORS = ("k1", "k2", "k3")
-
-
-def _expm1_minus_x(x: jax.Array) -> jax.Array:
-  """`exp(x) - 1 - x` without cancellation near 0 (series there), >= 0 everywhere."""
-  small = jnp.abs(x) < 1e-2
-  xs = jnp.where(small, x, 0)
-  series = xs * xs * (0.5 + xs * (1.0 / 6 + xs * (1.0 / 24 + xs / 120)))
-  xb = jnp.where(small, 1.0, x)
-  return jnp.where(small, series, jnp.expm1(xb) - xb)
 
 
 def kl_estimate_terms(
@@ -73,7 +65,7 @@ def kl_estimate_terms(
   elif estimator == "k2":
     out = 0.5 * lr * lr
   else:
-    out = _expm1_minus_x(lr)
+    out = _numerics.expm1_minus_x(lr)
   return out.astype(dtype)
 
 

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from jaxdiv._json import jsonable  # noqa: F401  (re-exported: summaries as JSON)
+
 CHUNK = 1 << 16
 
 

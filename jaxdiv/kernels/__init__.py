@@ -5,15 +5,19 @@ heads, each as a float64-tested reference, plain XLA, blockwise XLA and Pallas.
 elsewhere; never Pallas interpret mode).
 """
 
+from jaxdiv.kernels._dispatch import NAMES as IMPLEMENTATIONS
 from jaxdiv.kernels.cross_entropy.api import cross_entropy_with_integer_labels
 from jaxdiv.kernels.distillation.api import distillation_divergence
 from jaxdiv.kernels.distillation.api import fused_linear_distillation_divergence
+from jaxdiv.kernels.distillation.base import DIVERGENCES as DISTILLATION_DIVERGENCES
 from jaxdiv.kernels.linear_cross_entropy.api import fused_linear_cross_entropy
 from jaxdiv.kernels.token_log_probs.api import fused_linear_token_log_probs
 from jaxdiv.kernels.topk_distillation.api import fused_linear_topk_distillation_loss
 from jaxdiv.kernels.topk_distillation.api import topk_distillation_loss
 
 __all__ = [
+    "DISTILLATION_DIVERGENCES",
+    "IMPLEMENTATIONS",
     "cross_entropy_with_integer_labels",
     "distillation_divergence",
     "fused_linear_cross_entropy",

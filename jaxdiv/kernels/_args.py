@@ -42,9 +42,8 @@ def mark_bad_labels(loss: jax.Array, labels: jax.Array, valid: jax.Array,
 
 def smoothing_and_z_loss(label_smoothing, z_loss) -> tuple[float, float]:
   """Both are static Python floats (they shape the kernels): 0 <= ls <= 1, z_loss >= 0."""
-  for name, x in (("label_smoothing", label_smoothing), ("z_loss", z_loss)):
-    if isinstance(x, jax.core.Tracer):
-      raise TypeError(f"`{name}` must be a concrete number (it is static in the kernels).")
+  _checks.require_static(label_smoothing, "label_smoothing")
+  _checks.require_static(z_loss, "z_loss")
   _checks.check_real(label_smoothing, "label_smoothing", lo=0, hi=1, allow_array=False)
   _checks.check_real(z_loss, "z_loss", lo=0, allow_array=False)
   return float(label_smoothing), float(z_loss)
@@ -52,3 +51,24 @@ def smoothing_and_z_loss(label_smoothing, z_loss) -> tuple[float, float]:
 
 def is_float64(*arrays) -> bool:
   return any(a.dtype == jnp.float64 for a in arrays)
+
+
+def weight_is_vd(hidden_shape, weight_shape, weight_layout) -> bool:
+  """True for a [vocab, d] weight (tied embedding), False for [d, vocab]."""
+  d = hidden_shape[-1]
+  if len(weight_shape) != 2:
+    raise ValueError(f"`weight` must be 2-D ([d, vocab] or [vocab, d]); got {weight_shape}.")
+  if weight_layout is None:
+    if weight_shape[0] == d and weight_shape[1] == d:
+      raise ValueError(
+          f"`weight` of shape {weight_shape} is square with d = {d}: pass `weight_layout`"
+          ' ("dv" for [d, vocab], "vd" for [vocab, d]).')
+    weight_layout = "dv" if weight_shape[0] == d else "vd"
+  if weight_layout not in ("dv", "vd"):
+    raise ValueError(f'`weight_layout` must be None, "dv" or "vd"; got {weight_layout!r}.')
+  vd = weight_layout == "vd"
+  if weight_shape[1 if vd else 0] != d:
+    raise ValueError(
+        f"`hidden` of shape {tuple(hidden_shape)} and `weight` of shape {weight_shape} do not"
+        f' contract over d = {d} with weight_layout="{weight_layout}".')
+  return vd

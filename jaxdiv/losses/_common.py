@@ -7,8 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiv import _checks
-
-IMPLEMENTATIONS = ("xla", "chunked", "pallas")
+from jaxdiv.kernels import IMPLEMENTATIONS
 
 
 def axes(axis, ndim: int, *, allow_none: bool = True, keep_order: bool = False,
@@ -79,6 +78,4 @@ def check_coefficient(x, name: str, *, hi=None):
   return _checks.check_real(x, name, lo=0, hi=hi, allow_array=False)
 
 
-def is_static_zero(x) -> bool:
-  """True for a concrete 0 (the term can then be left out, keeping optax's exact graph)."""
-  return not isinstance(x, jax.core.Tracer) and np.all(np.asarray(x) == 0)
+is_static_zero = _checks.is_static_zero  # a concrete 0 keeps optax's exact graph

@@ -19,12 +19,13 @@ from jaxdiv import _numerics
 from jaxdiv.discrete import js_divergence
 from jaxdiv.discrete import kl_divergence
 from jaxdiv.discrete import total_variation_distance
+from jaxdiv.kernels import DISTILLATION_DIVERGENCES
 from jaxdiv.losses import _common
 from jaxdiv.losses import _softcap
 from jaxdiv.losses._reductions import reduce_loss
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl", "tv")
-_KERNEL_DIVERGENCES = ("forward_kl", "reverse_kl", "js")
+_KERNEL_DIVERGENCES = DISTILLATION_DIVERGENCES
 
 
 def divergence_loss(

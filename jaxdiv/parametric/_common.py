@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiv import _checks
-from jaxdiv.estimators import _monte_carlo
+from jaxdiv import _numerics
 
 
 def as_param(x, name: str) -> jax.Array:
@@ -95,12 +95,7 @@ def log1p_over(t: jax.Array, x: jax.Array) -> jax.Array:
   return jnp.where(zero, x, val)
 
 
-def expm1_minus_x(x: jax.Array) -> jax.Array:
-  """``exp(x) - 1 - x`` without cancellation near 0 (>= 0); ``r - 1 - log r`` at ``x = log r``.
-
-  The same helper as the Monte Carlo ``k3`` estimator (shared, not copied).
-  """
-  return _monte_carlo._expm1_minus_x(x)
+expm1_minus_x = _numerics.expm1_minus_x  # the Monte Carlo k3 estimator's helper too
 
 
 def alpha_select(alpha, acc, at_one, general):
@@ -109,7 +104,7 @@ def alpha_select(alpha, acc, at_one, general):
   ``general(alpha_safe)`` is only evaluated at ``alpha != 1`` (double ``where`` for traced
   orders, so the gradient stays finite); a concrete ``alpha == 1`` calls ``at_one()`` alone.
   """
-  value = _checks._concrete(alpha)
+  value = _checks.concrete(alpha)
   if value is not None and value.ndim == 0:
     return at_one() if float(value) == 1.0 else general(jnp.asarray(alpha, acc))
   alpha = jnp.asarray(alpha, acc)

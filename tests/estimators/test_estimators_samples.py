@@ -77,6 +77,7 @@ def test_mmd2_blocked_equals_dense_and_kernels():
                              rtol=1e-4)
 
 
+@pytest.mark.slow  # consistency: many draws, up to n = 2000 (the slow tier)
 def test_mmd2_unbiasedness_and_consistency():
   d, truth = 2, _mmd2_true(2, MU)
   draws = {}
@@ -160,6 +161,7 @@ def test_sliced_wasserstein():
 # ------------------------------------------------------------------ kNN
 
 
+@pytest.mark.slow  # consistency: many draws, up to n = 2000 (the slow tier)
 def test_knn_entropy_and_kl_consistency():
   d = 2
   h_true = float(jp.mvn_entropy(np.zeros(d), np.ones(d), covariance="diag"))
@@ -231,6 +233,7 @@ def test_sinkhorn_against_numpy_reference_and_gradient(x64):
   check_grads(fn, (x, y, a), order=1, modes=("rev",), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # consistency: many draws, up to n = 2000 (the slow tier)
 def test_sinkhorn_consistency_towards_w2():
   # 1-D Gaussians: W_2² = mu² + (s_x - s_y)²; the divergence at small eps approaches it.
   truth = MU**2 + 0.5**2

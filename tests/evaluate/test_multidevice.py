@@ -1,18 +1,13 @@
 """Multi-device tests on 8 CPU devices: sharded evaluation and vocabulary-parallel reductions.
 
-XLA fixes the number of CPU devices when JAX starts, and pytest runs every test file in one
-process, so this module re-runs itself: under a plain `pytest` run (fewer than 8 devices) the
-single test `test_in_own_process` launches `python -m pytest <this file>` with
-`XLA_FLAGS=--xla_force_host_platform_device_count=8`, where the real tests run and the launcher
-skips. Run directly with the flag set, the tests run in-process.
+`tests/conftest.py` gives the CPU platform 8 devices before JAX starts, so these tests run in
+the same process as every other test (one device stays the default there). Run on fewer
+devices (a conftest that does not set it), they skip.
 """
 
 from __future__ import annotations
 
 import inspect
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -31,23 +26,8 @@ except ImportError:  # jax < 0.7
 
 N_DEVICES = 8
 HAVE_8 = len(jax.devices("cpu")) >= N_DEVICES
-needs_8 = pytest.mark.skipif(not HAVE_8, reason="needs 8 CPU devices (run in own process)")
+needs_8 = pytest.mark.skipif(not HAVE_8, reason="needs 8 CPU devices (set in tests/conftest.py)")
 pytestmark = pytest.mark.multidevice
-
-
-@pytest.mark.skipif(HAVE_8, reason="already running with 8 devices")
-def test_in_own_process():
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                      f" --xla_force_host_platform_device_count={N_DEVICES}").strip()
-  env["JAX_PLATFORMS"] = "cpu"
-  proc = subprocess.run(
-      [sys.executable, "-m", "pytest", __file__, "-q", "-rs", "-p", "no:cacheprovider",
-       "-o", "addopts="],
-      env=env, capture_output=True, text=True, timeout=600)
-  tail = (proc.stdout + proc.stderr)[-6000:]
-  assert proc.returncode == 0, tail
-  assert " passed" in proc.stdout, tail
 
 
 def _cpu_mesh(k: int, name: str = "data") -> Mesh:

@@ -5,10 +5,10 @@ port (each with `--xla_force_host_platform_device_count=2`, so a 4-device global
 evaluate them memory-mapped, and loads what `evaluate` returned in each. It compares that with
 the same calls made here on one device (the bytes, as `evaluate` claims determinism over device
 counts) and with float64 NumPy (the values). One test runs every `evaluate` case, so that its
-cluster starts once even under `pytest -n`; about 15 s. Each process reads only its own rows
-(`make_array_from_process_local_data`), the compiled step replicates the results to every
-process, and only process 0 writes `out`. A second test runs the `jaxdiv eval` command the same
-way.
+cluster starts once even under `pytest -n`; about 15 s. Both tests are in the slow tier. Each
+process reads only its own rows (`make_array_from_process_local_data`), the compiled step
+replicates the results to every process, and only process 0 writes `out`. A second test runs the
+`jaxdiv eval` command the same way.
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ from jaxdiv._json import jsonable
 from jaxdiv.evaluation import NonFiniteInputError
 from jaxdiv.evaluation import evaluate
 
-pytestmark = pytest.mark.multidevice
+# Each test starts a cluster of two fresh JAX processes (about 15 s of wall time on 2 cores
+# each, more under load): the slow tier. The fast tier covers the same sharded evaluation on 8
+# devices of one process (test_multidevice.py).
+pytestmark = [pytest.mark.multidevice, pytest.mark.slow]
 
 N_PROCESSES = 2
 DEVICES_PER_PROCESS = 2

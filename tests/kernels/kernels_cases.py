@@ -6,9 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiv import kernels as jaxdiv_kernels
 from jaxdiv.kernels import _shapes
 
-IMPLEMENTATIONS = ("xla", "chunked", "pallas")
+IMPLEMENTATIONS = jaxdiv_kernels.IMPLEMENTATIONS
 N, V = _shapes.TEST_LOGITS
 BLOCK = _shapes.TEST_BLOCK
 

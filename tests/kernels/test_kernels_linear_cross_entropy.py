@@ -15,9 +15,9 @@ from kernels_cases import assert_close
 from kernels_cases import value_and_grad
 from kernels_cases import value_and_grad64
 
+from bench import forward_grad
 from jaxdiv.kernels import _shapes
 from jaxdiv.kernels import fused_linear_cross_entropy as flce
-from jaxdiv.kernels.linear_cross_entropy import forward_grad
 from jaxdiv.kernels.linear_cross_entropy import reference
 
 N, D, V = _shapes.TEST_LINEAR

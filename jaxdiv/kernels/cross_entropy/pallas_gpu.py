@@ -5,9 +5,8 @@ from __future__ import annotations
 import functools
 
 from jaxdiv.kernels import _blockwise as bw
+from jaxdiv.kernels._pallas_gpu import DEFAULT_BLOCK
 from jaxdiv.kernels.cross_entropy import pallas_kernel
-
-DEFAULT_BLOCK = (4, 2048)  # (rows per program, vocabulary tile): powers of two for Triton
 
 
 def cross_entropy(logits, labels, valid, *, label_smoothing=0.0, z_loss=0.0, block_size=None,

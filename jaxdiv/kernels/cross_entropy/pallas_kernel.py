@@ -14,20 +14,12 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from jaxdiv.kernels import _blockwise as bw
+from jaxdiv.kernels._pallas_gpu import load_tile
 
 
 def _rows(bn):
   rows = pl.program_id(0) * bn + jnp.arange(bn)
   return rows
-
-
-def load_tile(ref, rows, rmask, j, bv, v, other):
-  """Tile `j` (float32) of the rows `rows` of `ref` [n, v]; `other` off the edges."""
-  cols = j * bv + jnp.arange(bv)
-  cmask = cols < v
-  tile = plgpu.load(ref.at[rows[:, None], cols[None, :]],
-                    mask=rmask[:, None] & cmask[None, :], other=other)
-  return tile.astype(jnp.float32), cols, cmask
 
 
 def _stats_kernel(z_ref, labels_ref, lse_ref, zl_ref, zs_ref, *, bn, bv):

@@ -7,16 +7,16 @@ import jax.numpy as jnp
 
 from jaxdiv import _checks
 from jaxdiv.kernels import _args
-from jaxdiv.kernels import _blockwise as bw
 from jaxdiv.kernels import _dispatch
 from jaxdiv.kernels import _softcap
+from jaxdiv.kernels._args import weight_is_vd
+from jaxdiv.kernels.distillation import base
 from jaxdiv.kernels.distillation import chunked_xla
 from jaxdiv.kernels.distillation import fused_linear
 from jaxdiv.kernels.distillation import fused_linear_pallas
 from jaxdiv.kernels.distillation import pallas_gpu
 from jaxdiv.kernels.distillation import reference
 from jaxdiv.kernels.distillation import xla
-from jaxdiv.kernels.linear_cross_entropy.api import weight_is_vd
 
 IMPLEMENTATIONS = _dispatch.registry(
     _dispatch.triton(pallas_gpu.divergence),
@@ -36,11 +36,10 @@ LINEAR_IMPLEMENTATIONS = _dispatch.registry(
 
 
 def _config(divergence, beta, temperature):
-  if divergence not in bw.DIVERGENCES:
-    raise ValueError(f"`divergence` must be one of {bw.DIVERGENCES}; got {divergence!r}.")
-  for name, x in (("beta", beta), ("temperature", temperature)):
-    if isinstance(x, jax.core.Tracer):
-      raise TypeError(f"`{name}` must be a concrete number (it is static in the kernels).")
+  if divergence not in base.DIVERGENCES:
+    raise ValueError(f"`divergence` must be one of {base.DIVERGENCES}; got {divergence!r}.")
+  _checks.require_static(beta, "beta")
+  _checks.require_static(temperature, "temperature")
   _checks.check_real(beta, "beta", lo=0, hi=1, allow_array=False)
   _checks.check_real(temperature, "temperature", lo=0, lo_open=True, allow_array=False)
   return dict(divergence=divergence, beta=float(beta), inv_t=1.0 / float(temperature))

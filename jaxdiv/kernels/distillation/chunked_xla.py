@@ -9,18 +9,19 @@ import functools
 import jax.numpy as jnp
 
 from jaxdiv.kernels import _blockwise as bw
+from jaxdiv.kernels.distillation import base
 from jaxdiv.kernels.distillation import xla
 
 DEFAULT_BLOCK = (256, 4096)
 
 
 def _stats(zs, zt, aux, *, bn, bv, divergence, beta, inv_t):
-  if bw.kl_one_pass(divergence):  # one read of both inputs
-    return bw.DivStats(*bw.tiled_reduce(
-        (zs, zt), (), bn=bn, bv=bv, init=bw.kl_init,
-        body=lambda st, tiles, rows, cols, own: bw.kl_update(
+  if base.kl_one_pass(divergence):  # one read of both inputs
+    return base.DivStats(*bw.tiled_reduce(
+        (zs, zt), (), bn=bn, bv=bv, init=base.kl_init,
+        body=lambda st, tiles, rows, cols, own: base.kl_update(
             st, tiles[0] * inv_t, tiles[1] * inv_t, own, divergence=divergence),
-        finish=lambda st, rows: bw.kl_finish(st, divergence=divergence)))
+        finish=lambda st, rows: base.kl_finish(st, divergence=divergence)))
   zeros = lambda b: jnp.zeros((b,), jnp.float32)
 
   def lse_body(carry, tiles, rows, cols, own):
@@ -31,19 +32,19 @@ def _stats(zs, zt, aux, *, bn, bv, divergence, beta, inv_t):
       body=lse_body, finish=lambda carry, rows: tuple(bw.lse_finish(st) for st in carry))
 
   def div_body(carry, tiles, rows, cols, own):
-    terms = bw.divergence_terms(tiles[0] * inv_t, tiles[1] * inv_t, *rows,
+    terms = base.divergence_terms(tiles[0] * inv_t, tiles[1] * inv_t, *rows,
                                 divergence=divergence, beta=beta)
     return tuple(acc + jnp.sum(jnp.where(own, t, 0.0), -1) for acc, t in zip(carry, terms))
 
   div, c = bw.tiled_reduce((zs, zt), (lse_s, lse_t), bn=bn, bv=bv,
                            init=lambda b: (zeros(b), zeros(b)), body=div_body,
                            finish=lambda carry, rows: carry)
-  return bw.DivStats(lse_s, lse_t, div, c)
+  return base.DivStats(lse_s, lse_t, div, c)
 
 
 def _grad(zs, zt, stats, g, *, bn, bv, inv_t, **cfg):
   def fn(tiles, rows, cols):
-    return bw.divergence_dlogits(tiles[0] * inv_t, tiles[1] * inv_t, bw.DivStats(*rows[:4]),
+    return base.divergence_dlogits(tiles[0] * inv_t, tiles[1] * inv_t, base.DivStats(*rows[:4]),
                                  rows[4], inv_t=inv_t, **cfg)
 
   return bw.tiled_map((zs, zt), (*stats, g), zs.dtype, bn=bn, bv=bv, fn=fn)

@@ -18,6 +18,7 @@ from jax import lax
 
 from jaxdiv.kernels import _blockwise as bw
 from jaxdiv.kernels import _softcap
+from jaxdiv.kernels.distillation import base
 from jaxdiv.kernels.distillation import reference
 from jaxdiv.kernels.linear_cross_entropy import chunked_xla as lce
 from jaxdiv.kernels.linear_cross_entropy import reference as lce_reference
@@ -47,11 +48,11 @@ def _walk(hidden, weight, teacher, *, bv, vd, teacher_vd, inv_t, body, init, sof
 
 def _stats(hidden, weight, teacher, *, divergence, beta, **walk):
   n = hidden.shape[0]
-  if bw.kl_one_pass(divergence):  # each block's logits formed once
-    state = _walk(hidden, weight, teacher, **walk, init=bw.kl_init((n,)),
-                  body=lambda st, zs, zt, own: bw.kl_update(st, zs, zt, own,
+  if base.kl_one_pass(divergence):  # each block's logits formed once
+    state = _walk(hidden, weight, teacher, **walk, init=base.kl_init((n,)),
+                  body=lambda st, zs, zt, own: base.kl_update(st, zs, zt, own,
                                                             divergence=divergence))
-    return bw.kl_finish(state, divergence=divergence)
+    return base.kl_finish(state, divergence=divergence)
   states = _walk(hidden, weight, teacher, **walk,
                  body=lambda c, zs, zt, own: (bw.lse_update(c[0], zs, own),
                                               bw.lse_update(c[1], zt, own)),
@@ -59,20 +60,21 @@ def _stats(hidden, weight, teacher, *, divergence, beta, **walk):
   lse_s, lse_t = (bw.lse_finish(st) for st in states)
 
   def body(carry, zs, zt, own):
-    terms = bw.divergence_terms(zs, zt, lse_s, lse_t, divergence=divergence, beta=beta)
+    terms = base.divergence_terms(zs, zt, lse_s, lse_t, divergence=divergence, beta=beta)
     return tuple(acc + jnp.sum(jnp.where(own, t, 0.0), -1) for acc, t in zip(carry, terms))
 
   zeros = jnp.zeros((n,), jnp.float32)
   div, c = _walk(hidden, weight, teacher, **walk, body=body, init=(zeros, zeros))
-  return bw.DivStats(lse_s, lse_t, div, c)
+  return base.DivStats(lse_s, lse_t, div, c)
 
 
 def _dlogits(hidden, w_blk, teacher, stats, g, cols, *, vd, teacher_vd, inv_t, divergence,
              beta, softcap=None):
   xs = lce.block_logits(hidden, w_blk, vd)
   zt = _teacher_block(teacher, cols[0], cols.shape[0], teacher_vd)
-  d = bw.divergence_dlogits(_softcap.apply(xs, softcap, inv_t), _softcap.apply(zt, softcap, inv_t),
-                            stats, g, divergence=divergence, beta=beta, inv_t=inv_t)
+  d = base.divergence_dlogits(_softcap.apply(xs, softcap, inv_t),
+                              _softcap.apply(zt, softcap, inv_t), stats, g,
+                              divergence=divergence, beta=beta, inv_t=inv_t)
   return d if softcap is None else d * _softcap.derivative(xs, softcap)
 
 

@@ -24,6 +24,7 @@ from jax.experimental.pallas import triton as plgpu
 
 from jaxdiv.kernels import _blockwise as bw
 from jaxdiv.kernels import _softcap
+from jaxdiv.kernels.distillation import base
 from jaxdiv.kernels.linear_cross_entropy import chunked_xla as lce
 from jaxdiv.kernels.linear_cross_entropy import pallas_kernel as lpk
 
@@ -63,18 +64,18 @@ def _lse_kernel(*refs, n_in, bn, bv, splits, vd, divergence, **tile_cfg):
   n, v = ins[0].shape[0], ins[1].shape[0 if vd else 1]
   rows = pl.program_id(0) * bn + jnp.arange(bn)
   rmask = rows < n
-  one_pass = bw.kl_one_pass(divergence)
+  one_pass = base.kl_one_pass(divergence)
 
   def body(j, state):
     cols = j * bv + jnp.arange(bv)
     cmask = cols < v
     zs, zt = _tiles(ins, rows, rmask, cols, cmask, vd=vd, **tile_cfg)
     if one_pass:
-      return bw.kl_update(state, zs, zt, cmask[None, :], divergence=divergence)
-    return bw.KlState(bw.lse_update(state.s, zs, cmask[None, :]),
+      return base.kl_update(state, zs, zt, cmask[None, :], divergence=divergence)
+    return base.KlState(bw.lse_update(state.s, zs, cmask[None, :]),
                       bw.lse_update(state.t, zt, cmask[None, :]), state.a)
 
-  state = lax.fori_loop(*lpk.split_range(v, bv, splits), body, bw.kl_init((bn,)))
+  state = lax.fori_loop(*lpk.split_range(v, bv, splits), body, base.kl_init((bn,)))
   split = pl.program_id(1)
   for ref, x in zip(outs, (state.s.m, state.s.s, state.t.m, state.t.s, state.a)):
     plgpu.store(ref.at[split, rows], x, mask=rmask)
@@ -91,7 +92,7 @@ def _div_kernel(*refs, n_in, bn, bv, splits, vd, divergence, beta, **tile_cfg):
     cols = j * bv + jnp.arange(bv)
     cmask = cols < v
     zs, zt = _tiles(ins, rows, rmask, cols, cmask, vd=vd, **tile_cfg)
-    terms = bw.divergence_terms(zs, zt, lse_s, lse_t, divergence=divergence, beta=beta)
+    terms = base.divergence_terms(zs, zt, lse_s, lse_t, divergence=divergence, beta=beta)
     return tuple(a + jnp.sum(jnp.where(cmask[None, :], t, 0.0), -1) for a, t in zip(acc, terms))
 
   zeros = jnp.zeros((bn,), jnp.float32)
@@ -114,7 +115,7 @@ def _dlogits_kernel(*refs, n_in, bn, bv, inv_t, divergence, beta, softcap=None, 
                   **tile_cfg)
   load_rows = functools.partial(plgpu.load, mask=rmask, other=0.0)
   lse_s, lse_t, c, g = (load_rows(r.at[rows]) for r in (lse_s_ref, lse_t_ref, c_ref, g_ref))
-  d = bw.divergence_dlogits(zs, zt, bw.DivStats(lse_s, lse_t, None, c), g,
+  d = base.divergence_dlogits(zs, zt, base.DivStats(lse_s, lse_t, None, c), g,
                             divergence=divergence, beta=beta, inv_t=inv_t)
   if softcap is not None:  # dz/dx = (1 - tanh^2(x / c)) / T, tanh(x / c) = z T / c
     d = d * (1.0 - jnp.square(zs * (1.0 / (softcap * inv_t))))
@@ -139,17 +140,17 @@ def stats(hidden, weight, teacher, *, bn, bv, bk, splits, vd, teacher_vd, inv_t,
   parts = lambda k: [lpk.out_like((splits, n), jnp.float32, hidden)] * k
   ms, ss, mt, st, a = call(functools.partial(_lse_kernel, **tile_cfg, divergence=divergence),
                            out_shape=parts(5))(*ins)
-  split = lambda k: bw.KlState(bw.Lse(ms[k], ss[k]), bw.Lse(mt[k], st[k]), a[k])
+  split = lambda k: base.KlState(bw.Lse(ms[k], ss[k]), bw.Lse(mt[k], st[k]), a[k])
   state = split(0)
   for k in range(1, splits):
-    state = bw.kl_merge(state, split(k), divergence=divergence)
-  if bw.kl_one_pass(divergence):
-    return bw.kl_finish(state, divergence=divergence)
+    state = base.kl_merge(state, split(k), divergence=divergence)
+  if base.kl_one_pass(divergence):
+    return base.kl_finish(state, divergence=divergence)
   # JS: a second pass for its terms, given the lses.
   lses = (bw.lse_finish(state.s), bw.lse_finish(state.t))
   kernel = functools.partial(_div_kernel, **tile_cfg, divergence=divergence, beta=beta)
   div, c = call(kernel, out_shape=parts(2))(*ins, *lses)
-  return bw.DivStats(*lses, div.sum(0), c.sum(0))
+  return base.DivStats(*lses, div.sum(0), c.sum(0))
 
 
 @functools.partial(jax.jit, static_argnames=tuple(a for a in _STATIC if a != "splits"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 
 from jaxdiv.kernels import _blockwise as bw
-from jaxdiv.kernels.cross_entropy.pallas_gpu import DEFAULT_BLOCK
+from jaxdiv.kernels._pallas_gpu import DEFAULT_BLOCK
 from jaxdiv.kernels.distillation import pallas_kernel
 from jaxdiv.kernels.distillation import xla
 

@@ -13,7 +13,8 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from jaxdiv.kernels import _blockwise as bw
-from jaxdiv.kernels.cross_entropy.pallas_kernel import load_tile
+from jaxdiv.kernels._pallas_gpu import load_tile
+from jaxdiv.kernels.distillation import base
 
 
 def _stats_kernel(zs_ref, zt_ref, lse_s_ref, lse_t_ref, div_ref, c_ref, *, bn, bv, inv_t,
@@ -24,13 +25,13 @@ def _stats_kernel(zs_ref, zt_ref, lse_s_ref, lse_t_ref, div_ref, c_ref, *, bn, b
   tiles = lambda j: (load_tile(ref, rows, rmask, j, bv, v, -jnp.inf)[0] * inv_t
                      for ref in (zs_ref, zt_ref))
   divergence = cfg["divergence"]
-  if bw.kl_one_pass(divergence):  # one read of both inputs
+  if base.kl_one_pass(divergence):  # one read of both inputs
     state = lax.fori_loop(
         0, pl.cdiv(v, bv),
-        lambda j, st: bw.kl_update(st, *tiles(j), divergence=divergence),
-        bw.kl_init((bn,)))
+        lambda j, st: base.kl_update(st, *tiles(j), divergence=divergence),
+        base.kl_init((bn,)))
     for ref, x in zip((lse_s_ref, lse_t_ref, div_ref, c_ref),
-                      bw.kl_finish(state, divergence=divergence)):
+                      base.kl_finish(state, divergence=divergence)):
       plgpu.store(ref.at[rows], x, mask=rmask)
     return
 
@@ -41,7 +42,7 @@ def _stats_kernel(zs_ref, zt_ref, lse_s_ref, lse_t_ref, div_ref, c_ref, *, bn, b
   lse_s, lse_t = (bw.lse_finish(st) for st in states)
 
   def div_body(j, carry):
-    terms = bw.divergence_terms(*tiles(j), lse_s, lse_t, **cfg)
+    terms = base.divergence_terms(*tiles(j), lse_s, lse_t, **cfg)
     return tuple(acc + jnp.sum(t, -1) for acc, t in zip(carry, terms))
 
   zeros = jnp.zeros((bn,), jnp.float32)
@@ -56,14 +57,14 @@ def _grad_kernel(zs_ref, zt_ref, lse_s_ref, lse_t_ref, div_ref, c_ref, g_ref, dz
   rows = pl.program_id(0) * bn + jnp.arange(bn)
   rmask = rows < n
   load_rows = functools.partial(plgpu.load, mask=rmask, other=0.0)
-  stats = bw.DivStats(*(load_rows(r.at[rows]) for r in (lse_s_ref, lse_t_ref, div_ref, c_ref)))
+  stats = base.DivStats(*(load_rows(r.at[rows]) for r in (lse_s_ref, lse_t_ref, div_ref, c_ref)))
   g = load_rows(g_ref.at[rows])
 
   @pl.loop(0, pl.cdiv(v, bv))
   def _(j):
     zs, cols, cmask = load_tile(zs_ref, rows, rmask, j, bv, v, -jnp.inf)
     zt = load_tile(zt_ref, rows, rmask, j, bv, v, -jnp.inf)[0]
-    d = bw.divergence_dlogits(zs * inv_t, zt * inv_t, stats, g, inv_t=inv_t, **cfg)
+    d = base.divergence_dlogits(zs * inv_t, zt * inv_t, stats, g, inv_t=inv_t, **cfg)
     plgpu.store(dz_ref.at[rows[:, None], cols[None, :]], d.astype(dz_ref.dtype),
                 mask=rmask[:, None] & cmask[None, :])
 
@@ -83,7 +84,7 @@ def stats(zs, zt, aux, *, bn, bv, divergence, beta, inv_t, interpret=False):
   kernel = functools.partial(_stats_kernel, bn=bn, bv=bv, divergence=divergence, beta=beta,
                              inv_t=inv_t)
   out = [jax.ShapeDtypeStruct((zs.shape[0],), jnp.float32)] * 4
-  return bw.DivStats(*_call(kernel, out, zs.shape[0], bn, interpret)(zs, zt))
+  return base.DivStats(*_call(kernel, out, zs.shape[0], bn, interpret)(zs, zt))
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from jaxdiv import _numerics
 from jaxdiv.kernels import _blockwise as bw
+from jaxdiv.kernels.distillation import base
 
 
 def make(stats_fn, grad_fn, **cfg):
@@ -22,12 +23,12 @@ def make(stats_fn, grad_fn, **cfg):
 def _stats(zs, zt, aux, *, divergence, beta, inv_t):
   zs, zt = zs.astype(jnp.float32) * inv_t, zt.astype(jnp.float32) * inv_t
   lse_s, lse_t = _numerics.logsumexp(zs), _numerics.logsumexp(zt)
-  div, c = bw.divergence_terms(zs, zt, lse_s, lse_t, divergence=divergence, beta=beta)
-  return bw.DivStats(lse_s, lse_t, div.sum(-1), c.sum(-1))
+  div, c = base.divergence_terms(zs, zt, lse_s, lse_t, divergence=divergence, beta=beta)
+  return base.DivStats(lse_s, lse_t, div.sum(-1), c.sum(-1))
 
 
 def _grad(zs, zt, stats, g, *, inv_t, **cfg):
-  d = bw.divergence_dlogits(zs.astype(jnp.float32) * inv_t, zt.astype(jnp.float32) * inv_t,
+  d = base.divergence_dlogits(zs.astype(jnp.float32) * inv_t, zt.astype(jnp.float32) * inv_t,
                             stats, g, inv_t=inv_t, **cfg)
   return d.astype(zs.dtype)
 

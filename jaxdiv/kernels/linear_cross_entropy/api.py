@@ -10,6 +10,7 @@ from jaxdiv import _checks
 from jaxdiv.kernels import _args
 from jaxdiv.kernels import _dispatch
 from jaxdiv.kernels import _softcap
+from jaxdiv.kernels._args import weight_is_vd
 from jaxdiv.kernels.linear_cross_entropy import chunked_xla
 from jaxdiv.kernels.linear_cross_entropy import pallas_gpu
 from jaxdiv.kernels.linear_cross_entropy import reference
@@ -20,27 +21,6 @@ IMPLEMENTATIONS = _dispatch.registry(
     _dispatch.Implementation("chunked", chunked_xla.linear_cross_entropy),
     _dispatch.Implementation("xla", xla.linear_cross_entropy),
 )
-
-
-def weight_is_vd(hidden_shape, weight_shape, weight_layout) -> bool:
-  """True for a [vocab, d] weight (tied embedding), False for [d, vocab]."""
-  d = hidden_shape[-1]
-  if len(weight_shape) != 2:
-    raise ValueError(f"`weight` must be 2-D ([d, vocab] or [vocab, d]); got {weight_shape}.")
-  if weight_layout is None:
-    if weight_shape[0] == d and weight_shape[1] == d:
-      raise ValueError(
-          f"`weight` of shape {weight_shape} is square with d = {d}: pass `weight_layout`"
-          ' ("dv" for [d, vocab], "vd" for [vocab, d]).')
-    weight_layout = "dv" if weight_shape[0] == d else "vd"
-  if weight_layout not in ("dv", "vd"):
-    raise ValueError(f'`weight_layout` must be None, "dv" or "vd"; got {weight_layout!r}.')
-  vd = weight_layout == "vd"
-  if weight_shape[1 if vd else 0] != d:
-    raise ValueError(
-        f"`hidden` of shape {tuple(hidden_shape)} and `weight` of shape {weight_shape} do not"
-        f' contract over d = {d} with weight_layout="{weight_layout}".')
-  return vd
 
 
 def check_axis_name(axis_name) -> None:
@@ -113,7 +93,8 @@ def fused_linear_cross_entropy(
       (Forming the gradients in the forward pass instead, as Liger-Kernel does for a scalar
       loss, needs 6·N·D·V FLOPs instead of 8 but holds a float32 [D, V] gradient until the
       backward; it was no faster on a 2-core CPU, 1.21x and 1.05x of matmul + optax where this
-      took 1.23x and 0.97x, so it is not used: `forward_grad.py`, timed by `bench/kernels.py`.)
+      took 1.23x and 0.97x, so it is not used: `bench/forward_grad.py`, timed by
+      `bench/kernels.py`.)
   Returns:
     [...] per-token loss in the promoted dtype of `hidden` and `weight`.
 

@@ -1,15 +1,15 @@
 """A reduced (mean or sum) fused linear cross-entropy whose gradients are formed in the forward.
 
-The alternative to the lse-only path, kept to be measured (`bench/kernels.py`), not used by
-`fused_linear_cross_entropy`. For a scalar loss the cotangent is one number, so the gradients
-can be computed before it is known and scaled by it afterwards: the forward walks blocks of
-tokens, forms each block's [tokens, vocab] logits, their softmax and logits gradient, and folds
-that into d_hidden and a float32 [D, V] d_weight accumulator: 6·N·D·V FLOPs against the
-8·N·D·V of the per-token path, which recomputes the logits in the backward (Liger-Kernel's
-choice against Cut Cross-Entropy's). The costs: d_weight and d_hidden are held from the forward
-to the backward (6.5% of matmul + optax's temporary memory at N=8192, D=1024, V=131072 against
-0.64%), under `jax.checkpoint` the forward runs again with all of that work, and on a 2-core
-CPU the token-blocked matmuls ran no faster than the 8·N·D·V path's vocabulary-blocked ones
+The alternative to the lse-only path, kept here in bench/ to be measured (`bench/kernels.py`), not
+used by `fused_linear_cross_entropy` (tested in tests/kernels). For a scalar loss the cotangent is
+one number, so the gradients can be computed before it is known and scaled by it afterwards: the
+forward walks blocks of tokens, forms each block's [tokens, vocab] logits, their softmax and logits
+gradient, and folds that into d_hidden and a float32 [D, V] d_weight accumulator: 6·N·D·V FLOPs
+against the 8·N·D·V of the per-token path, which recomputes the logits in the backward (Liger-
+Kernel's choice against Cut Cross-Entropy's). The costs: d_weight and d_hidden are held from the
+forward to the backward (6.5% of matmul + optax's temporary memory at N=8192, D=1024, V=131072
+against 0.64%), under `jax.checkpoint` the forward runs again with all of that work, and on a
+2-core CPU the token-blocked matmuls ran no faster than the 8·N·D·V path's vocabulary-blocked ones
 (1.21x and 1.05x of matmul + optax where it took 1.23x and 0.97x, N=2048, D=512, V=32768)."""
 
 from __future__ import annotations
