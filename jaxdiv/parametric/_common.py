@@ -103,15 +103,57 @@ def expm1_minus_x(x: jax.Array) -> jax.Array:
   return _monte_carlo._expm1_minus_x(x)
 
 
-def alpha_select(alpha, acc, at_one, general):
+def log_partition_slope(log_partition_along, acc) -> jax.Array:
+  """``1/2 d²/dt² A(eta_t)`` at ``t = 1``, for natural parameters ``eta_t`` linear in ``t``.
+
+  With ``eta_1 = eta_p`` and ``eta_0 = eta_q`` this is ``Var_p[log p/q] / 2``, the derivative
+  of the Rényi divergence with respect to ``alpha`` at ``alpha = 1`` (the second cumulant of
+  the log-ratio); two nested forward-mode derivatives of ``t -> A(eta_t)``.
+  """
+  one = jnp.ones((), acc)
+  first = lambda t: jax.jvp(log_partition_along, (t,), (one,))[1]
+  return 0.5 * jax.jvp(first, (one,), (one,))[1]
+
+
+def alpha_select(alpha, acc, at_one, general, slope):
   """Evaluates a Rényi-type divergence at ``alpha``, with its exact ``alpha = 1`` limit.
 
   ``general(alpha_safe)`` is only evaluated at ``alpha != 1`` (double ``where`` for traced
   orders, so the gradient stays finite); a concrete ``alpha == 1`` calls ``at_one()`` alone.
+  For a traced order, ``(alpha - 1) * slope()`` is added at ``alpha = 1``: 0 in value, but the
+  exact limit slope ``dD/dalpha = Var_p[log p/q] / 2`` in the derivative (``at_one()`` does
+  not depend on ``alpha``). The same correction as the core ``renyi_divergence``.
   """
   value = _checks._concrete(alpha)
   if value is not None and value.ndim == 0:
     return at_one() if float(value) == 1.0 else general(jnp.asarray(alpha, acc))
   alpha = jnp.asarray(alpha, acc)
   one = alpha == 1
-  return jnp.where(one, at_one(), general(jnp.where(one, 0.5, alpha)))
+  s = slope()
+  s = jnp.where(jnp.isfinite(s), s, 0.0)  # an infinite limit has no slope to add
+  at1 = at_one() + (jnp.where(one, alpha, 1.0) - 1) * s
+  return jnp.where(one, at1, general(jnp.where(one, 0.5, alpha)))
+
+
+def log_mix_over_t(alpha: jax.Array, log_r: jax.Array):
+  """``m = alpha + (1 - alpha) r`` and ``log(m) / (1 - alpha)`` for a ratio ``r = e^log_r``.
+
+  ``m`` is the interpolated variance over ``var_q`` of the Gaussian Rényi forms. Trap avoided:
+  ``1 + t (r - 1)`` (``t = 1 - alpha``) rounds to 0 at ``alpha = 0`` when ``r`` is tiny (the
+  scales 1e-5 and 1e5), making a finite divergence +inf; for ``alpha <= 1`` both terms of
+  ``alpha + t r`` are non-negative, so ``m`` is formed without cancellation, and ``log1p(t (r -
+  1)) / t`` keeps the accuracy near ``alpha = 1``. ``m <= 0`` (only for ``alpha > 1``) means the
+  interpolated density is not normalisable: the log-term is then ``+inf``.
+
+  Returns:
+    ``(m, ok, log(m) / t)`` with ``ok = m > 0``; the last is ``r - 1`` at ``t = 0``.
+  """
+  t = 1 - alpha
+  r_minus_1 = jnp.expm1(log_r)
+  m = jnp.where(t >= 0.5, alpha + t * jnp.exp(log_r), 1 + t * r_minus_1)
+  ok = m > 0
+  m_safe = jnp.where(ok, m, 1.0)
+  near = jnp.abs(t) < 0.5
+  val = jnp.where(near, log1p_over(jnp.where(near, t, 0.0), r_minus_1),
+                  jnp.log(m_safe) / jnp.where(near, 1.0, t))
+  return m, ok, jnp.where(ok, val, jnp.inf)

@@ -211,8 +211,15 @@ def _renyi_from_log_partition(alpha, acc, kl, log_partition, mix, valid_mix):
     true = jnp.asarray(True)
     out = (log_partition(params_a, ok) - al * log_partition(mix(1.0), true)
            - (1 - al) * log_partition(mix(0.0), true)) / (al - 1)
+    # D_alpha >= 0; the difference of log-partitions cancels near p = q (float32 gave -1e-6).
+    # Value clamped, gradient passed through (a rounding-level fix must not zero d/dalpha).
+    out = out + jax.lax.stop_gradient(jnp.where(out < 0, -out, 0.0))
     return jnp.where(ok, out, jnp.inf)
-  return _common.alpha_select(alpha, acc, kl, general)
+
+  def slope():
+    along = lambda t: log_partition(mix(t), jnp.asarray(True))
+    return _common.log_partition_slope(along, acc)
+  return _common.alpha_select(alpha, acc, kl, general, slope)
 
 
 def gamma_entropy(
@@ -439,12 +446,17 @@ def _dirichlet_entropy(c):
   return _log_beta(c) + (s - k) * digamma(s) - jnp.sum((c - 1) * digamma(c), axis=-1)
 
 
+def _event(t):
+  # A batch-shaped order against [..., K] concentrations: the order broadcasts over K.
+  return t[..., None]
+
+
 def _dirichlet_renyi(cp, cq, alpha, al, acc):
   def log_partition(c, ok):
     return _log_beta(jnp.where(ok[..., None], c, 1.0))
   return _renyi_from_log_partition(
       alpha, acc, lambda: _dirichlet_kl(cp, cq), log_partition,
-      lambda t: (al[..., None] * 0 + t) * cp + (1 - (al[..., None] * 0 + t)) * cq,
+      lambda t: _event(al * 0 + t) * cp + (1 - _event(al * 0 + t)) * cq,
       lambda c: jnp.all(c > 0, axis=-1))
 
 
