@@ -20,9 +20,12 @@ from jaxdiv.losses import _common
 
 
 def _scaled(c, x):
-  """`c * x` with `0 * x = 0` also for an infinite `x` (a zero weight switches a term off)."""
-  nz = c != 0
-  return jnp.where(nz, c * jnp.where(nz, x, 0), 0)
+  """`c * x` with `0 * x = 0` also for an infinite `x` (a zero weight switches a term off).
+
+  The derivative with respect to `c` stays `x` at `c = 0` where `x` is finite (a weight
+  differentiated at 0, such as label smoothing or the focal `alpha`, has that slope).
+  """
+  return _numerics.mul_log(c, x)
 
 
 def _class_weights(weights, class_shape, ndim, ax, dtype):
@@ -488,9 +491,14 @@ def sigmoid_focal_loss(
   ce = -(_numerics.mul_log(y, log_p) + _numerics.mul_log(1 - y, log_not_p))
   # log((1 - y) p + y (1 - p)) with the labels outside the log: its gradient in y stays exact
   # at y = 0 and y = 1, where log(y) or log(1 - y) would be -inf.
-  m = lax.stop_gradient(jnp.maximum(log_p, log_not_p))
+  # The shift is the larger term *with a non-zero weight*: with the plain max, a hard label
+  # (y = 1 at z = 50) left s = e^-50, whose square underflows in float32 and made the Hessian
+  # NaN (for every gamma); here s >= the larger weight, never tiny.
+  m = lax.stop_gradient(jnp.maximum(jnp.where(y < 1, log_p, -jnp.inf),
+                                    jnp.where(y > 0, log_not_p, -jnp.inf)))
   m = jnp.where(jnp.isfinite(m), m, 0)
-  s = (1 - y) * jnp.exp(log_p - m) + y * jnp.exp(log_not_p - m)
+  s = (_scaled(1 - y, jnp.exp(jnp.where(y < 1, log_p - m, 0)))
+       + _scaled(y, jnp.exp(jnp.where(y > 0, log_not_p - m, 0))))
   pos = s > 0
   log_one_minus_pt = jnp.where(pos, jnp.log(jnp.where(pos, s, 1)) + m, -jnp.inf)
   gamma = jnp.asarray(gamma, acc)

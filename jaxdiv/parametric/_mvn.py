@@ -107,12 +107,17 @@ def _renyi(lp, cp: _Cov, lq, cq: _Cov, alpha):
     out = 0.5 * (alpha * jnp.sum(d * d / var_a, axis=-1) + jnp.sum(terms, axis=-1))
     return jnp.where(ok, out, jnp.inf)
   a = alpha[..., None, None]
-  ca = _Cov(a * cq.matrix() + (1 - a) * cp.matrix(), "full")
+  sigma_a = a * cq.matrix() + (1 - a) * cp.matrix()
   # Cholesky of Σ_alpha fails only when it is not positive definite (alpha > 1 far from q):
-  # the interpolated density is not normalisable and the divergence is +inf.
+  # the interpolated density is not normalisable and the divergence is +inf. The failure is
+  # detected on a constant copy, and the identity factorised in its place (double where): the
+  # derivative of a failed Cholesky is NaN, and a zero cotangent does not cancel it.
+  ok = _Cov(jax.lax.stop_gradient(sigma_a), "full").valid
+  eye = jnp.eye(sigma_a.shape[-1], dtype=sigma_a.dtype)
+  ca = _Cov(jnp.where(ok[..., None, None], sigma_a, eye), "full")
   log_ratio = ca.logdet - t * cp.logdet - alpha * cq.logdet
   out = 0.5 * alpha * ca.maha(d) + log_ratio / (2 * t)
-  return jnp.where(ca.valid, out, jnp.inf)
+  return jnp.where(ok & ca.valid, out, jnp.inf)
 
 
 def _renyi_slope(lp, cp: _Cov, lq, cq: _Cov):
