@@ -98,12 +98,15 @@ LOSSES = {
     "distillation_tv": _dist("tv"),
     "divergence_loss": lambda s, t: losses.divergence_loss(jaxdiv.renyi_divergence, s, t,
                                                            alpha=0.5),
-    "kl_penalty_k1": lambda s, t: losses.kl_penalty(jax.nn.log_softmax(s),
-                                                    jax.nn.log_softmax(t), estimator="k1"),
-    "kl_penalty_k2": lambda s, t: losses.kl_penalty(jax.nn.log_softmax(s),
-                                                    jax.nn.log_softmax(t), estimator="k2"),
-    "kl_penalty_k3": lambda s, t: losses.kl_penalty(jax.nn.log_softmax(s),
-                                                    jax.nn.log_softmax(t), estimator="k3"),
+    # Elementwise: per-token log-probabilities (log_sigmoid keeps the elements independent).
+    "kl_penalty_k1": lambda s, t: losses.kl_penalty(jax.nn.log_sigmoid(s),
+                                                    jax.nn.log_sigmoid(t), estimator="k1"),
+    # Elementwise: per-token log-probabilities (log_sigmoid keeps the elements independent).
+    "kl_penalty_k2": lambda s, t: losses.kl_penalty(jax.nn.log_sigmoid(s),
+                                                    jax.nn.log_sigmoid(t), estimator="k2"),
+    # Elementwise: per-token log-probabilities (log_sigmoid keeps the elements independent).
+    "kl_penalty_k3": lambda s, t: losses.kl_penalty(jax.nn.log_sigmoid(s),
+                                                    jax.nn.log_sigmoid(t), estimator="k3"),
 }
 BINARY_LOSSES = {
     "sigmoid_binary_cross_entropy": lambda z: losses.sigmoid_binary_cross_entropy(z, Y),
@@ -124,6 +127,9 @@ def _check(values, hessian, name, rows_axes):
   is excluded, and must not leak into the others.
   """
   values, hessian = np.asarray(values), np.asarray(hessian)
+  if values.ndim == 2:  # elementwise results: every element is a "row"
+    hessian = hessian.reshape(2, values.size, 2, values.size)
+    values, rows_axes = values.reshape(-1), (1, 3)
   ok = np.isfinite(values)
   assert ok.any(), f"{name}: no finite value to check"
   h = np.compress(ok, np.compress(ok, hessian, axis=rows_axes[1]), axis=rows_axes[0])
