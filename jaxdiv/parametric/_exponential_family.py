@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import digamma
 from jax.scipy.special import gammaln
+from jax.scipy.special import polygamma
 from jax.typing import ArrayLike
 
 from jaxdiv import _numerics
@@ -256,11 +257,33 @@ def gamma_entropy(
   return _common.finish(out, dtype, base, valid)
 
 
+_BREGMAN_TERMS = 6
+_BREGMAN_RADIUS = 1e-2
+
+
+def _lgamma_bregman(a, delta):
+  """``log Γ(a + δ) - log Γ(a) - δ ψ(a)`` (>= 0), without cancellation for small ``δ``.
+
+  Trap avoided: near p = q the KLs of the Gamma/Beta/Dirichlet families are differences of
+  ``log Γ`` values (about 6e3 at a = 1e3) whose sum is ~1e-10: 0.2% relative error in float64.
+  For ``|δ| < 0.01 a`` the Taylor series ``sum_n ψ^(n-1)(a) δ^n / n!`` (n = 2..7) is used;
+  its truncation is below 1e-12 relative there.
+  """
+  near = jnp.abs(delta) < _BREGMAN_RADIUS * a
+  d = jnp.where(near, delta, 0.0)
+  series, power, fact = jnp.zeros_like(a * d), d, 1.0
+  for n in range(2, _BREGMAN_TERMS + 2):
+    power, fact = power * d, fact * n
+    series = series + polygamma(n - 1, a) * (power / fact)
+  direct = gammaln(a + delta) - gammaln(a) - delta * digamma(a)
+  return jnp.where(near, series, direct)
+
+
 def _gamma_kl(ap, bp, aq, bq):
-  # a_p (b_q/b_p - 1) + a_q log(b_p/b_q) = a_p (e^l - 1 - l) + (a_p - a_q) l, l = log(b_q/b_p).
-  lr = jnp.log(bq) - jnp.log(bp)
-  return ((ap - aq) * digamma(ap) - gammaln(ap) + gammaln(aq)
-          + ap * _common.expm1_minus_x(lr) + (ap - aq) * lr)
+  # a_p (b_q/b_p - 1) + a_q log(b_p/b_q) = a_p (e^l - 1 - l) + (a_p - a_q) l, l = log(b_q/b_p);
+  # the log Γ terms are the Bregman remainder of log Γ at a_p.
+  lr = _common.log_ratio(bq, bp)
+  return (_lgamma_bregman(ap, aq - ap) + ap * _common.expm1_minus_x(lr) + (ap - aq) * lr)
 
 
 def gamma_kl_divergence(
@@ -438,9 +461,9 @@ def _log_beta(a, axis=-1):
 
 
 def _dirichlet_kl(cp, cq):
-  sp = jnp.sum(cp, axis=-1, keepdims=True)
-  return (_log_beta(cq) - _log_beta(cp)
-          + jnp.sum((cp - cq) * (digamma(cp) - digamma(sp)), axis=-1))
+  # = sum_i G(c_p,i, c_q,i - c_p,i) - G(s_p, s_q - s_p), G the Bregman remainder of log Γ.
+  sp, sq = jnp.sum(cp, axis=-1), jnp.sum(cq, axis=-1)
+  return (jnp.sum(_lgamma_bregman(cp, cq - cp), axis=-1) - _lgamma_bregman(sp, sq - sp))
 
 
 def _dirichlet_entropy(c):
@@ -758,6 +781,11 @@ def poisson_kl_divergence(
   lp, lq = jnp.where(valid, lp, 1.0), jnp.where(valid, lq, 1.0)
   log_ratio = _numerics.safe_log(lp) - _numerics.safe_log(lq)
   out = _numerics.mul_log(lp, log_ratio) - lp + lq
+  # Both positive: lambda_p (e^-l - 1 + l), l = log(lambda_p / lambda_q), no cancellation
+  # near p = q (the form above lost 5e-4 relative at rates 1e3 and 1e3 (1 + 1e-6)).
+  pos = (lp > 0) & (lq > 0)
+  lp_s, lq_s = jnp.where(pos, lp, 1.0), jnp.where(pos, lq, 1.0)
+  out = jnp.where(pos, lp_s * _common.expm1_minus_x(-_common.log_ratio(lp_s, lq_s)), out)
   return _common.finish(out, dtype, base, valid)
 
 
