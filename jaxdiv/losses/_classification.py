@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
@@ -497,8 +498,15 @@ def sigmoid_focal_loss(
   m = lax.stop_gradient(jnp.maximum(jnp.where(y < 1, log_p, -jnp.inf),
                                     jnp.where(y > 0, log_not_p, -jnp.inf)))
   m = jnp.where(jnp.isfinite(m), m, 0)
-  s = (_scaled(1 - y, jnp.exp(jnp.where(y < 1, log_p - m, 0)))
-       + _scaled(y, jnp.exp(jnp.where(y > 0, log_not_p - m, 0))))
+  # A zero-weight term can exceed 1 (even overflow): `_scaled` makes it 0 in value, keeps its
+  # label derivative where it is finite (a hard label's gradient in y), and blocks an inf.
+  big = float(np.log(np.finfo(acc).max)) - 1
+
+  def exp_or_inf(v):  # exp, with an overflow as +inf behind a double where (no NaN derivative)
+    fits = v < big
+    return jnp.where(fits, jnp.exp(jnp.where(fits, v, 0)), jnp.inf)
+
+  s = _scaled(1 - y, exp_or_inf(log_p - m)) + _scaled(y, exp_or_inf(log_not_p - m))
   pos = s > 0
   log_one_minus_pt = jnp.where(pos, jnp.log(jnp.where(pos, s, 1)) + m, -jnp.inf)
   gamma = jnp.asarray(gamma, acc)
