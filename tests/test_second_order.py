@@ -19,6 +19,9 @@ import pytest
 import jaxdiv
 from jaxdiv import losses
 
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:convex_kl_divergence is deprecated:DeprecationWarning")
+
 NEG = -np.inf
 # Rows of 5 logits: extremes, a masked class (-inf, in the same place for both arguments so that
 # the divergences stay finite), and an ordinary row.
