@@ -40,11 +40,13 @@ def check_probabilities(p, *, name: str = "p", axis: int | None = -1, where=None
   mask = jnp.ones(p.shape, bool) if where is None else jnp.broadcast_to(where, p.shape)
   checkify.check(jnp.all(jnp.where(mask, ~jnp.isnan(p), True)), f"`{name}` contains NaN.")
   checkify.check(jnp.all(jnp.where(mask, p >= 0, True)),
-                 f"`{name}` has negative probabilities (min {{m}}).",
+                 f"`{name}` has negative probabilities (min {{m}}); if these are logits, pass"
+                 " `from_logits=True`.",
                  m=jnp.min(jnp.where(mask, p, jnp.inf)))
   if axis is None:
     checkify.check(jnp.all(jnp.where(mask, p <= 1, True)),
-                   f"`{name}` has probabilities above 1 (max {{m}}).",
+                   f"`{name}` has probabilities above 1 (max {{m}}); if these are logits,"
+                   " pass `from_logits=True`.",
                    m=jnp.max(jnp.where(mask, p, -jnp.inf)))
     return
   n = p.shape[axis]
@@ -68,6 +70,12 @@ def check_logits(x, *, name: str = "logits", where=None) -> None:
   checkify.check(jnp.all(jnp.where(mask, x != jnp.inf, True)), f"`{name}` contains +inf.")
 
 
+def _domain(lo, hi) -> str:
+  """``[0, inf]``, ``[0, 1]``: the closed interval as a reader writes it (not ``[0.0, None]``)."""
+  fmt = lambda v, inf: inf if v is None else f"{v:g}"
+  return f"[{fmt(lo, '-inf')}, {fmt(hi, 'inf')}]"
+
+
 def check_parameter(x, name: str, *, lo=None, hi=None) -> None:
   """Checks (under `checkify`) a possibly traced hyperparameter against ``[lo, hi]``."""
   x = jnp.asarray(x)
@@ -76,7 +84,7 @@ def check_parameter(x, name: str, *, lo=None, hi=None) -> None:
     ok &= x >= lo
   if hi is not None:
     ok &= x <= hi
-  checkify.check(jnp.all(ok), f"`{name}` must lie in [{lo}, {hi}]; got {{v}}.",
+  checkify.check(jnp.all(ok), f"`{name}` must lie in {_domain(lo, hi)}; got {{v}}.",
                  v=jnp.min(jnp.where(ok, jnp.inf, x)) if x.ndim else x)
 
 

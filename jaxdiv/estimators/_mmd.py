@@ -116,7 +116,9 @@ def mmd2(
   Estimators (Gretton et al., 2012): ``"unbiased"`` is the U-statistic (the diagonal pairs are
   left out; unbiased, can be slightly negative); ``"biased"`` is the V-statistic (the MMD²
   between the empirical distributions, >= 0, biased upward by O(1/n)); ``"linear"`` pairs
-  consecutive samples, ``O(n)`` time, unbiased but with variance O(1/n) instead of O(1/n²).
+  the first half of each sample set with its second half (``x_i`` with ``x_{i + h}``, ``h =
+  min(n, m) // 2``; an odd last sample is dropped), ``O(n)`` time, unbiased but with variance
+  O(1/n) instead of O(1/n²).
 
   Kernels, with bandwidth ``s``: ``"gaussian"`` ``exp(-||x - y||² / (2 s²))``, ``"laplace"``
   ``exp(-||x - y|| / s)``, ``"inverse_multiquadric"`` ``(1 + ||x - y||² / s²)^(-1/2)``; all

@@ -23,26 +23,28 @@ def _entropic_ot(x, y, a, b, p, eps, tol, max_iterations):
 
   The Sinkhorn loop (a ``lax.while_loop``) runs under ``stop_gradient``; the value is the dual
   objective evaluated once more at the converged potentials. The dual is stationary there, so
-  its gradient with respect to ``x``, ``y``, ``a`` and ``b`` is the envelope-theorem gradient
-  (``∂/∂C = pi``, ``∂/∂a = f``): exact at convergence, with no unrolled iterations to store.
+  its gradient with respect to ``x``, ``y``, ``a``, ``b`` and ``eps`` is the envelope-theorem
+  gradient (``∂/∂C = pi``, ``∂/∂a = f``, ``∂/∂eps`` the partial derivative): exact at
+  convergence, with no unrolled iterations to store.
   """
   c = _cost(x, y, p)
   log_a, log_b = _numerics.safe_log(a), _numerics.safe_log(b)
-  cs, las, lbs = (lax.stop_gradient(t) for t in (c, log_a, log_b))
+  # epsilon too: the dual is stationary in (f, g), so d/d(eps) is its partial derivative.
+  cs, las, lbs, eps_s = (lax.stop_gradient(t) for t in (c, log_a, log_b, eps))
   a_s = lax.stop_gradient(a)
 
   def t_f(g):
-    return -eps * _numerics.logsumexp(lbs[None, :] + (g[None, :] - cs) / eps, axis=1)
+    return -eps_s * _numerics.logsumexp(lbs[None, :] + (g[None, :] - cs) / eps_s, axis=1)
 
   def t_g(f):
-    return -eps * _numerics.logsumexp(las[:, None] + (f[:, None] - cs) / eps, axis=0)
+    return -eps_s * _numerics.logsumexp(las[:, None] + (f[:, None] - cs) / eps_s, axis=0)
 
   def body(state):
     f, _, _, it = state
     g = t_g(f)
     f_new = t_f(g)
     # Row marginal of the plan (f, g) is a * exp((f - f_new)/eps): its L1 error.
-    err = jnp.sum(a_s * jnp.abs(jnp.expm1((f - f_new) / eps)))
+    err = jnp.sum(a_s * jnp.abs(jnp.expm1((f - f_new) / eps_s)))
     return f_new, g, err, it + 1
 
   def cond(state):
@@ -86,8 +88,10 @@ def sinkhorn_divergence(
     y: points ``[m, d]``.
     a: weights of ``x`` (``[n]``, normalised here); ``None``: uniform.
     b: weights of ``y`` (``[m]``); ``None``: uniform.
-    epsilon: entropic regularisation, in cost units; ``None``: ``0.05`` times the mean cost
-      between ``x`` and ``y`` (as ott-jax), held constant for differentiation.
+    epsilon: entropic regularisation, in cost units; ``None``: ``0.05`` times the standard
+      deviation of the cost matrix between ``x`` and ``y`` (ott-jax's default for a geometry
+      without ``relative_epsilon``), held constant for differentiation. A given ``epsilon``
+      is differentiable (the envelope-theorem derivative, exact at convergence).
     p: ground-cost exponent, 1 or 2.
     tol: L1 marginal-error tolerance.
     max_iterations: iteration cap per ``OT_eps`` term.
@@ -120,7 +124,7 @@ def sinkhorn_divergence(
   a = _wasserstein._weights(a, x.shape[0], "a", acc)
   b = _wasserstein._weights(b, y.shape[0], "b", acc)
   if epsilon is None:
-    eps = 0.05 * jnp.mean(lax.stop_gradient(_cost(x, y, p)))
+    eps = 0.05 * jnp.std(lax.stop_gradient(_cost(x, y, p)))
     eps = jnp.where(eps > 0, eps, 1.0)
   else:
     _checks.check_real(epsilon, "epsilon", lo=0, lo_open=True)

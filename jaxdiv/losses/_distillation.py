@@ -119,9 +119,24 @@ def _skew_kl(p, q, *, alpha, axis, where, from_logits=True):
   log_p = _numerics.log_softmax(p, axis=axis, where=where)
   log_q = _numerics.log_softmax(q, axis=axis, where=where)
   alpha = jnp.asarray(alpha, log_p.dtype)
-  log_m = _numerics.log_add_exp(_numerics.safe_log(alpha) + log_p,
-                                _numerics.safe_log(1 - alpha) + log_q)
-  return kl_divergence(log_p, log_m, axis=axis, where=where, from_logits=True)
+  return kl_divergence(log_p, _log_mixture(alpha, log_p, log_q), axis=axis, where=where,
+                       from_logits=True)
+
+
+def _log_mixture(alpha, log_p, log_q):
+  """``log(alpha p + (1 - alpha) q)`` with its exact ``alpha``-derivative at 0 and 1.
+
+  Trap avoided: ``log(alpha) + log p`` has derivative ``1/alpha``, infinite at ``alpha = 0``
+  (and ``safe_log`` makes it 0, a wrong slope). Here the larger of the two terms is factored
+  out, ``m = e^hi (w_hi + w_lo e^(lo - hi))``, a sum of two non-negative terms linear in alpha.
+  """
+  p_hi = log_p >= log_q
+  hi, lo = jnp.maximum(log_p, log_q), jnp.minimum(log_p, log_q)
+  w_hi = jnp.where(p_hi, alpha, 1 - alpha)
+  fin = jnp.isfinite(hi)
+  s = w_hi + (1 - w_hi) * jnp.exp(jnp.where(fin, lo - hi, 0.0))
+  pos = fin & (s > 0)
+  return jnp.where(pos, jnp.where(fin, hi, 0.0) + jnp.log(jnp.where(pos, s, 1.0)), -jnp.inf)
 
 
 def distillation_loss(

@@ -80,9 +80,10 @@ def laplace_kl_divergence(
   """
   lp, sp, lq, sq, valid, dtype = _ls_prepare(loc_p, scale_p, loc_q, scale_q)
   d = jnp.abs(lp - lq)
-  lr = jnp.log(sp) - jnp.log(sq)
-  # = (e^l - 1 - l) + e^l (e^{-d/b_p} - 1) + d/b_q, with l = log(b_p/b_q): no cancellation.
-  out = _common.expm1_minus_x(lr) + jnp.exp(lr) * jnp.expm1(-d / sp) + d / sq
+  lr = _common.log_ratio(sp, sq)
+  # = (e^l - 1 - l) + e^l (e^{-u} - 1 + u), with l = log(b_p/b_q) and u = d/b_p (as
+  # e^l u = d/b_q): two non-negative terms, each without cancellation near p = q.
+  out = _common.expm1_minus_x(lr) + jnp.exp(lr) * _common.expm1_minus_x(-d / sp)
   return _common.finish(out, dtype, base, valid)
 
 

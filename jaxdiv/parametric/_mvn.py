@@ -100,20 +100,41 @@ def _renyi(lp, cp: _Cov, lq, cq: _Cov, alpha):
   t = 1 - alpha
   if cp.diag:
     log_r = jnp.log(cp.var) - jnp.log(cq.var)
-    r_minus_1 = jnp.expm1(log_r)
-    frac = 1 + t[..., None] * r_minus_1
-    ok = jnp.all(frac > 0, axis=-1)
-    var_a = cq.var * jnp.where(frac > 0, frac, 1.0)
-    terms = _common.log1p_over(t[..., None], r_minus_1) - log_r
+    m, ok_i, terms = _common.log_mix_over_t(alpha[..., None], log_r)
+    ok = jnp.all(ok_i, axis=-1)
+    var_a = cq.var * jnp.where(ok_i, m, 1.0)
+    terms = jnp.where(ok_i, terms, 0.0) - log_r
     out = 0.5 * (alpha * jnp.sum(d * d / var_a, axis=-1) + jnp.sum(terms, axis=-1))
     return jnp.where(ok, out, jnp.inf)
   a = alpha[..., None, None]
-  ca = _Cov(a * cq.matrix() + (1 - a) * cp.matrix(), "full")
+  sigma_a = a * cq.matrix() + (1 - a) * cp.matrix()
   # Cholesky of Σ_alpha fails only when it is not positive definite (alpha > 1 far from q):
-  # the interpolated density is not normalisable and the divergence is +inf.
+  # the interpolated density is not normalisable and the divergence is +inf. The failure is
+  # detected on a constant copy, and the identity factorised in its place (double where): the
+  # derivative of a failed Cholesky is NaN, and a zero cotangent does not cancel it.
+  ok = _Cov(jax.lax.stop_gradient(sigma_a), "full").valid
+  eye = jnp.eye(sigma_a.shape[-1], dtype=sigma_a.dtype)
+  ca = _Cov(jnp.where(ok[..., None, None], sigma_a, eye), "full")
   log_ratio = ca.logdet - t * cp.logdet - alpha * cq.logdet
   out = 0.5 * alpha * ca.maha(d) + log_ratio / (2 * t)
-  return jnp.where(ca.valid, out, jnp.inf)
+  return jnp.where(ok & ca.valid, out, jnp.inf)
+
+
+def _renyi_slope(lp, cp: _Cov, lq, cq: _Cov):
+  # Var_p[log p/q] / 2. With x = mu_p + L_p z, log p/q = z'(M - I)z / 2 + d' Σ_q⁻¹ L_p z + const,
+  # M = L_p' Σ_q⁻¹ L_p: Var = tr((M - I)²) / 2 + |L_p' Σ_q⁻¹ d|².
+  d = lp - lq
+  if cp.diag:
+    r_minus_1 = jnp.expm1(jnp.log(cp.var) - jnp.log(cq.var))
+    lin = cp.var * d * d / (cq.var * cq.var)
+    return jnp.sum(0.25 * r_minus_1 * r_minus_1 + 0.5 * lin, axis=-1)
+  a = cq.solve_tril(cp.tril)  # L_q⁻¹ L_p: M = a' a
+  dim = lp.shape[-1]
+  m_minus_i = jnp.swapaxes(a, -1, -2) @ a - jnp.eye(dim, dtype=a.dtype)
+  w = cq.solve_tril(d[..., None])  # L_q⁻¹ d; L_p' Σ_q⁻¹ d = a' w
+  lin = jnp.swapaxes(a, -1, -2) @ w
+  return (0.25 * jnp.sum(m_minus_i * m_minus_i, axis=(-2, -1))
+          + 0.5 * jnp.sum(lin * lin, axis=(-2, -1)))
 
 
 _DOC_ARGS = """
@@ -229,7 +250,8 @@ def mvn_renyi_divergence(
                                         {"alpha": alpha})
   cp, cq = _Cov(cp, covariance), _Cov(cq, covariance)
   out = _common.alpha_select(alpha, a.dtype, lambda: _kl(lp, cp, lq, cq),
-                             lambda al: _renyi(lp, cp, lq, cq, a * 0 + al))
+                             lambda al: _renyi(lp, cp, lq, cq, a * 0 + al),
+                             lambda: _renyi_slope(lp, cp, lq, cq))
   return _common.finish(out, dtype, base, cp.valid & cq.valid)
 
 

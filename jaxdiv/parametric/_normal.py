@@ -152,15 +152,20 @@ def normal_vae_kl(
 
 def _renyi(lp, sp, lq, sq, alpha):
   log_r = 2 * (jnp.log(sp) - jnp.log(sq))
-  r_minus_1 = jnp.expm1(log_r)
-  t = 1 - alpha
-  # var_alpha = alpha var_q + (1 - alpha) var_p = var_q (1 + t (r - 1)).
-  frac = 1 + t * r_minus_1
-  ok = frac > 0
+  # var_alpha = alpha var_q + (1 - alpha) var_p = var_q m, m = alpha + (1 - alpha) r.
+  m, ok, log_m_over_t = _common.log_mix_over_t(alpha, log_r)
   d = lp - lq
-  quad = alpha * d * d / (sq * sq * jnp.where(ok, frac, 1.0))
-  out = 0.5 * (quad + _common.log1p_over(t, r_minus_1) - log_r)
+  quad = alpha * d * d / (sq * sq * jnp.where(ok, m, 1.0))
+  out = 0.5 * (quad + log_m_over_t - log_r)
   return jnp.where(ok, out, jnp.inf)
+
+
+def _renyi_slope(lp, sp, lq, sq):
+  # Var_p[log p/q] / 2 with x = mu_p + sigma_p z: log p/q = (r - 1) z²/2 + sigma_p d z / var_q
+  # + const, so Var = (r - 1)²/2 + r d² / var_q.
+  r_minus_1 = jnp.expm1(2 * (jnp.log(sp) - jnp.log(sq)))
+  d = lp - lq
+  return 0.25 * r_minus_1 * r_minus_1 + 0.5 * sp * sp * d * d / (sq * sq * sq * sq)
 
 
 def normal_renyi_divergence(
@@ -204,7 +209,8 @@ def normal_renyi_divergence(
   valid = (sp > 0) & (sq > 0)
   sp, sq = jnp.where(valid, sp, 1.0), jnp.where(valid, sq, 1.0)
   kl = lambda: _kl_terms(lp, lq, 2 * (jnp.log(sp) - jnp.log(sq)), 1 / (sq * sq))
-  out = _common.alpha_select(alpha, acc, kl, lambda al: _renyi(lp, sp, lq, sq, a * 0 + al))
+  out = _common.alpha_select(alpha, acc, kl, lambda al: _renyi(lp, sp, lq, sq, a * 0 + al),
+                             lambda: _renyi_slope(lp, sp, lq, sq))
   return _common.finish(out, dtype, base, valid)
 
 

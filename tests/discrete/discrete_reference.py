@@ -151,17 +151,19 @@ def f_divergence(p, q, f, f_prime_inf, f_zero, axis=-1):
 
 def binary_entropy(p):
   (p,) = _f64(p)
-  return special.entr(p) + special.entr(1 - p)
+  # (1 - p) log(1 - p) with log1p: `1 - p` rounds to 1 at p = 1e-30 and loses the ~p term.
+  return special.entr(p) - special.xlog1py(1 - p, -p)
 
 
 def binary_cross_entropy(p, q):
   p, q = _f64(p, q)
-  return -special.xlogy(p, q) - special.xlogy(1 - p, 1 - q)
+  return -special.xlogy(p, q) - special.xlog1py(1 - p, -q)
 
 
 def binary_kl_divergence(p, q):
   p, q = _f64(p, q)
-  return special.rel_entr(p, q) + special.rel_entr(1 - p, 1 - q)
+  # (1 - p) log((1 - p) / (1 - q)) with log1p on both logs (1 - 1e-30 rounds to 1).
+  return special.rel_entr(p, q) + special.xlog1py(1 - p, -p) - special.xlog1py(1 - p, -q)
 
 
 def softmax64(z, axis=-1):

@@ -1,0 +1,198 @@
+"""Second order: Hessians finite wherever the value is, at extreme and masked logits.
+
+Every core divergence from logits and every loss is differentiated twice
+(``jax.jacfwd(jax.grad(f))``, i.e. ``jax.hessian``) with respect to its logits, on rows that
+hold logits of +-1e4, 1e3 and -inf (a masked class), in float32 and float64. Wherever the value
+is finite, every Hessian entry must be finite: the second derivatives of the stable forms must
+not meet ``0 * inf`` (optax's test of ``sigmoid_focal_loss`` asks the same of its losses).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxdiv
+from jaxdiv import losses
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:convex_kl_divergence is deprecated:DeprecationWarning")
+
+NEG = -np.inf
+# Rows of 5 logits: extremes, a masked class (-inf, in the same place for both arguments so that
+# the divergences stay finite), and an ordinary row.
+P = np.array([[1e4, -1e4, 0.0, 2.0, NEG],
+              [-3.0, 5.0, 1e3, -1e4, 0.0],
+              [0.3, -1.2, 2.0, 0.1, -0.5]])
+Q = np.array([[0.0, 1e4, -1e4, 5.0, NEG],
+              [1e4, -2.0, 0.0, 1.0, -1e3],
+              [-0.7, 0.4, 1.1, -2.0, 0.9]])
+LABELS = np.array([0, 2, 3])
+# Binary logits and soft labels, elementwise.
+# |z| = 50 and 100 with hard labels: e^-50 squared underflows in float32 (the focal loss's
+# Hessian was NaN there), e^100 overflows.
+Z = np.array([1e4, -1e4, 30.0, -30.0, 0.0, 2.5, -1e3, 1e3, 50.0, 100.0, -50.0, -100.0, 50.0])
+Y = np.array([1.0, 1.0, 0.0, 1.0, 0.5, 0.3, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+
+
+def _two(f, **kw):
+  return lambda p, q: f(p, q, from_logits=True, **kw)
+
+
+def _one(f, **kw):
+  return lambda p, q: f(p, from_logits=True, **kw)
+
+
+CORE = {
+    "entropy": _one(jaxdiv.entropy),
+    "cross_entropy": _two(jaxdiv.cross_entropy),
+    "kl_divergence": _two(jaxdiv.kl_divergence),
+    "jeffreys_divergence": _two(jaxdiv.jeffreys_divergence),
+    "js_divergence": _two(jaxdiv.js_divergence),
+    "js_divergence_beta": _two(jaxdiv.js_divergence, beta=0.2),
+    "js_distance": _two(jaxdiv.js_distance),
+    "renyi_divergence_0.5": _two(jaxdiv.renyi_divergence, alpha=0.5),
+    "renyi_divergence_2": _two(jaxdiv.renyi_divergence, alpha=2.0),
+    "renyi_divergence_inf": _two(jaxdiv.renyi_divergence, alpha=jnp.inf),
+    "renyi_entropy_0.5": _one(jaxdiv.renyi_entropy, alpha=0.5),
+    "renyi_entropy_3": _one(jaxdiv.renyi_entropy, alpha=3.0),
+    "tsallis_divergence_0.5": _two(jaxdiv.tsallis_divergence, alpha=0.5),
+    "tsallis_divergence_2": _two(jaxdiv.tsallis_divergence, alpha=2.0),
+    "tsallis_entropy_2": _one(jaxdiv.tsallis_entropy, alpha=2.0),
+    "alpha_divergence_0.3": _two(jaxdiv.alpha_divergence, alpha=0.3),
+    "alpha_divergence_-1": _two(jaxdiv.alpha_divergence, alpha=-1.0),
+    "hellinger_distance": _two(jaxdiv.hellinger_distance),
+    "bhattacharyya_distance": _two(jaxdiv.bhattacharyya_distance),
+    "chi_squared_divergence": _two(jaxdiv.chi_squared_divergence),
+    "total_variation_distance": _two(jaxdiv.total_variation_distance),
+    "binary_entropy": lambda p, q: jaxdiv.binary_entropy(p, from_logits=True),
+    "binary_cross_entropy": _two(jaxdiv.binary_cross_entropy),
+    "binary_kl_divergence": _two(jaxdiv.binary_kl_divergence),
+}
+
+_dist = lambda div, **kw: lambda s, t: losses.distillation_loss(s, t, divergence=div, **kw)
+LOSSES = {
+    "softmax_cross_entropy": lambda s, t: losses.softmax_cross_entropy(
+        s, jax.nn.softmax(t), label_smoothing=0.1, z_loss=1e-4),
+    "softmax_cross_entropy_with_integer_labels": lambda s, t: (
+        losses.softmax_cross_entropy_with_integer_labels(s, LABELS, label_smoothing=0.1,
+                                                         z_loss=1e-4)),
+    "safe_softmax_cross_entropy": lambda s, t: losses.safe_softmax_cross_entropy(
+        s, jax.nn.softmax(t)),
+    "poly_loss_cross_entropy": lambda s, t: losses.poly_loss_cross_entropy(
+        s, jax.nn.softmax(t)),
+    "kl_divergence": lambda s, t: losses.kl_divergence(
+        jax.nn.log_softmax(s), jax.nn.softmax(t)),
+    "kl_divergence_with_log_targets": lambda s, t: losses.kl_divergence_with_log_targets(
+        jax.nn.log_softmax(s), jax.nn.log_softmax(t)),
+    "convex_kl_divergence": lambda s, t: losses.convex_kl_divergence(
+        jax.nn.log_softmax(s), jax.nn.softmax(t)),
+    "generalized_kl_divergence": lambda s, t: losses.generalized_kl_divergence(
+        jax.nn.log_softmax(s), jax.nn.softmax(t)),
+    "distillation_forward_kl": _dist("forward_kl", temperature=2.0),
+    "distillation_reverse_kl": _dist("reverse_kl"),
+    "distillation_js": _dist("js", beta=0.3),
+    "distillation_skew_kl": _dist("skew_kl"),
+    "distillation_skew_reverse_kl": _dist("skew_reverse_kl"),
+    "distillation_tv": _dist("tv"),
+    "divergence_loss": lambda s, t: losses.divergence_loss(jaxdiv.renyi_divergence, s, t,
+                                                           alpha=0.5),
+    # Elementwise: per-token log-probabilities (log_sigmoid keeps the elements independent).
+    "kl_penalty_k1": lambda s, t: losses.kl_penalty(jax.nn.log_sigmoid(s),
+                                                    jax.nn.log_sigmoid(t), estimator="k1"),
+    # Elementwise: per-token log-probabilities (log_sigmoid keeps the elements independent).
+    "kl_penalty_k2": lambda s, t: losses.kl_penalty(jax.nn.log_sigmoid(s),
+                                                    jax.nn.log_sigmoid(t), estimator="k2"),
+    # Elementwise: per-token log-probabilities (log_sigmoid keeps the elements independent).
+    "kl_penalty_k3": lambda s, t: losses.kl_penalty(jax.nn.log_sigmoid(s),
+                                                    jax.nn.log_sigmoid(t), estimator="k3"),
+}
+BINARY_LOSSES = {
+    "sigmoid_binary_cross_entropy": lambda z: losses.sigmoid_binary_cross_entropy(z, Y),
+    "sigmoid_focal_loss_gamma_2": lambda z: losses.sigmoid_focal_loss(z, Y, gamma=2.0),
+    "sigmoid_focal_loss_gamma_0.5": lambda z: losses.sigmoid_focal_loss(z, Y, gamma=0.5,
+                                                                        alpha=0.25),
+    "sigmoid_focal_loss_gamma_0.1": lambda z: losses.sigmoid_focal_loss(z, Y, gamma=0.1),
+    "sigmoid_focal_loss_gamma_1": lambda z: losses.sigmoid_focal_loss(z, Y, gamma=1.0),
+}
+DTYPES = ["float32", "float64"]
+
+
+def _check(values, hessian, name, rows_axes):
+  """Every Hessian entry between two finite-valued rows is finite.
+
+  ``rows_axes`` are the two axes of ``hessian`` that index the batch row of each derivative;
+  a row whose value is +inf (a divergence that overflows, such as chi² at logits 2e4 apart)
+  is excluded, and must not leak into the others.
+  """
+  values, hessian = np.asarray(values), np.asarray(hessian)
+  if values.ndim == 2:  # elementwise results: every element is a "row"
+    hessian = hessian.reshape(2, values.size, 2, values.size)
+    values, rows_axes = values.reshape(-1), (1, 3)
+  ok = np.isfinite(values)
+  assert ok.any(), f"{name}: no finite value to check"
+  h = np.compress(ok, np.compress(ok, hessian, axis=rows_axes[1]), axis=rows_axes[0])
+  bad = ~np.isfinite(h)
+  assert not bad.any(), (
+      f"{name}: {bad.sum()} non-finite Hessian entries of {bad.size} between finite rows"
+      f" (values {values})")
+
+
+@functools.cache
+def _pair_hessian(name, dtype, table):
+  fn = (CORE if table == "core" else LOSSES)[name]
+
+  def total(pq):
+    v = fn(pq[0], pq[1])
+    return jnp.sum(jnp.where(jnp.isfinite(v), v, 0))
+
+  return jax.jit(lambda pq: fn(pq[0], pq[1])), jax.jit(jax.jacfwd(jax.grad(total)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("table,name", [("core", n) for n in CORE] + [("loss", n) for n in LOSSES])
+def test_hessian_finite_at_extreme_logits(table, name, dtype):
+  with jax.enable_x64(dtype == "float64"):
+    pq = jnp.asarray(np.stack([P, Q]), dtype)
+    value, hess = _pair_hessian(name, dtype, table)
+    values = value(pq)
+    # Hessian [2, rows, 5, 2, rows, 5]: the row axes are 1 and 4.
+    _check(values, hess(pq), f"{name} ({dtype})", (1, 4))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(BINARY_LOSSES))
+def test_binary_loss_hessian_finite_at_extreme_logits(name, dtype):
+  fn = BINARY_LOSSES[name]
+  with jax.enable_x64(dtype == "float64"):
+    z = jnp.asarray(Z, dtype)
+    values = fn(z)
+    hess = jax.jit(jax.jacfwd(jax.grad(lambda z: jnp.sum(fn(z)))))(z)
+    _check(values, hess, f"{name} ({dtype})", (0, 1))
+
+
+@pytest.mark.parametrize("gamma", [0.5, 0.1])
+def test_focal_loss_second_derivative_matches_closed_form(gamma):
+  """d²/dz² of the focal loss against its closed form (float64 algebra).
+
+  For a label y = 1 the loss is ``(1 - s)^gamma * (-log s)`` with ``s = sigmoid(z)``; with
+  ``u = 1 - s = sigmoid(-z)``, ``du/dz = -s u`` and ``d(-log s)/dz = -u``.
+  """
+  with jax.enable_x64(True):
+    z = jnp.array([-30.0, -2.0, 0.0, 3.0, 30.0])
+    f = lambda z: losses.sigmoid_focal_loss(z, jnp.ones_like(z), gamma=gamma)
+    got = jax.vmap(jax.hessian(f))(z)
+    zz = np.asarray(z)
+    s, u = 1 / (1 + np.exp(-zz)), 1 / (1 + np.exp(zz))
+    nll = np.logaddexp(0, -zz)  # -log s
+    # L = u^g n; L' = g u^(g-1) u' n + u^g n'; u' = -s u, n' = -u, s' = s u.
+    # L' = -g s u^g n - u^(g+1).  Differentiate again:
+    # d(u^g)/dz = -g s u^g;  d(s u^g)/dz = s u^(g+1) - g s² u^g;  d(u^(g+1))/dz = -(g+1) s u^(g+1)
+    want = (-gamma * ((s * u**(gamma + 1) - gamma * s * s * u**gamma) * nll
+                      + s * u**gamma * (-u))
+            + (gamma + 1) * s * u**(gamma + 1))
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-9, atol=1e-15)
