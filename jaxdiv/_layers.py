@@ -19,7 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # The shared base: stable primitives, JSON; trace-time validation; checkify.
     ("jaxdiv._numerics", "jaxdiv._json", "jaxdiv._layers", "jaxdiv._interrupt",
      "jaxdiv._version"),
-    ("jaxdiv._checks",),
+    ("jaxdiv._validation",),
     ("jaxdiv.checks",),
     # Categorical divergences in log space; sample-based estimators.
     ("jaxdiv.discrete", "jaxdiv.estimators"),

@@ -19,7 +19,7 @@ import inspect
 import jax.numpy as jnp
 from jax.experimental import checkify
 
-from jaxdiv import _checks
+from jaxdiv import _validation
 
 __all__ = ["check_probabilities", "check_logits", "check_parameter", "checked"]
 
@@ -111,7 +111,7 @@ def checked(fn, *, atol: float | None = None):
     binary = fn.__name__.startswith("binary_")
     axis = None if binary else a.get("axis", -1)
     names = [n for n in ("p", "q") if n in a]
-    xs = {n: _checks.as_float_array(a[n], n) for n in names}
+    xs = {n: _validation.as_float_array(a[n], n) for n in names}
     where = a.get("where")
     shapes = [x.shape for x in xs.values()] + ([] if where is None else [jnp.shape(where)])
     try:

@@ -45,7 +45,7 @@ def _within(module: str, package: str) -> bool:
 
 def _imports(module: str, tree: ast.AST):
   """Yields (line, target module, imported name or None) for every jaxdiv import, and the
-  private attributes read from an imported jaxdiv module (`_checks._concrete`)."""
+  private attributes read from an imported jaxdiv module (`_validation._concrete`)."""
   aliases = {}
   for node in ast.walk(tree):
     if isinstance(node, ast.Import):

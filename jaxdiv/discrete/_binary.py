@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxdiv import _checks
 from jaxdiv import _numerics
+from jaxdiv import _validation
 
 
 def _bernoulli(x, from_logits):
@@ -23,9 +23,9 @@ def _bernoulli(x, from_logits):
 
 
 def _prepare(arrays, names, axis, where, from_logits):
-  from_logits = _checks.check_bool(from_logits, "from_logits")
-  xs = [_checks.as_float_array(x, n) for x, n in zip(arrays, names)]
-  result_dtype, acc_dtype = _checks.compute_dtype(*xs)
+  from_logits = _validation.check_bool(from_logits, "from_logits")
+  xs = [_validation.as_float_array(x, n) for x, n in zip(arrays, names)]
+  result_dtype, acc_dtype = _validation.compute_dtype(*xs)
   try:
     shape = jnp.broadcast_shapes(*(x.shape for x in xs))
   except ValueError:
@@ -34,8 +34,8 @@ def _prepare(arrays, names, axis, where, from_logits):
         f"{xs[0].shape} and {xs[1].shape}."
     ) from None
   xs = [jnp.broadcast_to(x, shape).astype(acc_dtype) for x in xs]
-  axes = None if axis is None else _checks.normalize_axes(axis, len(shape))
-  mask = _checks.broadcast_where(where, shape)
+  axes = None if axis is None else _validation.normalize_axes(axis, len(shape))
+  mask = _validation.broadcast_where(where, shape)
   if mask is not None:
     # Masked elements never enter the terms (a NaN there would poison the gradient).
     filler = 0.0 if from_logits else 0.5
@@ -82,9 +82,9 @@ def binary_entropy(
     >>> print(jaxdiv.binary_entropy(jnp.array([0., 0.5, 1.]), base=2))
     [0. 1. 0.]
   """
-  _checks.check_base(base)
-  from_logits = _checks.check_bool(from_logits, "from_logits")
-  p = _checks.as_float_array(p, "p")
+  _validation.check_base(base)
+  from_logits = _validation.check_bool(from_logits, "from_logits")
+  p = _validation.as_float_array(p, "p")
   [(a, b, la, lb), _], axes, mask, dtype = _prepare((p, p), ("p", "p"), axis, where,
                                                    from_logits)
   terms = -(_numerics.mul_log(a, la) + _numerics.mul_log(b, lb))
@@ -108,7 +108,7 @@ def binary_cross_entropy(
     >>> print(round(float(jaxdiv.binary_cross_entropy(jnp.array(1.), jnp.array(0.5))), 4))
     0.6931
   """
-  _checks.check_base(base)
+  _validation.check_base(base)
   [(p1, p0, _, _), (_, _, lq1, lq0)], axes, mask, dtype = _prepare(
       (p, q), ("p", "q"), axis, where, from_logits)
   terms = -(_numerics.mul_log(p1, lq1) + _numerics.mul_log(p0, lq0))
@@ -132,7 +132,7 @@ def binary_kl_divergence(
     >>> print(round(float(jaxdiv.binary_kl_divergence(jnp.array(0.5), jnp.array(0.9))), 4))
     0.5108
   """
-  _checks.check_base(base)
+  _validation.check_base(base)
   [(p1, p0, lp1, lp0), (_, _, lq1, lq0)], axes, mask, dtype = _prepare(
       (p, q), ("p", "q"), axis, where, from_logits)
   terms = _numerics.mul_log(p1, lp1 - lq1) + _numerics.mul_log(p0, lp0 - lq0)

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxdiv import _checks
 from jaxdiv import _numerics
+from jaxdiv import _validation
 
 
 class Dist(NamedTuple):
@@ -51,11 +51,11 @@ def prepare(*arrays, names, axis, where, from_logits, axis_name=None) -> Prepare
   With `axis_name` the distribution axis is the local shard of an axis split over that mesh
   axis (inside `shard_map`); normalisations and sums then reduce across shards.
   """
-  from_logits = _checks.check_bool(from_logits, "from_logits")
-  xs = [_checks.as_float_array(x, n) for x, n in zip(arrays, names)]
-  result_dtype, acc_dtype = _checks.compute_dtype(*xs)
+  from_logits = _validation.check_bool(from_logits, "from_logits")
+  xs = [_validation.as_float_array(x, n) for x, n in zip(arrays, names)]
+  result_dtype, acc_dtype = _validation.compute_dtype(*xs)
   if len(xs) == 2:
-    p, q, ax = _checks.broadcast_pair(xs[0], xs[1], axis, names)
+    p, q, ax = _validation.broadcast_pair(xs[0], xs[1], axis, names)
     xs = [p, q]
   else:
     if xs[0].ndim == 0:
@@ -63,9 +63,9 @@ def prepare(*arrays, names, axis, where, from_logits, axis_name=None) -> Prepare
           f"`{names[0]}` is a scalar; a distribution needs at least one dimension"
           f" (axis={axis}). For a Bernoulli parameter use the binary_* functions."
       )
-    ax = _checks.normalize_axis(axis, xs[0].ndim)
+    ax = _validation.normalize_axis(axis, xs[0].ndim)
   shape = xs[0].shape
-  mask = _checks.broadcast_where(where, shape)
+  mask = _validation.broadcast_where(where, shape)
   dists = tuple(_to_dist(x.astype(acc_dtype), ax, mask, from_logits, axis_name) for x in xs)
   return Prepared(dists, ax, mask, result_dtype, from_logits, axis_name)
 
@@ -80,18 +80,18 @@ def fast_inputs(*arrays, names, axis, where, from_logits, axis_name=None):
     `(xs, axis, result_dtype, from_logits)`: the inputs broadcast to one shape in the compute
     dtype, the non-negative axis, the dtype of the result and whether they are logits; or None.
   """
-  from_logits = _checks.check_bool(from_logits, "from_logits")
+  from_logits = _validation.check_bool(from_logits, "from_logits")
   if where is not None or axis_name is not None:
     return None
-  xs = [_checks.as_float_array(x, n) for x, n in zip(arrays, names)]
-  result_dtype, acc_dtype = _checks.compute_dtype(*xs)
+  xs = [_validation.as_float_array(x, n) for x, n in zip(arrays, names)]
+  result_dtype, acc_dtype = _validation.compute_dtype(*xs)
   if len(xs) == 2:
-    p, q, ax = _checks.broadcast_pair(xs[0], xs[1], axis, names)
+    p, q, ax = _validation.broadcast_pair(xs[0], xs[1], axis, names)
     xs = [p, q]
   else:
     if xs[0].ndim == 0:
       return None  # prepare raises the error
-    ax = _checks.normalize_axis(axis, xs[0].ndim)
+    ax = _validation.normalize_axis(axis, xs[0].ndim)
   if xs[0].shape[ax] == 0:
     return None
   return tuple(x.astype(acc_dtype) for x in xs), ax, result_dtype, from_logits

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxdiv import _checks
 from jaxdiv import _numerics
+from jaxdiv import _validation
 from jaxdiv.discrete import _common
 
 # f'(inf) = lim f(t)/t is estimated from f(t)/t at these two points: agreement within
@@ -95,7 +95,7 @@ def f_divergence(
     Csiszár, Information-Type Measures of Difference of Probability Distributions, 1967;
     Ali & Silvey, A General Class of Coefficients of Divergence, 1966.
   """
-  _checks.check_callable(f, "f")
+  _validation.check_callable(f, "f")
   prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
                          from_logits=from_logits)
   dp, dq = prep.dists
@@ -111,7 +111,7 @@ def f_divergence(
   if f_prime_inf is None:
     slope = _slope_at_infinity(f, dtype)
   else:
-    _checks.check_real(f_prime_inf, "f_prime_inf", allow_inf=True)
+    _validation.check_real(f_prime_inf, "f_prime_inf", allow_inf=True)
     slope = jnp.asarray(f_prime_inf, dtype)
   # p f'(inf) and q f(0) can be infinite: each branch sees its argument only where it is
   # selected (0 elsewhere), so the zero cotangent of an unselected branch never meets inf.
@@ -275,7 +275,7 @@ def bhattacharyya_distance(
   References:
     Bhattacharyya, On a Measure of Divergence between Two Statistical Populations, 1943.
   """
-  _checks.check_base(base)
+  _validation.check_base(base)
   prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
                          from_logits=from_logits)
   dp, dq = prep.dists

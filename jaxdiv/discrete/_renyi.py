@@ -22,8 +22,8 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from jaxdiv import _checks
 from jaxdiv import _numerics
+from jaxdiv import _validation
 from jaxdiv.discrete import _common
 
 # Below this max of |t*d| the expm1 form neither overflows nor cancels; above it the shifted
@@ -99,7 +99,7 @@ def _moments(p, log_p, d, axis, *, second=False):
   return mean, jnp.where(jnp.squeeze(finite_row, axis), m2, 0)
 
 
-_static_alpha = _checks.static_scalar  # a float traces one branch; None traces them all
+_static_alpha = _validation.static_scalar  # a float traces one branch; None traces them all
 
 
 def _order_family(p, log_p, d, alpha, axis, general, at_one, at_inf, one_slope=None):
@@ -138,7 +138,7 @@ def _order_family(p, log_p, d, alpha, axis, general, at_one, at_inf, one_slope=N
 
 
 def _check_alpha(alpha, lo=0):
-  return _checks.check_real(alpha, "alpha", lo=lo, allow_inf=True)
+  return _validation.check_real(alpha, "alpha", lo=lo, allow_inf=True)
 
 
 def _alpha_for(alpha, prep):
@@ -205,7 +205,7 @@ def renyi_divergence(
     Rényi, On Measures of Entropy and Information, 1961; van Erven & Harremoës, Rényi
     Divergence and Kullback–Leibler Divergence, 2014.
   """
-  _checks.check_base(base)
+  _validation.check_base(base)
   out, prep = _family((p, q), alpha, axis=axis, where=where, from_logits=from_logits,
                       general=lambda log_s, t: log_s / t, at_one=_identity,
                       at_inf=_identity, one_slope=_renyi_slope)
@@ -243,7 +243,7 @@ def renyi_entropy(
   References:
     Rényi, On Measures of Entropy and Information, 1961.
   """
-  _checks.check_base(base)
+  _validation.check_base(base)
   # H_alpha(p) = -D_alpha(p || counting measure): the divergence with log q = 0.
   out, prep = _family((p,), alpha, axis=axis, where=where, from_logits=from_logits,
                       general=lambda log_s, t: log_s / t, at_one=_identity,
@@ -366,7 +366,7 @@ def alpha_divergence(
     Amari, Differential-Geometrical Methods in Statistics, 1985; Cichocki & Amari, Families of
     Alpha- Beta- and Gamma-Divergences, 2010.
   """
-  _checks.check_real(alpha, "alpha", allow_inf=True)
+  _validation.check_real(alpha, "alpha", allow_inf=True)
   prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
                          from_logits=from_logits)
   dp, dq = prep.dists

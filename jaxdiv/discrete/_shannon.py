@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxdiv import _checks
 from jaxdiv import _numerics
+from jaxdiv import _validation
 from jaxdiv.discrete import _common
 from jaxdiv.discrete import _fast
 
@@ -202,7 +202,7 @@ def entropy(
   References:
     Shannon, A Mathematical Theory of Communication, 1948.
   """
-  _checks.check_base(base)
+  _validation.check_base(base)
   fast = _common.fast_inputs(p, names=("p",), axis=axis, where=where, from_logits=from_logits,
                              axis_name=axis_name)
   if fast is not None:
@@ -248,7 +248,7 @@ def cross_entropy(
     >>> print(round(float(jaxdiv.cross_entropy(p, q)), 4))
     0.8370
   """
-  _checks.check_base(base)
+  _validation.check_base(base)
   fast = _common.fast_inputs(p, q, names=("p", "q"), axis=axis, where=where,
                              from_logits=from_logits, axis_name=axis_name)
   if fast is not None:
@@ -303,7 +303,7 @@ def kl_divergence(
   References:
     Kullback & Leibler, On Information and Sufficiency, 1951.
   """
-  _checks.check_base(base)
+  _validation.check_base(base)
   fast = _common.fast_inputs(p, q, names=("p", "q"), axis=axis, where=where,
                              from_logits=from_logits, axis_name=axis_name)
   if fast is not None:
@@ -349,7 +349,7 @@ def jeffreys_divergence(
   References:
     Jeffreys, An Invariant Form for the Prior Probability in Estimation Problems, 1946.
   """
-  _checks.check_base(base)
+  _validation.check_base(base)
   fast = _common.fast_inputs(p, q, names=("p", "q"), axis=axis, where=where,
                              from_logits=from_logits, axis_name=axis_name)
   if fast is not None:
@@ -374,7 +374,7 @@ def _weighted_kl(b, kl):
 def _js(prep: _common.Prepared, beta) -> jax.Array:
   dp, dq = prep.dists
   dtype = dp.prob.dtype
-  static = _checks.static_scalar(beta)
+  static = _validation.static_scalar(beta)
   beta = _common.batch_param(beta, prep, dtype, "beta")
   if prep.from_logits:
     log_m = _numerics.log_add_exp(dp.log_prob, dq.log_prob, beta, 1 - beta)
@@ -429,9 +429,9 @@ def js_divergence(
   References:
     Lin, Divergence Measures Based on the Shannon Entropy, 1991.
   """
-  _checks.check_base(base)
-  _checks.check_real(beta, "beta", lo=0, hi=1)
-  static = _checks.static_scalar(beta)
+  _validation.check_base(base)
+  _validation.check_real(beta, "beta", lo=0, hi=1)
+  static = _validation.static_scalar(beta)
   fast = _common.fast_inputs(p, q, names=("p", "q"), axis=axis, where=where,
                              from_logits=from_logits, axis_name=axis_name)
   if fast is not None and static is not None and 0 < static < 1:
@@ -478,8 +478,8 @@ def js_distance(
   References:
     Endres & Schindelin, A New Metric for Probability Distributions, 2003.
   """
-  _checks.check_base(base)
-  _checks.check_real(beta, "beta", lo=0, hi=1)
+  _validation.check_base(base)
+  _validation.check_real(beta, "beta", lo=0, hi=1)
   prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
                          from_logits=from_logits, axis_name=axis_name)
   js = _numerics.to_base(_js(prep, beta), base)

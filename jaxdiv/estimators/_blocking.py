@@ -6,12 +6,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxdiv import _checks
+from jaxdiv import _validation
 
 
 def as_samples(x, name: str) -> jax.Array:
   """A sample set ``[n, d]`` (a 1-D array is ``n`` scalar samples), floating point."""
-  x = _checks.as_float_array(x, name)
+  x = _validation.as_float_array(x, name)
   if x.ndim == 1:
     x = x[:, None]
   if x.ndim != 2:

@@ -10,7 +10,7 @@ from jax import lax
 from jax.scipy.special import digamma
 from jax.typing import ArrayLike
 
-from jaxdiv import _checks
+from jaxdiv import _validation
 from jaxdiv.estimators import _blocking
 
 # Up to this dimension the distances are formed as sums of squared differences (exact to
@@ -96,7 +96,7 @@ def knn_entropy(x: ArrayLike, *, k: int = 1, block_size: int = 1024) -> jax.Arra
   _blocking.check_block_size(block_size)
   n, d = x.shape
   _check_k(k, n - 1, "x")
-  dtype, acc = _checks.compute_dtype(x)
+  dtype, acc = _validation.compute_dtype(x)
   x = x.astype(acc)
   x = x - lax.stop_gradient(jnp.mean(x, axis=0))
   rho = _kth_neighbour_distance(x, x, k, block_size, exclude_self=True)
@@ -147,7 +147,7 @@ def knn_kl_divergence(
   m = y.shape[0]
   _check_k(k, n - 1, "x")
   _check_k(k, m, "y")
-  dtype, acc = _checks.compute_dtype(x, y)
+  dtype, acc = _validation.compute_dtype(x, y)
   x, y = x.astype(acc), y.astype(acc)
   c = lax.stop_gradient(jnp.mean(jnp.concatenate([x, y]), axis=0))
   x, y = x - c, y - c

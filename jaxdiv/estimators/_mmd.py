@@ -7,8 +7,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from jaxdiv import _checks
 from jaxdiv import _numerics
+from jaxdiv import _validation
 from jaxdiv.estimators import _blocking
 
 KERNELS = ("gaussian", "laplace", "inverse_multiquadric")
@@ -89,7 +89,7 @@ def _prepare(x, y, estimator, block_size):
                      f" {x.shape[0]} and {y.shape[0]}.")
   if estimator == "linear" and min(x.shape[0], y.shape[0]) < 2:
     raise ValueError("the linear-time estimator needs at least 2 samples in each set.")
-  dtype, acc = _checks.compute_dtype(x, y)
+  dtype, acc = _validation.compute_dtype(x, y)
   x, y = x.astype(acc), y.astype(acc)
   # Centring keeps the Gram expansion of the distances accurate.
   c = lax.stop_gradient(jnp.mean(jnp.concatenate([x, y]), axis=0))
@@ -155,7 +155,7 @@ def mmd2(
   if bandwidth is None:
     bandwidth = median_bandwidth(x, y)
   else:
-    _checks.check_real(bandwidth, "bandwidth", lo=0, lo_open=True)
+    _validation.check_real(bandwidth, "bandwidth", lo=0, lo_open=True)
     bandwidth = jnp.asarray(bandwidth, x.dtype)
   if estimator == "linear":
     return _linear(x, y, kernel, bandwidth).astype(dtype)

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxdiv import _checks
 from jaxdiv import _numerics
+from jaxdiv import _validation
 
 ESTIMATORS = ("k1", "k2", "k3")
 
@@ -49,8 +49,8 @@ def kl_estimate_terms(
   """
   if estimator not in ESTIMATORS:
     raise ValueError(f"`estimator` must be one of {ESTIMATORS}; got {estimator!r}.")
-  log_p = _checks.as_float_array(log_p, "log_p")
-  log_q = _checks.as_float_array(log_q, "log_q")
+  log_p = _validation.as_float_array(log_p, "log_p")
+  log_q = _validation.as_float_array(log_q, "log_q")
   try:
     jnp.broadcast_shapes(log_p.shape, log_q.shape)
   except ValueError:
@@ -58,7 +58,7 @@ def kl_estimate_terms(
         f"`log_p` and `log_q` cannot be broadcast together: shapes {log_p.shape} and"
         f" {log_q.shape}."
     ) from None
-  dtype, acc = _checks.compute_dtype(log_p, log_q)
+  dtype, acc = _validation.compute_dtype(log_p, log_q)
   lr = log_q.astype(acc) - log_p.astype(acc)
   if estimator == "k1":
     out = -lr
@@ -102,13 +102,13 @@ def kl_estimate(
     Schulman, Approximating KL Divergence, 2020 (blog note).
   """
   terms = kl_estimate_terms(log_p, log_q, estimator=estimator)
-  axes = _checks.normalize_axes(axis, terms.ndim) if terms.ndim else ()
+  axes = _validation.normalize_axes(axis, terms.ndim) if terms.ndim else ()
   acc = jnp.promote_types(terms.dtype, jnp.float32)
   t = terms.astype(acc)
   if where is None:
     out = jnp.mean(t, axis=axes) if axes else t
   else:
-    mask = _checks.broadcast_where(where, terms.shape)
+    mask = _validation.broadcast_where(where, terms.shape)
     total = jnp.sum(jnp.where(mask, t, 0), axis=axes)
     count = jnp.sum(mask, axis=axes)
     out = jnp.where(count > 0, total / jnp.maximum(count, 1), 0)

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from jaxdiv import _checks
 from jaxdiv import _numerics
+from jaxdiv import _validation
 from jaxdiv.estimators import _blocking
 from jaxdiv.estimators import _wasserstein
 
@@ -114,10 +114,10 @@ def sinkhorn_divergence(
   _blocking.check_dims(x, y)
   if p not in (1, 2):
     raise ValueError(f"`p` must be 1 or 2; got {p!r}.")
-  _checks.check_real(tol, "tol", lo=0, lo_open=True)
+  _validation.check_real(tol, "tol", lo=0, lo_open=True)
   if not isinstance(max_iterations, int) or max_iterations < 1:
     raise ValueError(f"`max_iterations` must be a positive int; got {max_iterations!r}.")
-  dtype, acc = _checks.compute_dtype(x, y)
+  dtype, acc = _validation.compute_dtype(x, y)
   x, y = x.astype(acc), y.astype(acc)
   ctr = lax.stop_gradient(jnp.mean(jnp.concatenate([x, y]), axis=0))
   x, y = x - ctr, y - ctr
@@ -127,7 +127,7 @@ def sinkhorn_divergence(
     eps = 0.05 * jnp.std(lax.stop_gradient(_cost(x, y, p)))
     eps = jnp.where(eps > 0, eps, 1.0)
   else:
-    _checks.check_real(epsilon, "epsilon", lo=0, lo_open=True)
+    _validation.check_real(epsilon, "epsilon", lo=0, lo_open=True)
     eps = jnp.asarray(epsilon, acc)
   ot = lambda u, v, wu, wv: _entropic_ot(u, v, wu, wv, p, eps, tol, max_iterations)
   out = ot(x, y, a, b) - 0.5 * ot(x, x, a, a) - 0.5 * ot(y, y, b, b)

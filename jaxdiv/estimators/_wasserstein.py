@@ -6,14 +6,14 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxdiv import _checks
+from jaxdiv import _validation
 from jaxdiv.estimators import _blocking
 
 
 def _weights(w, n, name, acc):
   if w is None:
     return jnp.full((n,), 1.0 / n, acc)
-  w = _checks.as_float_array(w, name).astype(acc)
+  w = _validation.as_float_array(w, name).astype(acc)
   if w.shape != (n,):
     raise ValueError(f"`{name}` must have shape ({n},) (one weight per sample); got {w.shape}.")
   return w / jnp.sum(w)
@@ -72,10 +72,10 @@ def sliced_wasserstein_distance(
   x = _blocking.as_samples(x, "x")
   y = _blocking.as_samples(y, "y")
   _blocking.check_dims(x, y)
-  _checks.check_real(p, "p", lo=1)
+  _validation.check_real(p, "p", lo=1)
   if not isinstance(num_projections, int) or num_projections < 1:
     raise ValueError(f"`num_projections` must be a positive int; got {num_projections!r}.")
-  dtype, acc = _checks.compute_dtype(x, y)
+  dtype, acc = _validation.compute_dtype(x, y)
   x, y = x.astype(acc), y.astype(acc)
   a = _weights(a, x.shape[0], "a", acc)
   b = _weights(b, y.shape[0], "b", acc)

@@ -7,14 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiv import _checks
+from jaxdiv import _validation
 
 
 def token_mask(batch_shape, labels=None, *, where=None, ignore_index=None) -> jax.Array:
   """[tokens] bool: tokens that count (`where` True and label != `ignore_index`)."""
   valid = jnp.ones(batch_shape, bool)
   if where is not None:
-    valid = _checks.broadcast_where(where, tuple(batch_shape))
+    valid = _validation.broadcast_where(where, tuple(batch_shape))
   if ignore_index is not None:
     if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
       raise TypeError(f"`ignore_index` must be an int or None; got {ignore_index!r}.")
@@ -42,10 +42,10 @@ def mark_bad_labels(loss: jax.Array, labels: jax.Array, valid: jax.Array,
 
 def smoothing_and_z_loss(label_smoothing, z_loss) -> tuple[float, float]:
   """Both are static Python floats (they shape the kernels): 0 <= ls <= 1, z_loss >= 0."""
-  _checks.require_static(label_smoothing, "label_smoothing")
-  _checks.require_static(z_loss, "z_loss")
-  _checks.check_real(label_smoothing, "label_smoothing", lo=0, hi=1, allow_array=False)
-  _checks.check_real(z_loss, "z_loss", lo=0, allow_array=False)
+  _validation.require_static(label_smoothing, "label_smoothing")
+  _validation.require_static(z_loss, "z_loss")
+  _validation.check_real(label_smoothing, "label_smoothing", lo=0, hi=1, allow_array=False)
+  _validation.check_real(z_loss, "z_loss", lo=0, allow_array=False)
   return float(label_smoothing), float(z_loss)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxdiv import _checks
+from jaxdiv import _validation
 
 
 def check(softcap) -> float | None:
@@ -22,7 +22,7 @@ def check(softcap) -> float | None:
     return None
   if isinstance(softcap, jax.core.Tracer):
     raise TypeError("`softcap` must be a concrete number or None (it is static in the kernels).")
-  _checks.check_real(softcap, "softcap", lo=0, lo_open=True, allow_array=False)
+  _validation.check_real(softcap, "softcap", lo=0, lo_open=True, allow_array=False)
   return float(softcap)
 
 

@@ -15,8 +15,8 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from jaxdiv import _checks
 from jaxdiv import _numerics
+from jaxdiv import _validation
 from jaxdiv.losses import _common
 from jaxdiv.losses import _softcap
 
@@ -32,7 +32,7 @@ def _scaled(c, x):
 
 def _class_weights(weights, class_shape, ndim, ax, dtype):
   """Validates per-class weights (shape of the class axes) and shapes them to broadcast."""
-  w = _checks.as_float_array(weights, "weights").astype(dtype)
+  w = _validation.as_float_array(weights, "weights").astype(dtype)
   if w.shape != tuple(class_shape):
     raise ValueError(
         f"`weights` must hold one weight per class, shape {tuple(class_shape)} (the logits'"
@@ -63,13 +63,13 @@ def _z_term(z_loss, lse):
 def _prepare_dense(logits, labels, axis, where):
   """Validates logits and probability targets, broadcasts them and raises them to the compute
   dtype; returns (x, y, shape, axes, mask, result dtype, compute dtype)."""
-  logits = _checks.as_float_array(logits, "logits")
-  labels = _checks.as_float_array(labels, "labels")
+  logits = _validation.as_float_array(logits, "logits")
+  labels = _validation.as_float_array(labels, "labels")
   shape = _common.broadcast_shapes(logits, labels, ("logits", "labels"))
   if not shape:
     raise ValueError("`logits` must have at least one (class) dimension; got a scalar.")
   ax = _common.axes(axis, len(shape))
-  result_dtype, acc = _checks.compute_dtype(logits, labels)
+  result_dtype, acc = _validation.compute_dtype(logits, labels)
   x = jnp.broadcast_to(logits, shape).astype(acc)
   y = jnp.broadcast_to(labels, shape).astype(acc)
   return x, y, shape, ax, _common.expand_where(where, shape, ax), result_dtype, acc
@@ -291,7 +291,7 @@ def softmax_cross_entropy_with_integer_labels(
     Szegedy et al., Rethinking the Inception Architecture for Computer Vision, 2016 (label
     smoothing); Chowdhery et al., PaLM: Scaling Language Modeling with Pathways, 2022 (z-loss).
   """
-  logits = _softcap.cap(_checks.as_float_array(logits, "logits"), softcap)
+  logits = _softcap.cap(_validation.as_float_array(logits, "logits"), softcap)
   labels = jnp.asarray(labels)
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise TypeError(
@@ -322,7 +322,7 @@ def softmax_cross_entropy_with_integer_labels(
   if implementation is not None:
     return _delegate_cross_entropy(logits, labels, ax, where, weights, label_smoothing,
                                    ignore_index, z_loss, implementation)
-  result_dtype, acc = _checks.compute_dtype(logits)
+  result_dtype, acc = _validation.compute_dtype(logits)
   mask = _common.expand_where(where, logits.shape, ax)
   x = _flatten_classes(logits.astype(acc), ax)
   if mask is not None:
@@ -406,7 +406,7 @@ def _delegate_cross_entropy(logits, labels, ax, where, weights, label_smoothing,
     where = jnp.asarray(where)
     if where.ndim == logits.ndim:
       raise _common.unsupported_by_kernel("a per-class `where` mask (only per-example)", name)
-    token_where = _checks.broadcast_where(where, labels.shape)
+    token_where = _validation.broadcast_where(where, labels.shape)
   from jaxdiv import kernels
 
   out = kernels.cross_entropy_with_integer_labels(
@@ -439,10 +439,10 @@ def sigmoid_binary_cross_entropy(logits, labels):
     >>> print(jnp.abs(loss))  # optax: [0.6931 nan]
     [0.6931 0.    ]
   """
-  logits = _checks.as_float_array(logits, "logits")
+  logits = _validation.as_float_array(logits, "logits")
   labels = jnp.asarray(labels).astype(logits.dtype)
   _common.broadcast_shapes(logits, labels, ("logits", "labels"))
-  _, acc = _checks.compute_dtype(logits)
+  _, acc = _validation.compute_dtype(logits)
   x, y = logits.astype(acc), labels.astype(acc)
   out = -(_numerics.mul_log(y, jax.nn.log_sigmoid(x))
           + _numerics.mul_log(1 - y, jax.nn.log_sigmoid(-x)))
@@ -483,13 +483,13 @@ def sigmoid_focal_loss(
   References:
     Lin et al., Focal Loss for Dense Object Detection, 2017.
   """
-  logits = _checks.as_float_array(logits, "logits")
+  logits = _validation.as_float_array(logits, "logits")
   labels = jnp.asarray(labels).astype(logits.dtype)
-  _checks.check_real(gamma, "gamma", lo=0)
+  _validation.check_real(gamma, "gamma", lo=0)
   if alpha is not None:
-    _checks.check_real(alpha, "alpha", lo=0, hi=1)
+    _validation.check_real(alpha, "alpha", lo=0, hi=1)
   _common.broadcast_shapes(logits, labels, ("logits", "labels"))
-  _, acc = _checks.compute_dtype(logits)
+  _, acc = _validation.compute_dtype(logits)
   x, y = logits.astype(acc), labels.astype(acc)
   log_p, log_not_p = _log_sigmoid(x), _log_sigmoid(-x)
   ce = -(_numerics.mul_log(y, log_p) + _numerics.mul_log(1 - y, log_not_p))
@@ -573,7 +573,7 @@ def poly_loss_cross_entropy(
     Leng et al., PolyLoss: A Polynomial Expansion Perspective of Classification Loss
     Functions, 2022.
   """
-  _checks.check_real(epsilon, "epsilon")
+  _validation.check_real(epsilon, "epsilon")
   x, y, shape, ax, mask, result_dtype, acc = _prepare_dense(logits, labels, axis, where)
   ce = _dense_cross_entropy(x, y, ax, mask)
   q = jnp.exp(_numerics.log_softmax(x, axis=ax, where=mask))

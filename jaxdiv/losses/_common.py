@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiv import _checks
+from jaxdiv import _validation
 from jaxdiv.kernels import IMPLEMENTATIONS
 
 
@@ -20,13 +20,13 @@ def axes(axis, ndim: int, *, allow_none: bool = True, keep_order: bool = False,
   if axis is None and not allow_none:
     raise TypeError(f"`{name}` must be an int or a tuple of ints; got None.")
   if isinstance(axis, (tuple, list)) and keep_order:
-    out = tuple(_checks.normalize_axis(a, ndim, name) for a in axis)
+    out = tuple(_validation.normalize_axis(a, ndim, name) for a in axis)
     if len(set(out)) != len(out):
       raise ValueError(f"`{name}={axis}` repeats an axis.")
     if not out:
       raise ValueError(f"`{name}` must name at least one axis; got {axis!r}.")
     return out
-  return _checks.normalize_axes(axis, ndim, name)
+  return _validation.normalize_axes(axis, ndim, name)
 
 
 def expand_where(where, shape: tuple[int, ...], ax: tuple[int, ...], *, expand: bool = True):
@@ -45,7 +45,7 @@ def expand_where(where, shape: tuple[int, ...], ax: tuple[int, ...], *, expand: 
           f" shape (the logits without axis {ax})."
       )
     where = jnp.expand_dims(where, ax)
-  return _checks.broadcast_where(where, shape)
+  return _validation.broadcast_where(where, shape)
 
 
 def broadcast_shapes(a: jax.Array, b: jax.Array, names: tuple[str, str]) -> tuple[int, ...]:
@@ -75,7 +75,7 @@ def unsupported_by_kernel(option: str, function: str):
 
 def check_coefficient(x, name: str, *, hi=None):
   """A non-negative scalar coefficient (label smoothing, z-loss, temperature-like)."""
-  return _checks.check_real(x, name, lo=0, hi=hi, allow_array=False)
+  return _validation.check_real(x, name, lo=0, hi=hi, allow_array=False)
 
 
-is_static_zero = _checks.is_static_zero  # a concrete 0 keeps optax's exact graph
+is_static_zero = _validation.is_static_zero  # a concrete 0 keeps optax's exact graph

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from jaxdiv import _checks
 from jaxdiv import _numerics
+from jaxdiv import _validation
 from jaxdiv.discrete import js_divergence
 from jaxdiv.discrete import kl_divergence
 from jaxdiv.discrete import total_variation_distance
@@ -84,10 +84,10 @@ def divergence_loss(
   References:
     Hinton, Vinyals & Dean, Distilling the Knowledge in a Neural Network, 2015.
   """
-  _checks.check_callable(divergence_fn, "divergence_fn")
-  temperature_scaling = _checks.check_bool(temperature_scaling, "temperature_scaling")
-  reverse = _checks.check_bool(reverse, "reverse")
-  t_value = _checks.check_real(temperature, "temperature", lo=0, lo_open=True,
+  _validation.check_callable(divergence_fn, "divergence_fn")
+  temperature_scaling = _validation.check_bool(temperature_scaling, "temperature_scaling")
+  reverse = _validation.check_bool(reverse, "reverse")
+  t_value = _validation.check_real(temperature, "temperature", lo=0, lo_open=True,
                                allow_array=False)
   s, t, ax, mask, result_dtype = _prepare(student_logits, teacher_logits, axis, where,
                                           temperature)
@@ -102,10 +102,10 @@ def divergence_loss(
 
 def _prepare(student_logits, teacher_logits, axis, where, temperature):
   """Validation, teacher constant, temperature, and the token/vocabulary mask rule."""
-  s = _checks.as_float_array(student_logits, "student_logits")
-  t = _checks.as_float_array(teacher_logits, "teacher_logits")
-  result_dtype, acc = _checks.compute_dtype(s, t)
-  s, t, ax = _checks.broadcast_pair(s, t, axis, ("student_logits", "teacher_logits"))
+  s = _validation.as_float_array(student_logits, "student_logits")
+  t = _validation.as_float_array(teacher_logits, "teacher_logits")
+  result_dtype, acc = _validation.compute_dtype(s, t)
+  s, t, ax = _validation.broadcast_pair(s, t, axis, ("student_logits", "teacher_logits"))
   mask = _common.expand_where(where, s.shape, (ax,))
   temperature = jnp.asarray(temperature, acc)
   s = s.astype(acc) / temperature
@@ -206,8 +206,8 @@ def distillation_loss(
   """
   if divergence not in DIVERGENCES:
     raise ValueError(f"`divergence` must be one of {DIVERGENCES}; got {divergence!r}.")
-  _checks.check_real(beta, "beta", lo=0, hi=1)
-  _checks.check_real(alpha, "alpha", lo=0, hi=1)
+  _validation.check_real(beta, "beta", lo=0, hi=1)
+  _validation.check_real(alpha, "alpha", lo=0, hi=1)
   _common.check_implementation(implementation)
   common = dict(temperature=temperature, temperature_scaling=temperature_scaling, where=where,
                 reduction=reduction, axis=axis)
@@ -235,12 +235,12 @@ def _delegate(student_logits, teacher_logits, divergence, beta, implementation, 
   name = "distillation_loss"
   if divergence not in _KERNEL_DIVERGENCES:
     raise _common.unsupported_by_kernel(f"divergence={divergence!r}", name)
-  temperature_scaling = _checks.check_bool(temperature_scaling, "temperature_scaling")
-  _checks.check_real(temperature, "temperature", lo=0, lo_open=True, allow_array=False)
-  s = _checks.as_float_array(student_logits, "student_logits")
-  t = _checks.as_float_array(teacher_logits, "teacher_logits")
-  result_dtype, _ = _checks.compute_dtype(s, t)
-  s, t, ax = _checks.broadcast_pair(s, t, axis, ("student_logits", "teacher_logits"))
+  temperature_scaling = _validation.check_bool(temperature_scaling, "temperature_scaling")
+  _validation.check_real(temperature, "temperature", lo=0, lo_open=True, allow_array=False)
+  s = _validation.as_float_array(student_logits, "student_logits")
+  t = _validation.as_float_array(teacher_logits, "teacher_logits")
+  result_dtype, _ = _validation.compute_dtype(s, t)
+  s, t, ax = _validation.broadcast_pair(s, t, axis, ("student_logits", "teacher_logits"))
   if ax != s.ndim - 1:
     raise _common.unsupported_by_kernel(f"a vocabulary axis other than the last (axis={axis})",
                                         name)
@@ -249,7 +249,7 @@ def _delegate(student_logits, teacher_logits, divergence, beta, implementation, 
     where = jnp.asarray(where)
     if where.ndim == s.ndim:
       raise _common.unsupported_by_kernel("a vocabulary `where` mask (only token masks)", name)
-    token_where = _checks.broadcast_where(where, s.shape[:-1])
+    token_where = _validation.broadcast_where(where, s.shape[:-1])
   from jaxdiv import kernels
 
   out = kernels.distillation_divergence(

@@ -14,18 +14,18 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxdiv import _checks
 from jaxdiv import _numerics
+from jaxdiv import _validation
 from jaxdiv.losses import _common
 
 
 def _prepare(log_predictions, targets, axis, where, names):
-  log_predictions = _checks.as_float_array(log_predictions, names[0])
-  targets = _checks.as_float_array(targets, names[1])
+  log_predictions = _validation.as_float_array(log_predictions, names[0])
+  targets = _validation.as_float_array(targets, names[1])
   shape = _common.broadcast_shapes(log_predictions, targets, names)
   ax = _common.axes(axis, len(shape))
   mask = _common.expand_where(where, shape, ax, expand=False)
-  result_dtype, acc = _checks.compute_dtype(log_predictions, targets)
+  result_dtype, acc = _validation.compute_dtype(log_predictions, targets)
   return (jnp.broadcast_to(log_predictions, shape).astype(acc),
           jnp.broadcast_to(targets, shape).astype(acc), ax, mask, result_dtype)
 

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jaxdiv import _checks
+from jaxdiv import _validation
 
 REDUCTIONS = ("mean", "sum", "sequence_mean", "none")
 
@@ -52,10 +52,10 @@ def reduce_loss(
   """
   if reduction not in REDUCTIONS:
     raise ValueError(f"`reduction` must be one of {REDUCTIONS}; got {reduction!r}.")
-  x = _checks.as_float_array(per_token, "per_token")
-  dtype, acc = _checks.compute_dtype(x)
+  x = _validation.as_float_array(per_token, "per_token")
+  dtype, acc = _validation.compute_dtype(x)
   x = x.astype(acc)
-  mask = _checks.broadcast_where(where, x.shape)
+  mask = _validation.broadcast_where(where, x.shape)
   if mask is not None:
     x = jnp.where(mask, x, 0)
   if reduction == "none":
@@ -68,7 +68,7 @@ def reduce_loss(
     return (jnp.sum(x) / jnp.maximum(count, 1)).astype(dtype)
   if x.ndim == 0:
     raise ValueError("`reduction='sequence_mean'` needs a per-token loss with a sequence axis.")
-  ax = _checks.normalize_axis(axis, x.ndim)
+  ax = _validation.normalize_axis(axis, x.ndim)
   count = jnp.sum(ones, axis=ax)
   per_seq = jnp.sum(x, axis=ax) / jnp.maximum(count, 1)
   has_tokens = (count > 0).astype(acc)

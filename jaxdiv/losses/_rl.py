@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from jaxdiv import _checks
+from jaxdiv import _validation
 from jaxdiv.estimators import kl_estimate_terms
 from jaxdiv.losses import _common
 
@@ -72,10 +72,10 @@ def kl_penalty(
     Schulman, Approximating KL Divergence, 2020 (blog note); Shao et al., DeepSeekMath, 2024
     (GRPO); Tang & Munos, On a few pitfalls in KL divergence gradient estimation for RL, 2025.
   """
-  log_probs = _checks.as_float_array(log_probs, "log_probs")
-  ref_log_probs = _checks.as_float_array(ref_log_probs, "ref_log_probs")
+  log_probs = _validation.as_float_array(log_probs, "log_probs")
+  ref_log_probs = _validation.as_float_array(ref_log_probs, "ref_log_probs")
   shape = _common.broadcast_shapes(log_probs, ref_log_probs, ("log_probs", "ref_log_probs"))
-  mask = _checks.broadcast_where(where, shape)
+  mask = _validation.broadcast_where(where, shape)
   ref_log_probs = lax.stop_gradient(ref_log_probs)
   if mask is not None:
     # Padding may hold -inf or garbage: replace it before the exp inside k3, not only after.

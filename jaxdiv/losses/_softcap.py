@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxdiv import _checks
+from jaxdiv import _validation
 
 
 def cap(logits, softcap):
@@ -17,6 +17,6 @@ def cap(logits, softcap):
     return logits
   if isinstance(softcap, jax.core.Tracer):
     raise TypeError("`softcap` must be a concrete number or None.")
-  _checks.check_real(softcap, "softcap", lo=0, lo_open=True, allow_array=False)
-  x = _checks.as_float_array(logits, "logits")
+  _validation.check_real(softcap, "softcap", lo=0, lo_open=True, allow_array=False)
+  x = _validation.as_float_array(logits, "logits")
   return (softcap * jnp.tanh(x / softcap)).astype(x.dtype)

@@ -20,15 +20,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiv import _checks
 from jaxdiv import _numerics
+from jaxdiv import _validation
 
 
 def as_param(x, name: str) -> jax.Array:
   """Converts a parameter to a floating array; Python numbers become weakly-typed floats."""
   if isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)):
     return jnp.asarray(float(x))
-  return _checks.as_float_array(x, name)
+  return _validation.as_float_array(x, name)
 
 
 def prepare(params: dict, *, event: dict | None = None):
@@ -56,7 +56,7 @@ def prepare(params: dict, *, event: dict | None = None):
     desc = ", ".join(f"`{n}` {a.shape}" for n, a in arrays.items())
     raise ValueError(f"parameters have batch shapes that cannot be broadcast together: {desc}."
                      ) from None
-  dtype, acc = _checks.compute_dtype(*arrays.values())
+  dtype, acc = _validation.compute_dtype(*arrays.values())
   out = []
   for n, a in arrays.items():
     ev = a.shape[a.ndim - event.get(n, 0):]
@@ -75,7 +75,7 @@ def finish(out: jax.Array, dtype, base=None, valid=None) -> jax.Array:
 
 def check_alpha(alpha):
   """Rényi order: concrete values must lie in [0, inf); traced ones are left to checkify."""
-  return _checks.check_real(alpha, "alpha", lo=0, allow_inf=False)
+  return _validation.check_real(alpha, "alpha", lo=0, allow_inf=False)
 
 
 def log1p_over(t: jax.Array, x: jax.Array) -> jax.Array:
@@ -158,7 +158,7 @@ def alpha_select(alpha, acc, at_one, general, slope=None, near=None):
   series in ``s = alpha - 1`` used for ``|s| < near_one_radius(acc)``.
   """
   radius = near_one_radius(acc)
-  value = _checks.concrete(alpha)
+  value = _validation.concrete(alpha)
   if value is not None and value.ndim == 0:
     a = float(value)
     if a == 1.0:

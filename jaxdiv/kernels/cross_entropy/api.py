@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import jax
 
-from jaxdiv import _checks
+from jaxdiv import _validation
 from jaxdiv.kernels import _args
 from jaxdiv.kernels import _dispatch
 from jaxdiv.kernels import _softcap
@@ -79,7 +79,7 @@ def cross_entropy_with_integer_labels(
     >>> cross_entropy_with_integer_labels(logits, jnp.array([0, 2]))
     Array([0.169846, 1.098612 ], dtype=float32)
   """
-  logits = _checks.as_float_array(logits, "logits")
+  logits = _validation.as_float_array(logits, "logits")
   if logits.ndim < 1:
     raise ValueError(f"`logits` needs a vocabulary axis; got shape {logits.shape}.")
   batch = logits.shape[:-1]

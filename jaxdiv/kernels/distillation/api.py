@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxdiv import _checks
+from jaxdiv import _validation
 from jaxdiv.kernels import _args
 from jaxdiv.kernels import _dispatch
 from jaxdiv.kernels import _softcap
@@ -38,10 +38,10 @@ LINEAR_IMPLEMENTATIONS = _dispatch.registry(
 def _config(divergence, beta, temperature):
   if divergence not in base.DIVERGENCES:
     raise ValueError(f"`divergence` must be one of {base.DIVERGENCES}; got {divergence!r}.")
-  _checks.require_static(beta, "beta")
-  _checks.require_static(temperature, "temperature")
-  _checks.check_real(beta, "beta", lo=0, hi=1, allow_array=False)
-  _checks.check_real(temperature, "temperature", lo=0, lo_open=True, allow_array=False)
+  _validation.require_static(beta, "beta")
+  _validation.require_static(temperature, "temperature")
+  _validation.check_real(beta, "beta", lo=0, hi=1, allow_array=False)
+  _validation.check_real(temperature, "temperature", lo=0, lo_open=True, allow_array=False)
   return dict(divergence=divergence, beta=float(beta), inv_t=1.0 / float(temperature))
 
 
@@ -92,8 +92,8 @@ def distillation_divergence(
     >>> distillation_divergence(s, t, divergence="forward_kl")
     Array([1.150421], dtype=float32)
   """
-  zs = _checks.as_float_array(student_logits, "student_logits")
-  zt = _checks.as_float_array(teacher_logits, "teacher_logits")
+  zs = _validation.as_float_array(student_logits, "student_logits")
+  zt = _validation.as_float_array(teacher_logits, "teacher_logits")
   if zs.shape != zt.shape or zs.ndim < 1:
     raise ValueError("`student_logits` and `teacher_logits` must have one shape with a"
                      f" vocabulary axis; got {zs.shape} and {zt.shape}.")
@@ -166,8 +166,8 @@ def fused_linear_distillation_divergence(
     >>> fused_linear_distillation_divergence(h, w, teacher_logits=jnp.array([[2.0, 1.0, 0.0]]))
     Array([1.150421], dtype=float32)
   """
-  hs = _checks.as_float_array(student_hidden, "student_hidden")
-  ws = _checks.as_float_array(student_weight, "student_weight")
+  hs = _validation.as_float_array(student_hidden, "student_hidden")
+  ws = _validation.as_float_array(student_weight, "student_weight")
   vd = weight_is_vd(hs.shape, ws.shape, weight_layout)
   vocab = ws.shape[0 if vd else 1]
   batch = hs.shape[:-1]
@@ -176,15 +176,15 @@ def fused_linear_distillation_divergence(
   if teacher_logits is not None:
     if teacher_hidden is not None or teacher_weight is not None:
       raise ValueError("pass either `teacher_logits` or `teacher_hidden` and `teacher_weight`.")
-    zt = _checks.as_float_array(teacher_logits, "teacher_logits")
+    zt = _validation.as_float_array(teacher_logits, "teacher_logits")
     if zt.shape != (*batch, vocab):
       raise ValueError(f"`teacher_logits` must have shape {(*batch, vocab)}; got {zt.shape}.")
     teacher = (zt.reshape(-1, vocab),)
   else:
     if teacher_hidden is None or teacher_weight is None:
       raise ValueError("pass `teacher_logits`, or both `teacher_hidden` and `teacher_weight`.")
-    ht = _checks.as_float_array(teacher_hidden, "teacher_hidden")
-    wt = _checks.as_float_array(teacher_weight, "teacher_weight")
+    ht = _validation.as_float_array(teacher_hidden, "teacher_hidden")
+    wt = _validation.as_float_array(teacher_weight, "teacher_weight")
     teacher_vd = weight_is_vd(ht.shape, wt.shape, teacher_weight_layout)
     if ht.shape[:-1] != batch or wt.shape[0 if teacher_vd else 1] != vocab:
       raise ValueError(

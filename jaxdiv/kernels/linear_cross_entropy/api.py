@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxdiv import _checks
+from jaxdiv import _validation
 from jaxdiv.kernels import _args
 from jaxdiv.kernels import _dispatch
 from jaxdiv.kernels import _softcap
@@ -105,8 +105,8 @@ def fused_linear_cross_entropy(
     >>> fused_linear_cross_entropy(h, w, jnp.array([3, 0]))
     Array([0.991843, 1.891843], dtype=float32)
   """
-  hidden = _checks.as_float_array(hidden, "hidden")
-  weight = _checks.as_float_array(weight, "weight")
+  hidden = _validation.as_float_array(hidden, "hidden")
+  weight = _validation.as_float_array(weight, "weight")
   if hidden.ndim < 1:
     raise ValueError(f"`hidden` needs a model axis; got shape {hidden.shape}.")
   vd = weight_is_vd(hidden.shape, weight.shape, weight_layout)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxdiv import _checks
+from jaxdiv import _validation
 from jaxdiv.kernels import _args
 from jaxdiv.kernels import _dispatch
 from jaxdiv.kernels import _softcap
@@ -27,7 +27,7 @@ def temperature_scale(temperature) -> float:
   """1 / T for a concrete T > 0 (static in the kernels)."""
   if isinstance(temperature, jax.core.Tracer):
     raise TypeError("`temperature` must be a concrete number (it is static in the kernels).")
-  _checks.check_real(temperature, "temperature", lo=0, lo_open=True, allow_array=False)
+  _validation.check_real(temperature, "temperature", lo=0, lo_open=True, allow_array=False)
   return 1.0 / float(temperature)
 
 
@@ -95,8 +95,8 @@ def fused_linear_token_log_probs(
     >>> entropy
     Array([1.332117, 1.332117], dtype=float32)
   """
-  hidden = _checks.as_float_array(hidden, "hidden")
-  weight = _checks.as_float_array(weight, "weight")
+  hidden = _validation.as_float_array(hidden, "hidden")
+  weight = _validation.as_float_array(weight, "weight")
   if hidden.ndim < 1:
     raise ValueError(f"`hidden` needs a model axis; got shape {hidden.shape}.")
   vd = lce_api.weight_is_vd(hidden.shape, weight.shape, weight_layout)

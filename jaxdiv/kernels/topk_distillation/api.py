@@ -6,8 +6,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxdiv import _checks
 from jaxdiv import _numerics
+from jaxdiv import _validation
 from jaxdiv.kernels import _args
 from jaxdiv.kernels import _dispatch
 from jaxdiv.kernels import _softcap
@@ -34,7 +34,7 @@ def _check_options(divergence, tail, beta, reduction):
     raise ValueError(f"`tail` must be one of {div.TAILS}; got {tail!r}.")
   if isinstance(beta, jax.core.Tracer):
     raise TypeError("`beta` must be a concrete number.")
-  _checks.check_real(beta, "beta", lo=0, hi=1, allow_array=False)
+  _validation.check_real(beta, "beta", lo=0, hi=1, allow_array=False)
   if reduction not in ("none", "mean", "sum"):
     raise ValueError(f'`reduction` must be "none", "mean" or "sum"; got {reduction!r}.')
 
@@ -44,7 +44,7 @@ def _teacher(teacher_indices, teacher_log_probs, batch, vocab):
   idx = jnp.asarray(teacher_indices)
   if not jnp.issubdtype(idx.dtype, jnp.integer):
     raise TypeError(f"`teacher_indices` must be integers; got {idx.dtype}.")
-  lt = _checks.as_float_array(teacher_log_probs, "teacher_log_probs")
+  lt = _validation.as_float_array(teacher_log_probs, "teacher_log_probs")
   if idx.ndim != len(batch) + 1 or idx.shape[:-1] != tuple(batch):
     raise ValueError(f"`teacher_indices` must have shape {(*batch, 'k')} (the student's tokens"
                      f" and k entries); got {idx.shape}.")
@@ -141,7 +141,7 @@ def topk_distillation_loss(
     al., Sparse Logit Sampling: Accelerating Knowledge Distillation in LLMs, 2025 (the bias of
     top-k distillation without a tail).
   """
-  z = _checks.as_float_array(student_logits, "student_logits")
+  z = _validation.as_float_array(student_logits, "student_logits")
   if z.ndim < 1:
     raise ValueError(f"`student_logits` needs a vocabulary axis; got shape {z.shape}.")
   _check_options(divergence, tail, beta, reduction)
@@ -211,8 +211,8 @@ def fused_linear_topk_distillation_loss(
     >>> fused_linear_topk_distillation_loss(h, w, idx, log_p)
     Array([0.010918], dtype=float32)
   """
-  hidden = _checks.as_float_array(student_hidden, "student_hidden")
-  weight = _checks.as_float_array(student_weight, "student_weight")
+  hidden = _validation.as_float_array(student_hidden, "student_hidden")
+  weight = _validation.as_float_array(student_weight, "student_weight")
   if hidden.ndim < 1:
     raise ValueError(f"`student_hidden` needs a model axis; got shape {hidden.shape}.")
   vd = lce_api.weight_is_vd(hidden.shape, weight.shape, weight_layout)
