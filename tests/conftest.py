@@ -1,7 +1,7 @@
 """Shared test harness: one device fixture for every platform JAX sees, float64, hypothesis.
 
 Before JAX starts its backends, the CPU platform is given 8 devices, so that the multi-device
-tests (`tests/evaluate/test_multidevice.py`) run in the same process as the rest. Every other
+tests (`tests/evaluation/test_multidevice.py`) run in the same process as the rest. Every other
 test keeps running on one device: JAX's default device is the first one, and `jax.jit` places
 its inputs there. Compilations that take a while are kept in a persistent cache under
 `.cache/jax/` (ignored by git), shared by the xdist workers and by the fast and slow tiers.

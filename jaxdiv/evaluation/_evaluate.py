@@ -158,7 +158,7 @@ def evaluate(
   On CPU the cross-process gather needs gloo collectives,
   ``jax.config.update("jax_cpu_collectives_implementation", "gloo")`` before ``initialize``
   (the default in jax 0.10). Tested with 2 processes x 2 CPU devices on localhost: the same
-  bytes as on one device (``tests/evaluate/test_multihost.py``).
+  bytes as on one device (``tests/evaluation/test_multihost.py``).
 
   Args:
     divergence: a name of the core family (``"kl_divergence"``, ``"js_divergence"``,

@@ -1,16 +1,12 @@
 """Vocabulary parallelism (`axis_name`) of the post-training kernels on 8 CPU devices.
 
-As `tests/evaluate/test_multidevice.py`: under a plain pytest run (fewer than 8 devices) the
-single launcher test re-runs this module in its own process with
-`XLA_FLAGS=--xla_force_host_platform_device_count=8`.
+As `tests/evaluation/test_multidevice.py`: tests/conftest.py gives the CPU platform 8 devices
+before JAX starts, so these run in the suite's own process.
 """
 
 from __future__ import annotations
 
 import inspect
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -32,21 +28,6 @@ needs_8 = pytest.mark.skipif(not HAVE_8, reason="needs 8 CPU devices (run in own
 pytestmark = pytest.mark.multidevice
 _CHECK_FLAG = "check_vma" if "check_vma" in inspect.signature(shard_map).parameters else "check_rep"
 N, D, V = 12, 16, N_DEVICES * 37  # 37 columns a shard: not a multiple of the block (16)
-
-
-@pytest.mark.skipif(HAVE_8, reason="already running with 8 devices")
-def test_in_own_process():
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                      f" --xla_force_host_platform_device_count={N_DEVICES}").strip()
-  env["JAX_PLATFORMS"] = "cpu"
-  proc = subprocess.run(
-      [sys.executable, "-m", "pytest", __file__, "-q", "-rs", "-p", "no:cacheprovider",
-       "-o", "addopts="],
-      env=env, capture_output=True, text=True, timeout=600)
-  tail = (proc.stdout + proc.stderr)[-6000:]
-  assert proc.returncode == 0, tail
-  assert " passed" in proc.stdout, tail
 
 
 def _inputs(seed, layout, n=N, v=V):
