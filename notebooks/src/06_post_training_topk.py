@@ -61,10 +61,10 @@ SEQ = 32 if QUICK else 64
 BATCH = 4 if QUICK else 8
 TEACHER = dict(layers=1, d=32, heads=2) if QUICK else dict(layers=2, d=128, heads=4)
 STUDENT = dict(layers=1, d=16, heads=2) if QUICK else dict(layers=1, d=64, heads=4)
-TEACHER_STEPS = 10 if QUICK else 240
-STUDENT_STEPS = 10 if QUICK else 200
-EVAL_EVERY = 5 if QUICK else 20
-EVAL_SEQS = 8 if QUICK else 32
+TEACHER_STEPS = 10 if QUICK else 180
+STUDENT_STEPS = 10 if QUICK else 150
+EVAL_EVERY = 5 if QUICK else 25
+EVAL_SEQS = 8 if QUICK else 16
 K_MAX = 64
 KS = (8, 64)
 print(f"quick={QUICK} | vocab {VOCAB} | seq {SEQ} x batch {BATCH} | teacher {TEACHER} "
@@ -425,12 +425,50 @@ for ax, (shape_name, (n, d, v, dt)) in zip(axes, SHAPES.items()):
   for i in range(len(cases)):
     ax.text(x[i] + 0.2, fb[i], f"{fb[i] / db[i]:.1%}", ha="center", va="bottom", fontsize=7)
   ax.set(xticks=x, xticklabels=cases, yscale="log", ylabel="XLA temp MiB (value + grad)",
-         title=f"N={n}, D={d}, V={v}")
+         title=f"N={n}, D={d}, V={v}", ylim=(min(fb.min(), db.min()) / 4, db.max() * 3))
   ax.legend(fontsize=7)
 plt.show()
 print(f"notebook run time: {time.perf_counter() - NOTEBOOK_START:.0f} s")
 
+# %%
+final = {name: r["curve"][-1] for name, r in runs.items()}
+best_ce = min(final, key=lambda n: final[n][1])
+best_kl = min(final, key=lambda n: final[n][2])
+print(f"after {STUDENT_STEPS} steps: lowest held-out cross-entropy: {best_ce} "
+      f"({final[best_ce][1]:.3f}; teacher {TEACHER_CE:.3f}), lowest forward KL to the teacher: "
+      f"{best_kl} ({final[best_kl][2]:.3f})")
+print("held-out CE, top-8 / top-64 / full minus labels: "
+      + ", ".join(f"{final[n][1] - final['labels'][1]:+.3f}" for n in ("top-8", "top-64", "full")))
+if "large" in SHAPES:
+  print("temp memory fused / dense at N=8192, D=1024, V=131072: "
+        + ", ".join(f"{c} {memory['large', c][0] / memory['large', c][1]:.2%}" for c in cases))
+
 # %% [markdown]
 # ## What the figures show
 #
-# RESULTS
+# In the run committed here (180 teacher steps, 150 student steps, one seed; the numbers are in
+# the tables above):
+#
+# * **Full-vocabulary distillation is the best student** on both measures: the lowest exact KL
+#   to the teacher and the lowest held-out cross-entropy, below the same student trained on the
+#   labels, i.e. the teacher's full distribution is a better training signal than the one-hot
+#   next token at this budget.
+# * **Top-k distillation with the tail bin is worse than training on the labels here, and k = 8
+#   is worse than k = 64**, on both held-out cross-entropy and KL to the teacher. Both top-k
+#   students are at their best at the first evaluation (step 25) and get worse after it, then
+#   drift down slowly. The stored top-k covers only part of this teacher's mass (the "mass in
+#   its top-k" lines: on average about 0.36 for k = 8 and 0.57 for k = 64; for a tenth of the
+#   tokens under 0.11 and 0.28): this small teacher is far from sharp (held-out
+#   cross-entropy about 6 nats), so most of what it knows is in the tail, and the binned loss
+#   says nothing about how the tail mass is spread over the other V − k tokens, nor about the
+#   true next token when it is not among the k. The student matches the k + 1 bins and places
+#   its tail mass freely, which the full-vocabulary KL and the held-out cross-entropy penalise.
+#   Larger k recovers more of the full-vocabulary result; with a sharper teacher (more of its
+#   mass in the top-k) the gap should shrink, which this notebook does not measure. Mixing the
+#   label loss back in is the usual remedy, also not measured here.
+# * **Memory.** At this notebook's small shapes (512 tokens) the fused losses' XLA temporaries
+#   are about half of the dense ones (fixed-size blocks dominate); at N = 8192, D = 1024,
+#   V = 131072 they are under 1% of the dense computation's (the dense one holds [N, V] float32
+#   logits and their gradient; the fused ones hold [N] statistics and one vocabulary block),
+#   for the top-k losses as for the cross-entropy and the full-vocabulary distillation, which
+#   also avoids the teacher's [N, V] logits.
