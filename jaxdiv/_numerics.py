@@ -153,3 +153,14 @@ def to_base(x: jax.Array, base) -> jax.Array:
   if base is None:
     return x
   return x / jnp.log(jnp.asarray(base, x.dtype))
+
+
+def softcap(x: jax.Array, cap: float, scale: float = 1.0) -> jax.Array:
+  """Logit soft-capping, `scale * cap * tanh(x / cap)` (Gemma 2), with -inf kept -inf.
+
+  Trap avoided: tanh maps a -inf (masked) logit to -1, i.e. to the finite logit -cap, which
+  would give a masked entry probability back. Its derivative there, 1 - tanh^2 = 0, is finite,
+  so one `where` is enough.
+  """
+  capped = (cap * scale) * jnp.tanh(x * (1.0 / cap))
+  return jnp.where(x == -jnp.inf, x, capped)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxdiv import _numerics
 from jaxdiv import _validation
 
 
@@ -30,7 +31,7 @@ def apply(x: jax.Array, softcap: float | None, inv_t: float = 1.0) -> jax.Array:
   """c tanh(x / c) / T (x / T without a cap); -inf stays -inf, +inf becomes c / T."""
   if softcap is None:
     return x if inv_t == 1.0 else x * inv_t
-  return (softcap * inv_t) * jnp.tanh(x * (1.0 / softcap))
+  return _numerics.softcap(x, softcap, inv_t)
 
 
 def derivative(x: jax.Array, softcap: float | None, inv_t: float = 1.0):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
+from jaxdiv import _numerics
 from jaxdiv import _validation
 
 
 def cap(logits, softcap):
-  """`logits` capped to c tanh(x / c) for a concrete c > 0; unchanged for None.
+  """`logits` capped to c tanh(x / c) for a concrete c > 0 (-inf stays -inf); unchanged for None.
 
   Elementwise, so gradients through it are autodiff's (1 - tanh^2(x / c)), exact.
   """
@@ -19,4 +19,4 @@ def cap(logits, softcap):
     raise TypeError("`softcap` must be a concrete number or None.")
   _validation.check_real(softcap, "softcap", lo=0, lo_open=True, allow_array=False)
   x = _validation.as_float_array(logits, "logits")
-  return (softcap * jnp.tanh(x / softcap)).astype(x.dtype)
+  return _numerics.softcap(x, float(softcap)).astype(x.dtype)

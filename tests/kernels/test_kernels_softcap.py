@@ -179,3 +179,27 @@ def test_every_kernel_is_float64_accurate_on_float64_inputs(implementation):
     for k, (got, want) in enumerate(pairs):
       assert got.dtype == jnp.float64, k
       np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=str(k))
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_masked_logits_stay_masked_under_the_cap(implementation):
+  # c tanh(-inf / c) = -c: a -inf (masked) logit must not get probability back through the cap.
+  rng = np.random.default_rng(7)
+  z = rng.normal(size=(6, 40)) * 4.0
+  z[:, 25:] = -np.inf  # the last 15 classes are outside every row's support
+  y = rng.integers(0, 25, 6)
+  zc = np.where(np.isinf(z), -np.inf, C * np.tanh(np.where(np.isinf(z), 0.0, z) / C))
+  lse = np.log(np.sum(np.exp(zc[:, :25]), axis=-1))
+  want = lse - zc[np.arange(6), y]  # float64 dense, over the 25 kept classes only
+  zj = jnp.asarray(z, jnp.float32)
+  got = kernels.cross_entropy_with_integer_labels(zj, jnp.asarray(y), softcap=C,
+                                                  implementation=implementation)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=2e-6, atol=2e-6)
+  got = losses.softmax_cross_entropy_with_integer_labels(zj, jnp.asarray(y), softcap=C)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=2e-6, atol=2e-6)
+  g = jax.grad(lambda x: jnp.sum(kernels.cross_entropy_with_integer_labels(
+      x, jnp.asarray(y), softcap=C, implementation=implementation)))(zj)
+  assert np.all(np.asarray(g)[:, 25:] == 0), "masked classes get no gradient"
+  teacher = jnp.asarray(np.where(np.isinf(z), -np.inf, rng.normal(size=z.shape)), jnp.float32)
+  kl = kernels.distillation_divergence(zj, teacher, softcap=C, implementation=implementation)
+  assert np.all(np.isfinite(np.asarray(kl))), kl
