@@ -37,6 +37,24 @@ def _cond(pred, true_fn, false_fn, *xs):
   return true_fn(*xs) if bool(pred) else false_fn(*xs)
 
 
+@jax.custom_jvp
+def _tangent_if(ok: jax.Array, x: jax.Array) -> jax.Array:
+  """`x`, whose tangent (and so cotangent) is zeroed where `ok` is False.
+
+  Trap avoided: a zero cotangent sent back through an expression with an infinite partial
+  (`p * log p` at p = 0) is 0 * inf = NaN; a `where` on the tangent selects instead.
+  """
+  del ok
+  return x
+
+
+@_tangent_if.defjvp
+def _tangent_if_jvp(primals, tangents):
+  ok, x = primals
+  t = tangents[1]
+  return x, jnp.where(ok, t, jnp.zeros_like(t))
+
+
 def softmax(x: jax.Array, axis: int) -> jax.Array:
   """Unguarded softmax, `exp(x - max) / sum`: in float32 more accurate than `exp(log_softmax)`
   (measured on 20k rows of 512 logits: median error of KL 8.7e-8 against 9.6e-8), and XLA
@@ -73,12 +91,18 @@ def with_fallback(value: Callable, coefs: Callable, careful: Callable, *xs: jax.
 
   @f.defjvp
   def f_jvp(primals, tangents):
-    bad, out, aux = pick(*primals)
+    bad, out, _ = pick(*primals)
+    # The coefficients are differentiated again for second derivatives, back through `value`,
+    # whose unguarded expression has 0 * inf partials exactly where a guard was needed. When the
+    # guarded branch is taken, that path gets zero cotangents, and 0 * inf is NaN: gate it at
+    # the inputs (`_tangent_if`, identity in value). XLA merges this `value` with `pick`'s.
+    ok = jnp.logical_not(lax.stop_gradient(bad))
+    out_g, aux_g = value(*(_tangent_if(ok, x) for x in primals))
 
     def careful_grads(*xs):
       return jax.grad(lambda *ys: jnp.sum(careful(*ys)), argnums=tuple(range(n)))(*xs)
 
-    cs = _cond(bad, careful_grads, lambda *xs: tuple(coefs(out, aux, *xs)), *primals)
+    cs = _cond(bad, careful_grads, lambda *xs: tuple(coefs(out_g, aux_g, *xs)), *primals)
     tangent = sum(jnp.sum(c * t, axis=axis) for c, t in zip(cs, tangents))
     return out, tangent
 
