@@ -49,6 +49,12 @@ STATIC = {
     ("jaxdiv.kernels", "fused_linear_distillation_divergence", "temperature"): _STATIC,
     ("jaxdiv.losses", "fused_linear_distillation_divergence", "beta"): _STATIC,
     ("jaxdiv.losses", "fused_linear_distillation_divergence", "temperature"): _STATIC,
+    **{(mod, name, param): _STATIC
+       for mod in ("jaxdiv.kernels", "jaxdiv.losses")
+       for name, params in (("fused_linear_token_log_probs", ("temperature",)),
+                            ("topk_distillation_loss", ("beta", "temperature")),
+                            ("fused_linear_topk_distillation_loss", ("beta", "temperature")))
+       for param in params},
 }
 # (module, function, parameter) -> why it has no row.
 EXCLUDED = {
@@ -309,6 +315,20 @@ def _static_calls():
     calls[("jaxdiv.kernels", "distillation_divergence", param)] = (
         lambda v, param=param: kernels.distillation_divergence(lp, lq, divergence="js",
                                                                **{param: v}))
+  k = 3
+  top = jnp.argsort(-lq, axis=-1)[:, :k]
+  top_lp = jnp.take_along_axis(jax.nn.log_softmax(lq), top, axis=-1)
+  for mod in (kernels, losses):
+    name = mod.__name__
+    calls[(name, "fused_linear_token_log_probs", "temperature")] = (
+        lambda v, mod=mod: mod.fused_linear_token_log_probs(h, w, labels, temperature=v)[0])
+    for param in ("beta", "temperature"):
+      calls[(name, "topk_distillation_loss", param)] = (
+          lambda v, mod=mod, param=param: mod.topk_distillation_loss(
+              lp, top, top_lp, divergence="js", **{param: v}))
+      calls[(name, "fused_linear_topk_distillation_loss", param)] = (
+          lambda v, mod=mod, param=param: mod.fused_linear_topk_distillation_loss(
+              h, w, top, top_lp, divergence="js", **{param: v}))
   return calls
 
 

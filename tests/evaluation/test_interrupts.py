@@ -15,8 +15,10 @@ import sys
 import threading
 import time
 
+import jax
 import numpy as np
 import pytest
+from jax.sharding import Mesh
 
 from jaxdiv import _interrupt
 from jaxdiv.evaluation import _io
@@ -76,8 +78,12 @@ def test_evaluate_stops_between_batches_and_writes_nothing(tmp_path):
       fed.append(i)
       yield rng.dirichlet(np.ones(8), size=256).astype(np.float32)
 
+  # One device, so that a batch is one chunk of the iterator (the suite's 8 CPU devices would
+  # make each batch several chunks).
+  one = Mesh(np.array(jax.devices()[:1]), ("data",))
   with pytest.raises(KeyboardInterrupt):
-    evaluate("entropy", batches(), batch_size=256, out=tmp_path / "o.npy", prefetch=1)
+    evaluate("entropy", batches(), batch_size=256, out=tmp_path / "o.npy", prefetch=1,
+             mesh=one)
   assert len(fed) < 10, fed  # it stopped soon, not at the end
   assert os.listdir(tmp_path) == [] and _io.temporary_files() == []
   assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
