@@ -377,6 +377,14 @@ def main(argv: list[str] | None = None) -> int:
   except KeyboardInterrupt:
     print(f"jaxdiv: interrupted after {time.perf_counter() - started:.1f} s; nothing was"
           " written", file=sys.stderr)
+    if argv is None:
+      # The program: its outputs and temporaries are already removed. Python's shutdown (JAX's
+      # teardown, with the default SIGINT handler back) would turn a second Ctrl-C arriving
+      # now into a death by SIGINT instead of 130: end at once.
+      for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+          stream.flush()
+      os._exit(EXIT_INTERRUPTED)
     return EXIT_INTERRUPTED
   except BrokenPipeError:
     # The reader of stdout left (`| head`): say nothing more, and keep Python's exit-time
