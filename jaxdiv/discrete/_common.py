@@ -45,6 +45,22 @@ def _to_dist(x: jax.Array, axis: int, where, from_logits: bool, axis_name=None) 
   return Dist(prob, _numerics.safe_log(prob))
 
 
+def _inputs(arrays, names, axis):
+  """The validated inputs (float arrays broadcast to one shape), the non-negative axis, the
+  result dtype and the accumulation dtype; shared by :func:`prepare` and :func:`fast_inputs`."""
+  xs = [_validation.as_float_array(x, n) for x, n in zip(arrays, names)]
+  result_dtype, acc_dtype = _validation.compute_dtype(*xs)
+  if len(xs) == 2:
+    p, q, ax = _validation.broadcast_pair(xs[0], xs[1], axis, names)
+    return [p, q], ax, result_dtype, acc_dtype
+  if xs[0].ndim == 0:
+    raise ValueError(
+        f"`{names[0]}` is a scalar; a distribution needs at least one dimension"
+        f" (axis={axis}). For a Bernoulli parameter use the binary_* functions."
+    )
+  return xs, _validation.normalize_axis(axis, xs[0].ndim), result_dtype, acc_dtype
+
+
 def prepare(*arrays, names, axis, where, from_logits, axis_name=None) -> Prepared:
   """Validates and converts one or two distributions (probabilities or logits) on `axis`.
 
@@ -52,18 +68,7 @@ def prepare(*arrays, names, axis, where, from_logits, axis_name=None) -> Prepare
   axis (inside `shard_map`); normalisations and sums then reduce across shards.
   """
   from_logits = _validation.check_bool(from_logits, "from_logits")
-  xs = [_validation.as_float_array(x, n) for x, n in zip(arrays, names)]
-  result_dtype, acc_dtype = _validation.compute_dtype(*xs)
-  if len(xs) == 2:
-    p, q, ax = _validation.broadcast_pair(xs[0], xs[1], axis, names)
-    xs = [p, q]
-  else:
-    if xs[0].ndim == 0:
-      raise ValueError(
-          f"`{names[0]}` is a scalar; a distribution needs at least one dimension"
-          f" (axis={axis}). For a Bernoulli parameter use the binary_* functions."
-      )
-    ax = _validation.normalize_axis(axis, xs[0].ndim)
+  xs, ax, result_dtype, acc_dtype = _inputs(arrays, names, axis)
   shape = xs[0].shape
   mask = _validation.broadcast_where(where, shape)
   dists = tuple(_to_dist(x.astype(acc_dtype), ax, mask, from_logits, axis_name) for x in xs)
@@ -83,15 +88,7 @@ def fast_inputs(*arrays, names, axis, where, from_logits, axis_name=None):
   from_logits = _validation.check_bool(from_logits, "from_logits")
   if where is not None or axis_name is not None:
     return None
-  xs = [_validation.as_float_array(x, n) for x, n in zip(arrays, names)]
-  result_dtype, acc_dtype = _validation.compute_dtype(*xs)
-  if len(xs) == 2:
-    p, q, ax = _validation.broadcast_pair(xs[0], xs[1], axis, names)
-    xs = [p, q]
-  else:
-    if xs[0].ndim == 0:
-      return None  # prepare raises the error
-    ax = _validation.normalize_axis(axis, xs[0].ndim)
+  xs, ax, result_dtype, acc_dtype = _inputs(arrays, names, axis)
   if xs[0].shape[ax] == 0:
     return None
   return tuple(x.astype(acc_dtype) for x in xs), ax, result_dtype, from_logits
