@@ -117,13 +117,15 @@ class _Relative:
       self.x = 2 * jnp.log(jnp.linalg.svd(self.a, compute_uv=False))
       self.w = cq.solve_tril(d[..., None])[..., 0]
 
-  def maha_mix(self, alpha, m):
+  def maha_mix(self, alpha, h, ok_h):
     """``wᵀ (alpha I + (1 - alpha) A Aᵀ)⁻¹ w`` (``= dᵀ Σ_alpha⁻¹ d``) and whether it is finite.
 
-    ``m``: the eigenvalues ``alpha + (1 - alpha) r_i`` of the matrix (used by ``"diag"``).
+    ``h``, ``ok_h``: the terms of :func:`_log_det_term`; ``"diag"`` takes the eigenvalues of the
+    mixture from them, ``log(alpha + (1 - alpha) r_i) = (1 - alpha) (h_i + x_i)``.
     """
     if self.diag:
-      return jnp.sum(self.w * self.w / m, axis=-1), jnp.ones(m.shape[:-1], bool)
+      m = jnp.exp((1 - alpha[..., None]) * (jnp.where(ok_h, h, 0.0) + self.x))
+      return jnp.sum(self.w * self.w / m, axis=-1), jnp.all(ok_h, axis=-1)
     a = alpha[..., None, None]
     eye = jnp.eye(self.a.shape[-1], dtype=self.a.dtype)
     mix = a * eye + (1 - a) * (self.a @ jnp.swapaxes(self.a, -1, -2))
@@ -168,13 +170,10 @@ def _log_det_term(alpha, x):
 
 def _renyi(rel: _Relative, alpha):
   """``D_alpha = alpha/2 dᵀ Σ_alpha⁻¹ d + 1/2 Σ_i h_i`` (see :func:`_log_det_term`)."""
-  h, ok_i = _log_det_term(alpha[..., None], rel.x)
-  ok = jnp.all(ok_i, axis=-1)
-  # Eigenvalues of the mixture (only "diag" uses them): log m = t (h + x).
-  m = jnp.exp((1 - alpha[..., None]) * (jnp.where(ok_i, h, 0.0) + rel.x))
-  maha, ok_m = rel.maha_mix(alpha, m)
+  h, ok_h = _log_det_term(alpha[..., None], rel.x)
+  maha, ok_m = rel.maha_mix(alpha, h, ok_h)
   out = 0.5 * (alpha * maha + jnp.sum(h, axis=-1))
-  return jnp.where(ok & ok_m, out, jnp.inf)
+  return jnp.where(jnp.all(ok_h, axis=-1) & ok_m, out, jnp.inf)
 
 
 def _renyi_at_one(rel: _Relative):
