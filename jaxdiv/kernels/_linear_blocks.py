@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxdiv.kernels import _blockwise as bw
+from jaxdiv.kernels import _softcap
 
 # One [tokens, block] float32 tile of logits is the largest temporary: keep it near this size.
 _TILE_BYTES = {"cpu": 16 << 20, "gpu": 512 << 20, "tpu": 256 << 20}
@@ -51,6 +52,24 @@ def block_logits(hidden, w_blk, vd: bool, acc=jnp.float32):
   """[tokens, bv] logits of one weight block ([bv, d] if vd else [d, bv]), accumulated in
   `acc`."""
   return matmul(hidden, w_blk, ((1,), (1,)) if vd else ((1,), (0,)), acc)
+
+
+def fold(hidden, weight, body, init, *, bv: int, vd: bool, acc=jnp.float32, softcap=None,
+         inv_t=1.0):
+  """Folds `body(carry, z, c0, own)` over the vocabulary blocks of `hidden @ weight`.
+
+  `z` [tokens, bv] is the block's logits (accumulated in `acc`) capped and scaled,
+  `softcap(x) / T`; `c0` its first column; `own` [bv] the columns it counts (the clamped last
+  block overlaps its predecessor).
+  """
+  v = vocab_size(weight, vd)
+
+  def step(j, carry):
+    c0 = bw.block_start(j, v, bv)
+    x = block_logits(hidden, weight_block(weight, c0, bv, vd), vd, acc)
+    return body(carry, _softcap.apply(x, softcap, inv_t), c0, bw.owned(j, c0, bv))
+
+  return bw.fori_blocks(bw.num_blocks(v, bv), step, init)
 
 
 def backward(hidden, weight, labels, stats, g, *, bv, vd, dlogits_fn, acc=jnp.float32):

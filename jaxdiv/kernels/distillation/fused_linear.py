@@ -35,16 +35,11 @@ def _teacher_block(teacher, c0, bv, teacher_vd):
 def _walk(hidden, weight, teacher, *, bv, vd, teacher_vd, inv_t, body, init, softcap=None):
   """Folds `body(carry, zs, zt, own)` over the vocabulary blocks (tiles capped, scaled by
   1/T)."""
-  v = lb.vocab_size(weight, vd)
+  def step(carry, zs, c0, own):
+    zt = _softcap.apply(_teacher_block(teacher, c0, bv, teacher_vd), softcap, inv_t)
+    return body(carry, zs, zt, own)
 
-  def step(j, carry):
-    c0 = bw.block_start(j, v, bv)
-    zs = lb.block_logits(hidden, lb.weight_block(weight, c0, bv, vd), vd)
-    zt = _teacher_block(teacher, c0, bv, teacher_vd)
-    return body(carry, _softcap.apply(zs, softcap, inv_t), _softcap.apply(zt, softcap, inv_t),
-                bw.owned(j, c0, bv))
-
-  return bw.fori_blocks(bw.num_blocks(v, bv), step, init)
+  return lb.fold(hidden, weight, step, init, bv=bv, vd=vd, softcap=softcap, inv_t=inv_t)
 
 
 def _stats(hidden, weight, teacher, *, divergence, beta, **walk):

@@ -28,21 +28,17 @@ from jaxdiv.kernels import _softcap
 
 
 def _stats(hidden, weight, labels, *, bv, vd, softcap=None):
-  v = lb.vocab_size(weight, vd)
-
-  def body(j, carry):
+  def body(carry, z, c0, own):
     state, z_label, z_sum = carry
-    c0 = bw.block_start(j, v, bv)
-    own = bw.owned(j, c0, bv)
-    z = _softcap.apply(lb.block_logits(hidden, lb.weight_block(weight, c0, bv, vd), vd), softcap)
     zl, zs = bw.label_and_sum(z, labels, c0 + jnp.arange(bv), own)
     return bw.lse_update(state, z, own), z_label + zl, z_sum + zs
 
   # Typed like `hidden` (see `_linear_blocks.typed_alike`), so that under shard_map's
   # replication checks the loop's carry has the type of the logits it accumulates.
   zeros = jnp.zeros_like(hidden[:, 0], jnp.float32)
-  state, z_label, z_sum = bw.fori_blocks(bw.num_blocks(v, bv), body,
-                                         (bw.Lse(zeros - jnp.inf, zeros), zeros, zeros))
+  state, z_label, z_sum = lb.fold(hidden, weight, body,
+                                  (bw.Lse(zeros - jnp.inf, zeros), zeros, zeros), bv=bv, vd=vd,
+                                  softcap=softcap)
   return bw.CeStats(bw.lse_finish(state), z_label, z_sum)
 
 

@@ -95,22 +95,16 @@ def state_finish(st: EntState, z_label) -> Stats:
 
 
 def _stats(hidden, weight, labels, *, bv, vd, softcap, inv_t):
-  v = lb.vocab_size(weight, vd)
   acc = lb.acc_dtype(hidden, weight)
 
-  def body(j, carry):
+  def body(carry, z, c0, own):
     st, z_label = carry
-    c0 = bw.block_start(j, v, bv)
-    own = bw.owned(j, c0, bv)
-    z = _softcap.apply(lb.block_logits(hidden, lb.weight_block(weight, c0, bv, vd), vd, acc),
-                       softcap, inv_t)
     hit = (labels[:, None] == c0 + jnp.arange(bv)) & own
     return state_update(st, z, own), z_label + jnp.sum(jnp.where(hit, z, 0.0), axis=-1)
 
   zeros = jnp.zeros_like(hidden[:, 0], acc)  # typed like `hidden` under check_vma
-  st, z_label = bw.fori_blocks(bw.num_blocks(v, bv), body,
-                               (EntState(zeros - jnp.inf, zeros, zeros), zeros))
-  return st, z_label
+  return lb.fold(hidden, weight, body, (EntState(zeros - jnp.inf, zeros, zeros), zeros), bv=bv,
+                 vd=vd, acc=acc, softcap=softcap, inv_t=inv_t)
 
 
 def dlogits(x, cols, labels, stats: Stats, g, *, softcap, inv_t):

@@ -36,20 +36,16 @@ def gather(z, indices, c0, own=None):
 
 
 def _stats(hidden, weight, indices, *, bv, vd, softcap, inv_t):
-  v = lb.vocab_size(weight, vd)
   acc = lb.acc_dtype(hidden, weight)
 
-  def body(j, carry):
+  def body(carry, z, c0, own):
     st, u = carry
-    c0 = bw.block_start(j, v, bv)
-    own = bw.owned(j, c0, bv)
-    x = lb.block_logits(hidden, lb.weight_block(weight, c0, bv, vd), vd, acc)
-    z = _softcap.apply(x, softcap, inv_t)
     return bw.lse_update(st, z, own), u + gather(z, indices, c0, own)
 
   zeros = jnp.zeros_like(hidden[:, 0], acc)  # typed like `hidden` under check_vma
   init = (bw.Lse(zeros - jnp.inf, zeros), jnp.zeros(indices.shape, acc) + zeros[:, None])
-  return bw.fori_blocks(bw.num_blocks(v, bv), body, init)
+  return lb.fold(hidden, weight, body, init, bv=bv, vd=vd, acc=acc, softcap=softcap,
+                 inv_t=inv_t)
 
 
 def dlogits(x, cols, indices, lse, g, *, softcap, inv_t):
