@@ -30,11 +30,14 @@ def cpu_mesh(k: int, name: str = "data") -> Mesh:
   return Mesh(np.array(jax.devices("cpu")[:k]), (name,))
 
 
-def write_normal_npy(path, rows: int, n: int, rng: np.random.Generator) -> None:
-  """A [rows, n] float32 .npy of standard normals at `path`, written 4096 rows at a time (a
-  memory map: the file may be larger than the memory a test should take)."""
-  m = np.lib.format.open_memmap(path, "w+", np.float32, (rows, n))
-  for i in range(0, rows, 4096):
-    m[i:i + 4096] = rng.standard_normal((min(4096, rows - i), n), dtype=np.float32)
-  m.flush()
-  del m
+def write_normal_npys(folder, names, rows: int, n: int, seed: int) -> None:
+  """`<name>.npy` in `folder` for each of `names`: [rows, n] float32 standard normals (one
+  generator seeded with `seed`, in that order), written 4096 rows at a time through a memory
+  map, so that the files may be larger than the memory a test should take."""
+  rng = np.random.default_rng(seed)
+  for name in names:
+    m = np.lib.format.open_memmap(folder / f"{name}.npy", "w+", np.float32, (rows, n))
+    for i in range(0, rows, 4096):
+      m[i:i + 4096] = rng.standard_normal((min(4096, rows - i), n), dtype=np.float32)
+    m.flush()
+    del m

@@ -15,7 +15,7 @@ import time
 import chex
 import numpy as np
 import pytest
-from _helpers import write_normal_npy
+from _helpers import write_normal_npys
 
 from jaxdiv import cli
 from jaxdiv.evaluation import evaluate
@@ -280,7 +280,7 @@ _HELP = textwrap.dedent("""
     pkg.__version__ = "0"
     sys.modules["jaxdiv"] = pkg
     t = time.perf_counter()
-    from _helpers import write_normal_npy
+    from _helpers import write_normal_npys
 
 from jaxdiv import cli
     try:
@@ -329,9 +329,7 @@ BUDGET = 32 * 2**20
 @pytest.fixture(scope="module")
 def big_files(tmp_path_factory):
   d = tmp_path_factory.mktemp("big")
-  rng = np.random.default_rng(2)
-  for name in ("big_p", "big_q"):
-    write_normal_npy(d / f"{name}.npy", ROWS, N, rng)
+  write_normal_npys(d, ("big_p", "big_q"), ROWS, N, seed=2)
   tiny = np.random.default_rng(3).standard_normal((256, N), dtype=np.float32)
   np.save(d / "tiny.npy", tiny)
   return d, 2 * ROWS * N * 4

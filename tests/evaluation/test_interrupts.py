@@ -18,7 +18,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from _helpers import write_normal_npy
+from _helpers import write_normal_npys
 from jax.sharding import Mesh
 
 from jaxdiv import _interrupt
@@ -102,9 +102,7 @@ def test_evaluate_outside_the_main_thread_leaves_signals_alone():
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
   d = tmp_path_factory.mktemp("interrupt")
-  rng = np.random.default_rng(2)
-  for name in ("p", "q"):
-    write_normal_npy(d / f"{name}.npy", ROWS, N, rng)
+  write_normal_npys(d, ("p", "q"), ROWS, N, seed=2)
   return d
 
 
