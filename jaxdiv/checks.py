@@ -12,7 +12,7 @@ path::
 
 `checked` is the one entry point for every jaxdiv function: the categorical divergences' rule
 (`p`, `q`, `alpha`, `beta`) is the default, and the packages above register theirs (parametric
-scales, rates and covariances; the losses' logits and targets) with `register`.
+scales, rates and covariances; the losses' and kernels' logits and targets) with `register`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from jax.experimental import checkify
 from jaxdiv import _validation
 
 __all__ = ["check_probabilities", "check_logits", "check_parameter", "check_positive",
-           "check_positive_definite", "checked", "register"]
+           "check_positive_definite", "check_distributions", "check_log_space", "checked",
+           "register"]
 
 
 def check_probabilities(p, *, name: str = "p", axis: int | None = -1, where=None,
@@ -183,13 +184,45 @@ def check_distributions(fn, a, *, atol: float | None = None) -> None:
       check_parameter(a[name], name, lo=lo, hi=hi)
 
 
+# Arguments that hold logits or log-probabilities wherever they appear (losses, kernels).
+LOG_SPACE = ("logits", "student_logits", "teacher_logits", "teacher_log_probs",
+             "log_predictions", "log_targets", "log_probs", "ref_log_probs")
+
+
+def mask_for(where, shape):
+  """`where` broadcast to `shape`: as NumPy broadcasts, or per row (`where` of `shape[:-1]`, a
+  token mask of [..., vocab] logits); None without `where` or when it fits neither."""
+  if where is None:
+    return None
+  where = jnp.asarray(where)
+  if where.ndim and where.shape == tuple(shape[:-1]):
+    where = where[..., None]
+  try:
+    if jnp.broadcast_shapes(where.shape, shape) == tuple(shape):
+      return jnp.broadcast_to(where, shape)
+  except ValueError:
+    pass
+  return None
+
+
+def check_log_space(fn, a, *, atol: float | None = None) -> None:
+  """The rule of functions of logits (`jaxdiv.kernels`): every argument named in `LOG_SPACE`
+  is checked with :func:`check_logits` (not NaN, not ``+inf``) outside the mask ``where``."""
+  del fn, atol
+  for name in LOG_SPACE:
+    if a.get(name) is not None:
+      x = jnp.asarray(a[name])
+      check_logits(x, name=name, where=mask_for(a.get("where"), x.shape))
+
+
 def checked(fn, *, atol: float | None = None):
   """Wraps a jaxdiv function so that its inputs are validated under `checkify`.
 
   The one checkify entry point for every jaxdiv function: a categorical divergence has its
   distribution arguments (`p`, `q`) checked as probabilities or logits according to
   ``from_logits``, and ``alpha``/``beta`` against their domains; the other packages
-  (``jaxdiv.parametric``, ``jaxdiv.losses``) register the rule for their own functions
+  (``jaxdiv.parametric``, ``jaxdiv.losses``, ``jaxdiv.kernels``) register the rule for their
+  own functions
   (:func:`register`). Use it inside ``checkify.checkify``; outside, the checks are an error.
 
   Args:

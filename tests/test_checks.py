@@ -99,6 +99,19 @@ def test_valid_loss_inputs_pass():
   assert out.shape == (2,)
 
 
+def test_kernel_logits_are_reported_outside_the_token_mask():
+  logits = jnp.array([[2.0, 1.0, 0.0], [jnp.nan, 0.0, 0.0]])
+  idx, log_p = jnp.array([[0], [1]]), jnp.log(jnp.array([[0.6], [0.5]]))
+  err, _ = _run(jaxdiv.kernels.topk_distillation_loss, logits, idx, log_p)
+  with pytest.raises(checkify.JaxRuntimeError, match="`student_logits` contains NaN"):
+    err.throw()
+  # A [tokens] mask (the kernels' `where`) hides the second token's row.
+  err, out = _run(jaxdiv.kernels.topk_distillation_loss, logits, idx, log_p,
+                  where=jnp.array([True, False]))
+  err.throw()
+  assert out.shape == (2,)
+
+
 def test_unknown_function_is_a_type_error():
   with pytest.raises(TypeError, match="`fn` must be a jaxdiv function"):
     jaxdiv.checks.checked(lambda x: x)
