@@ -11,6 +11,8 @@ shard 0 (`on_first_shard`), then psum them (`psum_outputs`).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -127,6 +129,19 @@ def walk(hidden, weight, labels, *, vd: bool, block_size, axis_name):
   labels, vocab = shard_labels(labels, weight, vd, axis_name)
   bv = bw.pick_block(v, block_size, default_block(hidden.shape[0], v, jax.default_backend()))
   return labels, vocab, bv
+
+
+def run_xla(make, stats_fn, dlogits_fn, hidden, weight, labels, *rest, vd: bool, block_size,
+            axis_name, softcap=None, inv_t=1.0):
+  """An op's blockwise XLA implementation on (hidden, weight, labels, *rest): its
+  `make(stats, dlogits, *, bv, vd, axis_name)` given `stats_fn(hidden, weight, labels, *, bv,
+  vd, softcap, inv_t)` and `dlogits_fn(..., softcap, inv_t)`, with this shard's labels and the
+  block of `walk`."""
+  labels, _, bv = walk(hidden, weight, labels, vd=vd, block_size=block_size, axis_name=axis_name)
+  cfg = dict(softcap=softcap, inv_t=inv_t)
+  f = make(functools.partial(stats_fn, bv=bv, vd=vd, **cfg),
+           functools.partial(dlogits_fn, **cfg), bv=bv, vd=vd, axis_name=axis_name)
+  return f((hidden, weight), labels, *rest)
 
 
 def typed_alike(hidden, weight):

@@ -166,9 +166,5 @@ def make(stats_fn, dlogits_fn, *, bv, vd, axis_name=None):
 
 def token_log_probs(hidden, weight, labels, valid, *, vd: bool, softcap=None, inv_t=1.0,
                     block_size=None, axis_name=None):
-  labels, _, bv = lb.walk(hidden, weight, labels, vd=vd, block_size=block_size,
-                          axis_name=axis_name)
-  cfg = dict(softcap=softcap, inv_t=inv_t)
-  f = make(functools.partial(_stats, bv=bv, vd=vd, **cfg),
-           functools.partial(xla_dlogits, **cfg), bv=bv, vd=vd, axis_name=axis_name)
-  return f((hidden, weight), labels, valid)
+  return lb.run_xla(make, _stats, xla_dlogits, hidden, weight, labels, valid, vd=vd,
+                    block_size=block_size, axis_name=axis_name, softcap=softcap, inv_t=inv_t)
