@@ -8,7 +8,7 @@ Policy (the same for every family):
   ``ValueError`` naming every argument and its shape, at trace time.
 * Computation is in at least float32; the result has the promoted input dtype.
 * A parameter outside its domain (a negative scale, a non-positive-definite covariance) gives
-  ``NaN``, never a finite wrong number; :func:`jaxdiv.parametric.checked` reports it through
+  ``NaN``, never a finite wrong number; :func:`jaxdiv.checks.checked` reports it through
   ``checkify``.
 """
 
