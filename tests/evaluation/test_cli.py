@@ -280,9 +280,7 @@ _HELP = textwrap.dedent("""
     pkg.__version__ = "0"
     sys.modules["jaxdiv"] = pkg
     t = time.perf_counter()
-    from _helpers import write_normal_npys
-
-from jaxdiv import cli
+    from jaxdiv import cli
     try:
       cli.main(["eval", "--help"])
     except SystemExit:
