@@ -36,25 +36,19 @@ _STATIC = ("static: compiled into the kernels (a concrete number, checked by"
            " test_static_hyperparameters_reject_tracers); differentiate the plain path"
            " (jaxdiv.losses with implementation=None) instead")
 # Hyperparameters that are static arguments of the large-vocabulary kernels.
+_BOTH = ("jaxdiv.kernels", "jaxdiv.losses")
 STATIC = {
-    ("jaxdiv.kernels", "cross_entropy_with_integer_labels", "label_smoothing"): _STATIC,
-    ("jaxdiv.kernels", "cross_entropy_with_integer_labels", "z_loss"): _STATIC,
-    ("jaxdiv.kernels", "fused_linear_cross_entropy", "label_smoothing"): _STATIC,
-    ("jaxdiv.kernels", "fused_linear_cross_entropy", "z_loss"): _STATIC,
-    ("jaxdiv.losses", "fused_linear_cross_entropy", "label_smoothing"): _STATIC,
-    ("jaxdiv.losses", "fused_linear_cross_entropy", "z_loss"): _STATIC,
-    ("jaxdiv.kernels", "distillation_divergence", "beta"): _STATIC,
-    ("jaxdiv.kernels", "distillation_divergence", "temperature"): _STATIC,
-    ("jaxdiv.kernels", "fused_linear_distillation_divergence", "beta"): _STATIC,
-    ("jaxdiv.kernels", "fused_linear_distillation_divergence", "temperature"): _STATIC,
-    ("jaxdiv.losses", "fused_linear_distillation_divergence", "beta"): _STATIC,
-    ("jaxdiv.losses", "fused_linear_distillation_divergence", "temperature"): _STATIC,
-    **{(mod, name, param): _STATIC
-       for mod in ("jaxdiv.kernels", "jaxdiv.losses")
-       for name, params in (("fused_linear_token_log_probs", ("temperature",)),
-                            ("topk_distillation_loss", ("beta", "temperature")),
-                            ("fused_linear_topk_distillation_loss", ("beta", "temperature")))
-       for param in params},
+    (mod, name, param): _STATIC
+    for mods, name, params in (
+        (("jaxdiv.kernels",), "cross_entropy_with_integer_labels", ("label_smoothing", "z_loss")),
+        (_BOTH, "fused_linear_cross_entropy", ("label_smoothing", "z_loss")),
+        (("jaxdiv.kernels",), "distillation_divergence", ("beta", "temperature")),
+        (_BOTH, "fused_linear_distillation_divergence", ("beta", "temperature")),
+        (_BOTH, "fused_linear_token_log_probs", ("temperature",)),
+        (_BOTH, "topk_distillation_loss", ("beta", "temperature")),
+        (_BOTH, "fused_linear_topk_distillation_loss", ("beta", "temperature")))
+    for mod in mods
+    for param in params
 }
 # (module, function, parameter) -> why it has no row.
 EXCLUDED = {

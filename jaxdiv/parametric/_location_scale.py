@@ -25,8 +25,8 @@ _EULER_GAMMA = 0.5772156649015329
 def _ls_prepare(loc_p, scale_p, loc_q, scale_q):
   (lp, sp, lq, sq), _, dtype, _ = _common.prepare(
       {"loc_p": loc_p, "scale_p": scale_p, "loc_q": loc_q, "scale_q": scale_q})
-  valid = (sp > 0) & (sq > 0)
-  return lp, jnp.where(valid, sp, 1.0), lq, jnp.where(valid, sq, 1.0), valid, dtype
+  valid, (sp, sq) = _common.in_domain(sp, sq)
+  return lp, sp, lq, sq, valid, dtype
 
 
 def laplace_entropy(loc: ArrayLike, scale: ArrayLike, *, base: float | None = None) -> jax.Array:
@@ -324,8 +324,7 @@ def von_mises_kl_divergence(
   (lp, kp, lq, kq), _, dtype, _ = _common.prepare(
       {"loc_p": loc_p, "concentration_p": concentration_p, "loc_q": loc_q,
        "concentration_q": concentration_q})
-  valid = (kp >= 0) & (kq >= 0)
-  kp, kq = jnp.where(valid, kp, 1.0), jnp.where(valid, kq, 1.0)
+  valid, (kp, kq) = _common.in_domain(kp, kq, allow_zero=True)
   i0p, i1p = i0e(kp), i1e(kp)
   a = i1p / i0p
   # log I0(kq) - log I0(kp) + A kp - A kq cos: the e^k scalings are regrouped so that

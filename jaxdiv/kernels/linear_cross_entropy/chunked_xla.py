@@ -19,140 +19,44 @@ from __future__ import annotations
 
 import functools
 
-import jax
 import jax.numpy as jnp
-from jax import lax
 
 from jaxdiv import _numerics
 from jaxdiv.kernels import _blockwise as bw
+from jaxdiv.kernels import _linear_blocks as lb
 from jaxdiv.kernels import _softcap
-
-# One [tokens, block] float32 tile of logits is the largest temporary: keep it near this size.
-_TILE_BYTES = {"cpu": 16 << 20, "gpu": 512 << 20, "tpu": 256 << 20}
-
-
-def default_block(tokens: int, vocab: int, backend: str) -> int:
-  b = _TILE_BYTES.get(backend, 16 << 20) // (4 * max(tokens, 1))
-  b = 1 << max(7, min(13, b.bit_length() - 1))
-  return min(b, vocab)
-
-
-def vocab_size(weight, vd: bool) -> int:
-  return weight.shape[0 if vd else 1]
-
-
-def weight_block(weight, c0, bv: int, vd: bool):
-  return lax.dynamic_slice_in_dim(weight, c0, bv, axis=0 if vd else 1)
-
-
-def matmul(a, b, contract):
-  """`dot_general` with float32 accumulation and, for float32 operands, full float32 products
-  (GPUs would otherwise round them to tf32; bfloat16 operands are unaffected)."""
-  return lax.dot_general(a, b, (contract, ((), ())), precision=lax.Precision.HIGHEST,
-                         preferred_element_type=jnp.float32)
-
-
-def block_logits(hidden, w_blk, vd: bool):
-  """[tokens, bv] float32 logits of one weight block ([bv, d] if vd else [d, bv])."""
-  return matmul(hidden, w_blk, ((1,), (1,)) if vd else ((1,), (0,)))
 
 
 def _stats(hidden, weight, labels, *, bv, vd, softcap=None):
-  v = vocab_size(weight, vd)
-
-  def body(j, carry):
+  def body(carry, z, c0, own):
     state, z_label, z_sum = carry
-    c0 = bw.block_start(j, v, bv)
-    own = bw.owned(j, c0, bv)
-    z = _softcap.apply(block_logits(hidden, weight_block(weight, c0, bv, vd), vd), softcap)
     zl, zs = bw.label_and_sum(z, labels, c0 + jnp.arange(bv), own)
     return bw.lse_update(state, z, own), z_label + zl, z_sum + zs
 
-  # Typed like `hidden` (see `typed_alike`), so that under shard_map's replication checks the
-  # loop's carry has the type of the logits it accumulates.
+  # Typed like `hidden` (see `_linear_blocks.typed_alike`), so that under shard_map's
+  # replication checks the loop's carry has the type of the logits it accumulates.
   zeros = jnp.zeros_like(hidden[:, 0], jnp.float32)
-  state, z_label, z_sum = bw.fori_blocks(bw.num_blocks(v, bv), body,
-                                         (bw.Lse(zeros - jnp.inf, zeros), zeros, zeros))
+  state, z_label, z_sum = lb.fold(hidden, weight, body,
+                                  (bw.Lse(zeros - jnp.inf, zeros), zeros, zeros), bv=bv, vd=vd,
+                                  softcap=softcap)
   return bw.CeStats(bw.lse_finish(state), z_label, z_sum)
 
 
 def xla_dlogits(hidden, w_blk, labels, stats, g, cols, *, vd, softcap=None, **cfg):
   """The gradient of one block's logits, recomputed from `hidden` and the block of weights
   (through the cap c tanh(x / c) when `softcap` is set)."""
-  x = block_logits(hidden, w_blk, vd)
+  x = lb.block_logits(hidden, w_blk, vd)
   d = bw.cross_entropy_dlogits(_softcap.apply(x, softcap), stats.lse, labels, cols, g, **cfg)
   return d if softcap is None else d * _softcap.derivative(x, softcap)
-
-
-def backward(hidden, weight, labels, stats, g, *, bv, vd, dlogits_fn):
-  """(d hidden, d weight), block by block over the vocabulary.
-
-  `dlogits_fn(hidden, w_blk, labels, stats, g, cols)` gives the [tokens, bv] gradient of the
-  block's logits (recomputed). It is cast to the activation dtype before both matmuls, which
-  accumulate in float32.
-  """
-  v = vocab_size(weight, vd)
-
-  def body(j, carry):
-    dh, dw = carry
-    c0 = bw.block_start(j, v, bv)
-    w_blk = weight_block(weight, c0, bv, vd)
-    d = dlogits_fn(hidden, w_blk, labels, stats, g, c0 + jnp.arange(bv)).astype(hidden.dtype)
-    # The clamped last block overlaps its predecessor: its d_W columns are recomputed with the
-    # same values, but d_hidden must count each column once.
-    d_own = jnp.where(bw.owned(j, c0, bv), d, jnp.zeros((), d.dtype))
-    dh = dh + matmul(d_own, w_blk, ((1,), (0,)) if vd else ((1,), (1,)))
-    # [bv, d] = d^T @ hidden, or [d, bv] = hidden^T @ d
-    dw_blk = matmul(d, hidden, ((0,), (0,))) if vd else matmul(hidden, d, ((0,), (0,)))
-    dw = lax.dynamic_update_slice_in_dim(dw, dw_blk.astype(dw.dtype), c0, axis=0 if vd else 1)
-    return dh, dw
-
-  init = (jnp.zeros_like(hidden, jnp.float32), jnp.zeros_like(weight))
-  dh, dw = bw.fori_blocks(bw.num_blocks(v, bv), body, init)
-  return dh.astype(hidden.dtype), dw
-
-
-def shard_labels(labels, weight, vd: bool, axis_name):
-  """(labels relative to this shard's first column, size of the whole vocabulary).
-
-  Shard `i` of `axis_name` holds columns [i v, (i + 1) v) of the vocabulary (v local columns).
-  A label outside them becomes negative or >= v locally and matches no column here, so ignored
-  and out-of-range labels stay unmatched on every shard. Without `axis_name`: unchanged.
-  """
-  v = vocab_size(weight, vd)
-  if axis_name is None:
-    return labels, v
-  return labels - lax.axis_index(axis_name) * v, global_vocab_size(weight, vd, axis_name)
-
-
-def global_vocab_size(weight, vd: bool, axis_name) -> int:
-  """The whole vocabulary's size: this shard's times the number of shards of `axis_name`."""
-  v = vocab_size(weight, vd)
-  return v if axis_name is None else v * int(lax.psum(1, axis_name))
 
 
 def combine_stats(stats: bw.CeStats, axis_name) -> bw.CeStats:
   """Whole-vocabulary statistics from each shard's: the lses merge through their max (pmax,
   under stop_gradient) and the psum of the shifted exponentials, the label logit and the row
   sum through psum (the label's shard contributes it, the others 0)."""
-  m = _numerics.pmax(stats.lse, axis_name)
-  s = _numerics.psum(jnp.exp(stats.lse - bw.finite_or_zero(m)), axis_name)
-  return bw.CeStats(bw.lse_finish(bw.Lse(m, s)), _numerics.psum(stats.z_label, axis_name),
+  lse = bw.lse_finish(bw.lse_psum(bw.Lse(stats.lse, jnp.ones_like(stats.lse)), axis_name))
+  return bw.CeStats(lse, _numerics.psum(stats.z_label, axis_name),
                     _numerics.psum(stats.z_sum, axis_name))
-
-
-def typed_alike(hidden, weight):
-  """`hidden` and `weight`, each plus a zero typed like the other (XLA folds the additions).
-
-  Under shard_map's replication checks (check_vma) a custom VJP must return each cotangent with
-  its input's type, and a loop's carry must keep its type. Typed as varying over every mesh axis
-  that either varies over (hidden over the vocabulary axis, the weight over a data axis), each
-  shard returns its own contribution to d hidden and d weight, and the implicit pvary of the
-  additions transposes into their psum over the shards. Without the checks the additions change
-  nothing, and shard_map sums the cotangents of an input replicated over an axis itself.
-  """
-  return (hidden + jnp.zeros_like(weight, shape=()).astype(hidden.dtype),
-          weight + jnp.zeros_like(hidden, shape=()).astype(weight.dtype))
 
 
 def make(stats_fn, dlogits_fn, *, bv, vd, vocab, label_smoothing, z_loss, axis_name=None,
@@ -161,32 +65,25 @@ def make(stats_fn, dlogits_fn, *, bv, vd, vocab, label_smoothing, z_loss, axis_n
   gradient; shared by the XLA and the Pallas implementations.
 
   With `axis_name`, `stats_fn` and `dlogits_fn` see this shard's weight and shifted labels
-  (`shard_labels`) and `vocab` is the global size: the statistics are combined across shards
-  in the forward, and the backward uses the global lse.
+  (`_linear_blocks.shard_labels`) and `vocab` is the global size: the statistics are combined
+  across shards in the forward, and the backward uses the global lse.
   """
   cfg = dict(vocab=vocab, label_smoothing=label_smoothing, z_loss=z_loss)
   dlogits = functools.partial(dlogits_fn, vd=vd, softcap=softcap, **cfg)
-  grad_fn = functools.partial(backward, bv=bv, vd=vd, dlogits_fn=dlogits)
+  grad_fn = functools.partial(lb.backward, bv=bv, vd=vd, dlogits_fn=dlogits)
   loss_fn = functools.partial(bw.cross_entropy_from_stats, **cfg)
   if axis_name is None:
     f = bw.masked_loss_vjp(stats_fn, grad_fn, loss_fn)
-    return lambda x, labels, valid: f(typed_alike(*x), labels, valid)
-
-  # Each shard's output is the loss on shard 0 and 0 elsewhere; their psum is the loss, exactly,
-  # and psum's transpose hands every shard the loss's cotangent with or without check_vma
-  # (without it, shard_map divides a replicated output's cotangent by the axis size and the
-  # transpose of psum sums it back), so the backward sees the same `g` as on one device.
-  first = lambda stats: jnp.where(lax.axis_index(axis_name) == 0, loss_fn(stats), 0.0)
-  f = bw.masked_loss_vjp(lambda *a: combine_stats(stats_fn(*a), axis_name), grad_fn, first)
-
-  return lambda x, labels, valid: lax.psum(f(typed_alike(*x), labels, valid), axis_name)
+  else:
+    first = lambda stats: lb.on_first_shard(loss_fn(stats), axis_name)
+    f = bw.masked_loss_vjp(lambda *a: combine_stats(stats_fn(*a), axis_name), grad_fn, first)
+  return lb.psum_outputs(f, axis_name)
 
 
 def linear_cross_entropy(hidden, weight, labels, valid, *, vd: bool, label_smoothing=0.0,
                          z_loss=0.0, block_size=None, axis_name=None, softcap=None):
-  v = vocab_size(weight, vd)
-  labels, vocab = shard_labels(labels, weight, vd, axis_name)
-  bv = bw.pick_block(v, block_size, default_block(hidden.shape[0], v, jax.default_backend()))
+  labels, vocab, bv = lb.walk(hidden, weight, labels, vd=vd, block_size=block_size,
+                              axis_name=axis_name)
   f = make(functools.partial(_stats, bv=bv, vd=vd, softcap=softcap), xla_dlogits, bv=bv, vd=vd,
            vocab=vocab, label_smoothing=label_smoothing, z_loss=z_loss, axis_name=axis_name,
            softcap=softcap)
