@@ -327,8 +327,10 @@ def von_mises_kl_divergence(
   valid, (kp, kq) = _common.in_domain(kp, kq, allow_zero=True)
   i0p, i1p = i0e(kp), i1e(kp)
   a = i1p / i0p
-  # log I0(kq) - log I0(kp) + A kp - A kq cos: the e^k scalings are regrouped so that
-  # kp (1 - A) and kq (1 - A cos) stay O(1) for large kappa.
-  out = (jnp.log(i0e(kq)) - jnp.log(i0p) - kp * (i0p - i1p) / i0p
-         + kq * (1 - a * jnp.cos(lp - lq)))
+  # log I0(kq) - log I0(kp) + A kp - A kq cos, with the e^k scalings regrouped so that every
+  # term stays O(1) for large kappa, and written as (kq - kp)(1 - A) + 2 kq A sin²(d/2): each
+  # term is then exactly 0 at p = q, and none cancels against another near it.
+  one_minus_a = (i0p - i1p) / i0p
+  out = (jnp.log(i0e(kq)) - jnp.log(i0p) + (kq - kp) * one_minus_a
+         + 2 * kq * a * jnp.sin(0.5 * (lp - lq)) ** 2)
   return _common.finish(out, dtype, base, valid)
