@@ -5,6 +5,13 @@ tests (`tests/evaluation/test_multidevice.py`) run in the same process as the re
 test keeps running on one device: JAX's default device is the first one, and `jax.jit` places
 its inputs there. Compilations that take a while are kept in a persistent cache under
 `.cache/jax/` (ignored by git), shared by the xdist workers and by the fast and slow tiers.
+
+The tests' arrays are small, so their time goes to compiling, not running: XLA's CPU backend
+compiles them with LLVM's optimisation level 0 (`--xla_backend_optimization_level=0`), which
+cuts a third of the suite's CPU time. That level changes how the generated loops are optimised,
+not the HLO JAX emits nor IEEE arithmetic (XLA:CPU does not use fast-math), so the same code
+paths run. `JAXDIV_TEST_XLA_OPT=1` keeps XLA's default level. Only this process's backend is
+compiled that way: subprocesses (the CLI tests) get the caller's environment back.
 """
 
 from __future__ import annotations
@@ -23,6 +30,16 @@ if str(ROOT) not in sys.path:  # bench/ helpers tested here (bench/forward_grad.
 
 N_CPU_DEVICES = 8
 jax.config.update("jax_num_cpu_devices", N_CPU_DEVICES)
+if not os.environ.get("JAXDIV_TEST_XLA_OPT"):
+  _flags = os.environ.get("XLA_FLAGS")
+  os.environ["XLA_FLAGS"] = f"{_flags or ''} --xla_backend_optimization_level=0".strip()
+  try:
+    jax.devices()  # XLA reads XLA_FLAGS once, when the first backend starts
+  finally:
+    if _flags is None:
+      del os.environ["XLA_FLAGS"]
+    else:
+      os.environ["XLA_FLAGS"] = _flags
 _CACHE = os.environ.get("JAXDIV_TEST_CACHE",  # "" turns the cache off
                         str(ROOT / ".cache" / "jax"))
 if _CACHE:
