@@ -5,7 +5,6 @@ Every core divergence from logits and every loss is differentiated twice
 hold logits of +-1e4, 1e3 and -inf (a masked class), in float32 and float64. Wherever the value
 is finite, every Hessian entry must be finite: the second derivatives of the stable forms must
 not meet ``0 * inf`` (optax's test of ``sigmoid_focal_loss`` asks the same of its losses).
-The float64 Hessians of the core and loss tables run in the slow tier.
 """
 
 from __future__ import annotations
@@ -121,9 +120,6 @@ BINARY_LOSSES = {
     "sigmoid_focal_loss_gamma_1": lambda z: losses.sigmoid_focal_loss(z, Y, gamma=1.0),
 }
 DTYPES = ["float32", "float64"]
-# Each Hessian below is one compilation (2-5 s); the fast tier checks float32, where underflow
-# and overflow come first, and the slow tier float64 as well (same code, other thresholds).
-DTYPES_TIERED = ["float32", pytest.param("float64", marks=pytest.mark.slow)]
 
 
 def _check(values, hessian, name, rows_axes):
@@ -157,7 +153,7 @@ def _pair_hessian(name, dtype, table):
   return jax.jit(lambda pq: fn(pq[0], pq[1])), jax.jit(jax.jacfwd(jax.grad(total)))
 
 
-@pytest.mark.parametrize("dtype", DTYPES_TIERED)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("table,name", [("core", n) for n in CORE] + [("loss", n) for n in LOSSES])
 def test_hessian_finite_at_extreme_logits(table, name, dtype):
   with jax.enable_x64(dtype == "float64"):
