@@ -372,7 +372,14 @@ def test_input_larger_than_memory_budget_runs_in_bounded_memory(big_files):
   assert np.load(d / "big_out.npy", mmap_mode="r").shape == (ROWS,)
 
 
+@pytest.mark.slow
 def test_demo_quick(tmp_path):
+  """`jaxdiv demo --quick` end to end in a fresh process (about a minute on 2 cores).
+
+  Slow tier: the fast tier covers its parts more cheaply (tests/losses/test_flax_example.py
+  trains the same digits teacher and students; tests/evaluation/test_evaluate.py the evaluation
+  it runs; the other tests here the command's wiring).
+  """
   pytest.importorskip("flax")
   pytest.importorskip("sklearn")
   pytest.importorskip("matplotlib")
