@@ -9,6 +9,14 @@ exists. That is 8·N·D·V FLOPs (2 forward, 6 backward) against the 6·N·D·V 
 gradients during the forward pass (Liger-Kernel): the price of per-token losses with arbitrary
 cotangents and of a residual that survives rematerialisation.
 
+Gradient filter (`grad_filter_eps`, opt-in, as Cut Cross-Entropy): the forward also keeps each
+token's largest logit per vocabulary block ([tokens, blocks], `FilterStats`), and the backward
+walks [token block, vocabulary block] tiles, skipping (under `lax.cond`, so their three matmuls
+are not run) every tile whose softmax probabilities are all below the threshold. Only the softmax
+part of the logits' gradient goes through the tiles; the label and smoothing parts are sparse or
+rank one and are added exactly, once, outside them. Every dropped entry of the logits' gradient is
+below `eps · |g| · (1 + 2 z_loss lse)`, which bounds the error of both gradients.
+
 Vocabulary parallelism (`axis_name`, inside `shard_map`): each shard runs the same passes on its
 slice of the weight with labels shifted to its first column; the per-token statistics are
 merged across shards (`combine_stats`) inside the forward, and the backward recomputes the local
@@ -18,6 +26,8 @@ logits against the global lse. Only [tokens] vectors cross devices.
 from __future__ import annotations
 
 import functools
+import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -57,23 +67,42 @@ def block_logits(hidden, w_blk, vd: bool):
   return matmul(hidden, w_blk, ((1,), (1,)) if vd else ((1,), (0,)))
 
 
-def _stats(hidden, weight, labels, *, bv, vd, softcap=None):
+# Token rows of one tile of the filtered backward (its unit of skipping).
+_FILTER_ROWS = 256
+
+
+class FilterStats(NamedTuple):
+  """`CeStats` plus each token's largest logit in each vocabulary block, [tokens, blocks]."""
+
+  lse: jax.Array
+  z_label: jax.Array
+  z_sum: jax.Array
+  block_max: jax.Array
+
+
+def _stats(hidden, weight, labels, *, bv, vd, softcap=None, block_max=False):
+  """Per-token `CeStats`; with `block_max`, `FilterStats` (the filtered backward's input)."""
   v = vocab_size(weight, vd)
+  nv = bw.num_blocks(v, bv)
 
   def body(j, carry):
-    state, z_label, z_sum = carry
+    state, z_label, z_sum, bmax = carry
     c0 = bw.block_start(j, v, bv)
     own = bw.owned(j, c0, bv)
     z = _softcap.apply(block_logits(hidden, weight_block(weight, c0, bv, vd), vd), softcap)
     zl, zs = bw.label_and_sum(z, labels, c0 + jnp.arange(bv), own)
-    return bw.lse_update(state, z, own), z_label + zl, z_sum + zs
+    if block_max:  # over the whole (clamped) block: the tile the backward recomputes
+      bmax = lax.dynamic_update_slice_in_dim(bmax, jnp.max(z, axis=-1)[:, None], j, axis=1)
+    return bw.lse_update(state, z, own), z_label + zl, z_sum + zs, bmax
 
   # Typed like `hidden` (see `typed_alike`), so that under shard_map's replication checks the
   # loop's carry has the type of the logits it accumulates.
   zeros = jnp.zeros_like(hidden[:, 0], jnp.float32)
-  state, z_label, z_sum = bw.fori_blocks(bw.num_blocks(v, bv), body,
-                                         (bw.Lse(zeros - jnp.inf, zeros), zeros, zeros))
-  return bw.CeStats(bw.lse_finish(state), z_label, z_sum)
+  bmax = jnp.zeros_like(hidden, jnp.float32, shape=(hidden.shape[0], nv if block_max else 0))
+  state, z_label, z_sum, bmax = bw.fori_blocks(
+      nv, body, (bw.Lse(zeros - jnp.inf, zeros), zeros, zeros, bmax))
+  stats = bw.CeStats(bw.lse_finish(state), z_label, z_sum)
+  return FilterStats(*stats, bmax) if block_max else stats
 
 
 def xla_dlogits(hidden, w_blk, labels, stats, g, cols, *, vd, softcap=None, **cfg):
@@ -112,6 +141,89 @@ def backward(hidden, weight, labels, stats, g, *, bv, vd, dlogits_fn):
   return dh.astype(hidden.dtype), dw
 
 
+def check_grad_filter(eps) -> float | None:
+  """The filter threshold as a float in (0, 1), None for none (0 is none: nothing is below it),
+  or a clear error naming `grad_filter_eps`."""
+  if eps is None:
+    return None
+  try:
+    eps = float(eps)
+  except (TypeError, ValueError):
+    raise ValueError(f"`grad_filter_eps` must be None or a float in [0, 1); got {eps!r}.") from None
+  if not 0.0 <= eps < 1.0:
+    raise ValueError(f"`grad_filter_eps` must be None or a float in [0, 1); got {eps!r}.")
+  return eps or None
+
+
+def filtered_backward(hidden, weight, labels, stats: FilterStats, g, *, bv, bn, vd, eps,
+                      vocab, label_smoothing, z_loss):
+  """(d hidden, d weight) with the gradient filter: `backward`'s result, less the softmax
+  entries of every [bn, bv] tile in which they are all below `eps` (those tiles are skipped).
+
+  The logits' gradient is split as (softmax part) - (label part) - (smoothing part): the
+  softmax part `p · g (1 + 2 z_loss lse)` goes tile by tile; the label part (a one-hot per
+  token) is a gather and a scatter, and the smoothing part (ls g / V on every entry) is rank
+  one, both added exactly. A tile is kept unless every one of its tokens that has a gradient
+  has `max logit - lse < log eps` there (a NaN keeps it, so NaN still propagates).
+  """
+  n, v = hidden.shape[0], vocab_size(weight, vd)
+  nv, nb = bw.num_blocks(v, bv), bw.num_blocks(n, bn)
+  lse = bw.lse_shift(stats.lse)
+  scale = g * (1.0 + 2.0 * z_loss * lse) if z_loss else g
+  negligible = (stats.block_max - lse[:, None] < math.log(eps)) | (g == 0)[:, None]
+  h32 = hidden.astype(jnp.float32)
+
+  def vocab_block(j, carry):
+    dh, dw = carry
+    c0 = bw.block_start(j, v, bv)
+    w_blk = weight_block(weight, c0, bv, vd)
+    col_own = bw.owned(j, c0, bv)
+
+    def token_block(i, carry):
+      dh, dw_blk = carry
+      r0 = bw.block_start(i, n, bn)
+      skip = jnp.all(lax.dynamic_slice(negligible, (r0, j), (bn, 1)))
+
+      def tile(carry):
+        dh, dw_blk = carry
+        h = lax.dynamic_slice_in_dim(hidden, r0, bn)
+        x = block_logits(h, w_blk, vd)
+        s = lax.dynamic_slice_in_dim(scale, r0, bn) * bw.owned(i, r0, bn)  # rows counted once
+        d = (jnp.exp(x - lax.dynamic_slice_in_dim(lse, r0, bn)[:, None]) * s[:, None])
+        d = d.astype(hidden.dtype)
+        d_own = jnp.where(col_own, d, jnp.zeros((), d.dtype))
+        dh_rows = lax.dynamic_slice_in_dim(dh, r0, bn) + matmul(
+            d_own, w_blk, ((1,), (0,)) if vd else ((1,), (1,)))
+        dh = lax.dynamic_update_slice_in_dim(dh, dh_rows, r0, 0)
+        dw_blk = dw_blk + (matmul(d, h, ((0,), (0,))) if vd else matmul(h, d, ((0,), (0,))))
+        return dh, dw_blk
+
+      return lax.cond(skip, lambda c: c, tile, (dh, dw_blk))
+
+    dw_blk = jnp.zeros_like(w_blk, jnp.float32)
+    dh, dw_blk = bw.fori_blocks(nb, token_block, (dh, dw_blk))
+    return dh, lax.dynamic_update_slice_in_dim(dw, dw_blk, c0, axis=0 if vd else 1)
+
+  init = (jnp.zeros_like(h32), jnp.zeros_like(weight, jnp.float32))
+  dh, dw = bw.fori_blocks(nv, vocab_block, init)
+  # The label part: -(1 - ls) g on each token's label column (labels outside this weight's
+  # columns, ignored or on another shard, match nothing).
+  hit = (labels >= 0) & (labels < v)
+  gy = jnp.where(hit, (1.0 - label_smoothing) * g, 0.0)
+  y = jnp.where(hit, labels, 0)
+  w_y = jnp.take(weight, y, axis=0 if vd else 1).astype(jnp.float32)  # [n, d] or [d, n]
+  dh = dh - gy[:, None] * (w_y if vd else w_y.T)
+  rows = gy[:, None] * h32  # [n, d]
+  dw = dw.at[y].add(-rows) if vd else dw.at[:, y].add(-rows.T)
+  if label_smoothing:  # -ls g / V on every entry: a rank-one term
+    gs = label_smoothing / vocab * g
+    w_sum = jnp.sum(weight.astype(jnp.float32), axis=0 if vd else 1)  # [d]
+    dh = dh - gs[:, None] * w_sum
+    col = jnp.sum(gs[:, None] * h32, axis=0)  # [d]
+    dw = dw - (col[None, :] if vd else col[:, None])
+  return dh.astype(hidden.dtype), dw.astype(weight.dtype)
+
+
 def shard_labels(labels, weight, vd: bool, axis_name):
   """(labels relative to this shard's first column, size of the whole vocabulary).
 
@@ -137,8 +249,11 @@ def combine_stats(stats: bw.CeStats, axis_name) -> bw.CeStats:
   sum through psum (the label's shard contributes it, the others 0)."""
   m = _numerics.pmax(stats.lse, axis_name)
   s = _numerics.psum(jnp.exp(stats.lse - bw.finite_or_zero(m)), axis_name)
-  return bw.CeStats(bw.lse_finish(bw.Lse(m, s)), _numerics.psum(stats.z_label, axis_name),
-                    _numerics.psum(stats.z_sum, axis_name))
+  # `_replace` keeps a `FilterStats`' block maxima, which stay local (compared with the global
+  # lse in the backward).
+  return stats._replace(lse=bw.lse_finish(bw.Lse(m, s)),
+                        z_label=_numerics.psum(stats.z_label, axis_name),
+                        z_sum=_numerics.psum(stats.z_sum, axis_name))
 
 
 def typed_alike(hidden, weight):
@@ -156,17 +271,19 @@ def typed_alike(hidden, weight):
 
 
 def make(stats_fn, dlogits_fn, *, bv, vd, vocab, label_smoothing, z_loss, axis_name=None,
-         softcap=None):
+         softcap=None, grad_fn=None):
   """The fused loss `f((hidden, weight), labels, valid)` from a stats pass and a block
   gradient; shared by the XLA and the Pallas implementations.
 
   With `axis_name`, `stats_fn` and `dlogits_fn` see this shard's weight and shifted labels
   (`shard_labels`) and `vocab` is the global size: the statistics are combined across shards
-  in the forward, and the backward uses the global lse.
+  in the forward, and the backward uses the global lse. `grad_fn(hidden, weight, labels, stats,
+  g)`, when given, replaces the blockwise backward of `dlogits_fn`.
   """
   cfg = dict(vocab=vocab, label_smoothing=label_smoothing, z_loss=z_loss)
-  dlogits = functools.partial(dlogits_fn, vd=vd, softcap=softcap, **cfg)
-  grad_fn = functools.partial(backward, bv=bv, vd=vd, dlogits_fn=dlogits)
+  if grad_fn is None:
+    dlogits = functools.partial(dlogits_fn, vd=vd, softcap=softcap, **cfg)
+    grad_fn = functools.partial(backward, bv=bv, vd=vd, dlogits_fn=dlogits)
   loss_fn = functools.partial(bw.cross_entropy_from_stats, **cfg)
   if axis_name is None:
     f = bw.masked_loss_vjp(stats_fn, grad_fn, loss_fn)
@@ -183,11 +300,20 @@ def make(stats_fn, dlogits_fn, *, bv, vd, vocab, label_smoothing, z_loss, axis_n
 
 
 def linear_cross_entropy(hidden, weight, labels, valid, *, vd: bool, label_smoothing=0.0,
-                         z_loss=0.0, block_size=None, axis_name=None, softcap=None):
+                         z_loss=0.0, block_size=None, axis_name=None, softcap=None,
+                         grad_filter_eps=None):
   v = vocab_size(weight, vd)
   labels, vocab = shard_labels(labels, weight, vd, axis_name)
   bv = bw.pick_block(v, block_size, default_block(hidden.shape[0], v, jax.default_backend()))
-  f = make(functools.partial(_stats, bv=bv, vd=vd, softcap=softcap), xla_dlogits, bv=bv, vd=vd,
-           vocab=vocab, label_smoothing=label_smoothing, z_loss=z_loss, axis_name=axis_name,
-           softcap=softcap)
+  grad_fn = None
+  if grad_filter_eps is not None:
+    if softcap is not None:  # the cap's derivative would make the smoothing part dense
+      raise ValueError("`grad_filter_eps` does not support `softcap`; pass one of them.")
+    grad_fn = functools.partial(
+        filtered_backward, bv=bv, bn=min(_FILTER_ROWS, hidden.shape[0]), vd=vd,
+        eps=grad_filter_eps, vocab=vocab, label_smoothing=label_smoothing, z_loss=z_loss)
+  stats_fn = functools.partial(_stats, bv=bv, vd=vd, softcap=softcap,
+                               block_max=grad_filter_eps is not None)
+  f = make(stats_fn, xla_dlogits, bv=bv, vd=vd, vocab=vocab, label_smoothing=label_smoothing,
+           z_loss=z_loss, axis_name=axis_name, softcap=softcap, grad_fn=grad_fn)
   return f((hidden, weight), labels, valid)
