@@ -98,11 +98,12 @@ def fused_linear_cross_entropy(
       `bench/kernels.py`.)
     grad_filter_eps: None (exact gradients, the default) or a threshold in [0, 1) (static;
       0 is None): an opt-in approximation of the backward pass, as Cut Cross-Entropy's gradient
-      filter. Tiles of 256 tokens by one vocabulary block in which every softmax probability is
-      below the threshold are skipped (not computed); every entry of the logits' gradient it
-      drops is below `grad_filter_eps · |g| · (1 + 2 z_loss lse)` for the token's cotangent g,
-      and the label and smoothing parts are kept exactly. The loss is unchanged. "chunked"
-      only (the default when it is set), without `softcap`; float64 inputs stay exact.
+      filter. Tiles of 64 tokens by one vocabulary block (512 unless `block_size`) in which
+      every softmax probability is below the threshold are skipped (not computed); every entry
+      of the logits' gradient it drops is below `grad_filter_eps · |g| · (1 + 2 z_loss lse)`
+      for the token's cotangent g, and the label and smoothing parts are kept exactly. The
+      loss is unchanged. "chunked" only (the default when it is set), without `softcap`;
+      float64 inputs stay exact.
   Returns:
     [...] per-token loss in the promoted dtype of `hidden` and `weight`.
 
