@@ -158,23 +158,18 @@ def check_grad_filter(eps) -> float | None:
   return eps or None
 
 
-def filtered_backward(hidden, weight, labels, stats: FilterStats, g, *, bv, bn, vd, eps,
-                      vocab, label_smoothing, z_loss):
-  """(d hidden, d weight) with the gradient filter: `backward`'s result, less the softmax
-  entries of every [bn, bv] tile in which they are all below `eps` (those tiles are skipped).
+def tiled_backward(hidden, weight, *, bv, bn, vd, tile_dlogits, skip=None):
+  """(d hidden, d weight), float32, walking [bn tokens, bv vocabulary] tiles: each vocabulary
+  block's d weight is accumulated over the token blocks, then written into place.
 
-  The logits' gradient is split as (softmax part) - (label part) - (smoothing part): the
-  softmax part `p · g (1 + 2 z_loss lse)` goes tile by tile; the label part (a one-hot per
-  token) is a gather and a scatter, and the smoothing part (ls g / V on every entry) is rank
-  one, both added exactly. A tile is kept unless every one of its tokens that has a gradient
-  has `max logit - lse < log eps` there (a NaN keeps it, so NaN still propagates).
+  `tile_dlogits(r0, h, w_blk, cols)` gives the float32 [bn, bv] gradient of the tile's logits
+  (rows r0.. of `hidden`, `h`; the weight block `w_blk` at global columns `cols`), cast to the
+  activation dtype before both matmuls. With `skip(r0, j)` (a bool scalar), a tile for which it
+  is True is not computed (`lax.cond`: its three matmuls do not run). The clamped last blocks
+  overlap their predecessors: a row and a column count once in d hidden; an overlapping block's
+  d weight columns are written again with its own values.
   """
   n, v = hidden.shape[0], vocab_size(weight, vd)
-  nv, nb = bw.num_blocks(v, bv), bw.num_blocks(n, bn)
-  lse = bw.lse_shift(stats.lse)
-  scale = g * (1.0 + 2.0 * z_loss * lse) if z_loss else g
-  negligible = (stats.block_max - lse[:, None] < math.log(eps)) | (g == 0)[:, None]
-  h32 = hidden.astype(jnp.float32)
 
   def vocab_block(j, carry):
     dh, dw = carry
@@ -183,32 +178,58 @@ def filtered_backward(hidden, weight, labels, stats: FilterStats, g, *, bv, bn, 
     col_own = bw.owned(j, c0, bv)
 
     def token_block(i, carry):
-      dh, dw_blk = carry
       r0 = bw.block_start(i, n, bn)
-      skip = jnp.all(lax.dynamic_slice(negligible, (r0, j), (bn, 1)))
 
       def tile(carry):
         dh, dw_blk = carry
         h = lax.dynamic_slice_in_dim(hidden, r0, bn)
-        x = block_logits(h, w_blk, vd)
-        s = lax.dynamic_slice_in_dim(scale, r0, bn) * bw.owned(i, r0, bn)  # rows counted once
-        d = (jnp.exp(x - lax.dynamic_slice_in_dim(lse, r0, bn)[:, None]) * s[:, None])
-        d = d.astype(hidden.dtype)
-        d_own = jnp.where(col_own, d, jnp.zeros((), d.dtype))
+        d = tile_dlogits(r0, h, w_blk, c0 + jnp.arange(bv)).astype(hidden.dtype)
+        own = bw.owned(i, r0, bn)[:, None]
+        d_own = jnp.where(own & col_own, d, jnp.zeros((), d.dtype))
         dh_rows = lax.dynamic_slice_in_dim(dh, r0, bn) + matmul(
             d_own, w_blk, ((1,), (0,)) if vd else ((1,), (1,)))
         dh = lax.dynamic_update_slice_in_dim(dh, dh_rows, r0, 0)
-        dw_blk = dw_blk + (matmul(d, h, ((0,), (0,))) if vd else matmul(h, d, ((0,), (0,))))
+        d_rows = jnp.where(own, d, jnp.zeros((), d.dtype))
+        dw_blk = dw_blk + (matmul(d_rows, h, ((0,), (0,))) if vd
+                           else matmul(h, d_rows, ((0,), (0,))))
         return dh, dw_blk
 
-      return lax.cond(skip, lambda c: c, tile, (dh, dw_blk))
+      if skip is None:
+        return tile(carry)
+      return lax.cond(skip(r0, j), lambda c: c, tile, carry)
 
-    dw_blk = jnp.zeros_like(w_blk, jnp.float32)
-    dh, dw_blk = bw.fori_blocks(nb, token_block, (dh, dw_blk))
+    dh, dw_blk = bw.fori_blocks(bw.num_blocks(n, bn), token_block,
+                                (dh, jnp.zeros_like(w_blk, jnp.float32)))
     return dh, lax.dynamic_update_slice_in_dim(dw, dw_blk, c0, axis=0 if vd else 1)
 
-  init = (jnp.zeros_like(h32), jnp.zeros_like(weight, jnp.float32))
-  dh, dw = bw.fori_blocks(nv, vocab_block, init)
+  init = (jnp.zeros_like(hidden, jnp.float32), jnp.zeros_like(weight, jnp.float32))
+  return bw.fori_blocks(bw.num_blocks(v, bv), vocab_block, init)
+
+
+def filtered_backward(hidden, weight, labels, stats: FilterStats, g, *, bv, bn, vd, eps,
+                      vocab, label_smoothing, z_loss):
+  """(d hidden, d weight) with the gradient filter: `backward`'s result, less the softmax
+  entries of every [bn, bv] tile in which they are all below `eps` (those tiles are skipped).
+
+  The logits' gradient is split as (softmax part) - (label part) - (smoothing part): the
+  softmax part `p · g (1 + 2 z_loss lse)` goes tile by tile (`tiled_backward`); the label part
+  (a one-hot per token) is a gather and a scatter, and the smoothing part (ls g / V on every
+  entry) is rank one, both added exactly. A tile is kept unless every one of its tokens that
+  has a gradient has `max logit - lse < log eps` there (a NaN keeps it, so NaN propagates).
+  """
+  v = vocab_size(weight, vd)
+  lse = bw.lse_shift(stats.lse)
+  scale = g * (1.0 + 2.0 * z_loss * lse) if z_loss else g
+  negligible = (stats.block_max - lse[:, None] < math.log(eps)) | (g == 0)[:, None]
+  h32 = hidden.astype(jnp.float32)
+
+  def softmax_part(r0, h, w_blk, cols):
+    rows = lambda a: lax.dynamic_slice_in_dim(a, r0, h.shape[0])
+    return jnp.exp(block_logits(h, w_blk, vd) - rows(lse)[:, None]) * rows(scale)[:, None]
+
+  skip = lambda r0, j: jnp.all(lax.dynamic_slice(negligible, (r0, j), (bn, 1)))
+  dh, dw = tiled_backward(hidden, weight, bv=bv, bn=bn, vd=vd, tile_dlogits=softmax_part,
+                          skip=skip)
   # The label part: -(1 - ls) g on each token's label column (labels outside this weight's
   # columns, ignored or on another shard, match nothing).
   hit = (labels >= 0) & (labels < v)
