@@ -151,14 +151,17 @@ _CHECK = "check_vma" if "check_vma" in inspect.signature(shard_map).parameters e
 @pytest.mark.skipif(len(jax.devices("cpu")) < 4, reason="needs 4 CPU devices")
 @pytest.mark.parametrize("check", [True, False], ids=["check_vma", "no_check"])
 @pytest.mark.parametrize("layout", ["dv", "vd"])
-def test_vocab_parallel_equals_one_device(layout, check):
+@pytest.mark.parametrize("eps,smoothing", [(0.05, 0.1), (0.05, 0.0), (None, 0.0)])
+def test_vocab_parallel_equals_one_device(eps, smoothing, layout, check):
   """4 vocabulary shards of 250 columns: the filter keeps each shard's block maxima and
-  compares them with the global lse, so it skips the same tiles as one device does."""
+  compares them with the global lse, so it skips the same tiles as one device does. Without
+  label smoothing the label logits are gathered on the shard that holds them (also exact)."""
   k = 4
   h, w, y, where = _inputs(3, scale=8.0)
   w_in = jnp.asarray(w.T if layout == "vd" else w, jnp.float32)
   h, y, where = jnp.asarray(h, jnp.float32), jnp.asarray(y), jnp.asarray(where)
-  kw = dict(weight_layout=layout, block_size=125, grad_filter_eps=0.05, **OPTIONS)
+  kw = dict(weight_layout=layout, block_size=125, grad_filter_eps=eps,
+            **dict(OPTIONS, label_smoothing=smoothing))
   mesh = Mesh(np.array(jax.devices("cpu")[:k]), ("vocab",))
   w_spec = P("vocab", None) if layout == "vd" else P(None, "vocab")
   sharded = shard_map(lambda h, w, y, m: flce(h, w, y, where=m, axis_name="vocab", **kw),

@@ -1,7 +1,8 @@
 """Fused linear cross-entropy, blockwise over the vocabulary, with an lse-only residual.
 
 Forward: for each vocabulary block, logits = hidden @ W_block (float32 accumulation) feed an
-online logsumexp; only (lse, z[y], sum z) per token survive. Backward: each block's logits are
+online logsumexp; only (lse, z[y], sum z) per token survive (z[y] gathered, one dot product a
+token, and sum z left out, when there is no label smoothing). Backward: each block's logits are
 recomputed, its softmax gradient is cast to the activation dtype, then
 `d_hidden += d_logits @ W_block^T` (float32 accumulator) and `d_W_block = hidden^T @ d_logits`
 is written into place, so no [d, vocab] accumulator is carried and no [tokens, vocab] array
@@ -83,8 +84,21 @@ class FilterStats(NamedTuple):
   block_max: jax.Array
 
 
-def _stats(hidden, weight, labels, *, bv, vd, softcap=None, block_max=False):
-  """Per-token `CeStats`; with `block_max`, `FilterStats` (the filtered backward's input)."""
+def label_logits(hidden, weight, labels, vd: bool, softcap=None):
+  """[tokens] float32 logit of each token's label (0 for a label outside this weight's
+  columns): one gathered column and a dot product per token, instead of a pass over every
+  block of logits."""
+  hit = (labels >= 0) & (labels < vocab_size(weight, vd))
+  w_y = jnp.take(weight, jnp.where(hit, labels, 0), axis=0 if vd else 1)
+  w_y = (w_y if vd else w_y.T).astype(jnp.float32)  # [tokens, d]
+  z = jnp.sum(hidden.astype(jnp.float32) * w_y, axis=-1)
+  return jnp.where(hit, _softcap.apply(z, softcap), 0.0)
+
+
+def _stats(hidden, weight, labels, *, bv, vd, softcap=None, block_max=False, sums=True):
+  """Per-token `CeStats`; with `block_max`, `FilterStats` (the filtered backward's input).
+  Without `sums` (no label smoothing) the row sums are left 0 and the label logits are
+  gathered (`label_logits`), so the blocks feed the logsumexp alone."""
   v = vocab_size(weight, vd)
   nv = bw.num_blocks(v, bv)
 
@@ -93,10 +107,14 @@ def _stats(hidden, weight, labels, *, bv, vd, softcap=None, block_max=False):
     c0 = bw.block_start(j, v, bv)
     own = bw.owned(j, c0, bv)
     z = _softcap.apply(block_logits(hidden, weight_block(weight, c0, bv, vd), vd), softcap)
-    zl, zs = bw.label_and_sum(z, labels, c0 + jnp.arange(bv), own)
+    if sums:
+      zl, zs = bw.label_and_sum(z, labels, c0 + jnp.arange(bv), own)
+      z_label, z_sum = z_label + zl, z_sum + zs
     if block_max:  # over the whole (clamped) block: the tile the backward recomputes
       bmax = lax.dynamic_update_slice_in_dim(bmax, jnp.max(z, axis=-1)[:, None], j, axis=1)
-    return bw.lse_update(state, z, own), z_label + zl, z_sum + zs, bmax
+    # The block's exponentials are written before they are summed, so that XLA:CPU vectorises
+    # them (`lse_update`); the [tokens, bv] buffer is the logits' own size.
+    return bw.lse_update(state, z, own, materialize=True), z_label, z_sum, bmax
 
   # Typed like `hidden` (see `typed_alike`), so that under shard_map's replication checks the
   # loop's carry has the type of the logits it accumulates.
@@ -104,6 +122,8 @@ def _stats(hidden, weight, labels, *, bv, vd, softcap=None, block_max=False):
   bmax = jnp.zeros_like(hidden, jnp.float32, shape=(hidden.shape[0], nv if block_max else 0))
   state, z_label, z_sum, bmax = bw.fori_blocks(
       nv, body, (bw.Lse(zeros - jnp.inf, zeros), zeros, zeros, bmax))
+  if not sums:
+    z_label = z_label + label_logits(hidden, weight, labels, vd, softcap)
   stats = bw.CeStats(bw.lse_finish(state), z_label, z_sum)
   return FilterStats(*stats, bmax) if block_max else stats
 
@@ -340,7 +360,7 @@ def linear_cross_entropy(hidden, weight, labels, valid, *, vd: bool, label_smoot
         filtered_backward, bv=bv, bn=min(_FILTER_ROWS, hidden.shape[0]), vd=vd,
         eps=grad_filter_eps, vocab=vocab, label_smoothing=label_smoothing, z_loss=z_loss)
   stats_fn = functools.partial(_stats, bv=bv, vd=vd, softcap=softcap,
-                               block_max=grad_filter_eps is not None)
+                               block_max=grad_filter_eps is not None, sums=bool(label_smoothing))
   f = make(stats_fn, xla_dlogits, bv=bv, vd=vd, vocab=vocab, label_smoothing=label_smoothing,
            z_loss=z_loss, axis_name=axis_name, softcap=softcap, grad_fn=grad_fn)
   return f((hidden, weight), labels, valid)
