@@ -103,7 +103,9 @@ def fused_linear_cross_entropy(
       of the logits' gradient it drops is below `grad_filter_eps · |g| · (1 + 2 z_loss lse)`
       for the token's cotangent g, and the label and smoothing parts are kept exactly. The
       loss is unchanged. "chunked" only (the default when it is set), without `softcap`;
-      float64 inputs stay exact.
+      float64 inputs stay exact. On a 2-core CPU it did not pay: on a trained LM head (D=128,
+      V=16384) 2^-12 skipped 27% of the tiles, but the small tiles ran at about half the exact
+      path's speed, and the error of d hidden was 6% (`bench/kernels.py --only filter`).
   Returns:
     [...] per-token loss in the promoted dtype of `hidden` and `weight`.
 
