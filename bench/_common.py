@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -96,3 +97,31 @@ def table(rows: list[dict], columns: list[str]) -> str:
   widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
   line = lambda xs: "  ".join(x.ljust(w) for x, w in zip(xs, widths))
   return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def main(name: str, bench, doc: str, tables, argv=None, *, header=None, plot=None) -> str:
+  """The command line of one bench group: `--quick`, then `bench(quick)`, its tables printed,
+  its JSON written (`write_json`) and, with `plot(rows, png_path)`, its plot.
+
+  Args:
+    name: the group (the JSON's name, with "-quick" for quick runs).
+    bench: `bench(quick) -> dict` of the group.
+    doc: the module docstring (its first line is the description).
+    tables: `(key, columns)` pairs: `result[key]` is printed as a table of `columns`.
+    argv: the arguments (default: the command line).
+    header: optional `header(result) -> str`, printed before the tables.
+    plot: optional `plot(rows, path)` of `result["rows"]`.
+  """
+  parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+  parser.add_argument("--quick", action="store_true", help="smaller shapes")
+  args = parser.parse_args(argv)
+  result = bench(args.quick)
+  if header is not None:
+    print(header(result))
+  for key, columns in tables:
+    print(table(result[key], columns))
+  path = write_json(name + ("-quick" if args.quick else ""), result)
+  if plot is not None:
+    plot(result["rows"], path[:-5] + ".png")
+  print("wrote", path)
+  return path

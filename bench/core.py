@@ -13,7 +13,6 @@ bandwidth measured in this run, over the measured time.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -277,15 +276,9 @@ def plot(rows: list[dict], path: str, title: str) -> str:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="smaller shapes")
-  args = parser.parse_args(argv)
-  result = bench(args.quick)
-  print(f"bandwidth {result['bandwidth']['GBps']:.1f} GB/s")
-  print(_common.table(result["rows"], COLUMNS))
-  path = _common.write_json("core" + ("-quick" if args.quick else ""), result)
-  plot(result["rows"], path[:-5] + ".png", "core divergences, CPU")
-  print("wrote", path)
+  _common.main("core", bench, __doc__, [("rows", COLUMNS)], argv,
+               header=lambda r: f"bandwidth {r['bandwidth']['GBps']:.1f} GB/s",
+               plot=lambda rows, png: plot(rows, png, "core divergences, CPU"))
 
 
 if __name__ == "__main__":

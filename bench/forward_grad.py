@@ -22,7 +22,7 @@ from jax import lax
 
 from jaxdiv.kernels import _args
 from jaxdiv.kernels import _blockwise as bw
-from jaxdiv.kernels.linear_cross_entropy import chunked_xla
+from jaxdiv.kernels import _linear_blocks as lb
 
 # One [tokens, vocab] float32 block of logits is the largest temporary: keep it near this size.
 _BLOCK_BYTES = 16 << 20
@@ -48,7 +48,7 @@ def _grads(hidden, weight, labels, valid, *, vd, rows, scale, vocab, label_smoot
     h = lax.dynamic_slice_in_dim(hidden, r0, rows)
     y = lax.dynamic_slice_in_dim(labels, r0, rows)
     ok = lax.dynamic_slice_in_dim(valid, r0, rows)
-    z = chunked_xla.block_logits(h, weight, vd)
+    z = lb.block_logits(h, weight, vd)
     lse = bw.lse_finish(bw.lse_update(bw.lse_init((rows,)), z))
     stats = bw.CeStats(lse, *bw.label_and_sum(z, y, cols, sums=bool(label_smoothing)))
     loss = jnp.where(ok, bw.cross_entropy_from_stats(stats, **cfg), 0.0)
@@ -58,11 +58,11 @@ def _grads(hidden, weight, labels, valid, *, vd, rows, scale, vocab, label_smoot
       return total, dh, dw
     g = jnp.where(ok, scale, 0.0)
     d = bw.cross_entropy_dlogits(z, stats.lse, y, cols, g, **cfg).astype(hidden.dtype)
-    dh_blk = chunked_xla.matmul(d, weight, ((1,), (0,)) if vd else ((1,), (1,)))
+    dh_blk = lb.matmul(d, weight, ((1,), (0,)) if vd else ((1,), (1,)))
     dh = lax.dynamic_update_slice_in_dim(dh, dh_blk.astype(dh.dtype), r0, 0)
     d_own = jnp.where(own[:, None], d, jnp.zeros((), d.dtype))
-    dw = dw + (chunked_xla.matmul(d_own, h, ((0,), (0,))) if vd
-               else chunked_xla.matmul(h, d_own, ((0,), (0,))))
+    dw = dw + (lb.matmul(d_own, h, ((0,), (0,))) if vd
+               else lb.matmul(h, d_own, ((0,), (0,))))
     return total, dh, dw
 
   init = (jnp.zeros((), jnp.float32), jnp.zeros(hidden.shape, hidden.dtype),
@@ -74,7 +74,7 @@ def linear_cross_entropy(hidden, weight, labels, valid, *, vd: bool, reduction: 
                          label_smoothing=0.0, z_loss=0.0, block_size=None):
   """The mean (over `valid` tokens; 0 if there are none) or the sum of the per-token loss."""
   n = hidden.shape[0]
-  vocab = chunked_xla.vocab_size(weight, vd)
+  vocab = lb.vocab_size(weight, vd)
   rows = bw.pick_block(n, block_size, default_rows(n, vocab))
   run = functools.partial(_grads, vd=vd, rows=rows, vocab=vocab,
                           label_smoothing=label_smoothing, z_loss=z_loss)

@@ -14,7 +14,6 @@ error.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -178,14 +177,7 @@ def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None) 
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="fewer rows")
-  args = parser.parse_args(argv)
-  result = bench(args.quick)
-  print(_common.table(result["rows"], COLUMNS))
-  print(_common.table(result["accuracy"], ACC_COLUMNS))
-  path = _common.write_json("hand" + ("-quick" if args.quick else ""), result)
-  print("wrote", path)
+  _common.main("hand", bench, __doc__, [("rows", COLUMNS), ("accuracy", ACC_COLUMNS)], argv)
 
 
 if __name__ == "__main__":

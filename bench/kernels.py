@@ -282,6 +282,7 @@ def bench_filter(quick, eps_list=(2.0 ** -12, 2.0 ** -16), reps=5):
   random weights: value-and-grad time against the exact chunked path, the fraction of
   [64 tokens x 512 vocabulary] tiles skipped, and the error of the loss and of the gradients
   (relative, Frobenius) against a float64 reference, beside the exact path's own error."""
+  from jaxdiv.kernels import _linear_blocks
   from jaxdiv.kernels.linear_cross_entropy import chunked_xla
   from jaxdiv.kernels.linear_cross_entropy import reference
 
@@ -300,7 +301,7 @@ def bench_filter(quick, eps_list=(2.0 ** -12, 2.0 ** -16), reps=5):
     z = np.asarray(h64 @ w64)
   p = np.exp(z - np.log(np.sum(np.exp(z - z.max(1, keepdims=True)), 1, keepdims=True))
              - z.max(1, keepdims=True))
-  bv = min(chunked_xla.default_block(n, v, jax.default_backend()), chunked_xla._FILTER_BLOCK)
+  bv = min(_linear_blocks.default_block(n, v, jax.default_backend()), chunked_xla._FILTER_BLOCK)
   bn = min(chunked_xla._FILTER_ROWS, n)
   starts = lambda size, b: [min(i * b, size - b) for i in range(-(-size // b))]  # clamped
   tile_max = np.array([[p[r:r + bn, c:c + bv].max() for c in starts(v, bv)]

@@ -9,7 +9,6 @@ forward+VJP of the summed loss with respect to the model output. Columns as in b
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -92,14 +91,8 @@ def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None) 
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true", help="smaller shapes")
-  args = parser.parse_args(argv)
-  result = bench(args.quick)
-  print(_common.table(result["rows"], core.COLUMNS))
-  path = _common.write_json("losses" + ("-quick" if args.quick else ""), result)
-  core.plot(result["rows"], path[:-5] + ".png", "jaxdiv.losses vs optax.losses, CPU")
-  print("wrote", path)
+  _common.main("losses", bench, __doc__, [("rows", core.COLUMNS)], argv,
+               plot=lambda rows, png: core.plot(rows, png, "jaxdiv.losses vs optax.losses, CPU"))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 # (the kernels' private modules), then the ops, each building only on those below it.
 KERNEL_LAYERS: tuple[tuple[str, ...], ...] = (
     ("jaxdiv.kernels._args", "jaxdiv.kernels._blockwise", "jaxdiv.kernels._dispatch",
-     "jaxdiv.kernels._pallas_gpu", "jaxdiv.kernels._shapes", "jaxdiv.kernels._softcap"),
+     "jaxdiv.kernels._shapes", "jaxdiv.kernels._softcap"),
+    # The walk over vocabulary blocks of a fused linear head (built on `_blockwise`), then the
+    # tile code of the Pallas GPU kernels (its fused-linear walk built on that).
+    ("jaxdiv.kernels._linear_blocks",),
+    ("jaxdiv.kernels._pallas_gpu",),
     ("jaxdiv.kernels.cross_entropy",),
     ("jaxdiv.kernels.linear_cross_entropy",),
     ("jaxdiv.kernels.distillation", "jaxdiv.kernels.token_log_probs"),

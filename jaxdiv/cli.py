@@ -164,11 +164,10 @@ def _table(res, args, shape, dtype) -> str:
 
 def _check_command(args, spec, params):
   """The checks that need neither the data nor JAX."""
-  extra = sorted(set(params) - set(spec.params))
+  extra, missing = spec.unknown_and_missing(params)
   if extra:
     raise UsageError(f"{spec.name} takes no --{', --'.join(extra)}"
                      f" (it takes: {', '.join('--' + k for k in spec.params) or 'no parameter'})")
-  missing = [k for k in spec.required if k not in params]
   if missing:
     raise UsageError(f"{spec.name} needs --{', --'.join(missing)}")
   if spec.n_inputs == 2 and args.q is None:
@@ -197,15 +196,16 @@ def _check_command(args, spec, params):
 def _check_destinations(args, paths):
   """Before any work: no output is an input, --out is not --summary, both can be written."""
   from jaxdiv.evaluation import check_destination
+  from jaxdiv.evaluation import overwritten_input
   from jaxdiv.evaluation import same_file
 
   outs = [(flag, path) for flag, path in (("--out", args.out), ("--summary", args.summary))
           if path is not None]
   for flag, path in outs:
-    for i, src in enumerate(paths):
-      if same_file(path, src):
-        raise UsageError(f"{flag} {path} is the input {'PQ'[i]} ({src}): it would be"
-                         " overwritten; choose another name")
+    hit = overwritten_input(path, zip("PQ", paths))
+    if hit is not None:
+      raise UsageError(f"{flag} {path} is the input {hit[0]} ({hit[1]}): it would be"
+                       " overwritten; choose another name")
   if len(outs) == 2 and (os.path.realpath(args.out) == os.path.realpath(args.summary)
                          or same_file(args.out, args.summary)):
     raise UsageError(f"--out and --summary name the same file {args.out}; give two names")

@@ -11,6 +11,7 @@ from jaxdiv.evaluation._io import InputError
 from jaxdiv.evaluation._io import atomic_write_text
 from jaxdiv.evaluation._io import check_destination
 from jaxdiv.evaluation._io import open_array
+from jaxdiv.evaluation._io import overwritten_input
 from jaxdiv.evaluation._io import parse_size
 from jaxdiv.evaluation._io import same_file
 from jaxdiv.evaluation._registry import DIVERGENCES
@@ -32,6 +33,7 @@ __all__ = [
     "check_destination",
     "evaluate",
     "open_array",
+    "overwritten_input",
     "parse_size",
     "same_file",
 ]

@@ -88,11 +88,10 @@ def _arguments(divergence, from_logits, batch_size, reductions, nan_policy, prog
   spec = resolve(divergence)
   kwargs = dict(divergence_kwargs)
   if spec.n_inputs:  # a named divergence: check its hyperparameters here, clearly
-    extra = set(kwargs) - set(spec.params) - {"where"}
+    extra, missing = spec.unknown_and_missing(set(kwargs) - {"where"})
     if extra:
-      raise TypeError(f"{spec.name} takes no parameter(s) {sorted(extra)}; it takes"
+      raise TypeError(f"{spec.name} takes no parameter(s) {extra}; it takes"
                       f" {list(spec.params) or 'none'}")
-    missing = [k for k in spec.required if k not in kwargs]
     if missing:
       raise TypeError(f"{spec.name} needs the parameter(s) {missing}")
     kwargs["from_logits"] = from_logits
@@ -104,12 +103,13 @@ def _arguments(divergence, from_logits, batch_size, reductions, nan_policy, prog
 def _check_out(out, sources, names):
   """Refuses, before any work, an `out` path that cannot be written or that is an input."""
   path = _io.check_destination(out, "out")
-  for s, name in zip(sources or (), names):
-    if s.file is not None and _io.same_file(path, s.file):
-      raise _io.InputError(
-          f"out={path!r} is the input {name} ({s.file}): it would be overwritten; choose"
-          " another path", f"--out {path} is the input {name}: it would be overwritten;"
-          " choose another path")
+  hit = _io.overwritten_input(path, ((name, s.file) for s, name in zip(sources or (), names)))
+  if hit is not None:
+    name, file = hit
+    raise _io.InputError(
+        f"out={path!r} is the input {name} ({file}): it would be overwritten; choose"
+        " another path", f"--out {path} is the input {name}: it would be overwritten;"
+        " choose another path")
 
 
 def evaluate(

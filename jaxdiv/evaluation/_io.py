@@ -263,6 +263,15 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return False
 
 
+def overwritten_input(path: str | os.PathLike, inputs) -> tuple[str, str] | None:
+  """The first `(name, file)` of `inputs` (pairs; a None file is skipped) that writing `path`
+  would overwrite, or None; the callers (`evaluate`, the CLI) word the error."""
+  for name, file in inputs:
+    if file is not None and same_file(path, file):
+      return name, os.fspath(file)
+  return None
+
+
 def check_destination(path: str | os.PathLike, what: str | None = None) -> str:
   """Checks, before any work, that a file can be created at `path`; returns it as a string.
 

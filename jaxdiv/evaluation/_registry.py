@@ -41,6 +41,12 @@ class DivergenceSpec(NamedTuple):
   required: tuple[str, ...]
   inputs: str = "any"
 
+  def unknown_and_missing(self, given) -> tuple[list[str], list[str]]:
+    """The hyperparameters among `given` that this divergence does not take (sorted), and those
+    it needs that `given` lacks; the callers (`evaluate`, the CLI) word the error."""
+    return (sorted(set(given) - set(self.params)),
+            [k for k in self.required if k not in given])
+
 
 def _spec(name: str) -> DivergenceSpec:
   fn = getattr(discrete, name)

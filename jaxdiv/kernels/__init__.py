@@ -5,6 +5,7 @@ heads, each as a float64-tested reference, plain XLA, blockwise XLA and Pallas.
 elsewhere; never Pallas interpret mode).
 """
 
+from jaxdiv import checks as _checks
 from jaxdiv.kernels._dispatch import NAMES as IMPLEMENTATIONS
 from jaxdiv.kernels.cross_entropy.api import cross_entropy_with_integer_labels
 from jaxdiv.kernels.distillation.api import distillation_divergence
@@ -26,3 +27,5 @@ __all__ = [
     "fused_linear_topk_distillation_loss",
     "topk_distillation_loss",
 ]
+
+_checks.register(__name__, _checks.check_log_space)

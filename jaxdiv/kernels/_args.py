@@ -3,9 +3,12 @@ and trace-time checks of the hyperparameters."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxdiv import _validation
 
@@ -72,3 +75,39 @@ def weight_is_vd(hidden_shape, weight_shape, weight_layout) -> bool:
         f"`hidden` of shape {tuple(hidden_shape)} and `weight` of shape {weight_shape} do not"
         f' contract over d = {d} with weight_layout="{weight_layout}".')
   return vd
+
+
+def check_axis_name(axis_name) -> None:
+  """A bound mesh axis (inside `shard_map`), or a clear error naming `axis_name`."""
+  if axis_name is None:
+    return
+  try:
+    lax.axis_index(axis_name)
+  except NameError:
+    raise ValueError(
+        f"`axis_name`={axis_name!r} is not a mesh axis bound here: call"
+        " fused_linear_cross_entropy inside `shard_map` over a mesh with that axis (with the"
+        " weight's vocabulary split over it), or pass axis_name=None.") from None
+
+
+class LinearHead(NamedTuple):
+  """A model's last activations and output weight, ready for the fused kernels."""
+  h: jax.Array  # [tokens, d], in `dtype`
+  w: jax.Array  # [d, vocab] or [vocab, d], in `dtype`
+  vd: bool  # the weight is [vocab, d]
+  batch: tuple[int, ...]  # the activations' leading (token) shape
+  dtype: jnp.dtype  # the promoted dtype of the activations and the weight
+
+
+def linear_head(hidden, weight, weight_layout, axis_name=None, *,
+                names=("hidden", "weight")) -> LinearHead:
+  """Checks and flattens the activations and weight of a fused linear op (`names`: theirs)."""
+  hidden = _validation.as_float_array(hidden, names[0])
+  weight = _validation.as_float_array(weight, names[1])
+  if hidden.ndim < 1:
+    raise ValueError(f"`{names[0]}` needs a model axis; got shape {hidden.shape}.")
+  vd = weight_is_vd(hidden.shape, weight.shape, weight_layout)
+  check_axis_name(axis_name)
+  dtype = jnp.result_type(hidden, weight)  # one dtype per product (Triton's dot needs it)
+  return LinearHead(hidden.reshape(-1, hidden.shape[-1]).astype(dtype), weight.astype(dtype),
+                    vd, hidden.shape[:-1], dtype)

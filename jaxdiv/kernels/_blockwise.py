@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxdiv import _numerics
+
 
 def finite_or_zero(x: jax.Array) -> jax.Array:
   """`x` where finite, else 0: the shift that keeps `exp(z - shift)` free of `inf - inf`.
@@ -101,6 +103,15 @@ def lse_merge(a: Lse, b: Lse) -> Lse:
   m = jnp.maximum(a.m, b.m)
   shift = finite_or_zero(m)
   return Lse(m, a.s * jnp.exp(a.m - shift) + b.s * jnp.exp(b.m - shift))
+
+
+def lse_psum(state: Lse, axis_name) -> Lse:
+  """The whole row's state from each shard's of `axis_name` (the max through pmax, the shifted
+  sums through psum); unchanged without `axis_name`."""
+  if axis_name is None:
+    return state
+  m = _numerics.pmax(state.m, axis_name)
+  return Lse(m, _numerics.psum(state.s * jnp.exp(state.m - finite_or_zero(m)), axis_name))
 
 
 def lse_finish(state: Lse) -> jax.Array:

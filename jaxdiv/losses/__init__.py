@@ -5,11 +5,13 @@ except that jaxdiv's are never NaN where the value is finite. The rest (distilla
 penalties, reductions, and :func:`divergence_loss` for any jaxdiv divergence) go beyond optax.
 """
 
+from jaxdiv import checks as _checks
 from jaxdiv.kernels import fused_linear_cross_entropy
 from jaxdiv.kernels import fused_linear_distillation_divergence
 from jaxdiv.kernels import fused_linear_token_log_probs
 from jaxdiv.kernels import fused_linear_topk_distillation_loss
 from jaxdiv.kernels import topk_distillation_loss
+from jaxdiv.losses import _checkify
 from jaxdiv.losses._classification import poly_loss_cross_entropy
 from jaxdiv.losses._classification import safe_softmax_cross_entropy
 from jaxdiv.losses._classification import sigmoid_binary_cross_entropy
@@ -46,3 +48,5 @@ __all__ = [
     "softmax_cross_entropy_with_integer_labels",
     "topk_distillation_loss",
 ]
+
+_checks.register(__name__, _checkify.check_arguments)

@@ -5,9 +5,11 @@ in nats unless ``base`` is given. Parameter names follow scipy/distrax; each doc
 which parameterisation (rate vs scale, standard deviation vs variance).
 """
 
-from jaxdiv.parametric._checks import check_positive
-from jaxdiv.parametric._checks import check_positive_definite
-from jaxdiv.parametric._checks import checked
+from jaxdiv import checks as _checks
+from jaxdiv.checks import check_positive  # the same objects as in jaxdiv.checks
+from jaxdiv.checks import check_positive_definite
+from jaxdiv.checks import checked
+from jaxdiv.parametric import _checkify
 from jaxdiv.parametric._exponential_family import bernoulli_entropy
 from jaxdiv.parametric._exponential_family import bernoulli_kl_divergence
 from jaxdiv.parametric._exponential_family import bernoulli_renyi_divergence
@@ -55,3 +57,5 @@ from jaxdiv.parametric._normal import normal_kl_divergence_from_log_variance
 from jaxdiv.parametric._normal import normal_renyi_divergence
 from jaxdiv.parametric._normal import normal_vae_kl
 from jaxdiv.parametric._normal import normal_wasserstein_distance
+
+_checks.register(__name__, _checkify.check_arguments)

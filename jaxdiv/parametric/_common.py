@@ -8,12 +8,13 @@ Policy (the same for every family):
   ``ValueError`` naming every argument and its shape, at trace time.
 * Computation is in at least float32; the result has the promoted input dtype.
 * A parameter outside its domain (a negative scale, a non-positive-definite covariance) gives
-  ``NaN``, never a finite wrong number; :func:`jaxdiv.parametric.checked` reports it through
+  ``NaN``, never a finite wrong number; :func:`jaxdiv.checks.checked` reports it through
   ``checkify``.
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
 
 import jax
@@ -210,3 +211,11 @@ def log_mix_over_t(alpha: jax.Array, log_r: jax.Array):
   val = jnp.where(near, log1p_over(jnp.where(near, t, 0.0), r_minus_1),
                   jnp.log(m_safe) / jnp.where(near, 1.0, t))
   return m, ok, jnp.where(ok, val, jnp.inf)
+
+
+def in_domain(*xs, allow_zero: bool = False):
+  """(valid, xs): whether every one of `xs` is > 0 (>= 0 with `allow_zero`), and each of them
+  with 1 where not: a safe value, so that no NaN reaches the gradient (`finish` gives NaN
+  there)."""
+  valid = functools.reduce(jnp.logical_and, ((x >= 0) if allow_zero else (x > 0) for x in xs))
+  return valid, tuple(jnp.where(valid, x, 1.0) for x in xs)

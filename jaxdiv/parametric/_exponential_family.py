@@ -226,6 +226,12 @@ def _renyi_from_log_partition(alpha, acc, kl, log_partition, mix, valid_mix):
                               near=_common.exp_family_near_one(kl, along, acc))
 
 
+def _beta_pair(ap, bp, aq, bq):
+  """(valid, [..., 2] concentrations of p, of q): two Betas as Dirichlets on 2 categories."""
+  valid, (ap, bp, aq, bq) = _common.in_domain(ap, bp, aq, bq)
+  return valid, jnp.stack([ap, bp], -1), jnp.stack([aq, bq], -1)
+
+
 def gamma_entropy(
     concentration: ArrayLike, rate: ArrayLike, *, base: float | None = None,
 ) -> jax.Array:
@@ -251,8 +257,7 @@ def gamma_entropy(
     Lazo & Rathie, On the entropy of continuous probability distributions, 1978.
   """
   (a, b), _, dtype, _ = _common.prepare({"concentration": concentration, "rate": rate})
-  valid = (a > 0) & (b > 0)
-  a, b = jnp.where(valid, a, 1.0), jnp.where(valid, b, 1.0)
+  valid, (a, b) = _common.in_domain(a, b)
   out = a - jnp.log(b) + gammaln(a) + (1 - a) * digamma(a)
   return _common.finish(out, dtype, base, valid)
 
@@ -318,8 +323,7 @@ def gamma_kl_divergence(
   (ap, bp, aq, bq), _, dtype, _ = _common.prepare(
       {"concentration_p": concentration_p, "rate_p": rate_p,
        "concentration_q": concentration_q, "rate_q": rate_q})
-  valid = (ap > 0) & (bp > 0) & (aq > 0) & (bq > 0)
-  ap, bp, aq, bq = (jnp.where(valid, x, 1.0) for x in (ap, bp, aq, bq))
+  valid, (ap, bp, aq, bq) = _common.in_domain(ap, bp, aq, bq)
   return _common.finish(_gamma_kl(ap, bp, aq, bq), dtype, base, valid)
 
 
@@ -361,8 +365,7 @@ def gamma_renyi_divergence(
   (ap, bp, aq, bq, al), _, dtype, acc = _common.prepare(
       {"concentration_p": concentration_p, "rate_p": rate_p,
        "concentration_q": concentration_q, "rate_q": rate_q, "alpha": alpha})
-  valid = (ap > 0) & (bp > 0) & (aq > 0) & (bq > 0)
-  ap, bp, aq, bq = (jnp.where(valid, x, 1.0) for x in (ap, bp, aq, bq))
+  valid, (ap, bp, aq, bq) = _common.in_domain(ap, bp, aq, bq)
 
   def log_partition(ab, ok):
     a, b = (jnp.where(ok, x, 1.0) for x in ab)
@@ -418,8 +421,7 @@ def exponential_kl_divergence(
     0.3069
   """
   (bp, bq), _, dtype, _ = _common.prepare({"rate_p": rate_p, "rate_q": rate_q})
-  valid = (bp > 0) & (bq > 0)
-  bp, bq = jnp.where(valid, bp, 1.0), jnp.where(valid, bq, 1.0)
+  valid, (bp, bq) = _common.in_domain(bp, bq)
   return _common.finish(_common.expm1_minus_x(jnp.log(bq) - jnp.log(bp)), dtype, base, valid)
 
 
@@ -509,8 +511,8 @@ def beta_entropy(
   """
   (a, b), _, dtype, _ = _common.prepare({"concentration1": concentration1,
                                          "concentration0": concentration0})
-  valid = (a > 0) & (b > 0)
-  c = jnp.where(valid[..., None], jnp.stack([a, b], -1), 1.0)
+  valid, (a, b) = _common.in_domain(a, b)
+  c = jnp.stack([a, b], -1)
   return _common.finish(_dirichlet_entropy(c), dtype, base, valid)
 
 
@@ -545,9 +547,7 @@ def beta_kl_divergence(
   (ap, bp, aq, bq), _, dtype, _ = _common.prepare(
       {"concentration1_p": concentration1_p, "concentration0_p": concentration0_p,
        "concentration1_q": concentration1_q, "concentration0_q": concentration0_q})
-  valid = (ap > 0) & (bp > 0) & (aq > 0) & (bq > 0)
-  cp = jnp.where(valid[..., None], jnp.stack([ap, bp], -1), 1.0)
-  cq = jnp.where(valid[..., None], jnp.stack([aq, bq], -1), 1.0)
+  valid, cp, cq = _beta_pair(ap, bp, aq, bq)
   return _common.finish(_dirichlet_kl(cp, cq), dtype, base, valid)
 
 
@@ -589,9 +589,7 @@ def beta_renyi_divergence(
       {"concentration1_p": concentration1_p, "concentration0_p": concentration0_p,
        "concentration1_q": concentration1_q, "concentration0_q": concentration0_q,
        "alpha": alpha})
-  valid = (ap > 0) & (bp > 0) & (aq > 0) & (bq > 0)
-  cp = jnp.where(valid[..., None], jnp.stack([ap, bp], -1), 1.0)
-  cq = jnp.where(valid[..., None], jnp.stack([aq, bq], -1), 1.0)
+  valid, cp, cq = _beta_pair(ap, bp, aq, bq)
   return _common.finish(_dirichlet_renyi(cp, cq, alpha, al, acc), dtype, base, valid)
 
 
@@ -777,8 +775,7 @@ def poisson_kl_divergence(
     0.3069
   """
   (lp, lq), _, dtype, _ = _common.prepare({"rate_p": rate_p, "rate_q": rate_q})
-  valid = (lp >= 0) & (lq >= 0)
-  lp, lq = jnp.where(valid, lp, 1.0), jnp.where(valid, lq, 1.0)
+  valid, (lp, lq) = _common.in_domain(lp, lq, allow_zero=True)
   log_ratio = _numerics.safe_log(lp) - _numerics.safe_log(lq)
   out = _numerics.mul_log(lp, log_ratio) - lp + lq
   # Both positive: lambda_p (e^-l - 1 + l), l = log(lambda_p / lambda_q), no cancellation
@@ -815,8 +812,7 @@ def poisson_renyi_divergence(
   _common.check_alpha(alpha)
   (lp, lq, al), _, dtype, acc = _common.prepare(
       {"rate_p": rate_p, "rate_q": rate_q, "alpha": alpha})
-  valid = (lp > 0) & (lq > 0)
-  lp, lq = jnp.where(valid, lp, 1.0), jnp.where(valid, lq, 1.0)
+  valid, (lp, lq) = _common.in_domain(lp, lq)
   # Natural parameter eta = log(lambda), log-partition A(eta) = exp(eta).
   log_partition = lambda eta, ok: jnp.exp(eta)
   out = _renyi_from_log_partition(

@@ -25,8 +25,8 @@ _EULER_GAMMA = 0.5772156649015329
 def _ls_prepare(loc_p, scale_p, loc_q, scale_q):
   (lp, sp, lq, sq), _, dtype, _ = _common.prepare(
       {"loc_p": loc_p, "scale_p": scale_p, "loc_q": loc_q, "scale_q": scale_q})
-  valid = (sp > 0) & (sq > 0)
-  return lp, jnp.where(valid, sp, 1.0), lq, jnp.where(valid, sq, 1.0), valid, dtype
+  valid, (sp, sq) = _common.in_domain(sp, sq)
+  return lp, sp, lq, sq, valid, dtype
 
 
 def laplace_entropy(loc: ArrayLike, scale: ArrayLike, *, base: float | None = None) -> jax.Array:
@@ -324,12 +324,13 @@ def von_mises_kl_divergence(
   (lp, kp, lq, kq), _, dtype, _ = _common.prepare(
       {"loc_p": loc_p, "concentration_p": concentration_p, "loc_q": loc_q,
        "concentration_q": concentration_q})
-  valid = (kp >= 0) & (kq >= 0)
-  kp, kq = jnp.where(valid, kp, 1.0), jnp.where(valid, kq, 1.0)
+  valid, (kp, kq) = _common.in_domain(kp, kq, allow_zero=True)
   i0p, i1p = i0e(kp), i1e(kp)
   a = i1p / i0p
-  # log I0(kq) - log I0(kp) + A kp - A kq cos: the e^k scalings are regrouped so that
-  # kp (1 - A) and kq (1 - A cos) stay O(1) for large kappa.
-  out = (jnp.log(i0e(kq)) - jnp.log(i0p) - kp * (i0p - i1p) / i0p
-         + kq * (1 - a * jnp.cos(lp - lq)))
+  # log I0(kq) - log I0(kp) + A kp - A kq cos, with the e^k scalings regrouped so that every
+  # term stays O(1) for large kappa, and written as (kq - kp)(1 - A) + 2 kq A sin²(d/2): each
+  # term is then exactly 0 at p = q, and none cancels against another near it.
+  one_minus_a = (i0p - i1p) / i0p
+  out = (jnp.log(i0e(kq)) - jnp.log(i0p) + (kq - kp) * one_minus_a
+         + 2 * kq * a * jnp.sin(0.5 * (lp - lq)) ** 2)
   return _common.finish(out, dtype, base, valid)

@@ -95,46 +95,102 @@ def _kl(lp, cp: _Cov, lq, cq: _Cov):
   return 0.5 * (jnp.sum(m * m, axis=(-2, -1)) - dim + cq.maha(d) + cq.logdet - cp.logdet)
 
 
-def _renyi(lp, cp: _Cov, lq, cq: _Cov, alpha):
-  d = lp - lq
+class _Relative:
+  """p relative to q in q's whitened coordinates, where ``Σ_q = I``.
+
+  ``x``: the logarithms of the eigenvalues ``r_i`` of ``Σ_q^{-1/2} Σ_p Σ_q^{-1/2}`` (the
+  squared singular values of ``A = L_q⁻¹ L_p``; for ``"diag"``, ``var_p / var_q``), ``w``: the
+  whitened mean difference ``L_q⁻¹ (μ_p - μ_q)``. Every log-determinant ratio of the Rényi form
+  is a sum over the ``x_i``; the singular values alone (no vectors) keep the gradient finite for
+  repeated eigenvalues (e.g. ``Σ_p = Σ_q``).
+  """
+
+  def __init__(self, lp, cp: _Cov, lq, cq: _Cov):
+    d = lp - lq
+    self.diag = cp.diag
+    if cp.diag:
+      self.x = _common.log_ratio(cp.var, cq.var)
+      self.a = jnp.sqrt(cp.var / cq.var)
+      self.w = d / jnp.sqrt(cq.var)
+    else:
+      self.a = cq.solve_tril(cp.tril)
+      self.x = 2 * jnp.log(jnp.linalg.svd(self.a, compute_uv=False))
+      self.w = cq.solve_tril(d[..., None])[..., 0]
+
+  def maha_mix(self, alpha, h, ok_h):
+    """``wᵀ (alpha I + (1 - alpha) A Aᵀ)⁻¹ w`` (``= dᵀ Σ_alpha⁻¹ d``) and whether it is finite.
+
+    ``h``, ``ok_h``: the terms of :func:`_log_det_term`; ``"diag"`` takes the eigenvalues of the
+    mixture from them, ``log(alpha + (1 - alpha) r_i) = (1 - alpha) (h_i + x_i)``.
+    """
+    if self.diag:
+      m = jnp.exp((1 - alpha[..., None]) * (jnp.where(ok_h, h, 0.0) + self.x))
+      return jnp.sum(self.w * self.w / m, axis=-1), jnp.all(ok_h, axis=-1)
+    a = alpha[..., None, None]
+    eye = jnp.eye(self.a.shape[-1], dtype=self.a.dtype)
+    mix = a * eye + (1 - a) * (self.a @ jnp.swapaxes(self.a, -1, -2))
+    # Cholesky fails only when the mixture is not positive definite (alpha > 1 far from q): the
+    # failure is detected on a constant copy, and the identity factorised in its place (double
+    # where): the derivative of a failed Cholesky is NaN, and a zero cotangent does not cancel.
+    ok = _Cov(jax.lax.stop_gradient(mix), "full").valid
+    c = _Cov(jnp.where(ok[..., None, None], mix, eye), "full")
+    return c.maha(self.w), ok & c.valid
+
+
+def _log_det_term(alpha, x):
+  """``h = [log(alpha + t r) - t log r] / t``, ``t = 1 - alpha``, ``r = e^x``, per eigenvalue.
+
+  ``D_alpha`` holds ``[log |Σ_alpha| - t log |Σ_p| - alpha log |Σ_q|] / (2 t)``, which is
+  ``Σ_i h_i / 2``. Trap avoided: dividing that difference by ``t`` cancels catastrophically near
+  ``alpha = 1`` (float32 lost 1e-7 d / |t| absolutely, and d/dalpha with it). Since
+  ``alpha + t = 1``, ``e^(-t x) (alpha + t r) = 1 + alpha φ(-t x) + t φ(alpha x)`` with
+  ``φ(y) = e^y - 1 - y >= 0``, so ``h = log1p(t u) / t`` with ``u = alpha φ(-t x) / t +
+  φ(alpha x)``: both terms of ``u`` are formed without cancellation (non-negative for
+  ``alpha <= 1``), and ``u = φ(x) = r - 1 - log r`` (the KL term) at ``t = 0``. For small
+  ``|t u|``, ``log1p(t u) / t = u - φ(log1p(t u)) / t`` keeps d/dalpha accurate as well
+  (differentiating ``log1p(t u) / t`` itself cancels again). ``alpha + t r <= 0`` (only for
+  ``alpha > 1``): the mixture is not normalisable, ``h = +inf`` with a finite gradient.
+
+  Returns:
+    ``(h, ok)``; ``h`` has only the value (not the derivative in alpha) right at ``t = 0``,
+    where :func:`_common.alpha_select` adds the slope.
+  """
+  phi = _common.expm1_minus_x
   t = 1 - alpha
-  if cp.diag:
-    log_r = jnp.log(cp.var) - jnp.log(cq.var)
-    m, ok_i, terms = _common.log_mix_over_t(alpha[..., None], log_r)
-    ok = jnp.all(ok_i, axis=-1)
-    var_a = cq.var * jnp.where(ok_i, m, 1.0)
-    terms = jnp.where(ok_i, terms, 0.0) - log_r
-    out = 0.5 * (alpha * jnp.sum(d * d / var_a, axis=-1) + jnp.sum(terms, axis=-1))
-    return jnp.where(ok, out, jnp.inf)
-  a = alpha[..., None, None]
-  sigma_a = a * cq.matrix() + (1 - a) * cp.matrix()
-  # Cholesky of Σ_alpha fails only when it is not positive definite (alpha > 1 far from q):
-  # the interpolated density is not normalisable and the divergence is +inf. The failure is
-  # detected on a constant copy, and the identity factorised in its place (double where): the
-  # derivative of a failed Cholesky is NaN, and a zero cotangent does not cancel it.
-  ok = _Cov(jax.lax.stop_gradient(sigma_a), "full").valid
-  eye = jnp.eye(sigma_a.shape[-1], dtype=sigma_a.dtype)
-  ca = _Cov(jnp.where(ok[..., None, None], sigma_a, eye), "full")
-  log_ratio = ca.logdet - t * cp.logdet - alpha * cq.logdet
-  out = 0.5 * alpha * ca.maha(d) + log_ratio / (2 * t)
-  return jnp.where(ok & ca.valid, out, jnp.inf)
+  ts = jnp.where(t == 0, 1.0, t)
+  u_of = lambda x: alpha * phi(-t * x) / ts + phi(alpha * x)
+  ok = (t >= 0) | (t * u_of(jax.lax.stop_gradient(x)) > -1)
+  u = u_of(jnp.where(ok, x, 0.0))
+  z = t * u
+  small = jnp.abs(z) < 0.5
+  h_small = u - phi(jnp.log1p(jnp.where(small, z, 0.0))) / ts
+  h_large = jnp.log1p(jnp.where(small, 1.0, z)) / ts
+  return jnp.where(ok, jnp.where(small, h_small, h_large), jnp.inf), ok
 
 
-def _renyi_slope(lp, cp: _Cov, lq, cq: _Cov):
+def _renyi(rel: _Relative, alpha):
+  """``D_alpha = alpha/2 dᵀ Σ_alpha⁻¹ d + 1/2 Σ_i h_i`` (see :func:`_log_det_term`)."""
+  h, ok_h = _log_det_term(alpha[..., None], rel.x)
+  maha, ok_m = rel.maha_mix(alpha, h, ok_h)
+  out = 0.5 * (alpha * maha + jnp.sum(h, axis=-1))
+  return jnp.where(jnp.all(ok_h, axis=-1) & ok_m, out, jnp.inf)
+
+
+def _renyi_at_one(rel: _Relative):
+  """The KL, ``1/2 (Σ_i φ(x_i) + |w|²)``: the ``t = 0`` limit of the same terms."""
+  return 0.5 * jnp.sum(_common.expm1_minus_x(rel.x) + rel.w * rel.w, axis=-1)
+
+
+def _renyi_slope(rel: _Relative):
   # Var_p[log p/q] / 2. With x = mu_p + L_p z, log p/q = z'(M - I)z / 2 + d' Σ_q⁻¹ L_p z + const,
-  # M = L_p' Σ_q⁻¹ L_p: Var = tr((M - I)²) / 2 + |L_p' Σ_q⁻¹ d|².
-  d = lp - lq
-  if cp.diag:
-    r_minus_1 = jnp.expm1(jnp.log(cp.var) - jnp.log(cq.var))
-    lin = cp.var * d * d / (cq.var * cq.var)
-    return jnp.sum(0.25 * r_minus_1 * r_minus_1 + 0.5 * lin, axis=-1)
-  a = cq.solve_tril(cp.tril)  # L_q⁻¹ L_p: M = a' a
-  dim = lp.shape[-1]
-  m_minus_i = jnp.swapaxes(a, -1, -2) @ a - jnp.eye(dim, dtype=a.dtype)
-  w = cq.solve_tril(d[..., None])  # L_q⁻¹ d; L_p' Σ_q⁻¹ d = a' w
-  lin = jnp.swapaxes(a, -1, -2) @ w
-  return (0.25 * jnp.sum(m_minus_i * m_minus_i, axis=(-2, -1))
-          + 0.5 * jnp.sum(lin * lin, axis=(-2, -1)))
+  # M = Aᵀ A (eigenvalues r_i): Var = Σ_i (r_i - 1)² / 2 + |Aᵀ w|².
+  r_minus_1 = jnp.expm1(rel.x)
+  if rel.diag:
+    lin = jnp.sum((rel.a * rel.w) ** 2, axis=-1)
+  else:
+    aw = jnp.swapaxes(rel.a, -1, -2) @ rel.w[..., None]
+    lin = jnp.sum(aw * aw, axis=(-2, -1))
+  return 0.25 * jnp.sum(r_minus_1 * r_minus_1, axis=-1) + 0.5 * lin
 
 
 _DOC_ARGS = """
@@ -223,10 +279,12 @@ def mvn_renyi_divergence(
       {|\Sigma_p|^{1-\alpha} |\Sigma_q|^{\alpha}},
       \qquad \Sigma_\alpha = \alpha \Sigma_q + (1 - \alpha) \Sigma_p,
 
-  ``+inf`` where ``Σ_alpha`` is not positive definite (possible for ``alpha > 1``), the exact
-  KL at ``alpha = 1``. With full covariances the log-determinant ratio is divided by
-  ``alpha - 1``: for ``|alpha - 1| < 1e-3`` in float32 expect an absolute error of about
-  ``1e-7 * d / |alpha - 1|`` (the ``"diag"`` form uses ``log1p`` and has no such loss).
+  ``+inf`` (with a finite gradient) where ``Σ_alpha`` is not positive definite (possible for
+  ``alpha > 1``), the exact KL at ``alpha = 1`` and 0 at ``alpha = 0``. The log-determinant
+  ratio is a sum over the eigenvalues ``r_i`` of ``Σ_q^{-1/2} Σ_p Σ_q^{-1/2}`` (squared singular
+  values of ``L_q⁻¹ L_p``) of terms written with ``expm1``/``log1p`` that need no division by
+  ``alpha - 1`` to cancel, so the value and its derivative in ``alpha`` are accurate to rounding
+  for ``alpha`` near and at 1, in float32 as in float64.
   {args}
     alpha: order, ``>= 0``, broadcastable with the batch shape.
     base: logarithm base of the result (``None``: nats).
@@ -249,9 +307,9 @@ def mvn_renyi_divergence(
                                         {"cov_p": cov_p, "cov_q": cov_q}, covariance,
                                         {"alpha": alpha})
   cp, cq = _Cov(cp, covariance), _Cov(cq, covariance)
-  out = _common.alpha_select(alpha, a.dtype, lambda: _kl(lp, cp, lq, cq),
-                             lambda al: _renyi(lp, cp, lq, cq, a * 0 + al),
-                             lambda: _renyi_slope(lp, cp, lq, cq))
+  rel = _Relative(lp, cp, lq, cq)
+  out = _common.alpha_select(alpha, a.dtype, lambda: _renyi_at_one(rel),
+                             lambda al: _renyi(rel, a * 0 + al), lambda: _renyi_slope(rel))
   return _common.finish(out, dtype, base, cp.valid & cq.valid)
 
 

@@ -83,8 +83,7 @@ def normal_kl_divergence(
   """
   (lp, sp, lq, sq), _, dtype, _ = _common.prepare(
       {"loc_p": loc_p, "scale_p": scale_p, "loc_q": loc_q, "scale_q": scale_q})
-  valid = (sp > 0) & (sq > 0)
-  sp, sq = jnp.where(valid, sp, 1.0), jnp.where(valid, sq, 1.0)
+  valid, (sp, sq) = _common.in_domain(sp, sq)
   out = _kl_terms(lp, lq, 2 * (jnp.log(sp) - jnp.log(sq)), 1 / (sq * sq))
   return _common.finish(out, dtype, base, valid)
 
@@ -206,8 +205,7 @@ def normal_renyi_divergence(
   _common.check_alpha(alpha)
   (lp, sp, lq, sq, a), _, dtype, acc = _common.prepare(
       {"loc_p": loc_p, "scale_p": scale_p, "loc_q": loc_q, "scale_q": scale_q, "alpha": alpha})
-  valid = (sp > 0) & (sq > 0)
-  sp, sq = jnp.where(valid, sp, 1.0), jnp.where(valid, sq, 1.0)
+  valid, (sp, sq) = _common.in_domain(sp, sq)
   kl = lambda: _kl_terms(lp, lq, 2 * (jnp.log(sp) - jnp.log(sq)), 1 / (sq * sq))
   out = _common.alpha_select(alpha, acc, kl, lambda al: _renyi(lp, sp, lq, sq, a * 0 + al),
                              lambda: _renyi_slope(lp, sp, lq, sq))

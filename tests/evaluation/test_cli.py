@@ -15,6 +15,7 @@ import time
 import chex
 import numpy as np
 import pytest
+from _helpers import write_normal_npys
 
 from jaxdiv import cli
 from jaxdiv.evaluation import evaluate
@@ -117,28 +118,16 @@ def test_npz_safetensors_parameters_and_one_input(files, run):
   assert "entropy(P)" in proc.stdout
 
 
-def test_missing_file(files, run):
+@pytest.mark.parametrize("p,q,wants", [
+    ("nope.npy", "q.npy", ["nope.npy: no such file"]),  # a missing file
+    ("junk.npy", "q.npy", ["junk.npy"]),  # an unreadable file
+    ("p.npy", "short.npy", ["(3000, 40)", "(100, 40)"]),  # different shapes
+    ("p.npy", "int.npy", ["int.npy has dtype int32"]),  # not floating point
+], ids=["missing", "unreadable", "shapes", "non_float"])
+def test_bad_input_file(files, run, p, q, wants):
   d, _, _ = files
-  line = _error_line(run("eval", d / "nope.npy", d / "q.npy", "-d", "kl_divergence"))
-  assert "nope.npy: no such file" in line
-
-
-def test_unreadable_file(files, run):
-  d, _, _ = files
-  line = _error_line(run("eval", d / "junk.npy", d / "q.npy", "-d", "kl_divergence"))
-  assert "junk.npy" in line
-
-
-def test_different_shapes(files, run):
-  d, _, _ = files
-  line = _error_line(run("eval", d / "p.npy", d / "short.npy", "-d", "kl_divergence"))
-  assert "(3000, 40)" in line and "(100, 40)" in line
-
-
-def test_non_float(files, run):
-  d, _, _ = files
-  line = _error_line(run("eval", d / "p.npy", d / "int.npy", "-d", "kl_divergence"))
-  assert "int.npy has dtype int32" in line
+  line = _error_line(run("eval", d / p, d / q, "-d", "kl_divergence"))
+  assert all(w in line for w in wants), line
 
 
 def test_unknown_divergence_and_usage(files, run):
@@ -338,13 +327,7 @@ BUDGET = 32 * 2**20
 @pytest.fixture(scope="module")
 def big_files(tmp_path_factory):
   d = tmp_path_factory.mktemp("big")
-  rng = np.random.default_rng(2)
-  for name in ("big_p", "big_q"):
-    m = np.lib.format.open_memmap(d / f"{name}.npy", "w+", np.float32, (ROWS, N))
-    for i in range(0, ROWS, 4096):
-      m[i:i + 4096] = rng.standard_normal((4096, N), dtype=np.float32)
-    m.flush()
-    del m
+  write_normal_npys(d, ("big_p", "big_q"), ROWS, N, seed=2)
   tiny = np.random.default_rng(3).standard_normal((256, N), dtype=np.float32)
   np.save(d / "tiny.npy", tiny)
   return d, 2 * ROWS * N * 4

@@ -18,6 +18,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from _helpers import write_normal_npys
 from jax.sharding import Mesh
 
 from jaxdiv import _interrupt
@@ -101,13 +102,7 @@ def test_evaluate_outside_the_main_thread_leaves_signals_alone():
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
   d = tmp_path_factory.mktemp("interrupt")
-  rng = np.random.default_rng(2)
-  for name in ("p", "q"):
-    m = np.lib.format.open_memmap(d / f"{name}.npy", "w+", np.float32, (ROWS, N))
-    for i in range(0, ROWS, 4096):
-      m[i:i + 4096] = rng.standard_normal((4096, N), dtype=np.float32)
-    m.flush()
-    del m
+  write_normal_npys(d, ("p", "q"), ROWS, N, seed=2)
   return d
 
 

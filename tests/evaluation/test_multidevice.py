@@ -13,25 +13,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import CHECK_FLAG
+from _helpers import N_DEVICES
+from _helpers import cpu_mesh
+from _helpers import needs_8
+from _helpers import shard_map
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 import jaxdiv
 from jaxdiv.evaluation import evaluate
 
-try:
-  from jax import shard_map
-except ImportError:  # jax < 0.7
-  from jax.experimental.shard_map import shard_map
-
-N_DEVICES = 8
-HAVE_8 = len(jax.devices("cpu")) >= N_DEVICES
-needs_8 = pytest.mark.skipif(not HAVE_8, reason="needs 8 CPU devices (set in tests/conftest.py)")
 pytestmark = pytest.mark.multidevice
-
-
-def _cpu_mesh(k: int, name: str = "data") -> Mesh:
-  return Mesh(np.array(jax.devices("cpu")[:k]), (name,))
 
 
 def _logits(shape, seed=0, scale=3.0):
@@ -55,10 +48,10 @@ def test_evaluate_same_bytes_for_any_device_count_and_batch(name, n):
   p, q = _logits((rows, n), 0), _logits((rows, n), 1)
   kw = {"alpha": 0.7} if name == "renyi_divergence" else {}
   red = ("mean", "sum", "std", "min", "max", "quantiles", "histogram")
-  ref = evaluate(name, p, q, from_logits=True, mesh=_cpu_mesh(1), batch_size=256,
+  ref = evaluate(name, p, q, from_logits=True, mesh=cpu_mesh(1), batch_size=256,
                  reductions=red, **kw)
   for k, bs in [(1, 1000), (2, 300), (8, 1), (8, 5000)]:
-    res = evaluate(name, p, q, from_logits=True, mesh=_cpu_mesh(k), batch_size=bs,
+    res = evaluate(name, p, q, from_logits=True, mesh=cpu_mesh(k), batch_size=bs,
                    reductions=red, **kw)
     assert res.timing["devices"] == k
     np.testing.assert_array_equal(res.per_row, ref.per_row, err_msg=f"{k} devices, batch {bs}")
@@ -87,7 +80,7 @@ def test_evaluate_memmap_iterator_and_out_file_on_8_devices(tmp_path):
   np.save(tmp_path / "q.npy", q)
   pm = np.load(tmp_path / "p.npy", mmap_mode="r")
   qm = np.load(tmp_path / "q.npy", mmap_mode="r")
-  ref = evaluate("js_distance", p, q, from_logits=True, mesh=_cpu_mesh(1))
+  ref = evaluate("js_distance", p, q, from_logits=True, mesh=cpu_mesh(1))
   res = evaluate("js_distance", pm, qm, from_logits=True, out=tmp_path / "o.npy",
                  batch_size=512)
   batches = ((p[i:i + 300], q[i:i + 300]) for i in range(0, len(p), 300))
@@ -123,7 +116,7 @@ def test_vocab_parallel_values_and_grads_equal_one_device(name, from_logits):
   xs = [jnp.asarray(make((6, 8 * 13), seed)) for seed in range(n_inputs)]
   if not from_logits:  # zeros in the support exercise the 0 log 0 conventions across shards
     xs = [x.at[:, ::7].set(0.0) / x.at[:, ::7].set(0.0).sum(-1, keepdims=True) for x in xs]
-  mesh = _cpu_mesh(N_DEVICES, "vocab")
+  mesh = cpu_mesh(N_DEVICES, "vocab")
   sharded = jax.jit(_vocab_parallel(fn, mesh, n_inputs, from_logits=from_logits))
   one = jax.jit(lambda *a: fn(*a, axis=-1, from_logits=from_logits))
   np.testing.assert_allclose(sharded(*xs), one(*xs), rtol=2e-6, atol=2e-6)
@@ -184,7 +177,7 @@ def test_vocab_parallel_losses(name):
   fn = getattr(losses, name, None) if losses is not None else None
   if fn is None or "axis_name" not in inspect.signature(fn).parameters:
     pytest.skip(f"jaxdiv.losses.{name} has no axis_name= yet")
-  mesh = _cpu_mesh(N_DEVICES, "vocab")
+  mesh = cpu_mesh(N_DEVICES, "vocab")
   a = jnp.asarray(_logits((5, 8 * 7), 9))
   if name == "kl_divergence_with_log_targets":
     b = jax.nn.log_softmax(jnp.asarray(_logits((5, 56), 10)))
@@ -209,7 +202,7 @@ def test_vocab_parallel_integer_label_cross_entropy():
   fn = getattr(losses, "softmax_cross_entropy_with_integer_labels", None) if losses else None
   if fn is None or "axis_name" not in inspect.signature(fn).parameters:
     pytest.skip("softmax_cross_entropy_with_integer_labels has no axis_name= yet")
-  mesh = _cpu_mesh(N_DEVICES, "vocab")
+  mesh = cpu_mesh(N_DEVICES, "vocab")
   logits = jnp.asarray(_logits((6, 8 * 5), 11))
   labels = jnp.asarray(np.random.default_rng(12).integers(0, 40, size=6))
   sharded = jax.jit(shard_map(lambda x, y: fn(x, y, axis_name="vocab"), mesh=mesh,
@@ -222,7 +215,6 @@ def test_vocab_parallel_integer_label_cross_entropy():
 
 # ------------------------------------------ vocabulary-parallel fused linear cross-entropy ----
 
-_CHECK_FLAG = "check_vma" if "check_vma" in inspect.signature(shard_map).parameters else "check_rep"
 _FLCE_N, _FLCE_D, _FLCE_V = 12, 16, N_DEVICES * 37  # 37 columns a shard: not a multiple of 16
 _FLCE_OPTIONS = dict(ignore_index=-1, label_smoothing=0.1, z_loss=1e-3)
 
@@ -248,7 +240,7 @@ def _flce_sharded(mesh, layout, check=True, data=None, **kw):
                                                     axis_name="vocab", **kw)
 
   return shard_map(local, mesh=mesh, in_specs=(P(data, None), w_spec, P(data), P(data)),
-                   out_specs=P(data), **({} if check else {_CHECK_FLAG: False}))
+                   out_specs=P(data), **({} if check else {CHECK_FLAG: False}))
 
 
 def _flce_compare(sharded, one, args, rtol, atol):
@@ -277,7 +269,7 @@ def test_vocab_parallel_fused_linear_cross_entropy(implementation, layout, check
   (summed over shards) and weight, with and without shard_map's replication checks."""
   args = _flce_inputs(0, layout)
   kw = dict(implementation=implementation, block_size=16, **_FLCE_OPTIONS)
-  sharded = _flce_sharded(_cpu_mesh(N_DEVICES, "vocab"), layout, check, **kw)
+  sharded = _flce_sharded(cpu_mesh(N_DEVICES, "vocab"), layout, check, **kw)
   one = lambda h, w, y, m: jaxdiv.losses.fused_linear_cross_entropy(
       h, w, y, where=m, weight_layout=layout, **kw)
   (loss, dh, _), _ = _flce_compare(sharded, one, args, rtol=2e-6, atol=2e-6)
@@ -290,7 +282,7 @@ def test_vocab_parallel_fused_linear_cross_entropy(implementation, layout, check
 def test_vocab_parallel_fused_linear_cross_entropy_pallas_interpret():
   """Pallas (interpret mode): the kernels give each shard's statistics and block gradients."""
   layout = "vd"
-  mesh = _cpu_mesh(N_DEVICES, "vocab")
+  mesh = cpu_mesh(N_DEVICES, "vocab")
   args = _flce_inputs(1, layout, n=6, v=N_DEVICES * 20)
   kw = dict(implementation="pallas", block_size=16, **_FLCE_OPTIONS)
   one = lambda h, w, y, m: jaxdiv.losses.fused_linear_cross_entropy(
@@ -307,7 +299,7 @@ def test_vocab_parallel_fused_linear_cross_entropy_pallas_interpret():
 def test_vocab_parallel_fused_linear_cross_entropy_bfloat16(implementation):
   """bf16 activations and weight: each shard's d hidden is rounded to bf16 before the sum over
   shards, hence a few bf16 ulps of difference from one device."""
-  mesh = _cpu_mesh(N_DEVICES, "vocab")
+  mesh = cpu_mesh(N_DEVICES, "vocab")
   kw = dict(implementation=implementation, block_size=16, **_FLCE_OPTIONS)
   for layout in ("dv", "vd"):
     args = _flce_inputs(2, layout, dtype=jnp.bfloat16)
@@ -330,6 +322,6 @@ def test_vocab_parallel_fused_linear_cross_entropy_2d_mesh(implementation):
   one = lambda h, w, y, m: jaxdiv.losses.fused_linear_cross_entropy(h, w, y, where=m, **kw)
   _flce_compare(_flce_sharded(mesh, "dv", data="data", **kw), one, args, rtol=2e-6, atol=2e-6)
   if implementation == "chunked":
-    data_only = shard_map(one, mesh=_cpu_mesh(2), out_specs=P("data"),
+    data_only = shard_map(one, mesh=cpu_mesh(2), out_specs=P("data"),
                           in_specs=(P("data"), P(), P("data"), P("data")))
     _flce_compare(data_only, one, args, rtol=2e-6, atol=2e-6)

@@ -6,27 +6,20 @@ before JAX starts, so these run in the suite's own process.
 
 from __future__ import annotations
 
-import inspect
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import Mesh
+from _helpers import CHECK_FLAG
+from _helpers import N_DEVICES
+from _helpers import cpu_mesh
+from _helpers import needs_8
+from _helpers import shard_map
 from jax.sharding import PartitionSpec as P
 
 import jaxdiv
 
-try:
-  from jax import shard_map
-except ImportError:  # jax < 0.7
-  from jax.experimental.shard_map import shard_map
-
-N_DEVICES = 8
-HAVE_8 = len(jax.devices("cpu")) >= N_DEVICES
-needs_8 = pytest.mark.skipif(not HAVE_8, reason="needs 8 CPU devices (run in own process)")
 pytestmark = pytest.mark.multidevice
-_CHECK_FLAG = "check_vma" if "check_vma" in inspect.signature(shard_map).parameters else "check_rep"
 N, D, V = 12, 16, N_DEVICES * 37  # 37 columns a shard: not a multiple of the block (16)
 
 
@@ -42,11 +35,11 @@ def _inputs(seed, layout, n=N, v=V):
 
 
 def _sharded(fn, layout, check=True):
-  mesh = Mesh(np.array(jax.devices("cpu")[:N_DEVICES]), ("vocab",))
+  mesh = cpu_mesh(N_DEVICES, "vocab")
   w_spec = P("vocab", None) if layout == "vd" else P(None, "vocab")
   return shard_map(lambda h, w, y, m: fn(h, w, y, m, axis_name="vocab"), mesh=mesh,
                    in_specs=(P(), w_spec, P(), P()), out_specs=P(),
-                   **({} if check else {_CHECK_FLAG: False}))
+                   **({} if check else {CHECK_FLAG: False}))
 
 
 def _compare(sharded, one, args, rtol=2e-6):

@@ -1,7 +1,8 @@
 """The closed forms against independent float64/40-digit references, parameters across scales.
 
-TensorFlow Probability's JAX substrate (0.25) does not import with this JAX (0.10), and torch is
-not a test dependency, so the references here are scipy.stats' entropies and the KL closed forms
+TensorFlow Probability's JAX substrate is optional (its 0.25 release does not import with JAX
+0.10; the nightly of the `tfp` extra does, see test_parametric_tfp.py) and torch is not a test
+dependency, so the references here are scipy.stats' entropies and the KL closed forms
 re-evaluated in 40-digit mpmath (a different formula evaluation: plain textbook forms at high
 precision, no log-space tricks). rtol 1e-10, near-degenerate parameters included.
 """

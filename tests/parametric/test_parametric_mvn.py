@@ -12,6 +12,7 @@ from jax.test_util import check_grads
 from scipy import integrate
 from scipy import stats
 
+import jaxdiv
 import jaxdiv.parametric as jp
 
 
@@ -195,7 +196,7 @@ def test_invalid_inputs():
     jp.mvn_entropy(jnp.zeros(2), jnp.ones((2, 3)))
   with pytest.raises(ValueError, match="covariance"):
     jp.mvn_entropy(jnp.zeros(2), jnp.eye(2), covariance="tril")
-  err, _ = checkify.checkify(jp.checked(jp.mvn_kl_divergence))(
+  err, _ = checkify.checkify(jaxdiv.checks.checked(jp.mvn_kl_divergence))(
       jnp.zeros(2), jnp.array([[1.0, 2.0], [2.0, 1.0]]), jnp.zeros(2), jnp.eye(2))
   with pytest.raises(checkify.JaxRuntimeError, match="cov_p.*positive definite"):
     err.throw()

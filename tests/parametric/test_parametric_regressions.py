@@ -151,6 +151,32 @@ def test_gamma_renyi_near_p_equal_q_is_non_negative_float32(alpha):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_von_mises_kl_at_and_near_p_equal_q(dtype):
+  """Exactly 0 at p = q (it was +-1e-15, negative at kappa 1e-3), and accurate near it."""
+  def mp_kl(mp_, kp, mq, kq):
+    mp_, kp, mq, kq = (mp.mpf(x) for x in (mp_, kp, mq, kq))
+    a = mp.besseli(1, kp) / mp.besseli(0, kp)
+    return float(mp.log(mp.besseli(0, kq) / mp.besseli(0, kp))
+                 + a * (kp - kq * mp.cos(mp_ - mq)))
+
+  mp.mp.dps = 40
+  with jax.enable_x64(dtype == "float64"):
+    for m, k in [(-2.0, 1e-3), (0.3, 0.5), (0.3, 2.0), (1.0, 50.0), (0.0, 3e3)]:
+      x = [np.asarray(v, dtype) for v in (m, k, m, k)]
+      assert float(jp.von_mises_kl_divergence(*x)) == 0.0, (m, k)
+    cases = [(0.0, 2.0, 1e-4, 2.0), (0.0, 2.0, 0.0, 2.0002), (0.5, 50.0, 0.5001, 50.01),
+             (0.0, 1e-3, 0.01, 1.1e-3), (1.0, 0.5, -2.0, 3.0)]
+    for case in cases:
+      x = [np.asarray(v, dtype) for v in case]
+      got = float(jp.von_mises_kl_divergence(*x))
+      want = mp_kl(*[float(v) for v in x])
+      # The log I0 ratio is a difference of O(1) terms: eps-level absolute error remains.
+      eps = np.finfo(dtype).eps
+      np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == "float32" else 1e-11,
+                                 atol=4 * eps, err_msg=str(case))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_laplace_kl_near_p_equal_q(dtype):
   def mp_kl(mp_, bp, mq, bq):
     mp_, bp, mq, bq = (mp.mpf(x) for x in (mp_, bp, mq, bq))

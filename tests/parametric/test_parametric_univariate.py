@@ -340,17 +340,17 @@ def test_trace_time_errors():
 
 
 def test_checkify_reports_the_argument():
-  fn = checkify.checkify(jp.checked(jp.normal_kl_divergence))
+  fn = checkify.checkify(jaxdiv.checks.checked(jp.normal_kl_divergence))
   err, _ = jax.jit(fn)(0.0, -1.0, 0.0, 1.0)
   with pytest.raises(checkify.JaxRuntimeError, match="scale_p"):
     err.throw()
   err, value = jax.jit(fn)(0.0, 1.0, 0.0, 2.0)
   err.throw()
   assert np.isfinite(value)
-  err, _ = checkify.checkify(jp.checked(jp.uniform_kl_divergence))(1.0, 0.0, 0.0, 2.0)
+  err, _ = checkify.checkify(jaxdiv.checks.checked(jp.uniform_kl_divergence))(1.0, 0.0, 0.0, 2.0)
   with pytest.raises(checkify.JaxRuntimeError, match="high_p"):
     err.throw()
-  err, _ = checkify.checkify(jp.checked(jp.bernoulli_entropy))(1.5)
+  err, _ = checkify.checkify(jaxdiv.checks.checked(jp.bernoulli_entropy))(1.5)
   with pytest.raises(checkify.JaxRuntimeError, match="probs"):
     err.throw()
 

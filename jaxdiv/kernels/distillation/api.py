@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from jaxdiv import _validation
 from jaxdiv.kernels import _args
 from jaxdiv.kernels import _dispatch
 from jaxdiv.kernels import _softcap
-from jaxdiv.kernels._args import weight_is_vd
 from jaxdiv.kernels.distillation import base
 from jaxdiv.kernels.distillation import chunked_xla
 from jaxdiv.kernels.distillation import fused_linear
@@ -166,12 +164,9 @@ def fused_linear_distillation_divergence(
     >>> fused_linear_distillation_divergence(h, w, teacher_logits=jnp.array([[2.0, 1.0, 0.0]]))
     Array([1.150421], dtype=float32)
   """
-  hs = _validation.as_float_array(student_hidden, "student_hidden")
-  ws = _validation.as_float_array(student_weight, "student_weight")
-  vd = weight_is_vd(hs.shape, ws.shape, weight_layout)
-  vocab = ws.shape[0 if vd else 1]
-  batch = hs.shape[:-1]
-  dtype = jnp.result_type(hs, ws)
+  h, w, vd, batch, dtype = _args.linear_head(student_hidden, student_weight, weight_layout,
+                                             names=("student_hidden", "student_weight"))
+  vocab = w.shape[0 if vd else 1]
   teacher_vd = False
   if teacher_logits is not None:
     if teacher_hidden is not None or teacher_weight is not None:
@@ -183,23 +178,21 @@ def fused_linear_distillation_divergence(
   else:
     if teacher_hidden is None or teacher_weight is None:
       raise ValueError("pass `teacher_logits`, or both `teacher_hidden` and `teacher_weight`.")
-    ht = _validation.as_float_array(teacher_hidden, "teacher_hidden")
-    wt = _validation.as_float_array(teacher_weight, "teacher_weight")
-    teacher_vd = weight_is_vd(ht.shape, wt.shape, teacher_weight_layout)
-    if ht.shape[:-1] != batch or wt.shape[0 if teacher_vd else 1] != vocab:
+    ht, wt, teacher_vd, t_batch, _ = _args.linear_head(
+        teacher_hidden, teacher_weight, teacher_weight_layout,
+        names=("teacher_hidden", "teacher_weight"))
+    if t_batch != batch or wt.shape[0 if teacher_vd else 1] != vocab:
       raise ValueError(
-          f"the teacher ({ht.shape}, {wt.shape}) must match the student's tokens {batch} and"
-          f" vocabulary {vocab}.")
-    t_dtype = jnp.result_type(ht, wt)  # one dtype per product (Triton's dot needs it)
-    teacher = (ht.reshape(-1, ht.shape[-1]).astype(t_dtype), wt.astype(t_dtype))
+          f"the teacher ({(*t_batch, ht.shape[-1])}, {wt.shape}) must match the student's"
+          f" tokens {batch} and vocabulary {vocab}.")
+    teacher = (ht, wt)
   cfg = _config(divergence, beta, temperature)
   softcap = _softcap.check(softcap)
   valid = _args.token_mask(batch, where=where)
-  h = hs.reshape(-1, hs.shape[-1]).astype(dtype)
   fn = _dispatch.select(LINEAR_IMPLEMENTATIONS, implementation,
                         "fused_linear_distillation_divergence", dtype=dtype)
   if _args.is_float64(h, *teacher):
     fn = fused_linear.linear_divergence_xla
-  out = fn(h, ws.astype(dtype), teacher, valid, vd=vd, teacher_vd=teacher_vd,
+  out = fn(h, w, teacher, valid, vd=vd, teacher_vd=teacher_vd,
            block_size=block_size, softcap=softcap, **cfg)
   return out.reshape(batch).astype(dtype)

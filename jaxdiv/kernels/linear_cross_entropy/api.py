@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
-from jaxdiv import _validation
 from jaxdiv.kernels import _args
 from jaxdiv.kernels import _dispatch
+from jaxdiv.kernels import _linear_blocks as lb
 from jaxdiv.kernels import _softcap
-from jaxdiv.kernels._args import weight_is_vd
 from jaxdiv.kernels.linear_cross_entropy import chunked_xla
 from jaxdiv.kernels.linear_cross_entropy import pallas_gpu
 from jaxdiv.kernels.linear_cross_entropy import reference
@@ -21,19 +19,6 @@ IMPLEMENTATIONS = _dispatch.registry(
     _dispatch.Implementation("chunked", chunked_xla.linear_cross_entropy),
     _dispatch.Implementation("xla", xla.linear_cross_entropy),
 )
-
-
-def check_axis_name(axis_name) -> None:
-  """A bound mesh axis (inside `shard_map`), or a clear error naming `axis_name`."""
-  if axis_name is None:
-    return
-  try:
-    lax.axis_index(axis_name)
-  except NameError:
-    raise ValueError(
-        f"`axis_name`={axis_name!r} is not a mesh axis bound here: call"
-        " fused_linear_cross_entropy inside `shard_map` over a mesh with that axis (with the"
-        " weight's vocabulary split over it), or pass axis_name=None.") from None
 
 
 def fused_linear_cross_entropy(
@@ -116,15 +101,9 @@ def fused_linear_cross_entropy(
     >>> fused_linear_cross_entropy(h, w, jnp.array([3, 0]))
     Array([0.991843, 1.891843], dtype=float32)
   """
-  hidden = _validation.as_float_array(hidden, "hidden")
-  weight = _validation.as_float_array(weight, "weight")
-  if hidden.ndim < 1:
-    raise ValueError(f"`hidden` needs a model axis; got shape {hidden.shape}.")
-  vd = weight_is_vd(hidden.shape, weight.shape, weight_layout)
-  check_axis_name(axis_name)
+  h, w, vd, batch, dtype = _args.linear_head(hidden, weight, weight_layout, axis_name)
   if reduction not in ("none", "mean", "sum"):
     raise ValueError(f'`reduction` must be "none", "mean" or "sum"; got {reduction!r}.')
-  batch = hidden.shape[:-1]
   labels = _args.int_labels(labels, batch)
   ls, zl = _args.smoothing_and_z_loss(label_smoothing, z_loss)
   softcap = _softcap.check(softcap)
@@ -136,18 +115,15 @@ def fused_linear_cross_entropy(
       raise ValueError(f"`grad_filter_eps` needs implementation='chunked' (or None); got"
                        f" implementation={implementation!r}.")
     implementation, extra = "chunked", dict(grad_filter_eps=filter_eps)
-  h = hidden.reshape(-1, hidden.shape[-1])
-  dtype = jnp.result_type(hidden, weight)
-  h, w = h.astype(dtype), weight.astype(dtype)
   fn = _dispatch.select(IMPLEMENTATIONS, implementation, "fused_linear_cross_entropy",
-                        shape=(h.shape[0], h.shape[1], weight.shape[0 if vd else 1]),
+                        shape=(h.shape[0], h.shape[1], w.shape[0 if vd else 1]),
                         dtype=dtype)
   if _args.is_float64(h):  # the kernels accumulate in float32; float64 stays exact
     fn, extra = reference.linear_cross_entropy, {}
   loss = fn(h, w, labels.reshape(-1), valid, vd=vd, label_smoothing=ls, z_loss=zl,
             block_size=block_size, axis_name=axis_name, softcap=softcap, **extra)
   loss = _args.mark_bad_labels(loss, labels.reshape(-1), valid.reshape(-1),
-                              chunked_xla.global_vocab_size(w, vd, axis_name))  # global labels
+                              lb.global_vocab_size(w, vd, axis_name))  # global labels
   if reduction == "none":
     return loss.reshape(batch).astype(dtype)
   total = jnp.sum(loss, dtype=jnp.float32)

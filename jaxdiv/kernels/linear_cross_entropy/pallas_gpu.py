@@ -3,7 +3,7 @@
 The forward pass is one kernel (matmul tiles folded into an online logsumexp, nothing stored).
 The backward walks vocabulary chunks: a kernel recomputes each chunk's logits and writes their
 softmax gradient in the activation dtype, then two XLA matmuls (cuBLAS) form d_hidden and the
-chunk's d_weight, as in `chunked_xla.backward`. With `axis_name` the kernels see this shard's
+chunk's d_weight, as in `_linear_blocks.backward`. With `axis_name` the kernels see this shard's
 weight and shifted labels; the statistics are combined across shards outside them
 (`chunked_xla.make`).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 
-from jaxdiv.kernels import _blockwise as bw
+from jaxdiv.kernels import _pallas_gpu as pg
 from jaxdiv.kernels.linear_cross_entropy import chunked_xla
 from jaxdiv.kernels.linear_cross_entropy import pallas_kernel
 
@@ -29,11 +29,9 @@ CHUNK = 8192
 def linear_cross_entropy(hidden, weight, labels, valid, *, vd: bool, label_smoothing=0.0,
                          z_loss=0.0, block_size=None, interpret=False, tile=TILE,
                          splits=SPLITS, num_warps=NUM_WARPS, axis_name=None, softcap=None):
-  pallas_kernel.refuse_interpret_under_vma(interpret, hidden, weight)
-  v = chunked_xla.vocab_size(weight, vd)
-  labels, vocab = chunked_xla.shard_labels(labels, weight, vd, axis_name)
-  bn, bv, bk = pallas_kernel.tile_dims(tile, (hidden.shape[0], v, hidden.shape[1]))
-  chunk = bw.pick_block(v, block_size, CHUNK)
+  labels, vocab, (bn, bv, bk), chunk = pg.walk(
+      hidden, weight, labels, vd=vd, tile=tile, chunk=CHUNK, block_size=block_size,
+      axis_name=axis_name, interpret=interpret)
   kw = dict(bn=bn, bv=bv, bk=bk, num_warps=num_warps, interpret=interpret, softcap=softcap)
 
   def block_grad(hidden, w_blk, labels, stats, g, cols, softcap=None, **cfg):

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from jaxdiv import _validation
 from jaxdiv.kernels import _args
 from jaxdiv.kernels import _dispatch
+from jaxdiv.kernels import _linear_blocks as lb
 from jaxdiv.kernels import _softcap
-from jaxdiv.kernels.linear_cross_entropy import api as lce_api
-from jaxdiv.kernels.linear_cross_entropy import chunked_xla as lce
 from jaxdiv.kernels.token_log_probs import chunked_xla
 from jaxdiv.kernels.token_log_probs import pallas_gpu
 from jaxdiv.kernels.token_log_probs import xla
@@ -95,26 +93,18 @@ def fused_linear_token_log_probs(
     >>> entropy
     Array([1.332117, 1.332117], dtype=float32)
   """
-  hidden = _validation.as_float_array(hidden, "hidden")
-  weight = _validation.as_float_array(weight, "weight")
-  if hidden.ndim < 1:
-    raise ValueError(f"`hidden` needs a model axis; got shape {hidden.shape}.")
-  vd = lce_api.weight_is_vd(hidden.shape, weight.shape, weight_layout)
-  lce_api.check_axis_name(axis_name)
+  h, w, vd, batch, dtype = _args.linear_head(hidden, weight, weight_layout, axis_name)
   inv_t = temperature_scale(temperature)
   softcap = _softcap.check(softcap)
-  batch = hidden.shape[:-1]
   labels = _args.int_labels(labels, batch)
   valid = _args.token_mask(batch, where=where)
-  dtype = jnp.result_type(hidden, weight)
-  h, w = hidden.reshape(-1, hidden.shape[-1]).astype(dtype), weight.astype(dtype)
   if implementation == "pallas" and _args.is_float64(h):
     implementation = "chunked"  # the Triton kernels accumulate in float32
   fn = _dispatch.select(IMPLEMENTATIONS, implementation, "fused_linear_token_log_probs",
-                        shape=(h.shape[0], h.shape[1], weight.shape[0 if vd else 1]),
+                        shape=(h.shape[0], h.shape[1], w.shape[0 if vd else 1]),
                         dtype=dtype)
   y = labels.reshape(-1)
   log_probs, entropy = fn(h, w, y, valid, vd=vd, softcap=softcap, inv_t=inv_t,
                           block_size=block_size, axis_name=axis_name)
-  log_probs = _args.mark_bad_labels(log_probs, y, valid, lce.global_vocab_size(w, vd, axis_name))
+  log_probs = _args.mark_bad_labels(log_probs, y, valid, lb.global_vocab_size(w, vd, axis_name))
   return log_probs.reshape(batch).astype(dtype), entropy.reshape(batch).astype(dtype)

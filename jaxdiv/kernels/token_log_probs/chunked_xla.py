@@ -24,12 +24,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from jaxdiv import _numerics
 from jaxdiv.kernels import _blockwise as bw
+from jaxdiv.kernels import _linear_blocks as lb
 from jaxdiv.kernels import _softcap
-from jaxdiv.kernels.linear_cross_entropy import chunked_xla as lce
 
 
 class EntState(NamedTuple):
@@ -46,11 +45,6 @@ class Stats(NamedTuple):
   lse: jax.Array
   entropy: jax.Array
   z_label: jax.Array
-
-
-def acc_dtype(*arrays):
-  """The accumulation dtype: float32, or float64 for float64 inputs."""
-  return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
 
 
 def state_init(n: int, dtype) -> EntState:
@@ -100,29 +94,17 @@ def state_finish(st: EntState, z_label) -> Stats:
   return Stats(lse, entropy, z_label)
 
 
-def block_logits(hidden, w_blk, vd: bool, acc):
-  """[tokens, bv] logits of one weight block, accumulated in `acc` (float32 or float64)."""
-  return lax.dot_general(hidden, w_blk, (((1,), (1 if vd else 0,)), ((), ())),
-                         precision=lax.Precision.HIGHEST, preferred_element_type=acc)
-
-
 def _stats(hidden, weight, labels, *, bv, vd, softcap, inv_t):
-  v = lce.vocab_size(weight, vd)
-  acc = acc_dtype(hidden, weight)
+  acc = lb.acc_dtype(hidden, weight)
 
-  def body(j, carry):
+  def body(carry, z, c0, own):
     st, z_label = carry
-    c0 = bw.block_start(j, v, bv)
-    own = bw.owned(j, c0, bv)
-    z = _softcap.apply(block_logits(hidden, lce.weight_block(weight, c0, bv, vd), vd, acc),
-                       softcap, inv_t)
     hit = (labels[:, None] == c0 + jnp.arange(bv)) & own
     return state_update(st, z, own), z_label + jnp.sum(jnp.where(hit, z, 0.0), axis=-1)
 
   zeros = jnp.zeros_like(hidden[:, 0], acc)  # typed like `hidden` under check_vma
-  st, z_label = bw.fori_blocks(bw.num_blocks(v, bv), body,
-                               (EntState(zeros - jnp.inf, zeros, zeros), zeros))
-  return st, z_label
+  return lb.fold(hidden, weight, body, (EntState(zeros - jnp.inf, zeros, zeros), zeros), bv=bv,
+                 vd=vd, acc=acc, softcap=softcap, inv_t=inv_t)
 
 
 def dlogits(x, cols, labels, stats: Stats, g, *, softcap, inv_t):
@@ -138,32 +120,8 @@ def dlogits(x, cols, labels, stats: Stats, g, *, softcap, inv_t):
 
 
 def xla_dlogits(hidden, w_blk, labels, stats, g, cols, *, vd, softcap, inv_t):
-  x = block_logits(hidden, w_blk, vd, acc_dtype(hidden, w_blk))
+  x = lb.block_logits(hidden, w_blk, vd, lb.acc_dtype(hidden, w_blk))
   return dlogits(x, cols, labels, stats, g, softcap=softcap, inv_t=inv_t)
-
-
-def backward(hidden, weight, labels, stats, g, *, bv, vd, dlogits_fn):
-  """(d hidden, d weight), block by block (as `linear_cross_entropy.chunked_xla.backward`,
-  with the accumulation dtype following the inputs: float64 stays float64)."""
-  v = lce.vocab_size(weight, vd)
-  acc = acc_dtype(hidden, weight)
-  mm = lambda a, b, c: lax.dot_general(a, b, (c, ((), ())), precision=lax.Precision.HIGHEST,
-                                       preferred_element_type=acc)
-
-  def body(j, carry):
-    dh, dw = carry
-    c0 = bw.block_start(j, v, bv)
-    w_blk = lce.weight_block(weight, c0, bv, vd)
-    d = dlogits_fn(hidden, w_blk, labels, stats, g, c0 + jnp.arange(bv)).astype(hidden.dtype)
-    d_own = jnp.where(bw.owned(j, c0, bv), d, jnp.zeros((), d.dtype))
-    dh = dh + mm(d_own, w_blk, ((1,), (0,)) if vd else ((1,), (1,)))
-    dw_blk = mm(d, hidden, ((0,), (0,))) if vd else mm(hidden, d, ((0,), (0,)))
-    dw = lax.dynamic_update_slice_in_dim(dw, dw_blk.astype(dw.dtype), c0, axis=0 if vd else 1)
-    return dh, dw
-
-  init = (jnp.zeros_like(hidden, acc), jnp.zeros_like(weight))
-  dh, dw = bw.fori_blocks(bw.num_blocks(v, bv), body, init)
-  return dh.astype(hidden.dtype), dw
 
 
 def make(stats_fn, dlogits_fn, *, bv, vd, axis_name=None):
@@ -173,7 +131,7 @@ def make(stats_fn, dlogits_fn, *, bv, vd, axis_name=None):
   `stats_fn(hidden, weight, labels) -> (EntState, z_label)` over this shard's slice;
   `dlogits_fn(hidden, w_blk, labels, stats, (g_lp, g_ent), cols)` one block's gradient.
   With `axis_name` the outputs are formed on shard 0 and psummed (as in
-  `linear_cross_entropy.chunked_xla.make`), so every shard's backward sees the cotangents.
+  `_linear_blocks.on_first_shard`), so every shard's backward sees the cotangents.
   """
 
   def stats(hidden, weight, labels):
@@ -184,11 +142,7 @@ def make(stats_fn, dlogits_fn, *, bv, vd, axis_name=None):
 
   def outputs(st: Stats, valid):
     lp = jnp.where(valid, st.z_label - st.lse, 0.0)
-    ent = jnp.where(valid, st.entropy, 0.0)
-    if axis_name is not None:
-      first = lax.axis_index(axis_name) == 0
-      lp, ent = jnp.where(first, lp, 0.0), jnp.where(first, ent, 0.0)
-    return lp, ent
+    return lb.on_first_shard((lp, jnp.where(valid, st.entropy, 0.0)), axis_name)
 
   @jax.custom_vjp
   def f(x, labels, valid):
@@ -202,27 +156,15 @@ def make(stats_fn, dlogits_fn, *, bv, vd, axis_name=None):
     x, labels, valid, st = res
     acc = st.lse.dtype
     g = tuple(jnp.where(valid, gi.astype(acc), 0.0) for gi in g)
-    grads = backward(*x, labels, st, g, bv=bv, vd=vd,
-                     dlogits_fn=functools.partial(dlogits_fn, vd=vd))
+    grads = lb.backward(*x, labels, st, g, bv=bv, vd=vd, acc=lb.acc_dtype(*x),
+                        dlogits_fn=functools.partial(dlogits_fn, vd=vd))
     return grads, None, None
 
   f.defvjp(fwd, bwd)
-
-  def run(x, labels, valid):
-    out = f(lce.typed_alike(*x), labels, valid)
-    if axis_name is not None:
-      out = tuple(lax.psum(o, axis_name) for o in out)
-    return out
-
-  return run
+  return lb.psum_outputs(f, axis_name)
 
 
 def token_log_probs(hidden, weight, labels, valid, *, vd: bool, softcap=None, inv_t=1.0,
                     block_size=None, axis_name=None):
-  v = lce.vocab_size(weight, vd)
-  labels, _ = lce.shard_labels(labels, weight, vd, axis_name)
-  bv = bw.pick_block(v, block_size, lce.default_block(hidden.shape[0], v, jax.default_backend()))
-  cfg = dict(softcap=softcap, inv_t=inv_t)
-  f = make(functools.partial(_stats, bv=bv, vd=vd, **cfg),
-           functools.partial(xla_dlogits, **cfg), bv=bv, vd=vd, axis_name=axis_name)
-  return f((hidden, weight), labels, valid)
+  return lb.run_xla(make, _stats, xla_dlogits, hidden, weight, labels, valid, vd=vd,
+                    block_size=block_size, axis_name=axis_name, softcap=softcap, inv_t=inv_t)

@@ -2,7 +2,7 @@
 
 The forward pass is one kernel (`pallas_kernel.stats`); the backward walks vocabulary chunks, a
 kernel writing each chunk's logits gradient and two XLA matmuls forming d hidden and the chunk's
-d weight (`chunked_xla.backward`). With `axis_name` the kernels see this shard's weight and
+d weight (`_linear_blocks.backward`). With `axis_name` the kernels see this shard's weight and
 shifted labels; the states merge across shards outside them (`chunked_xla.make`). Tile sizes
 are the fused cross-entropy's (tuned there on an H100); these kernels have only run in
 interpret mode so far.
@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import functools
 
-from jaxdiv.kernels import _blockwise as bw
-from jaxdiv.kernels.linear_cross_entropy import chunked_xla as lce
+from jaxdiv.kernels import _pallas_gpu as pg
 from jaxdiv.kernels.linear_cross_entropy import pallas_gpu as lce_pallas
-from jaxdiv.kernels.linear_cross_entropy import pallas_kernel as lce_kernel
 from jaxdiv.kernels.token_log_probs import chunked_xla
 from jaxdiv.kernels.token_log_probs import pallas_kernel
 
@@ -23,12 +21,9 @@ from jaxdiv.kernels.token_log_probs import pallas_kernel
 def token_log_probs(hidden, weight, labels, valid, *, vd: bool, softcap=None, inv_t=1.0,
                     block_size=None, axis_name=None, interpret=False, tile=lce_pallas.TILE,
                     splits=lce_pallas.SPLITS, num_warps=lce_pallas.NUM_WARPS):
-  lce_kernel.refuse_interpret_under_vma(interpret, hidden, weight)
-  v = lce.vocab_size(weight, vd)
-  labels, _ = lce.shard_labels(labels, weight, vd, axis_name)
-  labels = labels.astype("int32")
-  bn, bv, bk = lce_kernel.tile_dims(tile, (hidden.shape[0], v, hidden.shape[1]))
-  chunk = bw.pick_block(v, block_size, lce_pallas.CHUNK)
+  labels, _, (bn, bv, bk), chunk = pg.walk(
+      hidden, weight, labels, vd=vd, tile=tile, chunk=lce_pallas.CHUNK, block_size=block_size,
+      axis_name=axis_name, interpret=interpret)
   kw = dict(bn=bn, bv=bv, bk=bk, num_warps=num_warps, interpret=interpret, softcap=softcap,
             inv_t=inv_t)
 
@@ -38,4 +33,4 @@ def token_log_probs(hidden, weight, labels, valid, *, vd: bool, softcap=None, in
 
   f = chunked_xla.make(functools.partial(pallas_kernel.stats, splits=splits, vd=vd, **kw),
                        block_grad, bv=chunk, vd=vd, axis_name=axis_name)
-  return f((hidden, weight), labels, valid)
+  return f((hidden, weight), labels.astype("int32"), valid)

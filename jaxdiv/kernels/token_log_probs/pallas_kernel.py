@@ -2,7 +2,7 @@
 elsewhere).
 
 `stats`: each program owns a block of tokens and a split of the vocabulary; it forms one
-[bn, bv] logits tile at a time (`linear_cross_entropy.pallas_kernel.logits_tile`), caps and
+[bn, bv] logits tile at a time (`kernels._pallas_gpu.logits_tile`), caps and
 scales it, and folds it into a running `EntState` and the label's logit in registers; the
 splits' states merge outside. `dlogits`: the same tile turned into the gradient of
 g_lp log p_y + g_ent H, stored in the activation dtype for the XLA matmuls of the backward.
@@ -18,54 +18,43 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from jaxdiv.kernels import _pallas_gpu as pg
 from jaxdiv.kernels import _softcap
-from jaxdiv.kernels.linear_cross_entropy import pallas_kernel as lce_kernel
 from jaxdiv.kernels.token_log_probs import chunked_xla as tlp
 
 
 def _stats_kernel(h_ref, w_ref, labels_ref, m_ref, s_ref, a_ref, zl_ref, *, bn, bv, bk, splits,
                   vd, softcap, inv_t):
-  n = h_ref.shape[0]
   v = w_ref.shape[0 if vd else 1]
-  rows = pl.program_id(0) * bn + jnp.arange(bn)
-  rmask = rows < n
+  rows, rmask = pg.row_block(h_ref.shape[0], bn)
   labels = plgpu.load(labels_ref.at[rows], mask=rmask, other=0)
-  lo, hi = lce_kernel.split_range(v, bv, splits)
 
   def body(j, carry):
     st, z_label = carry
-    cols = j * bv + jnp.arange(bv)
-    cmask = cols < v
-    x = lce_kernel.logits_tile(h_ref, w_ref, rows, rmask, cols, cmask, bk=bk, vd=vd)
+    cols, cmask = pg.vocab_tile(j, bv, v)
+    x = pg.logits_tile(h_ref, w_ref, rows, rmask, cols, cmask, bk=bk, vd=vd)
     z = _softcap.apply(x, softcap, inv_t)
     hit = (labels[:, None] == cols[None, :]) & cmask[None, :]
     return (tlp.state_update(st, z, cmask[None, :]),
             z_label + jnp.sum(jnp.where(hit, z, 0.0), axis=-1))
 
   zeros = jnp.zeros((bn,), jnp.float32)
-  st, z_label = lax.fori_loop(lo, hi, body, (tlp.state_init(bn, jnp.float32), zeros))
-  split = pl.program_id(1)
-  for ref, x in ((m_ref, st.m), (s_ref, st.s), (a_ref, st.a), (zl_ref, z_label)):
-    plgpu.store(ref.at[split, rows], x, mask=rmask)
+  st, z_label = lax.fori_loop(*pg.split_range(v, bv, splits), body,
+                              (tlp.state_init(bn, jnp.float32), zeros))
+  pg.store_split((m_ref, s_ref, a_ref, zl_ref), (st.m, st.s, st.a, z_label), rows, rmask)
 
 
 def _dlogits_kernel(h_ref, w_ref, labels_ref, lse_ref, ent_ref, glp_ref, gent_ref, cols_ref,
                     out_ref, *, bn, bv, bk, vd, softcap, inv_t):
-  n = h_ref.shape[0]
-  vc = out_ref.shape[1]
-  rows = pl.program_id(0) * bn + jnp.arange(bn)
-  rmask = rows < n
-  local = pl.program_id(1) * bv + jnp.arange(bv)
-  cmask = local < vc
-  x = lce_kernel.logits_tile(h_ref, w_ref, rows, rmask, local, cmask, bk=bk, vd=vd)
+  rows, rmask, local, cmask = pg.grad_tile(out_ref, bn, bv)
+  x = pg.logits_tile(h_ref, w_ref, rows, rmask, local, cmask, bk=bk, vd=vd)
   load_rows = functools.partial(plgpu.load, mask=rmask, other=0)
   cols = plgpu.load(cols_ref.at[local], mask=cmask, other=-1)
   stats = tlp.Stats(load_rows(lse_ref.at[rows]), load_rows(ent_ref.at[rows]), None)
   g = (load_rows(glp_ref.at[rows]), load_rows(gent_ref.at[rows]))
   d = tlp.dlogits(x, cols, load_rows(labels_ref.at[rows]), stats, g, softcap=softcap,
                   inv_t=inv_t)
-  plgpu.store(out_ref.at[rows[:, None], local[None, :]], d.astype(out_ref.dtype),
-              mask=rmask[:, None] & cmask[None, :])
+  pg.store_tile(out_ref, rows, rmask, local, cmask, d)
 
 
 @functools.partial(jax.jit, static_argnames=("bn", "bv", "bk", "splits", "vd", "softcap",
@@ -74,12 +63,12 @@ def stats(hidden, weight, labels, *, bn, bv, bk, splits, vd, softcap, inv_t, num
           num_stages=3, interpret=False):
   """(EntState, z_label) of this device's vocabulary, never storing a logits tile."""
   n = hidden.shape[0]
-  out = [lce_kernel.out_like((splits, n), jnp.float32, hidden)] * 4
+  out = [pg.out_like((splits, n), jnp.float32, hidden)] * 4
   kernel = functools.partial(_stats_kernel, bn=bn, bv=bv, bk=bk, splits=splits, vd=vd,
                              softcap=softcap, inv_t=inv_t)
   m, s, a, z_label = pl.pallas_call(
       kernel, grid=(pl.cdiv(n, bn), splits), out_shape=out, interpret=interpret,
-      compiler_params=lce_kernel.compiler_params(num_warps, num_stages))(hidden, weight, labels)
+      compiler_params=pg.compiler_params(num_warps, num_stages))(hidden, weight, labels)
   st = tlp.EntState(m[0], s[0], a[0])
   for k in range(1, splits):
     st = tlp.state_merge(st, tlp.EntState(m[k], s[k], a[k]))
@@ -96,6 +85,6 @@ def dlogits(hidden, w_blk, labels, lse, entropy, g_lp, g_ent, cols, *, bn, bv, b
                              inv_t=inv_t)
   return pl.pallas_call(
       kernel, grid=(pl.cdiv(n, bn), pl.cdiv(vc, bv)),
-      out_shape=lce_kernel.out_like((n, vc), hidden.dtype, hidden), interpret=interpret,
-      compiler_params=lce_kernel.compiler_params(num_warps, num_stages))(
+      out_shape=pg.out_like((n, vc), hidden.dtype, hidden), interpret=interpret,
+      compiler_params=pg.compiler_params(num_warps, num_stages))(
           hidden, w_blk, labels, lse, entropy, g_lp, g_ent, cols)

@@ -10,9 +10,8 @@ from jaxdiv import _numerics
 from jaxdiv import _validation
 from jaxdiv.kernels import _args
 from jaxdiv.kernels import _dispatch
+from jaxdiv.kernels import _linear_blocks as lb
 from jaxdiv.kernels import _softcap
-from jaxdiv.kernels.linear_cross_entropy import api as lce_api
-from jaxdiv.kernels.linear_cross_entropy import chunked_xla as lce
 from jaxdiv.kernels.token_log_probs.api import temperature_scale
 from jaxdiv.kernels.topk_distillation import chunked_xla
 from jaxdiv.kernels.topk_distillation import divergence as div
@@ -58,7 +57,15 @@ def _teacher(teacher_indices, teacher_log_probs, batch, vocab):
   return idx.reshape(-1, k).astype(jnp.int32), lt.reshape(-1, k)
 
 
-def _reduce(loss, valid, reduction, dtype, batch):
+def _loss(student_stats, teacher_indices, teacher_log_probs, batch, vocab, dtype, *,
+          divergence, tail, beta, where, reduction):
+  """The loss of both entry points from `student_stats(idx) -> (lse [tokens], u [tokens, k])`:
+  the student's lse over the vocabulary and its logits at the teacher's indices (scaled)."""
+  idx, lt = _teacher(teacher_indices, teacher_log_probs, batch, vocab)
+  valid = _args.token_mask(batch, where=where)
+  lse, u = student_stats(idx)
+  loss = div.loss_from_stats(lse, u, lt, valid, div.bad_teacher(idx, lt, vocab),
+                             divergence_name=divergence, tail=tail, beta=float(beta))
   if reduction == "none":
     return loss.reshape(batch).astype(dtype)
   total = jnp.sum(loss)
@@ -147,14 +154,14 @@ def topk_distillation_loss(
   _check_options(divergence, tail, beta, reduction)
   inv_t = temperature_scale(temperature)
   batch, vocab = z.shape[:-1], z.shape[-1]
-  idx, lt = _teacher(teacher_indices, teacher_log_probs, batch, vocab)
-  valid = _args.token_mask(batch, where=where)
   x = z.reshape(-1, vocab).astype(jnp.promote_types(z.dtype, jnp.float32)) * inv_t
-  lse = _numerics.logsumexp(x, axis=-1)
-  u = jnp.take_along_axis(x, jnp.clip(idx, 0, vocab - 1), axis=-1)
-  loss = div.loss_from_stats(lse, u, lt, valid, div.bad_teacher(idx, lt, vocab),
-                             divergence_name=divergence, tail=tail, beta=float(beta))
-  return _reduce(loss, valid, reduction, z.dtype, batch)
+
+  def student_stats(idx):
+    lse = _numerics.logsumexp(x, axis=-1)
+    return lse, jnp.take_along_axis(x, jnp.clip(idx, 0, vocab - 1), axis=-1)
+
+  return _loss(student_stats, teacher_indices, teacher_log_probs, batch, vocab, z.dtype,
+               divergence=divergence, tail=tail, beta=beta, where=where, reduction=reduction)
 
 
 def fused_linear_topk_distillation_loss(
@@ -211,30 +218,23 @@ def fused_linear_topk_distillation_loss(
     >>> fused_linear_topk_distillation_loss(h, w, idx, log_p)
     Array([0.010918], dtype=float32)
   """
-  hidden = _validation.as_float_array(student_hidden, "student_hidden")
-  weight = _validation.as_float_array(student_weight, "student_weight")
-  if hidden.ndim < 1:
-    raise ValueError(f"`student_hidden` needs a model axis; got shape {hidden.shape}.")
-  vd = lce_api.weight_is_vd(hidden.shape, weight.shape, weight_layout)
-  lce_api.check_axis_name(axis_name)
+  h, w, vd, batch, dtype = _args.linear_head(student_hidden, student_weight, weight_layout,
+                                             axis_name, names=("student_hidden", "student_weight"))
   _check_options(divergence, tail, beta, reduction)
   inv_t = temperature_scale(temperature)
   softcap = _softcap.check(softcap)
-  batch = hidden.shape[:-1]
-  dtype = jnp.result_type(hidden, weight)
-  h, w = hidden.reshape(-1, hidden.shape[-1]).astype(dtype), weight.astype(dtype)
-  vocab = lce.global_vocab_size(w, vd, axis_name)
-  idx, lt = _teacher(teacher_indices, teacher_log_probs, batch, vocab)
-  valid = _args.token_mask(batch, where=where)
+  vocab = lb.global_vocab_size(w, vd, axis_name)
   if implementation == "pallas" and _args.is_float64(h):
     implementation = "chunked"  # the Triton kernels accumulate in float32
   fn = _dispatch.select(IMPLEMENTATIONS, implementation, "fused_linear_topk_distillation_loss",
                         dtype=dtype)
-  lse, u = fn(h, w, idx, vd=vd, softcap=softcap, inv_t=inv_t, block_size=block_size,
+
+  def student_stats(idx):
+    return fn(h, w, idx, vd=vd, softcap=softcap, inv_t=inv_t, block_size=block_size,
               axis_name=axis_name)
-  loss = div.loss_from_stats(lse, u, lt, valid, div.bad_teacher(idx, lt, vocab),
-                             divergence_name=divergence, tail=tail, beta=float(beta))
-  return _reduce(loss, valid, reduction, dtype, batch)
+
+  return _loss(student_stats, teacher_indices, teacher_log_probs, batch, vocab, dtype,
+               divergence=divergence, tail=tail, beta=beta, where=where, reduction=reduction)
 
 
 for _f in (topk_distillation_loss, fused_linear_topk_distillation_loss):

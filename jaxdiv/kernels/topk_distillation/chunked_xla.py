@@ -6,7 +6,7 @@ fall in its columns, by a [tokens, k] gather from the block; no [tokens, k, d] g
 weight and no [tokens, k, block] comparison exists).
 Backward: with cotangents g_lse and g_u, each block's raw logits gradient is
 (g_lse softmax(z) + scatter(g_u)) dz/dx, recomputed, then multiplied into d hidden and the
-block of d weight (`token_log_probs.chunked_xla.backward`).
+block of d weight (`kernels._linear_blocks.backward`).
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from jaxdiv import _numerics
 from jaxdiv.kernels import _blockwise as bw
+from jaxdiv.kernels import _linear_blocks as lb
 from jaxdiv.kernels import _softcap
-from jaxdiv.kernels.linear_cross_entropy import chunked_xla as lce
-from jaxdiv.kernels.token_log_probs import chunked_xla as tlp
 
 
 def gather(z, indices, c0, own=None):
@@ -38,20 +36,16 @@ def gather(z, indices, c0, own=None):
 
 
 def _stats(hidden, weight, indices, *, bv, vd, softcap, inv_t):
-  v = lce.vocab_size(weight, vd)
-  acc = tlp.acc_dtype(hidden, weight)
+  acc = lb.acc_dtype(hidden, weight)
 
-  def body(j, carry):
+  def body(carry, z, c0, own):
     st, u = carry
-    c0 = bw.block_start(j, v, bv)
-    own = bw.owned(j, c0, bv)
-    x = tlp.block_logits(hidden, lce.weight_block(weight, c0, bv, vd), vd, acc)
-    z = _softcap.apply(x, softcap, inv_t)
     return bw.lse_update(st, z, own), u + gather(z, indices, c0, own)
 
   zeros = jnp.zeros_like(hidden[:, 0], acc)  # typed like `hidden` under check_vma
   init = (bw.Lse(zeros - jnp.inf, zeros), jnp.zeros(indices.shape, acc) + zeros[:, None])
-  return bw.fori_blocks(bw.num_blocks(v, bv), body, init)
+  return lb.fold(hidden, weight, body, init, bv=bv, vd=vd, acc=acc, softcap=softcap,
+                 inv_t=inv_t)
 
 
 def dlogits(x, cols, indices, lse, g, *, softcap, inv_t):
@@ -75,65 +69,43 @@ def _gather_t(g_u, indices, cols):
 
 
 def xla_dlogits(hidden, w_blk, indices, lse, g, cols, *, vd, softcap, inv_t):
-  x = tlp.block_logits(hidden, w_blk, vd, tlp.acc_dtype(hidden, w_blk))
+  x = lb.block_logits(hidden, w_blk, vd, lb.acc_dtype(hidden, w_blk))
   return dlogits(x, cols, indices, lse, g, softcap=softcap, inv_t=inv_t)
 
 
 def make(stats_fn, dlogits_fn, *, bv, vd, axis_name=None):
   """`f((hidden, weight), indices) -> (lse, u)` with a custom VJP (residual: inputs and lse).
 
-  With `axis_name`, `indices` are local to this shard (`lce.shard_labels`); the lse merges
-  across shards and u is psummed (each index lives on one shard); the outputs are formed on
-  shard 0 and psummed, as in `linear_cross_entropy.chunked_xla.make`.
+  With `axis_name`, `indices` are local to this shard (`_linear_blocks.shard_labels`); the lse
+  merges across shards and u is psummed (each index lives on one shard); the outputs are formed
+  on shard 0 and psummed (`_linear_blocks.on_first_shard`).
   """
 
   def stats(hidden, weight, indices):
     st, u = stats_fn(hidden, weight, indices)
-    if axis_name is not None:
-      m = _numerics.pmax(st.m, axis_name)
-      s = _numerics.psum(st.s * jnp.exp(st.m - bw.finite_or_zero(m)), axis_name)
-      st, u = bw.Lse(m, s), _numerics.psum(u, axis_name)
-    return bw.lse_finish(st), u
-
-  def outputs(lse, u):
-    if axis_name is None:
-      return lse, u
-    first = lax.axis_index(axis_name) == 0
-    return jnp.where(first, lse, 0.0), jnp.where(first, u, 0.0)
+    return bw.lse_finish(bw.lse_psum(st, axis_name)), _numerics.psum(u, axis_name)
 
   @jax.custom_vjp
   def f(x, indices):
-    return outputs(*stats(*x, indices))
+    return lb.on_first_shard(stats(*x, indices), axis_name)
 
   def fwd(x, indices):
     lse, u = stats(*x, indices)
-    return outputs(lse, u), (x, indices, lse)
+    return lb.on_first_shard((lse, u), axis_name), (x, indices, lse)
 
   def bwd(res, g):
     x, indices, lse = res
     g = (g[0].astype(lse.dtype), g[1].astype(lse.dtype))
-    grads = tlp.backward(*x, indices, lse, g, bv=bv, vd=vd,
-                         dlogits_fn=functools.partial(dlogits_fn, vd=vd))
+    grads = lb.backward(*x, indices, lse, g, bv=bv, vd=vd, acc=lb.acc_dtype(*x),
+                        dlogits_fn=functools.partial(dlogits_fn, vd=vd))
     return grads, None
 
   f.defvjp(fwd, bwd)
-
-  def run(x, indices):
-    out = f(lce.typed_alike(*x), indices)
-    if axis_name is not None:
-      out = tuple(lax.psum(o, axis_name) for o in out)
-    return out
-
-  return run
+  return lb.psum_outputs(f, axis_name)
 
 
 def student_stats(hidden, weight, indices, *, vd: bool, softcap=None, inv_t=1.0,
                   block_size=None, axis_name=None):
   """(lse [tokens], u [tokens, k]) of z = softcap(hidden @ weight) / T, blockwise."""
-  v = lce.vocab_size(weight, vd)
-  indices, _ = lce.shard_labels(indices, weight, vd, axis_name)
-  bv = bw.pick_block(v, block_size, lce.default_block(hidden.shape[0], v, jax.default_backend()))
-  cfg = dict(softcap=softcap, inv_t=inv_t)
-  f = make(functools.partial(_stats, bv=bv, vd=vd, **cfg),
-           functools.partial(xla_dlogits, **cfg), bv=bv, vd=vd, axis_name=axis_name)
-  return f((hidden, weight), indices)
+  return lb.run_xla(make, _stats, xla_dlogits, hidden, weight, indices, vd=vd,
+                    block_size=block_size, axis_name=axis_name, softcap=softcap, inv_t=inv_t)

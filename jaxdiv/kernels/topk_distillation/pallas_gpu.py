@@ -18,10 +18,10 @@ from jax import lax
 
 from jaxdiv import _numerics
 from jaxdiv.kernels import _blockwise as bw
+from jaxdiv.kernels import _linear_blocks as lb
+from jaxdiv.kernels import _pallas_gpu as pg
 from jaxdiv.kernels import _softcap
-from jaxdiv.kernels.linear_cross_entropy import chunked_xla as lce
 from jaxdiv.kernels.linear_cross_entropy import pallas_gpu as lce_pallas
-from jaxdiv.kernels.linear_cross_entropy import pallas_kernel as lce_kernel
 from jaxdiv.kernels.token_log_probs import chunked_xla as tlp
 from jaxdiv.kernels.token_log_probs import pallas_kernel as tlp_kernel
 
@@ -31,8 +31,8 @@ TOKEN_CHUNK = 256
 def gathered_logits(hidden, weight, indices, *, vd: bool, token_chunk=TOKEN_CHUNK):
   """[tokens, k] raw logits hidden[n] . weight[:, indices[n, j]] (float32+ accumulation);
   0 for indices outside [0, local vocabulary)."""
-  v = lce.vocab_size(weight, vd)
-  acc = tlp.acc_dtype(hidden, weight)
+  v = lb.vocab_size(weight, vd)
+  acc = lb.acc_dtype(hidden, weight)
 
   @jax.checkpoint
   def one(h, idx):
@@ -51,23 +51,15 @@ def _lse_fn(*, vd, bv, chunk, axis_name, kw):
   def stats(hidden, weight):
     labels = jnp.full(hidden.shape[:1], -1, jnp.int32)
     st, _ = tlp_kernel.stats(hidden, weight, labels, vd=vd, bv=bv, **kw)
-    m, s = st.m, st.s
-    if axis_name is not None:
-      mg = _numerics.pmax(m, axis_name)
-      s = _numerics.psum(s * jnp.exp(m - bw.finite_or_zero(mg)), axis_name)
-      m = mg
-    return bw.lse_finish(bw.Lse(m, s))
-
-  def first(lse):
-    return lse if axis_name is None else jnp.where(lax.axis_index(axis_name) == 0, lse, 0.0)
+    return bw.lse_finish(bw.lse_psum(bw.Lse(st.m, st.s), axis_name))
 
   @jax.custom_vjp
   def f(x):
-    return first(stats(*x))
+    return lb.on_first_shard(stats(*x), axis_name)
 
   def fwd(x):
     lse = stats(*x)
-    return first(lse), (x, lse)
+    return lb.on_first_shard(lse, axis_name), (x, lse)
 
   def bwd(res, g):
     x, lse = res
@@ -80,26 +72,21 @@ def _lse_fn(*, vd, bv, chunk, axis_name, kw):
                                 vd=vd, bv=bv, **{k: a for k, a in kw.items() if k != "splits"})
 
     stats_ = tlp.Stats(lse, jnp.zeros_like(lse), None)
-    return (tlp.backward(*x, labels, stats_, g, bv=chunk, vd=vd, dlogits_fn=block_grad),)
+    return (lb.backward(*x, labels, stats_, g, bv=chunk, vd=vd, dlogits_fn=block_grad,
+                        acc=lb.acc_dtype(*x)),)
 
   f.defvjp(fwd, bwd)
-
-  def run(x):
-    lse = f(lce.typed_alike(*x))
-    return lse if axis_name is None else lax.psum(lse, axis_name)
-
-  return run
+  return lb.psum_outputs(f, axis_name)
 
 
 def student_stats(hidden, weight, indices, *, vd: bool, softcap=None, inv_t=1.0,
                   block_size=None, axis_name=None, interpret=False, tile=lce_pallas.TILE,
                   splits=lce_pallas.SPLITS, num_warps=lce_pallas.NUM_WARPS):
   """(lse [tokens], u [tokens, k]) of z = softcap(hidden @ weight) / T."""
-  lce_kernel.refuse_interpret_under_vma(interpret, hidden, weight)
-  v = lce.vocab_size(weight, vd)
-  local, _ = lce.shard_labels(indices, weight, vd, axis_name)
-  bn, bv, bk = lce_kernel.tile_dims(tile, (hidden.shape[0], v, hidden.shape[1]))
-  chunk = bw.pick_block(v, block_size, lce_pallas.CHUNK)
+  local, _, (bn, bv, bk), chunk = pg.walk(
+      hidden, weight, indices, vd=vd, tile=tile, chunk=lce_pallas.CHUNK, block_size=block_size,
+      axis_name=axis_name, interpret=interpret)
+  v = lb.vocab_size(weight, vd)
   kw = dict(bn=bn, bk=bk, num_warps=num_warps, interpret=interpret, softcap=softcap,
             inv_t=inv_t)
   lse = _lse_fn(vd=vd, bv=bv, chunk=chunk, axis_name=axis_name,
