@@ -57,50 +57,85 @@ def block_logits(hidden, w_blk, vd: bool, acc=jnp.float32):
 
 
 def fold(hidden, weight, body, init, *, bv: int, vd: bool, acc=jnp.float32, softcap=None,
-         inv_t=1.0):
+         inv_t=1.0, with_index: bool = False):
   """Folds `body(carry, z, c0, own)` over the vocabulary blocks of `hidden @ weight`.
 
   `z` [tokens, bv] is the block's logits (accumulated in `acc`) capped and scaled,
   `softcap(x) / T`; `c0` its first column; `own` [bv] the columns it counts (the clamped last
-  block overlaps its predecessor).
+  block overlaps its predecessor). With `with_index`, `body(carry, z, c0, own, j)` also gets the
+  block's index j.
   """
   v = vocab_size(weight, vd)
 
   def step(j, carry):
     c0 = bw.block_start(j, v, bv)
     x = block_logits(hidden, weight_block(weight, c0, bv, vd), vd, acc)
-    return body(carry, _softcap.apply(x, softcap, inv_t), c0, bw.owned(j, c0, bv))
+    args = (carry, _softcap.apply(x, softcap, inv_t), c0, bw.owned(j, c0, bv))
+    return body(*args, j) if with_index else body(*args)
 
   return bw.fori_blocks(bw.num_blocks(v, bv), step, init)
 
 
-def backward(hidden, weight, labels, stats, g, *, bv, vd, dlogits_fn, acc=jnp.float32):
+def backward(hidden, weight, labels, stats, g, *, bv, vd, dlogits_fn, acc=jnp.float32,
+             bn=None, skip=None, cast=True):
   """(d hidden, d weight), block by block over the vocabulary.
 
   `dlogits_fn(hidden, w_blk, labels, stats, g, cols)` gives the [tokens, bv] gradient of the
   block's logits (recomputed). It is cast to the activation dtype before both matmuls, which
-  accumulate in `acc`.
+  accumulate in `acc`. Without `cast`, both gradients come back in `acc`.
+
+  With `bn`, each vocabulary block is walked in tiles of `bn` tokens: `dlogits_fn` sees the
+  tile's rows of `hidden`, `labels`, `stats` (a pytree of [tokens, ...] arrays) and `g`, and the
+  block's d weight is accumulated over the tiles before it is written. With `skip(r0, j)` too (a
+  bool scalar for the tile at rows r0.. of vocabulary block j), a tile for which it is True is
+  not computed (`lax.cond`: its three matmuls do not run). The clamped last blocks overlap their
+  predecessors: a row and a column count once in d hidden; an overlapping vocabulary block's
+  d weight columns are written again with its own values.
   """
-  v = vocab_size(weight, vd)
+  n, v = hidden.shape[0], vocab_size(weight, vd)
+  tiled = bn is not None
+
+  def tile(c0, w_blk, col_own, r0, row_own, carry):
+    dh, dw_blk = carry
+    rows = (lambda a: lax.dynamic_slice_in_dim(a, r0, bn)) if tiled else (lambda a: a)
+    h = rows(hidden)
+    st = jax.tree.map(rows, stats) if tiled else stats
+    d = dlogits_fn(h, w_blk, rows(labels), st, rows(g), c0 + jnp.arange(bv)).astype(hidden.dtype)
+    # d hidden counts each column once; with tiles, d weight counts each row once.
+    own = col_own if row_own is None else row_own[:, None] & col_own
+    d_own = jnp.where(own, d, jnp.zeros((), d.dtype))
+    dh_rows = matmul(d_own, w_blk, ((1,), (0,)) if vd else ((1,), (1,)), acc)
+    if row_own is not None:
+      d = jnp.where(row_own[:, None], d, jnp.zeros((), d.dtype))
+    # [bv, d] = d^T @ hidden, or [d, bv] = hidden^T @ d
+    dw_tile = matmul(d, h, ((0,), (0,)), acc) if vd else matmul(h, d, ((0,), (0,)), acc)
+    if not tiled:
+      return dh + dh_rows, dw_tile
+    dh = lax.dynamic_update_slice_in_dim(dh, rows(dh) + dh_rows, r0, 0)
+    return dh, dw_blk + dw_tile
 
   def body(j, carry):
     dh, dw = carry
     c0 = bw.block_start(j, v, bv)
     w_blk = weight_block(weight, c0, bv, vd)
-    d = dlogits_fn(hidden, w_blk, labels, stats, g, c0 + jnp.arange(bv)).astype(hidden.dtype)
-    # The clamped last block overlaps its predecessor: its d_W columns are recomputed with the
-    # same values, but d_hidden must count each column once.
-    d_own = jnp.where(bw.owned(j, c0, bv), d, jnp.zeros((), d.dtype))
-    dh = dh + matmul(d_own, w_blk, ((1,), (0,)) if vd else ((1,), (1,)), acc)
-    # [bv, d] = d^T @ hidden, or [d, bv] = hidden^T @ d
-    dw_blk = (matmul(d, hidden, ((0,), (0,)), acc) if vd
-              else matmul(hidden, d, ((0,), (0,)), acc))
+    col_own = bw.owned(j, c0, bv)
+    if not tiled:
+      dh, dw_blk = tile(c0, w_blk, col_own, 0, None, (dh, None))
+    else:
+
+      def token_block(i, carry):
+        r0 = bw.block_start(i, n, bn)
+        run = functools.partial(tile, c0, w_blk, col_own, r0, bw.owned(i, r0, bn))
+        return run(carry) if skip is None else lax.cond(skip(r0, j), lambda c: c, run, carry)
+
+      dh, dw_blk = bw.fori_blocks(bw.num_blocks(n, bn), token_block,
+                                  (dh, jnp.zeros_like(w_blk, acc)))
     dw = lax.dynamic_update_slice_in_dim(dw, dw_blk.astype(dw.dtype), c0, axis=0 if vd else 1)
     return dh, dw
 
-  init = (jnp.zeros_like(hidden, acc), jnp.zeros_like(weight))
+  init = (jnp.zeros_like(hidden, acc), jnp.zeros_like(weight, None if cast else acc))
   dh, dw = bw.fori_blocks(bw.num_blocks(v, bv), body, init)
-  return dh.astype(hidden.dtype), dw
+  return (dh.astype(hidden.dtype) if cast else dh), dw
 
 
 def shard_labels(labels, weight, vd: bool, axis_name):
@@ -122,12 +157,14 @@ def global_vocab_size(weight, vd: bool, axis_name) -> int:
   return v if axis_name is None else v * int(lax.psum(1, axis_name))
 
 
-def walk(hidden, weight, labels, *, vd: bool, block_size, axis_name):
+def walk(hidden, weight, labels, *, vd: bool, block_size, axis_name, max_block=None):
   """(labels local to this shard, the whole vocabulary's size, the vocabulary block) of an XLA
-  walk: `block_size`, or one sized to keep a [tokens, block] tile small (`default_block`)."""
+  walk: `block_size`, or one sized to keep a [tokens, block] tile small (`default_block`), at
+  most `max_block`."""
   v = vocab_size(weight, vd)
   labels, vocab = shard_labels(labels, weight, vd, axis_name)
-  bv = bw.pick_block(v, block_size, default_block(hidden.shape[0], v, jax.default_backend()))
+  bv = default_block(hidden.shape[0], v, jax.default_backend())
+  bv = bw.pick_block(v, block_size, bv if max_block is None else min(bv, max_block))
   return labels, vocab, bv
 
 
