@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -81,9 +82,18 @@ def _got(h, w, y, where, layout, eps, options):
   return got / np.asarray(c, np.float64), grads
 
 
-@pytest.mark.parametrize("layout", ["dv", "vd"])
-@pytest.mark.parametrize("options", ["plain", "all"])
-@pytest.mark.parametrize("eps", [None, 0.0, 1e-30])
+def _tiered(names, cases, fast):
+  """Every case of the product, the ones not in `fast` in the slow tier: each case is a
+  compilation of a few seconds, and the fast tier keeps one of every value of every axis."""
+  slow = pytest.mark.slow
+  return pytest.mark.parametrize(
+      names, [c if c in fast else pytest.param(*c, marks=slow) for c in cases])
+
+
+@_tiered("eps,options,layout",
+         list(itertools.product([None, 0.0, 1e-30], ["plain", "all"], ["dv", "vd"])),
+         fast=[(None, "plain", "dv"), (0.0, "all", "vd"), (1e-30, "plain", "vd"),
+               (1e-30, "all", "dv")])
 def test_exact_when_nothing_is_filtered(eps, options, layout):
   """None and 0 are the exact path; a threshold below every probability runs the filtered
   backward (its split into softmax, label and smoothing parts) and skips nothing."""
@@ -98,8 +108,8 @@ def test_exact_when_nothing_is_filtered(eps, options, layout):
   assert_close(got_dw, want_dw, n_reduced=N, err_msg="d weight")
 
 
-@pytest.mark.parametrize("layout", ["dv", "vd"])
-@pytest.mark.parametrize("eps", [1e-3, 0.05, 0.5])
+@_tiered("eps,layout", list(itertools.product([1e-3, 0.05, 0.5], ["dv", "vd"])),
+         fast=[(1e-3, "dv"), (0.05, "vd"), (0.5, "dv")])
 def test_error_bounded_by_the_entries_below_the_threshold(eps, layout):
   """The filter drops only softmax entries p < eps (each times the token's scale): the
   gradients' error is at most what all of those entries carry, computed in float64; the loss
@@ -149,9 +159,10 @@ _CHECK = "check_vma" if "check_vma" in inspect.signature(shard_map).parameters e
 
 
 @pytest.mark.skipif(len(jax.devices("cpu")) < 4, reason="needs 4 CPU devices")
-@pytest.mark.parametrize("check", [True, False], ids=["check_vma", "no_check"])
-@pytest.mark.parametrize("layout", ["dv", "vd"])
-@pytest.mark.parametrize("eps,smoothing", [(0.05, 0.1), (0.05, 0.0), (None, 0.0)])
+@_tiered("eps,smoothing,layout,check",
+         [(e, s, lay, c) for (e, s) in [(0.05, 0.1), (0.05, 0.0), (None, 0.0)]
+          for lay in ("dv", "vd") for c in (True, False)],
+         fast=[(0.05, 0.1, "dv", True), (0.05, 0.0, "vd", False), (None, 0.0, "vd", True)])
 def test_vocab_parallel_equals_one_device(eps, smoothing, layout, check):
   """4 vocabulary shards of 250 columns: the filter keeps each shard's block maxima and
   compares them with the global lse, so it skips the same tiles as one device does. Without
