@@ -18,10 +18,14 @@ coefficients are primal values, so the `cond` selecting them leaves no tangent r
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from jaxdiv import _numerics
+from jaxdiv.discrete import _common
 
 
 def log_softmax(x: jax.Array, axis: int) -> jax.Array:
@@ -107,3 +111,143 @@ def with_fallback(value: Callable, coefs: Callable, careful: Callable, *xs: jax.
     return out, tangent
 
   return f(*xs)
+
+
+def run(fast, logits, probs, careful_body, base, *, nonnegative: bool) -> jax.Array:
+  """Runs the unguarded row values with `careful_body` (the guarded maths on a
+  `_common.Prepared`) as their fallback, then the units, the clamp at 0 and the result dtype.
+
+  Args:
+    fast: what `_common.fast_inputs` returned (not None).
+    logits, probs: `(value, coefs)` pairs for the two input forms (see :func:`with_fallback`;
+      each also takes the axis first).
+    careful_body: `Prepared -> out`, the guarded row values before `_common.finish`.
+    base: the logarithm base of the result.
+    nonnegative: clamp rounding below 0 where the inputs were normalised by us (logits).
+  """
+  xs, ax, dtype, from_logits = fast
+  value, coefs = logits if from_logits else probs
+
+  def careful(*xs):
+    prep = _common.prepare(*xs, names=("p", "q")[:len(xs)], axis=ax, where=None,
+                           from_logits=from_logits)
+    return _common.finish(careful_body(prep), prep, nonnegative=nonnegative)
+
+  out = with_fallback(lambda *xs: value(ax, *xs),
+                      lambda out, aux, *xs: coefs(ax, out, aux, *xs), careful, *xs, axis=ax)
+  if nonnegative and from_logits:
+    out = _common.clamp_nonnegative(out)
+  return _numerics.to_base(out, base).astype(dtype)
+
+
+def evaluate(arrays, careful_body: Callable, pairs, *, axis, where, from_logits, base=None,
+             nonnegative: bool = False, axis_name=None) -> jax.Array:
+  """One or two distributions through the fast path (:func:`run`) where it applies (no mask,
+  one device, `pairs` not None), else through `careful_body` between `_common.prepare` and
+  `_common.finish`.
+
+  Args:
+    arrays: `(p,)` or `(p, q)` as the user passed them.
+    careful_body: `Prepared -> out`, the guarded row values.
+    pairs: `(logits, probs)` value/coefficient pairs (see :func:`run`), or None.
+  """
+  names = ("p", "q")[:len(arrays)]
+  kw = dict(names=names, axis=axis, where=where, from_logits=from_logits, axis_name=axis_name)
+  fast = None if pairs is None else _common.fast_inputs(*arrays, **kw)
+  if fast is not None:
+    return run(fast, *pairs, careful_body, base, nonnegative=nonnegative)
+  prep = _common.prepare(*arrays, **kw)
+  return _common.finish(careful_body(prep), prep, base, nonnegative=nonnegative)
+
+
+def rows_where(ok: jax.Array, out: jax.Array) -> jax.Array:
+  """`out` where `ok`, else NaN: a row that the unguarded expression gets wrong without turning
+  it non-finite (a zero or negative probability, say) sends the batch to the guarded path."""
+  return jnp.where(ok, out, jnp.nan)
+
+
+def positive_rows(xs: Sequence[jax.Array], axis: int, *, zero_ok: bool = False) -> jax.Array:
+  """Rows in which every entry of every input is positive (or >= 0) and finite.
+
+  A row min and a row sum per input, reductions that XLA fuses into the loop of the value.
+  (XLA:CPU's vectorised min skips NaN; a NaN entry makes the value itself NaN.)
+  """
+  ok = None
+  for x in xs:
+    lo = jnp.min(x, axis=axis)
+    o = ((lo >= 0) if zero_ok else (lo > 0)) & (jnp.sum(x, axis=axis) < jnp.inf)
+    ok = o if ok is None else ok & o
+  return ok
+
+
+def through_softmax(g: jax.Array, p: jax.Array, axis: int) -> jax.Array:
+  """d out / d logits from g = d out / d softmax(logits): p (g - <g>_p)."""
+  return p * (g - jnp.sum(p * g, axis=axis, keepdims=True))
+
+
+def through_log_softmax(g: jax.Array, p: jax.Array, axis: int) -> jax.Array:
+  """d out / d logits from g = d out / d log_softmax(logits): g - p sum(g)."""
+  return g - p * jnp.sum(g, axis=axis, keepdims=True)
+
+
+def _slope(general: Callable, log_s: jax.Array) -> jax.Array:
+  return jax.jvp(general, (log_s,), (jnp.ones_like(log_s),))[1]
+
+
+def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = None):
+  """`(logits, probs)` value/coefficient pairs for :func:`run` of `general(log S)`, with the
+  power sum `S = sum_i prod_k x_k,i ** c_k` over one or two distributions (the order-alpha
+  family: `c = (alpha, 1 - alpha)` or `(alpha,)`; Bhattacharyya: `(1/2, 1/2)`).
+
+  On probabilities `log S` is divided by the mass of input `norm` (None: not normalised), as
+  the guarded path does; the powers are `x ** c`, which XLA turns into products, divisions or
+  square roots for the orders 2, -1 and 1/2. A zero, negative or infinite probability makes the
+  row NaN (the guarded path then runs): the derivative `c S_i / x_i` needs every x > 0. On
+  logits the power sum is `sum exp(sum_k c_k log_softmax(x_k))` without a shift: where it
+  overflows or underflows to 0 the row is not finite and the guarded path runs too.
+  """
+  cs = tuple(float(c) for c in exponents)
+
+  def terms(xs):
+    w = None
+    for c, x in zip(cs, xs):
+      t = x ** c
+      w = t if w is None else w * t
+    return w
+
+  def value_probs(ax, *xs):
+    s = jnp.sum(terms(xs), axis=ax)
+    log_s = jnp.log(s)
+    z = None
+    if norm is not None:
+      z = jnp.sum(xs[norm], axis=ax)
+      log_s = log_s - jnp.log(z)
+    return rows_where(positive_rows(xs, ax), general(log_s)), (s, z, log_s)
+
+  def coefs_probs(ax, out, aux, *xs):
+    s, z, log_s = aux
+    slope = jnp.expand_dims(_slope(general, log_s), ax)
+    w = terms(xs) / jnp.expand_dims(s, ax)
+    out = []
+    for k, (c, x) in enumerate(zip(cs, xs)):
+      g = c * w / x
+      if k == norm:
+        g = g - 1 / jnp.expand_dims(z, ax)
+      out.append(slope * g)
+    return tuple(out)
+
+  def value_logits(ax, *xs):
+    ls = [log_softmax(x, ax) for x in xs]
+    e = sum(c * lx for c, lx in zip(cs, ls))
+    w = jnp.exp(e)
+    s = jnp.sum(w, axis=ax)
+    log_s = jnp.log(s)
+    return general(log_s), (ls, w, s, log_s)
+
+  def coefs_logits(ax, out, aux, *xs):
+    ls, w, s, log_s = aux
+    slope = jnp.expand_dims(_slope(general, log_s), ax)
+    r = w / jnp.expand_dims(s, ax)
+    return tuple(slope * c * (r - jnp.exp(lx)) for c, lx in zip(cs, ls))
+
+  return (value_logits, coefs_logits), (value_probs, coefs_probs)
