@@ -1,4 +1,5 @@
-"""The fast path of the Shannon family: the hand-written expression, checked once per batch.
+"""The fast path of the categorical divergences: the hand-written expression, checked once per
+batch.
 
 XLA:CPU compiles `sum(exp(la) * (la - lb))` with `la, lb = jax.nn.log_softmax(a), ...` into a
 single loop over the inputs (one fusion, the exponentials vectorised), while every `where` or
@@ -7,11 +8,13 @@ loops and passes over the data: that was a 4-5x cost over the hand-written line.
 
 The unguarded expression is exact wherever its value is finite: every edge case that needs a
 guard (an entry outside the support, an empty row, a NaN or +inf input, a divergence of +inf)
-turns a row into NaN or +-inf. So the value is computed unguarded, and only when some row of the
-batch is not finite does `lax.cond` run the guarded implementation (`careful`, the path with all
-the documented semantics) instead. The derivative comes from a `custom_jvp` whose tangent is
-`sum(coef * dx)` with the row-wise closed-form coefficients (the softmax Jacobian contracted by
-hand), again replaced by the guarded implementation's gradient when some row is not finite: the
+turns a row into NaN or +-inf (and where an expression would be silently wrong, on a zero or
+negative probability say, its value function makes the row NaN itself). So the value is computed
+unguarded, and only when some row of the batch is not finite does `lax.cond` run the guarded
+implementation (`careful`, the path with all the documented semantics), whose values then
+replace those rows. The derivative comes from a `custom_jvp` whose tangent is `sum(coef * dx)`
+with the row-wise closed-form coefficients (the softmax Jacobian contracted by hand), again
+replaced by the guarded implementation's gradient on the rows that are not finite: the
 coefficients are primal values, so the `cond` selecting them leaves no tangent residuals.
 """
 
@@ -86,27 +89,36 @@ def with_fallback(value: Callable, coefs: Callable, careful: Callable, *xs: jax.
 
   def pick(*xs):
     out, aux = value(*xs)
-    bad = jnp.logical_not(jnp.all(jnp.isfinite(out)))
-    return bad, _cond(bad, careful, lambda *_: out, *xs), aux
+    row_bad = jnp.logical_not(jnp.isfinite(out))
+    bad = jnp.any(row_bad)
+    # The guarded values replace only the rows that need them: a row's result does not depend
+    # on the other rows of its batch (a NaN row elsewhere leaves it bit for bit as it was).
+    mixed = lambda *xs: jnp.where(row_bad, careful(*xs), out)
+    return bad, row_bad, _cond(bad, mixed, lambda *_: out, *xs), aux
 
   @jax.custom_jvp
   def f(*xs):
-    return pick(*xs)[1]
+    return pick(*xs)[2]
 
   @f.defjvp
   def f_jvp(primals, tangents):
-    bad, out, _ = pick(*primals)
+    bad, row_bad, out, _ = pick(*primals)
+    row_bad = jnp.expand_dims(lax.stop_gradient(row_bad), axis)
     # The coefficients are differentiated again for second derivatives, back through `value`,
-    # whose unguarded expression has 0 * inf partials exactly where a guard was needed. When the
-    # guarded branch is taken, that path gets zero cotangents, and 0 * inf is NaN: gate it at
-    # the inputs (`_tangent_if`, identity in value). XLA merges this `value` with `pick`'s.
-    ok = jnp.logical_not(lax.stop_gradient(bad))
-    out_g, aux_g = value(*(_tangent_if(ok, x) for x in primals))
+    # whose unguarded expression has 0 * inf partials exactly where a guard was needed. On the
+    # rows that take the guarded values, that path gets zero cotangents, and 0 * inf is NaN:
+    # gate it at the inputs (`_tangent_if`, identity in value). XLA merges this `value` with
+    # `pick`'s.
+    out_g, aux_g = value(*(_tangent_if(jnp.logical_not(row_bad), x) for x in primals))
 
-    def careful_grads(*xs):
-      return jax.grad(lambda *ys: jnp.sum(careful(*ys)), argnums=tuple(range(n)))(*xs)
+    def fast_coefs(*xs):
+      return tuple(coefs(out_g, aux_g, *xs))
 
-    cs = _cond(bad, careful_grads, lambda *xs: tuple(coefs(out_g, aux_g, *xs)), *primals)
+    def mixed_coefs(*xs):
+      guarded = jax.grad(lambda *ys: jnp.sum(careful(*ys)), argnums=tuple(range(n)))(*xs)
+      return tuple(jnp.where(row_bad, g, c) for g, c in zip(guarded, fast_coefs(*xs)))
+
+    cs = _cond(bad, mixed_coefs, fast_coefs, *primals)
     tangent = sum(jnp.sum(c * t, axis=axis) for c, t in zip(cs, tangents))
     return out, tangent
 
@@ -203,8 +215,9 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
   the guarded path does; the powers are `x ** c`, which XLA turns into products, divisions or
   square roots for the orders 2, -1 and 1/2. A zero, negative or infinite probability makes the
   row NaN (the guarded path then runs): the derivative `c S_i / x_i` needs every x > 0. On
-  logits the power sum is `sum exp(sum_k c_k log_softmax(x_k))` without a shift: where it
-  overflows or underflows to 0 the row is not finite and the guarded path runs too.
+  logits the power sum is `sum exp(sum_k c_k log_softmax(x_k))`, each logit shifted by its row
+  max only: where it overflows or underflows to 0 the row is not finite and the guarded path
+  runs too.
   """
   cs = tuple(float(c) for c in exponents)
 
@@ -237,17 +250,21 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
     return tuple(out)
 
   def value_logits(ax, *xs):
-    ls = [log_softmax(x, ax) for x in xs]
-    e = sum(c * lx for c, lx in zip(cs, ls))
-    w = jnp.exp(e)
+    # log S = log sum exp(sum_k c_k y_k) - sum_k c_k log sum exp(y_k), y = x - max x: each
+    # row's rounding of its log-normaliser cancels, as in the guarded path's division by the
+    # mass (from log_softmax(x) it would enter S as a row offset, divided by alpha - 1).
+    ys = [x - lax.stop_gradient(jnp.max(x, axis=ax, keepdims=True)) for x in xs]
+    lses = [jnp.log(jnp.sum(jnp.exp(y), axis=ax)) for y in ys]
+    w = jnp.exp(sum(c * y for c, y in zip(cs, ys)))
     s = jnp.sum(w, axis=ax)
-    log_s = jnp.log(s)
-    return general(log_s), (ls, w, s, log_s)
+    log_s = jnp.log(s) - sum(c * lse for c, lse in zip(cs, lses))
+    return general(log_s), (ys, lses, w, s, log_s)
 
   def coefs_logits(ax, out, aux, *xs):
-    ls, w, s, log_s = aux
+    ys, lses, w, s, log_s = aux
     slope = jnp.expand_dims(_slope(general, log_s), ax)
     r = w / jnp.expand_dims(s, ax)
-    return tuple(slope * c * (r - jnp.exp(lx)) for c, lx in zip(cs, ls))
+    return tuple(slope * c * (r - jnp.exp(y - jnp.expand_dims(lse, ax)))
+                 for c, y, lse in zip(cs, ys, lses))
 
   return (value_logits, coefs_logits), (value_probs, coefs_probs)
