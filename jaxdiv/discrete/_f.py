@@ -110,8 +110,7 @@ def _f_fast(f):
     return jax.jvp(f, (r,), (jnp.ones_like(r),))
 
   def value_probs(ax, p, q):
-    out = jnp.sum(q * f(p / q), axis=ax)
-    return _fast.rows_where(_fast.positive_rows((p, q), ax), out), None
+    return jnp.sum(_fast.nan_unless_positive(q * f(p / q), (p, q)), axis=ax), None
 
   def coefs_probs(ax, out, aux, p, q):
     r = p / q
@@ -121,9 +120,9 @@ def _f_fast(f):
   def value_logits(ax, a, b):
     la, lb = _fast.log_softmax(a, ax), _fast.log_softmax(b, ax)
     pb = jnp.exp(lb)
-    out = jnp.sum(pb * f(jnp.exp(la - lb)), axis=ax)
-    ok = (jnp.min(la, axis=ax) > -jnp.inf) & (jnp.min(lb, axis=ax) > -jnp.inf)
-    return _fast.rows_where(ok, out), (la, lb)
+    terms = pb * f(jnp.exp(la - lb))
+    ok = (la > -jnp.inf) & (lb > -jnp.inf)
+    return jnp.sum(jnp.where(ok, terms, jnp.nan), axis=ax), (la, lb)
 
   def coefs_logits(ax, out, aux, a, b):
     la, lb = aux
@@ -215,9 +214,9 @@ def _half_over(h, ax):
 
 def _hellinger_probs(ax, p, q):
   sp, sq = jnp.sqrt(p), jnp.sqrt(q)
-  h = jnp.sqrt(0.5 * jnp.sum((sp - sq) ** 2, axis=ax))
   # d/dp of sqrt p is infinite at p = 0: such a row takes the guarded path.
-  return _fast.rows_where(_fast.positive_rows((p, q), ax), h), None
+  terms = _fast.nan_unless_positive((sp - sq) ** 2, (p, q))
+  return jnp.sqrt(0.5 * jnp.sum(terms, axis=ax)), None
 
 
 def _hellinger_probs_coefs(ax, h, aux, p, q):
@@ -279,8 +278,8 @@ def _total_variation(prep: _common.Prepared) -> jax.Array:
 
 def _tv_probs(ax, p, q):
   # A negative probability would go unnoticed in |p - q|: such a row takes the guarded path.
-  ok = _fast.positive_rows((p, q), ax, zero_ok=True)
-  return _fast.rows_where(ok, 0.5 * jnp.sum(jnp.abs(p - q), axis=ax)), None
+  terms = _fast.nan_unless_positive(jnp.abs(p - q), (p, q), zero_ok=True)
+  return 0.5 * jnp.sum(terms, axis=ax), None
 
 
 def _tv_sign(p, q):
@@ -342,8 +341,8 @@ def chi_squared_divergence(
 
 def _chi2_probs(ax, p, q):
   # q = 0 makes a term inf or NaN; a negative p or q would go unnoticed: guarded path.
-  ok = _fast.positive_rows((p,), ax, zero_ok=True) & _fast.positive_rows((q,), ax)
-  return _fast.rows_where(ok, jnp.sum((p - q) ** 2 / q, axis=ax)), None
+  terms = _fast.nan_unless_positive((p - q) ** 2 / q, (p,), zero_ok=True)
+  return jnp.sum(_fast.nan_unless_positive(terms, (q,)), axis=ax), None
 
 
 def _chi2_grads(p, q):

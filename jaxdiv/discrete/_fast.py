@@ -172,24 +172,18 @@ def evaluate(arrays, careful_body: Callable, pairs, *, axis, where, from_logits,
   return _common.finish(careful_body(prep), prep, base, nonnegative=nonnegative)
 
 
-def rows_where(ok: jax.Array, out: jax.Array) -> jax.Array:
-  """`out` where `ok`, else NaN: a row that the unguarded expression gets wrong without turning
-  it non-finite (a zero or negative probability, say) sends the batch to the guarded path."""
-  return jnp.where(ok, out, jnp.nan)
+def nan_unless_positive(terms: jax.Array, xs: Sequence[jax.Array], *,
+                        zero_ok: bool = False) -> jax.Array:
+  """`terms`, NaN where an input entry is negative, +inf or (unless `zero_ok`) 0.
 
-
-def positive_rows(xs: Sequence[jax.Array], axis: int, *, zero_ok: bool = False) -> jax.Array:
-  """Rows in which every entry of every input is positive (or >= 0) and finite.
-
-  A row min and a row sum per input, reductions that XLA fuses into the loop of the value.
-  (XLA:CPU's vectorised min skips NaN; a NaN entry makes the value itself NaN.)
+  Arithmetic, not a `where`: XLA:CPU keeps `0 * (rsqrt(x) + x)` (NaN exactly at those entries,
+  else 0) in the loop of the row sum, while a select there is a separate pass that writes the
+  whole array. A NaN input is NaN already.
   """
-  ok = None
   for x in xs:
-    lo = jnp.min(x, axis=axis)
-    o = ((lo >= 0) if zero_ok else (lo > 0)) & (jnp.sum(x, axis=axis) < jnp.inf)
-    ok = o if ok is None else ok & o
-  return ok
+    guard = jnp.sqrt(x) if zero_ok else lax.rsqrt(x)
+    terms = terms + 0 * (guard + x)
+  return terms
 
 
 def through_softmax(g: jax.Array, p: jax.Array, axis: int) -> jax.Array:
@@ -221,21 +215,30 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
   """
   cs = tuple(float(c) for c in exponents)
 
+  def power(x, c):
+    if c == 0.5:
+      return jnp.sqrt(x)
+    if c.is_integer():
+      return lax.integer_pow(x, int(c))
+    return x ** c
+
   def terms(xs):
+    if cs == (0.5, 0.5):
+      return jnp.sqrt(xs[0] * xs[1])  # one root, as the hand-written Bhattacharyya
     w = None
     for c, x in zip(cs, xs):
-      t = x ** c
+      t = power(x, c)
       w = t if w is None else w * t
     return w
 
   def value_probs(ax, *xs):
-    s = jnp.sum(terms(xs), axis=ax)
+    s = jnp.sum(nan_unless_positive(terms(xs), xs), axis=ax)
     log_s = jnp.log(s)
     z = None
     if norm is not None:
       z = jnp.sum(xs[norm], axis=ax)
       log_s = log_s - jnp.log(z)
-    return rows_where(positive_rows(xs, ax), general(log_s)), (s, z, log_s)
+    return general(log_s), (s, z, log_s)
 
   def coefs_probs(ax, out, aux, *xs):
     s, z, log_s = aux
