@@ -147,17 +147,20 @@ def test_reverse_over_reverse_hessian_when_the_batch_falls_back(x64, name):
 
 
 # The order-alpha and f families (static hyperparameters away from their guarded branches):
-# name -> (jaxdiv call, reference on probabilities).
-_POWER = lambda p, q, a: jnp.sum(p ** a * q ** (1 - a), -1)
+# name -> (jaxdiv call, reference on probabilities). The order-alpha power sums are divided by
+# the mass of the first argument (Renyi's definition for incomplete distributions, documented
+# in jaxdiv/discrete/_renyi.py), which changes the derivative with respect to probabilities.
+_POWER = lambda p, q, a: jnp.sum(p ** a * q ** (1 - a), -1) / jnp.sum(p if a >= 0.5 else q, -1)
+_POWER1 = lambda p, a: jnp.sum(p ** a, -1) / jnp.sum(p, -1)
 OTHER_CASES = {
     "renyi_divergence[alpha=2]": (lambda p, q, **k: jaxdiv.renyi_divergence(p, q, 2.0, **k),
                                   lambda p, q: jnp.log(_POWER(p, q, 2.0))),
     "renyi_divergence[alpha=0.5]": (lambda p, q, **k: jaxdiv.renyi_divergence(p, q, 0.5, **k),
                                     lambda p, q: jnp.log(_POWER(p, q, 0.5)) / -0.5),
     "renyi_entropy[alpha=0.5]": (lambda p, q, **k: jaxdiv.renyi_entropy(p, 0.5, **k),
-                                 lambda p, q: jnp.log(jnp.sum(jnp.sqrt(p), -1)) / 0.5),
+                                 lambda p, q: jnp.log(_POWER1(p, 0.5)) / 0.5),
     "tsallis_entropy[alpha=3]": (lambda p, q, **k: jaxdiv.tsallis_entropy(p, 3.0, **k),
-                                 lambda p, q: (1 - jnp.sum(p ** 3, -1)) / 2),
+                                 lambda p, q: (1 - _POWER1(p, 3.0)) / 2),
     "tsallis_divergence[alpha=2]": (lambda p, q, **k: jaxdiv.tsallis_divergence(p, q, 2.0, **k),
                                     lambda p, q: _POWER(p, q, 2.0) - 1),
     "alpha_divergence[alpha=-1]": (lambda p, q, **k: jaxdiv.alpha_divergence(p, q, -1.0, **k),
