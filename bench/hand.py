@@ -270,9 +270,13 @@ def _ref64(case, form, a, b):
     return 0.5 * scipy.special.rel_entr(p, m).sum(-1) + 0.5 * scipy.special.rel_entr(q, m).sum(-1)
   if case == "jeffreys_divergence":
     return (scipy.special.rel_entr(p, q) + scipy.special.rel_entr(q, p)).sum(-1)
-  # The order-alpha rows at A2, from the power sums (no zero probabilities in these rows).
-  s_pq = np.sum(p ** A2 * q ** (1 - A2), -1)
-  s_p = np.sum(p ** A2, -1)
+  # The order-alpha rows at A2, from the power sums (no zero probabilities in these rows),
+  # divided by the mass of p as jaxdiv defines them (Renyi's definition for incomplete
+  # distributions); the hand-written lines leave it out, a difference of the order of the
+  # float32 rounding of sum(p) - 1.
+  z = p.sum(-1)
+  s_pq = np.sum(p ** A2 * q ** (1 - A2), -1) / z
+  s_p = np.sum(p ** A2, -1) / z
   if case == "renyi_divergence":
     return np.log(s_pq) / (A2 - 1)
   if case == "renyi_entropy":
