@@ -99,7 +99,8 @@ def table(rows: list[dict], columns: list[str]) -> str:
   return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 
-def main(name: str, bench, doc: str, tables, argv=None, *, header=None, plot=None) -> str:
+def main(name: str, bench, doc: str, tables, argv=None, *, header=None, plot=None,
+         options=()) -> str:
   """The command line of one bench group: `--quick`, then `bench(quick)`, its tables printed,
   its JSON written (`write_json`) and, with `plot(rows, png_path)`, its plot.
 
@@ -111,16 +112,22 @@ def main(name: str, bench, doc: str, tables, argv=None, *, header=None, plot=Non
     argv: the arguments (default: the command line).
     header: optional `header(result) -> str`, printed before the tables.
     plot: optional `plot(rows, path)` of `result["rows"]`.
+    options: `(flag, argparse keywords)` pairs of the group's own options, passed to `bench`
+      as keywords named by their `dest`.
   """
   parser = argparse.ArgumentParser(description=doc.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="smaller shapes")
-  args = parser.parse_args(argv)
-  result = bench(args.quick)
+  parser.add_argument("--tag", default="", help="appended to the JSON file's name")
+  for flag, kwargs in options:
+    parser.add_argument(flag, **kwargs)
+  args = vars(parser.parse_args(argv))
+  quick, tag = args.pop("quick"), args.pop("tag")
+  result = bench(quick, **args)
   if header is not None:
     print(header(result))
   for key, columns in tables:
     print(table(result[key], columns))
-  path = write_json(name + ("-quick" if args.quick else ""), result)
+  path = write_json(name + ("-quick" if quick else "") + tag, result)
   if plot is not None:
     plot(result["rows"], path[:-5] + ".png")
   print("wrote", path)

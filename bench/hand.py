@@ -14,6 +14,7 @@ error.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 
@@ -48,7 +49,49 @@ def _hand_js_probs(p, q):
   return 0.5 * jnp.sum(rel(p, m), -1) + 0.5 * jnp.sum(rel(q, m), -1)
 
 
-# (case, input form, jaxdiv, hand-written, the peer's text)
+A2 = 2.0  # the order of the order-alpha rows
+xlogy, xlog1py = jax.scipy.special.xlogy, jax.scipy.special.xlog1py
+lsig, sig = jax.nn.log_sigmoid, jax.nn.sigmoid
+
+
+def _hand_renyi_logits(a, b, alpha=A2):
+  return jnp.log(jnp.sum(jnp.exp(alpha * lsm(a) + (1 - alpha) * lsm(b)), -1)) / (alpha - 1)
+
+
+def _hand_power_sum(p, q, alpha=A2):
+  return jnp.sum(p ** alpha * q ** (1 - alpha), -1)
+
+
+def _hand_power_sum_logits(a, b, alpha=A2):
+  return jnp.sum(jnp.exp(alpha * lsm(a) + (1 - alpha) * lsm(b)), -1)
+
+
+def _hand_hellinger(p, q):
+  return jnp.sqrt(0.5 * jnp.sum((jnp.sqrt(p) - jnp.sqrt(q)) ** 2, -1))
+
+
+def _hand_chi2(p, q):
+  return jnp.sum((p - q) ** 2 / q, -1)
+
+
+def _hand_bhattacharyya(p, q):
+  return -jnp.log(jnp.sum(jnp.sqrt(p * q), -1))
+
+
+def _hand_binary_entropy_logits(a):
+  return -(sig(a) * lsig(a) + sig(-a) * lsig(-a))
+
+
+def _hand_binary_kl_logits(a, b):
+  return sig(a) * (lsig(a) - lsig(b)) + sig(-a) * (lsig(-a) - lsig(-b))
+
+
+def _chi2_f(t):
+  return (t - 1) ** 2
+
+
+# (case, input form, jaxdiv, hand-written, the peer's text). Forms: logits and probs (softmax
+# rows), bernoulli (elementwise sigmoids, for the binary forms, whose logits are `logits`).
 CASES = [
     ("kl_divergence", "logits", lambda a, b: jaxdiv.kl_divergence(a, b, from_logits=True),
      lambda a, b: jnp.sum(sm(a) * (lsm(a) - lsm(b)), -1),
@@ -71,7 +114,92 @@ CASES = [
     ("entropy", "probs", jaxdiv.entropy,
      lambda p: jnp.sum(jax.scipy.special.entr(p), -1), "sum(entr(p))"),
     ("js_divergence", "probs", jaxdiv.js_divergence, _hand_js_probs, "rel_entr with the mixture"),
+    # The order-alpha family at alpha = 2.
+    ("renyi_divergence", "logits",
+     lambda a, b: jaxdiv.renyi_divergence(a, b, A2, from_logits=True), _hand_renyi_logits,
+     "log(sum(exp(a la + (1 - a) lb))) / (a - 1)"),
+    ("renyi_divergence", "probs", lambda p, q: jaxdiv.renyi_divergence(p, q, A2),
+     lambda p, q: jnp.log(_hand_power_sum(p, q)) / (A2 - 1),
+     "log(sum(p**a * q**(1 - a))) / (a - 1)"),
+    ("renyi_entropy", "logits", lambda a: jaxdiv.renyi_entropy(a, A2, from_logits=True),
+     lambda a: jnp.log(jnp.sum(jnp.exp(A2 * lsm(a)), -1)) / (1 - A2),
+     "log(sum(exp(a log_softmax))) / (1 - a)"),
+    ("renyi_entropy", "probs", lambda p: jaxdiv.renyi_entropy(p, A2),
+     lambda p: jnp.log(jnp.sum(p ** A2, -1)) / (1 - A2), "log(sum(p**a)) / (1 - a)"),
+    ("tsallis_entropy", "logits", lambda a: jaxdiv.tsallis_entropy(a, A2, from_logits=True),
+     lambda a: (1 - jnp.sum(jnp.exp(A2 * lsm(a)), -1)) / (A2 - 1),
+     "(1 - sum(exp(a log_softmax))) / (a - 1)"),
+    ("tsallis_entropy", "probs", lambda p: jaxdiv.tsallis_entropy(p, A2),
+     lambda p: (1 - jnp.sum(p ** A2, -1)) / (A2 - 1), "(1 - sum(p**a)) / (a - 1)"),
+    ("tsallis_divergence", "logits",
+     lambda a, b: jaxdiv.tsallis_divergence(a, b, A2, from_logits=True),
+     lambda a, b: (_hand_power_sum_logits(a, b) - 1) / (A2 - 1),
+     "(sum(exp(a la + (1 - a) lb)) - 1) / (a - 1)"),
+    ("tsallis_divergence", "probs", lambda p, q: jaxdiv.tsallis_divergence(p, q, A2),
+     lambda p, q: (_hand_power_sum(p, q) - 1) / (A2 - 1), "(sum(p**a * q**(1 - a)) - 1) / (a - 1)"),
+    ("alpha_divergence", "logits",
+     lambda a, b: jaxdiv.alpha_divergence(a, b, A2, from_logits=True),
+     lambda a, b: (_hand_power_sum_logits(a, b) - 1) / (A2 * (A2 - 1)),
+     "(sum(exp(a la + (1 - a) lb)) - 1) / (a (a - 1))"),
+    ("alpha_divergence", "probs", lambda p, q: jaxdiv.alpha_divergence(p, q, A2),
+     lambda p, q: (_hand_power_sum(p, q) - 1) / (A2 * (A2 - 1)),
+     "(sum(p**a * q**(1 - a)) - 1) / (a (a - 1))"),
+    # The f-family.
+    ("hellinger_distance", "logits",
+     lambda a, b: jaxdiv.hellinger_distance(a, b, from_logits=True),
+     lambda a, b: _hand_hellinger(sm(a), sm(b)),
+     "sqrt(sum((sqrt(softmax a) - sqrt(softmax b))^2) / 2)"),
+    ("hellinger_distance", "probs", jaxdiv.hellinger_distance, _hand_hellinger,
+     "sqrt(sum((sqrt p - sqrt q)^2) / 2)"),
+    ("total_variation_distance", "logits",
+     lambda a, b: jaxdiv.total_variation_distance(a, b, from_logits=True),
+     lambda a, b: 0.5 * jnp.sum(jnp.abs(sm(a) - sm(b)), -1), "sum(|softmax a - softmax b|) / 2"),
+    ("total_variation_distance", "probs", jaxdiv.total_variation_distance,
+     lambda p, q: 0.5 * jnp.sum(jnp.abs(p - q), -1), "sum(|p - q|) / 2"),
+    ("chi_squared_divergence", "logits",
+     lambda a, b: jaxdiv.chi_squared_divergence(a, b, from_logits=True),
+     lambda a, b: _hand_chi2(sm(a), sm(b)), "sum((softmax a - softmax b)^2 / softmax b)"),
+    ("chi_squared_divergence", "probs", jaxdiv.chi_squared_divergence, _hand_chi2,
+     "sum((p - q)^2 / q)"),
+    ("bhattacharyya_distance", "logits",
+     lambda a, b: jaxdiv.bhattacharyya_distance(a, b, from_logits=True),
+     lambda a, b: -jax.nn.logsumexp(0.5 * (lsm(a) + lsm(b)), -1),
+     "-logsumexp((log_softmax a + log_softmax b) / 2)"),
+    ("bhattacharyya_distance", "probs", jaxdiv.bhattacharyya_distance, _hand_bhattacharyya,
+     "-log(sum(sqrt(p q)))"),
+    ("f_divergence[chi2]", "probs", lambda p, q: jaxdiv.f_divergence(p, q, _chi2_f),
+     lambda p, q: jnp.sum(q * _chi2_f(p / q), -1), "sum(q f(p / q)), f = (t - 1)^2"),
+    # The binary forms, elementwise.
+    ("binary_entropy", "logits", lambda a: jaxdiv.binary_entropy(a, from_logits=True),
+     _hand_binary_entropy_logits, "-(sigmoid(a) log_sigmoid(a) + sigmoid(-a) log_sigmoid(-a))"),
+    ("binary_entropy", "bernoulli", jaxdiv.binary_entropy,
+     lambda p: -(xlogy(p, p) + xlog1py(1 - p, -p)), "-(xlogy(p, p) + xlog1py(1 - p, -p))"),
+    ("binary_cross_entropy", "logits",
+     lambda a, b: jaxdiv.binary_cross_entropy(a, b, from_logits=True),
+     lambda a, b: optax.sigmoid_binary_cross_entropy(b, sig(a)),
+     "optax sigmoid_binary_cross_entropy(b, sigmoid(a))"),
+    ("binary_cross_entropy", "bernoulli", jaxdiv.binary_cross_entropy,
+     lambda p, q: -(xlogy(p, q) + xlog1py(1 - p, -q)), "-(xlogy(p, q) + xlog1py(1 - p, -q))"),
+    ("binary_kl_divergence", "logits",
+     lambda a, b: jaxdiv.binary_kl_divergence(a, b, from_logits=True), _hand_binary_kl_logits,
+     "sigmoid(a) (log_sigmoid(a) - log_sigmoid(b)) + the same at -a, -b"),
+    ("binary_kl_divergence", "bernoulli", jaxdiv.binary_kl_divergence,
+     lambda p, q: (jax.scipy.special.rel_entr(p, q) + jax.scipy.special.rel_entr(1 - p, 1 - q)),
+     "rel_entr(p, q) + rel_entr(1 - p, 1 - q)"),
 ]
+
+
+def _n_in(hand) -> int:
+  params = inspect.signature(hand).parameters.values()
+  return sum(x.default is inspect.Parameter.empty for x in params)
+
+
+def _selected(only):
+  """The cases whose name contains one of the comma-separated words of `only` (all: None)."""
+  if not only:
+    return CASES
+  words = only.split(",")
+  return [c for c in CASES if any(w in f"{c[0]}({c[1]})" for w in words)]
 
 
 def _inputs(n, v, seed=0):
@@ -79,7 +207,7 @@ def _inputs(n, v, seed=0):
   k1, k2 = jax.random.split(jax.random.key(seed))
   a = 3.0 * jax.random.normal(k1, (n, v), jnp.float32)
   b = a + jax.random.normal(k2, (n, v), jnp.float32)
-  return dict(logits=(a, b), probs=(sm(a), sm(b)))
+  return dict(logits=(a, b), probs=(sm(a), sm(b)), bernoulli=(sig(a), sig(b)))
 
 
 def _vg(f, n):
@@ -92,13 +220,13 @@ def _compiled(f, args):
   return c, int(c.memory_analysis().temp_size_in_bytes)
 
 
-def bench_speed(shapes, reps):
+def bench_speed(shapes, reps, cases=CASES):
   rows = []
   for n, v in shapes:
     x = _inputs(n, v)
     floors = {}
-    for case, form, ours, hand, note in CASES:
-      n_in = 1 if case == "entropy" else 2
+    for case, form, ours, hand, note in cases:
+      n_in = _n_in(hand)
       args = x[form][:n_in]
       if (form, n_in) not in floors:
         op = jnp.exp if form == "logits" else jnp.log
@@ -122,6 +250,8 @@ def bench_speed(shapes, reps):
 
 def _ref64(case, form, a, b):
   """float64 reference with scipy on the same float32 inputs."""
+  if case.startswith("binary_"):
+    return _ref64_binary(case, form, a, b)
   if form == "logits":
     la = a - scipy.special.logsumexp(a, -1, keepdims=True)
     lb = b - scipy.special.logsumexp(b, -1, keepdims=True)
@@ -139,14 +269,57 @@ def _ref64(case, form, a, b):
     return 0.5 * scipy.special.rel_entr(p, m).sum(-1) + 0.5 * scipy.special.rel_entr(q, m).sum(-1)
   if case == "jeffreys_divergence":
     return (scipy.special.rel_entr(p, q) + scipy.special.rel_entr(q, p)).sum(-1)
+  # The order-alpha rows at A2, from the power sums (no zero probabilities in these rows),
+  # divided by the mass of p as jaxdiv defines them (Renyi's definition for incomplete
+  # distributions); the hand-written lines leave it out, a difference of the order of the
+  # float32 rounding of sum(p) - 1.
+  z = p.sum(-1)
+  s_pq = np.sum(p ** A2 * q ** (1 - A2), -1) / z
+  s_p = np.sum(p ** A2, -1) / z
+  if case == "renyi_divergence":
+    return np.log(s_pq) / (A2 - 1)
+  if case == "renyi_entropy":
+    return np.log(s_p) / (1 - A2)
+  if case == "tsallis_entropy":
+    return (1 - s_p) / (A2 - 1)
+  if case == "tsallis_divergence":
+    return (s_pq - 1) / (A2 - 1)
+  if case == "alpha_divergence":
+    return (s_pq - 1) / (A2 * (A2 - 1))
+  if case == "hellinger_distance":
+    return np.sqrt(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2, -1))
+  if case == "total_variation_distance":
+    return 0.5 * np.sum(np.abs(p - q), -1)
+  if case in ("chi_squared_divergence", "f_divergence[chi2]"):
+    return np.sum((p - q) ** 2 / q, -1)
+  if case == "bhattacharyya_distance":
+    return -np.log(np.sum(np.sqrt(p * q), -1))
   raise ValueError(case)
 
 
-def bench_accuracy(n=20000, v=512):
+def _ref64_binary(case, form, a, b):
+  """The Bernoulli forms elementwise in float64 (from logits through log_expit)."""
+  if form == "logits":
+    lp1, lp0 = scipy.special.log_expit(a), scipy.special.log_expit(-a)
+    lq1, lq0 = scipy.special.log_expit(b), scipy.special.log_expit(-b)
+    p1, p0 = np.exp(lp1), np.exp(lp0)
+  else:
+    p1, p0, lp1, lp0 = a, 1 - a, np.log(a), np.log1p(-a)
+    lq1, lq0 = np.log(b), np.log1p(-b)
+  if case == "binary_entropy":
+    return -(p1 * lp1 + p0 * lp0)
+  if case == "binary_cross_entropy":
+    return -(p1 * lq1 + p0 * lq0)
+  if case == "binary_kl_divergence":
+    return p1 * (lp1 - lq1) + p0 * (lp0 - lq0)
+  raise ValueError(case)
+
+
+def bench_accuracy(n=20000, v=512, cases=CASES):
   x = _inputs(n, v, seed=1)
   rows = []
-  for case, form, ours, hand, note in CASES:
-    n_in = 1 if case == "entropy" else 2
+  for case, form, ours, hand, note in cases:
+    n_in = _n_in(hand)
     args = x[form][:n_in]
     a64 = [np.asarray(t, np.float64) for t in x[form]]
     want = _ref64(case, form, *a64)
@@ -167,17 +340,24 @@ ACC_COLUMNS = ["case", "shape", "jaxdiv_med_err", "peer_med_err", "med_ratio", "
                "peer_max_err", "max_ratio"]
 
 
-def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None) -> dict:
-  shapes = QUICK_SHAPES if quick else SHAPES
+def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None,
+          only: str | None = None, shapes: str | None = None) -> dict:
+  all_shapes = QUICK_SHAPES if quick else SHAPES
+  shapes = [all_shapes[int(i)] for i in shapes.split(",")] if shapes else all_shapes
   reps = reps or (5 if quick else 9)
-  rows = bench_speed(shapes, reps)
-  acc = bench_accuracy(4096 if quick else 20000)
-  return dict(rows=rows, accuracy=acc, shapes=shapes, dtype="float32", reps=reps,
+  cases = _selected(only)
+  rows = bench_speed(shapes, reps, cases)
+  acc = bench_accuracy(4096 if quick else 20000, cases=cases)
+  return dict(rows=rows, accuracy=acc, shapes=shapes, dtype="float32", reps=reps, only=only,
               versions=core.versions())
 
 
 def main(argv=None):
-  _common.main("hand", bench, __doc__, [("rows", COLUMNS), ("accuracy", ACC_COLUMNS)], argv)
+  options = [("--only", dict(help="comma-separated words: the cases whose name has one")),
+             ("--shapes", dict(help="comma-separated indices into the shapes (default: all)")),
+             ("--reps", dict(type=int, help="timed repetitions (default 5 quick, 9 full)"))]
+  _common.main("hand", bench, __doc__, [("rows", COLUMNS), ("accuracy", ACC_COLUMNS)], argv,
+               options=options)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,12 @@ def _finish(terms, axes, mask, result_dtype, base, *, clamp=False):
   return terms.astype(result_dtype)
 
 
+def _cross_terms(bp, bq):
+  """-p log q - (1 - p) log(1 - q) from two `_bernoulli` tuples; the entropy is it at q = p."""
+  (p1, p0, _, _), (_, _, lq1, lq0) = bp, bq
+  return -(_numerics.mul_log(p1, lq1) + _numerics.mul_log(p0, lq0))
+
+
 _DOC_ARGS = """
   Args:{args}
     axis: ``None`` (default) keeps every element; an int or tuple sums over those axes (the
@@ -85,10 +91,8 @@ def binary_entropy(
   _validation.check_base(base)
   from_logits = _validation.check_bool(from_logits, "from_logits")
   p = _validation.as_float_array(p, "p")
-  [(a, b, la, lb), _], axes, mask, dtype = _prepare((p, p), ("p", "p"), axis, where,
-                                                   from_logits)
-  terms = -(_numerics.mul_log(a, la) + _numerics.mul_log(b, lb))
-  return _finish(terms, axes, mask, dtype, base, clamp=True)
+  [bp, _], axes, mask, dtype = _prepare((p, p), ("p", "p"), axis, where, from_logits)
+  return _finish(_cross_terms(bp, bp), axes, mask, dtype, base, clamp=True)
 
 
 def binary_cross_entropy(
@@ -109,10 +113,8 @@ def binary_cross_entropy(
     0.6931
   """
   _validation.check_base(base)
-  [(p1, p0, _, _), (_, _, lq1, lq0)], axes, mask, dtype = _prepare(
-      (p, q), ("p", "q"), axis, where, from_logits)
-  terms = -(_numerics.mul_log(p1, lq1) + _numerics.mul_log(p0, lq0))
-  return _finish(terms, axes, mask, dtype, base, clamp=True)
+  [bp, bq], axes, mask, dtype = _prepare((p, q), ("p", "q"), axis, where, from_logits)
+  return _finish(_cross_terms(bp, bq), axes, mask, dtype, base, clamp=True)
 
 
 def binary_kl_divergence(

@@ -12,6 +12,7 @@ from jax.typing import ArrayLike
 from jaxdiv import _numerics
 from jaxdiv import _validation
 from jaxdiv.discrete import _common
+from jaxdiv.discrete import _fast
 
 # f'(inf) = lim f(t)/t is estimated from f(t)/t at these two points: agreement within
 # _RTOL means a finite (linear-growth) limit, disagreement a superlinear f (limit +inf).
@@ -96,11 +97,48 @@ def f_divergence(
     Ali & Silvey, A General Class of Coefficients of Divergence, 1966.
   """
   _validation.check_callable(f, "f")
-  prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
-                         from_logits=from_logits)
+  if f_prime_inf is not None:
+    _validation.check_real(f_prime_inf, "f_prime_inf", allow_inf=True)
+  return _fast.evaluate((p, q), lambda prep: _f_divergence(prep, f, f_prime_inf), _f_fast(f),
+                        axis=axis, where=where, from_logits=from_logits)
+
+
+def _f_fast(f):
+  """Unguarded `sum q f(p / q)` for `_fast.run`, on rows where every p and q is positive (and
+  every logit finite): the perspective's limits at p = 0 or q = 0 are the guarded path's."""
+  def f_and_slope(r):
+    return jax.jvp(f, (r,), (jnp.ones_like(r),))
+
+  def value_probs(ax, p, q):
+    return jnp.sum(_fast.nan_unless_positive(q * f(p / q), (p, q)), axis=ax), None
+
+  def coefs_probs(ax, out, aux, p, q):
+    r = p / q
+    fr, dfr = f_and_slope(r)
+    return dfr, fr - r * dfr
+
+  def value_logits(ax, a, b):
+    la, lb = _fast.log_softmax(a, ax), _fast.log_softmax(b, ax)
+    pb = jnp.exp(lb)
+    terms = pb * f(jnp.exp(la - lb))
+    ok = (la > -jnp.inf) & (lb > -jnp.inf)
+    return jnp.sum(jnp.where(ok, terms, jnp.nan), axis=ax), (la, lb)
+
+  def coefs_logits(ax, out, aux, a, b):
+    la, lb = aux
+    pa, pb = jnp.exp(la), jnp.exp(lb)
+    fr, dfr = f_and_slope(jnp.exp(la - lb))
+    g_a = pa * dfr  # d/d log p of q f(p/q); then through the log-softmax
+    return (_fast.through_log_softmax(g_a, pa, ax),
+            _fast.through_log_softmax(pb * fr - g_a, pb, ax))
+
+  return (value_logits, coefs_logits), (value_probs, coefs_probs)
+
+
+def _f_divergence(prep: _common.Prepared, f, f_prime_inf) -> jax.Array:
   dp, dq = prep.dists
   dtype = dp.prob.dtype
-  if from_logits:
+  if prep.from_logits:
     ratio = jnp.exp(jnp.where(dq.prob > 0, dp.log_prob - dq.log_prob, 0))
   else:
     ratio = dp.prob / jnp.where(dq.prob > 0, dq.prob, 1)
@@ -111,7 +149,6 @@ def f_divergence(
   if f_prime_inf is None:
     slope = _slope_at_infinity(f, dtype)
   else:
-    _validation.check_real(f_prime_inf, "f_prime_inf", allow_inf=True)
     slope = jnp.asarray(f_prime_inf, dtype)
   # p f'(inf) and q f(0) can be infinite: each branch sees its argument only where it is
   # selected (0 elsewhere), so the zero cotangent of an unselected branch never meets inf.
@@ -124,7 +161,7 @@ def f_divergence(
   f0 = _value_at_zero(f, dtype)
   at_p_zero = jnp.where(use_f0, jnp.where(use_f0, dq.prob, 0) * f0, 0)
   terms = jnp.where(use_f0, at_p_zero, jnp.where(use_slope, at_q_zero, jnp.where(finite, inner, 0)))
-  return _common.finish(jnp.sum(terms, axis=prep.axis), prep)
+  return prep.sum(terms)
 
 
 def hellinger_distance(
@@ -156,15 +193,53 @@ def hellinger_distance(
   References:
     Hellinger, Neue Begründung der Theorie quadratischer Formen, 1909.
   """
-  prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
-                         from_logits=from_logits)
+  return _fast.evaluate((p, q), _hellinger, _HELLINGER_FAST, axis=axis, where=where,
+                        from_logits=from_logits)
+
+
+def _hellinger(prep: _common.Prepared) -> jax.Array:
   dp, dq = prep.dists
-  if from_logits:
+  if prep.from_logits:
     sp, sq = jnp.exp(0.5 * dp.log_prob), jnp.exp(0.5 * dq.log_prob)
   else:
     sp, sq = _numerics.safe_sqrt(dp.prob), _numerics.safe_sqrt(dq.prob)
-  out = _numerics.safe_sqrt(0.5 * jnp.sum((sp - sq) ** 2, axis=prep.axis))
-  return _common.finish(out, prep)
+  return _numerics.safe_sqrt(0.5 * prep.sum((sp - sq) ** 2))
+
+
+def _half_over(h, ax):
+  """1 / (2 h), and 0 at h = 0: the subgradient of the outer square root at p == q."""
+  h = jnp.expand_dims(h, ax)
+  return jnp.where(h > 0, 0.5 / jnp.where(h > 0, h, 1), 0)
+
+
+def _hellinger_probs(ax, p, q):
+  sp, sq = jnp.sqrt(p), jnp.sqrt(q)
+  # d/dp of sqrt p is infinite at p = 0: such a row takes the guarded path.
+  terms = _fast.nan_unless_positive((sp - sq) ** 2, (p, q))
+  return jnp.sqrt(0.5 * jnp.sum(terms, axis=ax)), None
+
+
+def _hellinger_probs_coefs(ax, h, aux, p, q):
+  sp, sq = jnp.sqrt(p), jnp.sqrt(q)
+  c = 0.5 * (sp - sq) * _half_over(h, ax)
+  return c / sp, -c / sq
+
+
+def _hellinger_logits(ax, a, b):
+  la, lb = _fast.log_softmax(a, ax), _fast.log_softmax(b, ax)
+  sp, sq = jnp.exp(0.5 * la), jnp.exp(0.5 * lb)
+  return jnp.sqrt(0.5 * jnp.sum((sp - sq) ** 2, axis=ax)), (sp, sq)
+
+
+def _hellinger_logits_coefs(ax, h, aux, a, b):
+  sp, sq = aux
+  c = 0.5 * (sp - sq) * _half_over(h, ax)  # d/d log p is c sqrt p
+  return (_fast.through_log_softmax(c * sp, sp * sp, ax),
+          _fast.through_log_softmax(-c * sq, sq * sq, ax))
+
+
+_HELLINGER_FAST = ((_hellinger_logits, _hellinger_logits_coefs),
+                   (_hellinger_probs, _hellinger_probs_coefs))
 
 
 def total_variation_distance(
@@ -192,11 +267,42 @@ def total_variation_distance(
     >>> print(round(float(jaxdiv.total_variation_distance(p, q)), 4))
     0.4
   """
-  prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
-                         from_logits=from_logits)
+  return _fast.evaluate((p, q), _total_variation, _TV_FAST, axis=axis, where=where,
+                        from_logits=from_logits)
+
+
+def _total_variation(prep: _common.Prepared) -> jax.Array:
   dp, dq = prep.dists
-  out = 0.5 * jnp.sum(jnp.abs(dp.prob - dq.prob), axis=prep.axis)
-  return _common.finish(out, prep)
+  return 0.5 * prep.sum(jnp.abs(dp.prob - dq.prob))
+
+
+def _tv_probs(ax, p, q):
+  # A negative probability would go unnoticed in |p - q|: such a row takes the guarded path.
+  terms = _fast.nan_unless_positive(jnp.abs(p - q), (p, q), zero_ok=True)
+  return 0.5 * jnp.sum(terms, axis=ax), None
+
+
+def _tv_sign(p, q):
+  return jnp.where(p - q >= 0, 0.5, -0.5).astype(p.dtype)  # as d|x|/dx of jnp.abs at 0
+
+
+def _tv_probs_coefs(ax, tv, aux, p, q):
+  g = _tv_sign(p, q)
+  return g, -g
+
+
+def _tv_logits(ax, a, b):
+  pa, pb = _fast.softmax(a, ax), _fast.softmax(b, ax)
+  return 0.5 * jnp.sum(jnp.abs(pa - pb), axis=ax), (pa, pb)
+
+
+def _tv_logits_coefs(ax, tv, aux, a, b):
+  pa, pb = aux
+  g = _tv_sign(pa, pb)
+  return _fast.through_softmax(g, pa, ax), _fast.through_softmax(-g, pb, ax)
+
+
+_TV_FAST = ((_tv_logits, _tv_logits_coefs), (_tv_probs, _tv_probs_coefs))
 
 
 def chi_squared_divergence(
@@ -229,10 +335,44 @@ def chi_squared_divergence(
   References:
     Pearson, On the Criterion that a Given System of Deviations..., 1900.
   """
-  prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
-                         from_logits=from_logits)
+  return _fast.evaluate((p, q), _chi_squared, _CHI2_FAST, axis=axis, where=where,
+                        from_logits=from_logits)
+
+
+def _chi2_probs(ax, p, q):
+  # q = 0 makes a term inf or NaN; a negative p or q would go unnoticed: guarded path.
+  terms = _fast.nan_unless_positive((p - q) ** 2 / q, (p,), zero_ok=True)
+  return jnp.sum(_fast.nan_unless_positive(terms, (q,)), axis=ax), None
+
+
+def _chi2_grads(p, q):
+  r = p / q
+  return 2 * (r - 1), 1 - r * r
+
+
+def _chi2_probs_coefs(ax, chi2, aux, p, q):
+  return _chi2_grads(p, q)
+
+
+def _chi2_logits(ax, a, b):
+  # (p - q)^2 / q of the softmaxes: where q underflows to 0 the row is not finite and the
+  # guarded path's log-space form runs.
+  pa, pb = _fast.softmax(a, ax), _fast.softmax(b, ax)
+  return jnp.sum((pa - pb) ** 2 / pb, axis=ax), (pa, pb)
+
+
+def _chi2_logits_coefs(ax, chi2, aux, a, b):
+  pa, pb = aux
+  ga, gb = _chi2_grads(pa, pb)
+  return _fast.through_softmax(ga, pa, ax), _fast.through_softmax(gb, pb, ax)
+
+
+_CHI2_FAST = ((_chi2_logits, _chi2_logits_coefs), (_chi2_probs, _chi2_probs_coefs))
+
+
+def _chi_squared(prep: _common.Prepared) -> jax.Array:
   dp, dq = prep.dists
-  if from_logits:
+  if prep.from_logits:
     # (p - q)^2 / q = exp(log q + 2 log|expm1(log p - log q)|): neither p nor q is formed, so
     # neither can underflow (a tiny p over a tinier q is a large term).
     ok = dq.log_prob > -jnp.inf
@@ -241,7 +381,7 @@ def chi_squared_divergence(
     terms = jnp.where(ok, jnp.exp(log_terms), jnp.where(dp.log_prob > -jnp.inf, jnp.inf, 0))
   else:
     terms = _numerics.safe_div((dp.prob - dq.prob) ** 2, dq.prob)
-  return _common.finish(jnp.sum(terms, axis=prep.axis), prep)
+  return prep.sum(terms)
 
 
 def bhattacharyya_distance(
@@ -276,8 +416,13 @@ def bhattacharyya_distance(
     Bhattacharyya, On a Measure of Divergence between Two Statistical Populations, 1943.
   """
   _validation.check_base(base)
-  prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
-                         from_logits=from_logits)
+  # No fast path: the unguarded power sum with both powers positive (1/2, 1/2) gets the
+  # second derivatives wrong on some finite rows at extreme logits (see _renyi._family).
+  return _fast.evaluate((p, q), _bhattacharyya, None, axis=axis, where=where,
+                        from_logits=from_logits, base=base, nonnegative=True)
+
+
+def _bhattacharyya(prep: _common.Prepared) -> jax.Array:
   dp, dq = prep.dists
-  out = -_numerics.logsumexp(0.5 * (dp.log_prob + dq.log_prob), axis=prep.axis)
-  return _common.finish(out, prep, base, nonnegative=True)
+  return -_numerics.logsumexp(0.5 * (dp.log_prob + dq.log_prob), axis=prep.axis)
+

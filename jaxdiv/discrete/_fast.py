@@ -1,4 +1,5 @@
-"""The fast path of the Shannon family: the hand-written expression, checked once per batch.
+"""The fast path of the categorical divergences: the hand-written expression, checked once per
+batch.
 
 XLA:CPU compiles `sum(exp(la) * (la - lb))` with `la, lb = jax.nn.log_softmax(a), ...` into a
 single loop over the inputs (one fusion, the exponentials vectorised), while every `where` or
@@ -7,21 +8,27 @@ loops and passes over the data: that was a 4-5x cost over the hand-written line.
 
 The unguarded expression is exact wherever its value is finite: every edge case that needs a
 guard (an entry outside the support, an empty row, a NaN or +inf input, a divergence of +inf)
-turns a row into NaN or +-inf. So the value is computed unguarded, and only when some row of the
-batch is not finite does `lax.cond` run the guarded implementation (`careful`, the path with all
-the documented semantics) instead. The derivative comes from a `custom_jvp` whose tangent is
-`sum(coef * dx)` with the row-wise closed-form coefficients (the softmax Jacobian contracted by
-hand), again replaced by the guarded implementation's gradient when some row is not finite: the
+turns a row into NaN or +-inf (and where an expression would be silently wrong, on a zero or
+negative probability say, its value function makes the row NaN itself). So the value is computed
+unguarded, and only when some row of the batch is not finite does `lax.cond` run the guarded
+implementation (`careful`, the path with all the documented semantics), whose values then
+replace those rows. The derivative comes from a `custom_jvp` whose tangent is `sum(coef * dx)`
+with the row-wise closed-form coefficients (the softmax Jacobian contracted by hand), again
+replaced by the guarded implementation's gradient on the rows that are not finite: the
 coefficients are primal values, so the `cond` selecting them leaves no tangent residuals.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from jaxdiv import _numerics
+from jaxdiv.discrete import _common
 
 
 def log_softmax(x: jax.Array, axis: int) -> jax.Array:
@@ -82,28 +89,185 @@ def with_fallback(value: Callable, coefs: Callable, careful: Callable, *xs: jax.
 
   def pick(*xs):
     out, aux = value(*xs)
-    bad = jnp.logical_not(jnp.all(jnp.isfinite(out)))
-    return bad, _cond(bad, careful, lambda *_: out, *xs), aux
+    row_bad = jnp.logical_not(jnp.isfinite(out))
+    bad = jnp.any(row_bad)
+    # The guarded values replace only the rows that need them: a row's result does not depend
+    # on the other rows of its batch (a NaN row elsewhere leaves it bit for bit as it was).
+    mixed = lambda *xs: jnp.where(row_bad, careful(*xs), out)
+    return bad, row_bad, _cond(bad, mixed, lambda *_: out, *xs), aux
 
   @jax.custom_jvp
   def f(*xs):
-    return pick(*xs)[1]
+    return pick(*xs)[2]
 
   @f.defjvp
   def f_jvp(primals, tangents):
-    bad, out, _ = pick(*primals)
+    bad, row_bad, out, _ = pick(*primals)
+    row_bad = jnp.expand_dims(lax.stop_gradient(row_bad), axis)
     # The coefficients are differentiated again for second derivatives, back through `value`,
-    # whose unguarded expression has 0 * inf partials exactly where a guard was needed. When the
-    # guarded branch is taken, that path gets zero cotangents, and 0 * inf is NaN: gate it at
-    # the inputs (`_tangent_if`, identity in value). XLA merges this `value` with `pick`'s.
-    ok = jnp.logical_not(lax.stop_gradient(bad))
-    out_g, aux_g = value(*(_tangent_if(ok, x) for x in primals))
+    # whose unguarded expression has 0 * inf partials exactly where a guard was needed. On the
+    # rows that take the guarded values, that path gets zero cotangents, and 0 * inf is NaN:
+    # gate it at the inputs (`_tangent_if`, identity in value). XLA merges this `value` with
+    # `pick`'s.
+    out_g, aux_g = value(*(_tangent_if(jnp.logical_not(row_bad), x) for x in primals))
 
-    def careful_grads(*xs):
-      return jax.grad(lambda *ys: jnp.sum(careful(*ys)), argnums=tuple(range(n)))(*xs)
+    def fast_coefs(*xs):
+      return tuple(coefs(out_g, aux_g, *xs))
 
-    cs = _cond(bad, careful_grads, lambda *xs: tuple(coefs(out_g, aux_g, *xs)), *primals)
+    def mixed_coefs(*xs):
+      guarded = jax.grad(lambda *ys: jnp.sum(careful(*ys)), argnums=tuple(range(n)))(*xs)
+      return tuple(jnp.where(row_bad, g, c) for g, c in zip(guarded, fast_coefs(*xs)))
+
+    cs = _cond(bad, mixed_coefs, fast_coefs, *primals)
     tangent = sum(jnp.sum(c * t, axis=axis) for c, t in zip(cs, tangents))
     return out, tangent
 
   return f(*xs)
+
+
+def run(fast, logits, probs, careful_body, base, *, nonnegative: bool) -> jax.Array:
+  """Runs the unguarded row values with `careful_body` (the guarded maths on a
+  `_common.Prepared`) as their fallback, then the units, the clamp at 0 and the result dtype.
+
+  Args:
+    fast: what `_common.fast_inputs` returned (not None).
+    logits, probs: `(value, coefs)` pairs for the two input forms (see :func:`with_fallback`;
+      each also takes the axis first).
+    careful_body: `Prepared -> out`, the guarded row values before `_common.finish`.
+    base: the logarithm base of the result.
+    nonnegative: clamp rounding below 0 where the inputs were normalised by us (logits).
+  """
+  xs, ax, dtype, from_logits = fast
+  value, coefs = logits if from_logits else probs
+
+  def careful(*xs):
+    prep = _common.prepare(*xs, names=("p", "q")[:len(xs)], axis=ax, where=None,
+                           from_logits=from_logits)
+    return _common.finish(careful_body(prep), prep, nonnegative=nonnegative)
+
+  out = with_fallback(lambda *xs: value(ax, *xs),
+                      lambda out, aux, *xs: coefs(ax, out, aux, *xs), careful, *xs, axis=ax)
+  if nonnegative and from_logits:
+    out = _common.clamp_nonnegative(out)
+  return _numerics.to_base(out, base).astype(dtype)
+
+
+def evaluate(arrays, careful_body: Callable, pairs, *, axis, where, from_logits, base=None,
+             nonnegative: bool = False, axis_name=None) -> jax.Array:
+  """One or two distributions through the fast path (:func:`run`) where it applies (no mask,
+  one device, `pairs` not None), else through `careful_body` between `_common.prepare` and
+  `_common.finish`.
+
+  Args:
+    arrays: `(p,)` or `(p, q)` as the user passed them.
+    careful_body: `Prepared -> out`, the guarded row values.
+    pairs: `(logits, probs)` value/coefficient pairs (see :func:`run`), or None.
+  """
+  names = ("p", "q")[:len(arrays)]
+  kw = dict(names=names, axis=axis, where=where, from_logits=from_logits, axis_name=axis_name)
+  fast = None if pairs is None else _common.fast_inputs(*arrays, **kw)
+  if fast is not None:
+    return run(fast, *pairs, careful_body, base, nonnegative=nonnegative)
+  prep = _common.prepare(*arrays, **kw)
+  return _common.finish(careful_body(prep), prep, base, nonnegative=nonnegative)
+
+
+def nan_unless_positive(terms: jax.Array, xs: Sequence[jax.Array], *,
+                        zero_ok: bool = False) -> jax.Array:
+  """`terms`, NaN where an input entry is negative, +inf or (unless `zero_ok`) 0.
+
+  Arithmetic, not a `where`: XLA:CPU keeps `0 * (rsqrt(x) + x)` (NaN exactly at those entries,
+  else 0) in the loop of the row sum, while a select there is a separate pass that writes the
+  whole array. A NaN input is NaN already.
+  """
+  for x in xs:
+    guard = jnp.sqrt(x) if zero_ok else lax.rsqrt(x)
+    terms = terms + 0 * (guard + x)
+  return terms
+
+
+def through_softmax(g: jax.Array, p: jax.Array, axis: int) -> jax.Array:
+  """d out / d logits from g = d out / d softmax(logits): p (g - <g>_p)."""
+  return p * (g - jnp.sum(p * g, axis=axis, keepdims=True))
+
+
+def through_log_softmax(g: jax.Array, p: jax.Array, axis: int) -> jax.Array:
+  """d out / d logits from g = d out / d log_softmax(logits): g - p sum(g)."""
+  return g - p * jnp.sum(g, axis=axis, keepdims=True)
+
+
+def _slope(general: Callable, log_s: jax.Array) -> jax.Array:
+  return jax.jvp(general, (log_s,), (jnp.ones_like(log_s),))[1]
+
+
+def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = None):
+  """`(logits, probs)` value/coefficient pairs for :func:`run` of `general(log S)`, with the
+  power sum `S = sum_i prod_k x_k,i ** c_k` over one or two distributions (the order-alpha
+  family: `c = (alpha, 1 - alpha)` or `(alpha,)`; Bhattacharyya: `(1/2, 1/2)`).
+
+  On probabilities `log S` is divided by the mass of input `norm` (None: not normalised), as
+  the guarded path does; the powers are `x ** c`, which XLA turns into products, divisions or
+  square roots for the orders 2, -1 and 1/2. A zero, negative or infinite probability makes the
+  row NaN (the guarded path then runs): the derivative `c S_i / x_i` needs every x > 0. On
+  logits the power sum is `sum exp(sum_k c_k log_softmax(x_k))`, each logit shifted by its row
+  max only: where it overflows or underflows to 0 the row is not finite and the guarded path
+  runs too.
+  """
+  cs = tuple(float(c) for c in exponents)
+
+  def power(x, c):
+    if c == 0.5:
+      return jnp.sqrt(x)
+    if c.is_integer():
+      return lax.integer_pow(x, int(c))
+    return x ** c
+
+  def terms(xs):
+    if cs == (0.5, 0.5):
+      return jnp.sqrt(xs[0] * xs[1])  # one root, as the hand-written Bhattacharyya
+    w = None
+    for c, x in zip(cs, xs):
+      t = power(x, c)
+      w = t if w is None else w * t
+    return w
+
+  def value_probs(ax, *xs):
+    s = jnp.sum(nan_unless_positive(terms(xs), xs), axis=ax)
+    log_s = jnp.log(s)
+    z = None
+    if norm is not None:
+      z = jnp.sum(xs[norm], axis=ax)
+      log_s = log_s - jnp.log(z)
+    return general(log_s), (s, z, log_s)
+
+  def coefs_probs(ax, out, aux, *xs):
+    s, z, log_s = aux
+    slope = jnp.expand_dims(_slope(general, log_s), ax)
+    w = terms(xs) / jnp.expand_dims(s, ax)
+    out = []
+    for k, (c, x) in enumerate(zip(cs, xs)):
+      g = c * w / x
+      if k == norm:
+        g = g - 1 / jnp.expand_dims(z, ax)
+      out.append(slope * g)
+    return tuple(out)
+
+  def value_logits(ax, *xs):
+    # log S = log sum exp(sum_k c_k y_k) - sum_k c_k log sum exp(y_k), y = x - max x: each
+    # row's rounding of its log-normaliser cancels, as in the guarded path's division by the
+    # mass (from log_softmax(x) it would enter S as a row offset, divided by alpha - 1).
+    ys = [x - lax.stop_gradient(jnp.max(x, axis=ax, keepdims=True)) for x in xs]
+    lses = [jnp.log(jnp.sum(jnp.exp(y), axis=ax)) for y in ys]
+    w = jnp.exp(sum(c * y for c, y in zip(cs, ys)))
+    s = jnp.sum(w, axis=ax)
+    log_s = jnp.log(s) - sum(c * lse for c, lse in zip(cs, lses))
+    return general(log_s), (ys, lses, w, s, log_s)
+
+  def coefs_logits(ax, out, aux, *xs):
+    ys, lses, w, s, log_s = aux
+    slope = jnp.expand_dims(_slope(general, log_s), ax)
+    r = w / jnp.expand_dims(s, ax)
+    return tuple(slope * c * (r - jnp.exp(y - jnp.expand_dims(lse, ax)))
+                 for c, y, lse in zip(cs, ys, lses))
+
+  return (value_logits, coefs_logits), (value_probs, coefs_probs)

@@ -25,6 +25,7 @@ from jax.typing import ArrayLike
 from jaxdiv import _numerics
 from jaxdiv import _validation
 from jaxdiv.discrete import _common
+from jaxdiv.discrete import _fast
 
 # Below this max of |t*d| the expm1 form neither overflows nor cancels; above it the shifted
 # log-sum-exp form is used.
@@ -148,24 +149,54 @@ def _alpha_for(alpha, prep):
   return _common.batch_param(alpha, prep, prep.dists[0].prob.dtype)
 
 
-def _family(arrays, alpha, *, axis, where, from_logits, general, at_one, at_inf,
-            one_slope=None):
-  """Prepares one (entropy: d = log p) or two (divergence: d = log p - log q) distributions
-  and evaluates the order-alpha family on them (see `_order_family`)."""
+# Below this |alpha - 1| the power sum is within rounding of 1 and its log, divided by
+# alpha - 1, loses relative precision (the error grows as 1/|alpha - 1|): the guarded path's
+# expm1 form is kept there. Elsewhere the unguarded power sum of `_fast` is as exact.
+_FAST_MIN_T = 0.25
+
+
+def _fast_order(a):
+  """Whether a static order takes the unguarded power sum: finite, > 0, away from 1."""
+  return a is not None and 0 < a < np.inf and abs(a - 1) >= _FAST_MIN_T
+
+
+def _family(arrays, alpha, base, *, axis, where, from_logits, general, at_one, at_inf,
+            one_slope=None, sign=1.0):
+  """`sign` times the order-alpha family (see `_order_family`) of one (entropy: d = log p) or
+  two (divergence: d = log p - log q) distributions, with the units and the finish.
+
+  A static order away from 1 takes the unguarded power sum (`_fast.power_sum`), falling back
+  to the guarded evaluation below where a row needs it."""
   _check_alpha(alpha)
   names = ("p", "q")[: len(arrays)]
+
+  def careful(prep):
+    dp = prep.dists[0]
+    d = dp.log_prob if len(arrays) == 1 else dp.log_prob - prep.dists[1].log_prob
+    return sign * _order_family(dp.prob, dp.log_prob, d, _alpha_for(alpha, prep), prep.axis,
+                                general=general, at_one=at_one, at_inf=at_inf,
+                                one_slope=one_slope)
+
+  a = _static_alpha(alpha)
+  fast = _common.fast_inputs(*arrays, names=names, axis=axis, where=where,
+                             from_logits=from_logits)
+  # Two inputs at 0 < alpha < 1 (both powers positive) keep the guarded path: there the
+  # unguarded power sum stays finite on rows whose second derivatives it gets wrong (NaN
+  # Hessians at extreme logits, tests/test_second_order.py).
+  if fast is not None and _fast_order(a) and (len(arrays) == 1 or a > 1):
+    t = a - 1
+    exponents = (a, 1 - a)[: len(arrays)]
+    return _fast.run(fast, *_fast.power_sum(exponents, lambda ls: sign * general(ls, t), norm=0),
+                     careful, base, nonnegative=True)
   prep = _common.prepare(*arrays, names=names, axis=axis, where=where, from_logits=from_logits)
-  dp = prep.dists[0]
-  d = dp.log_prob if len(arrays) == 1 else dp.log_prob - prep.dists[1].log_prob
-  out = _order_family(dp.prob, dp.log_prob, d, _alpha_for(alpha, prep), prep.axis,
-                      general=general, at_one=at_one, at_inf=at_inf, one_slope=one_slope)
-  return out, prep
+  return _common.finish(careful(prep), prep, base, nonnegative=True)
 
 
 _identity = lambda x: x
 # d/d(alpha) at alpha = 1 of each member, from the cumulants of d under p:
 # Renyi: Var/2; Tsallis divergence: E[d^2]/2; alpha-divergence: E[d^2]/2 - E[d].
 _renyi_slope = lambda mean, m2: 0.5 * (m2 - mean * mean)
+_renyi_general = lambda log_s, t: log_s / t
 _tsallis_slope = lambda mean, m2: 0.5 * m2
 
 
@@ -206,10 +237,9 @@ def renyi_divergence(
     Divergence and Kullback–Leibler Divergence, 2014.
   """
   _validation.check_base(base)
-  out, prep = _family((p, q), alpha, axis=axis, where=where, from_logits=from_logits,
-                      general=lambda log_s, t: log_s / t, at_one=_identity,
-                      at_inf=_identity, one_slope=_renyi_slope)
-  return _common.finish(out, prep, base, nonnegative=True)
+  return _family((p, q), alpha, base, axis=axis, where=where, from_logits=from_logits,
+                 general=_renyi_general, at_one=_identity, at_inf=_identity,
+                 one_slope=_renyi_slope)
 
 
 def renyi_entropy(
@@ -245,10 +275,9 @@ def renyi_entropy(
   """
   _validation.check_base(base)
   # H_alpha(p) = -D_alpha(p || counting measure): the divergence with log q = 0.
-  out, prep = _family((p,), alpha, axis=axis, where=where, from_logits=from_logits,
-                      general=lambda log_s, t: log_s / t, at_one=_identity,
-                      at_inf=_identity, one_slope=_renyi_slope)
-  return _common.finish(-out, prep, base, nonnegative=True)
+  return _family((p,), alpha, base, axis=axis, where=where, from_logits=from_logits,
+                 general=_renyi_general, at_one=_identity, at_inf=_identity,
+                 one_slope=_renyi_slope, sign=-1.0)
 
 
 def tsallis_entropy(
@@ -281,11 +310,10 @@ def tsallis_entropy(
   References:
     Tsallis, Possible Generalization of Boltzmann–Gibbs Statistics, 1988.
   """
-  out, prep = _family((p,), alpha, axis=axis, where=where, from_logits=from_logits,
-                      general=lambda log_s, t: -jnp.expm1(log_s) / t,
-                      at_one=lambda mean: -mean, at_inf=jnp.zeros_like,
-                      one_slope=lambda mean, m2: -0.5 * m2)
-  return _common.finish(out, prep, nonnegative=True)
+  return _family((p,), alpha, None, axis=axis, where=where, from_logits=from_logits,
+                 general=lambda log_s, t: -jnp.expm1(log_s) / t,
+                 at_one=lambda mean: -mean, at_inf=jnp.zeros_like,
+                 one_slope=lambda mean, m2: -0.5 * m2)
 
 
 def _inf_if_positive(dmax):
@@ -325,10 +353,9 @@ def tsallis_divergence(
   References:
     Furuichi, Yanagi & Kuriyama, Fundamental Properties of Tsallis Relative Entropy, 2004.
   """
-  out, prep = _family((p, q), alpha, axis=axis, where=where, from_logits=from_logits,
-                      general=lambda log_s, t: jnp.expm1(log_s) / t, at_one=_identity,
-                      at_inf=_inf_if_positive, one_slope=_tsallis_slope)
-  return _common.finish(out, prep, nonnegative=True)
+  return _family((p, q), alpha, None, axis=axis, where=where, from_logits=from_logits,
+                 general=lambda log_s, t: jnp.expm1(log_s) / t, at_one=_identity,
+                 at_inf=_inf_if_positive, one_slope=_tsallis_slope)
 
 
 def alpha_divergence(
@@ -367,8 +394,23 @@ def alpha_divergence(
     Alpha- Beta- and Gamma-Divergences, 2010.
   """
   _validation.check_real(alpha, "alpha", allow_inf=True)
+  a = _static_alpha(alpha)
+  fast = _common.fast_inputs(p, q, names=("p", "q"), axis=axis, where=where,
+                             from_logits=from_logits)
+  # The power sum p^a q^(1 - a) is the same after the swap below; its normalising mass is that
+  # of the argument in the first place.
+  if fast is not None and a is not None and _fast_order(max(a, 1 - a)) and not 0 < a < 1:
+    a_eff = max(a, 1 - a)
+    scale = (a_eff - 1) * a_eff
+    return _fast.run(fast, *_fast.power_sum((a, 1 - a), lambda ls: jnp.expm1(ls) / scale,
+                                            norm=0 if a >= 0.5 else 1),
+                     lambda prep: _alpha_divergence(prep, alpha), None, nonnegative=True)
   prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
                          from_logits=from_logits)
+  return _common.finish(_alpha_divergence(prep, alpha), prep, nonnegative=True)
+
+
+def _alpha_divergence(prep: _common.Prepared, alpha) -> jax.Array:
   dp, dq = prep.dists
   a = _static_alpha(alpha)
   if a is not None:
@@ -389,10 +431,9 @@ def alpha_divergence(
   d = dp.log_prob - dq.log_prob
   a_b = a_eff if (np.ndim(a_eff) == 0) else jnp.squeeze(a_eff, prep.axis)
   a_b = jnp.where(jnp.isinf(a_b), 2.0, a_b)  # only read where the finite branch is selected
-  out = _order_family(
+  return _order_family(
       dp.prob, dp.log_prob, d, a_eff, prep.axis,
       general=lambda log_s, t: jnp.expm1(log_s) / (t * a_b),
       at_one=_identity, at_inf=_inf_if_positive,
       one_slope=lambda mean, m2: 0.5 * m2 - mean,
   )
-  return _common.finish(out, prep, nonnegative=True)

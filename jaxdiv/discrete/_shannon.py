@@ -12,29 +12,6 @@ from jaxdiv import _validation
 from jaxdiv.discrete import _common
 from jaxdiv.discrete import _fast
 
-
-def _via_fast(fast, logits, probs, careful_body, base, *, nonnegative: bool) -> jax.Array:
-  """Runs the unguarded row values (see `_fast`) with `careful_body` (the guarded maths on a
-  `Prepared`) as their fallback, then the units, the clamp at 0 and the result dtype.
-
-  `logits` and `probs` are `(value, coefs)` pairs for the two input forms (see
-  `_fast.with_fallback`; each also takes the axis first).
-  """
-  xs, ax, dtype, from_logits = fast
-  value, coefs = logits if from_logits else probs
-
-  def careful(*xs):
-    prep = _common.prepare(*xs, names=("p", "q")[:len(xs)], axis=ax, where=None,
-                           from_logits=from_logits)
-    return _common.finish(careful_body(prep), prep, nonnegative=nonnegative)
-
-  out = _fast.with_fallback(lambda *xs: value(ax, *xs),
-                            lambda out, aux, *xs: coefs(ax, out, aux, *xs), careful, *xs, axis=ax)
-  if nonnegative and from_logits:
-    out = _common.clamp_nonnegative(out)
-  return _numerics.to_base(out, base).astype(dtype)
-
-
 # The same on probabilities, used as given (not renormalised): where every entry is positive
 # and finite the plain logs are exact; a zero, negative, NaN or infinite entry makes a row
 # non-finite and the batch takes the guarded path.
@@ -206,7 +183,7 @@ def entropy(
   fast = _common.fast_inputs(p, names=("p",), axis=axis, where=where, from_logits=from_logits,
                              axis_name=axis_name)
   if fast is not None:
-    return _via_fast(fast, (_entropy_value, _entropy_coefs),
+    return _fast.run(fast, (_entropy_value, _entropy_coefs),
                      (_entropy_probs, _entropy_probs_coefs), _entropy, base, nonnegative=True)
   prep = _common.prepare(p, names=("p",), axis=axis, where=where, from_logits=from_logits,
                          axis_name=axis_name)
@@ -252,7 +229,7 @@ def cross_entropy(
   fast = _common.fast_inputs(p, q, names=("p", "q"), axis=axis, where=where,
                              from_logits=from_logits, axis_name=axis_name)
   if fast is not None:
-    return _via_fast(fast, (_ce_value, _ce_coefs), (_ce_probs, _ce_probs_coefs),
+    return _fast.run(fast, (_ce_value, _ce_coefs), (_ce_probs, _ce_probs_coefs),
                      _cross_entropy, base, nonnegative=True)
   prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
                          from_logits=from_logits, axis_name=axis_name)
@@ -307,7 +284,7 @@ def kl_divergence(
   fast = _common.fast_inputs(p, q, names=("p", "q"), axis=axis, where=where,
                              from_logits=from_logits, axis_name=axis_name)
   if fast is not None:
-    return _via_fast(fast, (_kl_value, _kl_coefs), (_kl_probs, _kl_probs_coefs),
+    return _fast.run(fast, (_kl_value, _kl_coefs), (_kl_probs, _kl_probs_coefs),
                      lambda prep: _kl(*prep.dists, prep), base,
                      nonnegative=True)
   prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
@@ -353,7 +330,7 @@ def jeffreys_divergence(
   fast = _common.fast_inputs(p, q, names=("p", "q"), axis=axis, where=where,
                              from_logits=from_logits, axis_name=axis_name)
   if fast is not None:
-    return _via_fast(fast, (_jeffreys_value, _jeffreys_coefs),
+    return _fast.run(fast, (_jeffreys_value, _jeffreys_coefs),
                      (_jeffreys_probs, _jeffreys_probs_coefs), _jeffreys, base,
                      nonnegative=False)
   prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
@@ -435,7 +412,7 @@ def js_divergence(
   fast = _common.fast_inputs(p, q, names=("p", "q"), axis=axis, where=where,
                              from_logits=from_logits, axis_name=axis_name)
   if fast is not None and static is not None and 0 < static < 1:
-    return _via_fast(fast, (_js_value(static), _js_coefs(static)),
+    return _fast.run(fast, (_js_value(static), _js_coefs(static)),
                      (_js_probs(static), _js_probs_coefs(static)), lambda prep: _js(prep, beta),
                      base, nonnegative=True)
   prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,

@@ -144,3 +144,67 @@ def test_reverse_over_reverse_hessian_when_the_batch_falls_back(x64, name):
   guarded = jax.jit(jax.jacrev(jax.grad(lambda x: total(x, where=jnp.ones((2, 3), bool)))))(a)
   fast = jax.jit(jax.jacrev(jax.grad(total)))(a)
   np.testing.assert_allclose(np.asarray(fast), np.asarray(guarded), atol=1e-12)
+
+
+# The order-alpha and f families (static hyperparameters away from their guarded branches):
+# name -> (jaxdiv call, reference on probabilities). The order-alpha power sums are divided by
+# the mass of the first argument (Renyi's definition for incomplete distributions, documented
+# in jaxdiv/discrete/_renyi.py), which changes the derivative with respect to probabilities.
+_POWER = lambda p, q, a: jnp.sum(p ** a * q ** (1 - a), -1) / jnp.sum(p if a >= 0.5 else q, -1)
+_POWER1 = lambda p, a: jnp.sum(p ** a, -1) / jnp.sum(p, -1)
+OTHER_CASES = {
+    "renyi_divergence[alpha=2]": (lambda p, q, **k: jaxdiv.renyi_divergence(p, q, 2.0, **k),
+                                  lambda p, q: jnp.log(_POWER(p, q, 2.0))),
+    "renyi_entropy[alpha=0.5]": (lambda p, q, **k: jaxdiv.renyi_entropy(p, 0.5, **k),
+                                 lambda p, q: jnp.log(_POWER1(p, 0.5)) / 0.5),
+    "tsallis_entropy[alpha=3]": (lambda p, q, **k: jaxdiv.tsallis_entropy(p, 3.0, **k),
+                                 lambda p, q: (1 - _POWER1(p, 3.0)) / 2),
+    "tsallis_divergence[alpha=2]": (lambda p, q, **k: jaxdiv.tsallis_divergence(p, q, 2.0, **k),
+                                    lambda p, q: _POWER(p, q, 2.0) - 1),
+    "alpha_divergence[alpha=-1]": (lambda p, q, **k: jaxdiv.alpha_divergence(p, q, -1.0, **k),
+                                   lambda p, q: (_POWER(p, q, -1.0) - 1) / 2),
+    "hellinger_distance": (jaxdiv.hellinger_distance,
+                           lambda p, q: jnp.sqrt(0.5 * jnp.sum((jnp.sqrt(p) - jnp.sqrt(q)) ** 2,
+                                                               -1))),
+    "total_variation_distance": (jaxdiv.total_variation_distance,
+                                 lambda p, q: 0.5 * jnp.sum(jnp.abs(p - q), -1)),
+    "chi_squared_divergence": (jaxdiv.chi_squared_divergence,
+                               lambda p, q: jnp.sum((p - q) ** 2 / q, -1)),
+    "f_divergence[hellinger]": (
+        lambda p, q, **k: jaxdiv.f_divergence(p, q, lambda t: (jnp.sqrt(t) - 1) ** 2, **k),
+        lambda p, q: jnp.sum((jnp.sqrt(p) - jnp.sqrt(q)) ** 2, -1)),
+}
+
+
+def _other(name, from_logits, where=None):
+  fn, ref = OTHER_CASES[name]
+  ours = lambda a, b: fn(a, b, from_logits=from_logits, where=where)
+  if from_logits:
+    return ours, lambda a, b: ref(jnp.exp(lsm(a)), jnp.exp(lsm(b)))
+  return ours, ref
+
+
+@pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probs"])
+@pytest.mark.parametrize("name", list(OTHER_CASES))
+def test_other_families_value_and_grads_match_reference(x64, name, from_logits):
+  a, b = map(jnp.asarray, _inputs(from_logits))
+  ours, ref = _other(name, from_logits)
+  np.testing.assert_allclose(ours(a, b), ref(a, b), rtol=1e-12, atol=1e-13)
+  total = lambda f: (lambda x, y: jnp.sum(f(x, y)))
+  for got, want in zip(jax.grad(total(ours), (0, 1))(a, b), jax.grad(total(ref), (0, 1))(a, b)):
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+  np.testing.assert_allclose(jax.hessian(total(ours))(a, b), jax.hessian(total(ref))(a, b),
+                             rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probs"])
+@pytest.mark.parametrize("name", list(OTHER_CASES))
+def test_other_families_edge_rows_take_the_guarded_values(x64, name, from_logits):
+  a, b = _with_edges(from_logits)
+  ours = jax.jit(_other(name, from_logits)[0])
+  guarded = _other(name, from_logits, where=jnp.ones(a.shape, bool))[0]
+  np.testing.assert_allclose(ours(a, b), guarded(a, b), rtol=1e-12, atol=1e-14)
+  finite = lambda f: (lambda x, y: jnp.sum(jnp.where(jnp.isfinite(f(x, y)), f(x, y), 0)))
+  for got, want in zip(jax.jit(jax.grad(finite(ours), (0, 1)))(a, b),
+                       jax.grad(finite(guarded), (0, 1))(a, b)):
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
