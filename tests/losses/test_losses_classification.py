@@ -212,3 +212,24 @@ def test_kernel_delegation_matches_plain_path(implementation):
   ce = jl.softmax_cross_entropy_with_integer_labels
   np.testing.assert_allclose(ce(logits, labels, implementation=implementation, **kwargs),
                              ce(logits, labels, **kwargs), rtol=1e-5, atol=1e-6)
+
+
+def test_default_is_the_kernels_default():
+  """`implementation=None` means the same in jaxdiv.losses and jaxdiv.kernels: the same
+  function runs for the options the kernels take (bit for bit), the reference for the rest."""
+  from jaxdiv import kernels
+  logits, labels, weights = _inputs(10, batch=(12,))
+  kwargs = dict(label_smoothing=0.1, z_loss=1e-3)
+  np.testing.assert_array_equal(
+      jl.softmax_cross_entropy_with_integer_labels(logits, labels, **kwargs),
+      kernels.cross_entropy_with_integer_labels(logits, labels, **kwargs))
+  grad = lambda f: jax.grad(lambda x: f(x, labels, **kwargs).sum())(logits)
+  np.testing.assert_array_equal(grad(jl.softmax_cross_entropy_with_integer_labels),
+                                grad(kernels.cross_entropy_with_integer_labels))
+  # A traced hyperparameter runs the reference (differentiable in it); an explicit kernel
+  # refuses it by name.
+  fn = lambda ls, impl=None: jl.softmax_cross_entropy_with_integer_labels(
+      logits, labels, label_smoothing=ls, implementation=impl)
+  np.testing.assert_allclose(jax.jit(fn)(0.1), fn(0.1), rtol=1e-6)
+  with pytest.raises(ValueError, match="traced"):
+    jax.jit(lambda ls: fn(ls, "xla"))(0.1)
