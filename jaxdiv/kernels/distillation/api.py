@@ -20,15 +20,15 @@ from jaxdiv.kernels.distillation import xla
 
 IMPLEMENTATIONS = _dispatch.registry(
     _dispatch.triton(pallas_gpu.divergence),
-    # On XLA:CPU the tiles stay in cache: 0.48x of optax's time against 0.89x for "xla"
-    # (bench/kernels.py, 1024 x 131072, value and gradient); elsewhere "xla" comes first.
+    # First on CPU, where the tiles stay in cache (bench/README.md has the figures); elsewhere
+    # "xla" comes first.
     _dispatch.Implementation("chunked", chunked_xla.divergence,
                              lambda backend, **_: backend == "cpu"),
     _dispatch.Implementation("xla", xla.divergence),
 )
 
 LINEAR_IMPLEMENTATIONS = _dispatch.registry(
-    # Tested in interpret mode only: `None` picks it once it has been compiled on a GPU.
+    # Runs only when asked for by name: `None` does not pick it (bench/README.md: status).
     _dispatch.triton(fused_linear_pallas.linear_divergence, default=False),
     _dispatch.Implementation("chunked", fused_linear.linear_divergence),
     _dispatch.Implementation("xla", fused_linear.linear_divergence_xla),
@@ -77,7 +77,10 @@ def distillation_divergence(
     beta: the JS mixture weight of the teacher, in [0, 1] (static).
     temperature: T > 0 (static).
     where: optional [...] token mask; False tokens give 0 and no gradient.
-    implementation: None, "xla", "chunked" or "pallas", as for the cross-entropy.
+    implementation: ``None``: the default for the backend — ``"pallas"`` on GPU where the
+      installed jax lowers Pallas to Triton without deprecation, ``"chunked"`` on CPU,
+      ``"xla"`` everywhere else; never Pallas interpret mode. Or ``"xla"``, ``"chunked"`` or
+      ``"pallas"`` by name (off GPU and TPU, Pallas runs in interpret mode, slowly).
     block_size: tile size, int (vocabulary) or (tokens, vocabulary).
     softcap: None, or c > 0 (static): both logits are capped to c tanh(z / c) (Gemma 2)
       before the temperature, elementwise before the kernel (exact gradient).
@@ -147,9 +150,10 @@ def fused_linear_distillation_divergence(
     teacher_weight: [d_t, vocab] or [vocab, d_t], or None.
     teacher_logits: [..., vocab] instead of the teacher's hidden states and head.
     divergence, beta, temperature, where: as in :func:`distillation_divergence`.
-    implementation: None or "chunked" (blockwise), "xla" (materialises both logits),
-      "pallas" (the logits tiles formed inside Pallas kernels; Triton on GPU, interpret mode
-      elsewhere; `None` does not pick it yet, as it has not been compiled on a GPU).
+    implementation: ``None``: the default for the backend — ``"chunked"`` on every backend
+      (the Pallas kernel runs only when asked for); never Pallas interpret mode. Or
+      ``"chunked"`` (blockwise), ``"xla"`` (materialises both logits) or ``"pallas"`` (the
+      logits tiles formed inside Pallas kernels; Triton on GPU, interpret mode elsewhere).
     block_size: vocabulary block.
     weight_layout, teacher_weight_layout: "dv", "vd" or None (inferred from the shapes).
     softcap: None, or c > 0 (static): the student's and the teacher's logits (given or

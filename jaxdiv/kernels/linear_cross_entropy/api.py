@@ -74,8 +74,10 @@ def fused_linear_cross_entropy(
     z_loss: λ >= 0 (static).
     softcap: None, or c > 0 (static): the logits are capped to c tanh(x / c) (Gemma 2) inside
       the kernels, the cap's derivative recomputed in the backward pass.
-    implementation: None (Pallas on GPU, else "chunked"), "xla" (materialises the logits),
-      "chunked" (vocabulary blocks through XLA) or "pallas" (interpret mode off GPU).
+    implementation: ``None``: the default for the backend — ``"pallas"`` on GPU where the
+      installed jax lowers Pallas to Triton without deprecation, ``"chunked"`` everywhere
+      else; never Pallas interpret mode. Or ``"xla"`` (materialises the logits), ``"chunked"``
+      (vocabulary blocks through XLA) or ``"pallas"`` (interpret mode off GPU) by name.
     block_size: vocabulary block (chunk for "pallas"); None: sized so that one float32
       [tokens, block] tile stays small.
     weight_layout: "dv", "vd", or None to infer from the shapes (required when d == vocab).
@@ -90,11 +92,9 @@ def fused_linear_cross_entropy(
       checks (Pallas in interpret mode only without them).
     reduction: "none" (per-token losses), "mean" (over the tokens that are not masked or
       ignored; 0 if none is) or "sum", of the per-token loss of the chosen implementation.
-      (Forming the gradients in the forward pass instead, as Liger-Kernel does for a scalar
-      loss, needs 6·N·D·V FLOPs instead of 8 but holds a float32 [D, V] gradient until the
-      backward; it was no faster on a 2-core CPU, 1.21x and 1.05x of matmul + optax where this
-      took 1.23x and 0.97x, so it is not used: `bench/forward_grad.py`, timed by
-      `bench/kernels.py`.)
+      (The gradients are not formed in the forward pass, as Liger-Kernel does for a scalar
+      loss: that needs 6·N·D·V FLOPs instead of 8 but holds a float32 [D, V] gradient until
+      the backward; `bench/forward_grad.py` is that variant, timed by `bench/kernels.py`.)
   Returns:
     [...] per-token loss in the promoted dtype of `hidden` and `weight`.
 
