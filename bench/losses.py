@@ -2,6 +2,7 @@
 
     python bench/losses.py            # batch 4096 x 4096 float32
     python bench/losses.py --quick    # batch 1024 x 1024
+    python bench/losses.py --cases softmax_cross_entropy_with_integer_labels --tag after
 
 Every loss that optax.losses has under the same name, with the same arguments; forward and
 forward+VJP of the summed loss with respect to the model output. Columns as in bench/core.py.
@@ -55,13 +56,16 @@ CASES = [
 ]
 
 
-def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None) -> dict:
+def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None,
+          cases: list[str] | None = None) -> dict:
   n, v = (1024, 1024) if quick else (4096, 4096)
   reps = reps or (15 if quick else 20)
   bw = bw or core.bandwidth(64 * MiB if quick else 256 * MiB)
   x = _inputs(n, v)
   rows = []
   for name, arg_names in CASES:
+    if cases and name not in cases:
+      continue
     ours, theirs = getattr(losses, name, None), getattr(optax.losses, name, None)
     if ours is None or theirs is None:
       rows.append(dict(group="losses", case=name, vs="optax",
@@ -94,10 +98,18 @@ def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None) 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="smaller shapes")
+  parser.add_argument("--cases", default="", help="comma-separated loss names (default: all)")
+  parser.add_argument("--reps", type=int, default=None, help="timed repetitions")
+  parser.add_argument("--tag", default="", help="added to the JSON's name (e.g. before/after)")
   args = parser.parse_args(argv)
-  result = bench(args.quick)
+  cases = [c for c in args.cases.split(",") if c]
+  unknown = set(cases) - {name for name, _ in CASES}
+  if unknown:
+    parser.error(f"unknown --cases {sorted(unknown)}")
+  result = bench(args.quick, reps=args.reps, cases=cases)
   print(_common.table(result["rows"], core.COLUMNS))
-  path = _common.write_json("losses" + ("-quick" if args.quick else ""), result)
+  name = "losses" + ("-quick" if args.quick else "") + (f"-{args.tag}" if args.tag else "")
+  path = _common.write_json(name, result)
   core.plot(result["rows"], path[:-5] + ".png", "jaxdiv.losses vs optax.losses, CPU")
   print("wrote", path)
 
