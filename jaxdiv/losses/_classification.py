@@ -5,6 +5,8 @@ order, defaults, ``axis`` and ``where`` rules), built from the log-space primiti
 :mod:`jaxdiv._numerics` instead of ``jax.nn.log_softmax``: ``0 * log 0`` is 0 in value and
 gradient, and a row with nothing left after masking is 0. The keyword-only options after
 optax's arguments (label smoothing, ``ignore_index``, class weights, z-loss) are jaxdiv's.
+The integer-label loss is :mod:`jaxdiv.kernels`' (one implementation of its maths, one
+meaning of ``implementation=None``); this module adds optax's ``axis`` and ``where`` rules.
 """
 
 from __future__ import annotations
