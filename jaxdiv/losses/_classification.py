@@ -275,9 +275,10 @@ def softmax_cross_entropy_with_integer_labels(
       ``weights``, a per-class ``where``, ``axis_name``, a traced ``label_smoothing`` or
       ``z_loss`` (differentiable there), float64 logits. Or one of ``"xla"``, ``"chunked"``,
       ``"pallas"``, as in :func:`jaxdiv.kernels.cross_entropy_with_integer_labels` (class
-      axis last; the inputs above are then an error). The kernels define the gradient with a
-      custom VJP: reverse mode and forward-over-reverse (Hessians) work; forward mode alone
-      (``jax.jvp``, ``jax.jacfwd``) works on the reference only (e.g. float64 logits).
+      axis last; the inputs above are then an error). ``"xla"`` and the reference work in
+      every mode of autodiff; ``"chunked"`` and ``"pallas"`` define the gradient with a custom
+      VJP: reverse mode and forward-over-reverse (Hessians) work, forward mode alone
+      (``jax.jvp``, ``jax.jacfwd``) does not.
     axis_name: inside ``shard_map``, the mesh axis over which the class axis is split (a
       vocabulary sharded across devices, as Megatron's vocab-parallel cross-entropy): the
       normaliser and sums are reduced across it; values and gradients equal the unsharded ones.

@@ -199,3 +199,23 @@ def test_options_the_kernels_do_not_take_run_the_reference(x64):
   with pytest.raises(ValueError, match="traced"):
     jax.jit(lambda ls: api.integer_cross_entropy(z, y, valid, label_smoothing=ls,
                                                  implementation="chunked"))(0.1)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_forward_mode_of_the_cpu_default(case):
+  """`jax.jvp` of what `None` runs on CPU ("xla", a `custom_jvp`) against the float64
+  reference's, with -inf logits and ignored tokens."""
+  cpu = jax.devices("cpu")[0]
+  with jax.default_device(cpu):
+    assert _dispatch.select(api.IMPLEMENTATIONS, None, "ce") is api.IMPLEMENTATIONS["xla"].fn
+  z, y, valid, kwargs = _inputs(case, seed=16, neg_inf_frac=0.1)
+  t = np.random.default_rng(16).normal(size=z.shape)
+  with jax.enable_x64(True):
+    want, want_t = jax.jvp(lambda a: _ref(valid, kwargs)(a, jnp.asarray(y)),
+                           (jnp.asarray(z),), (jnp.asarray(t),))
+  f = functools.partial(ce, labels=jnp.asarray(y), **kwargs)
+  with jax.default_device(cpu):
+    got, got_t = jax.jvp(f, (jnp.asarray(z, jnp.float32),), (jnp.asarray(t, jnp.float32),))
+  assert_close(got, want, err_msg="loss")
+  assert_close(got_t, want_t, err_msg="tangent")
+  assert np.all(np.asarray(got_t)[~valid] == 0)

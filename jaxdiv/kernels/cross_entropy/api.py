@@ -72,8 +72,10 @@ def cross_entropy_with_integer_labels(
       residual; Triton kernels on GPU, one program per block of tokens walking the
       vocabulary; Mosaic kernels on TPU over a grid of (token blocks, vocabulary blocks), the
       online logsumexp state kept in VMEM; elsewhere the Triton kernels in Pallas interpret
-      mode, slowly). The kernels define the gradient with a custom VJP: reverse mode and
-      forward-over-reverse (Hessians) work, forward mode alone (`jax.jvp`) does not.
+      mode, slowly). ``"xla"`` and the reference work in every mode of autodiff (``"xla"``
+      has a `custom_jvp`, linear in the logits' tangent); ``"chunked"`` and ``"pallas"`` define
+      the gradient with a custom VJP: reverse mode and forward-over-reverse (Hessians) work,
+      forward mode alone (`jax.jvp`, `jax.jacfwd`) does not.
     block_size: tile size, an int (vocabulary) or a (tokens, vocabulary) pair; None: defaults.
       The Pallas kernels round it up: to powers of two (Triton), to multiples of (8, 128)
       ((16, 128) for 16-bit logits) or the whole axis (Mosaic).
