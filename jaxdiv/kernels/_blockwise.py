@@ -269,3 +269,28 @@ def fori_blocks(n_blocks: int, body, init):
   if n_blocks == 1:
     return body(0, init)
   return lax.fori_loop(0, n_blocks, body, init)
+
+
+def gradient_jvp(fn):
+  """`fn(x, *rest) -> [rows]` (a custom-VJP kernel, row `i` a function of `x[i]` only, `rest`
+  without gradient) as a `custom_jvp` whose tangent is `sum(d fn / d x * dx)` along the last
+  axis, the row gradient formed by `fn`'s own VJP.
+
+  So forward mode (`jax.jvp`, `jax.jacfwd`) works on a kernel that defines only a VJP, and
+  reverse mode is the transposed tangent: the same passes (the gradient formed once, then
+  scaled by the cotangent in place), the gradient as the one [rows, n] residual.
+  """
+
+  @jax.custom_jvp
+  def f(x, *rest):
+    return fn(x, *rest)
+
+  @f.defjvp
+  def f_jvp(primals, tangents):
+    x, *rest = primals
+    out, pullback = jax.vjp(lambda a: fn(a, *rest), x)
+    (d,) = pullback(jnp.ones_like(out))
+    dx = tangents[0].astype(jnp.float32)
+    return out, jnp.sum(d.astype(jnp.float32) * dx, axis=-1).astype(out.dtype)
+
+  return f
