@@ -2,6 +2,7 @@
 
     python bench/losses.py            # batch 4096 x 4096 float32
     python bench/losses.py --quick    # batch 1024 x 1024
+    python bench/losses.py --cases softmax_cross_entropy_with_integer_labels --tag after
 
 Every loss that optax.losses has under the same name, with the same arguments; forward and
 forward+VJP of the summed loss with respect to the model output. Columns as in bench/core.py.
@@ -54,13 +55,19 @@ CASES = [
 ]
 
 
-def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None) -> dict:
+def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None,
+          cases: list[str] | None = None) -> dict:
   n, v = (1024, 1024) if quick else (4096, 4096)
   reps = reps or (15 if quick else 20)
   bw = bw or core.bandwidth(64 * MiB if quick else 256 * MiB)
+  unknown = set(cases or ()) - {name for name, _ in CASES}
+  if unknown:
+    raise ValueError(f"unknown cases {sorted(unknown)}")
   x = _inputs(n, v)
   rows = []
   for name, arg_names in CASES:
+    if cases and name not in cases:
+      continue
     ours, theirs = getattr(losses, name, None), getattr(optax.losses, name, None)
     if ours is None or theirs is None:
       rows.append(dict(group="losses", case=name, vs="optax",
@@ -91,7 +98,10 @@ def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None) 
 
 
 def main(argv=None):
-  _common.main("losses", bench, __doc__, [("rows", core.COLUMNS)], argv,
+  options = [("--cases", dict(type=lambda s: [c for c in s.split(",") if c],
+                              help="comma-separated loss names (default: all)")),
+             ("--reps", dict(type=int, help="timed repetitions"))]
+  _common.main("losses", bench, __doc__, [("rows", core.COLUMNS)], argv, options=options,
                plot=lambda rows, png: core.plot(rows, png, "jaxdiv.losses vs optax.losses, CPU"))
 
 

@@ -1,8 +1,9 @@
 """Large-vocabulary kernels: cross-entropy, distillation divergences and their fused linear
 heads, each as a float64-tested reference, plain XLA, blockwise XLA and Pallas.
 
-`implementation=None` picks the fastest correct one for the backend (Pallas on GPU, XLA
-elsewhere; never Pallas interpret mode).
+`implementation=None` is the default for the backend: each function's docstring says which
+implementation that is on CPU, GPU and TPU, and which inputs run its plain-jnp reference; it is
+never Pallas interpret mode.
 """
 
 from jaxdiv import checks as _checks

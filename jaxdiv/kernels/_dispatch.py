@@ -3,7 +3,7 @@
 Each op (cross-entropy over logits, fused linear cross-entropy, distillation divergences) keeps
 an ordered, immutable table of `Implementation`s. An implementation says where it runs through
 `supported_on(backend, **config)`; `implementation=None` takes the first supported one in the
-table's order (fastest first), and never a Pallas kernel in interpret mode: interpret mode is
+table's order (the preferred first), and never a Pallas kernel in interpret mode: interpret mode is
 only reached by asking for `"pallas"` explicitly on a backend without a Pallas compiler.
 """
 
@@ -88,9 +88,9 @@ def _gpu_default(backend: str) -> bool:
 
 def triton(fn: Callable, *, default: bool = True) -> Implementation:
   """The "pallas" entry of a registry for Pallas kernels with Triton lowering: `None` picks it
-  on GPU where the installed jax supports Triton without deprecation (`triton_supported`), and
-  unless `default` is False (a kernel not yet compiled on a GPU, only tested in interpret
-  mode, runs only when asked for); elsewhere an explicit request runs it in interpret mode."""
+  on GPU where the installed jax supports Triton without deprecation (`triton_supported`),
+  unless `default` is False (then it runs only when asked for by name); elsewhere an explicit
+  request runs it in interpret mode."""
   return Implementation("pallas", fn, lambda backend, **_: default and _gpu_default(backend),
                         compiled_on=frozenset({"gpu"}))
 
@@ -99,9 +99,8 @@ def pallas(*, gpu: Callable, tpu: Callable) -> Implementation:
   """The "pallas" entry of a registry with a Triton kernel `gpu` and a Mosaic kernel `tpu`.
 
   An explicit `"pallas"` runs the backend's kernel on GPU and TPU, and the Triton kernel in
-  interpret mode elsewhere. `None` picks it on GPU only, where `triton_supported()`: the
-  Mosaic kernel is tested in TPU interpret mode and lowered for TPU, but has not been compiled
-  on a TPU yet, so it is not made the default there until it has.
+  interpret mode elsewhere. `None` picks it on GPU only, where `triton_supported()`; on TPU the
+  Mosaic kernel runs only when asked for by name.
   """
   return Implementation("pallas", gpu, lambda backend, **_: _gpu_default(backend),
                         compiled_on=frozenset({"gpu", "tpu"}), fn_by_backend=(("tpu", tpu),))

@@ -5,6 +5,8 @@ order, defaults, ``axis`` and ``where`` rules), built from the log-space primiti
 :mod:`jaxdiv._numerics` instead of ``jax.nn.log_softmax``: ``0 * log 0`` is 0 in value and
 gradient, and a row with nothing left after masking is 0. The keyword-only options after
 optax's arguments (label smoothing, ``ignore_index``, class weights, z-loss) are jaxdiv's.
+The integer-label loss is :mod:`jaxdiv.kernels`' (one implementation of its maths, one
+meaning of ``implementation=None``); this module adds optax's ``axis`` and ``where`` rules.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from jax.typing import ArrayLike
 
 from jaxdiv import _numerics
 from jaxdiv import _validation
+from jaxdiv.kernels.cross_entropy import api as ce_api
 from jaxdiv.losses import _common
-from jaxdiv.losses import _softcap
 
 
 def _scaled(c, x):
@@ -266,9 +268,17 @@ def softmax_cross_entropy_with_integer_labels(
     weights: per-class weights :math:`w`, shape ``[num_classes]`` (the class axes' shape),
       as torch's ``weight`` (per-example values, not yet normalised by the weight sum).
     z_loss: coefficient :math:`z \ge 0` of the squared log-normaliser (PaLM).
-    implementation: ``None`` (this plain-``jnp`` path) or one of ``"xla"``, ``"chunked"``,
-      ``"pallas"``: the large-vocabulary kernels of :mod:`jaxdiv.kernels` (class axis last, no
-      ``weights``, per-example ``where`` only).
+    implementation: ``None``: the default for the backend — ``"pallas"`` on GPU where the
+      installed jax lowers Pallas to Triton without deprecation, ``"xla"`` everywhere else
+      (CPU, TPU, GPU otherwise); never Pallas interpret mode. Inputs the kernels do not take
+      run the plain-jnp reference (`jaxdiv.kernels.cross_entropy.reference`): class
+      ``weights``, a per-class ``where``, ``axis_name``, a traced ``label_smoothing`` or
+      ``z_loss`` (differentiable there), float64 logits. Or one of ``"xla"``, ``"chunked"``,
+      ``"pallas"``, as in :func:`jaxdiv.kernels.cross_entropy_with_integer_labels` (class
+      axis last; the inputs above are then an error). ``"xla"`` and the reference work in
+      every mode of autodiff; ``"chunked"`` and ``"pallas"`` define the gradient with a custom
+      VJP: reverse mode and forward-over-reverse (Hessians) work, forward mode alone
+      (``jax.jvp``, ``jax.jacfwd``) does not.
     axis_name: inside ``shard_map``, the mesh axis over which the class axis is split (a
       vocabulary sharded across devices, as Megatron's vocab-parallel cross-entropy): the
       normaliser and sums are reduced across it; values and gradients equal the unsharded ones.
@@ -291,7 +301,7 @@ def softmax_cross_entropy_with_integer_labels(
     Szegedy et al., Rethinking the Inception Architecture for Computer Vision, 2016 (label
     smoothing); Chowdhery et al., PaLM: Scaling Language Modeling with Pathways, 2022 (z-loss).
   """
-  logits = _softcap.cap(_validation.as_float_array(logits, "logits"), softcap)
+  logits = _validation.as_float_array(logits, "logits")
   labels = jnp.asarray(labels)
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise TypeError(
@@ -314,105 +324,38 @@ def softmax_cross_entropy_with_integer_labels(
         f"`labels` of shape {labels.shape} does not match the logits' batch shape"
         f" {batch_shape} (logits {logits.shape} without axis {axis})."
     ) from None
-  if axis_name is not None:
-    if len(ax) != 1:
-      raise ValueError(f"`axis_name` needs a single class axis; got axis={axis}.")
-    if implementation is not None:
-      raise ValueError("`axis_name` is supported on the plain path only (implementation=None).")
-  if implementation is not None:
-    return _delegate_cross_entropy(logits, labels, ax, where, weights, label_smoothing,
-                                   ignore_index, z_loss, implementation)
-  result_dtype, acc = _validation.compute_dtype(logits)
-  mask = _common.expand_where(where, logits.shape, ax)
-  x = _flatten_classes(logits.astype(acc), ax)
-  if mask is not None:
-    mask = _flatten_classes(mask, ax)
-  w = None
-  if weights is not None:
-    w = _class_weights(weights, [logits.shape[a] for a in ax], logits.ndim, ax, acc).reshape(-1)
-  out = _integer_cross_entropy(x, labels, mask, w, label_smoothing, ignore_index, z_loss,
-                               axis_name)
-  return out.astype(result_dtype)
-
-
-def _take_class(table, labels, axis_name):
-  """`table[..., label]` for global labels; with `axis_name` the last axis is this shard's
-  slice of the classes, and the owning shard's value is summed to every shard. Out-of-range
-  labels read NaN, as optax: invalid data is not silently 0."""
-  if axis_name is None:
-    if table.ndim == 1:
-      return jnp.take(table, labels, mode="fill")
-    return jnp.take_along_axis(table, labels[..., None], axis=-1, mode="fill")[..., 0]
-  v_local = table.shape[-1]
-  local = labels - lax.axis_index(axis_name) * v_local
-  mine = (local >= 0) & (local < v_local)
-  local = jnp.where(mine, local, 0)
-  if table.ndim == 1:
-    got = jnp.take(table, local)
-  else:
-    got = jnp.take_along_axis(table, local[..., None], axis=-1)[..., 0]
-  total = _numerics.psum(jnp.where(mine, got, 0), axis_name)
-  n_classes = v_local * _numerics.psum(1, axis_name)
-  return jnp.where((labels >= 0) & (labels < n_classes), total, jnp.nan)
-
-
-def _integer_cross_entropy(x, labels, mask, w, label_smoothing, ignore_index, z_loss,
-                           axis_name=None):
-  """The integer-label loss on the last axis, inputs in the compute dtype."""
-  psum = lambda v: _numerics.psum(v, axis_name)
-  lse = _numerics.logsumexp(x, axis=-1, where=mask, axis_name=axis_name)
-  ok = jnp.isfinite(lse)
-  lse_s = jnp.where(ok, lse, 0)
-  ignored = None if ignore_index is None else labels == ignore_index
-  safe_labels = labels if ignored is None else jnp.where(ignored, 0, labels)
-  label_logit = _take_class(x, safe_labels, axis_name)
-  nll = lse_s - label_logit
-  if w is not None:
-    nll = _scaled(_take_class(w, safe_labels, axis_name), nll)
-  if _common.is_static_zero(label_smoothing):
-    out = nll
-  else:
-    log_q = jnp.where(ok[..., None], x - lse_s[..., None], -jnp.inf)
-    if mask is None:
-      u = jnp.full_like(x, 1.0 / psum(x.shape[-1]))
-    else:
-      log_q = jnp.where(mask, log_q, -jnp.inf)
-      count = psum(jnp.sum(mask, axis=-1, keepdims=True).astype(x.dtype))
-      u = jnp.where(mask, 1 / jnp.where(count > 0, count, 1), 0)
-    if w is not None:
-      u = u * w
-    smooth = -psum(jnp.sum(_numerics.mul_log(u, log_q), axis=-1))
-    out = _scaled(1 - label_smoothing, nll) + _scaled(label_smoothing, smooth)
-  if not _common.is_static_zero(z_loss):
-    out = out + _z_term(z_loss, lse)
-  # No finite normaliser: every logit is -inf (+inf loss) or every class masked (0, below).
-  out = jnp.where(ok, out, jnp.inf)
-  if mask is not None:
-    out = jnp.where(psum(jnp.any(mask, axis=-1).astype(jnp.int32)) > 0, out, 0)
-  if ignored is not None:
-    out = jnp.where(ignored, 0, out)
-  return out
-
-
-def _delegate_cross_entropy(logits, labels, ax, where, weights, label_smoothing, ignore_index,
-                            z_loss, implementation):
-  name = "softmax_cross_entropy_with_integer_labels"
-  if ax != (logits.ndim - 1,):
-    raise _common.unsupported_by_kernel(f"a class axis other than the last (axis={ax})", name)
-  if weights is not None:
-    raise _common.unsupported_by_kernel("class `weights`", name)
-  token_where = None
+  if axis_name is not None and len(ax) != 1:
+    raise ValueError(f"`axis_name` needs a single class axis; got axis={axis}.")
+  if implementation is not None and ax != (logits.ndim - 1,):
+    raise _common.unsupported_by_kernel(
+        f"a class axis other than the last (axis={axis})",
+        "softmax_cross_entropy_with_integer_labels")
+  # optax's mask rule: the logits' shape is per class, fewer dimensions per example.
+  class_mask, valid = None, jnp.ones(batch_shape, bool)
   if where is not None:
     where = jnp.asarray(where)
     if where.ndim == logits.ndim:
-      raise _common.unsupported_by_kernel("a per-class `where` mask (only per-example)", name)
-    token_where = _validation.broadcast_where(where, labels.shape)
-  from jaxdiv import kernels
-
-  out = kernels.cross_entropy_with_integer_labels(
-      logits, labels, where=token_where, ignore_index=ignore_index,
-      label_smoothing=label_smoothing, z_loss=z_loss, implementation=implementation)
-  return out.astype(logits.dtype)
+      class_mask = _flatten_classes(_common.expand_where(where, logits.shape, ax), ax)
+    elif where.ndim + len(ax) == logits.ndim:
+      valid = _validation.broadcast_where(where, batch_shape)
+    else:
+      raise ValueError(
+          f"`where` of shape {where.shape} is neither the logits' shape {logits.shape} nor"
+          f" their batch shape {batch_shape} (the logits without axis {axis}).")
+  if ignore_index is not None:
+    valid = valid & (labels != ignore_index)
+  w = None
+  if weights is not None:
+    _, acc = _validation.compute_dtype(logits)
+    w = _class_weights(weights, [logits.shape[a] for a in ax], logits.ndim, ax, acc).reshape(-1)
+  x = _flatten_classes(logits, ax)
+  x = x.reshape(-1, x.shape[-1])
+  out = ce_api.integer_cross_entropy(
+      x, labels.reshape(-1), valid.reshape(-1), label_smoothing=label_smoothing, z_loss=z_loss,
+      weights=w, where=None if class_mask is None else class_mask.reshape(x.shape),
+      axis_name=axis_name, implementation=implementation, softcap=softcap,
+      op="softmax_cross_entropy_with_integer_labels")
+  return out.reshape(batch_shape).astype(logits.dtype)
 
 
 def sigmoid_binary_cross_entropy(logits, labels):

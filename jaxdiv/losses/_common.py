@@ -69,7 +69,7 @@ def check_implementation(implementation):
 def unsupported_by_kernel(option: str, function: str):
   return ValueError(
       f"`{function}` with `implementation=` delegates to jaxdiv.kernels, which does not"
-      f" support {option}; drop `implementation=` to use the plain jnp path."
+      f" support {option}; leave `implementation=None`, which runs it."
   )
 
 

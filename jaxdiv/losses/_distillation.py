@@ -2,7 +2,10 @@
 
 One piece of machinery, :func:`divergence_loss`, turns a core divergence ``D(p, q, *, axis,
 where, from_logits)`` into a loss on logits (temperature, token masks, reduction);
-:func:`distillation_loss` names the usual choices.
+:func:`distillation_loss` names the usual choices; what the kernels take (three divergences,
+static temperature, token masks, the vocabulary last) it sends to
+:mod:`jaxdiv.kernels.distillation`'s one entry, so that ``implementation=None`` means there what
+it means in :func:`jaxdiv.kernels.distillation_divergence`.
 """
 
 from __future__ import annotations
@@ -19,13 +22,12 @@ from jaxdiv import _validation
 from jaxdiv.discrete import js_divergence
 from jaxdiv.discrete import kl_divergence
 from jaxdiv.discrete import total_variation_distance
-from jaxdiv.kernels import DISTILLATION_DIVERGENCES
+from jaxdiv.kernels.distillation import api as distillation_api
 from jaxdiv.losses import _common
 from jaxdiv.losses import _softcap
 from jaxdiv.losses._reductions import reduce_loss
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl", "tv")
-_KERNEL_DIVERGENCES = DISTILLATION_DIVERGENCES
 
 
 def divergence_loss(
@@ -182,9 +184,16 @@ def distillation_loss(
     where: a token mask (the batch shape) or a vocabulary mask (the logits' shape).
     reduction: ``"none"`` (per-token), ``"mean"``, ``"sum"`` or ``"sequence_mean"``.
     axis: the vocabulary axis.
-    implementation: ``None`` (the plain path) or ``"xla"``, ``"chunked"``, ``"pallas"``:
-      :mod:`jaxdiv.kernels` for ``forward_kl``, ``reverse_kl`` and ``js`` with the vocabulary
-      last and a token mask.
+    implementation: ``None``: the default for the backend, as in
+      :func:`jaxdiv.kernels.distillation_divergence` — ``"pallas"`` on GPU where the
+      installed jax lowers Pallas to Triton without deprecation, ``"chunked"`` on CPU,
+      ``"xla"`` everywhere else; never Pallas interpret mode. Inputs the kernels do not take
+      run the plain-jnp maths (:func:`divergence_loss` over the core divergences):
+      ``skew_kl``, ``skew_reverse_kl`` and ``tv``, a traced ``temperature`` (or ``beta`` for
+      ``js``; differentiable there), a vocabulary ``where`` mask, a vocabulary axis other than
+      the last; and float64 logits run the kernels' plain-jnp reference. Or one of ``"xla"``,
+      ``"chunked"``, ``"pallas"`` by name (the inputs above are then an error). Every mode of
+      autodiff works (``jax.jvp``, ``jax.jacfwd`` too).
     softcap: ``None``, or c > 0: both logits are capped to c tanh(x / c) (Gemma 2) before the
       temperature.
 
@@ -213,8 +222,12 @@ def distillation_loss(
                 reduction=reduction, axis=axis)
   student_logits = _softcap.cap(student_logits, softcap)
   teacher_logits = _softcap.cap(teacher_logits, softcap)
+  gap = _kernel_gap(student_logits, teacher_logits, divergence, beta, temperature, where, axis)
+  if gap is None:
+    return _through_kernels(student_logits, teacher_logits, divergence, beta, implementation,
+                            **common)
   if implementation is not None:
-    return _delegate(student_logits, teacher_logits, divergence, beta, implementation, **common)
+    raise _common.unsupported_by_kernel(gap, "distillation_loss")
   if divergence == "forward_kl":
     return divergence_loss(kl_divergence, student_logits, teacher_logits, **common)
   if divergence == "reverse_kl":
@@ -230,31 +243,40 @@ def distillation_loss(
   return divergence_loss(total_variation_distance, student_logits, teacher_logits, **common)
 
 
-def _delegate(student_logits, teacher_logits, divergence, beta, implementation, *, temperature,
-              temperature_scaling, where, reduction, axis):
-  name = "distillation_loss"
-  if divergence not in _KERNEL_DIVERGENCES:
-    raise _common.unsupported_by_kernel(f"divergence={divergence!r}", name)
+def _kernel_gap(student_logits, teacher_logits, divergence, beta, temperature, where, axis):
+  """What the kernels do not take here, in words (None: they take it all)."""
+  gap = distillation_api.kernel_gap(divergence, beta, temperature)
+  if gap is not None:
+    return gap
+  ndim = max(jnp.ndim(student_logits), jnp.ndim(teacher_logits))
+  if _validation.normalize_axis(axis, ndim, "axis") != ndim - 1:
+    return f"a vocabulary axis other than the last (axis={axis})"
+  if where is not None and jnp.ndim(where) != ndim - 1:
+    return "a `where` mask other than a token mask (the batch shape)"
+  return None
+
+
+def _through_kernels(student_logits, teacher_logits, divergence, beta, implementation, *,
+                     temperature, temperature_scaling, where, reduction, axis):
   temperature_scaling = _validation.check_bool(temperature_scaling, "temperature_scaling")
   _validation.check_real(temperature, "temperature", lo=0, lo_open=True, allow_array=False)
   s = _validation.as_float_array(student_logits, "student_logits")
   t = _validation.as_float_array(teacher_logits, "teacher_logits")
   result_dtype, _ = _validation.compute_dtype(s, t)
-  s, t, ax = _validation.broadcast_pair(s, t, axis, ("student_logits", "teacher_logits"))
-  if ax != s.ndim - 1:
-    raise _common.unsupported_by_kernel(f"a vocabulary axis other than the last (axis={axis})",
-                                        name)
+  s, t, _ = _validation.broadcast_pair(s, t, axis, ("student_logits", "teacher_logits"))
+  batch = s.shape[:-1]
   token_where = None
+  valid = jnp.ones(batch, bool)
   if where is not None:
-    where = jnp.asarray(where)
-    if where.ndim == s.ndim:
-      raise _common.unsupported_by_kernel("a vocabulary `where` mask (only token masks)", name)
-    token_where = _validation.broadcast_where(where, s.shape[:-1])
-  from jaxdiv import kernels
-
-  out = kernels.distillation_divergence(
-      s, lax.stop_gradient(t), divergence=divergence, beta=beta, temperature=temperature,
-      where=token_where, implementation=implementation)
+    token_where = _validation.broadcast_where(jnp.asarray(where), batch)
+    valid = token_where
+  dtype = jnp.promote_types(s.dtype, t.dtype)
+  s2, t2 = s.astype(dtype).reshape(-1, s.shape[-1]), t.astype(dtype).reshape(-1, s.shape[-1])
+  out = distillation_api.logits_divergence(
+      s2, lax.stop_gradient(t2), valid.reshape(-1), divergence=divergence, beta=beta,
+      temperature=temperature, implementation=implementation, forward_mode=True,
+      op="distillation_loss")
+  out = out.reshape(batch)
   if temperature_scaling:
     out = out * jnp.square(jnp.asarray(temperature, out.dtype))
   return reduce_loss(out.astype(result_dtype), token_where, reduction=reduction)

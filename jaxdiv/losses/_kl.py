@@ -33,7 +33,7 @@ def _prepare(log_predictions, targets, axis, where, names):
 def _kl_sum(x, log_x, log_q, ax, mask, *, log_target: bool):
   """`sum(x * (log_x - log_q))` over `ax` (`mul_log`'s 0 * log 0 = 0), with a hand-written
   derivative: d/d log_q is `-x`, the target itself, so the backward pass is one multiply and
-  never re-runs the guards (which autodiff of `mul_log` did, 2x optax's time).
+  never re-runs the guards (which autodiff of `mul_log` did).
 
   `x` is the target (probabilities) and `log_x` its log; with `log_target` the primal input
   is `log_x` and `x = exp(log_x)`.

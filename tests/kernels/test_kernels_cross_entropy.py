@@ -162,3 +162,60 @@ def test_out_of_range_label_is_nan_never_a_number(implementation):
   ignored = ce(z, jnp.asarray(y), ignore_index=-5, where=jnp.arange(N) != 3,
                implementation=implementation, block_size=BLOCK)
   assert np.isfinite(np.asarray(ignored)).all()
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_all_minus_inf_row_is_inf_with_zero_gradient(implementation):
+  """A token with no mass gives +inf and no gradient, as the reference and jaxdiv.losses."""
+  z = np.array(logits(14), np.float32)
+  z[2] = -np.inf
+  y = jnp.asarray(labels(14))
+  f = functools.partial(ce, labels=y, implementation=implementation, block_size=BLOCK,
+                        label_smoothing=0.1, z_loss=1e-3)
+  got, got_grad = value_and_grad(lambda x: jnp.where(jnp.isfinite(f(x)), f(x), 0.0),
+                                 jnp.asarray(z))
+  assert np.asarray(f(jnp.asarray(z)))[2] == np.inf
+  np.testing.assert_array_equal(got_grad[2], 0)
+  assert np.isfinite(got_grad).all()
+  want = reference.cross_entropy(jnp.asarray(z), y, jnp.ones(N, bool), label_smoothing=0.1,
+                                 z_loss=1e-3)
+  assert np.asarray(want)[2] == np.inf
+
+
+def test_options_the_kernels_do_not_take_run_the_reference(x64):
+  """float64 logits, class weights, a per-class mask, traced hyperparameters: the reference."""
+  z, y = jnp.asarray(logits(15)), jnp.asarray(labels(15))
+  valid = jnp.ones(N, bool)
+  w = jnp.asarray(np.random.default_rng(15).uniform(0.5, 2.0, V))
+  got = api.integer_cross_entropy(z, y, valid, label_smoothing=0.1, weights=w)
+  want = reference.cross_entropy(z, y, valid, label_smoothing=0.1, weights=w)
+  np.testing.assert_array_equal(got, want)
+  traced = jax.jit(lambda ls: api.integer_cross_entropy(z.astype(jnp.float32), y, valid,
+                                                        label_smoothing=ls))(0.1)
+  np.testing.assert_allclose(traced, reference.cross_entropy(z, y, valid, label_smoothing=0.1),
+                             rtol=1e-5)
+  with pytest.raises(ValueError, match="weights"):
+    api.integer_cross_entropy(z, y, valid, weights=w, implementation="xla")
+  with pytest.raises(ValueError, match="traced"):
+    jax.jit(lambda ls: api.integer_cross_entropy(z, y, valid, label_smoothing=ls,
+                                                 implementation="chunked"))(0.1)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_forward_mode_of_the_cpu_default(case):
+  """`jax.jvp` of what `None` runs on CPU ("xla", a `custom_jvp`) against the float64
+  reference's, with -inf logits and ignored tokens."""
+  cpu = jax.devices("cpu")[0]
+  with jax.default_device(cpu):
+    assert _dispatch.select(api.IMPLEMENTATIONS, None, "ce") is api.IMPLEMENTATIONS["xla"].fn
+  z, y, valid, kwargs = _inputs(case, seed=16, neg_inf_frac=0.1)
+  t = np.random.default_rng(16).normal(size=z.shape)
+  with jax.enable_x64(True):
+    want, want_t = jax.jvp(lambda a: _ref(valid, kwargs)(a, jnp.asarray(y)),
+                           (jnp.asarray(z),), (jnp.asarray(t),))
+  f = functools.partial(ce, labels=jnp.asarray(y), **kwargs)
+  with jax.default_device(cpu):
+    got, got_t = jax.jvp(f, (jnp.asarray(z, jnp.float32),), (jnp.asarray(t, jnp.float32),))
+  assert_close(got, want, err_msg="loss")
+  assert_close(got_t, want_t, err_msg="tangent")
+  assert np.all(np.asarray(got_t)[~valid] == 0)

@@ -20,6 +20,7 @@ from kernels_cases import value_and_grad64
 
 from jaxdiv.kernels import distillation_divergence as dd
 from jaxdiv.kernels import fused_linear_distillation_divergence as fldd
+from jaxdiv.kernels.distillation import api
 from jaxdiv.kernels.distillation import fused_linear_pallas
 from jaxdiv.kernels.distillation import reference
 
@@ -206,3 +207,30 @@ def test_js_limits_and_bad_inputs():
     dd(zs, zt[:, :-1])
   with pytest.raises(ValueError, match="either"):
     fldd(zs[:, :8], jnp.zeros((8, V)), zs[:, :8], jnp.zeros((8, V)), teacher_logits=zt)
+
+
+@pytest.mark.parametrize("divergence,beta,temperature", SETTINGS[1:3])
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_forward_mode_matches_float64_reference(device, implementation, divergence, beta,
+                                                temperature):
+  """`jax.jvp` of every implementation with `forward_mode=True` (as jaxdiv.losses calls them:
+  the custom VJP wrapped by `_blockwise.gradient_jvp`) against the float64 reference's; the
+  teacher's tangent is dropped (the teacher is constant)."""
+  zs, zt = logits(20), logits(21)
+  where = np.random.default_rng(22).random(N) > 0.2
+  ts, tt = logits(23, scale=1.0), logits(24, scale=1.0)
+  with jax.enable_x64(True):
+    ref = _ref(where, divergence, beta, temperature)
+    want, want_t = jax.jvp(lambda a: ref(a, jnp.asarray(zt)), (jnp.asarray(zs),),
+                           (jnp.asarray(ts),))
+  f = functools.partial(api.logits_divergence, valid=jnp.asarray(where),
+                        divergence=divergence, beta=beta, temperature=temperature,
+                        implementation=implementation, block_size=BLOCK, forward_mode=True)
+  f32 = lambda x: jnp.asarray(x, jnp.float32)
+  got, got_t = jax.jvp(f, (f32(zs), f32(zt)), (f32(ts), f32(tt)))
+  np.testing.assert_array_equal(
+      got, dd(f32(zs), f32(zt), divergence=divergence, beta=beta, temperature=temperature,
+              where=jnp.asarray(where), implementation=implementation, block_size=BLOCK))
+  assert_close(got, want, err_msg="divergence")
+  assert_close(got_t, want_t, err_msg="tangent")
+  assert np.all(np.asarray(got_t)[~where] == 0)

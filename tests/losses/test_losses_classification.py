@@ -208,7 +208,79 @@ def test_kernel_delegation_matches_plain_path(implementation):
   labels[0, 0] = -100
   where = np.ones(labels.shape, bool)
   where[1, 1] = False
-  kwargs = dict(label_smoothing=0.1, ignore_index=-100, z_loss=1e-3, where=where)
+  kwargs = dict(ignore_index=-100, z_loss=1e-3, where=where)
   ce = jl.softmax_cross_entropy_with_integer_labels
-  np.testing.assert_allclose(ce(logits, labels, implementation=implementation, **kwargs),
-                             ce(logits, labels, **kwargs), rtol=1e-5, atol=1e-6)
+  # A traced label_smoothing runs the plain-jnp reference (None picks a kernel otherwise).
+  plain = jax.jit(lambda ls: ce(logits, labels, label_smoothing=ls, **kwargs))(0.1)
+  np.testing.assert_allclose(
+      ce(logits, labels, implementation=implementation, label_smoothing=0.1, **kwargs), plain,
+      rtol=1e-5, atol=1e-6)
+
+
+def test_default_is_the_kernels_default():
+  """`implementation=None` means the same in jaxdiv.losses and jaxdiv.kernels: the same
+  function runs for the options the kernels take (bit for bit), the reference for the rest."""
+  from jaxdiv import kernels
+  logits, labels, weights = _inputs(10, batch=(12,))
+  kwargs = dict(label_smoothing=0.1, z_loss=1e-3)
+  np.testing.assert_array_equal(
+      jl.softmax_cross_entropy_with_integer_labels(logits, labels, **kwargs),
+      kernels.cross_entropy_with_integer_labels(logits, labels, **kwargs))
+  grad = lambda f: jax.grad(lambda x: f(x, labels, **kwargs).sum())(logits)
+  np.testing.assert_array_equal(grad(jl.softmax_cross_entropy_with_integer_labels),
+                                grad(kernels.cross_entropy_with_integer_labels))
+  # A traced hyperparameter runs the reference (differentiable in it); an explicit kernel
+  # refuses it by name.
+  fn = lambda ls, impl=None: jl.softmax_cross_entropy_with_integer_labels(
+      logits, labels, label_smoothing=ls, implementation=impl)
+  np.testing.assert_allclose(jax.jit(fn)(0.1), fn(0.1), rtol=1e-6)
+  with pytest.raises(ValueError, match="traced"):
+    jax.jit(lambda ls: fn(ls, "xla"))(0.1)
+
+
+def _reference_jacobian(logits, labels, *, label_smoothing=0.0, ignore_index=None, z_loss=0.0):
+  """d loss_i / d z_i in float64, closed form: softmax (1 + 2 z lse) - (1 - ε) onehot - ε / C
+  (0 on ignored tokens); [..., C] like the logits."""
+  x = np.asarray(logits, np.float64)
+  m = x.max(-1, keepdims=True)
+  e = np.exp(x - m)
+  p = e / e.sum(-1, keepdims=True)
+  lse = np.log(e.sum(-1, keepdims=True)) + m
+  one_hot = np.asarray(labels)[..., None] == np.arange(C)
+  d = p * (1 + 2 * z_loss * lse) - (1 - label_smoothing) * one_hot - label_smoothing / C
+  if ignore_index is not None:
+    d = np.where((np.asarray(labels) == ignore_index)[..., None], 0.0, d)
+  return d
+
+
+def test_integer_labels_forward_mode_matches_reference():
+  """`jax.jvp` and `jax.jacfwd` of the default (a kernel with a `custom_jvp`) against the
+  float64 closed form; forward mode must work on the default as on the reference."""
+  logits, labels, _ = _inputs(11, batch=(5,))
+  labels = labels.copy()
+  labels[3] = -100
+  kwargs = dict(label_smoothing=0.1, ignore_index=-100, z_loss=1e-2)
+  fn = lambda x: jl.softmax_cross_entropy_with_integer_labels(x, labels, **kwargs)
+  jac = _reference_jacobian(logits, labels, **kwargs)
+  t = np.random.default_rng(11).normal(size=logits.shape).astype(np.float32)
+  value, tangent = jax.jvp(fn, (logits,), (t,))
+  np.testing.assert_allclose(value, _reference(logits, labels, **kwargs), rtol=2e-6, atol=1e-6)
+  np.testing.assert_allclose(tangent, np.sum(jac * t, -1), rtol=1e-5, atol=1e-6)
+  got = jax.jacfwd(fn)(logits)  # [5, 5, C]: token i depends on its own logits only
+  want = np.einsum("ij,jc->ijc", np.eye(5), jac)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(jax.jit(jax.jacfwd(fn))(logits), want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(jax.jacrev(fn)(logits), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("hessian", [jax.hessian, lambda f: jax.jacfwd(jax.jacfwd(f))],
+                         ids=["fwd-over-rev", "fwd-over-fwd"])
+def test_integer_labels_hessian_is_softmax_covariance(hessian):
+  """d² loss / d z² = diag(p) - p pᵀ for any label and smoothing (float64 closed form)."""
+  logits, labels, _ = _inputs(12, batch=(1,))
+  fn = lambda x: jl.softmax_cross_entropy_with_integer_labels(x, labels,
+                                                              label_smoothing=0.1)[0]
+  x = np.asarray(logits, np.float64)[0]
+  p = np.exp(x - x.max()) / np.exp(x - x.max()).sum()
+  got = hessian(fn)(logits)[0, :, 0, :]
+  np.testing.assert_allclose(got, np.diag(p) - np.outer(p, p), rtol=1e-5, atol=1e-6)

@@ -191,3 +191,48 @@ def test_kernel_delegation_matches_plain_path(divergence, implementation):
   np.testing.assert_allclose(
       jl.distillation_loss(s, t, implementation=implementation, **kwargs),
       jl.distillation_loss(s, t, **kwargs), rtol=1e-5, atol=1e-6)
+
+
+def test_default_is_the_kernels_default():
+  """`implementation=None` means the same in jaxdiv.losses and jaxdiv.kernels: the same
+  function runs for what the kernels take (bit for bit), the plain maths for the rest."""
+  from jaxdiv import kernels
+  s, t = _logits(10)
+  mask = np.ones((3, 4), bool)
+  mask[1, 2] = False
+  kwargs = dict(divergence="js", beta=0.3, temperature=2.0)
+  got = jl.distillation_loss(s, t, where=mask, **kwargs)
+  want = jnp.where(mask, kernels.distillation_divergence(s, t, where=mask, **kwargs), 0)
+  np.testing.assert_array_equal(got, want)
+  grad = lambda f: jax.grad(lambda a: f(a, t, **kwargs).sum())(s)
+  np.testing.assert_array_equal(grad(jl.distillation_loss),
+                                grad(kernels.distillation_divergence))
+  # A traced temperature runs the plain maths (differentiable in it); a kernel refuses it.
+  fn = lambda temp, impl=None: jl.distillation_loss(s, t, divergence="js", beta=0.3,
+                                                    temperature=temp, implementation=impl)
+  np.testing.assert_allclose(jax.jit(fn)(2.0), fn(2.0), rtol=1e-5, atol=1e-7)
+  with pytest.raises(ValueError, match="traced `temperature`"):
+    jax.jit(lambda temp: fn(temp, "xla"))(2.0)
+  with pytest.raises(ValueError, match="token mask"):
+    jl.distillation_loss(s, t, where=np.ones(s.shape, bool), implementation="chunked")
+
+
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+def test_forward_mode_matches_reference(divergence):
+  """`jax.jvp` and `jax.jacfwd` of the default (kernels for three divergences, the plain maths
+  for the rest) against the float64 reference's derivative (central differences of it in
+  float64: its value is a closed form in numpy)."""
+  s, t = _logits(11, shape=(4, 7))
+  if divergence == "tv":
+    s = s + 3 * np.arange(7)  # keep p - q away from 0, where |.| has a kink
+  fn = lambda a: jl.distillation_loss(a, t, divergence=divergence, temperature=1.5, beta=0.3,
+                                      alpha=0.2)
+  ref = lambda a: _reference(divergence, a, t, 1.5, beta=0.3, alpha=0.2)
+  u = np.random.default_rng(11).normal(size=s.shape)
+  h = 1e-5
+  want_t = (ref(s.astype(np.float64) + h * u) - ref(s.astype(np.float64) - h * u)) / (2 * h)
+  value, tangent = jax.jvp(fn, (s,), (u.astype(np.float32),))
+  np.testing.assert_allclose(value, ref(s), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(tangent, want_t, rtol=1e-4, atol=1e-6)
+  jac = jax.jacfwd(fn)(s)  # [4, 4, 7]: token i depends on its own logits only
+  np.testing.assert_allclose(np.einsum("ijc,jc->i", jac, u), want_t, rtol=1e-4, atol=1e-6)

@@ -1,11 +1,20 @@
-"""Public entry points and dispatch for distillation divergences over logits and fused heads."""
+"""Public entry points and dispatch for distillation divergences over logits and fused heads.
+
+`logits_divergence` is the one entry that `jaxdiv.kernels.distillation_divergence` and
+`jaxdiv.losses.distillation_loss` both call for what the kernels take (`kernel_gap` names what
+they do not, which `jaxdiv.losses` runs in its plain maths), so the meaning of
+`implementation=None` exists once.
+"""
 
 from __future__ import annotations
+
+import functools
 
 import jax
 
 from jaxdiv import _validation
 from jaxdiv.kernels import _args
+from jaxdiv.kernels import _blockwise as bw
 from jaxdiv.kernels import _dispatch
 from jaxdiv.kernels import _softcap
 from jaxdiv.kernels.distillation import base
@@ -18,15 +27,15 @@ from jaxdiv.kernels.distillation import xla
 
 IMPLEMENTATIONS = _dispatch.registry(
     _dispatch.triton(pallas_gpu.divergence),
-    # On XLA:CPU the tiles stay in cache: 0.48x of optax's time against 0.89x for "xla"
-    # (bench/kernels.py, 1024 x 131072, value and gradient); elsewhere "xla" comes first.
+    # First on CPU, where the tiles stay in cache (bench/README.md has the figures); elsewhere
+    # "xla" comes first.
     _dispatch.Implementation("chunked", chunked_xla.divergence,
                              lambda backend, **_: backend == "cpu"),
     _dispatch.Implementation("xla", xla.divergence),
 )
 
 LINEAR_IMPLEMENTATIONS = _dispatch.registry(
-    # Tested in interpret mode only: `None` picks it once it has been compiled on a GPU.
+    # Runs only when asked for by name: `None` does not pick it (bench/README.md: status).
     _dispatch.triton(fused_linear_pallas.linear_divergence, default=False),
     _dispatch.Implementation("chunked", fused_linear.linear_divergence),
     _dispatch.Implementation("xla", fused_linear.linear_divergence_xla),
@@ -75,7 +84,16 @@ def distillation_divergence(
     beta: the JS mixture weight of the teacher, in [0, 1] (static).
     temperature: T > 0 (static).
     where: optional [...] token mask; False tokens give 0 and no gradient.
-    implementation: None, "xla", "chunked" or "pallas", as for the cross-entropy.
+    implementation: ``None``: the default for the backend — ``"pallas"`` on GPU where the
+      installed jax lowers Pallas to Triton without deprecation, ``"chunked"`` on CPU,
+      ``"xla"`` everywhere else; never Pallas interpret mode. Inputs the kernels do not take
+      run the plain-jnp reference (`jaxdiv.kernels.distillation.reference`): here float64
+      logits. Or ``"xla"``, ``"chunked"`` or ``"pallas"`` by name (off GPU and TPU, Pallas
+      runs in interpret mode, slowly). The kernels define the gradient with a custom VJP
+      (lse-only residuals): reverse mode and forward-over-reverse (Hessians) work, forward
+      mode alone (`jax.jvp`, `jax.jacfwd`) does not;
+      :func:`jaxdiv.losses.distillation_loss` runs the same implementation with forward mode
+      too, at the cost of one more [tokens, vocab] buffer in reverse mode.
     block_size: tile size, int (vocabulary) or (tokens, vocabulary).
     softcap: None, or c > 0 (static): both logits are capped to c tanh(z / c) (Gemma 2)
       before the temperature, elementwise before the kernel (exact gradient).
@@ -95,21 +113,53 @@ def distillation_divergence(
   if zs.shape != zt.shape or zs.ndim < 1:
     raise ValueError("`student_logits` and `teacher_logits` must have one shape with a"
                      f" vocabulary axis; got {zs.shape} and {zt.shape}.")
-  cfg = _config(divergence, beta, temperature)
   batch = zs.shape[:-1]
   valid = _args.token_mask(batch, where=where)
   zs2, zt2 = zs.reshape(-1, zs.shape[-1]), zt.reshape(-1, zt.shape[-1])
   softcap = _softcap.check(softcap)
   if softcap is not None:  # elementwise, before the kernels (autodiff through tanh)
     zs2, zt2 = _softcap.apply(zs2, softcap), _softcap.apply(zt2, softcap)
-  fn = _dispatch.select(IMPLEMENTATIONS, implementation, "distillation_divergence",
-                        shape=zs2.shape, dtype=zs2.dtype)
-  if _args.is_float64(zs2, zt2):  # the kernels accumulate in float32; float64 stays exact
-    out = reference.divergence(zs2, zt2, valid, divergence=cfg["divergence"], beta=cfg["beta"],
-                               temperature=temperature)
-  else:
-    out = fn(zs2, zt2, valid, block_size=block_size, **cfg)
+  out = logits_divergence(zs2, zt2, valid, divergence=divergence, beta=beta,
+                          temperature=temperature, implementation=implementation,
+                          block_size=block_size)
   return out.reshape(batch).astype(zs.dtype)
+
+
+def kernel_gap(divergence, beta, temperature) -> str | None:
+  """What of these arguments the kernels do not take, in words (None: they take them all): a
+  divergence outside `base.DIVERGENCES`, a traced `temperature`, a traced or array `beta` for
+  "js" (the kernels are specialised on both numbers)."""
+  if divergence not in base.DIVERGENCES:
+    return f"divergence={divergence!r}"
+  if _validation.concrete(temperature) is None:
+    return "a traced `temperature`"
+  b = _validation.concrete(beta)
+  if divergence == "js" and (b is None or b.ndim):
+    return "a traced or array `beta`"
+  return None
+
+
+def logits_divergence(zs, zt, valid, *, divergence, beta, temperature, implementation=None,
+                      block_size=None, forward_mode=False,
+                      op="distillation_divergence") -> jax.Array:
+  """The per-token divergence of [tokens, vocab] logits of one shape through one dispatch.
+
+  The registry's implementation runs (`implementation`, or `None`'s default for the backend);
+  float64 logits run `reference.divergence`. `valid` [tokens]: False gives 0 and no gradient.
+  The teacher gets no gradient (nor tangent). `forward_mode=True` wraps the kernel's custom
+  VJP in `_blockwise.gradient_jvp`, so that `jax.jvp` works too (reverse mode then forms the
+  gradient in the forward pass: measured +4-12% time and one more [tokens, vocab] buffer on
+  CPU). Returns float32 (float64 for float64 logits).
+  """
+  if divergence != "js" and _validation.concrete(beta) is None:
+    beta = 0.5  # unused here: a traced one must not stop the kernels
+  cfg = _config(divergence, beta, temperature)
+  fn = _dispatch.select(IMPLEMENTATIONS, implementation, op, shape=zs.shape, dtype=zs.dtype)
+  if _args.is_float64(zs, zt):  # the kernels accumulate in float32; float64 stays exact
+    return reference.divergence(zs, zt, valid, divergence=cfg["divergence"], beta=cfg["beta"],
+                                temperature=temperature)
+  fn = functools.partial(fn, block_size=block_size, **cfg)
+  return (bw.gradient_jvp(fn) if forward_mode else fn)(zs, zt, valid)
 
 
 def fused_linear_distillation_divergence(
@@ -145,9 +195,10 @@ def fused_linear_distillation_divergence(
     teacher_weight: [d_t, vocab] or [vocab, d_t], or None.
     teacher_logits: [..., vocab] instead of the teacher's hidden states and head.
     divergence, beta, temperature, where: as in :func:`distillation_divergence`.
-    implementation: None or "chunked" (blockwise), "xla" (materialises both logits),
-      "pallas" (the logits tiles formed inside Pallas kernels; Triton on GPU, interpret mode
-      elsewhere; `None` does not pick it yet, as it has not been compiled on a GPU).
+    implementation: ``None``: the default for the backend — ``"chunked"`` on every backend
+      (the Pallas kernel runs only when asked for); never Pallas interpret mode. Or
+      ``"chunked"`` (blockwise), ``"xla"`` (materialises both logits) or ``"pallas"`` (the
+      logits tiles formed inside Pallas kernels; Triton on GPU, interpret mode elsewhere).
     block_size: vocabulary block.
     weight_layout, teacher_weight_layout: "dv", "vd" or None (inferred from the shapes).
     softcap: None, or c > 0 (static): the student's and the teacher's logits (given or

@@ -31,8 +31,7 @@ from jaxdiv.kernels.distillation import base
 # (tokens, vocabulary, model dimension) tile, vocabulary splits of the forward grid, warps per
 # program, and the backward's vocabulary chunk. Two float32 accumulators live per program (the
 # student's and the teacher's tile), so the tile is a quarter of the fused cross-entropy's
-# (128 x 256) in area. Not tuned: this kernel has not been compiled on a GPU yet
-# (bench/kernels.py --only gpu times it when one is lent).
+# (128 x 256) in area (`bench/kernels.py --only gpu` times it).
 TILE = (64, 128, 64)
 SPLITS = 4
 NUM_WARPS = 4

@@ -60,8 +60,10 @@ def fused_linear_cross_entropy(
     z_loss: λ >= 0 (static).
     softcap: None, or c > 0 (static): the logits are capped to c tanh(x / c) (Gemma 2) inside
       the kernels, the cap's derivative recomputed in the backward pass.
-    implementation: None (Pallas on GPU, else "chunked"), "xla" (materialises the logits),
-      "chunked" (vocabulary blocks through XLA) or "pallas" (interpret mode off GPU).
+    implementation: ``None``: the default for the backend — ``"pallas"`` on GPU where the
+      installed jax lowers Pallas to Triton without deprecation, ``"chunked"`` everywhere
+      else; never Pallas interpret mode. Or ``"xla"`` (materialises the logits), ``"chunked"``
+      (vocabulary blocks through XLA) or ``"pallas"`` (interpret mode off GPU) by name.
     block_size: vocabulary block (chunk for "pallas"); None: sized so that one float32
       [tokens, block] tile stays small.
     weight_layout: "dv", "vd", or None to infer from the shapes (required when d == vocab).
@@ -76,11 +78,9 @@ def fused_linear_cross_entropy(
       checks (Pallas in interpret mode only without them).
     reduction: "none" (per-token losses), "mean" (over the tokens that are not masked or
       ignored; 0 if none is) or "sum", of the per-token loss of the chosen implementation.
-      (Forming the gradients in the forward pass instead, as Liger-Kernel does for a scalar
-      loss, needs 6·N·D·V FLOPs instead of 8 but holds a float32 [D, V] gradient until the
-      backward; it was no faster on a 2-core CPU, 1.21x and 1.05x of matmul + optax where this
-      took 1.23x and 0.97x, so it is not used: `bench/forward_grad.py`, timed by
-      `bench/kernels.py`.)
+      (The gradients are not formed in the forward pass, as Liger-Kernel does for a scalar
+      loss: that needs 6·N·D·V FLOPs instead of 8 but holds a float32 [D, V] gradient until
+      the backward; `bench/forward_grad.py` is that variant, timed by `bench/kernels.py`.)
     grad_filter_eps: None (exact gradients, the default) or a threshold in [0, 1) (static;
       0 is None): an opt-in approximation of the backward pass, as Cut Cross-Entropy's gradient
       filter. Tiles of 64 tokens by one vocabulary block (512 unless `block_size`) in which
@@ -88,9 +88,8 @@ def fused_linear_cross_entropy(
       of the logits' gradient it drops is below `grad_filter_eps · |g| · (1 + 2 z_loss lse)`
       for the token's cotangent g, and the label and smoothing parts are kept exactly. The
       loss is unchanged. "chunked" only (the default when it is set), without `softcap`;
-      float64 inputs stay exact. On a 2-core CPU it did not pay: on a trained LM head (D=128,
-      V=16384) 2^-12 skipped 27% of the tiles, but the small tiles ran at about half the exact
-      path's speed, and the error of d hidden was 6% (`bench/kernels.py --only filter`).
+      float64 inputs stay exact. Whether it pays depends on the device and on how peaked the
+      softmax is: `bench/kernels.py --only filter` measures it on a trained head.
   Returns:
     [...] per-token loss in the promoted dtype of `hidden` and `weight`.
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from jaxdiv.kernels import _linear_blocks as lb
 from jaxdiv.kernels import _softcap
+from jaxdiv.kernels.cross_entropy import reference as ce_reference
 from jaxdiv.kernels.cross_entropy import xla
-from jaxdiv.kernels.linear_cross_entropy import reference
 
 
 def linear_cross_entropy(hidden, weight, labels, valid, *, vd: bool, label_smoothing=0.0,
                          z_loss=0.0, block_size=None, axis_name=None, softcap=None):
   z = _softcap.apply(lb.block_logits(hidden, weight, vd), softcap)
   if axis_name is not None:
-    return reference.sharded_cross_entropy(z, labels, valid, axis_name=axis_name,
-                                           label_smoothing=label_smoothing, z_loss=z_loss)
+    return ce_reference.cross_entropy(z, labels, valid, label_smoothing=label_smoothing,
+                                      z_loss=z_loss, axis_name=axis_name)
   return xla.cross_entropy(z, labels, valid, label_smoothing=label_smoothing, z_loss=z_loss)
