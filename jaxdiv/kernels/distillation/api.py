@@ -148,8 +148,8 @@ def logits_divergence(zs, zt, valid, *, divergence, beta, temperature, implement
   float64 logits run `reference.divergence`. `valid` [tokens]: False gives 0 and no gradient.
   The teacher gets no gradient (nor tangent). `forward_mode=True` wraps the kernel's custom
   VJP in `_blockwise.gradient_jvp`, so that `jax.jvp` works too (reverse mode then forms the
-  gradient in the forward pass: measured +4-12% time and one more [tokens, vocab] buffer on
-  CPU). Returns float32 (float64 for float64 logits).
+  gradient in the forward pass, which holds one more [tokens, vocab] buffer; bench/README.md
+  has its cost). Returns float32 (float64 for float64 logits).
   """
   if divergence != "js" and _validation.concrete(beta) is None:
     beta = 0.5  # unused here: a traced one must not stop the kernels

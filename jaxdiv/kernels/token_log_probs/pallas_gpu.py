@@ -4,8 +4,8 @@ The forward pass is one kernel (`pallas_kernel.stats`); the backward walks vocab
 kernel writing each chunk's logits gradient and two XLA matmuls forming d hidden and the chunk's
 d weight (`_linear_blocks.backward`). With `axis_name` the kernels see this shard's weight and
 shifted labels; the states merge across shards outside them (`chunked_xla.make`). Tile sizes
-are the fused cross-entropy's (tuned there on an H100); these kernels have only run in
-interpret mode so far.
+are the fused cross-entropy's. `implementation=None` does not pick these kernels (see
+`api.py`); bench/README.md records where they have been compiled and timed.
 """
 
 from __future__ import annotations
