@@ -342,6 +342,8 @@ def softmax_cross_entropy_with_integer_labels(
       raise ValueError(
           f"`where` of shape {where.shape} is neither the logits' shape {logits.shape} nor"
           f" their batch shape {batch_shape} (the logits without axis {axis}).")
+  if jnp.iinfo(labels.dtype).bits < 32:  # 8/16-bit labels: the vocabulary size must not wrap
+    labels = labels.astype(jnp.int32)
   if ignore_index is not None:
     valid = valid & (labels != ignore_index)
   w = None

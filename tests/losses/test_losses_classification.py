@@ -284,3 +284,14 @@ def test_integer_labels_hessian_is_softmax_covariance(hessian):
   p = np.exp(x - x.max()) / np.exp(x - x.max()).sum()
   got = hessian(fn)(logits)[0, :, 0, :]
   np.testing.assert_allclose(got, np.diag(p) - np.outer(p, p), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16])
+def test_small_integer_labels_do_not_wrap_the_vocabulary_size(dtype):
+  """Labels of 8 and 16 bits with 300 classes: the bounds check must not wrap 300 to 44."""
+  x = np.random.default_rng(0).normal(size=(2, 300)).astype(np.float32)
+  y = np.array([100, 30])
+  got = jl.softmax_cross_entropy_with_integer_labels(x, y.astype(dtype))
+  x64 = x.astype(np.float64)
+  lse = np.log(np.exp(x64 - x64.max(1, keepdims=True)).sum(1)) + x64.max(1)
+  np.testing.assert_allclose(np.asarray(got), lse - x64[[0, 1], y], rtol=1e-6)
