@@ -11,7 +11,9 @@ compiles them with LLVM's optimisation level 0 (`--xla_backend_optimization_leve
 cuts a third of the suite's CPU time. That level changes how the generated loops are optimised,
 not the HLO JAX emits nor IEEE arithmetic (XLA:CPU does not use fast-math), so the same code
 paths run. `JAXDIV_TEST_XLA_OPT=1` keeps XLA's default level. Only this process's backend is
-compiled that way: subprocesses (the CLI tests) get the caller's environment back.
+compiled that way: subprocesses (the CLI tests) get the caller's environment back, except those
+whose results are compared bit for bit with this process's, which add
+`JAXDIV_TEST_XLA_FLAGS` (the flags set here) to their XLA_FLAGS.
 """
 
 from __future__ import annotations
@@ -30,9 +32,13 @@ if str(ROOT) not in sys.path:  # bench/ helpers tested here (bench/forward_grad.
 
 N_CPU_DEVICES = 8
 jax.config.update("jax_num_cpu_devices", N_CPU_DEVICES)
-if not os.environ.get("JAXDIV_TEST_XLA_OPT"):
+# What this process adds to XLA_FLAGS, also for the subprocesses whose results a test compares
+# bit for bit with this process's (tests/evaluation/test_multihost.py reads it).
+os.environ["JAXDIV_TEST_XLA_FLAGS"] = (
+    "" if os.environ.get("JAXDIV_TEST_XLA_OPT") else "--xla_backend_optimization_level=0")
+if os.environ["JAXDIV_TEST_XLA_FLAGS"]:
   _flags = os.environ.get("XLA_FLAGS")
-  os.environ["XLA_FLAGS"] = f"{_flags or ''} --xla_backend_optimization_level=0".strip()
+  os.environ["XLA_FLAGS"] = f"{_flags or ''} {os.environ['JAXDIV_TEST_XLA_FLAGS']}".strip()
   try:
     jax.devices()  # XLA reads XLA_FLAGS once, when the first backend starts
   finally:

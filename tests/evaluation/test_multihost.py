@@ -136,6 +136,9 @@ def _worker_env(tmpdir: Path) -> dict[str, str]:
   env = dict(os.environ)
   flags = [f for f in env.get("XLA_FLAGS", "").split()
            if not f.startswith("--xla_force_host_platform_device_count")]
+  # The flags the test process compiles with (tests/conftest.py): the per-row results are
+  # compared bit for bit with this process's.
+  flags += env.get("JAXDIV_TEST_XLA_FLAGS", "").split()
   env["XLA_FLAGS"] = " ".join(flags + [
       f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}"])
   env["JAX_PLATFORMS"] = "cpu"
