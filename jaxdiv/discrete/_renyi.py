@@ -64,7 +64,8 @@ def _log_power_mean(p, log_p, d, t, axis):
   z_safe = jnp.where(z > 0, z, 1)
 
   # A dead term is p (exp(-inf) - 1) = -p in this form.
-  small = jnp.sum(jnp.where(s, p * jnp.expm1(jnp.minimum(td, _SMALL)), 0), axis=axis)
+  # Capped for the unused branch; a `where`, not `minimum`, which splits the gradient at a tie.
+  small = jnp.sum(jnp.where(s, p * jnp.expm1(jnp.where(td <= _SMALL, td, _SMALL)), 0), axis=axis)
   small = (small - dead_mass) / z_safe
   ok = small > -1
   log_small = jnp.where(ok, jnp.log1p(jnp.where(ok, small, 0)), -jnp.inf)

@@ -162,3 +162,19 @@ def test_masked_nan_does_not_poison_binary_gradient():
   g = jax.grad(lambda a: jnp.sum(jaxdiv.binary_kl_divergence(a, q, where=w)))(p)
   np.testing.assert_allclose(np.asarray(g), [np.log(0.2 / 0.5) - np.log(0.8 / 0.5), 0.0, 0.0],
                              rtol=1e-6)
+
+
+@pytest.mark.parametrize("fn", [jaxdiv.renyi_divergence, jaxdiv.tsallis_divergence,
+                                jaxdiv.alpha_divergence], ids=lambda f: f.__name__)
+def test_gradient_where_t_times_log_ratio_is_exactly_one(fn):
+  """Logits [0, 1, 2] against [2, 1, 0] at alpha 1.5 (guarded path: a mask), float32: (alpha - 1)
+  times the log-ratio is exactly 1 in one entry, the switch point of the expm1 form, where a
+  `minimum` used to halve that entry's gradient. Reference: float64 central differences."""
+  p, q, w = np.array([[0.0, 1, 2]]), np.array([[2.0, 1, 0]]), np.ones((1, 3), bool)
+  loss = lambda a, b: fn(a, b, alpha=1.5, from_logits=True, where=w).sum()
+  got = np.asarray(jax.grad(loss)(p.astype(np.float32), q.astype(np.float32)))
+  h = 1e-6
+  with jax.enable_x64(True):
+    f = lambda a: float(loss(a, q))
+    want = [(f(p + h * e) - f(p - h * e)) / (2 * h) for e in np.eye(3)[:, None, :]]
+  np.testing.assert_allclose(got[0], np.array(want), rtol=1e-5, atol=1e-6)
