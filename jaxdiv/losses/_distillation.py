@@ -276,8 +276,9 @@ def _through_kernels(student_logits, teacher_logits, divergence, beta, implement
   dtype = jnp.promote_types(s.dtype, t.dtype)
   s2, t2 = s.astype(dtype).reshape(-1, s.shape[-1]), t.astype(dtype).reshape(-1, s.shape[-1])
   # A row of -inf logits holds no distribution: 0 and no gradient, as on the plain path (the
-  # kernels would give a gradient, or inf). A NaN row keeps its NaN (its max is not -inf).
-  has_mass = lambda z: jnp.max(z, axis=-1) != -jnp.inf
+  # kernels would give a gradient, or inf). A NaN row keeps its NaN: the test is "all -inf",
+  # not "max is -inf" (XLA:CPU's vectorised max can skip NaN).
+  has_mass = lambda z: ~jnp.all(z == -jnp.inf, axis=-1)
   valid = valid.reshape(-1) & has_mass(s2) & has_mass(lax.stop_gradient(t2))
   out = distillation_api.logits_divergence(
       s2, lax.stop_gradient(t2), valid, divergence=divergence, beta=beta,

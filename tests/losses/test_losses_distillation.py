@@ -278,3 +278,12 @@ def test_default_path_edge_rows(divergence, beta):
   if divergence == "reverse_kl":  # against an empty teacher the gradient is NaN (noted)
     empty = empty[np.isfinite(empty)]
   np.testing.assert_array_equal(empty, 0.0)
+
+
+@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "js"])
+def test_default_path_all_nan_row_stays_nan(divergence):
+  """A row of NaN logits, student's or teacher's, is NaN, not taken for a row of -inf (0)."""
+  nan = np.nan
+  s = np.array([[nan] * 4, [0.0, 1, 2, 3]], np.float32)
+  t = np.array([[0.0, 1, 2, 3], [nan] * 4], np.float32)
+  assert np.isnan(np.asarray(jl.distillation_loss(s, t, divergence=divergence))).all()
