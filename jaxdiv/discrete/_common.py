@@ -31,6 +31,9 @@ class Prepared(NamedTuple):
   result_dtype: jnp.dtype
   from_logits: bool
   axis_name: str | None = None
+  # Rows (the batch shape) in which some input's logits are all -inf (or all masked): no
+  # distribution, value 0 (see `finish`). None for probabilities.
+  empty: jax.Array | None = None
 
   def sum(self, x: jax.Array) -> jax.Array:
     """Sum over the distribution axis, across shards when it is split over `axis_name`."""
@@ -71,8 +74,28 @@ def prepare(*arrays, names, axis, where, from_logits, axis_name=None) -> Prepare
   xs, ax, result_dtype, acc_dtype = _inputs(arrays, names, axis)
   shape = xs[0].shape
   mask = _validation.broadcast_where(where, shape)
-  dists = tuple(_to_dist(x.astype(acc_dtype), ax, mask, from_logits, axis_name) for x in xs)
-  return Prepared(dists, ax, mask, result_dtype, from_logits, axis_name)
+  xs = [x.astype(acc_dtype) for x in xs]
+  empty = None
+  if from_logits:
+    # An empty row's value is replaced by 0 in `finish`; its inputs are replaced by 0 here as
+    # well, so that the computation there is finite and the zero cotangent of the replaced
+    # value gives a zero gradient (not 0 * inf = NaN through a log-probability of -inf).
+    for x in xs:
+      e = _empty_rows(x, ax, mask, axis_name)
+      empty = e if empty is None else empty | e
+    xs = [jnp.where(jnp.expand_dims(empty, ax), jnp.zeros_like(x), x) for x in xs]
+  dists = tuple(_to_dist(x, ax, mask, from_logits, axis_name) for x in xs)
+  return Prepared(dists, ax, mask, result_dtype, from_logits, axis_name, empty)
+
+
+def _empty_rows(x: jax.Array, axis: int, mask, axis_name) -> jax.Array:
+  """Rows whose logits are all -inf where `mask` is True (a NaN is not -inf: a NaN row is NaN,
+  never empty), across the shards of `axis_name`."""
+  has = x != -jnp.inf
+  if mask is not None:
+    has = has & mask
+  count = _numerics.psum(jnp.sum(has, axis=axis, dtype=jnp.int32), axis_name)
+  return count == 0
 
 
 def fast_inputs(*arrays, names, axis, where, from_logits, axis_name=None):
@@ -116,15 +139,9 @@ def finish(out: jax.Array, prep: Prepared, base=None, *, nonnegative: bool = Fal
   if nonnegative and prep.from_logits:
     # The logits were normalised by us, so a negative value is float rounding, never data.
     out = clamp_nonnegative(out)
-  if prep.from_logits:
+  if prep.empty is not None:
     # A row of -inf logits has no distribution, like a fully masked row: 0 for every function.
-    empty = None
-    for d in prep.dists:
-      # The row max is -inf when every entry is, and also for a row of NaNs on XLA:CPU, whose
-      # vectorised max skips NaN: `bad` below overrides it.
-      e = _numerics.pmax(jnp.max(d.log_prob, axis=prep.axis), prep.axis_name) == -jnp.inf
-      empty = e if empty is None else empty | e
-    out = jnp.where(empty, jnp.zeros_like(out), out)
+    out = jnp.where(prep.empty, jnp.zeros_like(out), out)
   if prep.where is not None:
     any_valid = jnp.any(prep.where, axis=prep.axis)
     if prep.axis_name is not None:

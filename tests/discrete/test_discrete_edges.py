@@ -9,9 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import tiered
 from discrete_specs import SPEC_IDS
 from discrete_specs import SPECS
 from discrete_specs import call
+from discrete_specs import logits_reference
+from discrete_specs import reference
 
 import jaxdiv
 
@@ -178,3 +181,35 @@ def test_gradient_where_t_times_log_ratio_is_exactly_one(fn):
     f = lambda a: float(loss(a, q))
     want = [(f(p + h * e) - f(p - h * e)) / (2 * h) for e in np.eye(3)[:, None, :]]
   np.testing.assert_allclose(got[0], np.array(want), rtol=1e-5, atol=1e-6)
+
+
+_EMPTY_CASES = [pytest.param(s, m, id=f"{i}-{'guarded' if m else 'fast'}")
+                for s, i in zip(SPECS, SPEC_IDS) for m in (False, True)]
+
+
+# The fast tier: one function of each mechanism (Shannon, order alpha, f-family, one input),
+# on both paths; the others in the slow tier.
+@tiered("spec,masked", _EMPTY_CASES, fast=[
+    c for c in _EMPTY_CASES if c.id.rsplit("-", 1)[0] in
+    ("kl_divergence", "renyi_divergence[alpha=0.5]", "hellinger_distance", "entropy")])
+def test_empty_row_has_zero_gradient_and_leaves_the_other_rows_alone(spec, masked):
+  """Rows 0 and 1 have an argument of -inf logits (value 0, as a fully masked row): their
+  gradient is 0, not NaN (a zero cotangent through a log-probability of -inf), and row 2's value
+  and gradient are those it has alone. A mask of all True takes the guarded path."""
+  a = jnp.array([[-jnp.inf] * 4, [0.3, -0.2, 0.1, 0.4], [0.0, 1.0, -1.0, 0.5]])
+  b = jnp.array([[0.2, 0.1, -0.5, 0.0], [-jnp.inf] * 4, [1.0, 0.0, 0.5, -1.0]])
+  args = (a, b)[:spec.nargs]
+  w = jnp.ones(a.shape, bool) if masked else None
+  loss = lambda *xs: jnp.sum(call(spec, *xs, from_logits=True, where=w if w is None else
+                                  w[:xs[0].shape[0]]))
+  grads = jax.grad(loss, argnums=tuple(range(len(args))))(*args)
+  alone = jax.grad(loss, argnums=tuple(range(len(args))))(*(x[2:] for x in args))
+  empty = slice(0, 2) if spec.nargs == 2 else slice(0, 1)
+  for g, g_alone in zip(grads, alone):
+    np.testing.assert_array_equal(np.asarray(g)[empty], 0.0)
+    np.testing.assert_allclose(np.asarray(g)[2:], np.asarray(g_alone), rtol=1e-6, atol=1e-7)
+  row = [np.float64(x[2]) for x in args]
+  want = (logits_reference(spec, *row) if spec.logits_ref is not None else
+          reference(spec, *(np.exp(x - x.max()) / np.exp(x - x.max()).sum() for x in row)))
+  np.testing.assert_allclose(np.asarray(call(spec, *args, from_logits=True, where=w))[2], want,
+                             rtol=1e-5, atol=1e-6)
