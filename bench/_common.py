@@ -15,6 +15,15 @@ import numpy as np
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
+# Compiled programs are kept across runs, as the tests keep theirs: on a 2-core CPU the quick
+# run's ~400 compilations take several minutes, and reading them back a few seconds. Timings
+# are unchanged (the same executables). JAXDIV_BENCH_CACHE="" turns it off.
+CACHE = os.environ.get("JAXDIV_BENCH_CACHE", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache", "jax-bench"))
+if CACHE:
+  jax.config.update("jax_compilation_cache_dir", CACHE)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
 
 def time_fn(fn, *args, warmup: int = 1, reps: int = 5, max_seconds: float = 30.0) -> float:
   """Median wall time in seconds of `fn(*args)` after `warmup` calls, each waited on with

@@ -197,7 +197,7 @@ def cases() -> list[tuple[str, tuple[str, ...], list[tuple[Peer, tuple[str, ...]
 
 def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None) -> dict:
   n, v = (1024, 1024) if quick else (4096, 4096)
-  reps = reps or (15 if quick else 20)
+  reps = reps or (7 if quick else 20)
   bw = bw or bandwidth(64 * MiB if quick else 256 * MiB)
   forms = _forms(_inputs(n, v))
   rows = []

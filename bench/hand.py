@@ -32,7 +32,7 @@ import jaxdiv
 
 MiB = 1 << 20
 SHAPES = [(32768, 512), (2048, 32768), (4096, 4096)]
-QUICK_SHAPES = [(4096, 512), (256, 32768), (512, 4096)]
+QUICK_SHAPES = [(1024, 512), (64, 32768), (128, 4096)]  # 2 MiB an input: run.py in ~2 min
 
 lsm, sm = jax.nn.log_softmax, jax.nn.softmax
 
@@ -344,7 +344,7 @@ def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None,
           only: str | None = None, shapes: str | None = None) -> dict:
   all_shapes = QUICK_SHAPES if quick else SHAPES
   shapes = [all_shapes[int(i)] for i in shapes.split(",")] if shapes else all_shapes
-  reps = reps or (5 if quick else 9)
+  reps = reps or (3 if quick else 9)
   cases = _selected(only)
   rows = bench_speed(shapes, reps, cases)
   acc = bench_accuracy(4096 if quick else 20000, cases=cases)
@@ -355,7 +355,7 @@ def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None,
 def main(argv=None):
   options = [("--only", dict(help="comma-separated words: the cases whose name has one")),
              ("--shapes", dict(help="comma-separated indices into the shapes (default: all)")),
-             ("--reps", dict(type=int, help="timed repetitions (default 5 quick, 9 full)"))]
+             ("--reps", dict(type=int, help="timed repetitions (default 3 quick, 9 full)"))]
   _common.main("hand", bench, __doc__, [("rows", COLUMNS), ("accuracy", ACC_COLUMNS)], argv,
                options=options)
 

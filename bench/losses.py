@@ -58,7 +58,7 @@ CASES = [
 def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None,
           cases: list[str] | None = None) -> dict:
   n, v = (1024, 1024) if quick else (4096, 4096)
-  reps = reps or (15 if quick else 20)
+  reps = reps or (7 if quick else 20)
   bw = bw or core.bandwidth(64 * MiB if quick else 256 * MiB)
   unknown = set(cases or ()) - {name for name, _ in CASES}
   if unknown:

@@ -1,10 +1,16 @@
 """jaxdiv beside its peers, every group in one process, one table of ratios.
 
-    python bench/run.py --quick     # small shapes: a few minutes on a CPU
+    python bench/run.py --quick     # small shapes: ~2 min on 2 CPU cores (compilations cached)
     python bench/run.py             # the full shapes
     python bench/run.py --groups core,losses
 
-Groups: `core` (bench/core.py: core divergences against scipy, torch on the CPU and optax),
+    python bench/run.py --quick --markdown     # also the Markdown tables README.md quotes
+    python bench/run.py --from bench/results/run-quick-cpu-<date>.json   # those tables again
+
+Groups: `hand` (bench/hand.py: every core function against the jnp / optax line a user would
+write, with the floors), `evaluate` (bench/evaluate.py: `jaxdiv eval` from files against the
+same jitted divergence on in-memory blocks),
+`core` (bench/core.py: core divergences against scipy, torch on the CPU and optax),
 `losses` (bench/losses.py: jaxdiv.losses against optax.losses), `kernels` (bench/kernels.py:
 large-vocabulary kernels against optax; Liger-Kernel and Cut Cross-Entropy on a GPU where they
 are installed). A group whose module does not import is reported and skipped.
@@ -17,6 +23,7 @@ written as bench/results/run[-quick]-<backend>-<date>.json.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -100,14 +107,107 @@ def run_kernels(quick, bw):
   return dict(sections=results, quick=quick), _summary_kernels(results, bw["GBps"])
 
 
-GROUPS = dict(hand=run_hand, core=run_core, losses=run_losses, kernels=run_kernels)
+def run_evaluate(quick, bw):
+  import evaluate
+  result = evaluate.bench(quick, bw=bw)
+  # Its throughputs and floors stay in the summary: `markdown` prints them.
+  return result, [dict(r, **s) for r, s in zip(result["rows"], _summary_core(result["rows"]))]
+
+
+GROUPS = dict(hand=run_hand, core=run_core, losses=run_losses, kernels=run_kernels,
+              evaluate=run_evaluate)
+
+
+def _x(v, digits=2) -> str:
+  return f"{v:.{digits}f}x" if isinstance(v, float) else str(v or "")
+
+
+def markdown(rows: list[dict], accuracy: list[dict]) -> str:
+  """The summary as Markdown tables, as README.md quotes them: group `hand` as one row per case
+  with a column per shape and mode, `evaluate` with its throughputs and floors, then the other
+  groups' ratios, then the accuracy."""
+  out = []
+  hand = [r for r in rows if r.get("group") == "hand"]
+  if hand:
+    shapes = list(dict.fromkeys(r["shape"] for r in hand))
+    cells = {}
+    for r in hand:
+      cell = _x(r.get("ratio"))
+      t, fe, fr = r.get("jaxdiv_ms"), r.get("floor_exp_ms"), r.get("floor_read_ms")
+      if all(isinstance(v, float) and v > 0 for v in (t, fe, fr)):
+        cell += f" ({t / fe:.1f} / {t / fr:.1f})"
+      cells.setdefault(r["case"], {})[r["shape"], r["mode"]] = cell
+    out.append("jaxdiv time / hand-written time (< 1: jaxdiv faster); in brackets jaxdiv's time"
+               " over the two floors timed beside it: the `exp`s (for probabilities the `log`s)"
+               " the maths needs / one read of the inputs.\n")
+    head = [f"{s} {m}" for s in shapes for m in ("fwd", "value+grad")]
+    out.append("| case | " + " | ".join(head) + " |")
+    out.append("|---" * (len(head) + 1) + "|")
+    for case, c in cells.items():
+      out.append(f"| {case} | " + " | ".join(c.get((s, m), "") for s in shapes
+                                           for m in ("fwd", "fwd+vjp")) + " |")
+  ev = [r for r in rows if r.get("group") == "evaluate"]
+  if ev:
+    gb = lambda r, k: f"{r[k]:.2f}" if isinstance(r.get(k), float) else ""
+    out.append("\n`jaxdiv eval` from .npy files (page cache) against the same jitted divergence on"
+               " the same rows held in memory, in blocks of the evaluation's batch; GB/s of"
+               " both inputs:\n")
+    out.append("| case | shape | batch | eval GB/s | in-memory GB/s | in-memory, compiled block"
+               " | floor: one read in memory | floor: one read of the files | eval / in-memory"
+               " throughput |")
+    out.append("|---" * 9 + "|")
+    for r in ev:
+      blocks = (f"{r['bytes'] / r['peer_blocks_ms'] / 1e6:.2f} ({r['block_rows']} rows)"
+                if isinstance(r.get("peer_blocks_ms"), float) else "")
+      out.append(f"| {r['case']} | {r['shape']} | {r.get('batch', '')} | {gb(r, 'GBps')} |"
+                 f" {gb(r, 'peer_GBps')} | {blocks} | {gb(r, 'floor_GBps')} |"
+                 f" {gb(r, 'floor_file_GBps')} | {_x(r.get('throughput_ratio'))} |")
+  other = [r for r in rows if r.get("group") not in ("hand", "evaluate")]
+  if other:
+    out.append("\nThe other groups: jaxdiv time / the peer's (< 1: jaxdiv faster); temp: XLA's"
+               " temporary bytes, jaxdiv / peer; roofline: the time to move the minimum bytes /"
+               " jaxdiv's time.\n")
+    out.append("| group | case | mode | shape | vs | ratio | temp | roofline |")
+    out.append("|---" * 8 + "|")
+    for r in other:
+      temp = r.get("temp_ratio", "")
+      temp = f"{temp:.2f}" if isinstance(temp, float) else str(temp)
+      roof = f"{r['roofline']:.3g}" if isinstance(r.get("roofline"), float) else ""
+      out.append(f"| {r['group']} | {r['case']} | {r.get('mode', '')} | {r.get('shape', '')} |"
+                 f" {r.get('vs', '')} | {_x(r.get('ratio'), 3) or r.get('peer_ms', '')} |"
+                 f" {temp} | {roof} |")
+  if accuracy:
+    out.append("\nfloat32 absolute error against float64 (scipy), jaxdiv / the hand-written"
+               " line:\n")
+    out.append("| case | rows | median error ratio | max error ratio |")
+    out.append("|---" * 4 + "|")
+    for r in accuracy:
+      out.append(f"| {r['case']} | {r['shape']} | {_x(r.get('med_ratio'))} |"
+                 f" {_x(r.get('max_ratio'))} |")
+  return "\n".join(out)
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="smaller shapes (a few minutes)")
   parser.add_argument("--groups", default=",".join(GROUPS), help="comma-separated groups")
+  parser.add_argument("--markdown", action="store_true",
+                      help="also print the summary as the Markdown tables README.md quotes")
+  parser.add_argument("--from", dest="source", nargs="+", metavar="JSON",
+                      help="run nothing: print the Markdown tables of a saved run-*.json; a"
+                      " group's own JSON after it replaces that group's rows by its full ones")
   args = parser.parse_args(argv)
+  if args.source:
+    with open(args.source[0]) as f:
+      saved = json.load(f)
+    rows = saved["rows"]
+    for path in args.source[1:]:
+      with open(path) as f:
+        group_rows = json.load(f)["rows"]
+      names = {r.get("group") for r in group_rows}
+      rows = [r for r in rows if r.get("group") not in names] + group_rows
+    print(markdown(rows, saved.get("accuracy", [])))
+    return 0
   import core  # the bandwidth measurement is shared by every group's roofline
 
   start = time.perf_counter()
@@ -155,6 +255,8 @@ def main(argv=None):
                                                  bandwidth=bw,
                                                  seconds=total, versions=core.versions()))
   print(f"wrote {os.path.relpath(path)} ({total:.0f} s)")
+  if args.markdown:
+    print("\n" + markdown(summary, accuracy))
   return 1 if failed else 0
 
 

@@ -5,6 +5,7 @@ holds it with the names that go with it.
 """
 
 from jaxdiv.evaluation._compile import batch_size_for_budget
+from jaxdiv.evaluation._compile import block_rows
 from jaxdiv.evaluation._evaluate import EvalResult
 from jaxdiv.evaluation._evaluate import evaluate
 from jaxdiv.evaluation._io import InputError
@@ -30,6 +31,7 @@ __all__ = [
     "NotProbabilitiesError",
     "atomic_write_text",
     "batch_size_for_budget",
+    "block_rows",
     "check_destination",
     "evaluate",
     "open_array",

@@ -96,7 +96,10 @@ def compiled(fn, kwargs, from_logits, mesh, sharding, row_sharding, r, n, n_inpu
 
   def local(*xs):  # this device's rows, (k * r, n)
     k = xs[0].shape[0] // r
-    out = lax.map(lambda b: block(*b), tuple(x.reshape(k, r, n) for x in xs))
+    # The barrier hands each block to the divergence as a plain (r, n) array: without it XLA
+    # fuses the loop's slicing into every read of the block (a quarter slower on a CPU).
+    out = lax.map(lambda b: block(*lax.optimization_barrier(b)),
+                  tuple(x.reshape(k, r, n) for x in xs))
     return jax.tree.map(lambda a: a.reshape(-1), out)
 
   # Across processes the results are replicated by the step itself (one all-gather that XLA

@@ -13,6 +13,19 @@ import numpy as np
 
 from jaxdiv.evaluation import _io
 
+_ALIGN = 64  # XLA:CPU takes a host buffer as it is (no copy) only at this alignment
+
+
+def empty(shape, dtype) -> np.ndarray:
+  """An uninitialised C-contiguous array whose data starts on a 64-byte boundary, so that on a
+  CPU device `jax.device_put` uses it in place instead of copying it (NumPy's large arrays
+  start 16 bytes past a page)."""
+  dtype = np.dtype(dtype)
+  nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+  raw = np.empty(nbytes + _ALIGN, np.uint8)
+  start = -raw.ctypes.data % _ALIGN
+  return raw[start:start + nbytes].view(dtype).reshape(shape)
+
 
 def is_stream(x) -> bool:
   """Whether `x` is an iterator of batches rather than an array."""
@@ -81,7 +94,8 @@ class Rows:
       return self._read(start, stop)
     if self._flat is not None:
       view = self._flat[start:stop]
-      rows = np.array(view, copy=True)  # the actual disk read for a memmap
+      rows = empty(view.shape, view.dtype)
+      np.copyto(rows, view)  # the actual disk read for a memmap
       self._release(view)
       return rows
     idx = np.unravel_index(np.arange(start, stop), self.batch_shape)
@@ -89,8 +103,12 @@ class Rows:
 
 
 def pad(rows: np.ndarray, size: int, dtype, filler: np.ndarray | None = None) -> np.ndarray:
-  """`rows` as a fresh `(size, n)` array of `dtype`, missing rows copied from the last one."""
-  out = np.empty((size, rows.shape[1] if rows.ndim == 2 else filler.shape[1]), dtype)
+  """`rows` as a `(size, n)` C-contiguous array of `dtype`, missing rows copied from the last
+  one: `rows` itself when it already is one (a full batch is not copied a second time)."""
+  if (rows.ndim == 2 and rows.shape[0] == size and rows.dtype == dtype
+      and rows.flags.c_contiguous):
+    return rows
+  out = empty((size, rows.shape[1] if rows.ndim == 2 else filler.shape[1]), dtype)
   k = rows.shape[0]
   out[:k] = rows
   if k < size:
