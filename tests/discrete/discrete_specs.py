@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import discrete_reference as ref
 import numpy as np
+from _helpers import tiered
 
 import jaxdiv
 
@@ -91,6 +92,28 @@ SPECS = [
 
 SPEC_IDS = [s.name for s in SPECS]
 TWO_ARG = [s for s in SPECS if s.nargs == 2]
+
+# The specs a test over every spec keeps in the fast tier: each public function once, and the
+# order family's orders spread over its code paths: 0.5 with two inputs (the guarded power
+# mean), 2.0 and 3.0 (the unguarded power sums of `_fast`, two inputs and one), 1.0 and inf
+# (the exact branches), 0 (the support count) and -1 (negative orders). The other 18 specs
+# repeat one of these paths with another constant: they run in the slow tier.
+FAST_SPEC_IDS = (
+    "entropy", "cross_entropy", "kl_divergence", "jeffreys_divergence", "js_divergence",
+    "js_distance", "renyi_divergence[alpha=0.5]", "renyi_divergence[alpha=2.0]",
+    "renyi_divergence[alpha=inf]", "renyi_entropy[alpha=0.0]", "tsallis_entropy[alpha=3.0]",
+    "tsallis_divergence[alpha=1.0]", "alpha_divergence[alpha=-1.0]", "hellinger_distance",
+    "total_variation_distance", "chi_squared_divergence", "bhattacharyya_distance",
+    "f_divergence[tv]", "f_divergence[kl]",
+)
+
+
+def over_specs(specs=SPECS):
+  """`pytest.mark.parametrize("spec", specs)`, with the specs outside `FAST_SPEC_IDS` in the
+  slow tier."""
+  specs = list(specs)
+  return tiered("spec", specs, fast=[s for s in specs if s.name in FAST_SPEC_IDS],
+                ids=lambda s: s.name)
 
 
 def call(spec: Spec, p, q=None, **kw):

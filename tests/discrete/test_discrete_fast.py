@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
+from _helpers import tiered
 from jax.scipy import special
 
 import jaxdiv
@@ -60,8 +60,8 @@ def _ours(name, from_logits, where=None):
   return lambda a, b: fn(a, b, from_logits=from_logits, where=where)
 
 
-@pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probs"])
-@pytest.mark.parametrize("name", list(CASES))
+# Fast tier: each function and each input form once (`tiered`); the rest in the slow tier.
+@tiered("name,from_logits", [(n, fl) for n in CASES for fl in (True, False)])
 def test_value_and_grads_match_reference(x64, name, from_logits):
   a, b = map(jnp.asarray, _inputs(from_logits))
   _assert_matches(_ours(name, from_logits), _reference(name, from_logits), a, b)
@@ -93,9 +93,8 @@ def _with_edges(from_logits):
   return jnp.asarray(a), jnp.asarray(b)
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
-@pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probs"])
-@pytest.mark.parametrize("name", list(CASES))
+@tiered("name,from_logits,jit",
+        [(n, fl, j) for n in CASES for fl in (True, False) for j in (False, True)])
 def test_edge_batch_falls_back_to_guarded_path(x64, name, from_logits, jit):
   a, b = _with_edges(from_logits)
   ours = _ours(name, from_logits)
@@ -131,7 +130,9 @@ def test_float32_accuracy_not_below_hand_written():
   assert e_ours.max() <= 1.01 * e_hand.max(), (e_ours.max(), e_hand.max())
 
 
-@pytest.mark.parametrize("name", ["kl_divergence", "cross_entropy", "js_divergence", "entropy"])
+# Fast tier: the two-input Shannon body (kl) and the mixture one (js).
+@tiered("name", ["kl_divergence", "cross_entropy", "js_divergence", "entropy"],
+        fast=["kl_divergence", "js_divergence"])
 def test_reverse_over_reverse_hessian_when_the_batch_falls_back(x64, name):
   # A -inf logit sends the batch to the guarded path; grad-of-grad then sent zero cotangents
   # back through the unguarded expression's 0 * inf partials: NaN Hessian rows (found in
@@ -187,15 +188,13 @@ def _other(name, from_logits, where=None):
   return ours, ref
 
 
-@pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probs"])
-@pytest.mark.parametrize("name", list(OTHER_CASES))
+@tiered("name,from_logits", [(n, fl) for n in OTHER_CASES for fl in (True, False)])
 def test_other_families_value_and_grads_match_reference(x64, name, from_logits):
   a, b = map(jnp.asarray, _inputs(from_logits))
   _assert_matches(*_other(name, from_logits), a, b)
 
 
-@pytest.mark.parametrize("from_logits", [True, False], ids=["logits", "probs"])
-@pytest.mark.parametrize("name", list(OTHER_CASES))
+@tiered("name,from_logits", [(n, fl) for n in OTHER_CASES for fl in (True, False)])
 def test_other_families_edge_rows_take_the_guarded_values(x64, name, from_logits):
   a, b = _with_edges(from_logits)
   ours = jax.jit(_other(name, from_logits)[0])

@@ -110,13 +110,18 @@ def test_renyi_nondecreasing_in_alpha(pq, alphas):
     assert ents[i] >= ents[i + 1] - 1e-4 * (1 + abs(ents[i + 1])), (alphas, ents)
 
 
-@given(distributions(n_min=3), st.data())
+# Lengths 3, 6 and 10: merged, 2, 5 and 9, the lengths the other properties compile.
+@given(distributions(n_min=3, n_max=10), st.data())
 def test_data_processing(pq, data):
-  """Merging bins (a deterministic channel) never increases an f-divergence or KL/Rényi."""
+  """Merging two bins (a deterministic channel) never increases an f-divergence or KL/Rényi.
+
+  Every merge of bins is a sequence of merges of two, so this is the general inequality; one
+  merged length per length drawn keeps the compilations to three shapes."""
   p, q = pq
   n = p.shape[0]
-  cut = data.draw(st.integers(1, n - 1))
-  merge = lambda x: np.concatenate([[x[:cut].sum()], x[cut:]])
+  i, j = sorted(data.draw(st.lists(st.integers(0, n - 1), min_size=2, max_size=2,
+                                   unique=True)))
+  merge = lambda x: np.concatenate([[x[i] + x[j]], np.delete(x, [i, j])])
   pm, qm = _f32(merge(p)), _f32(merge(q))
   p, q = _f32(p), _f32(q)
   for spec in SPECS:
