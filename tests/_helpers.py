@@ -11,6 +11,7 @@ import inspect
 import jax
 import numpy as np
 import pytest
+from _pytest.mark.structures import ParameterSet
 from jax.sharding import Mesh
 
 try:
@@ -45,9 +46,8 @@ def write_normal_npys(folder, names, rows: int, n: int, seed: int) -> None:
 
 def _values(case, n_args: int) -> tuple:
   """The argument values of one parametrize case (a tuple, a single value or a pytest.param)."""
-  values = getattr(case, "values", None)  # pytest.param(...) is a ParameterSet
-  if values is not None:
-    return tuple(values)
+  if isinstance(case, ParameterSet):  # pytest.param(...)
+    return tuple(case.values)
   return tuple(case) if n_args > 1 else (case,)
 
 
@@ -93,7 +93,7 @@ def tiered(names: str, cases, fast=None, ids=None):
   for i, c in enumerate(cases):
     if i in keep:
       params.append(c)
-    elif hasattr(c, "values"):
+    elif isinstance(c, ParameterSet):
       params.append(pytest.param(*c.values, marks=(*c.marks, pytest.mark.slow), id=c.id))
     else:
       params.append(pytest.param(*_values(c, n_args), marks=pytest.mark.slow))
