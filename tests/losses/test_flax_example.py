@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import optax
 import pytest
+from _helpers import tiered
 
 pytest.importorskip("flax")
 pytest.importorskip("sklearn")
@@ -32,7 +33,10 @@ def test_teacher_learns(data, teacher):
   assert digits.accuracy(model, data.x_test, data.y_test) > 0.85
 
 
-@pytest.mark.parametrize("divergence", DIVERGENCES)
+# Each student trains a model of its own: forward_kl (the default) stays fast, and the example
+# script's run below distils with js; the other divergences are checked on every path by
+# test_losses_distillation.py, and train here in the slow tier.
+@tiered("divergence", DIVERGENCES, fast=["forward_kl"])
 def test_student_distils(data, teacher, divergence):
   student, history = digits.distill_student(teacher[0], data, divergence=divergence, epochs=6,
                                             seed=1)

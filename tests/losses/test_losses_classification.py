@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import tiered
 from jax.test_util import check_grads
 
 import jaxdiv.losses as jl
@@ -49,7 +50,16 @@ def _ids(o):
   return "-".join(f"{k}={v}" for k, v in o.items())
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=[_ids(o) for o in OPTIONS])
+# Each value of each option in the fast tier, in some combination: all off, and all on with
+# ignore_index 2 and -100; the rest of the product runs in the slow tier. (pytest.param: tiered
+# reads a dict's `values` method as a parameter set's.)
+_OPTION_CASES = [pytest.param(o, id=_ids(o)) for o in OPTIONS]
+_FAST_OPTIONS = [dict(label_smoothing=0.0, ignore_index=None, weights=False, z_loss=0.0),
+                 dict(label_smoothing=0.1, ignore_index=2, weights=True, z_loss=1e-2),
+                 dict(label_smoothing=0.1, ignore_index=-100, weights=True, z_loss=1e-2)]
+
+
+@tiered("options", _OPTION_CASES, fast=[c for c in _OPTION_CASES if c.values[0] in _FAST_OPTIONS])
 def test_integer_labels_match_reference(options):
   logits, labels, weights = _inputs()
   if options["ignore_index"] == -100:
@@ -140,6 +150,15 @@ def test_check_grads_with_options(x64):
       x, labels, label_smoothing=0.1, weights=w, z_loss=1e-2))
   check_grads(fn, (logits.astype(np.float64), weights.astype(np.float64)), order=2,
               modes=["fwd", "rev"])
+
+
+# Slow tier. The fast tier keeps the dense form's values with these options (against the float64
+# reference through one-hot targets, test_integer_labels_match_reference), its second order
+# without them (test_losses_optax.py::test_check_grads) and its Hessian at extreme logits with
+# smoothing and z-loss (test_second_order.py).
+@pytest.mark.slow
+def test_check_grads_with_options_dense(x64):
+  logits, _, weights = _inputs(5, batch=(2,))
   y = np.random.default_rng(5).dirichlet(np.ones(C), size=2)
   dense = jax.jit(lambda x, t: jl.softmax_cross_entropy(x, t, label_smoothing=0.1,
                                                         weights=weights, z_loss=1e-2))
@@ -273,8 +292,12 @@ def test_integer_labels_forward_mode_matches_reference():
   np.testing.assert_allclose(jax.jacrev(fn)(logits), want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("hessian", [jax.hessian, lambda f: jax.jacfwd(jax.jacfwd(f))],
-                         ids=["fwd-over-rev", "fwd-over-fwd"])
+# Fast: jax.hessian (forward over reverse). Forward over forward (the custom_jvp twice) runs in
+# the slow tier; forward mode of the default is checked fast by the test above.
+@pytest.mark.parametrize(
+    "hessian",
+    [jax.hessian, pytest.param(lambda f: jax.jacfwd(jax.jacfwd(f)), marks=pytest.mark.slow)],
+    ids=["fwd-over-rev", "fwd-over-fwd"])
 def test_integer_labels_hessian_is_softmax_covariance(hessian):
   """d² loss / d z² = diag(p) - p pᵀ for any label and smoothing (float64 closed form)."""
   logits, labels, _ = _inputs(12, batch=(1,))

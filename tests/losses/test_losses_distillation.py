@@ -7,12 +7,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import tiered
 from jax.test_util import check_grads
 
 import jaxdiv
 import jaxdiv.losses as jl
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl", "tv")
+# The default runs the kernels for forward_kl, reverse_kl and js, the plain maths for the others;
+# per-divergence checks of a transformation keep one of each in the fast tier (js: the mixture,
+# tv: the kink), the rest run in the slow tier. Values and masks keep every divergence fast.
+FAST = ["js", "tv"]
 
 
 def _logits(seed=0, shape=(3, 4, 7)):
@@ -47,8 +52,9 @@ def _reference(divergence, s, t, temperature, beta=0.5, alpha=0.1):
   return 0.5 * np.sum(np.abs(p - q), -1)
 
 
-@pytest.mark.parametrize("divergence", DIVERGENCES)
-@pytest.mark.parametrize("temperature,scaling", [(1.0, False), (2.0, True), (0.5, False)])
+# Each divergence and each temperature/scaling in the fast tier, in some combination.
+@tiered("divergence,temperature,scaling",
+        [(d, t, sc) for t, sc in [(1.0, False), (2.0, True), (0.5, False)] for d in DIVERGENCES])
 def test_matches_float64_reference(divergence, temperature, scaling):
   s, t = _logits()
   got = jl.distillation_loss(s, t, divergence=divergence, temperature=temperature,
@@ -71,7 +77,7 @@ def test_forward_kl_equals_optax_kl_on_tempered_logits():
   np.testing.assert_allclose(g_got, g_want, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("divergence", DIVERGENCES)
+@tiered("divergence", DIVERGENCES, fast=FAST)
 def test_teacher_is_constant_and_student_gradient_finite(divergence):
   s, t = _logits(2)
   g_s, g_t = jax.grad(lambda a, b: jl.distillation_loss(a, b, divergence=divergence).sum(),
@@ -87,7 +93,7 @@ def test_temperature_scaling_scales_gradient_by_t_squared():
   np.testing.assert_allclose(jax.grad(fn)(s, True), 16 * jax.grad(fn)(s, False), rtol=1e-6)
 
 
-@pytest.mark.parametrize("divergence", DIVERGENCES)
+@tiered("divergence", DIVERGENCES, fast=FAST)
 def test_token_mask_and_reductions(divergence):
   s, t = _logits(4)
   mask = np.random.default_rng(4).uniform(size=(3, 4)) < 0.6
@@ -136,7 +142,7 @@ def test_divergence_loss_with_core_divergences_and_a_user_generator():
   np.testing.assert_allclose(g, g_want, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("divergence", DIVERGENCES)
+@tiered("divergence", DIVERGENCES, fast=FAST)
 def test_check_grads(divergence, x64):
   s, t = _logits(7, shape=(2, 5))
   if divergence == "tv":
@@ -179,8 +185,9 @@ def test_bad_input():
     jl.distillation_loss(s.astype(np.int32), t)
 
 
-@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "js"])
-@pytest.mark.parametrize("implementation", ["xla", "chunked", "pallas"])
+# Each divergence and each implementation in the fast tier, in some combination.
+@tiered("divergence,implementation", [(d, i) for i in ["xla", "chunked", "pallas"]
+                                      for d in ["forward_kl", "reverse_kl", "js"]])
 def test_kernel_delegation_matches_plain_path(divergence, implementation):
   pytest.importorskip("jaxdiv.kernels")
   s, t = _logits(9)
@@ -217,7 +224,8 @@ def test_default_is_the_kernels_default():
     jl.distillation_loss(s, t, where=np.ones(s.shape, bool), implementation="chunked")
 
 
-@pytest.mark.parametrize("divergence", DIVERGENCES)
+# Fast: js, on the kernels' custom_jvp; the plain maths (jnp throughout) in the slow tier.
+@tiered("divergence", DIVERGENCES, fast=["js"])
 def test_forward_mode_matches_reference(divergence):
   """`jax.jvp` and `jax.jacfwd` of the default (kernels for three divergences, the plain maths
   for the rest) against the float64 reference's derivative (central differences of it in
@@ -250,8 +258,11 @@ def _softmax_row64(z):
   return e / e.sum()
 
 
-@pytest.mark.parametrize("divergence,beta", [("js", 0.0), ("js", 1.0), ("js", 0.5),
-                                             ("forward_kl", 0.5), ("reverse_kl", 0.5)])
+# Fast: JS at both edges of beta and the two KLs; JS at beta = 0.5 (the edge rows of -inf logits
+# that the others cover, at an ordinary beta) in the slow tier.
+@tiered("divergence,beta", [("js", 0.0), ("js", 1.0), ("js", 0.5), ("forward_kl", 0.5),
+                            ("reverse_kl", 0.5)],
+        fast=[("js", 0.0), ("js", 1.0), ("forward_kl", 0.5), ("reverse_kl", 0.5)])
 def test_default_path_edge_rows(divergence, beta):
   """The kernels' default on rows their own maths would get wrong: JS at beta 0 or 1 where one
   side misses the other's support is 0 (not 0 * inf), and a row of -inf logits (student or

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import tiered
 from jax.test_util import check_grads
 
 import jaxdiv.losses as jl
@@ -75,6 +76,29 @@ SPECS = [
          lambda r, s: (_logits(r, s), r.uniform(0.1, 2, size=s).astype(np.float32))),
 ]
 IDS = [str(s) for s in SPECS]
+
+
+def _spec(name, **kwargs):
+  return next(s for s in SPECS if s.name == name and dict(s.kwargs) == kwargs)
+
+
+def _id(value):
+  if isinstance(value, tuple):  # a shape
+    return "x".join(map(str, value))
+  return str(value) if isinstance(value, Spec) else None
+
+
+# Representatives for the per-spec checks of float64, jit/vmap and second order, whose path does
+# not depend on the loss beyond what the fast tier runs for every loss (values and gradients
+# against optax, masks and axes): a dense two-argument loss, the integer labels (gather), the
+# focal loss with its options (sigmoid and powers), and a KL loss on log-probabilities. The other
+# specs run in the slow tier. (Second order of the integer labels with every option:
+# test_losses_classification.py::test_check_grads_with_options.)
+REPRESENTATIVES = [
+    _spec("softmax_cross_entropy_with_integer_labels"),
+    _spec("sigmoid_focal_loss", alpha=0.25, gamma=1.5),
+    _spec("kl_divergence_with_log_targets"),
+]
 WHERE_SPECS = [s for s in SPECS if "where" in inspect.signature(s.theirs).parameters]
 
 
@@ -117,14 +141,14 @@ def test_signatures_match_optax():
     assert all(p.kind == p.KEYWORD_ONLY for p in extra), spec.name
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=IDS)
-@pytest.mark.parametrize("shape", [(7,), (4, 5), (2, 3, 6)])
+# Every spec against optax in the fast tier, each shape with some of them.
+@tiered("spec,shape", [(sp, sh) for sh in [(7,), (4, 5), (2, 3, 6)] for sp in SPECS], ids=_id)
 def test_values_and_gradients_equal_optax(spec, shape):
   args = spec.make(np.random.default_rng(0), shape)
   _assert_same(spec.ours, spec.theirs, spec, args, dict(spec.kwargs), rtol=2e-6)
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+@tiered("spec", SPECS, fast=REPRESENTATIVES, ids=IDS)
 def test_float64_equal_optax(spec, x64):
   rng = np.random.default_rng(1)
   args = [a.astype(np.float64) if a.dtype == np.float32 else a
@@ -336,7 +360,7 @@ def test_kl_zero_targets():
                              rtol=1e-6)
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+@tiered("spec", SPECS, fast=[_spec("softmax_cross_entropy"), *REPRESENTATIVES[1:]], ids=IDS)
 def test_check_grads(spec, x64):
   args = [a.astype(np.float64) if a.dtype == np.float32 else a
           for a in spec.make(np.random.default_rng(8), (2, 3))]
@@ -350,7 +374,7 @@ def test_check_grads(spec, x64):
                 modes=["fwd", "rev"])
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+@tiered("spec", SPECS, fast=REPRESENTATIVES, ids=IDS)
 def test_jit_and_vmap(spec):
   args = spec.make(np.random.default_rng(9), (4, 5))
   fn = lambda a, b: spec.ours(a, b, **dict(spec.kwargs))
@@ -359,8 +383,8 @@ def test_jit_and_vmap(spec):
   np.testing.assert_allclose(jax.vmap(fn)(*args), eager, rtol=1e-6)
 
 
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
-@pytest.mark.parametrize("spec", SPECS, ids=IDS)
+# Every spec in one of the two half-precision dtypes in the fast tier.
+@tiered("spec,dtype", [(sp, d) for d in [jnp.bfloat16, jnp.float16] for sp in SPECS], ids=_id)
 def test_low_precision(spec, dtype):
   args = spec.make(np.random.default_rng(10), (4, 5))
   low = [jnp.asarray(a, dtype) if a.dtype == np.float32 else a for a in args]
