@@ -351,7 +351,25 @@ def _peak_rss(*args) -> int:
   return int(peak)
 
 
+def test_memory_budget_sets_the_batch_size(files, run):
+  """`--memory-budget` without `--batch-size`, in-process: batches of the size that fits, the
+  same bytes as any other batch size (the bounded-memory run on 512 MiB is in the slow tier)."""
+  d, p, q = files
+  proc = run("eval", d / "p.npy", d / "q.npy", "-d", "kl_divergence", "--from-logits",
+             "--memory-budget", "64K", "--out", d / "budget.npy")
+  assert proc.returncode == 0, proc.stderr
+  ref = evaluate("kl_divergence", p, q, from_logits=True)
+  assert np.load(d / "budget.npy").tobytes() == ref.per_row.tobytes()
+  line = _error_line(run("eval", d / "p.npy", d / "q.npy", "-d", "kl_divergence",
+                         "--from-logits", "--memory-budget", "lots"), code=2)
+  assert "lots" in line, line
+
+
+@pytest.mark.slow
 def test_input_larger_than_memory_budget_runs_in_bounded_memory(big_files):
+  """Slow tier (512 MiB written, two fresh processes: ~17 s wall): the fast tier runs
+  `--memory-budget` in-process (test_memory_budget_sets_the_batch_size) and the streaming of
+  memory-mapped inputs (test_evaluate.py)."""
   d, total = big_files
   assert sys.platform.startswith("linux") or pytest.skip("ru_maxrss units differ")
   base = _peak_rss("eval", d / "tiny.npy", d / "tiny.npy", "-d", "kl_divergence",

@@ -10,6 +10,7 @@ import zipfile
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import tiered
 
 import jaxdiv
 from jaxdiv._json import jsonable
@@ -40,7 +41,11 @@ def _params(spec):
   return {"alpha": 0.7} if "alpha" in spec.required else {}
 
 
-@pytest.mark.parametrize("name", sorted(DIVERGENCES))
+# Fast tier: one registry entry per kind of entry (one or two inputs, a required alpha or none,
+# distributions or Bernoulli parameters, no parameter at all); the others in the slow tier.
+@tiered("name", sorted(DIVERGENCES),
+        fast=["entropy", "kl_divergence", "renyi_entropy", "alpha_divergence", "binary_entropy",
+              "binary_cross_entropy", "chi_squared_divergence"])
 def test_every_core_divergence_matches_the_direct_call(name):
   spec = DIVERGENCES[name]
   binary = name.startswith("binary")

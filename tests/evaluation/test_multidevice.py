@@ -18,6 +18,7 @@ from _helpers import N_DEVICES
 from _helpers import cpu_mesh
 from _helpers import needs_8
 from _helpers import shard_map
+from _helpers import tiered
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
@@ -41,8 +42,10 @@ def _probs(shape, seed=0):
 # ------------------------------------------------------------------ sharded evaluation ----
 
 @needs_8
-@pytest.mark.parametrize(("name", "n"), [("kl_divergence", 37), ("js_divergence", 3000),
-                                         ("renyi_divergence", 37)])
+# Fast tier: a small and a large vocabulary; renyi (a parameter passed through the shards) runs
+# in the slow tier (parameters under evaluate: test_evaluate.py, one device).
+@tiered("name,n", [("kl_divergence", 37), ("js_divergence", 3000), ("renyi_divergence", 37)],
+        fast=[("kl_divergence", 37), ("js_divergence", 3000)])
 def test_evaluate_same_bytes_for_any_device_count_and_batch(name, n):
   rows = 1333  # not a multiple of anything used below
   p, q = _logits((rows, n), 0), _logits((rows, n), 1)
@@ -107,8 +110,7 @@ def _vocab_parallel(fn, mesh, n_inputs, batch_axis=None, **kw):
 
 
 @needs_8
-@pytest.mark.parametrize("from_logits", [False, True])
-@pytest.mark.parametrize("name", _SHANNON)
+@tiered("name,from_logits", [(n, f) for n in _SHANNON for f in (False, True)])
 def test_vocab_parallel_values_and_grads_equal_one_device(name, from_logits):
   fn = getattr(jaxdiv, name)
   n_inputs = 1 if name == "entropy" else 2
@@ -135,7 +137,9 @@ def test_vocab_parallel_values_and_grads_equal_one_device(name, from_logits):
 
 
 @needs_8
-@pytest.mark.parametrize("name", ["kl_divergence", "js_divergence", "cross_entropy"])
+# Fast tier: js (the mixture's pieces summed over shards); each function also runs on the 1-D
+# vocabulary mesh above.
+@tiered("name", ["kl_divergence", "js_divergence", "cross_entropy"], fast=["js_divergence"])
 def test_vocab_parallel_on_2d_mesh_with_mask(name):
   """Batch over "data" (2) and vocabulary over "vocab" (4), with a mask over the support."""
   fn = getattr(jaxdiv, name)
@@ -260,9 +264,9 @@ def _flce_compare(sharded, one, args, rtol, atol):
 
 
 @needs_8
-@pytest.mark.parametrize("check", [True, False], ids=["check_vma", "no_check"])
-@pytest.mark.parametrize("layout", ["dv", "vd"])
-@pytest.mark.parametrize("implementation", ["chunked", "xla"])
+@tiered("implementation,layout,check",
+        [(i, lay, c) for i in ("chunked", "xla") for lay in ("dv", "vd") for c in (True, False)],
+        ids=lambda v: {True: "check_vma", False: "no_check"}.get(v, v))
 def test_vocab_parallel_fused_linear_cross_entropy(implementation, layout, check):
   """8 vocabulary shards of 37 columns (blocks of 16) equal the one-device loss on the full
   weight, with where, ignore_index, label smoothing (global V) and z-loss; gradients of hidden
@@ -295,7 +299,8 @@ def test_vocab_parallel_fused_linear_cross_entropy_pallas_interpret():
 
 
 @needs_8
-@pytest.mark.parametrize("implementation", ["chunked", "xla"])
+# Fast tier: chunked; each implementation runs sharded in float32 above.
+@tiered("implementation", ["chunked", "xla"], fast=["chunked"])
 def test_vocab_parallel_fused_linear_cross_entropy_bfloat16(implementation):
   """bf16 activations and weight: each shard's d hidden is rounded to bf16 before the sum over
   shards, hence a few bf16 ulps of difference from one device."""
@@ -311,7 +316,8 @@ def test_vocab_parallel_fused_linear_cross_entropy_bfloat16(implementation):
 
 
 @needs_8
-@pytest.mark.parametrize("implementation", ["chunked", "xla"])
+# Fast tier: chunked (also data parallelism alone); each implementation runs sharded above.
+@tiered("implementation", ["chunked", "xla"], fast=["chunked"])
 def test_vocab_parallel_fused_linear_cross_entropy_2d_mesh(implementation):
   """Tokens over "data" (2) and vocabulary over "vocab" (4): d weight sums over the data axis,
   d hidden over the vocabulary axis. Also data parallelism alone (no axis_name; "chunked"

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
+from _helpers import tiered
 from jax.experimental import checkify
 from jax.test_util import check_grads
 from scipy import integrate
@@ -142,10 +143,11 @@ def test_near_singular_covariance():
       np.testing.assert_allclose(float(got), want, rtol=rtol)
 
 
-@pytest.mark.parametrize("form", ["full", "cholesky", "diag"])
-@pytest.mark.parametrize("name", ["entropy", "kl_divergence", "renyi_divergence",
-                                  "bhattacharyya_distance", "hellinger_distance",
-                                  "jeffreys_divergence", "wasserstein_distance"])
+# Fast tier: each function and each form once (a covering set); the rest slow.
+@tiered("name,form", [(n, f) for n in ("entropy", "kl_divergence", "renyi_divergence",
+                                        "bhattacharyya_distance", "hellinger_distance",
+                                        "jeffreys_divergence", "wasserstein_distance")
+                      for f in ("full", "cholesky", "diag")])
 def test_gradients(name, form, x64):
   m1, s1, m2, s2 = _params()
   if form == "cholesky":
@@ -164,14 +166,16 @@ def test_gradients(name, form, x64):
     g = f
     f = (lambda m, s: g(m, sym(s))) if name == "entropy" else (
         lambda a, b, c, e: g(a, sym(b), c, sym(e)))
-  check_grads(f, tuple(jnp.asarray(a) for a in args), order=1, modes=("rev",), atol=1e-6,
-              rtol=1e-6)
+  # Jitted: one compilation of the function and of its VJP instead of op-by-op dispatch.
+  check_grads(jax.jit(f), tuple(jnp.asarray(a) for a in args), order=1, modes=("rev",),
+              atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("fn", [jp.mvn_hellinger_distance, jp.mvn_wasserstein_distance,
                                 jp.mvn_kl_divergence])
 def test_gradient_finite_at_p_equals_q_with_repeated_eigenvalues(fn):
-  g = jax.grad(fn, argnums=(0, 1, 2, 3))(jnp.zeros(3), jnp.eye(3), jnp.zeros(3), jnp.eye(3))
+  g = jax.jit(jax.grad(fn, argnums=(0, 1, 2, 3)))(jnp.zeros(3), jnp.eye(3), jnp.zeros(3),
+                                                  jnp.eye(3))
   assert all(np.all(np.isfinite(x)) for x in g), g
 
 

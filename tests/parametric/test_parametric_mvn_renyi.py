@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import mpmath as mp
 import numpy as np
-import pytest
+from _helpers import tiered
 
 import jaxdiv.parametric as jp
 
@@ -115,7 +115,8 @@ def _params():
           yield case, form, dtype
 
 
-@pytest.mark.parametrize("case,form,dtype", list(_params()))
+# Fast tier: a covering set (each case, form and dtype in some combination); the rest slow.
+@tiered("case,form,dtype", list(_params()))
 def test_renyi_against_mpmath_near_and_far_from_one(case, form, dtype):
   with jax.enable_x64(dtype == "float64"):
     args, _ = _inputs(case, form, dtype)
@@ -137,8 +138,7 @@ def test_renyi_against_mpmath_near_and_far_from_one(case, form, dtype):
     assert np.isinf(want[alphas.index(4.0)])  # the +inf branch is exercised
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("form", FORMS)
+@tiered("form,dtype", [(f, d) for f in FORMS for d in ("float32", "float64")])
 def test_renyi_derivative_in_alpha_against_mpmath(form, dtype):
   """d/dalpha at and around 1 against mpmath's derivative of the 40-digit reference."""
   case = "d3"
@@ -180,12 +180,17 @@ def test_renyi_infinite_with_finite_gradients_all_forms(x64):
   for form, (c1, c2) in {"full": (s1, s2), "cholesky": (jnp.linalg.cholesky(s1), s2),
                          "diag": (jnp.diag(s1), jnp.diag(s2))}.items():
     f = lambda *a, form=form: jp.mvn_renyi_divergence(*a[1:], alpha=a[0], covariance=form)
-    assert float(f(3.0, m1, c1, m2, c2)) == np.inf, form
-    grads = jax.grad(f, argnums=(0, 1, 2, 3, 4))(3.0, m1, c1, m2, c2)
-    assert not any(np.any(np.isnan(np.asarray(g))) for g in grads), (form, grads)
+
     # A batch mixing finite and infinite orders keeps the finite entries' gradients.
-    def finite_sum(a, c1=c1, c2=c2, form=form):
+    def finite_sum(a, c1, c2, form=form):
       v = jp.mvn_renyi_divergence(m1, c1, m2, c2, alpha=a, covariance=form)
       return jnp.sum(jnp.where(jnp.isfinite(v), v, 0.0))
-    g = jax.grad(finite_sum)(jnp.array([0.5, 3.0]))
+
+    # One jitted function per form (alpha = 3 stays a concrete value where it was one): one
+    # compilation instead of op-by-op dispatch of three eager calls.
+    value, grads, g = jax.jit(lambda c1, c2, f=f, finite_sum=finite_sum: (
+        f(3.0, m1, c1, m2, c2), jax.grad(f, argnums=(0, 1, 2, 3, 4))(3.0, m1, c1, m2, c2),
+        jax.grad(finite_sum)(jnp.array([0.5, 3.0]), c1, c2)))(c1, c2)
+    assert float(value) == np.inf, form
+    assert not any(np.any(np.isnan(np.asarray(g))) for g in grads), (form, grads)
     assert np.isfinite(np.asarray(g)).all() and float(g[1]) == 0.0, (form, g)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import mpmath as mp
 import numpy as np
 import pytest
+from _helpers import tiered
 from scipy import integrate
 from scipy import stats
 
@@ -48,8 +49,10 @@ def test_beta_renyi_array_alpha_matches_issue_values(x64):
   np.testing.assert_allclose(float(got[0]), np.log(integral) / (0.3 - 1), rtol=1e-9)
 
 
-@pytest.mark.parametrize("alpha_shape,batch", [((3,), (3,)), ((3,), (2, 3)), ((2, 1), (2, 3)),
-                                               ((), (2, 3))])
+# Fast tier: alpha broadcast against a batch of another shape, and a scalar alpha (equal shapes
+# run in test_beta_renyi_array_alpha_matches_issue_values); the others slow.
+@tiered("alpha_shape,batch", [((3,), (3,)), ((3,), (2, 3)), ((2, 1), (2, 3)), ((), (2, 3))],
+        fast=[((2, 1), (2, 3)), ((), (2, 3))])
 def test_beta_renyi_array_alpha_every_broadcast_shape(x64, alpha_shape, batch):
   rng = np.random.default_rng(0)
   a_p, b_p, a_q, b_q = (rng.uniform(0.5, 5.0, size=batch) for _ in range(4))
@@ -62,7 +65,8 @@ def test_beta_renyi_array_alpha_every_broadcast_shape(x64, alpha_shape, batch):
   np.testing.assert_allclose(got, want, rtol=1e-11)
 
 
-@pytest.mark.parametrize("batch", [2, 3, 5])
+# Fast tier: batch 3 (equal to K, once silently wrong) and 2 (once a TypeError); 5 slow.
+@tiered("batch", [2, 3, 5], fast=[2, 3])
 def test_dirichlet_renyi_array_alpha_batch_differs_from_categories(x64, batch):
   """Batch 2 or 5 with K = 3 raised a TypeError; batch 3 was silently wrong."""
   rng = np.random.default_rng(batch)
@@ -133,7 +137,8 @@ def test_bernoulli_entropy_float32_at_the_edges():
       lambda p: jnp.sum(jp.bernoulli_entropy(p)))(jnp.asarray(ps[1:-1])))))
 
 
-@pytest.mark.parametrize("alpha", [0.5, 2.0, 1 + 1e-2])
+# Fast tier: below 1 and within the near-one series; alpha = 2 slow.
+@tiered("alpha", [0.5, 2.0, 1 + 1e-2], fast=[0.5, 1 + 1e-2])
 def test_gamma_renyi_near_p_equal_q_is_non_negative_float32(alpha):
   rel = np.array([0.0, 1e-7, 1e-6, 1e-5, 1e-4], np.float32)
   a, b = np.float32(2.5), np.float32(1.3)
@@ -199,19 +204,20 @@ def test_gaussian_renyi_infinite_is_inf_with_nan_free_gradient(x64):
   f = lambda al, sp: jp.normal_renyi_divergence(0.3, sp, -1.1, 0.6, alpha=al)
   # var_alpha = alpha 0.36 + (1 - alpha) 2.89 <= 0 for alpha >= 1.142.
   assert float(f(2.0, 1.7)) == np.inf
-  g = jax.grad(f, argnums=(0, 1))(2.0, 1.7)
+  g = jax.jit(jax.grad(f, argnums=(0, 1)))(2.0, 1.7)
   assert not np.any(np.isnan(np.asarray(g))), g
   fm = lambda al: jp.mvn_renyi_divergence(jnp.zeros(2), jnp.diag(jnp.array([4.0, 1.0])),
                                           jnp.ones(2), jnp.eye(2), alpha=al)
   assert float(fm(3.0)) == np.inf
-  assert not np.isnan(float(jax.grad(fm)(3.0)))
+  assert not np.isnan(float(jax.jit(jax.grad(fm))(3.0)))
   fg = lambda al: jp.gamma_renyi_divergence(1.5, 2.5, 2.5, 4.0, alpha=al)  # a_alpha = 0 at 2.5
   assert float(fg(3.0)) == np.inf
-  assert not np.isnan(float(jax.grad(fg)(3.0)))
+  assert not np.isnan(float(jax.jit(jax.grad(fg))(3.0)))
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
-@pytest.mark.parametrize("alpha", [1 - 1e-4, 1 + 1e-7, 1.002, 1.009, 1.04])
+# Fast tier: each alpha once, in float32 or float64 (a covering set); the rest slow.
+@tiered("dtype,alpha", [(d, a) for a in (1 - 1e-4, 1 + 1e-7, 1.002, 1.009, 1.04)
+                        for d in (jnp.float32, jnp.float64)])
 def test_exponential_family_renyi_near_one_far_apart(dtype, alpha):
   # Near alpha = 1 a truncated series replaced the divided difference within a fixed radius;
   # its terms grow with the gap between the distributions (rates 1 and 100): 3.5e-4 off at
