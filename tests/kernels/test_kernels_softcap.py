@@ -43,8 +43,9 @@ def _kl(zp, zq, temperature=1.0):
 def _vg(f, args, argnums, dtype, cot):
   """Value and gradient of sum(cot * f) in `dtype` (float64 under enable_x64)."""
   args = [jnp.asarray(a, dtype) if i in argnums else a for i, a in enumerate(args)]
-  value = f(*args)
-  grads = jax.grad(lambda *a: jnp.sum(cot * f(*a)), argnums)(*args)
+  # One jitted program: eagerly, each op of a blockwise kernel compiles on its own.
+  value, grads = jax.jit(lambda *a: (f(*a), jax.grad(lambda *a: jnp.sum(cot * f(*a)),
+                                                     argnums)(*a)))(*args)
   return [np.asarray(x, np.float64) for x in (value, *grads)]
 
 

@@ -64,6 +64,13 @@ def _dense64(z, idx, lp, where, *, divergence, tail, temperature=1.0):
   return jnp.where(where, out, 0.0)
 
 
+def _jitted_value_and_grad(f, cot, argnums, out_dtype):
+  """f and the gradient of sum(cot * f) as one jitted program (eagerly, each op of a blockwise
+  kernel and of its VJP compiles on its own)."""
+  return jax.jit(lambda *a: (f(*a), jax.grad(
+      lambda *a: jnp.sum(cot * f(*a).astype(out_dtype)), argnums)(*a)))
+
+
 def _ref(z_fn, args, argnums, **kw):
   """Value and gradient (of sum(cot * loss)) of the dense float64 loss of `z_fn(*args)`."""
   *student, idx, lp, where = args
@@ -72,8 +79,7 @@ def _ref(z_fn, args, argnums, **kw):
     f = lambda *s: _dense64(z_fn(*s), jnp.asarray(idx), jnp.asarray(lp), jnp.asarray(where),
                             **kw)
     s64 = [jnp.asarray(s, jnp.float64) for s in student]
-    value = f(*s64)
-    grads = jax.grad(lambda *s: jnp.sum(cot * f(*s)), argnums)(*s64)
+    value, grads = _jitted_value_and_grad(f, cot, argnums, jnp.float64)(*s64)
     return [np.asarray(x) for x in (value, *grads)]
 
 
@@ -81,8 +87,7 @@ def _ours(f, student, argnums, dtype=jnp.float32):
   cot = np.linspace(0.5, 1.5, student[0].shape[0])
   s = [jnp.asarray(x, dtype) for x in student]
   out_dtype = jnp.promote_types(dtype, jnp.float32)
-  value = f(*s)
-  grads = jax.grad(lambda *a: jnp.sum(cot * f(*a).astype(out_dtype)), argnums)(*s)
+  value, grads = _jitted_value_and_grad(f, cot, argnums, out_dtype)(*s)
   return [np.asarray(x, np.float64) for x in (value, *grads)]
 
 
