@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import tiered
 from kernels_cases import BLOCK
 from kernels_cases import IMPLEMENTATIONS
 from kernels_cases import N
@@ -54,8 +55,8 @@ def _ref(valid, kwargs):
                                               z_loss=zl)
 
 
-@pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+# A compilation a case: the fast tier keeps each implementation and each set of options once.
+@tiered("implementation,case", [(i, c) for i in IMPLEMENTATIONS for c in CASES])
 def test_matches_float64_reference(device, implementation, case):
   z, y, valid, kwargs = _inputs(case)
   want, want_grad = value_and_grad64(_ref(valid, kwargs), z, y)
@@ -210,12 +211,14 @@ def test_forward_mode_of_the_cpu_default(case):
     assert _dispatch.select(api.IMPLEMENTATIONS, None, "ce") is api.IMPLEMENTATIONS["xla"].fn
   z, y, valid, kwargs = _inputs(case, seed=16, neg_inf_frac=0.1)
   t = np.random.default_rng(16).normal(size=z.shape)
+  # jitted: eagerly, each op of the kernel and of its JVP compiles on its own.
   with jax.enable_x64(True):
-    want, want_t = jax.jvp(lambda a: _ref(valid, kwargs)(a, jnp.asarray(y)),
-                           (jnp.asarray(z),), (jnp.asarray(t),))
+    want, want_t = jax.jit(lambda a, t: jax.jvp(
+        lambda a: _ref(valid, kwargs)(a, jnp.asarray(y)), (a,), (t,)))(z, t)
   f = functools.partial(ce, labels=jnp.asarray(y), **kwargs)
   with jax.default_device(cpu):
-    got, got_t = jax.jvp(f, (jnp.asarray(z, jnp.float32),), (jnp.asarray(t, jnp.float32),))
+    got, got_t = jax.jit(lambda z, t: jax.jvp(f, (z,), (t,)))(
+        jnp.asarray(z, jnp.float32), jnp.asarray(t, jnp.float32))
   assert_close(got, want, err_msg="loss")
   assert_close(got_t, want_t, err_msg="tangent")
   assert np.all(np.asarray(got_t)[~valid] == 0)

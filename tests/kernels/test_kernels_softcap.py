@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import tiered
 from kernels_cases import IMPLEMENTATIONS
 
 from jaxdiv import kernels
@@ -112,10 +113,13 @@ def test_distillation_divergence(implementation, divergence):
     _check(loss, dense, (zs, cot), (0,))
 
 
-@pytest.mark.parametrize(("implementation", "divergence", "teacher"), [
+# The fast tier keeps each implementation, divergence and kind of teacher once.
+@tiered("implementation,divergence,teacher", [
     ("chunked", "forward_kl", "head"), ("chunked", "reverse_kl", "logits"),
     ("chunked", "js", "head"), ("xla", "reverse_kl", "head"), ("pallas", "forward_kl", "head"),
-    ("pallas", "js", "logits")])
+    ("pallas", "js", "logits")],
+    fast=[("chunked", "forward_kl", "head"), ("xla", "reverse_kl", "head"),
+          ("pallas", "js", "logits")])
 def test_fused_linear_distillation_divergence(implementation, divergence, teacher):
   h, w, ht, wt, _, where, cot = _data(3)
 
