@@ -80,7 +80,8 @@ def test_neg_inf_logits(device, implementation):
   assert_close(got_grad, want_grad, n_reduced=1)
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+# optax as a peer once in the fast tier; each implementation meets the float64 reference there.
+@tiered("implementation", IMPLEMENTATIONS, fast=["xla"])
 def test_equals_optax(implementation):
   z, y = jnp.asarray(logits(1), jnp.float32), jnp.asarray(labels(1))
   loss = lambda z: optax.softmax_cross_entropy_with_integer_labels(z, y)

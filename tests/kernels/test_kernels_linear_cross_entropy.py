@@ -177,8 +177,8 @@ def test_reduction_edges():
   h, w, y = _inputs(7)
   hf, wf = jnp.asarray(h, jnp.float32), jnp.asarray(w, jnp.float32)
   nothing = np.zeros(N, bool)
-  value, grads = jax.value_and_grad(
-      lambda a, b: flce(a, b, jnp.asarray(y), where=nothing, reduction="mean"), (0, 1))(hf, wf)
+  value, grads = jax.jit(jax.value_and_grad(
+      lambda a, b: flce(a, b, jnp.asarray(y), where=nothing, reduction="mean"), (0, 1)))(hf, wf)
   assert value == 0 and all(np.all(np.asarray(g) == 0) for g in grads)  # mean of nothing: 0
   with pytest.raises(ValueError, match="reduction"):
     flce(hf, wf, jnp.asarray(y), reduction="avg")

@@ -100,7 +100,7 @@ def test_exact_when_nothing_is_filtered(eps, options, layout):
 
 
 @tiered("eps,layout", list(itertools.product([1e-3, 0.05, 0.5], ["dv", "vd"])),
-         fast=[(1e-3, "dv"), (0.05, "vd"), (0.5, "dv")])
+         fast=[(0.05, "vd"), (0.5, "dv")])
 def test_error_bounded_by_the_entries_below_the_threshold(eps, layout):
   """The filter drops only softmax entries p < eps (each times the token's scale): the
   gradients' error is at most what all of those entries carry, computed in float64; the loss
@@ -150,7 +150,7 @@ def test_bad_arguments():
 @tiered("eps,smoothing,layout,check",
          [(e, s, lay, c) for (e, s) in [(0.05, 0.1), (0.05, 0.0), (None, 0.0)]
           for lay in ("dv", "vd") for c in (True, False)],
-         fast=[(0.05, 0.1, "dv", True), (0.05, 0.0, "vd", False), (None, 0.0, "vd", True)])
+         fast=[(0.05, 0.1, "dv", True), (0.05, 0.0, "vd", False)])
 def test_vocab_parallel_equals_one_device(eps, smoothing, layout, check):
   """4 vocabulary shards of 250 columns: the filter keeps each shard's block maxima and
   compares them with the global lse, so it skips the same tiles as one device does. Without
