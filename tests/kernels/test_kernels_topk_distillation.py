@@ -138,7 +138,8 @@ def test_fused_matches_float64_reference(implementation, divergence, tail, layou
   _assert_close(got, want, rtol=2e-5)
 
 
-@pytest.mark.parametrize("implementation", ["chunked", "xla"])
+# The fast tier keeps "chunked"; "xla" is slow.
+@tiered("implementation", ["chunked", "xla"], fast=["chunked"])
 def test_fused_float64_inputs_get_float64_accuracy(implementation):
   h, w, where = _student(2)
   idx, lp = _teacher(2)
