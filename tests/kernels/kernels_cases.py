@@ -32,19 +32,27 @@ def labels(seed, n=N, v=V, z=None):
   return y
 
 
+def _jitted_value_and_grad(f, args, argnums, out_dtype):
+  """f(*args) and the gradient of sum(f) (summed in `out_dtype`), as one jitted program: run
+  eagerly, each op of a blockwise kernel and of its VJP compiles on its own, several times the
+  cost of one compilation of both (the public functions are plain; callers jit them)."""
+  def both(*a):
+    grad = jax.grad(lambda *a: jnp.sum(f(*a).astype(out_dtype)), argnums=argnums)(*a)
+    return f(*a), grad
+  return jax.jit(both)(*args)
+
+
 def value_and_grad64(f, *args, argnums=0):
   """Value and gradient of sum(f(*args)) in float64 (f is a reference, plain autodiff)."""
   with jax.enable_x64(True):
     args64 = [jnp.asarray(np.asarray(a, np.float64)) if np.asarray(a).dtype.kind == "f"
               else jnp.asarray(a) for a in args]
-    value = f(*args64)
-    grad = jax.grad(lambda *a: jnp.sum(f(*a)), argnums=argnums)(*args64)
+    value, grad = _jitted_value_and_grad(f, args64, argnums, jnp.float64)
     return np.asarray(value), jax.tree.map(np.asarray, grad)
 
 
 def value_and_grad(f, *args, argnums=0):
-  value = f(*args)
-  grad = jax.grad(lambda *a: jnp.sum(f(*a).astype(jnp.float32)), argnums=argnums)(*args)
+  value, grad = _jitted_value_and_grad(f, args, argnums, jnp.float32)
   return np.asarray(value, np.float64), jax.tree.map(lambda g: np.asarray(g, np.float64), grad)
 
 

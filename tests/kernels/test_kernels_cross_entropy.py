@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import tiered
 from kernels_cases import BLOCK
 from kernels_cases import IMPLEMENTATIONS
 from kernels_cases import N
@@ -54,8 +55,8 @@ def _ref(valid, kwargs):
                                               z_loss=zl)
 
 
-@pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+# A compilation a case: the fast tier keeps each implementation and each set of options once.
+@tiered("implementation,case", [(i, c) for i in IMPLEMENTATIONS for c in CASES])
 def test_matches_float64_reference(device, implementation, case):
   z, y, valid, kwargs = _inputs(case)
   want, want_grad = value_and_grad64(_ref(valid, kwargs), z, y)
@@ -67,7 +68,9 @@ def test_matches_float64_reference(device, implementation, case):
   assert np.all(got[~valid] == 0) and np.all(got_grad[~valid] == 0)
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+# Pallas interpret mode costs seconds: its case is slow (the kernel runs in the fast tier in
+# test_matches_float64_reference).
+@tiered("implementation", IMPLEMENTATIONS, fast=["xla", "chunked"])
 def test_neg_inf_logits(device, implementation):
   z, y, valid, kwargs = _inputs("ignore_and_where", neg_inf_frac=0.3)
   want, want_grad = value_and_grad64(_ref(valid, kwargs), z, y)
@@ -79,7 +82,8 @@ def test_neg_inf_logits(device, implementation):
   assert_close(got_grad, want_grad, n_reduced=1)
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+# optax as a peer once in the fast tier; each implementation meets the float64 reference there.
+@tiered("implementation", IMPLEMENTATIONS, fast=["xla"])
 def test_equals_optax(implementation):
   z, y = jnp.asarray(logits(1), jnp.float32), jnp.asarray(labels(1))
   loss = lambda z: optax.softmax_cross_entropy_with_integer_labels(z, y)
@@ -90,7 +94,8 @@ def test_equals_optax(implementation):
   assert_close(got_grad, want_grad, n_reduced=1)
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+# The fast tier keeps the CPU default and the Pallas kernel; "chunked" is slow.
+@tiered("implementation", IMPLEMENTATIONS, fast=["xla", "pallas"])
 def test_bfloat16_leading_dims_and_jit(implementation):
   z = logits(2).reshape(1, N, V)
   y = labels(2).reshape(1, N)
@@ -112,8 +117,9 @@ def test_bfloat16_leading_dims_and_jit(implementation):
 
 def test_implementations_agree_under_vmap():
   z, y = jnp.asarray(logits(3), jnp.float32), jnp.asarray(labels(3))
-  batched = ce(z.reshape(1, N, V), y.reshape(1, N), implementation="chunked", block_size=BLOCK)
-  mapped = jax.vmap(lambda z, y: ce(z, y, implementation="pallas", block_size=BLOCK))(
+  batched = jax.jit(lambda z, y: ce(z, y, implementation="chunked", block_size=BLOCK))(
+      z.reshape(1, N, V), y.reshape(1, N))
+  mapped = jax.jit(jax.vmap(lambda z, y: ce(z, y, implementation="pallas", block_size=BLOCK)))(
       z.reshape(1, N, V), y.reshape(1, N))
   assert_close(mapped, batched)
 
@@ -210,12 +216,14 @@ def test_forward_mode_of_the_cpu_default(case):
     assert _dispatch.select(api.IMPLEMENTATIONS, None, "ce") is api.IMPLEMENTATIONS["xla"].fn
   z, y, valid, kwargs = _inputs(case, seed=16, neg_inf_frac=0.1)
   t = np.random.default_rng(16).normal(size=z.shape)
+  # jitted: eagerly, each op of the kernel and of its JVP compiles on its own.
   with jax.enable_x64(True):
-    want, want_t = jax.jvp(lambda a: _ref(valid, kwargs)(a, jnp.asarray(y)),
-                           (jnp.asarray(z),), (jnp.asarray(t),))
+    want, want_t = jax.jit(lambda a, t: jax.jvp(
+        lambda a: _ref(valid, kwargs)(a, jnp.asarray(y)), (a,), (t,)))(z, t)
   f = functools.partial(ce, labels=jnp.asarray(y), **kwargs)
   with jax.default_device(cpu):
-    got, got_t = jax.jvp(f, (jnp.asarray(z, jnp.float32),), (jnp.asarray(t, jnp.float32),))
+    got, got_t = jax.jit(lambda z, t: jax.jvp(f, (z,), (t,)))(
+        jnp.asarray(z, jnp.float32), jnp.asarray(t, jnp.float32))
   assert_close(got, want, err_msg="loss")
   assert_close(got_t, want_t, err_msg="tangent")
   assert np.all(np.asarray(got_t)[~valid] == 0)

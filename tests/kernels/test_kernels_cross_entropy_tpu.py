@@ -50,7 +50,10 @@ def _check(z, y, valid, *, dtype=jnp.float32, block=BLOCK, **options):
   assert np.all(got[~valid] == 0) and np.all(got_grad[~valid] == 0)
 
 
+# TPU interpret mode costs seconds a case: the fast tier keeps the case with every option
+# (test_ignore_where_smoothing_z_loss, which runs `stats` too); the others are slow.
 @needs_interpret
+@pytest.mark.slow
 def test_plain():
   z, y = logits(0, (N, V)), labels(0, N, V)
   _check(z, y, np.ones(N, bool))
@@ -65,6 +68,7 @@ def test_ignore_where_smoothing_z_loss():
 
 
 @needs_interpret
+@pytest.mark.slow
 def test_neg_inf_logits():
   z = logits(2, (N, V), neg_inf_frac=0.3)
   z[N - 2] = -np.inf  # a whole row, masked out: loss 0 and gradient 0, not NaN
@@ -76,6 +80,7 @@ def test_neg_inf_logits():
 
 
 @needs_interpret
+@pytest.mark.slow
 def test_bfloat16():
   z, y = logits(3, (N, V)), labels(3, N, V)
   # 16-bit tiles are (16, 128): 21 rows are two row blocks with a 5-row edge.
@@ -84,6 +89,7 @@ def test_bfloat16():
 
 
 @needs_interpret
+@pytest.mark.slow
 @pytest.mark.parametrize("bn, bv", [BLOCK, (N, V)])  # a 3 x 3 grid; one block (init = finish)
 def test_stats_match_numpy(bn, bv):
   z, y = logits(4, (N, V)), labels(4, N, V)

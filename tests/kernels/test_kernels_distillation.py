@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import tiered
 from kernels_cases import BLOCK
 from kernels_cases import IMPLEMENTATIONS
 from kernels_cases import N
@@ -33,8 +34,9 @@ def _ref(valid, divergence, beta, temperature):
                                              beta=beta, temperature=temperature)
 
 
-@pytest.mark.parametrize("divergence,beta,temperature", SETTINGS)
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+# Each case compiles: the fast tier keeps every implementation and every setting once.
+@tiered("implementation,divergence,beta,temperature",
+        [(i, *setting) for i in IMPLEMENTATIONS for setting in SETTINGS])
 def test_matches_float64_reference(device, implementation, divergence, beta, temperature):
   zs, zt = logits(0), logits(1)
   # -inf in both (outside the support of both distributions) at the same places.
@@ -50,11 +52,13 @@ def test_matches_float64_reference(device, implementation, divergence, beta, tem
   assert np.all(np.isfinite(got)) and np.all(np.isfinite(got_g))
   assert_close(got, want, err_msg="divergence")
   assert_close(got_g, want_g, n_reduced=1, err_msg="d student")
-  teacher_grad = jax.grad(lambda zt: f(jnp.asarray(zs, jnp.float32), zt).sum())(teacher)
+  teacher_grad = jax.jit(jax.grad(lambda zt: f(jnp.asarray(zs, jnp.float32), zt).sum()))(teacher)
   assert np.all(np.asarray(teacher_grad) == 0)
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+# Pallas interpret mode costs seconds: its case is slow (the kernel runs in the fast tier in
+# test_matches_float64_reference).
+@tiered("implementation", IMPLEMENTATIONS, fast=["xla", "chunked"])
 def test_support_mismatch(device, implementation):
   """A student with no mass where the teacher has some makes the forward KL of those tokens
   infinite, a teacher with no mass where the student has some the reverse KL (the one-pass KL
@@ -67,9 +71,9 @@ def test_support_mismatch(device, implementation):
   zt[0, 600] = 200.0  # the teacher's max jumps after the KL is already infinite
   for divergence in ("forward_kl", "reverse_kl"):
     want = value_and_grad64(_ref(np.ones(N, bool), divergence, 0.5, 1.0), zs, zt)[0]
-    got = np.asarray(dd(jnp.asarray(zs, jnp.float32), jnp.asarray(zt, jnp.float32),
-                        divergence=divergence, implementation=implementation,
-                        block_size=BLOCK), np.float64)
+    got = np.asarray(jax.jit(functools.partial(
+        dd, divergence=divergence, implementation=implementation, block_size=BLOCK))(
+            jnp.asarray(zs, jnp.float32), jnp.asarray(zt, jnp.float32)), np.float64)
     assert np.array_equal(np.isinf(got), np.isinf(want)), divergence
     # Infinite where the weighting side has mass that the other lacks.
     lacking = rows if divergence == "forward_kl" else np.arange(N) % 4 == 1
@@ -78,9 +82,9 @@ def test_support_mismatch(device, implementation):
     assert_close(got[finite], want[finite], err_msg=divergence)
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
-@pytest.mark.parametrize("teacher_kind", ["logits", "head"])
-@pytest.mark.parametrize("divergence,beta,temperature", SETTINGS[1:3])
+@tiered("divergence,beta,temperature,teacher_kind,implementation",
+        [(*setting, t, i) for i in IMPLEMENTATIONS for t in ("logits", "head")
+         for setting in SETTINGS[1:3]])
 def test_fused_linear_matches_reference(implementation, teacher_kind, divergence, beta,
                                         temperature):
   rng = np.random.default_rng(4)
@@ -107,11 +111,13 @@ def test_fused_linear_matches_reference(implementation, teacher_kind, divergence
   assert_close(got_dw, want_dw, n_reduced=N)
 
 
-@pytest.mark.parametrize("divergence,beta,temperature,layouts,dtype", [
+# Pallas interpret mode costs seconds a case: the fast tier keeps the bfloat16 case (both weight
+# layouts across student and teacher, the JS divergence); the float32 ones are slow.
+@tiered("divergence,beta,temperature,layouts,dtype", [
     (*SETTINGS[0], (False, True), jnp.float32),
     (*SETTINGS[1], (True, True), jnp.float32),
     (*SETTINGS[3], (True, False), jnp.bfloat16),
-])
+], fast=[(*SETTINGS[3], (True, False), jnp.bfloat16)])
 def test_fused_linear_pallas_tiles(divergence, beta, temperature, layouts, dtype):
   """The Pallas kernels with small tiles: several token blocks (the last one partial), a
   vocabulary that ends inside a tile, a split with no tile, and both weight layouts; bfloat16
@@ -144,7 +150,7 @@ def test_fused_linear_pallas_tiles(divergence, beta, temperature, layouts, dtype
 
   x = jnp.asarray(hs, dtype), jnp.asarray(ws_in, dtype)
   got, (got_dh, got_dw) = value_and_grad(f, *x, argnums=(0, 1))
-  raw = jax.grad(lambda *x: f(*x).sum(), argnums=(0, 1))(*x)
+  raw = jax.jit(jax.grad(lambda *x: f(*x).sum(), argnums=(0, 1)))(*x)
   assert raw[0].dtype == raw[1].dtype == dtype
   # bfloat16: the gradient of the logits is rounded to bfloat16 before the backward matmuls.
   tol_dtype, n_red = (jnp.float32, v * d) if dtype == jnp.float32 else (jnp.bfloat16, 1)
@@ -155,7 +161,9 @@ def test_fused_linear_pallas_tiles(divergence, beta, temperature, layouts, dtype
                err_msg="d weight")
 
 
-@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl"])
+# Pallas interpret mode: the fast tier keeps the reverse KL, whose infinity crosses the merge
+# of the splits; the forward KL (finite) is slow.
+@tiered("divergence", ["forward_kl", "reverse_kl"], fast=["reverse_kl"])
 def test_fused_linear_pallas_teacher_logits_without_mass(divergence):
   """Teacher logits with -inf: the reverse KL of those tokens is infinite and stays so when
   the teacher's max jumps in a later vocabulary split (the merge of the splits' KL states);
@@ -179,15 +187,17 @@ def test_fused_linear_pallas_teacher_logits_without_mass(divergence):
   assert_close(got[~lacking], want[~lacking], n_reduced=v * d, err_msg=divergence)
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+# Pallas interpret mode costs seconds: its case is slow (the kernel runs in the fast tier in
+# test_matches_float64_reference).
+@tiered("implementation", IMPLEMENTATIONS, fast=["xla", "chunked"])
 def test_nan_logit_gives_nan(device, implementation):
   """A NaN logit makes its token's divergence NaN (never 0 or a number); others are kept."""
   zs, zt = logits(12), logits(13)
   zs[4, 10] = zt[9, 999] = np.nan
   for divergence in ("forward_kl", "reverse_kl", "js"):
-    got = np.asarray(dd(jnp.asarray(zs, jnp.float32), jnp.asarray(zt, jnp.float32),
-                        divergence=divergence, implementation=implementation,
-                        block_size=BLOCK))
+    got = np.asarray(jax.jit(functools.partial(
+        dd, divergence=divergence, implementation=implementation, block_size=BLOCK))(
+            jnp.asarray(zs, jnp.float32), jnp.asarray(zt, jnp.float32)))
     assert np.isnan(got[[4, 9]]).all(), (divergence, got[[4, 9]])
     assert np.isfinite(np.delete(got, [4, 9])).all(), divergence
 
@@ -209,8 +219,8 @@ def test_js_limits_and_bad_inputs():
     fldd(zs[:, :8], jnp.zeros((8, V)), zs[:, :8], jnp.zeros((8, V)), teacher_logits=zt)
 
 
-@pytest.mark.parametrize("divergence,beta,temperature", SETTINGS[1:3])
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@tiered("implementation,divergence,beta,temperature",
+        [(i, *setting) for i in IMPLEMENTATIONS for setting in SETTINGS[1:3]])
 def test_forward_mode_matches_float64_reference(device, implementation, divergence, beta,
                                                 temperature):
   """`jax.jvp` of every implementation with `forward_mode=True` (as jaxdiv.losses calls them:
@@ -219,10 +229,12 @@ def test_forward_mode_matches_float64_reference(device, implementation, divergen
   zs, zt = logits(20), logits(21)
   where = np.random.default_rng(22).random(N) > 0.2
   ts, tt = logits(23, scale=1.0), logits(24, scale=1.0)
+  # jitted: eagerly, each op of the reference and of its JVP compiles on its own. The kernel's
+  # JVP runs eagerly, as the plain call it must equal bit for bit.
   with jax.enable_x64(True):
     ref = _ref(where, divergence, beta, temperature)
-    want, want_t = jax.jvp(lambda a: ref(a, jnp.asarray(zt)), (jnp.asarray(zs),),
-                           (jnp.asarray(ts),))
+    want, want_t = jax.jit(lambda a, t: jax.jvp(lambda a: ref(a, jnp.asarray(zt)), (a,), (t,)))(
+        zs, ts)
   f = functools.partial(api.logits_divergence, valid=jnp.asarray(where),
                         divergence=divergence, beta=beta, temperature=temperature,
                         implementation=implementation, block_size=BLOCK, forward_mode=True)

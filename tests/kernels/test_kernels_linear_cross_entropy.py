@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import tiered
 from kernels_cases import IMPLEMENTATIONS
 from kernels_cases import assert_close
 from kernels_cases import value_and_grad
@@ -32,9 +33,9 @@ def _inputs(seed, dtype=jnp.float32):
   return h, w, y
 
 
-@pytest.mark.parametrize("layout", ["dv", "vd"])
-@pytest.mark.parametrize("options", ["plain", "all"])
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+# A compilation a case: the fast tier keeps each implementation, options and layout once.
+@tiered("implementation,options,layout",
+        [(i, o, lay) for i in IMPLEMENTATIONS for o in ("plain", "all") for lay in ("dv", "vd")])
 def test_matches_float64_reference(device, implementation, options, layout):
   h, w, y = _inputs(0)
   valid = np.ones(N, bool)
@@ -63,7 +64,8 @@ def test_matches_float64_reference(device, implementation, options, layout):
   assert np.all(got[~valid] == 0) and np.all(got_dh[~valid] == 0)
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+# The fast tier keeps the Pallas kernel's bfloat16 path (its own casts); the others are slow.
+@tiered("implementation", IMPLEMENTATIONS, fast=["pallas"])
 def test_bfloat16_with_float32_accumulation(implementation):
   h, w, y = _inputs(2)
   hb, wb = jnp.asarray(h, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16)
@@ -118,7 +120,8 @@ def test_layout_errors():
     flce(h, jnp.zeros((5, 6)), jnp.zeros(3, jnp.int32))
   with pytest.raises(ValueError, match="weight_layout"):
     flce(h, jnp.zeros((4, 6)), jnp.zeros(3, jnp.int32), weight_layout="vocab_first")
-  square = flce(h, jnp.eye(4), jnp.zeros(3, jnp.int32), weight_layout="vd")
+  square = jax.jit(functools.partial(flce, weight_layout="vd"))(h, jnp.eye(4),
+                                                               jnp.zeros(3, jnp.int32))
   np.testing.assert_allclose(square, np.log(4.0), rtol=1e-6)
 
 
@@ -131,9 +134,10 @@ def test_axis_name_outside_shard_map(implementation):
       fn(h, w, y, axis_name="vocab", implementation=implementation)
 
 
-@pytest.mark.parametrize("layout", ["dv", "vd"])
-@pytest.mark.parametrize("reduction", ["mean", "sum"])
-@pytest.mark.parametrize("implementation", [None, "xla", "forward_grad"])
+# A few compilations a case: the fast tier keeps each implementation, reduction and layout once.
+@tiered("implementation,reduction,layout",
+        [(i, r, lay) for i in (None, "xla", "forward_grad") for r in ("mean", "sum")
+         for lay in ("dv", "vd")])
 def test_reduction_matches_float64_reference(implementation, reduction, layout):
   # "forward_grad": the internal alternative that forms the gradients in the forward pass
   # (benchmarked, not used by the public function); token blocks of 8 do not divide N = 37.
@@ -166,8 +170,8 @@ def test_reduction_matches_float64_reference(implementation, reduction, layout):
   assert_close(got_dw, want_dw, n_reduced=N, err_msg="d weight")
   assert np.all(got_dh[~valid] == 0)
   # Under remat (the forward, gradients included, runs again) the result is the same.
-  remat = jax.grad(jax.checkpoint(f), argnums=(0, 1))(jnp.asarray(h, jnp.float32),
-                                                      jnp.asarray(w_in, jnp.float32))
+  remat = jax.jit(jax.grad(jax.checkpoint(f), argnums=(0, 1)))(jnp.asarray(h, jnp.float32),
+                                                               jnp.asarray(w_in, jnp.float32))
   assert_close(remat[1], want_dw, n_reduced=N, err_msg="d weight under jax.checkpoint")
 
 
@@ -175,8 +179,8 @@ def test_reduction_edges():
   h, w, y = _inputs(7)
   hf, wf = jnp.asarray(h, jnp.float32), jnp.asarray(w, jnp.float32)
   nothing = np.zeros(N, bool)
-  value, grads = jax.value_and_grad(
-      lambda a, b: flce(a, b, jnp.asarray(y), where=nothing, reduction="mean"), (0, 1))(hf, wf)
+  value, grads = jax.jit(jax.value_and_grad(
+      lambda a, b: flce(a, b, jnp.asarray(y), where=nothing, reduction="mean"), (0, 1)))(hf, wf)
   assert value == 0 and all(np.all(np.asarray(g) == 0) for g in grads)  # mean of nothing: 0
   with pytest.raises(ValueError, match="reduction"):
     flce(hf, wf, jnp.asarray(y), reduction="avg")

@@ -5,14 +5,16 @@ than the softmax entries below the threshold can carry."""
 from __future__ import annotations
 
 import functools
-import inspect
 import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import Mesh
+from _helpers import CHECK_FLAG
+from _helpers import cpu_mesh
+from _helpers import shard_map
+from _helpers import tiered
 from jax.sharding import PartitionSpec as P
 from kernels_cases import assert_close
 from kernels_cases import value_and_grad
@@ -22,11 +24,6 @@ from jaxdiv.kernels import _shapes
 from jaxdiv.kernels import fused_linear_cross_entropy as flce
 from jaxdiv.kernels.linear_cross_entropy import chunked_xla
 from jaxdiv.kernels.linear_cross_entropy import reference
-
-try:
-  from jax import shard_map
-except ImportError:  # older jax
-  from jax.experimental.shard_map import shard_map
 
 N, D, V = _shapes.TEST_LINEAR
 BLOCK = 256  # vocabulary block; 1000 is not a multiple of it (the last block is clamped)
@@ -82,17 +79,11 @@ def _got(h, w, y, where, layout, eps, options):
   return got / np.asarray(c, np.float64), grads
 
 
-def _tiered(names, cases, fast):
-  """Every case of the product, the ones not in `fast` in the slow tier: each case is a
-  compilation of a few seconds, and the fast tier keeps one of every value of every axis."""
-  slow = pytest.mark.slow
-  return pytest.mark.parametrize(
-      names, [c if c in fast else pytest.param(*c, marks=slow) for c in cases])
-
-
-@_tiered("eps,options,layout",
+# Each case is a compilation of a few seconds: the fast tier keeps one of every value of every
+# axis (`tiered`), the slow tier the rest of the product.
+@tiered("eps,options,layout",
          list(itertools.product([None, 0.0, 1e-30], ["plain", "all"], ["dv", "vd"])),
-         fast=[(None, "plain", "dv"), (0.0, "all", "vd"), (1e-30, "plain", "vd"),
+         fast=[(None, "plain", "dv"), (0.0, "all", "vd"),
                (1e-30, "all", "dv")])
 def test_exact_when_nothing_is_filtered(eps, options, layout):
   """None and 0 are the exact path; a threshold below every probability runs the filtered
@@ -108,8 +99,8 @@ def test_exact_when_nothing_is_filtered(eps, options, layout):
   assert_close(got_dw, want_dw, n_reduced=N, err_msg="d weight")
 
 
-@_tiered("eps,layout", list(itertools.product([1e-3, 0.05, 0.5], ["dv", "vd"])),
-         fast=[(1e-3, "dv"), (0.05, "vd"), (0.5, "dv")])
+@tiered("eps,layout", list(itertools.product([1e-3, 0.05, 0.5], ["dv", "vd"])),
+         fast=[(0.05, "vd"), (0.5, "dv")])
 def test_error_bounded_by_the_entries_below_the_threshold(eps, layout):
   """The filter drops only softmax entries p < eps (each times the token's scale): the
   gradients' error is at most what all of those entries carry, computed in float64; the loss
@@ -155,14 +146,11 @@ def test_bad_arguments():
     flce(h, w, y, grad_filter_eps=0.1, softcap=30.0)
 
 
-_CHECK = "check_vma" if "check_vma" in inspect.signature(shard_map).parameters else "check_rep"
-
-
 @pytest.mark.skipif(len(jax.devices("cpu")) < 4, reason="needs 4 CPU devices")
-@_tiered("eps,smoothing,layout,check",
+@tiered("eps,smoothing,layout,check",
          [(e, s, lay, c) for (e, s) in [(0.05, 0.1), (0.05, 0.0), (None, 0.0)]
           for lay in ("dv", "vd") for c in (True, False)],
-         fast=[(0.05, 0.1, "dv", True), (0.05, 0.0, "vd", False), (None, 0.0, "vd", True)])
+         fast=[(0.05, 0.1, "dv", True), (0.05, 0.0, "vd", False)])
 def test_vocab_parallel_equals_one_device(eps, smoothing, layout, check):
   """4 vocabulary shards of 250 columns: the filter keeps each shard's block maxima and
   compares them with the global lse, so it skips the same tiles as one device does. Without
@@ -173,11 +161,11 @@ def test_vocab_parallel_equals_one_device(eps, smoothing, layout, check):
   h, y, where = jnp.asarray(h, jnp.float32), jnp.asarray(y), jnp.asarray(where)
   kw = dict(weight_layout=layout, block_size=125, grad_filter_eps=eps,
             **dict(OPTIONS, label_smoothing=smoothing))
-  mesh = Mesh(np.array(jax.devices("cpu")[:k]), ("vocab",))
+  mesh = cpu_mesh(k, "vocab")
   w_spec = P("vocab", None) if layout == "vd" else P(None, "vocab")
   sharded = shard_map(lambda h, w, y, m: flce(h, w, y, where=m, axis_name="vocab", **kw),
                       mesh=mesh, in_specs=(P(), w_spec, P(), P()), out_specs=P(),
-                      **({} if check else {_CHECK: False}))
+                      **({} if check else {CHECK_FLAG: False}))
   one = lambda h, w, y, m: flce(h, w, y, where=m, **kw)
   c = jnp.asarray(_cotangent(), jnp.float32)
   results = [jax.jit(jax.value_and_grad(lambda h, w, f=f: jnp.sum(c * f(h, w, y, where)),

@@ -15,6 +15,7 @@ from _helpers import N_DEVICES
 from _helpers import cpu_mesh
 from _helpers import needs_8
 from _helpers import shard_map
+from _helpers import tiered
 from jax.sharding import PartitionSpec as P
 
 import jaxdiv
@@ -63,9 +64,12 @@ def _compare(sharded, one, args, rtol=2e-6):
     np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
 
 
+# Each case compiles a sharded and a one-device program: the fast tier keeps one case of each
+# function; the two have each implementation, layout and check between them.
 @needs_8
-@pytest.mark.parametrize(("implementation", "layout", "check"), [
-    ("chunked", "dv", True), ("chunked", "vd", False), ("xla", "vd", True)])
+@tiered("implementation,layout,check", [
+    ("chunked", "dv", True), ("chunked", "vd", False), ("xla", "vd", True)],
+    fast=[("chunked", "vd", False)])
 def test_vocab_parallel_token_log_probs(implementation, layout, check):
   kw = dict(implementation=implementation, block_size=16, softcap=4.0, temperature=0.8,
             weight_layout=layout)
@@ -74,7 +78,10 @@ def test_vocab_parallel_token_log_probs(implementation, layout, check):
   _compare(_sharded(fn, layout, check), fn, _inputs(0, layout))
 
 
+# Pallas interpret mode costs seconds: slow (the kernel runs in the fast tier on one device, in
+# test_kernels_token_log_probs.py).
 @needs_8
+@pytest.mark.slow
 def test_vocab_parallel_token_log_probs_pallas_interpret():
   kw = dict(implementation="pallas", block_size=16, softcap=4.0, weight_layout="vd")
   fn = lambda h, w, y, m, axis_name=None: jaxdiv.losses.fused_linear_token_log_probs(
@@ -83,8 +90,9 @@ def test_vocab_parallel_token_log_probs_pallas_interpret():
 
 
 @needs_8
-@pytest.mark.parametrize(("implementation", "layout", "check"), [
-    ("chunked", "dv", True), ("chunked", "vd", False), ("xla", "dv", True)])
+@tiered("implementation,layout,check", [
+    ("chunked", "dv", True), ("chunked", "vd", False), ("xla", "dv", True)],
+    fast=[("xla", "dv", True)])
 def test_vocab_parallel_topk_distillation(implementation, layout, check):
   h, w, _, where = _inputs(2, layout)
   rng = np.random.default_rng(2)
@@ -97,7 +105,10 @@ def test_vocab_parallel_topk_distillation(implementation, layout, check):
   _compare(_sharded(fn, layout, check), fn, (h, w, idx, where))
 
 
+# Pallas interpret mode: slow (the kernel runs in the fast tier on one device, in
+# test_kernels_topk_distillation.py).
 @needs_8
+@pytest.mark.slow
 def test_vocab_parallel_topk_distillation_pallas_interpret():
   h, w, _, where = _inputs(3, "vd", n=6, v=N_DEVICES * 20)
   rng = np.random.default_rng(3)

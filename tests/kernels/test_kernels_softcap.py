@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import tiered
 from kernels_cases import IMPLEMENTATIONS
 
 from jaxdiv import kernels
@@ -43,8 +44,9 @@ def _kl(zp, zq, temperature=1.0):
 def _vg(f, args, argnums, dtype, cot):
   """Value and gradient of sum(cot * f) in `dtype` (float64 under enable_x64)."""
   args = [jnp.asarray(a, dtype) if i in argnums else a for i, a in enumerate(args)]
-  value = f(*args)
-  grads = jax.grad(lambda *a: jnp.sum(cot * f(*a)), argnums)(*args)
+  # One jitted program: eagerly, each op of a blockwise kernel compiles on its own.
+  value, grads = jax.jit(lambda *a: (f(*a), jax.grad(lambda *a: jnp.sum(cot * f(*a)),
+                                                     argnums)(*a)))(*args)
   return [np.asarray(x, np.float64) for x in (value, *grads)]
 
 
@@ -73,7 +75,8 @@ def test_fused_linear_cross_entropy(implementation):
   _check(ours, dense, (h, w, cot), (0, 1))
 
 
-@pytest.mark.parametrize("implementation", [None, *IMPLEMENTATIONS])
+# On CPU None runs "xla": the fast tier keeps None (and the loss), "chunked" and "pallas".
+@tiered("implementation", [None, *IMPLEMENTATIONS], fast=[None, "chunked", "pallas"])
 def test_cross_entropy_with_integer_labels(implementation):
   h, w, _, _, y, where, cot = _data(1)
   z = h @ w
@@ -88,9 +91,11 @@ def test_cross_entropy_with_integer_labels(implementation):
     _check(loss, dense, (z, cot), (0,))
 
 
-@pytest.mark.parametrize(("implementation", "divergence"), [
+# On CPU None runs "xla": the fast tier keeps None, "chunked" (both with the loss) and "pallas".
+@tiered("implementation,divergence", [
     (None, "forward_kl"), ("xla", "reverse_kl"), ("chunked", "reverse_kl"),
-    ("pallas", "forward_kl")])
+    ("pallas", "forward_kl")],
+    fast=[(None, "forward_kl"), ("chunked", "reverse_kl"), ("pallas", "forward_kl")])
 def test_distillation_divergence(implementation, divergence):
   h, w, ht, wt, _, where, cot = _data(2)
   zs, zt = h @ w, ht @ wt
@@ -111,10 +116,13 @@ def test_distillation_divergence(implementation, divergence):
     _check(loss, dense, (zs, cot), (0,))
 
 
-@pytest.mark.parametrize(("implementation", "divergence", "teacher"), [
+# The fast tier keeps each implementation, divergence and kind of teacher once.
+@tiered("implementation,divergence,teacher", [
     ("chunked", "forward_kl", "head"), ("chunked", "reverse_kl", "logits"),
     ("chunked", "js", "head"), ("xla", "reverse_kl", "head"), ("pallas", "forward_kl", "head"),
-    ("pallas", "js", "logits")])
+    ("pallas", "js", "logits")],
+    fast=[("chunked", "forward_kl", "head"), ("xla", "reverse_kl", "head"),
+          ("pallas", "js", "logits")])
 def test_fused_linear_distillation_divergence(implementation, divergence, teacher):
   h, w, ht, wt, _, where, cot = _data(3)
 
@@ -181,7 +189,9 @@ def test_every_kernel_is_float64_accurate_on_float64_inputs(implementation):
       np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=str(k))
 
 
-@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+# Pallas interpret mode costs seconds: its case is slow (the kernel runs in the fast tier in
+# the tests above).
+@tiered("implementation", IMPLEMENTATIONS, fast=["xla", "chunked"])
 def test_masked_logits_stay_masked_under_the_cap(implementation):
   # c tanh(-inf / c) = -c: a -inf (masked) logit must not get probability back through the cap.
   rng = np.random.default_rng(7)
@@ -192,14 +202,16 @@ def test_masked_logits_stay_masked_under_the_cap(implementation):
   lse = np.log(np.sum(np.exp(zc[:, :25]), axis=-1))
   want = lse - zc[np.arange(6), y]  # float64 dense, over the 25 kept classes only
   zj = jnp.asarray(z, jnp.float32)
-  got = kernels.cross_entropy_with_integer_labels(zj, jnp.asarray(y), softcap=C,
-                                                  implementation=implementation)
+  # jitted: eagerly, each op of a kernel and of its VJP compiles on its own.
+  ce = lambda x: kernels.cross_entropy_with_integer_labels(x, jnp.asarray(y), softcap=C,
+                                                           implementation=implementation)
+  got, g = jax.jit(lambda x: (ce(x), jax.grad(lambda x: jnp.sum(ce(x)))(x)))(zj)
   np.testing.assert_allclose(np.asarray(got), want, rtol=2e-6, atol=2e-6)
-  got = losses.softmax_cross_entropy_with_integer_labels(zj, jnp.asarray(y), softcap=C)
+  got = jax.jit(lambda x: losses.softmax_cross_entropy_with_integer_labels(
+      x, jnp.asarray(y), softcap=C))(zj)
   np.testing.assert_allclose(np.asarray(got), want, rtol=2e-6, atol=2e-6)
-  g = jax.grad(lambda x: jnp.sum(kernels.cross_entropy_with_integer_labels(
-      x, jnp.asarray(y), softcap=C, implementation=implementation)))(zj)
   assert np.all(np.asarray(g)[:, 25:] == 0), "masked classes get no gradient"
   teacher = jnp.asarray(np.where(np.isinf(z), -np.inf, rng.normal(size=z.shape)), jnp.float32)
-  kl = kernels.distillation_divergence(zj, teacher, softcap=C, implementation=implementation)
+  kl = jax.jit(lambda a, b: kernels.distillation_divergence(
+      a, b, softcap=C, implementation=implementation))(zj, teacher)
   assert np.all(np.isfinite(np.asarray(kl))), kl

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import tiered
 
 from jaxdiv.kernels import _shapes
 from jaxdiv.losses import fused_linear_token_log_probs
@@ -41,12 +42,18 @@ def _objective(f, n):
   return lambda h, w: (lambda lp, ent: jnp.sum(c1 * lp) + jnp.sum(c2 * ent))(*f(h, w))
 
 
+def _value_and_grad(f, h, w):
+  """f(h, w) and the gradients of `_objective` as one jitted program (eagerly, each op of a
+  blockwise kernel and of its VJP compiles on its own)."""
+  return jax.jit(lambda h, w: (f(h, w), jax.grad(_objective(f, h.shape[0]), (0, 1))(h, w)))(
+      h, w)
+
+
 def _reference(args, **kw):
   with jax.enable_x64(True):
     h, w, y, where = (jnp.asarray(a) for a in args)
     f = lambda h, w: _dense64(h, w, y, where, **kw)
-    value = f(h, w)
-    grads = jax.grad(_objective(f, h.shape[0]), (0, 1))(h, w)
+    value, grads = _value_and_grad(f, h, w)
     return [np.asarray(a) for a in (*value, *grads)]
 
 
@@ -56,8 +63,7 @@ def _ours(args, dtype=jnp.float32, **kw):
   f = lambda h, w: tuple(o.astype(out) for o in fused_linear_token_log_probs(
       h, w, y, where=where, **kw))
   h, w = jnp.asarray(h, dtype), jnp.asarray(w, dtype)
-  value = f(h, w)
-  grads = jax.grad(_objective(f, h.shape[0]), (0, 1))(h, w)
+  value, grads = _value_and_grad(f, h, w)
   return [np.asarray(a, np.float64) for a in (*value, *grads)]
 
 
@@ -66,11 +72,13 @@ def _assert_close(got, want, rtol):
     np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max(), err_msg=name)
 
 
-# Each implementation on both layouts, with and without the cap (Pallas interpret mode is slow).
-@pytest.mark.parametrize(("implementation", "options", "layout"), [
+# Each implementation on both layouts, with and without the cap (Pallas interpret mode is slow);
+# the fast tier keeps each implementation, options and layout once.
+@tiered("implementation,options,layout", [
     ("xla", "plain", "dv"), ("xla", "capped", "vd"), ("chunked", "plain", "vd"),
     ("chunked", "capped", "dv"), ("chunked", "temperature", "dv"), ("pallas", "plain", "dv"),
-    ("pallas", "capped", "vd")])
+    ("pallas", "capped", "vd")],
+    fast=[("xla", "capped", "vd"), ("chunked", "temperature", "dv"), ("pallas", "plain", "dv")])
 def test_matches_float64_reference(implementation, options, layout):
   args = _inputs(0, layout)
   kw = OPTIONS[options]
@@ -80,7 +88,8 @@ def test_matches_float64_reference(implementation, options, layout):
   assert all(np.all(g[masked] == 0) for g in (got[0], got[1], got[2]))
 
 
-@pytest.mark.parametrize("implementation", ["xla", "chunked"])
+# float64 and bfloat16 inputs: the fast tier keeps one implementation of each (crosswise).
+@tiered("implementation", ["xla", "chunked"], fast=["chunked"])
 def test_float64_inputs_get_float64_accuracy(implementation):
   args = _inputs(1)
   kw = dict(softcap=4.0, temperature=0.9)
@@ -92,7 +101,7 @@ def test_float64_inputs_get_float64_accuracy(implementation):
   _assert_close(got, _reference(args, **kw), rtol=1e-12)
 
 
-@pytest.mark.parametrize("implementation", ["xla", "chunked"])
+@tiered("implementation", ["xla", "chunked"], fast=["xla"])
 def test_bfloat16_with_float32_accumulation(implementation):
   args = _inputs(2)
   h, w = (np.asarray(jnp.asarray(a, jnp.bfloat16), np.float64) for a in args[:2])

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import tiered
 
 from jaxdiv.losses import fused_linear_topk_distillation_loss
 from jaxdiv.losses import topk_distillation_loss
@@ -64,6 +65,13 @@ def _dense64(z, idx, lp, where, *, divergence, tail, temperature=1.0):
   return jnp.where(where, out, 0.0)
 
 
+def _jitted_value_and_grad(f, cot, argnums, out_dtype):
+  """f and the gradient of sum(cot * f) as one jitted program (eagerly, each op of a blockwise
+  kernel and of its VJP compiles on its own)."""
+  return jax.jit(lambda *a: (f(*a), jax.grad(
+      lambda *a: jnp.sum(cot * f(*a).astype(out_dtype)), argnums)(*a)))
+
+
 def _ref(z_fn, args, argnums, **kw):
   """Value and gradient (of sum(cot * loss)) of the dense float64 loss of `z_fn(*args)`."""
   *student, idx, lp, where = args
@@ -72,8 +80,7 @@ def _ref(z_fn, args, argnums, **kw):
     f = lambda *s: _dense64(z_fn(*s), jnp.asarray(idx), jnp.asarray(lp), jnp.asarray(where),
                             **kw)
     s64 = [jnp.asarray(s, jnp.float64) for s in student]
-    value = f(*s64)
-    grads = jax.grad(lambda *s: jnp.sum(cot * f(*s)), argnums)(*s64)
+    value, grads = _jitted_value_and_grad(f, cot, argnums, jnp.float64)(*s64)
     return [np.asarray(x) for x in (value, *grads)]
 
 
@@ -81,8 +88,7 @@ def _ours(f, student, argnums, dtype=jnp.float32):
   cot = np.linspace(0.5, 1.5, student[0].shape[0])
   s = [jnp.asarray(x, dtype) for x in student]
   out_dtype = jnp.promote_types(dtype, jnp.float32)
-  value = f(*s)
-  grads = jax.grad(lambda *a: jnp.sum(cot * f(*a).astype(out_dtype)), argnums)(*s)
+  value, grads = _jitted_value_and_grad(f, cot, argnums, out_dtype)(*s)
   return [np.asarray(x, np.float64) for x in (value, *grads)]
 
 
@@ -91,8 +97,9 @@ def _assert_close(got, want, rtol):
     np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max(), err_msg=str(k))
 
 
-@pytest.mark.parametrize("tail", ["bin", "renormalize"])
-@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "js"])
+# A compilation a case: the fast tier keeps each divergence and tail once.
+@tiered("divergence,tail", [(d, t) for d in ("forward_kl", "reverse_kl", "js")
+                            for t in ("bin", "renormalize")])
 def test_topk_over_logits_matches_float64_reference(divergence, tail):
   h, w, where = _student(0)
   z = h @ w
@@ -106,11 +113,15 @@ def test_topk_over_logits_matches_float64_reference(divergence, tail):
   assert np.all(got[0][where] > 0)
 
 
-@pytest.mark.parametrize(("implementation", "divergence", "tail", "layout", "softcap"), [
+# The fast tier keeps each implementation, divergence, tail, layout and cap once.
+@tiered("implementation,divergence,tail,layout,softcap", [
     ("chunked", "forward_kl", "bin", "dv", None), ("chunked", "reverse_kl", "bin", "vd", 3.0),
     ("chunked", "js", "renormalize", "dv", 3.0), ("xla", "forward_kl", "renormalize", "vd", None),
     ("xla", "js", "bin", "dv", 3.0), ("pallas", "reverse_kl", "bin", "dv", 3.0),
-    ("pallas", "forward_kl", "renormalize", "vd", None)])
+    ("pallas", "forward_kl", "renormalize", "vd", None)],
+    fast=[("chunked", "js", "renormalize", "dv", 3.0),
+          ("xla", "forward_kl", "renormalize", "vd", None),
+          ("pallas", "reverse_kl", "bin", "dv", 3.0)])
 def test_fused_matches_float64_reference(implementation, divergence, tail, layout, softcap):
   h, w, where = _student(1)
   idx, lp = _teacher(1, temperature=0.8, neg_inf=divergence == "js")
@@ -127,7 +138,8 @@ def test_fused_matches_float64_reference(implementation, divergence, tail, layou
   _assert_close(got, want, rtol=2e-5)
 
 
-@pytest.mark.parametrize("implementation", ["chunked", "xla"])
+# The fast tier keeps "chunked"; "xla" is slow.
+@tiered("implementation", ["chunked", "xla"], fast=["chunked"])
 def test_fused_float64_inputs_get_float64_accuracy(implementation):
   h, w, where = _student(2)
   idx, lp = _teacher(2)
@@ -217,6 +229,6 @@ def test_certain_student_against_a_teacher_tail_stays_finite():
   lp = np.log(np.full((2, 4), 0.24))  # teacher tail 0.04
   for divergence in ("forward_kl", "reverse_kl", "js"):
     f = lambda z, d=divergence: topk_distillation_loss(z, idx, lp, divergence=d)
-    value, grad = f(z), jax.grad(lambda z, f=f: jnp.sum(f(z)))(jnp.asarray(z))
+    value, grad = _jitted_value_and_grad(f, 1.0, 0, jnp.float32)(jnp.asarray(z))
     assert np.all(np.isfinite(value)) and np.all(np.isfinite(grad)), divergence
     assert np.all(np.asarray(value) > 0)
