@@ -93,8 +93,12 @@ def _with_edges(from_logits):
   return jnp.asarray(a), jnp.asarray(b)
 
 
+# Fast tier: each input form and each of eager and jit, on the functions with the most guards
+# (the fallback is one mechanism for every function, whose values the test above checks).
 @tiered("name,from_logits,jit",
-        [(n, fl, j) for n in CASES for fl in (True, False) for j in (False, True)])
+        [(n, fl, j) for n in CASES for fl in (True, False) for j in (False, True)],
+        fast=[("kl_divergence", True, True), ("entropy", False, False),
+              ("js_divergence", True, False)])
 def test_edge_batch_falls_back_to_guarded_path(x64, name, from_logits, jit):
   a, b = _with_edges(from_logits)
   ours = _ours(name, from_logits)
@@ -194,7 +198,11 @@ def test_other_families_value_and_grads_match_reference(x64, name, from_logits):
   _assert_matches(*_other(name, from_logits), a, b)
 
 
-@tiered("name,from_logits", [(n, fl) for n in OTHER_CASES for fl in (True, False)])
+# Fast tier: one function per value form of `_fast` (a power sum with two inputs and with one,
+# the f-family's closed form and a user generator), both input forms among them.
+@tiered("name,from_logits", [(n, fl) for n in OTHER_CASES for fl in (True, False)],
+        fast=[("renyi_divergence[alpha=2]", True), ("tsallis_entropy[alpha=3]", False),
+              ("hellinger_distance", True), ("f_divergence[hellinger]", False)])
 def test_other_families_edge_rows_take_the_guarded_values(x64, name, from_logits):
   a, b = _with_edges(from_logits)
   ours = jax.jit(_other(name, from_logits)[0])

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from discrete_specs import MECHANISM_SPEC_IDS
 from discrete_specs import SPECS
 from discrete_specs import TWO_ARG
 from discrete_specs import call
@@ -31,7 +32,7 @@ def _logits(seed=0, shape=(3,), n=N, dtype=np.float32):
           jnp.asarray(rng.normal(size=shape + (n,)), dtype))
 
 
-@over_specs()
+@over_specs(fast_ids=MECHANISM_SPEC_IDS)
 def test_jit_equals_eager(spec):
   p, q = _pq()
   eager = call(spec, p, q)
@@ -39,7 +40,7 @@ def test_jit_equals_eager(spec):
   np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), rtol=1e-6, atol=1e-7)
 
 
-@over_specs()
+@over_specs(fast_ids=MECHANISM_SPEC_IDS)
 def test_vmap_equals_loop(spec):
   zp, zq = _logits(shape=(4, 2))
   fn = lambda a, b: call(spec, a, b, from_logits=True)
@@ -49,7 +50,7 @@ def test_vmap_equals_loop(spec):
   np.testing.assert_allclose(np.asarray(batched), looped, rtol=1e-5, atol=1e-6)
 
 
-@over_specs()
+@over_specs(fast_ids=MECHANISM_SPEC_IDS)
 def test_axis_equals_moveaxis(spec):
   p, q = _pq(shape=(2, 3))
   want = call(spec, p, q, axis=-1)
@@ -60,7 +61,7 @@ def test_axis_equals_moveaxis(spec):
   np.testing.assert_allclose(np.asarray(got0), np.asarray(want), rtol=1e-6, atol=1e-6)
 
 
-@over_specs(TWO_ARG)
+@over_specs(TWO_ARG, fast_ids=MECHANISM_SPEC_IDS)
 def test_batch_broadcasting(spec):
   p, _ = _pq(shape=(4, 1))
   _, q = _pq(seed=1, shape=(3,))
@@ -72,7 +73,7 @@ def test_batch_broadcasting(spec):
 
 
 @pytest.mark.parametrize("from_logits", [False, True])
-@over_specs()
+@over_specs(fast_ids=MECHANISM_SPEC_IDS)
 def test_mask_equals_slice(spec, from_logits):
   zp, zq = _logits(shape=(3,), n=8)
   if not from_logits:
@@ -86,7 +87,7 @@ def test_mask_equals_slice(spec, from_logits):
 
 
 @pytest.mark.parametrize("from_logits", [False, True])
-@over_specs()
+@over_specs(fast_ids=MECHANISM_SPEC_IDS)
 def test_all_masked_row_is_zero_with_finite_grad(spec, from_logits):
   zp, zq = _logits(shape=(2,))
   if not from_logits:
@@ -101,7 +102,7 @@ def test_all_masked_row_is_zero_with_finite_grad(spec, from_logits):
     np.testing.assert_array_equal(np.asarray(gi[1]), 0.0)
 
 
-@over_specs([s for s in SPECS if s.smooth])
+@over_specs([s for s in SPECS if s.smooth], fast_ids=MECHANISM_SPEC_IDS)
 def test_check_grads_logits(spec, x64):
   zp, zq = _logits(shape=(2,), dtype=np.float64)
   fn = lambda a, b: call(spec, a, b, from_logits=True)
@@ -113,7 +114,7 @@ def test_check_grads_logits(spec, x64):
   check_grads(fn, (zp, zq), order=2, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)
 
 
-@over_specs()
+@over_specs(fast_ids=MECHANISM_SPEC_IDS)
 def test_check_grads_probabilities_interior(spec, x64):
   # Concentrated Dirichlet: no tiny entries, whose large third derivatives would dominate
   # the finite differences' error.
@@ -124,7 +125,7 @@ def test_check_grads_probabilities_interior(spec, x64):
   check_grads(fn, (p, q), order=1, modes=("fwd", "rev"), eps=1e-6, atol=1e-6, rtol=1e-6)
 
 
-@over_specs()
+@over_specs(fast_ids=MECHANISM_SPEC_IDS)
 def test_jacfwd_equals_grad(spec):
   zp, zq = _logits(shape=(), n=N)
   fn = lambda a: call(spec, a, zq, from_logits=True)
@@ -141,7 +142,7 @@ def _boundary_inputs():
   return p, q
 
 
-@over_specs()
+@over_specs(fast_ids=MECHANISM_SPEC_IDS)
 def test_finite_gradients_at_zero_probabilities(spec):
   p, q = _boundary_inputs()
   finite = np.isfinite(np.asarray(call(spec, p, q)))
@@ -152,7 +153,7 @@ def test_finite_gradients_at_zero_probabilities(spec):
     assert np.all(np.isfinite(np.asarray(g))), (argnum, g)
 
 
-@over_specs()
+@over_specs(fast_ids=MECHANISM_SPEC_IDS)
 def test_neg_inf_logits_have_zero_gradient(spec):
   # The same class is impossible under both: every value stays finite.
   zp = jnp.array([0.3, -jnp.inf, 1.0, -0.5, 2.0])
@@ -166,7 +167,7 @@ def test_neg_inf_logits_have_zero_gradient(spec):
     assert g[1] == 0.0
 
 
-@over_specs()
+@over_specs(fast_ids=MECHANISM_SPEC_IDS)
 def test_gradient_at_equal_distributions_is_finite(spec):
   p, _ = _pq(shape=(2,))
   for argnum in (0, 1) if spec.nargs == 2 else (0,):
@@ -175,7 +176,7 @@ def test_gradient_at_equal_distributions_is_finite(spec):
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
-@over_specs()
+@over_specs(fast_ids=MECHANISM_SPEC_IDS)
 def test_low_precision_inputs(spec, dtype):
   zp, zq = _logits(shape=(3,), n=N)
   zp_lo, zq_lo = zp.astype(dtype), zq.astype(dtype)
@@ -187,7 +188,7 @@ def test_low_precision_inputs(spec, dtype):
                              rtol=1e-2 if dtype == jnp.bfloat16 else 2e-3, atol=1e-3)
 
 
-@over_specs()
+@over_specs(fast_ids=MECHANISM_SPEC_IDS)
 def test_scalar_and_batched(spec):
   p, q = _pq(shape=(3,))
   batched = call(spec, p, q)
