@@ -2,9 +2,10 @@
 
 The pipeline, per batch of `batch_size` rows (the distribution axis moved last):
 
-    host read (memmap slice / iterator) -> pad to batch_size -> device_put sharded over the mesh
+    host rows (a view of an array or memmap, else read into a reused buffer and padded)
+        -> device_put sharded over the mesh, one global block of rows at a time
         [background thread, queue of depth `prefetch`: reads overlap device work]
-    -> jitted divergence on every device (one compiled shape)
+    -> jitted divergence on every device, one call per block (one compiled shape)
     -> per-row results back to the host, in order -> output file / array, running reductions
 
 Determinism: rows are computed independently of each other (the divergence reduces only the
@@ -137,7 +138,7 @@ def evaluate(
   The inputs are streamed in batches of `batch_size` rows through the jitted divergence,
   sharded over the batch on `mesh` (data parallel); a background thread reads and transfers
   the next `prefetch` batches while the devices work, so host memory stays bounded by about
-  `batch_size x row bytes x (prefetch + 2)` whatever the input size. Memory-mapped inputs
+  `batch_size x row bytes x (prefetch + 3)` whatever the input size. Memory-mapped inputs
   (``np.load(path, mmap_mode="r")``) are read page by page and the pages are released after
   use.
 
@@ -170,8 +171,9 @@ def evaluate(
       shape ``[rows, n]`` with the distribution on `axis`, in any batch sizes.
     q: second distribution, same shape as `p`; None for a function of one distribution (or
       when `p` is an iterator).
-    batch_size: rows per step, rounded up to a multiple of the number of devices times the
-      rows of one compiled block (:func:`block_rows`: 256 for n <= 4096, fewer above).
+    batch_size: rows read per step, rounded up to a multiple of the number of devices times
+      the rows of one compiled block (:func:`block_rows`: about 2**20 entries, at most 4096
+      rows; 1024 for n = 1024), which the devices compute one call at a time.
     axis: the distribution axis of the inputs.
     from_logits: the inputs are logits (passed to the divergence; for a callable only when
       True). With logits, -inf entries are legitimate (zero probability).
@@ -281,18 +283,28 @@ def _inputs(spec: DivergenceSpec, p, q, axis: int, names) -> _Inputs:
                  [_sources.device_dtype(x.dtype) for x in xs], None, None)
 
 
-def _device_batches(ins: _Inputs, sharding, batch: int, axis: int, names) -> Iterator:
-  """`(arrays, valid)` per batch: this process's rows put on its devices, as one global array
-  per input, and the number of real rows (the last batch is padded)."""
+def _device_batches(ins: _Inputs, sharding, batch: int, block: int, pool, axis: int,
+                    names) -> Iterator:
+  """`(blocks, valid, done)` per batch: this process's rows put on its devices, one global
+  array per input and global block of `block` rows; the number of real rows (the last batch
+  is padded); and what to call once the batch's results are on the host (its host rows are
+  then free: a pooled buffer goes back to `pool`, a memmap's pages are released)."""
+  lo, hi = _compile.local_range(sharding, block, ins.n)
   if ins.sources is not None:
-    lo, hi = _compile.local_range(sharding, batch, ins.n)
-    host = _sources.array_batches(ins.sources, ins.dtypes, batch, lo, hi)
+    host = _sources.array_batches(ins.sources, ins.dtypes, pool, batch, block, lo, hi)
   else:
-    host = _sources.stream_batches(ins.items, ins.n_inputs, axis, names, ins.n, ins.dtypes,
-                                   batch)
-  for parts, valid in host:
-    yield tuple(jax.make_array_from_process_local_data(sharding, x, (batch, ins.n))
-                for x in parts), valid
+    host = ((parts, valid, _nothing) for parts, valid in _sources.stream_batches(
+        ins.items, ins.n_inputs, axis, names, ins.n, ins.dtypes, batch))
+  local = hi - lo
+  for parts, valid, done in host:
+    blocks = [tuple(jax.make_array_from_process_local_data(
+        sharding, x[i:i + local], (block, ins.n)) for x in parts)
+        for i in range(0, parts[0].shape[0], local)]
+    yield blocks, valid, done
+
+
+def _nothing() -> None:
+  pass
 
 
 def _run(spec, kwargs, p, q, *, batch_size, axis, from_logits, mesh, out, reductions,
@@ -305,24 +317,30 @@ def _run(spec, kwargs, p, q, *, batch_size, axis, from_logits, mesh, out, reduct
     _check_out(out, ins.sources, names)
   mesh, sharding, row_sharding = _compile.mesh_sharding(mesh)
   started = time.perf_counter()
-  batch, jitted, out_dtype = _compile.step(
+  batch, block, jitted, out_dtype = _compile.step(
       spec.name, spec.fn, kwargs, from_logits, mesh, sharding, row_sharding, ins.n,
       ins.n_inputs, ins.dtypes, ins.rows, batch_size, check.kind())
   sink = Sink(out, ins.batch_shape, ins.rows, out_dtype, writer=writes,
               reread=bool({"quantiles", "histogram"} & set(reductions)))
   bar = _progress(progress, ins.rows) if writes else None
   tally = Tally(sink, nan_policy, ins.n_inputs, check, bar)
-  prefetcher = Prefetcher(_device_batches(ins, sharding, batch, axis, names), prefetch)
+  lo, hi = _compile.local_range(sharding, block, ins.n)  # this process's rows of a block
+  pool = _sources.BufferPool([(batch // block * (hi - lo), ins.n)] * ins.n_inputs, ins.dtypes,
+                             prefetch + 3)
+  prefetcher = Prefetcher(_device_batches(ins, sharding, batch, block, pool, axis, names),
+                          prefetch)
   try:
     pending = None
-    for arrays, valid in prefetcher:
+    for blocks, valid, done in prefetcher:
       interrupts.check()  # Ctrl-C stops between batches
-      result = jitted(*arrays)  # dispatched asynchronously: the previous batch is read meanwhile
+      # Dispatched asynchronously: the previous batch is collected and the next one read
+      # meanwhile. One call per block: a loop over blocks inside one call is slower on a CPU.
+      results = [jitted(*arrays) for arrays in blocks]
       if pending is not None:
-        tally.add(*pending)
-      pending = (result, valid)
+        _collect(tally, *pending)
+      pending = (results, valid, done)
     if pending is not None:
-      tally.add(*pending)
+      _collect(tally, *pending)
     tally.finish(names)
     interrupts.check()
     summary = tally.summary(spec.name, names, reductions, quantiles, bins, out_dtype)
@@ -332,6 +350,7 @@ def _run(spec, kwargs, p, q, *, batch_size, axis, from_logits, mesh, out, reduct
     sink.abort()
     raise
   finally:
+    pool.close()
     prefetcher.close()
     if bar is not None:
       bar.close()
@@ -343,6 +362,13 @@ def _run(spec, kwargs, p, q, *, batch_size, axis, from_logits, mesh, out, reduct
             else math.inf, "batch_size": batch, "devices": mesh.size,
             "platform": mesh.devices.flat[0].platform, "processes": jax.process_count()}
   return EvalResult(per_row, summary, timing)
+
+
+def _collect(tally: Tally, results, valid: int, done) -> None:
+  """One batch's per-block results to the tally; then its host rows are let go (the results
+  are on the host, so the device has finished reading them)."""
+  tally.add(results, valid)
+  done()
 
 
 def _progress(progress: bool | None, total: int | None):

@@ -427,15 +427,24 @@ class PageReleaser:
     self._mm = mm
 
   def __call__(self, view: np.ndarray):
-    if self._mm is None or view.size == 0:
+    self._advise(view, "MADV_DONTNEED", outward=False)
+
+  def willneed(self, view: np.ndarray):
+    """Asks the kernel to read `view`'s pages ahead (`MADV_WILLNEED`), without waiting."""
+    self._advise(view, "MADV_WILLNEED", outward=True)
+
+  def _advise(self, view: np.ndarray, advice: str, outward: bool):
+    if self._mm is None or view.size == 0 or not hasattr(mmap, advice):
       return
     start = view.ctypes.data - self._base
     end = start + view.nbytes
     a = (start // mmap.PAGESIZE) * mmap.PAGESIZE
-    b = (end // mmap.PAGESIZE) * mmap.PAGESIZE
+    # Dropped: only the pages wholly inside `view` (the last one may hold the next rows).
+    b = (-(-end // mmap.PAGESIZE) if outward else end // mmap.PAGESIZE) * mmap.PAGESIZE
+    b = min(b, len(self._mm))
     if b > a:
       with contextlib.suppress(Exception):
-        self._mm.madvise(mmap.MADV_DONTNEED, a, b - a)
+        self._mm.madvise(getattr(mmap, advice), a, b - a)
 
 
 def parse_size(text: str) -> int:

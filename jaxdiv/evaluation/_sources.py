@@ -3,7 +3,11 @@ into host batches of a fixed number of rows (the distribution axis last)."""
 
 from __future__ import annotations
 
+import functools
 import os
+import queue
+import threading
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Sequence
@@ -89,30 +93,80 @@ class Rows:
     self._release = _io.PageReleaser(self._flat) if self._flat is not None else None
     self._read = None
 
-  def read(self, start: int, stop: int) -> np.ndarray:
+  def can_view(self, dtype) -> bool:
+    """Whether :meth:`view` applies: rows in memory (or memory-mapped) in `dtype`, the
+    distribution axis last."""
+    return self._flat is not None and self._flat.dtype == dtype
+
+  def view(self, start: int, stop: int) -> np.ndarray:
+    """Rows `[start, stop)` without a copy (a memmap's pages are asked for ahead, read when the
+    device reads them); :meth:`done` releases them."""
+    rows = self._flat[start:stop]
+    self._release.willneed(rows)
+    return rows
+
+  def done(self, rows: np.ndarray) -> None:
+    """Drops the pages of rows taken with :meth:`view` once the device has read them."""
+    self._release(rows)
+
+  def read_into(self, start: int, stop: int, out: np.ndarray) -> None:
+    """Rows `[start, stop)` written into `out` (shape `(stop - start, n)`, any float dtype)."""
     if self._read is not None:
-      return self._read(start, stop)
-    if self._flat is not None:
+      out[...] = self._read(start, stop)
+    elif self._flat is not None:
       view = self._flat[start:stop]
-      rows = empty(view.shape, view.dtype)
-      np.copyto(rows, view)  # the actual disk read for a memmap
+      np.copyto(out, view, casting="unsafe")  # the actual disk read for a memmap
       self._release(view)
-      return rows
-    idx = np.unravel_index(np.arange(start, stop), self.batch_shape)
-    return np.asarray(self._moved[idx])
+    else:
+      idx = np.unravel_index(np.arange(start, stop), self.batch_shape)
+      out[...] = self._moved[idx]
 
 
-def pad(rows: np.ndarray, size: int, dtype, filler: np.ndarray | None = None) -> np.ndarray:
+class BufferPool:
+  """Host buffers for the batches in flight, reused: a fresh 20 MiB array costs its page faults
+  on every batch (measured: 3.3 GB/s for reading rows into fresh arrays, 6.5 GB/s into reused
+  ones, on a 2-core CPU). A batch's buffers go back to the pool once its results are on the
+  host, when the device has finished reading them (on a CPU the device arrays alias them)."""
+
+  def __init__(self, shapes, dtypes, count: int):
+    self._free: queue.Queue = queue.Queue()
+    self._closed = threading.Event()
+    self._specs, self._left = (tuple(shapes), tuple(dtypes)), count
+
+  def take(self) -> list[np.ndarray] | None:
+    """A set of buffers (one per input); waits for one to come back; None once closed."""
+    while not self._closed.is_set():
+      try:
+        return self._free.get_nowait()
+      except queue.Empty:
+        pass
+      if self._left:  # created on demand: a short run allocates only what it uses
+        self._left -= 1
+        return [empty(sh, d) for sh, d in zip(*self._specs)]
+      try:
+        return self._free.get(timeout=0.05)
+      except queue.Empty:
+        continue
+    return None
+
+  def give(self, buffers) -> None:
+    self._free.put(buffers)
+
+  def close(self) -> None:
+    self._closed.set()
+
+
+def pad(rows: np.ndarray, size: int, dtype) -> np.ndarray:
   """`rows` as a `(size, n)` C-contiguous array of `dtype`, missing rows copied from the last
   one: `rows` itself when it already is one (a full batch is not copied a second time)."""
   if (rows.ndim == 2 and rows.shape[0] == size and rows.dtype == dtype
       and rows.flags.c_contiguous):
     return rows
-  out = empty((size, rows.shape[1] if rows.ndim == 2 else filler.shape[1]), dtype)
+  out = empty((size, rows.shape[1]), dtype)
   k = rows.shape[0]
   out[:k] = rows
   if k < size:
-    out[k:] = rows[-1] if k else filler[-1]
+    out[k:] = rows[-1]
   return out
 
 
@@ -152,19 +206,48 @@ def as_batch(item, n_inputs: int, axis: int, names, i: int) -> list[np.ndarray]:
   return out
 
 
-def array_batches(sources: Sequence[Rows], dtypes, batch: int, lo: int,
-                  hi: int) -> Iterator[tuple[list[np.ndarray], int]]:
-  """`(parts, valid)` per global batch of `batch` rows: this process's rows `[lo, hi)` of the
-  batch from each source, padded, and the number of real rows in the batch."""
-  rows = sources[0].rows
+def array_batches(sources: Sequence[Rows], dtypes, pool: BufferPool, batch: int, block: int,
+                  lo: int, hi: int) -> Iterator[tuple[list[np.ndarray], int, Callable]]:
+  """`(parts, valid, done)` per global batch of `batch` rows: each source's rows of the batch
+  that this process holds, block by block (rows `[lo, hi)` of each global block of `block`
+  rows), padded with the batch's last row; the number of real rows in the batch; and what to
+  call once the device has read them.
+
+  A whole batch held by one process in the device's dtype is a view of the source, not a copy
+  (on a CPU the device computes on it in place: 1.6 -> 2.1 GB/s for KL from logits read from
+  a memory-mapped .npy); the others are copied into a buffer of `pool`. Yields nothing more
+  once `pool` is closed."""
+  rows, local = sources[0].rows, hi - lo
+  whole = local == block and all(s.can_view(d) for s, d in zip(sources, dtypes))
   for start in range(0, rows, batch):
     stop = min(rows, start + batch)
-    a, b = min(start + lo, stop), min(start + hi, stop)
-    parts = []
-    for s, d in zip(sources, dtypes):
-      filler = s.read(stop - 1, stop) if a == b else None
-      parts.append(pad(s.read(a, b), hi - lo, d, filler))
-    yield parts, stop - start
+    if whole and stop - start == batch:
+      parts = [s.view(start, stop) for s in sources]
+      yield parts, batch, functools.partial(_views_done, sources, parts)
+      continue
+    buffers = pool.take()
+    if buffers is None:
+      return
+    for s, buf in zip(sources, buffers):
+      if local == block:  # this process holds whole blocks: one read
+        s.read_into(start, stop, buf[:stop - start])
+        filled = [(stop - start, batch)]
+      else:
+        filled = []
+        for j, first in enumerate(range(start, start + batch, block)):
+          a, b = min(first + lo, stop), min(first + hi, stop)
+          s.read_into(a, b, buf[j * local:j * local + b - a])
+          filled.append((j * local + b - a, (j + 1) * local))
+      for k, end in filled:
+        if k < end:  # padding: the batch's last real row (this process may hold none)
+          s.read_into(stop - 1, stop, buf[k:k + 1])
+          buf[k + 1:end] = buf[k]
+    yield buffers, stop - start, functools.partial(pool.give, buffers)
+
+
+def _views_done(sources: Sequence[Rows], parts: Sequence[np.ndarray]) -> None:
+  for s, rows in zip(sources, parts):
+    s.done(rows)
 
 
 def stream_batches(items: Iterable, n_inputs: int, axis: int, names, n: int, dtypes,

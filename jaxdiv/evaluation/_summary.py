@@ -23,9 +23,11 @@ class Tally:
     self.bad_counts = [0] * n_inputs
     self.bad_total, self.first_bad, self.done = 0, None, 0
 
-  def add(self, result, valid: int):
-    """One batch's step result `(values, bad_rows, stats)`, of which `valid` rows are real."""
-    vals, bads, stats = jax.tree.map(_compile.fetch, result)
+  def add(self, results, valid: int):
+    """One batch's step results, a `(values, bad_rows, stats)` per block in order, of which the
+    first `valid` rows are real."""
+    fetched = [jax.tree.map(_compile.fetch, r) for r in results]
+    vals, bads, stats = jax.tree.map(lambda *xs: np.concatenate(xs), *fetched)
     v, bad_any = vals[:valid], np.zeros(valid, bool)
     for k, b in enumerate(bads):
       self.bad_counts[k] += int(b[:valid].sum())

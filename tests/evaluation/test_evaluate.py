@@ -393,7 +393,8 @@ def _resident_bytes(path) -> int | None:
 def test_batch_size_for_budget():
   from jaxdiv.evaluation import batch_size_for_budget
 
-  assert batch_size_for_budget(2**30, 1000, [4, 4]) == 2**30 // (1000 * (8 * 4 + 16))
+  # prefetch (2) + 3 batches of both inputs in flight, plus 4 float32 temporaries a row
+  assert batch_size_for_budget(2**30, 1000, [4, 4]) == 2**30 // (1000 * (8 * 5 + 16))
   assert batch_size_for_budget(1, 10**6, [4]) == 1
   assert math.isfinite(batch_size_for_budget(2**20, 3, [2]))
 

@@ -23,6 +23,7 @@ from jax.sharding import Mesh
 
 from jaxdiv import _interrupt
 from jaxdiv.evaluation import _io
+from jaxdiv.evaluation import block_rows
 from jaxdiv.evaluation import evaluate
 
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -72,18 +73,20 @@ def test_evaluate_stops_between_batches_and_writes_nothing(tmp_path):
   rng = np.random.default_rng(0)
   fed = []
 
+  r = block_rows(8)  # the smallest batch: one block
+
   def batches():  # Ctrl-C arrives while the third batch is read
     for i in range(50):
       if i == 2:
         os.kill(os.getpid(), signal.SIGINT)
       fed.append(i)
-      yield rng.dirichlet(np.ones(8), size=256).astype(np.float32)
+      yield rng.dirichlet(np.ones(8), size=r).astype(np.float32)
 
   # One device, so that a batch is one chunk of the iterator (the suite's 8 CPU devices would
   # make each batch several chunks).
   one = Mesh(np.array(jax.devices()[:1]), ("data",))
   with pytest.raises(KeyboardInterrupt):
-    evaluate("entropy", batches(), batch_size=256, out=tmp_path / "o.npy", prefetch=1,
+    evaluate("entropy", batches(), batch_size=r, out=tmp_path / "o.npy", prefetch=1,
              mesh=one)
   assert len(fed) < 10, fed  # it stopped soon, not at the end
   assert os.listdir(tmp_path) == [] and _io.temporary_files() == []

@@ -80,11 +80,12 @@ def _entropy_from_logits64(p):
     return -np.where(lp > -np.inf, np.exp(lp) * lp, 0.0).sum(-1)
 
 
-# Row counts and batch sizes chosen so that the last batch is partial on both processes:
-#   kl (n=37, 256-row blocks, batches of 1024 rows = 512 a process): 2500 = 2 x 1024 + 452, so
-#     in the last batch process 0 holds 452 real rows and process 1 none;
-#   js (n=2100, 128-row blocks, batches of 512 = 256 a process): 1300 = 2 x 512 + 276, so
-#     process 0 holds 256 real rows and process 1 20;
+# Row counts and batch sizes chosen so that the last batch is partial (jaxdiv.evaluation.
+# block_rows gives the rows a device computes in one call; a batch is a multiple of 4 of them):
+#   kl (n=37, 4096-row blocks, one batch of 16384 rows = 8192 a process): process 0 holds the
+#     2500 real rows and process 1 none;
+#   js (n=2100, 256-row blocks, batches of 1024 = 512 a process): 1700 = 1024 + 676, so in the
+#     last batch process 0 holds 512 real rows and process 1 164;
 # and neither count is a multiple of the batch size or the device count.
 CASES = [
     {"name": "kl", "divergence": "kl_divergence", "inputs": ["kl_p.npy", "kl_q.npy"],
@@ -116,7 +117,7 @@ def _write_inputs(workdir: Path) -> dict[str, np.ndarray]:
   kl_p[1500, 5] = kl_p[1700, 0] = np.nan
   kl_q[2400, 0] = np.nan
   kl_p[3, :10] = kl_q[3, :10] = -np.inf  # zero probabilities: legitimate in logits
-  js_p, js_q = _probs((1300, 2100), 2), _probs((1300, 2100), 3)
+  js_p, js_q = _probs((1700, 2100), 2), _probs((1700, 2100), 3)
   js_q[1290, 7] = np.nan
   arrays = {"kl_p.npy": kl_p, "kl_q.npy": kl_q, "js_p.npy": js_p, "js_q.npy": js_q}
   for name, a in arrays.items():
