@@ -17,7 +17,7 @@ from __future__ import annotations
 # Lowest first. Each entry is a module or a package (with everything inside it).
 LAYERS: tuple[tuple[str, ...], ...] = (
     # The shared base: stable primitives, JSON; trace-time validation; checkify.
-    ("jaxdiv._numerics", "jaxdiv._json", "jaxdiv._layers", "jaxdiv._interrupt",
+    ("jaxdiv._numerics", "jaxdiv._fallback", "jaxdiv._json", "jaxdiv._layers", "jaxdiv._interrupt",
      "jaxdiv._version"),
     ("jaxdiv._validation",),
     ("jaxdiv.checks",),
