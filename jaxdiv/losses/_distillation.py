@@ -248,9 +248,6 @@ def _kernel_gap(student_logits, teacher_logits, divergence, beta, temperature, w
   gap = distillation_api.kernel_gap(divergence, beta, temperature)
   if gap is not None:
     return gap
-  if divergence == "js" and float(beta) in (0.0, 1.0):
-    # JS is 0 there; the kernels' beta * KL(t || m) would be 0 * inf where m misses t's support.
-    return f"`beta` at an end of [0, 1] (beta={float(beta)})"
   ndim = max(jnp.ndim(student_logits), jnp.ndim(teacher_logits))
   if _validation.normalize_axis(axis, ndim, "axis") != ndim - 1:
     return f"a vocabulary axis other than the last (axis={axis})"
@@ -275,11 +272,8 @@ def _through_kernels(student_logits, teacher_logits, divergence, beta, implement
     valid = token_where
   dtype = jnp.promote_types(s.dtype, t.dtype)
   s2, t2 = s.astype(dtype).reshape(-1, s.shape[-1]), t.astype(dtype).reshape(-1, s.shape[-1])
-  # A row of -inf logits holds no distribution: 0 and no gradient, as on the plain path (the
-  # kernels would give a gradient, or inf). A NaN row keeps its NaN: the test is "all -inf",
-  # not "max is -inf" (XLA:CPU's vectorised max can skip NaN).
-  has_mass = lambda z: ~jnp.all(z == -jnp.inf, axis=-1)
-  valid = valid.reshape(-1) & has_mass(s2) & has_mass(lax.stop_gradient(t2))
+  # Rows of -inf logits (no distribution) and JS at beta 0 or 1 are the kernels' own cases.
+  valid = valid.reshape(-1)
   out = distillation_api.logits_divergence(
       s2, lax.stop_gradient(t2), valid, divergence=divergence, beta=beta,
       temperature=temperature, implementation=implementation, forward_mode=True,

@@ -19,6 +19,7 @@ from kernels_cases import logits
 from kernels_cases import value_and_grad
 from kernels_cases import value_and_grad64
 
+import jaxdiv
 from jaxdiv.kernels import distillation_divergence as dd
 from jaxdiv.kernels import fused_linear_distillation_divergence as fldd
 from jaxdiv.kernels.distillation import api
@@ -200,6 +201,43 @@ def test_nan_logit_gives_nan(device, implementation):
             jnp.asarray(zs, jnp.float32), jnp.asarray(zt, jnp.float32)))
     assert np.isnan(got[[4, 9]]).all(), (divergence, got[[4, 9]])
     assert np.isfinite(np.delete(got, [4, 9])).all(), divergence
+
+
+@tiered("implementation", IMPLEMENTATIONS, fast=["xla", "chunked"])
+def test_rows_without_mass_and_js_at_the_ends(device, implementation):
+  """A row of -inf logits (student's or teacher's) gives 0 and no gradient, and JS at beta 0
+  and 1 is 0 with a zero gradient even where the teacher misses part of the support (the
+  kernels' beta * KL(t || m) alone would be 0 * inf there); the other rows against the float64
+  maths of `jaxdiv.js_divergence` / `kl_divergence` from logits."""
+  zs, zt = logits(14), logits(15)
+  zt[3] = -np.inf  # no teacher distribution
+  zs[5] = -np.inf  # no student distribution
+  zt[7, ::3] = -np.inf  # the teacher misses a third of the vocabulary
+  empty = [3, 5]
+  s32, t32 = jnp.asarray(zs, jnp.float32), jnp.asarray(zt, jnp.float32)
+  full = np.setdiff1d(np.arange(len(zs)), empty)
+  s64, t64 = zs[full].astype(np.float64), zt[full].astype(np.float64)
+  with jax.enable_x64(True):
+    plain = {
+        ("forward_kl", 0.5): jaxdiv.kl_divergence(t64, s64, from_logits=True),
+        ("reverse_kl", 0.5): jaxdiv.kl_divergence(s64, t64, from_logits=True),
+        ("js", 0.0): jaxdiv.js_divergence(t64, s64, beta=0.0, from_logits=True),
+        ("js", 0.3): jaxdiv.js_divergence(t64, s64, beta=0.3, from_logits=True),
+        ("js", 1.0): jaxdiv.js_divergence(t64, s64, beta=1.0, from_logits=True),
+    }
+  for (divergence, beta), want in plain.items():
+    f = functools.partial(dd, divergence=divergence, beta=beta, implementation=implementation,
+                          block_size=BLOCK)
+    per_token = np.asarray(jax.jit(f)(s32, t32))
+    grad = np.asarray(jax.jit(jax.grad(lambda z, f=f: jnp.sum(f(z, t32))))(s32))
+    # Gradients are finite wherever the value is (reverse KL is +inf on row 7).
+    assert np.isfinite(grad[np.isfinite(per_token)]).all(), (divergence, beta)
+    np.testing.assert_array_equal(per_token[empty], 0)
+    np.testing.assert_array_equal(grad[empty], 0)
+    np.testing.assert_allclose(per_token[full], np.asarray(want), rtol=2e-4, atol=2e-6,
+                               err_msg=f"{divergence} {beta}")
+    if divergence == "js" and beta in (0.0, 1.0):
+      np.testing.assert_allclose(grad, 0, atol=1e-6)
 
 
 def test_js_limits_and_bad_inputs():

@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
+from jax import lax
 
 from jaxdiv import _validation
 from jaxdiv.kernels import _args
@@ -153,6 +155,19 @@ def logits_divergence(zs, zt, valid, *, divergence, beta, temperature, implement
   """
   if divergence != "js" and _validation.concrete(beta) is None:
     beta = 0.5  # unused here: a traced one must not stop the kernels
+  # A row of -inf logits holds no distribution: 0 and no gradient. A NaN row keeps its NaN:
+  # the test is "all -inf", not "max is -inf" (XLA:CPU's vectorised max can skip NaN).
+  has_mass = lambda z: ~jnp.all(z == -jnp.inf, axis=-1)
+  valid = valid & has_mass(zs) & has_mass(lax.stop_gradient(zt))
+  b = _validation.concrete(beta)
+  if divergence == "js" and b is not None and not b.ndim and float(b) in (0.0, 1.0):
+    # At the ends JS is 0 for any logits, but the kernels' beta * KL(t || m) would be 0 * inf
+    # where the mixture m misses the teacher's support: evaluated as KL(x || x), 0 with NaN
+    # kept, of the one distribution left (the student's gradient is then 0).
+    x = lax.stop_gradient(zt) if float(b) == 1.0 else zs
+    return logits_divergence(x, lax.stop_gradient(x), valid, divergence="forward_kl",
+                             beta=0.5, temperature=temperature, implementation=implementation,
+                             block_size=block_size, forward_mode=forward_mode, op=op)
   cfg = _config(divergence, beta, temperature)
   fn = _dispatch.select(IMPLEMENTATIONS, implementation, op, shape=zs.shape, dtype=zs.dtype)
   if _args.is_float64(zs, zt):  # the kernels accumulate in float32; float64 stays exact

@@ -137,4 +137,6 @@ def divergence_dlogits(zs, zt, stats: DivStats, g, *, divergence, beta, inv_t):
   else:
     a = ls - lt if divergence == "reverse_kl" else (1.0 - beta) * (ls - _log_mixture(ls, lt, beta))
     d = jnp.where(ps == 0, 0.0, ps * (a - stats.c[:, None]))
-  return (g * inv_t)[:, None] * d
+  # A token with a zero cotangent (masked, or a row without mass: `valid` False) gets 0, not
+  # 0 * NaN (log p_t is NaN on a teacher row of -inf logits).
+  return jnp.where((g != 0)[:, None], (g * inv_t)[:, None] * d, 0.0)
