@@ -146,9 +146,9 @@ def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None,
       def floor(read=read, blocks=blocks):
         return jax.block_until_ready([read(a, b) for a, b in blocks])
 
-      # The same function at the block shape the evaluation compiles (its `lax.map` runs
-      # (r, n) blocks so that every row's bits are the same for any batch and device count):
-      # what is left between this and `evaluate` is the pipeline's own cost.
+      # The same function at the block shape the evaluation compiles (one call per (r, n)
+      # block, so that every row's bits are the same for any batch and device count): what is
+      # left between this and `evaluate` is the pipeline's own cost.
       r = evaluation.block_rows(n)
       small = [(a[i:i + r], b[i:i + r]) for a, b in blocks for i in range(0, batch, r)]
 

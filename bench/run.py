@@ -1,6 +1,6 @@
 """jaxdiv beside its peers, every group in one process, one table of ratios.
 
-    python bench/run.py --quick     # small shapes: 3.5 min cold on 2 CPU cores (2026-12-02)
+    python bench/run.py --quick     # small shapes: 1.3-1.5 min warm, 3.4 min cold, 2 CPU cores
     python bench/run.py             # the full shapes
     python bench/run.py --groups core,losses
 
