@@ -134,7 +134,8 @@ def register(package: str, rule: Rule) -> None:
 
   Args:
     package: a module or package name (``"jaxdiv.parametric"``); the rule covers every function
-      whose ``__module__`` is that module or lies inside it.
+      whose ``__module__`` is that module or lies inside it, unless a package inside it has a
+      rule of its own.
     rule: ``rule(fn, arguments, *, atol)``, called with ``fn`` and its bound arguments (defaults
       applied) inside the checked function; it calls the ``check_*`` helpers of this module.
   """
@@ -142,11 +143,11 @@ def register(package: str, rule: Rule) -> None:
 
 
 def _rule_for(fn) -> Rule | None:
+  """The rule of the innermost registered package that defines `fn` (not the first one
+  registered: ``"jaxdiv.x.y"`` wins over ``"jaxdiv.x"`` in either order)."""
   module = getattr(fn, "__module__", None) or ""
-  for package, rule in _RULES.items():
-    if module == package or module.startswith(package + "."):
-      return rule
-  return None
+  covering = [p for p in _RULES if module == p or module.startswith(p + ".")]
+  return _RULES[max(covering, key=len)] if covering else None
 
 
 _PARAM_DOMAINS = {"alpha": (0.0, None), "beta": (0.0, 1.0)}

@@ -115,3 +115,28 @@ def test_kernel_logits_are_reported_outside_the_token_mask():
 def test_unknown_function_is_a_type_error():
   with pytest.raises(TypeError, match="`fn` must be a jaxdiv function"):
     jaxdiv.checks.checked(lambda x: x)
+
+
+def test_the_innermost_registered_package_gives_the_rule(monkeypatch):
+  """A rule registered for a package inside another's covers its functions, in either order of
+  registration."""
+  calls = []
+  outer = lambda fn, a, atol=None: calls.append("outer")
+  inner = lambda fn, a, atol=None: calls.append("inner")
+
+  def fn(x):
+    return x
+
+  fn.__module__ = "zz_pkg.sub.mod"
+  for order in ([("zz_pkg", outer), ("zz_pkg.sub", inner)],
+                [("zz_pkg.sub", inner), ("zz_pkg", outer)]):
+    monkeypatch.setattr(jaxdiv.checks, "_RULES", dict(jaxdiv.checks._RULES))
+    for package, rule in order:
+      jaxdiv.checks.register(package, rule)
+    calls.clear()
+    assert jaxdiv.checks.checked(fn)(1.0) == 1.0
+    assert calls == ["inner"], order
+  fn.__module__ = "zz_pkg.other"
+  calls.clear()
+  jaxdiv.checks.checked(fn)(1.0)
+  assert calls == ["outer"]
