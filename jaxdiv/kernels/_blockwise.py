@@ -149,13 +149,15 @@ def cross_entropy_from_stats(stats: CeStats, vocab: int, label_smoothing: float,
                              z_loss: float) -> jax.Array:
   """(1-ls)(lse - z[y]) + ls (lse - mean z) + z_loss lse^2, per token (float32).
 
-  The smoothing and z-loss terms are left out when their weight is 0, so a -inf logit (whose
-  mean is -inf) does not turn `0 * inf` into NaN. A token whose logits are all -inf (lse -inf)
-  gives +inf, as the reference (`-inf - -inf` would be NaN); `softmax_dlogits` gives it a zero
-  gradient.
+  The label, smoothing and z-loss terms are left out when their weight is 0, so a -inf logit
+  (whose mean is -inf) does not turn `0 * inf` into NaN. A token whose logits are all -inf (lse
+  -inf) gives +inf, as the reference (`-inf - -inf` would be NaN); `softmax_dlogits` gives it a
+  zero gradient.
   """
   loss = stats.lse - stats.z_label
-  if label_smoothing:
+  if label_smoothing == 1.0:  # the label's own term has weight 0 (its logit may be -inf)
+    loss = stats.lse - stats.z_sum / vocab
+  elif label_smoothing:
     loss = (1.0 - label_smoothing) * loss + label_smoothing * (stats.lse - stats.z_sum / vocab)
   if z_loss:
     loss = loss + z_loss * jnp.square(stats.lse)

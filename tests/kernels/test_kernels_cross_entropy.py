@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import scipy.special
 from _helpers import tiered
 from kernels_cases import BLOCK
 from kernels_cases import IMPLEMENTATIONS
@@ -186,6 +187,26 @@ def test_all_minus_inf_row_is_inf_with_zero_gradient(implementation):
   want = reference.cross_entropy(jnp.asarray(z), y, jnp.ones(N, bool), label_smoothing=0.1,
                                  z_loss=1e-3)
   assert np.asarray(want)[2] == np.inf
+
+
+# Pallas interpret mode costs seconds: its case is slow.
+@tiered("implementation", IMPLEMENTATIONS, fast=["xla", "chunked"])
+def test_full_smoothing_with_a_minus_inf_label_logit(implementation):
+  """label_smoothing = 1: the label's own term has weight 0, so a -inf label logit gives the
+  uniform target's cross-entropy (+inf where some logit is -inf, as the reference), not NaN;
+  the other tokens against the float64 maths, -mean(log_softmax(z))."""
+  z = np.array(logits(17), np.float32)
+  y = np.asarray(labels(17))
+  z[3, y[3]] = -np.inf
+  got = np.asarray(ce(jnp.asarray(z), jnp.asarray(y), implementation=implementation,
+                      block_size=BLOCK, label_smoothing=1.0))
+  want = reference.cross_entropy(jnp.asarray(z), jnp.asarray(y), jnp.ones(N, bool),
+                                 label_smoothing=1.0)
+  assert got[3] == np.inf and np.asarray(want)[3] == np.inf
+  z64 = z.astype(np.float64)
+  plain = -np.mean(z64 - scipy.special.logsumexp(z64, axis=-1, keepdims=True), axis=-1)
+  rows = np.arange(N) != 3
+  np.testing.assert_allclose(got[rows], plain[rows], rtol=1e-5)
 
 
 def test_options_the_kernels_do_not_take_run_the_reference(x64):
