@@ -419,13 +419,12 @@ def bhattacharyya_distance(
     Bhattacharyya, On a Measure of Divergence between Two Statistical Populations, 1943.
   """
   _validation.check_base(base)
-  # No fast path from logits: the unguarded power sum with both powers positive (1/2, 1/2)
-  # gets the second derivatives wrong on some finite rows at extreme logits (see
-  # _renyi._family). From probabilities, the hand-written sum of square roots (8.9x faster
-  # than the guarded path at 32768x512: 22.7 against 80 ms; the hand-written line 9).
-  from_logits = _validation.check_bool(from_logits, "from_logits")
-  pairs = None if from_logits else (None, _BHATTACHARYYA_PROBS)
-  return _fast.evaluate((p, q), _bhattacharyya, pairs, axis=axis, where=where,
+  # The hand-written lines as the fast path: `-logsumexp((log_softmax a + log_softmax b) / 2)`
+  # from logits (shifted by its own max, unlike the order-alpha power sum, whose product of
+  # exponentials underflows at extreme logits and gets second derivatives wrong there), the
+  # sum of square roots from probabilities (at 32768x512: 15.5 against 80 ms for the guarded
+  # path, the hand-written line 8.9).
+  return _fast.evaluate((p, q), _bhattacharyya, _BHATTACHARYYA_FAST, axis=axis, where=where,
                         from_logits=from_logits, base=base, nonnegative=True)
 
 
@@ -449,5 +448,22 @@ def _bhattacharyya_probs_coefs(ax, out, total, p, q):
   return -half * s / p, -half * s / q
 
 
-_BHATTACHARYYA_PROBS = (_bhattacharyya_probs, _bhattacharyya_probs_coefs)
+def _bhattacharyya_logits(ax, a, b):
+  la, lb = _fast.log_softmax(a, ax), _fast.log_softmax(b, ax)
+  z = 0.5 * (la + lb)
+  m = jax.lax.stop_gradient(jnp.max(z, axis=ax, keepdims=True))
+  lse = jnp.log(jnp.sum(jnp.exp(z - m), axis=ax, keepdims=True)) + m
+  return -jnp.squeeze(lse, ax), (la, lb, z, lse)
+
+
+def _bhattacharyya_logits_coefs(ax, out, aux, a, b):
+  # d/da of -logsumexp(z), z = (log_softmax a + log_softmax b) / 2: (softmax a - r) / 2, with
+  # r = softmax(z) the normalised geometric mean.
+  la, lb, z, lse = aux
+  r = jnp.exp(z - lse)
+  return 0.5 * (jnp.exp(la) - r), 0.5 * (jnp.exp(lb) - r)
+
+
+_BHATTACHARYYA_FAST = ((_bhattacharyya_logits, _bhattacharyya_logits_coefs),
+                       (_bhattacharyya_probs, _bhattacharyya_probs_coefs))
 
