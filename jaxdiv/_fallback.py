@@ -49,10 +49,16 @@ def finite_rows_or(value: Callable, careful: Callable, *xs: jax.Array) -> jax.Ar
 
   A row's result does not depend on the other rows of its batch (a NaN row elsewhere leaves it
   bit for bit as it was)."""
-  out = value(*xs)
+  return _replace_bad_rows(value(*xs), careful, *xs)[2]
+
+
+def _replace_bad_rows(out, careful, *xs):
+  """`(any bad, bad rows, out with careful(*xs)'s rows where out is not finite)`; `careful`
+  runs only when some row is bad."""
   row_bad = jnp.logical_not(jnp.isfinite(out))
-  return cond(jnp.any(row_bad), lambda *xs: jnp.where(row_bad, careful(*xs), out),
-              lambda *_: out, *xs)
+  bad = jnp.any(row_bad)
+  return bad, row_bad, cond(bad, lambda *xs: jnp.where(row_bad, careful(*xs), out),
+                            lambda *_: out, *xs)
 
 
 def with_fallback(value: Callable, coefs: Callable, careful: Callable, *xs: jax.Array,
@@ -75,12 +81,9 @@ def with_fallback(value: Callable, coefs: Callable, careful: Callable, *xs: jax.
 
   def pick(*xs):
     out, aux = value(*xs)
-    row_bad = jnp.logical_not(jnp.isfinite(out))
-    bad = jnp.any(row_bad)
     # The guarded values replace only the rows that need them: a row's result does not depend
     # on the other rows of its batch (a NaN row elsewhere leaves it bit for bit as it was).
-    mixed = lambda *xs: jnp.where(row_bad, careful(*xs), out)
-    return bad, row_bad, cond(bad, mixed, lambda *_: out, *xs), aux
+    return (*_replace_bad_rows(out, careful, *xs), aux)
 
   @jax.custom_jvp
   def f(*xs):
