@@ -427,3 +427,18 @@ def test_convex_kl_divergence_warns_like_optax():
   x = np.zeros((2, 3), np.float32)
   with pytest.warns(DeprecationWarning, match="generalized_kl_divergence"):
     jl.convex_kl_divergence(x, np.ones((2, 3), np.float32))
+
+
+def test_kl_losses_reverse_over_reverse_hessian_finite_at_zero_targets(x64):
+  """A zero target (a -inf log-target) with a mask (the guarded terms): the Hessian by reverse
+  over reverse mode is finite (a select on the product instead of the log-ratio gave 0 * inf
+  there)."""
+  log_q = jnp.log(jnp.array([[0.5, 0.3, 0.2], [0.2, 0.2, 0.6]]))
+  p = jnp.array([[0.5, 0.5, 0.0], [0.1, 0.3, 0.6]])
+  where = jnp.array([[True, True, True], [True, False, True]])
+  for fn, t in ((jl.kl_divergence_with_log_targets, jnp.log(p)), (jl.kl_divergence, p)):
+    for mask in (where, None):
+      total = lambda t, fn=fn, mask=mask: jnp.sum(fn(log_q, t, where=mask))
+      assert np.isfinite(jax.jacrev(jax.grad(total))(t)).all(), (fn.__name__, mask)
+      assert np.isfinite(jax.jacrev(jax.grad(lambda lq, fn=fn, mask=mask, t=t: jnp.sum(
+          fn(lq, t, where=mask))))(log_q)).all(), (fn.__name__, mask)
