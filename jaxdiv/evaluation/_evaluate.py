@@ -283,13 +283,13 @@ def _inputs(spec: DivergenceSpec, p, q, axis: int, names) -> _Inputs:
                  [_sources.device_dtype(x.dtype) for x in xs], None, None)
 
 
-def _device_batches(ins: _Inputs, sharding, batch: int, block: int, pool, axis: int,
-                    names) -> Iterator:
+def _device_batches(ins: _Inputs, sharding, batch: int, block: int, lo: int, hi: int, pool,
+                    axis: int, names) -> Iterator:
   """`(blocks, valid, done)` per batch: this process's rows put on its devices, one global
   array per input and global block of `block` rows; the number of real rows (the last batch
   is padded); and what to call once the batch's results are on the host (its host rows are
-  then free: a pooled buffer goes back to `pool`, a memmap's pages are released)."""
-  lo, hi = _compile.local_range(sharding, block, ins.n)
+  then free: a pooled buffer goes back to `pool`, a memmap's pages are released). This
+  process holds rows `[lo, hi)` of each global block."""
   if ins.sources is not None:
     host = _sources.array_batches(ins.sources, ins.dtypes, pool, batch, block, lo, hi)
   else:
@@ -327,8 +327,8 @@ def _run(spec, kwargs, p, q, *, batch_size, axis, from_logits, mesh, out, reduct
   lo, hi = _compile.local_range(sharding, block, ins.n)  # this process's rows of a block
   pool = _sources.BufferPool([(batch // block * (hi - lo), ins.n)] * ins.n_inputs, ins.dtypes,
                              prefetch + 3)
-  prefetcher = Prefetcher(_device_batches(ins, sharding, batch, block, pool, axis, names),
-                          prefetch)
+  prefetcher = Prefetcher(
+      _device_batches(ins, sharding, batch, block, lo, hi, pool, axis, names), prefetch)
   try:
     pending = None
     for blocks, valid, done in prefetcher:
