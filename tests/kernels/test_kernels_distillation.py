@@ -112,6 +112,58 @@ def test_fused_linear_matches_reference(implementation, teacher_kind, divergence
   assert_close(got_dw, want_dw, n_reduced=N)
 
 
+# Pallas interpret mode costs seconds: its case is slow (it runs in the fast tier above).
+@tiered("implementation", IMPLEMENTATIONS, fast=["xla", "chunked"])
+def test_fused_linear_rows_without_mass_and_js_at_the_ends(implementation):
+  """The fused API keeps `distillation_divergence`'s conventions: a teacher row of -inf logits
+  gives 0 and no gradient, and JS at beta 0 and 1 is 0 with zero gradients even where the
+  teacher misses part of the support (the kernels' (1 - beta) * KL(s || m) at beta 1 was
+  0 * inf = NaN there, and an empty teacher row gave 0.25 for JS at beta 0.3); the other rows
+  against the float64 maths of `jaxdiv.js_divergence` / `kl_divergence` from logits."""
+  rng = np.random.default_rng(16)
+  n, d, v = 12, 16, 200
+  hs, ws = rng.normal(size=(n, d)), rng.normal(size=(d, v)) * 2 / np.sqrt(d)
+  zt = 3 * rng.normal(size=(n, v))
+  zt[3] = -np.inf  # no teacher distribution
+  zt[7, ::3] = -np.inf  # the teacher misses a third of the vocabulary
+  full = np.setdiff1d(np.arange(n), [3])
+  f32 = lambda x: jnp.asarray(x, jnp.float32)
+  with jax.enable_x64(True):
+    s64, t64 = (hs @ ws)[full], zt[full]
+    plain = {
+        ("forward_kl", 0.5): jaxdiv.kl_divergence(t64, s64, from_logits=True),
+        ("reverse_kl", 0.5): jaxdiv.kl_divergence(s64, t64, from_logits=True),
+        ("js", 0.0): jaxdiv.js_divergence(t64, s64, beta=0.0, from_logits=True),
+        ("js", 0.3): jaxdiv.js_divergence(t64, s64, beta=0.3, from_logits=True),
+        ("js", 1.0): jaxdiv.js_divergence(t64, s64, beta=1.0, from_logits=True),
+    }
+  for (divergence, beta), want in plain.items():
+    f = functools.partial(fldd, teacher_logits=f32(zt), divergence=divergence, beta=beta,
+                          implementation=implementation, block_size=64)
+    per_token = np.asarray(jax.jit(f)(f32(hs), f32(ws)))
+    np.testing.assert_array_equal(per_token[3], 0)
+    np.testing.assert_allclose(per_token[full], np.asarray(want), rtol=2e-4, atol=2e-6,
+                               err_msg=f"{divergence} {beta}")
+    if divergence == "reverse_kl":  # +inf on row 7: the summed loss has no gradient
+      continue
+    dh, dw = jax.jit(jax.grad(lambda h, w, f=f: jnp.sum(f(h, w)), argnums=(0, 1)))(
+        f32(hs), f32(ws))
+    assert np.isfinite(dh).all() and np.isfinite(dw).all(), (divergence, beta)
+    np.testing.assert_array_equal(np.asarray(dh)[3], 0)
+    if divergence == "js" and beta in (0.0, 1.0):
+      np.testing.assert_allclose(dh, 0, atol=1e-6)
+      np.testing.assert_allclose(dw, 0, atol=1e-6)
+  # A teacher given as hidden states and a head: JS at beta 1 is 0 there too.
+  ht, wt = rng.normal(size=(n, d)), rng.normal(size=(d, v))
+  f = functools.partial(fldd, divergence="js", beta=1.0, implementation=implementation,
+                        block_size=64)
+  got, (dh, dw) = jax.jit(jax.value_and_grad(
+      lambda h, w: jnp.sum(f(h, w, f32(ht), f32(wt))), argnums=(0, 1)))(f32(hs), f32(ws))
+  assert float(got) == 0.0
+  np.testing.assert_array_equal(dh, 0)
+  np.testing.assert_array_equal(dw, 0)
+
+
 # Pallas interpret mode costs seconds a case: the fast tier keeps the bfloat16 case (both weight
 # layouts across student and teacher, the JS divergence); the float32 ones are slow.
 @tiered("divergence,beta,temperature,layouts,dtype", [

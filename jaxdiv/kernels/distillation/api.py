@@ -141,6 +141,13 @@ def kernel_gap(divergence, beta, temperature) -> str | None:
   return None
 
 
+def _has_mass(z: jax.Array) -> jax.Array:
+  """[tokens] whether a row of logits holds a distribution. A row of -inf logits does not: its
+  divergence is 0 with no gradient. A NaN row keeps its NaN: the test is "all -inf", not "max
+  is -inf" (XLA:CPU's vectorised max can skip NaN)."""
+  return ~jnp.all(z == -jnp.inf, axis=-1)
+
+
 def logits_divergence(zs, zt, valid, *, divergence, beta, temperature, implementation=None,
                       block_size=None, forward_mode=False,
                       op="distillation_divergence") -> jax.Array:
@@ -155,10 +162,7 @@ def logits_divergence(zs, zt, valid, *, divergence, beta, temperature, implement
   """
   if divergence != "js" and _validation.concrete(beta) is None:
     beta = 0.5  # unused here: a traced one must not stop the kernels
-  # A row of -inf logits holds no distribution: 0 and no gradient. A NaN row keeps its NaN:
-  # the test is "all -inf", not "max is -inf" (XLA:CPU's vectorised max can skip NaN).
-  has_mass = lambda z: ~jnp.all(z == -jnp.inf, axis=-1)
-  valid = valid & has_mass(zs) & has_mass(lax.stop_gradient(zt))
+  valid = valid & _has_mass(zs) & _has_mass(lax.stop_gradient(zt))
   b = _validation.concrete(beta)
   if divergence == "js" and b is not None and not b.ndim and float(b) in (0.0, 1.0):
     # At the ends JS is 0 for any logits, but the kernels' beta * KL(t || m) would be 0 * inf
@@ -259,6 +263,21 @@ def fused_linear_distillation_divergence(
                         "fused_linear_distillation_divergence", dtype=dtype)
   if _args.is_float64(h, *teacher):
     fn = fused_linear.linear_divergence_xla
+  if teacher_logits is not None:  # logits from a head always hold a distribution
+    valid = valid & _has_mass(lax.stop_gradient(teacher[0]))
+  if divergence == "js" and cfg["beta"] == 1.0:
+    # JS at beta 1 is 0 for any student, but the kernels' (1 - beta) * KL(s || m) would be
+    # 0 * inf where the teacher (= m) misses part of the student's support: evaluated as
+    # KL(t || t), 0 with the teacher's NaN kept (as `logits_divergence`; at beta 0 the
+    # mixture is the student's full-support softmax and the kernels' terms are exact).
+    t = tuple(lax.stop_gradient(x) for x in teacher)
+    if teacher_logits is not None:
+      out = logits_divergence(t[0], t[0], valid, divergence="forward_kl", beta=0.5,
+                              temperature=temperature, block_size=block_size)
+    else:
+      out = fn(*t, t, valid, vd=teacher_vd, teacher_vd=teacher_vd, block_size=block_size,
+               softcap=softcap, **{**cfg, "divergence": "forward_kl"})
+    return out.reshape(batch).astype(dtype)
   out = fn(h, w, teacher, valid, vd=vd, teacher_vd=teacher_vd,
            block_size=block_size, softcap=softcap, **cfg)
   return out.reshape(batch).astype(dtype)
