@@ -215,3 +215,46 @@ def test_other_families_edge_rows_take_the_guarded_values(x64, name, from_logits
   for got, want in zip(jax.jit(jax.grad(finite(ours), (0, 1)))(a, b),
                        jax.grad(finite(guarded), (0, 1))(a, b)):
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+# Each exponent class of the power sums' entry guard (`_fast._entry_guard`): integer and not,
+# above 1, between 0 and 1, below 0. Fast tier: one of each sign; the rest slow.
+POWER_CASES = {
+    "renyi_divergence[alpha=2]": lambda p, q, **k: jaxdiv.renyi_divergence(p, q, 2.0, **k),
+    "renyi_divergence[alpha=2.5]": lambda p, q, **k: jaxdiv.renyi_divergence(p, q, 2.5, **k),
+    "tsallis_divergence[alpha=3]": lambda p, q, **k: jaxdiv.tsallis_divergence(p, q, 3.0, **k),
+    "alpha_divergence[alpha=-1]": lambda p, q, **k: jaxdiv.alpha_divergence(p, q, -1.0, **k),
+    "alpha_divergence[alpha=-0.5]": lambda p, q, **k: jaxdiv.alpha_divergence(p, q, -0.5, **k),
+    "renyi_entropy[alpha=2]": lambda p, q, **k: jaxdiv.renyi_entropy(p, 2.0, **k),
+    "renyi_entropy[alpha=0.5]": lambda p, q, **k: jaxdiv.renyi_entropy(p, 0.5, **k),
+    "tsallis_entropy[alpha=0.7]": lambda p, q, **k: jaxdiv.tsallis_entropy(p, 0.7, **k),
+    "tsallis_entropy[alpha=1.5]": lambda p, q, **k: jaxdiv.tsallis_entropy(p, 1.5, **k),
+}
+
+
+@tiered("name", list(POWER_CASES),
+        fast=["renyi_divergence[alpha=2]", "alpha_divergence[alpha=-0.5]",
+              "renyi_entropy[alpha=0.5]"])
+def test_power_sums_take_the_guarded_values_on_bad_probabilities(x64, name):
+  """Probabilities with a negative, +inf or zero entry (in either input, alone or both at one
+  index): the fast path's row values (NaN included) and gradients are the guarded path's."""
+  p, q = _inputs(False, seed=3, shape=(10, 6))
+  edits = [("p", 1, -0.1), ("q", 2, -0.1), ("p", 3, np.inf), ("q", 4, np.inf), ("p", 5, 0.0),
+           ("q", 6, 0.0), ("p", 7, -1e-30), ("q", 8, -0.0)]
+  for which, row, value in edits:
+    (p if which == "p" else q)[row, 2] = value
+  p[9, 1] = q[9, 1] = 0.0
+  p, q = jnp.asarray(p), jnp.asarray(q)
+  fn = POWER_CASES[name]
+  ours = jax.jit(fn)
+  guarded = lambda p, q: fn(p, q, where=jnp.ones(p.shape, bool))  # a mask: guarded path
+  want = np.asarray(guarded(p, q))
+  np.testing.assert_allclose(ours(p, q), want, rtol=1e-12, atol=1e-14)
+  # the rows with a negative entry of an input that is read are NaN; the others as the maths
+  # gives them
+  negative = [1, 7] if "entropy" in name else [1, 2, 7]
+  assert np.isnan(want[negative]).all(), want
+  finite = lambda f: (lambda x, y: jnp.sum(jnp.where(jnp.isfinite(f(x, y)), f(x, y), 0)))
+  for got, exp in zip(jax.jit(jax.grad(finite(fn), (0, 1)))(p, q),
+                      jax.grad(finite(guarded), (0, 1))(p, q)):
+    np.testing.assert_allclose(got, exp, rtol=1e-10, atol=1e-12)
