@@ -280,8 +280,9 @@ def _total_variation(prep: _common.Prepared) -> jax.Array:
 
 
 def _tv_probs(ax, p, q):
-  # A negative probability would go unnoticed in |p - q|: such a row takes the guarded path.
-  terms = _fast.nan_unless_positive(jnp.abs(p - q), (p, q), zero_ok=True)
+  # A negative probability would go unnoticed in |p - q|: such a row takes the guarded path
+  # (+inf makes the term infinite or NaN itself; zeros need no guard).
+  terms = _fast.nan_if_negative(jnp.abs(p - q), p, q)
   return 0.5 * jnp.sum(terms, axis=ax), None
 
 
@@ -343,9 +344,9 @@ def chi_squared_divergence(
 
 
 def _chi2_probs(ax, p, q):
-  # q = 0 makes a term inf or NaN; a negative p or q would go unnoticed: guarded path.
-  terms = _fast.nan_unless_positive((p - q) ** 2 / q, (p,), zero_ok=True)
-  return jnp.sum(_fast.nan_unless_positive(terms, (q,)), axis=ax), None
+  # q = 0 or +inf makes a term inf or NaN (so does p = +inf); a negative p or q would go
+  # unnoticed: guarded path.
+  return jnp.sum(_fast.nan_if_negative((p - q) ** 2 / q, p, q), axis=ax), None
 
 
 def _chi2_grads(p, q):

@@ -218,7 +218,8 @@ def test_other_families_edge_rows_take_the_guarded_values(x64, name, from_logits
 
 
 # Each exponent class of the power sums' entry guard (`_fast._entry_guard`): integer and not,
-# above 1, between 0 and 1, below 0. Fast tier: one of each sign; the rest slow.
+# above 1, between 0 and 1, below 0; and the other forms with a guard of their own. Fast tier:
+# one exponent of each sign and `_fast.nan_if_negative`; the rest slow.
 POWER_CASES = {
     "renyi_divergence[alpha=2]": lambda p, q, **k: jaxdiv.renyi_divergence(p, q, 2.0, **k),
     "renyi_divergence[alpha=2.5]": lambda p, q, **k: jaxdiv.renyi_divergence(p, q, 2.5, **k),
@@ -229,13 +230,18 @@ POWER_CASES = {
     "renyi_entropy[alpha=0.5]": lambda p, q, **k: jaxdiv.renyi_entropy(p, 0.5, **k),
     "tsallis_entropy[alpha=0.7]": lambda p, q, **k: jaxdiv.tsallis_entropy(p, 0.7, **k),
     "tsallis_entropy[alpha=1.5]": lambda p, q, **k: jaxdiv.tsallis_entropy(p, 1.5, **k),
+    # the other guarded probability forms
+    "total_variation_distance": jaxdiv.total_variation_distance,
+    "chi_squared_divergence": jaxdiv.chi_squared_divergence,
+    "hellinger_distance": jaxdiv.hellinger_distance,
+    "bhattacharyya_distance": jaxdiv.bhattacharyya_distance,
 }
 
 
 @tiered("name", list(POWER_CASES),
         fast=["renyi_divergence[alpha=2]", "alpha_divergence[alpha=-0.5]",
-              "renyi_entropy[alpha=0.5]"])
-def test_power_sums_take_the_guarded_values_on_bad_probabilities(x64, name):
+              "renyi_entropy[alpha=0.5]", "chi_squared_divergence"])
+def test_fast_path_takes_the_guarded_values_on_bad_probabilities(x64, name):
   """Probabilities with a negative, +inf or zero entry (in either input, alone or both at one
   index): the fast path's row values (NaN included) and gradients are the guarded path's."""
   p, q = _inputs(False, seed=3, shape=(10, 6))
