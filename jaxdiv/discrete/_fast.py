@@ -123,8 +123,9 @@ def _entry_guard(x: jax.Array, c: float) -> jax.Array:
   `c >= 1` it is finite and for `c < 0` the power is +inf). A zero for an exponent of at least
   1 stays: such rows keep the fast path.
 
-  Arithmetic, as :func:`nan_unless_positive`, and on the input (one root a guarded entry):
-  XLA:CPU ran `p * p` guarded this way at 0.85x of the guard added to the power.
+  Arithmetic, as :func:`nan_unless_positive`, and applied to the input rather than added to
+  the power: XLA:CPU ran `p * p` guarded this way at 0.85x of the time of `p * p` plus the
+  guard (32768x512).
   """
   if 0 < c < 1:
     h = lax.rsqrt(x)
