@@ -94,17 +94,15 @@ def evaluate(arrays, careful_body: Callable, pairs, *, axis, where, from_logits,
   return _common.finish(careful_body(prep), prep, base, nonnegative=nonnegative)
 
 
-def nan_unless_positive(terms: jax.Array, xs: Sequence[jax.Array], *,
-                        zero_ok: bool = False) -> jax.Array:
-  """`terms`, NaN where an input entry is negative, +inf or (unless `zero_ok`) 0.
+def nan_unless_positive(terms: jax.Array, xs: Sequence[jax.Array]) -> jax.Array:
+  """`terms`, NaN where an input entry is negative, +inf or 0.
 
   Arithmetic, not a `where`: XLA:CPU keeps `0 * (rsqrt(x) + x)` (NaN exactly at those entries,
   else 0) in the loop of the row sum, while a select there is a separate pass that writes the
   whole array. A NaN input is NaN already.
   """
   for x in xs:
-    guard = jnp.sqrt(x) if zero_ok else lax.rsqrt(x)
-    terms = terms + 0 * (guard + x)
+    terms = terms + 0 * (lax.rsqrt(x) + x)
   return terms
 
 
