@@ -220,7 +220,7 @@ def test_other_families_edge_rows_take_the_guarded_values(x64, name, from_logits
 # Each exponent class of the power sums' entry guard (`_fast._entry_guard`): integer and not,
 # above 1, between 0 and 1, below 0; and the other forms with a guard of their own. Fast tier:
 # one exponent of each sign and `_fast.nan_if_negative`; the rest slow.
-POWER_CASES = {
+GUARDED_PROB_CASES = {
     "renyi_divergence[alpha=2]": lambda p, q, **k: jaxdiv.renyi_divergence(p, q, 2.0, **k),
     "renyi_divergence[alpha=2.5]": lambda p, q, **k: jaxdiv.renyi_divergence(p, q, 2.5, **k),
     "tsallis_divergence[alpha=3]": lambda p, q, **k: jaxdiv.tsallis_divergence(p, q, 3.0, **k),
@@ -238,7 +238,7 @@ POWER_CASES = {
 }
 
 
-@tiered("name", list(POWER_CASES),
+@tiered("name", list(GUARDED_PROB_CASES),
         fast=["renyi_divergence[alpha=2]", "alpha_divergence[alpha=-0.5]",
               "renyi_entropy[alpha=0.5]", "chi_squared_divergence"])
 def test_fast_path_takes_the_guarded_values_on_bad_probabilities(x64, name):
@@ -251,7 +251,7 @@ def test_fast_path_takes_the_guarded_values_on_bad_probabilities(x64, name):
     (p if which == "p" else q)[row, 2] = value
   p[9, 1] = q[9, 1] = 0.0
   p, q = jnp.asarray(p), jnp.asarray(q)
-  fn = POWER_CASES[name]
+  fn = GUARDED_PROB_CASES[name]
   ours = jax.jit(fn)
   guarded = lambda p, q: fn(p, q, where=jnp.ones(p.shape, bool))  # a mask: guarded path
   want = np.asarray(guarded(p, q))

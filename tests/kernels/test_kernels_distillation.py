@@ -35,6 +35,20 @@ def _ref(valid, divergence, beta, temperature):
                                              beta=beta, temperature=temperature)
 
 
+def _plain_divergences(zs, zt):
+  """{(divergence, beta): per-token value} of forward and reverse KL and of JS at beta 0, 0.3
+  and 1, from student and teacher logits in float64 by the core `jaxdiv.kl_divergence` /
+  `js_divergence`: maths independent of the kernels."""
+  s64, t64 = np.asarray(zs, np.float64), np.asarray(zt, np.float64)
+  with jax.enable_x64(True):
+    return {
+        ("forward_kl", 0.5): jaxdiv.kl_divergence(t64, s64, from_logits=True),
+        ("reverse_kl", 0.5): jaxdiv.kl_divergence(s64, t64, from_logits=True),
+        **{("js", b): jaxdiv.js_divergence(t64, s64, beta=b, from_logits=True)
+           for b in (0.0, 0.3, 1.0)},
+    }
+
+
 # Each case compiles: the fast tier keeps every implementation and every setting once.
 @tiered("implementation,divergence,beta,temperature",
         [(i, *setting) for i in IMPLEMENTATIONS for setting in SETTINGS])
@@ -128,15 +142,7 @@ def test_fused_linear_rows_without_mass_and_js_at_the_ends(implementation):
   zt[7, ::3] = -np.inf  # the teacher misses a third of the vocabulary
   full = np.setdiff1d(np.arange(n), [3])
   f32 = lambda x: jnp.asarray(x, jnp.float32)
-  with jax.enable_x64(True):
-    s64, t64 = (hs @ ws)[full], zt[full]
-    plain = {
-        ("forward_kl", 0.5): jaxdiv.kl_divergence(t64, s64, from_logits=True),
-        ("reverse_kl", 0.5): jaxdiv.kl_divergence(s64, t64, from_logits=True),
-        ("js", 0.0): jaxdiv.js_divergence(t64, s64, beta=0.0, from_logits=True),
-        ("js", 0.3): jaxdiv.js_divergence(t64, s64, beta=0.3, from_logits=True),
-        ("js", 1.0): jaxdiv.js_divergence(t64, s64, beta=1.0, from_logits=True),
-    }
+  plain = _plain_divergences((hs @ ws)[full], zt[full])
   for (divergence, beta), want in plain.items():
     f = functools.partial(fldd, teacher_logits=f32(zt), divergence=divergence, beta=beta,
                           implementation=implementation, block_size=64)
@@ -268,15 +274,7 @@ def test_rows_without_mass_and_js_at_the_ends(device, implementation):
   empty = [3, 5]
   s32, t32 = jnp.asarray(zs, jnp.float32), jnp.asarray(zt, jnp.float32)
   full = np.setdiff1d(np.arange(len(zs)), empty)
-  s64, t64 = zs[full].astype(np.float64), zt[full].astype(np.float64)
-  with jax.enable_x64(True):
-    plain = {
-        ("forward_kl", 0.5): jaxdiv.kl_divergence(t64, s64, from_logits=True),
-        ("reverse_kl", 0.5): jaxdiv.kl_divergence(s64, t64, from_logits=True),
-        ("js", 0.0): jaxdiv.js_divergence(t64, s64, beta=0.0, from_logits=True),
-        ("js", 0.3): jaxdiv.js_divergence(t64, s64, beta=0.3, from_logits=True),
-        ("js", 1.0): jaxdiv.js_divergence(t64, s64, beta=1.0, from_logits=True),
-    }
+  plain = _plain_divergences(zs[full], zt[full])
   for (divergence, beta), want in plain.items():
     f = functools.partial(dd, divergence=divergence, beta=beta, implementation=implementation,
                           block_size=BLOCK)
