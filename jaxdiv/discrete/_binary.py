@@ -15,6 +15,11 @@ def _bernoulli(x, from_logits):
   if from_logits:
     return (jax.nn.sigmoid(x), jax.nn.sigmoid(-x), jax.nn.log_sigmoid(x),
             jax.nn.log_sigmoid(-x))
+  # A value outside [0, 1] is NaN from here on: in H(p, q) and KL each of q's logs meets a
+  # weight of p, and where that weight is 0 `mul_log` takes 0 * NaN as 0, so an undefined log
+  # alone was dropped (H(0, -0.5) was log(1 / 1.5), clamped to 0) and p's own range never
+  # entered H(p, q).
+  x = jnp.where((x >= 0) & (x <= 1), x, jnp.nan)
   # log(1 - p) as log1p(-p): `1 - p` rounds to 1 in float32 for p < 6e-8 (the entropy at
   # p = 1e-9 lost its (1 - p) log(1 - p) ~ p term, 4.6%). Same edges as `safe_log(1 - p)`.
   ok = x < 1

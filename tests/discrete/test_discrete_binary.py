@@ -95,3 +95,17 @@ def test_low_precision_dtype():
   assert out.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(out, np.float32),
                              ref.binary_entropy(np.asarray(p, np.float32)), rtol=1e-2)
+
+
+@pytest.mark.parametrize("p,q", [(0.0, -0.5), (0.0, -1e-30), (0.0, -np.inf), (1.0, 1.5),
+                                 (1.0, 1 + 1e-6), (1.0, np.inf), (0.3, -0.5), (0.3, 1.5)])
+def test_probability_outside_the_unit_interval_is_nan(p, q):
+  # Bernoulli(q) does not exist for q outside [0, 1]; at p = 0 (or 1) the term whose log is
+  # undefined has weight 0, so only the other one can carry the NaN.
+  for args in ((p, q), (q, p)):
+    a, b = (jnp.float32(x) for x in args)
+    assert np.isnan(float(jaxdiv.binary_kl_divergence(a, b))), args
+    assert np.isnan(float(jaxdiv.binary_cross_entropy(a, b))), args
+  assert np.isnan(float(jaxdiv.binary_entropy(jnp.float32(q))))
+  # Inside the interval the boundary values keep scipy's finite edges; a NaN from p too.
+  assert float(jaxdiv.binary_kl_divergence(jnp.float32(p), jnp.float32(p))) == 0.0
