@@ -47,6 +47,20 @@ class DivergenceSpec(NamedTuple):
     return (sorted(set(given) - set(self.params)),
             [k for k in self.required if k not in given])
 
+  def nonfinite_on_bad_rows(self, kwargs) -> bool:
+    """Whether, called with `kwargs`, this divergence gives a NaN or infinite value on every
+    row that holds a NaN or infinite input (with logits: NaN or +inf; -inf is a zero
+    probability). :func:`evaluate` then flags such rows only where a value is not finite.
+
+    True of the core family (tests/evaluation/test_evaluate_bad_rows.py checks every member,
+    input and hyperparameter class), except the Bernoulli forms from logits (a +inf logit is a
+    probability of 1, with a finite value) and under a mask (a masked entry does not enter the
+    value). Never assumed of a callable.
+    """
+    if not self.n_inputs or "where" in kwargs:
+      return False
+    return not (self.inputs == "bernoulli" and kwargs.get("from_logits", False))
+
 
 def _spec(name: str) -> DivergenceSpec:
   fn = getattr(discrete, name)
