@@ -134,8 +134,9 @@ def order_statistics(chunks: Callable[[], Iterable[np.ndarray]], ranks: Iterable
         if sel.size:
           digits = ((sel >> shift) & 0xFFFF).astype(np.int64)
           counts[p] += np.bincount(digits, minlength=1 << 16)
+    sums = {p: np.cumsum(c) for p, c in counts.items()}  # once a prefix, not once a target
     for t in targets.values():
-      cs = np.cumsum(counts[t[0]])
+      cs = sums[t[0]]
       d = int(np.searchsorted(cs, t[1], side="right"))
       t[1] -= int(cs[d - 1]) if d else 0
       t[0] = (t[0] << 16) | d
