@@ -58,8 +58,9 @@ def block_rows(n: int) -> int:
   2.7 GB/s (each step of the loop copies its block out of the batch first). Larger blocks were
   measured too (2026-12-03, 64 MiB an input, n from 64 to 32768, the step as jitted here): KL
   from logits runs 1.2-1.7x faster at 2**22-2**23 entries for n <= 1024 (XLA:CPU fuses it
-  into one pass from about 4096 x 1024 on) but 2.5-3x slower there for n >= 2048, and JS from
-  logits 1.4-1.9x slower at every n above 2**20: no size depending on `n` alone serves both.
+  into one pass from about 4096 x 1024 on) but 2.5-3.3x slower at 2**22 for n >= 2048 (at
+  2**23 faster again for n = 2048 alone), and JS from logits 1.5-1.9x slower at every n above
+  2**20: no size depending on `n` alone serves both.
   """
   r = 1
   while r < 4096 and 2 * r * n <= 2**20:
