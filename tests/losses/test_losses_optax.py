@@ -294,6 +294,53 @@ def test_softmax_cross_entropy_minus_inf_logit_with_zero_target():
   np.testing.assert_allclose(value, jl.poly_loss_cross_entropy(x[:, :2], y[:, :2]), rtol=1e-6)
 
 
+def test_softmax_cross_entropy_rows_that_leave_the_fast_line():
+  # The default path evaluates optax's line and takes the guarded terms only on rows where it
+  # is not finite; each row's value, gradient in both arguments, forward-mode derivative and
+  # Hessian-vector product must be those of the float64 closed forms, whatever the other rows.
+  rng = np.random.default_rng(3)
+  x = rng.standard_normal((6, 5)).astype(np.float32)
+  y = rng.dirichlet(np.ones(5), 6).astype(np.float32)
+  x[1, [0, 3]] = NINF  # -inf logits where the target is 0
+  y[1] = [0.0, 0.3, 0.3, 0.0, 0.4]
+  x[2], y[2] = NINF, 0.0  # no support, no target: 0
+  x[3, 2] = np.nan  # NaN row
+  x[4, 1] = np.inf  # +inf logit: NaN row
+  y[5] = [0.0, 0.0, 1.0, 0.0, 0.0]  # one-hot
+  finite = [0, 1, 2, 5]
+  xf, yf = np.float64(x), np.float64(y)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    m = np.max(np.where(np.isfinite(xf), xf, -np.inf), -1, keepdims=True)
+    lse = m + np.log(np.sum(np.exp(xf - m), -1, keepdims=True))
+    log_p = xf - lse
+  log_p[2] = NINF
+  want = -np.sum(np.where(yf == 0, 0.0, yf * log_p), -1)
+  want_gx = np.exp(log_p) * yf.sum(-1, keepdims=True) - yf
+  want_gy = -np.where((yf == 0) & np.isinf(log_p), 0.0, log_p)
+
+  value = np.asarray(jl.softmax_cross_entropy(x, y))
+  np.testing.assert_allclose(value[finite], want[finite], rtol=2e-6, atol=1e-7)
+  assert np.isnan(value[[3, 4]]).all()
+  gx, gy = jax.grad(lambda a, b: jnp.sum(jl.softmax_cross_entropy(a, b)[np.array(finite)]),
+                    argnums=(0, 1))(x, y)
+  np.testing.assert_allclose(np.asarray(gx)[finite], want_gx[finite], rtol=2e-6, atol=1e-7)
+  np.testing.assert_allclose(np.asarray(gy)[finite], want_gy[finite], rtol=2e-6, atol=1e-7)
+  # Forward mode agrees with reverse mode; a Hessian-vector product is finite on these rows.
+  tx = rng.standard_normal(x.shape).astype(np.float32)
+  _, jvp = jax.jvp(lambda a: jl.softmax_cross_entropy(a, y), (x,), (tx,))
+  np.testing.assert_allclose(np.asarray(jvp)[finite], np.sum(want_gx * tx, -1)[finite],
+                             rtol=1e-5, atol=1e-6)
+  rows = np.array(finite)
+  hvp = jax.jvp(jax.grad(lambda a: jnp.sum(jl.softmax_cross_entropy(a, y)[rows])), (x,), (tx,))[1]
+  p = np.exp(log_p)
+  tot = yf.sum(-1, keepdims=True)
+  want_hvp = tot * p * (tx - np.sum(np.where(p > 0, p * tx, 0.0), -1, keepdims=True))
+  np.testing.assert_allclose(np.asarray(hvp)[rows], want_hvp[rows], rtol=1e-5, atol=1e-6)
+  # A bad row leaves the others' bits as they were.
+  np.testing.assert_array_equal(value[[0, 5]], np.asarray(jl.softmax_cross_entropy(x[[0, 5]],
+                                                                                   y[[0, 5]])))
+
+
 def test_integer_labels_all_minus_inf_row():
   x = jnp.array([[NINF, NINF, NINF], [0.0, 1.0, 2.0]])
   labels = jnp.array([0, 2])
