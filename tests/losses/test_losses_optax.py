@@ -339,6 +339,14 @@ def test_softmax_cross_entropy_rows_that_leave_the_fast_line():
   # A bad row leaves the others' bits as they were.
   np.testing.assert_array_equal(value[[0, 5]], np.asarray(jl.softmax_cross_entropy(x[[0, 5]],
                                                                                    y[[0, 5]])))
+  # Poly loss takes the same path and probabilities: CE + eps sum(y (1 - p)).
+  poly = np.asarray(jl.poly_loss_cross_entropy(x, y, epsilon=2.0))
+  want_poly = want + 2.0 * np.sum(yf * (1 - p), -1)
+  np.testing.assert_allclose(poly[rows], want_poly[rows], rtol=2e-6, atol=1e-6)
+  assert np.isnan(poly[[3, 4]]).all()
+  g = jax.grad(lambda a: jnp.sum(jl.poly_loss_cross_entropy(a, y, epsilon=2.0)[rows]))(x)
+  want_g = want_gx - 2.0 * p * (yf - np.sum(yf * p, -1, keepdims=True))
+  np.testing.assert_allclose(np.asarray(g)[rows], want_g[rows], rtol=1e-5, atol=1e-6)
 
 
 def test_integer_labels_all_minus_inf_row():
