@@ -13,8 +13,7 @@ The pipeline, per batch of `batch_size` rows (the distribution axis moved last):
 
 Determinism: rows are computed independently of each other (the divergence reduces only the
 distribution axis), the last batch is padded to whole blocks so that one shape is compiled,
-and every
-cross-row reduction runs on the host in float64 over fixed chunks (:mod:`._reduce`). The
+and every cross-row reduction runs on the host in float64 over fixed chunks (:mod:`._reduce`). The
 bytes of the per-row results and of the summary therefore do not depend on the batch size or
 on the number of devices (tested on 1, 2 and 8 CPU devices, and on 2 processes x 2 devices).
 
@@ -377,8 +376,11 @@ def _collect(tally: Tally, work: _compile.Step, results, blocks, valid: int, don
   them to :meth:`Step.flags`; then its host rows are let go (the results are on the host, so
   the device has finished reading them)."""
   if work.bad_rows is not None:
-    results = [(v, work.flags(v, arrays), stats) for (v, _, stats), arrays in
-               zip(((_compile.fetch(v), b, s) for v, b, s in results), blocks)]
+    filled = []
+    for (values, _, stats), arrays in zip(results, blocks):
+      values = _compile.fetch(values)
+      filled.append((values, work.flags(values, arrays), stats))
+    results = filled
   tally.add(results, valid)
   done()
 
