@@ -52,6 +52,39 @@ def finite_rows_or(value: Callable, careful: Callable, *xs: jax.Array) -> jax.Ar
   return _replace_bad_rows(value(*xs), careful, *xs)[2]
 
 
+def finite_rows_with_coefs(value: Callable, careful: Callable, coefs: Callable, *xs: jax.Array,
+                           axis) -> jax.Array:
+  """:func:`finite_rows_or` with a closed-form derivative given by `coefs`.
+
+  Args:
+    value, careful: as :func:`finite_rows_or`.
+    coefs: `(need, *xs) -> tuple`, one entry an input: d out / d x shaped like `xs` where
+      `need[i]` is True (that input is being differentiated), anything (None) where it is not.
+      It must be right on every row whose value is finite.
+    *xs: the inputs.
+    axis: the reduced axis or axes.
+
+  The derivative's terms exist only for the inputs being differentiated (symbolic zeros).
+  """
+
+  @jax.custom_jvp
+  def f(*xs):
+    return finite_rows_or(value, careful, *xs)
+
+  def f_jvp(primals, tangents):
+    need = tuple(not isinstance(t, jax.custom_derivatives.SymbolicZero) for t in tangents)
+    cs = coefs(need, *primals)
+    out = f(*primals)
+    tangent = jnp.zeros(out.shape, out.dtype)
+    for c, t, live in zip(cs, tangents, need):
+      if live:
+        tangent = tangent + jnp.sum(c * t, axis=axis)
+    return out, tangent
+
+  f.defjvp(f_jvp, symbolic_zeros=True)
+  return f(*xs)
+
+
 def _replace_bad_rows(out, careful, *xs):
   """`(any bad, bad rows, out with careful(*xs)'s rows where out is not finite)`; `careful`
   runs only when some row is bad."""

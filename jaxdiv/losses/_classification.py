@@ -129,26 +129,16 @@ def _soft_cross_entropy_fast(x, y, axis: int):
   unguarded = lambda x, y: -jnp.sum(y * jax.nn.log_softmax(x, axis=axis), axis=axis)
   careful = lambda x, y: _dense_cross_entropy(x, y, (axis,), None)
 
-  @jax.custom_jvp
-  def f(x, y):
-    return _fallback.finite_rows_or(unguarded, careful, x, y)
-
-  def f_jvp(primals, tangents):
-    x, y = primals
-    t_x, t_y = tangents
+  def coefs(need, x, y):
     lse = _row_log_normaliser(x, axis)  # +inf without a finite one: log-probabilities -inf
-    tangent = jnp.zeros(jnp.shape(jnp.sum(x, axis=axis)), x.dtype)
-    if not isinstance(t_x, jax.custom_derivatives.SymbolicZero):
-      total = jnp.sum(y, axis=axis, keepdims=True)
-      tangent = tangent + jnp.sum((jnp.exp(x - lse) * total - y) * t_x, axis=axis)
-    if not isinstance(t_y, jax.custom_derivatives.SymbolicZero):
+    d_x = jnp.exp(x - lse) * jnp.sum(y, axis=axis, keepdims=True) - y if need[0] else None
+    d_y = None
+    if need[1]:
       log_p = x - lse
-      keep = (y != 0) | (log_p > -jnp.inf)
-      tangent = tangent - jnp.sum(jnp.where(keep, log_p, 0) * t_y, axis=axis)
-    return f(x, y), tangent
+      d_y = -jnp.where((y != 0) | (log_p > -jnp.inf), log_p, 0)
+    return d_x, d_y
 
-  f.defjvp(f_jvp, symbolic_zeros=True)
-  return f(x, y)
+  return _fallback.finite_rows_with_coefs(unguarded, careful, coefs, x, y, axis=axis)
 
 
 def softmax_cross_entropy(

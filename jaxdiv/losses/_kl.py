@@ -171,27 +171,15 @@ def _kl_log_targets_fast(log_p, log_q, ax):
   unguarded = lambda lp, lq: jnp.sum(jnp.exp(lp) * (lp - lq), axis=ax)
   careful = lambda lp, lq: _kl_sum(None, lp, lq, ax, None, log_target=True)
 
-  @jax.custom_jvp
-  def f(lp, lq):
-    return _fallback.finite_rows_or(unguarded, careful, lp, lq)
-
-  def f_jvp(primals, tangents):
-    lp, lq = primals
-    t_lp, t_lq = tangents
+  def coefs(need, lp, lq):
     x = jnp.exp(lp)
-    tangent = jnp.zeros(jnp.shape(jnp.sum(lp, axis=ax)), lp.dtype)
-    if not isinstance(t_lp, jax.custom_derivatives.SymbolicZero):
-      # d/d log_p of e^{log_p} (log_p - log_q) is e^{log_p} (log_p - log_q + 1); its finite
-      # part, 0, where e^{log_p} = 0 (the select on the log-ratio keeps second derivatives
-      # finite there).
-      d = jnp.where(x != 0, lp - lq, 0)
-      tangent = tangent + jnp.sum(x * (d + 1) * t_lp, axis=ax)
-    if not isinstance(t_lq, jax.custom_derivatives.SymbolicZero):
-      tangent = tangent - jnp.sum(x * t_lq, axis=ax)
-    return f(lp, lq), tangent
+    # d/d log_p of e^{log_p} (log_p - log_q) is e^{log_p} (log_p - log_q + 1); its finite
+    # part, 0, where e^{log_p} = 0 (the select on the log-ratio keeps second derivatives
+    # finite there).
+    d_lp = x * (jnp.where(x != 0, lp - lq, 0) + 1) if need[0] else None
+    return d_lp, -x
 
-  f.defjvp(f_jvp, symbolic_zeros=True)
-  return f(log_p, log_q)
+  return _fallback.finite_rows_with_coefs(unguarded, careful, coefs, log_p, log_q, axis=ax)
 
 
 def generalized_kl_divergence(
