@@ -217,9 +217,9 @@ def test_other_families_edge_rows_take_the_guarded_values(x64, name, from_logits
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
-# Each exponent class of the power sums' entry guard (`_fast._entry_guard`): integer and not,
-# above 1, between 0 and 1, below 0; and the other forms with a guard of their own. Fast tier:
-# one exponent of each sign and `_fast.nan_if_negative`; the rest slow.
+# Each exponent class of the power sums' row guard (`_fast.nan_rows`): integer and not, above
+# 1, between 0 and 1, below 0; and the other forms with a guard of their own. Fast tier: one
+# exponent of each sign and one of the f-family's forms; the rest slow.
 GUARDED_PROB_CASES = {
     "renyi_divergence[alpha=2]": lambda p, q, **k: jaxdiv.renyi_divergence(p, q, 2.0, **k),
     "renyi_divergence[alpha=2.5]": lambda p, q, **k: jaxdiv.renyi_divergence(p, q, 2.5, **k),
@@ -235,6 +235,8 @@ GUARDED_PROB_CASES = {
     "chi_squared_divergence": jaxdiv.chi_squared_divergence,
     "hellinger_distance": jaxdiv.hellinger_distance,
     "bhattacharyya_distance": jaxdiv.bhattacharyya_distance,
+    "f_divergence[chi2]": lambda p, q, **k: jaxdiv.f_divergence(p, q, lambda t: (t - 1) ** 2,
+                                                                **k),
 }
 
 
