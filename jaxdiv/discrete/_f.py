@@ -433,11 +433,9 @@ def _bhattacharyya(prep: _common.Prepared) -> jax.Array:
 
 
 def _bhattacharyya_probs(ax, p, q):
-  s = jnp.sqrt(p * q)
-  # NaN where the guarded path must run: a zero (0 / 0; the derivative sqrt(q / p) / 2 is
-  # infinite there), a negative entry (the root of p, and of p q when one of them is), +inf
-  # (an infinite sum).
-  total = jnp.sum(s + 0 / s + 0 * jnp.sqrt(p), axis=ax)
+  # NaN where the guarded path must run: a zero (the derivative sqrt(q / p) / 2 is infinite
+  # there) or a negative entry (p q is positive when both are); +inf makes the sum infinite.
+  total = _fast.nan_rows(jnp.sum(jnp.sqrt(p * q), axis=ax), ax, positive=(p, q))
   return -jnp.log(total), total
 
 

@@ -118,8 +118,8 @@ def _soft_cross_entropy_fast(x, y, axis: int):
   `-log_softmax(x)` in the targets (0 where a zero target meets a `-inf` log-probability, as
   `mul_log`'s), computed only for the inputs being differentiated. It is the guarded path's on
   every row whose value is finite: a `-inf` logit has probability 0, and a row without a finite
-  normaliser (every logit `-inf`) has log-probabilities `-inf`, so probabilities 0. Its guards
-  act on row statistics (`_row_log_normaliser`), not on entries.
+  normaliser (every logit `-inf`) has log-probabilities `-inf`, so probabilities 0. The logits'
+  derivative has no select (`_row_exp`); the targets' guards act on row statistics.
 
   The entry guards kept XLA:CPU from compiling the sum as one loop: 2.7x optax's forward time
   and 1.8x its value+grad at 4096x4096 (`python bench/losses.py --cases
@@ -130,11 +130,13 @@ def _soft_cross_entropy_fast(x, y, axis: int):
   careful = lambda x, y: _dense_cross_entropy(x, y, (axis,), None)
 
   def coefs(need, x, y):
-    lse = _row_log_normaliser(x, axis)  # +inf without a finite one: log-probabilities -inf
-    d_x = jnp.exp(x - lse) * jnp.sum(y, axis=axis, keepdims=True) - y if need[0] else None
+    d_x = None
+    if need[0]:
+      e, total = _row_exp(x, axis)
+      d_x = e * (jnp.sum(y, axis=axis, keepdims=True) / total) - y
     d_y = None
     if need[1]:
-      log_p = x - lse
+      log_p = x - _row_log_normaliser(x, axis)  # -inf on a row without a finite normaliser
       d_y = -jnp.where((y != 0) | (log_p > -jnp.inf), log_p, 0)
     return d_x, d_y
 
@@ -578,7 +580,8 @@ def _softmax_rows(x, axis: int):
 
   @jax.custom_jvp
   def f(x):
-    return jnp.exp(x - _row_log_normaliser(x, axis))
+    e, total = _row_exp(x, axis)
+    return e / total
 
   @f.defjvp
   def f_jvp(primals, tangents):
@@ -587,6 +590,19 @@ def _softmax_rows(x, axis: int):
     return q, q * (t - jnp.sum(q * t, axis=axis, keepdims=True))
 
   return f(x)
+
+
+def _row_exp(x, axis: int):
+  """`(exp(x - m), total)`, m the row max: `e / total` is the softmax, and 0 on a row of every
+  logit `-inf` (m floored at the lowest finite value makes `e` 0 there, and `total` is 1 there;
+  elsewhere it is the row sum, at least 1, unchanged, with its own derivative). Arithmetic
+  only: a select or compare on a row statistic between the reductions and the entries split
+  XLA:CPU's single fused pass of the gradient (softmax cross-entropy value+grad at 4096x4096:
+  42.5 and 35.8 ms with them, 32.9 without, optax's 32.4)."""
+  m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
+  e = jnp.exp(x - jnp.maximum(m, jnp.finfo(x.dtype).min))
+  total = jnp.sum(e, axis=axis, keepdims=True)
+  return e, total + lax.stop_gradient(1 - jnp.minimum(total, 1))
 
 
 def _row_log_normaliser(x, axis: int):
