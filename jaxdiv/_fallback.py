@@ -129,25 +129,18 @@ def with_fallback(value: Callable, coefs: Callable, careful: Callable, *xs: jax.
     # The coefficients are differentiated again for second derivatives, back through `value`,
     # whose unguarded expression has 0 * inf partials exactly where a guard was needed. On the
     # rows that take the guarded values, that path gets zero cotangents, and 0 * inf is NaN:
-    # gate it at the inputs (`tangent_if`, identity in value).
-    def gated(row_bad, xs):
-      return value(*(tangent_if(jnp.logical_not(row_bad), x) for x in xs))
+    # gate it at the inputs (`tangent_if`, identity in value). XLA merges this `value` with
+    # `pick`'s.
+    out_g, aux_g = value(*(tangent_if(jnp.logical_not(row_bad), x) for x in primals))
 
-    # What `value` passes to `coefs` crosses the `cond` as an operand, written out in full.
-    # With one input it is cheaper to evaluate `value` again inside each branch, fused into the
-    # coefficients (entropy from logits, value+grad at 32768x512: 106 -> 61 ms, the
-    # hand-written line 41-51); with two the recomputation costs more than the arrays (JS
-    # 236 -> 293 ms, Hellinger 170 -> 202, Tsallis from probabilities 75 -> 118).
-    outside = None if n == 1 else gated(row_bad, primals)
+    def fast_coefs(*xs):
+      return tuple(coefs(out_g, aux_g, *xs))
 
-    def fast_coefs(row_bad, *xs):
-      return tuple(coefs(*(gated(row_bad, xs) if outside is None else outside), *xs))
-
-    def mixed_coefs(row_bad, *xs):
+    def mixed_coefs(*xs):
       guarded = jax.grad(lambda *ys: jnp.sum(careful(*ys)), argnums=tuple(range(n)))(*xs)
-      return tuple(jnp.where(row_bad, g, c) for g, c in zip(guarded, fast_coefs(row_bad, *xs)))
+      return tuple(jnp.where(row_bad, g, c) for g, c in zip(guarded, fast_coefs(*xs)))
 
-    cs = cond(bad, mixed_coefs, fast_coefs, row_bad, *primals)
+    cs = cond(bad, mixed_coefs, fast_coefs, *primals)
     tangent = sum(jnp.sum(c * t, axis=axis) for c, t in zip(cs, tangents))
     return out, tangent
 
