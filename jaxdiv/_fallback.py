@@ -131,10 +131,14 @@ def with_fallback(value: Callable, coefs: Callable, careful: Callable, *xs: jax.
     # rows that take the guarded values, that path gets zero cotangents, and 0 * inf is NaN:
     # gate it at the inputs (`tangent_if`, identity in value). XLA merges this `value` with
     # `pick`'s.
-    out_g, aux_g = value(*(tangent_if(jnp.logical_not(row_bad), x) for x in primals))
+    # The coefficients' own reads of the inputs are gated alike.
+    def gate(xs):
+      return tuple(tangent_if(jnp.logical_not(row_bad), x) for x in xs)
+
+    out_g, aux_g = value(*gate(primals))
 
     def fast_coefs(*xs):
-      return tuple(coefs(out_g, aux_g, *xs))
+      return tuple(coefs(out_g, aux_g, *gate(xs)))
 
     def mixed_coefs(*xs):
       guarded = jax.grad(lambda *ys: jnp.sum(careful(*ys)), argnums=tuple(range(n)))(*xs)

@@ -80,12 +80,17 @@ def _js_probs_coefs(beta):
 def _entropy_value(ax, a):
   la = _fast.log_softmax(a, ax)
   pa = _fast.softmax(a, ax)
-  return -jnp.sum(pa * la, axis=ax), (la, pa)
+  return -jnp.sum(pa * la, axis=ax), None
 
 
 def _entropy_coefs(ax, h, aux, a):
-  la, pa = aux
-  return (-pa * (la + jnp.expand_dims(h, ax)),)
+  # From the logits again, not from the value's arrays: those would cross the fallback's
+  # `cond` as operands, written out in full (value+grad at 32768x512: 2.1x the hand-written
+  # line with them, 1.5x without).
+  y = a - jax.lax.stop_gradient(jnp.max(a, axis=ax, keepdims=True))
+  e = jnp.exp(y)
+  total = jnp.sum(e, axis=ax, keepdims=True)
+  return (-(e / total) * (y - jnp.log(total) + jnp.expand_dims(h, ax)),)
 
 
 def _ce_value(ax, a, b):
