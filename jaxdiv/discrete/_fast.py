@@ -218,15 +218,22 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
     # lse_k`, the same value to rounding) XLA:CPU ran the forward 3x slower (32768x512, both
     # one fusion): an output that reads two of the fusion's row reductions is slow there, one
     # whose reductions feed each other is not.
+    ys, lses, w = logit_terms(ax, xs)
+    s = jnp.sum(w, axis=ax)
+    log_s = jnp.log(s)
+    return general(log_s), (s, log_s)
+
+  def logit_terms(ax, xs):
     ys = [x - lax.stop_gradient(jnp.max(x, axis=ax, keepdims=True)) for x in xs]
     lses = [jnp.log(jnp.sum(jnp.exp(y), axis=ax, keepdims=True)) for y in ys]
     w = jnp.exp(sum(c * (y - lse) for c, y, lse in zip(cs, ys, lses)))
-    s = jnp.sum(w, axis=ax)
-    log_s = jnp.log(s)
-    return general(log_s), (ys, lses, w, s, log_s)
+    return ys, lses, w
 
   def coefs_logits(ax, out, aux, *xs):
-    ys, lses, w, s, log_s = aux
+    # The terms from the logits again, not from the value's [N, V] arrays, which would cross
+    # the fallback's `cond` as operands written out in full.
+    s, log_s = aux
+    ys, lses, w = logit_terms(ax, xs)
     slope = jnp.expand_dims(_slope(general, log_s), ax)
     r = w / jnp.expand_dims(s, ax)
     return tuple(slope * c * (r - jnp.exp(y - lse)) for c, y, lse in zip(cs, ys, lses))
