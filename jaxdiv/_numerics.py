@@ -8,6 +8,8 @@ the argument safe on the unselected branch, then select.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -119,11 +121,19 @@ def expm1_minus_x(x: jax.Array) -> jax.Array:
   """`exp(x) - 1 - x` (>= 0), i.e. `r - 1 - log r` at `x = log r`.
 
   Trap avoided: catastrophic cancellation near 0, where `expm1(x) - x` subtracts two nearly equal
-  numbers (a series is used there, and the double-`where` keeps its gradient finite).
+  numbers: its relative error is about `2 eps / |x|` (200 ulp at |x| = 0.01). For |x| < 1 the
+  Taylor series `sum_{k >= 2} x^k / k!` is summed instead, to as many terms as the dtype needs
+  (truncation below one ulp: 18 terms in float64, 11 otherwise); beyond 1 the difference loses
+  at most a few ulp. The double-`where` keeps the gradient finite.
   """
-  small = jnp.abs(x) < 1e-2
+  x = jnp.asarray(x)
+  small = jnp.abs(x) < 1
   xs = jnp.where(small, x, 0)
-  series = xs * xs * (0.5 + xs * (1.0 / 6 + xs * (1.0 / 24 + xs / 120)))
+  terms = 18 if x.dtype == jnp.float64 else 11
+  series = jnp.zeros_like(xs)
+  for k in range(terms + 1, 2, -1):  # Horner: 1/2! + x (1/3! + x (1/4! + ...))
+    series = xs * (series + 1.0 / math.factorial(k))
+  series = xs * xs * (series + 0.5)
   xb = jnp.where(small, 1.0, x)
   return jnp.where(small, series, jnp.expm1(xb) - xb)
 
