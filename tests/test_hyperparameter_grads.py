@@ -273,6 +273,36 @@ def test_hyperparameter_derivative_matches_finite_difference(rid, i):
                              err_msg=f"d/d{row.param} of {rid} at {row.param}={x}")
 
 
+# The orders' branch points: alpha = 1 (the KL limit) of every Rényi-type row, and alpha = 0
+# of the alpha-divergence (the reversed KL). The value there comes from its own branch, the
+# derivatives from a Taylor term added to it; the second one is checked here (a slope alone
+# gave d²/dalpha² = 0 at 1).
+SECOND_CASES = [(rid, x) for rid in _row_ids() if _table()[rid].param == "alpha"
+                and _table()[rid].module in ("jaxdiv", "jaxdiv.parametric")
+                for x in (0.0, 1.0) if x in _table()[rid].points
+                and (x == 1.0 or _table()[rid].name == "alpha_divergence")]
+
+
+@tiered("rid,x", SECOND_CASES,
+        fast=[c for c in SECOND_CASES if not c[0].endswith(("cholesky]", "diag]"))],
+        ids=[f"{r}@{x}" for r, x in SECOND_CASES])
+def test_second_derivative_in_alpha_at_the_branch_points(rid, x):
+  """d²/dalpha² at the branch point, reverse-over-reverse and forward-over-reverse, against a
+  Richardson-extrapolated second difference of the values (the branch's own value at x, the
+  general formula at x +- h)."""
+  row = _table()[rid]
+  with jax.enable_x64(True):
+    f = jax.jit(row.fn)
+    fx = lambda v: float(f(jnp.float64(v)))
+    d2 = lambda h: (fx(x + h) - 2 * fx(x) + fx(x - h)) / (h * h)
+    want = (4 * d2(3e-3) - d2(6e-3)) / 3
+    rev = float(jax.jit(jax.grad(jax.grad(row.fn)))(jnp.float64(x)))
+    fwd = float(jax.jit(jax.jacfwd(jax.grad(row.fn)))(jnp.float64(x)))
+  for got in (rev, fwd):
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-7,
+                               err_msg=f"d²/d{row.param}² of {rid} at {row.param}={x}")
+
+
 def _public_functions():
   for mod in (jaxdiv, jp, losses, kernels, estimators):
     for name in getattr(mod, "__all__", dir(mod)):

@@ -83,36 +83,43 @@ def _max_log_ratio(log_p, d, axis):
   return jnp.where(jnp.any(s, axis=axis), out, 0)
 
 
-def _moments(p, log_p, d, axis, *, second=False):
-  """E_p[d] (inf allowed, 0 log 0 = 0) and, if asked, E_p[d^2] where every d is finite.
+def _moments(p, log_p, d, axis, *, higher=False):
+  """E_p[d] (inf allowed, 0 log 0 = 0) and, if asked, the central moments (E_p[c^2], E_p[c^3]),
+  c = d - E_p[d], where every d is finite.
 
-  The second moment only feeds a derivative with respect to alpha at alpha = 1, which exists
-  where every log-ratio on the support is finite; elsewhere it is 0 (and no inf enters it).
+  The higher moments only feed the derivatives with respect to alpha at alpha = 1, which exist
+  where every log-ratio on the support is finite; elsewhere they are 0 (and no inf enters them).
   """
   s = _support(log_p)
   z = _mass(p, log_p, axis)
   z_safe = jnp.where(z > 0, z, 1)
   mean = jnp.sum(_numerics.mul_log(p, jnp.where(s, d, 0)), axis=axis) / z_safe
-  if not second:
+  if not higher:
     return mean, None
   finite_row = jnp.all(jnp.isfinite(d) | ~s, axis=axis, keepdims=True)
-  d_fin = jnp.where(s & finite_row, d, 0)
-  m2 = jnp.sum(p * d_fin * d_fin, axis=axis) / z_safe
-  return mean, jnp.where(jnp.squeeze(finite_row, axis), m2, 0)
+  fin = jnp.squeeze(finite_row, axis)
+  c = jnp.where(s & finite_row, d - jnp.expand_dims(jnp.where(fin, mean, 0), axis), 0)
+  pc2 = p * c * c
+  c2 = jnp.where(fin, jnp.sum(pc2, axis=axis) / z_safe, 0)
+  c3 = jnp.where(fin, jnp.sum(pc2 * c, axis=axis) / z_safe, 0)
+  return mean, (c2, c3)
 
 
 _static_alpha = _validation.static_scalar  # a float traces one branch; None traces them all
 
 
-def _order_family(p, log_p, d, alpha, axis, general, at_one, at_inf, one_slope=None):
+def _order_family(p, log_p, d, alpha, axis, general, at_one, at_inf, one_taylor=None):
   """Evaluates `general(log S, t)`, with the exact branches `at_one(E_p d)` at alpha = 1 and
   `at_inf(max d)` at alpha = inf.
 
   A concrete scalar alpha traces only its branch. A traced or array alpha evaluates all three,
   each on a log-ratio that is 0 wherever that branch is not selected, so that no unselected
   branch meets an infinity (whose derivative times a zero cotangent is NaN). There,
-  `one_slope(E_p d, E_p d^2)`, the derivative with respect to alpha at alpha = 1, is added as
-  `(alpha - 1) * slope`: 0 in value, but the true derivative for a traced alpha.
+  `one_taylor(E_p d, E_p c^2, E_p c^3)` (central moments, c = d - E_p d) gives the first and
+  second derivatives with respect to alpha at alpha = 1, added as `s slope + s^2 curvature / 2`
+  with `s = alpha - 1`: 0 in value, but the true first and second derivatives (Hessians
+  included) for a traced alpha. Higher
+  derivatives at exactly alpha = 1 are those of that quadratic (0 from the third on).
   """
   a = _static_alpha(alpha)
   if a is not None:
@@ -129,12 +136,14 @@ def _order_family(p, log_p, d, alpha, axis, general, at_one, at_inf, one_slope=N
   t = jnp.where(is_inf | is_one, 1, alpha - 1)
   d_gen = jnp.where(is_one | is_inf, 0, d)
   gen = general(_log_power_mean(p, log_p, d_gen, t, axis), squeeze(t))
-  mean, m2 = _moments(p, log_p, jnp.where(is_one, d, 0), axis, second=one_slope is not None)
+  mean, higher = _moments(p, log_p, jnp.where(is_one, d, 0), axis,
+                          higher=one_taylor is not None)
   one = at_one(mean)
-  if one_slope is not None:
+  if one_taylor is not None:
     fin = jnp.isfinite(mean)  # an infinite limit has no derivative to add
-    slope = jnp.where(fin, one_slope(jnp.where(fin, mean, 0), m2), 0)
-    one = one + (squeeze(jnp.where(is_one, alpha, 1)) - 1) * slope
+    slope, curvature = one_taylor(jnp.where(fin, mean, 0), *higher)
+    s = squeeze(jnp.where(is_one, alpha, 1)) - 1
+    one = one + jnp.where(fin, s * (slope + 0.5 * s * curvature), 0)
   inf = at_inf(_max_log_ratio(log_p, jnp.where(is_inf, d, 0), axis))
   return jnp.where(squeeze(is_one), one, jnp.where(squeeze(is_inf), inf, gen))
 
@@ -162,7 +171,7 @@ def _fast_order(a):
 
 
 def _family(arrays, alpha, base, *, axis, where, from_logits, general, at_one, at_inf,
-            one_slope=None, sign=1.0):
+            one_taylor=None, sign=1.0):
   """`sign` times the order-alpha family (see `_order_family`) of one (entropy: d = log p) or
   two (divergence: d = log p - log q) distributions, with the units and the finish.
 
@@ -176,7 +185,7 @@ def _family(arrays, alpha, base, *, axis, where, from_logits, general, at_one, a
     d = dp.log_prob if len(arrays) == 1 else dp.log_prob - prep.dists[1].log_prob
     return sign * _order_family(dp.prob, dp.log_prob, d, _alpha_for(alpha, prep), prep.axis,
                                 general=general, at_one=at_one, at_inf=at_inf,
-                                one_slope=one_slope)
+                                one_taylor=one_taylor)
 
   a = _static_alpha(alpha)
   fast = _common.fast_inputs(*arrays, names=names, axis=axis, where=where,
@@ -194,12 +203,29 @@ def _family(arrays, alpha, base, *, axis, where, from_logits, general, at_one, a
 
 
 _identity = lambda x: x
-# d/d(alpha) at alpha = 1 of each member, from the cumulants of d under p:
-# Renyi: Var/2; Tsallis divergence: E[d^2]/2; alpha-divergence: E[d^2]/2 - E[d].
-_renyi_slope = lambda mean, m2: 0.5 * (m2 - mean * mean)
 _renyi_general = lambda log_s, t: log_s / t
-_tsallis_slope = lambda mean, m2: 0.5 * m2
+# (d/d(alpha), d^2/d(alpha)^2) at alpha = 1 of each member, from the mean m of d under p and
+# its central moments c2, c3, with t = alpha - 1: log E_p[e^(t d)] = m t + c2 t^2/2 + c3 t^3/6
+# + ... (cumulants), and the raw moments E_p[d^2] = c2 + m^2, E_p[d^3] = c3 + 3 m c2 + m^3 of
+# E_p[e^(t d)] = 1 + m t + E[d^2] t^2/2 + E[d^3] t^3/6 + ...
+# Renyi, log E[e^(t d)] / t: (c2/2, c3/3); Tsallis divergence, (E[e^(t d)] - 1) / t:
+# (E[d^2]/2, E[d^3]/3); alpha-divergence, the same over alpha = 1 + t:
+# (E[d^2]/2 - m, E[d^3]/3 - E[d^2] + 2 m).
+_renyi_taylor = lambda m, c2, c3: (0.5 * c2, c3 / 3)
 
+
+def _raw(m, c2, c3):
+  return c2 + m * m, c3 + m * (3 * c2 + m * m)
+
+
+def _tsallis_taylor(m, c2, c3):
+  m2, m3 = _raw(m, c2, c3)
+  return 0.5 * m2, m3 / 3
+
+
+def _alpha_taylor(m, c2, c3):
+  m2, m3 = _raw(m, c2, c3)
+  return 0.5 * m2 - m, m3 / 3 - m2 + 2 * m
 
 def renyi_divergence(
     p: ArrayLike, q: ArrayLike, alpha: ArrayLike, *, axis: int = -1,
@@ -240,7 +266,7 @@ def renyi_divergence(
   _validation.check_base(base)
   return _family((p, q), alpha, base, axis=axis, where=where, from_logits=from_logits,
                  general=_renyi_general, at_one=_identity, at_inf=_identity,
-                 one_slope=_renyi_slope)
+                 one_taylor=_renyi_taylor)
 
 
 def renyi_entropy(
@@ -278,7 +304,7 @@ def renyi_entropy(
   # H_alpha(p) = -D_alpha(p || counting measure): the divergence with log q = 0.
   return _family((p,), alpha, base, axis=axis, where=where, from_logits=from_logits,
                  general=_renyi_general, at_one=_identity, at_inf=_identity,
-                 one_slope=_renyi_slope, sign=-1.0)
+                 one_taylor=_renyi_taylor, sign=-1.0)
 
 
 def tsallis_entropy(
@@ -314,7 +340,7 @@ def tsallis_entropy(
   return _family((p,), alpha, None, axis=axis, where=where, from_logits=from_logits,
                  general=lambda log_s, t: -jnp.expm1(log_s) / t,
                  at_one=lambda mean: -mean, at_inf=jnp.zeros_like,
-                 one_slope=lambda mean, m2: -0.5 * m2)
+                 one_taylor=lambda m, c2, c3: tuple(-x for x in _tsallis_taylor(m, c2, c3)))
 
 
 def _inf_if_positive(dmax):
@@ -356,7 +382,7 @@ def tsallis_divergence(
   """
   return _family((p, q), alpha, None, axis=axis, where=where, from_logits=from_logits,
                  general=lambda log_s, t: jnp.expm1(log_s) / t, at_one=_identity,
-                 at_inf=_inf_if_positive, one_slope=_tsallis_slope)
+                 at_inf=_inf_if_positive, one_taylor=_tsallis_taylor)
 
 
 def alpha_divergence(
@@ -436,5 +462,5 @@ def _alpha_divergence(prep: _common.Prepared, alpha) -> jax.Array:
       dp.prob, dp.log_prob, d, a_eff, prep.axis,
       general=lambda log_s, t: jnp.expm1(log_s) / (t * a_b),
       at_one=_identity, at_inf=_inf_if_positive,
-      one_slope=lambda mean, m2: 0.5 * m2 - mean,
+      one_taylor=_alpha_taylor,
   )

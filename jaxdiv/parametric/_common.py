@@ -152,15 +152,17 @@ def near_one_radius(acc) -> float:
   return 3e-3 if jnp.dtype(acc) == jnp.float64 else 5e-2
 
 
-def alpha_select(alpha, acc, at_one, general, slope=None, near=None):
+def alpha_select(alpha, acc, at_one, general, slope=None, near=None, curvature=None):
   """Evaluates a Rényi-type divergence at ``alpha``, with its exact ``alpha = 1`` limit.
 
   ``general(alpha_safe)`` is only evaluated at ``alpha != 1`` (double ``where`` for traced
   orders, so the gradient stays finite); a concrete ``alpha == 1`` calls ``at_one()`` alone.
   ``at_one()`` does not depend on ``alpha``; for a traced order the derivative at 1 comes from
   ``slope()``, the limit ``dD/dalpha = Var_p[log p/q] / 2``, added as ``(alpha - 1) * slope``
-  (0 in value; the same correction as the core ``renyi_divergence``), or from ``near(s)``, a
-  series in ``s = alpha - 1`` used for ``|s| < near_one_radius(acc)``.
+  (0 in value; the same correction as the core ``renyi_divergence``), with
+  ``curvature()``, the second derivative ``Kappa_3[log p/q] / 3`` (third cumulant under p), as
+  ``(alpha - 1)^2 / 2 * curvature``; or from ``near(s)``, a series in ``s = alpha - 1`` used for
+  ``|s| < near_one_radius(acc)``.
   """
   radius = near_one_radius(acc)
   value = _validation.concrete(alpha)
@@ -183,9 +185,12 @@ def alpha_select(alpha, acc, at_one, general, slope=None, near=None):
     use = use & ((alpha == 1) | jnp.isfinite(exact))
     return jnp.where(use, series, exact)
   one = alpha == 1
+  k = jnp.where(one, alpha, 1.0) - 1
   s = slope()
-  s = jnp.where(jnp.isfinite(s), s, 0.0)  # an infinite limit has no slope to add
-  at1 = at_one() + (jnp.where(one, alpha, 1.0) - 1) * s
+  if curvature is not None:
+    s = s + 0.5 * k * curvature()
+  s = jnp.where(jnp.isfinite(s), s, 0.0)  # an infinite limit has no derivative to add
+  at1 = at_one() + k * s
   return jnp.where(one, at1, general(jnp.where(one, 0.5, alpha)))
 
 

@@ -152,8 +152,8 @@ def _log_det_term(alpha, x):
   ``alpha > 1``): the mixture is not normalisable, ``h = +inf`` with a finite gradient.
 
   Returns:
-    ``(h, ok)``; ``h`` has only the value (not the derivative in alpha) right at ``t = 0``,
-    where :func:`_common.alpha_select` adds the slope.
+    ``(h, ok)``; ``h`` has only the value (not the derivatives in alpha) right at ``t = 0``,
+    where :func:`_common.alpha_select` adds the slope and curvature.
   """
   phi = _common.expm1_minus_x
   t = 1 - alpha
@@ -191,6 +191,20 @@ def _renyi_slope(rel: _Relative):
     aw = jnp.swapaxes(rel.a, -1, -2) @ rel.w[..., None]
     lin = jnp.sum(aw * aw, axis=(-2, -1))
   return 0.25 * jnp.sum(r_minus_1 * r_minus_1, axis=-1) + 0.5 * lin
+
+
+def _renyi_curvature(rel: _Relative):
+  # d²D/dalpha² at 1 = Kappa_3[log p/q] / 3 under p. For the quadratic z'(M - I)z/2 + b'z with
+  # M = AᵀA and b = Aᵀw: Kappa_3 = tr (M - I)³ + 3 b'(M - I) b = Σ_i (r_i - 1)³ + 3 (|A b|² - |b|²).
+  r_minus_1 = jnp.expm1(rel.x)
+  if rel.diag:
+    b = rel.a * rel.w
+    lin = jnp.sum(r_minus_1 * b * b, axis=-1)
+  else:
+    b = jnp.swapaxes(rel.a, -1, -2) @ rel.w[..., None]
+    ab = rel.a @ b
+    lin = jnp.sum(ab * ab, axis=(-2, -1)) - jnp.sum(b * b, axis=(-2, -1))
+  return jnp.sum(r_minus_1 ** 3, axis=-1) / 3 + lin
 
 
 _DOC_ARGS = """
@@ -309,7 +323,8 @@ def mvn_renyi_divergence(
   cp, cq = _Cov(cp, covariance), _Cov(cq, covariance)
   rel = _Relative(lp, cp, lq, cq)
   out = _common.alpha_select(alpha, a.dtype, lambda: _renyi_at_one(rel),
-                             lambda al: _renyi(rel, a * 0 + al), lambda: _renyi_slope(rel))
+                             lambda al: _renyi(rel, a * 0 + al), lambda: _renyi_slope(rel),
+                             curvature=lambda: _renyi_curvature(rel))
   return _common.finish(out, dtype, base, cp.valid & cq.valid)
 
 
