@@ -118,8 +118,8 @@ def _order_family(p, log_p, d, alpha, axis, general, at_one, at_inf, one_taylor=
   `one_taylor(E_p d, E_p c^2, E_p c^3)` (central moments, c = d - E_p d) gives the first and
   second derivatives with respect to alpha at alpha = 1, added as `s slope + s^2 curvature / 2`
   with `s = alpha - 1`: 0 in value, but the true first and second derivatives (Hessians
-  included) for a traced alpha. Higher
-  derivatives at exactly alpha = 1 are those of that quadratic (0 from the third on).
+  included) for a traced alpha. Higher derivatives at exactly alpha = 1 are those of that
+  quadratic (0 from the third on).
   """
   a = _static_alpha(alpha)
   if a is not None:
