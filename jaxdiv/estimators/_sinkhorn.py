@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -18,44 +20,97 @@ def _cost(x, y, p):
   return sq if p == 2 else _numerics.safe_sqrt(sq)
 
 
-def _entropic_ot(x, y, a, b, p, eps, tol, max_iterations):
-  """OT_eps(a, b) = min_pi <pi, C> + eps KL(pi ‖ a ⊗ b), from converged dual potentials.
-
-  The Sinkhorn loop (a ``lax.while_loop``) runs under ``stop_gradient``; the value is the dual
-  objective evaluated once more at the converged potentials. The dual is stationary there, so
-  its gradient with respect to ``x``, ``y``, ``a``, ``b`` and ``eps`` is the envelope-theorem
-  gradient (``∂/∂C = pi``, ``∂/∂a = f``, ``∂/∂eps`` the partial derivative): exact at
-  convergence, with no unrolled iterations to store.
-  """
-  c = _cost(x, y, p)
+def _dual(f, g, c, a, b, eps):
+  """The dual objective <a, f> + <b, g> - eps (sum_ij a_i b_j e^((f_i + g_j - C_ij)/eps) - 1),
+  whose maximum over the potentials (f, g) is OT_eps(a, b)."""
   log_a, log_b = _numerics.safe_log(a), _numerics.safe_log(b)
-  # epsilon too: the dual is stationary in (f, g), so d/d(eps) is its partial derivative.
-  cs, las, lbs, eps_s = (lax.stop_gradient(t) for t in (c, log_a, log_b, eps))
-  a_s = lax.stop_gradient(a)
+  log_plan = log_a[:, None] + log_b[None, :] + (f[:, None] + g[None, :] - c) / eps
+  mass = jnp.exp(_numerics.logsumexp(log_plan.reshape(-1), axis=0))
+  return jnp.sum(a * f) + jnp.sum(b * g) - eps * (mass - 1)
+
+
+def _sinkhorn_loop(c, a, b, eps, tol, max_iterations):
+  """Log-domain Sinkhorn iterations (a ``lax.while_loop``) to the L1 marginal error `tol`."""
+  log_a, log_b = _numerics.safe_log(a), _numerics.safe_log(b)
 
   def t_f(g):
-    return -eps_s * _numerics.logsumexp(lbs[None, :] + (g[None, :] - cs) / eps_s, axis=1)
+    return -eps * _numerics.logsumexp(log_b[None, :] + (g[None, :] - c) / eps, axis=1)
 
   def t_g(f):
-    return -eps_s * _numerics.logsumexp(las[:, None] + (f[:, None] - cs) / eps_s, axis=0)
+    return -eps * _numerics.logsumexp(log_a[:, None] + (f[:, None] - c) / eps, axis=0)
 
   def body(state):
     f, _, _, it = state
     g = t_g(f)
     f_new = t_f(g)
     # Row marginal of the plan (f, g) is a * exp((f - f_new)/eps): its L1 error.
-    err = jnp.sum(a_s * jnp.abs(jnp.expm1((f - f_new) / eps_s)))
+    err = jnp.sum(a * jnp.abs(jnp.expm1((f - f_new) / eps)))
     return f_new, g, err, it + 1
 
   def cond(state):
     return (state[2] > tol) & (state[3] < max_iterations)
 
-  f0 = jnp.zeros(x.shape[0], x.dtype)
-  f, g, _, _ = lax.while_loop(cond, body, (f0, t_g(f0), jnp.asarray(jnp.inf, x.dtype), 0))
-  g = t_g(f)
-  log_plan = log_a[:, None] + log_b[None, :] + (f[:, None] + g[None, :] - c) / eps
-  mass = jnp.exp(_numerics.logsumexp(log_plan.reshape(-1), axis=0))
-  return jnp.sum(a * f) + jnp.sum(b * g) - eps * (mass - 1)
+  f0 = jnp.zeros(c.shape[0], c.dtype)
+  f, _, _, _ = lax.while_loop(cond, body, (f0, t_g(f0), jnp.asarray(jnp.inf, c.dtype), 0))
+  return f, t_g(f)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4, 5))
+def _potentials(c, a, b, eps, tol, max_iterations):
+  """The converged dual potentials (f, g), differentiable by the implicit function theorem."""
+  return _sinkhorn_loop(c, a, b, eps, tol, max_iterations)
+
+
+@_potentials.defjvp
+def _potentials_jvp(tol, max_iterations, primals, tangents):
+  """(df, dg) from the optimality condition grad_(f,g) dual = 0: H dz = -d_theta(grad) dtheta,
+  with H = -K / eps, K = [[diag(P 1), P], [Pᵀ, diag(Pᵀ 1)]] for the plan P. K is singular
+  along (1, -1) (shifting f up and g down changes nothing), so that direction is added to it
+  (the value does not depend on the shift), and a point of zero weight (a zero row of K) gets
+  a 1 on the diagonal (its potential enters nothing)."""
+  c, a, b, eps = primals
+  f, g = _potentials(c, a, b, eps, tol, max_iterations)
+  grad_z = lambda c, a, b, eps: jax.grad(_dual, argnums=(0, 1))(f, g, c, a, b, eps)
+  _, (rf, rg) = jax.jvp(grad_z, primals, tangents)
+  n, m = f.shape[0], g.shape[0]
+  log_plan = (_numerics.safe_log(a)[:, None] + _numerics.safe_log(b)[None, :]
+              + (f[:, None] + g[None, :] - c) / eps)
+  plan = jnp.exp(log_plan)
+  row, col = jnp.sum(plan, axis=1), jnp.sum(plan, axis=0)
+  k = jnp.block([[jnp.diag(row), plan], [plan.T, jnp.diag(col)]])
+  u = jnp.concatenate([jnp.ones(n, c.dtype), -jnp.ones(m, c.dtype)]) / jnp.sqrt(n + m)
+  empty = jnp.concatenate([row, col]) <= 0
+  k = k + u[:, None] * u[None, :] + jnp.diag(empty.astype(c.dtype))
+  dz = eps * jnp.linalg.solve(k, jnp.concatenate([rf, rg]))
+  return (f, g), (dz[:n], dz[n:])
+
+
+def _entropic_ot(x, y, a, b, p, eps, tol, max_iterations):
+  """OT_eps(a, b) = min_pi <pi, C> + eps KL(pi ‖ a ⊗ b), the dual at the converged potentials.
+
+  First derivatives (with respect to ``x``, ``y``, ``a``, ``b`` and ``eps``) are the
+  envelope-theorem ones: the dual is stationary in (f, g), so its partial derivatives at the
+  converged potentials are exact at convergence, with no unrolled iterations to store and no
+  linear solve. Differentiating those once more needs the potentials' own derivatives: they
+  come from the implicit function theorem (:func:`_potentials`, one dense solve of size
+  ``n + m``), so Hessians are exact too.
+  """
+  c = _cost(x, y, p)
+  return _envelope(c, a, b, eps, tol, max_iterations)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4, 5))
+def _envelope(c, a, b, eps, tol, max_iterations):
+  f, g = _sinkhorn_loop(c, a, b, eps, tol, max_iterations)
+  return _dual(f, g, c, a, b, eps)
+
+
+@_envelope.defjvp
+def _envelope_jvp(tol, max_iterations, primals, tangents):
+  # The partial derivative of the dual in (C, a, b, eps) at the potentials; the potentials are
+  # differentiable (implicitly) for the derivatives of this derivative.
+  f, g = _potentials(*primals, tol, max_iterations)
+  return jax.jvp(lambda *theta: _dual(f, g, *theta), primals, tangents)
 
 
 def sinkhorn_divergence(
@@ -76,7 +131,9 @@ def sinkhorn_divergence(
   the energy-distance/MMD regime as ``eps -> inf`` (Feydy et al., 2019). Each ``OT_eps`` runs
   log-domain Sinkhorn iterations in a ``lax.while_loop`` until the L1 marginal error is below
   ``tol`` or ``max_iterations`` is reached; gradients come from the converged dual potentials
-  (envelope theorem), not from unrolling.
+  (envelope theorem), not from unrolling, and second derivatives (Hessians in ``x``, ``y``,
+  the weights or ``epsilon``) from the potentials' implicit derivatives: one dense linear solve
+  of size ``n + m`` per OT term, only when differentiating twice.
 
   This is a small, dense implementation: the ``n x m`` cost matrix is materialised and there
   is no epsilon annealing. For large clouds (memory ``O(nm)``), small ``epsilon`` relative to
