@@ -128,13 +128,21 @@ class _Relative:
       return jnp.sum(self.w * self.w / m, axis=-1), jnp.all(ok_h, axis=-1)
     a = alpha[..., None, None]
     eye = jnp.eye(self.a.shape[-1], dtype=self.a.dtype)
-    mix = a * eye + (1 - a) * (self.a @ jnp.swapaxes(self.a, -1, -2))
+    # A Aᵀ overflows (float32) once p's covariance exceeds q's by ~1e38 in some direction,
+    # although the form is finite: above e^40 the mixture is divided by a power of two near
+    # A's largest squared singular value (w by its root), exactly, so that only the alpha I
+    # part can underflow. Mixed directions (huge and tiny at once) can still fail there.
+    top = jax.lax.stop_gradient(jnp.max(self.x, axis=-1))
+    root = jnp.where(top > 40, jnp.exp2(jnp.round(0.5 * top / math.log(2))), 1.0)
+    root = root.astype(self.a.dtype)[..., None, None]
+    a_s = self.a / root
+    mix = a / (root * root) * eye + (1 - a) * (a_s @ jnp.swapaxes(a_s, -1, -2))
     # Cholesky fails only when the mixture is not positive definite (alpha > 1 far from q): the
     # failure is detected on a constant copy, and the identity factorised in its place (double
     # where): the derivative of a failed Cholesky is NaN, and a zero cotangent does not cancel.
     ok = _Cov(jax.lax.stop_gradient(mix), "full").valid
     c = _Cov(jnp.where(ok[..., None, None], mix, eye), "full")
-    return c.maha(self.w), ok & c.valid
+    return c.maha(self.w / root[..., 0]), ok & c.valid
 
 
 def _log_det_term(alpha, x):

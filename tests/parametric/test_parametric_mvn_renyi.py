@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import mpmath as mp
 import numpy as np
+import pytest
 from _helpers import tiered
 
 import jaxdiv.parametric as jp
@@ -194,3 +195,36 @@ def test_renyi_infinite_with_finite_gradients_all_forms(x64):
     assert float(value) == np.inf, form
     assert not any(np.any(np.isnan(np.asarray(g))) for g in grads), (form, grads)
     assert np.isfinite(np.asarray(g)).all() and float(g[1]) == 0.0, (form, g)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("alpha", [0.3, 0.5, 0.9])
+def test_renyi_float32_covariances_beyond_float32_range_of_their_ratio(form, alpha):
+  """Cholesky factors near 1e10 against 1e-10 (variance ratio 1e40, past float32's 3.4e38):
+  whitened, A Aᵀ overflowed and the form was +inf although it is finite (39 at alpha 0.3).
+  Against the 40-digit textbook form on the same float32 inputs."""
+  m1, m2 = np.array([0.3, -0.2], np.float32), np.array([-0.5, 0.4], np.float32)
+  l1 = np.array([[1e10, 0.0], [2e9, 1e10]], np.float32)
+  l2 = np.array([[1e-10, 0.0], [3e-11, 1e-10]], np.float32)
+  if form == "diag":
+    c1, c2 = np.diag(l1) ** 2, np.diag(l2) ** 2
+  elif form == "cholesky":
+    c1, c2 = l1, l2
+  else:
+    c1, c2 = l1 @ l1.T, l2 @ l2.T
+  got = float(jp.mvn_renyi_divergence(*map(jnp.asarray, (m1, c1, m2, c2)), alpha=alpha,
+                                      covariance=form))
+  with mp.workdps(40):
+    mat = lambda x: mp.matrix([[mp.mpf(float(v)) for v in row] for row in x])
+    if form == "diag":
+      s1, s2 = mp.diag([mp.mpf(float(v)) for v in c1]), mp.diag([mp.mpf(float(v)) for v in c2])
+    elif form == "cholesky":
+      s1, s2 = mat(c1) * mat(c1).T, mat(c2) * mat(c2).T
+    else:
+      s1, s2 = mat((c1 + c1.T) / 2), mat((c2 + c2.T) / 2)
+    d = mp.matrix([mp.mpf(float(v)) for v in m1 - m2])
+    a = mp.mpf(alpha)
+    sa = a * s2 + (1 - a) * s1
+    log_ratio = mp.log(mp.det(sa)) - (1 - a) * mp.log(mp.det(s1)) - a * mp.log(mp.det(s2))
+    want = float(a / 2 * (d.T * mp.lu_solve(sa, d))[0] - log_ratio / (2 * (a - 1)))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
