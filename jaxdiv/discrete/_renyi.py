@@ -142,6 +142,12 @@ def _order_family(p, log_p, d, alpha, axis, general, at_one, at_inf, one_taylor=
   if one_taylor is not None:
     fin = jnp.isfinite(mean)  # an infinite limit has no derivative to add
     slope, curvature = one_taylor(jnp.where(fin, mean, 0), *higher)
+    # An overflowed moment drops its term (its derivative), never the value: 0 * inf is NaN.
+    # The curvature only feeds the second derivative in alpha: held constant, so that its
+    # overflow (it grows as the cube of the log-ratios) reaches no gradient in p or q.
+    slope = jnp.where(jnp.isfinite(slope), slope, 0)
+    curvature = lax.stop_gradient(curvature)
+    curvature = jnp.where(jnp.isfinite(curvature), curvature, 0)
     s = squeeze(jnp.where(is_one, alpha, 1)) - 1
     one = one + jnp.where(fin, s * (slope + 0.5 * s * curvature), 0)
   inf = at_inf(_max_log_ratio(log_p, jnp.where(is_inf, d, 0), axis))

@@ -20,6 +20,7 @@ import numbers
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxdiv import _numerics
 from jaxdiv import _validation
@@ -187,9 +188,13 @@ def alpha_select(alpha, acc, at_one, general, slope=None, near=None, curvature=N
   one = alpha == 1
   k = jnp.where(one, alpha, 1.0) - 1
   s = slope()
-  if curvature is not None:
-    s = s + 0.5 * k * curvature()
   s = jnp.where(jnp.isfinite(s), s, 0.0)  # an infinite limit has no derivative to add
+  if curvature is not None:
+    # Only its value matters (the second derivative in alpha); held constant, so that an
+    # overflowed curvature (it grows as the cube of the variance ratio, the slope as the
+    # square) neither reaches the slope nor a gradient in the parameters.
+    cv = lax.stop_gradient(curvature())
+    s = s + 0.5 * k * jnp.where(jnp.isfinite(cv), cv, 0.0)
   at1 = at_one() + k * s
   return jnp.where(one, at1, general(jnp.where(one, 0.5, alpha)))
 

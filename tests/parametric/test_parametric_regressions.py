@@ -273,3 +273,19 @@ def test_normal_kl_near_equal_scales_float64(log_ratio, x64):
   r = mp.log(mp.mpf(s))
   ref = float(mp.mpf(0.5) * (mp.expm1(-2 * r) + 2 * r))
   assert abs(got - ref) <= 1e-14 * ref, (got, ref)
+
+
+@pytest.mark.parametrize("form", ["normal", "mvn_diag"])
+def test_renyi_slope_at_one_survives_an_overflowing_curvature_float32(form):
+  """d/dalpha at alpha = 1 is Var_p[log p/q] / 2 = (r - 1)^2 / 4 for equal means; at a variance
+  ratio r = 1e14 the curvature term (r - 1)^3 / 3 overflows float32 while the slope (2.5e27)
+  does not: the slope must survive (it was NaN). Reference: the closed form in mpmath."""
+  r = mp.mpf(10) ** 14
+  want = float((r - 1) ** 2 / 4)
+  if form == "normal":
+    f = lambda al: jp.normal_renyi_divergence(0.0, 1e7, 0.0, 1.0, alpha=al)
+  else:
+    f = lambda al: jp.mvn_renyi_divergence(jnp.zeros(2), jnp.array([1e14, 1.0]), jnp.zeros(2),
+                                           jnp.ones(2), alpha=al, covariance="diag")
+  got = float(jax.grad(f)(jnp.float32(1.0)))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
