@@ -22,10 +22,11 @@ def _cost(x, y, p):
 
 def _dual(f, g, c, a, b, eps):
   """The dual objective <a, f> + <b, g> - eps (sum_ij a_i b_j e^((f_i + g_j - C_ij)/eps) - 1),
-  whose maximum over the potentials (f, g) is OT_eps(a, b)."""
-  log_a, log_b = _numerics.safe_log(a), _numerics.safe_log(b)
-  log_plan = log_a[:, None] + log_b[None, :] + (f[:, None] + g[None, :] - c) / eps
-  mass = jnp.exp(_numerics.logsumexp(log_plan.reshape(-1), axis=0))
+  whose maximum over the potentials (f, g) is OT_eps(a, b).
+
+  Linear in each weight (no log of a weight), so that its derivatives at a weight of 0 are the
+  one-sided limits (:func:`_plan_factor`)."""
+  mass = a @ _plan_factor(f, g, c, a, b, eps) @ b
   return jnp.sum(a * f) + jnp.sum(b * g) - eps * (mass - 1)
 
 
@@ -61,27 +62,46 @@ def _potentials(c, a, b, eps, tol, max_iterations):
   return _sinkhorn_loop(c, a, b, eps, tol, max_iterations)
 
 
+def _plan_factor(f, g, c, a, b, eps):
+  """``e^((f_i + g_j - C_ij)/eps)``. Bounded by ``1 / max(a_i, b_j)`` at the converged
+  potentials; for a pair of two zero weights (which multiplies 0 in every first derivative but
+  is the second derivative in ``(a_i, b_j)``) the exponent is capped at 40 against overflow."""
+  log_e = (f[:, None] + g[None, :] - c) / eps
+  live = (a[:, None] > 0) | (b[None, :] > 0)
+  return jnp.exp(jnp.where(live, log_e, jnp.minimum(log_e, 40.0)))
+
+
+def _c_transform_residuals(f, g, c, a, b, eps):
+  """The optimality conditions as c-transforms: ``1 - sum_j b_j e^((f_i + g_j - C_ij)/eps)``
+  for each ``i`` and ``1 - sum_i a_i e^(...)`` for each ``j``. Unlike the dual's gradient
+  (``a_i`` times the first), they also define the potential of a point of zero weight; linear
+  in the weights, their derivatives there are the one-sided limits."""
+  e = _plan_factor(f, g, c, a, b, eps)
+  return 1 - e @ b, 1 - a @ e
+
+
 @_potentials.defjvp
 def _potentials_jvp(tol, max_iterations, primals, tangents):
-  """(df, dg) from the optimality condition grad_(f,g) dual = 0: H dz = -d_theta(grad) dtheta,
-  with H = -K / eps, K = [[diag(P 1), P], [Pᵀ, diag(Pᵀ 1)]] for the plan P. K is singular
-  along (1, -1) (shifting f up and g down changes nothing), so that direction is added to it
-  (the value does not depend on the shift), and a point of zero weight (a zero row of K) gets
-  a 1 on the diagonal (its potential enters nothing)."""
+  """(df, dg) from the conditions R(f, g; theta) = 0 (:func:`_c_transform_residuals`):
+  ``dz = -(dR/dz)^-1 (dR/dtheta) dtheta``, with ``dR/dz = -M / eps``,
+  ``M = [[diag(K_b 1), K_b], [K_aᵀ, diag(K_aᵀ 1)]]``, ``K_b = e^(...) b_j``, ``K_a = a_i e^(...)``.
+  M is singular along ``u = (1, -1)`` (shifting f up and g down changes nothing) with left
+  null vector ``l = (a, -b)``, to which the right-hand side is orthogonal (the weights sum to
+  1): ``M + l uᵀ`` is regular and gives the solution with no shift, which the value does not
+  depend on anyway."""
   c, a, b, eps = primals
   f, g = _potentials(c, a, b, eps, tol, max_iterations)
-  grad_z = lambda c, a, b, eps: jax.grad(_dual, argnums=(0, 1))(f, g, c, a, b, eps)
-  _, (rf, rg) = jax.jvp(grad_z, primals, tangents)
+  residuals = lambda c, a, b, eps: _c_transform_residuals(f, g, c, a, b, eps)
+  _, (rf, rg) = jax.jvp(residuals, primals, tangents)
   n, m = f.shape[0], g.shape[0]
-  log_plan = (_numerics.safe_log(a)[:, None] + _numerics.safe_log(b)[None, :]
-              + (f[:, None] + g[None, :] - c) / eps)
-  plan = jnp.exp(log_plan)
-  row, col = jnp.sum(plan, axis=1), jnp.sum(plan, axis=0)
-  k = jnp.block([[jnp.diag(row), plan], [plan.T, jnp.diag(col)]])
-  u = jnp.concatenate([jnp.ones(n, c.dtype), -jnp.ones(m, c.dtype)]) / jnp.sqrt(n + m)
-  empty = jnp.concatenate([row, col]) <= 0
-  k = k + u[:, None] * u[None, :] + jnp.diag(empty.astype(c.dtype))
-  dz = eps * jnp.linalg.solve(k, jnp.concatenate([rf, rg]))
+  e = _plan_factor(f, g, c, a, b, eps)
+  kb, ka = e * b[None, :], a[:, None] * e
+  mat = jnp.block([[jnp.diag(jnp.sum(kb, axis=1)), kb],
+                   [ka.T, jnp.diag(jnp.sum(ka, axis=0))]])
+  u = jnp.concatenate([jnp.ones(n, c.dtype), -jnp.ones(m, c.dtype)])
+  left = jnp.concatenate([a, -b])
+  mat = mat + (left / jnp.linalg.norm(left))[:, None] * (u / jnp.sqrt(n + m))[None, :]
+  dz = eps * jnp.linalg.solve(mat, jnp.concatenate([rf, rg]))
   return (f, g), (dz[:n], dz[n:])
 
 

@@ -278,6 +278,18 @@ def test_sinkhorn_second_derivatives_match_finite_differences(x64):
   fn = jax.jit(lambda u, v, w, e: je.sinkhorn_divergence(u, v, a=w, epsilon=e, tol=1e-13,
                                                          max_iterations=20_000))
   check_grads(fn, (x, y, a, 1.0), order=2, modes=("rev", "fwd"), atol=1e-5, rtol=1e-5)
+  # A point of zero weight: its potential is the c-transform, and the Hessian in the weights is
+  # the one-sided limit (forward difference in that weight, central in the others).
+  a0 = a.copy()
+  a0[2] = 0.0
+  f = jax.jit(lambda w: je.sinkhorn_divergence(x, y, a=w, epsilon=1.0, tol=1e-14,
+                                               max_iterations=20_000))
+  grad = jax.jit(jax.grad(f))
+  h = 1e-6
+  want = np.stack([(grad(a0 + h * e) - grad(a0)) / h if k == 2 else
+                   (grad(a0 + h * e) - grad(a0 - h * e)) / (2 * h)
+                   for k, e in enumerate(np.eye(6))], axis=1)
+  np.testing.assert_allclose(jax.hessian(f)(a0), want, rtol=1e-4, atol=1e-4)
 
 @pytest.mark.slow  # consistency: many draws, up to n = 2000 (the slow tier)
 def test_sinkhorn_consistency_towards_w2():
