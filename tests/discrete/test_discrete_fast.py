@@ -266,3 +266,60 @@ def test_fast_path_takes_the_guarded_values_on_bad_probabilities(x64, name):
   for got, exp in zip(jax.jit(jax.grad(finite(fn), (0, 1)))(p, q),
                       jax.grad(finite(guarded), (0, 1))(p, q)):
     np.testing.assert_allclose(got, exp, rtol=1e-10, atol=1e-12)
+
+
+@tiered("name,from_logits,axis", [("kl_divergence", True, -1), ("entropy", False, -1),
+                                  ("js_divergence", True, 0)],
+        fast=[("kl_divergence", True, -1), ("entropy", False, -1)])
+def test_large_batch_falls_back_over_row_blocks(x64, name, from_logits, axis):
+  """A batch of more than 2**20 entries runs its guarded fallback block by block (XLA holds a
+  `cond` branch's buffers whether it runs or not: `_fallback.row_blocks`): 300 rows of 4096,
+  edge rows in the first and in the last, overlapping block; values and gradients equal the
+  guarded path's (a mask forces it) on every row."""
+  a, b = _inputs(from_logits, seed=5, shape=(300, 4096))
+  edge = -np.inf if from_logits else 0.0
+  for x in (a, b):
+    x[[3, 297], :5] = edge
+  if not from_logits:
+    a, b = a / a.sum(-1, keepdims=True), b / b.sum(-1, keepdims=True)
+  if axis == 0:
+    a, b = a.T.copy(), b.T.copy()
+  fn = CASES[name][0]
+  ours = lambda x, y: fn(x, y, axis=axis, from_logits=from_logits)
+  guarded = lambda x, y: fn(x, y, axis=axis, from_logits=from_logits,
+                            where=jnp.ones(a.shape, bool))
+  np.testing.assert_allclose(jax.jit(ours)(a, b), guarded(a, b), rtol=1e-13, atol=1e-14)
+  finite = lambda f: (lambda x, y: jnp.sum(jnp.where(jnp.isfinite(f(x, y)), f(x, y), 0)))
+  for got, want in zip(jax.jit(jax.grad(finite(ours), (0, 1)))(a, b),
+                       jax.grad(finite(guarded), (0, 1))(a, b)):
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
+
+
+def _check_row_blocks(shape, axis, rng):
+  from jaxdiv._fallback import row_blocks
+  x, y = rng.normal(size=shape), rng.normal(size=shape)
+  entries = 4 * x.size // x.shape[0 if axis != 0 else 1]  # blocks of 4 rows
+
+  def fn(u, v):
+    return jnp.sum(jnp.exp(u) * jnp.sin(v), axis=axis)
+
+  def grads(u, v):
+    return jax.grad(lambda s, t: jnp.sum(fn(s, t)), (0, 1))(u, v)
+
+  blocked = row_blocks(fn, axis, entries=entries)
+  np.testing.assert_allclose(jax.jit(blocked)(x, y), fn(x, y), rtol=1e-14)
+  for got, want in zip(row_blocks(grads, axis, keep_axis=True, entries=entries)(x, y),
+                       grads(x, y)):
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+  w = rng.normal(size=fn(x, y).shape)
+  np.testing.assert_allclose(jax.grad(lambda u: jnp.sum(w * blocked(u, y)))(x),
+                             jax.grad(lambda u: jnp.sum(w * fn(u, y)))(x), rtol=1e-14)
+
+
+def test_row_blocks_equal_the_whole_batch(x64):
+  """`_fallback.row_blocks` with blocks of a few rows (so that the last one overlaps) against
+  the function on the whole batch: row values and per-entry gradients, the reduced axis first,
+  last and in the middle of 3-D inputs, and differentiated through."""
+  rng = np.random.default_rng(7)
+  for shape, axis in (((23, 11), -1), ((11, 23), 0), ((13, 5, 6), 1)):
+    _check_row_blocks(shape, axis, rng)
