@@ -233,6 +233,7 @@ def _alpha_taylor(m, c2, c3):
   m2, m3 = _raw(m, c2, c3)
   return 0.5 * m2 - m, m3 / 3 - m2 + 2 * m
 
+
 def renyi_divergence(
     p: ArrayLike, q: ArrayLike, alpha: ArrayLike, *, axis: int = -1,
     where: ArrayLike | None = None, from_logits: bool = False, base: float | None = None,

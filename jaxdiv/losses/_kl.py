@@ -47,10 +47,11 @@ def _kl_sum(x, log_x, log_q, ax, mask, *, log_target: bool):
 
   @jax.custom_jvp
   def f(target, log_q):
-    # The value alone (the rule below differentiates): where(x == 0, 0, x (log x - log_q)) is
+    # The value alone (the rule below differentiates): x * where(x == 0, 0, log x - log_q) is
     # the term above entry for entry (a zero target is 0 whatever log_q; a negative one is NaN),
     # with a plain log: two selects and two compares fewer a term than the guarded form, which
-    # made the forward 1.3-1.4x optax's time (4096x4096, 2048x32768).
+    # made the forward 1.3-1.4x optax's time (4096x4096, 2048x32768), and the multiply outside
+    # the select, where XLA:CPU fuses it into the vectorised reduction.
     x, log_x = (jnp.exp(target), target) if log_target else (target, jnp.log(target))
     return _numerics.masked_sum(x * jnp.where(x == 0, 0, log_x - log_q), ax, mask)
 
