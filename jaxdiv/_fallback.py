@@ -67,6 +67,10 @@ def finite_rows_with_coefs(value: Callable, careful: Callable, coefs: Callable, 
   The derivative's terms exist only for the inputs being differentiated (symbolic zeros).
   """
 
+  ax = axis[0] if isinstance(axis, tuple) and len(axis) == 1 else axis
+  if isinstance(ax, int) and len({x.shape for x in xs}) == 1:
+    careful = row_blocks(careful, ax)  # its cond branch's buffers: a block's, not the batch's
+
   @jax.custom_jvp
   def f(*xs):
     return finite_rows_or(value, careful, *xs)

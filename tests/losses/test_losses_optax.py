@@ -497,3 +497,31 @@ def test_kl_losses_reverse_over_reverse_hessian_finite_at_zero_targets(x64):
       assert np.isfinite(jax.jacrev(jax.grad(total))(t)).all(), (fn.__name__, mask)
       assert np.isfinite(jax.jacrev(jax.grad(lambda lq, fn=fn, mask=mask, t=t: jnp.sum(
           fn(lq, t, where=mask))))(log_q)).all(), (fn.__name__, mask)
+
+
+@pytest.mark.parametrize("name", ["kl_divergence_with_log_targets", "softmax_cross_entropy"])
+def test_large_batch_fallback_over_row_blocks_equals_the_guarded_path(x64, name):
+  """More than 2**20 entries: the losses' guarded fallback runs block by block
+  (`_fallback.row_blocks`, whose `cond` branch XLA would otherwise hold whole on every call).
+  300 rows of 4096, rows needing the guard in the first and the overlapping last block;
+  values and gradients equal the guarded path's (a `where` of all True forces it)."""
+  rng = np.random.default_rng(11)
+  a = 2 * rng.normal(size=(300, 4096))
+  b = 2 * rng.normal(size=(300, 4096))
+  a = a - np.logaddexp.reduce(a, axis=-1, keepdims=True)
+  b = b - np.logaddexp.reduce(b, axis=-1, keepdims=True)
+  if name == "kl_divergence_with_log_targets":
+    b[[3, 297], :5] = -np.inf  # log-targets of 0 where the prediction is finite or not
+    a[[3], :2] = -np.inf
+    f = lambda x, y, **k: jl.kl_divergence_with_log_targets(x, y, **k)
+  else:
+    b = np.exp(b)
+    b[[3, 297], :5] = 0.0  # zero targets on -inf logits
+    a[[3, 297], :5] = -np.inf
+    f = lambda x, y, **k: jl.softmax_cross_entropy(x, y, **k)
+  ours = lambda x, y: f(x, y)
+  guarded = lambda x, y: f(x, y, where=jnp.ones(a.shape, bool))
+  np.testing.assert_allclose(jax.jit(ours)(a, b), guarded(a, b), rtol=1e-13, atol=1e-14)
+  for got, want in zip(jax.jit(jax.grad(lambda x, y: jnp.sum(ours(x, y)), (0, 1)))(a, b),
+                       jax.grad(lambda x, y: jnp.sum(guarded(x, y)), (0, 1))(a, b)):
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
