@@ -153,17 +153,16 @@ def near_one_radius(acc) -> float:
   return 3e-3 if jnp.dtype(acc) == jnp.float64 else 5e-2
 
 
-def alpha_select(alpha, acc, at_one, general, slope=None, near=None, curvature=None):
+def alpha_select(alpha, acc, at_one, general, taylor=None, near=None):
   """Evaluates a Rényi-type divergence at ``alpha``, with its exact ``alpha = 1`` limit.
 
   ``general(alpha_safe)`` is only evaluated at ``alpha != 1`` (double ``where`` for traced
   orders, so the gradient stays finite); a concrete ``alpha == 1`` calls ``at_one()`` alone.
-  ``at_one()`` does not depend on ``alpha``; for a traced order the derivative at 1 comes from
-  ``slope()``, the limit ``dD/dalpha = Var_p[log p/q] / 2``, added as ``(alpha - 1) * slope``
-  (0 in value; the same correction as the core ``renyi_divergence``), with
-  ``curvature()``, the second derivative ``Kappa_3[log p/q] / 3`` (third cumulant under p), as
-  ``(alpha - 1)^2 / 2 * curvature``; or from ``near(s)``, a series in ``s = alpha - 1`` used for
-  ``|s| < near_one_radius(acc)``.
+  ``at_one()`` does not depend on ``alpha``; for a traced order the derivatives at 1 come from
+  ``taylor()``, the pair ``(dD/dalpha, d²D/dalpha²)`` at 1 (``Var_p[log p/q] / 2`` and
+  ``Kappa_3[log p/q] / 3``, cumulants under p), added as ``s slope + s^2 curvature / 2`` with
+  ``s = alpha - 1`` (0 in value; the same correction as the core ``renyi_divergence``); or from
+  ``near(s)``, a series in ``s`` used for ``|s| < near_one_radius(acc)``.
   """
   radius = near_one_radius(acc)
   value = _validation.concrete(alpha)
@@ -187,14 +186,13 @@ def alpha_select(alpha, acc, at_one, general, slope=None, near=None, curvature=N
     return jnp.where(use, series, exact)
   one = alpha == 1
   k = jnp.where(one, alpha, 1.0) - 1
-  s = slope()
+  s, cv = taylor()
   s = jnp.where(jnp.isfinite(s), s, 0.0)  # an infinite limit has no derivative to add
-  if curvature is not None:
-    # Only its value matters (the second derivative in alpha); held constant, so that an
-    # overflowed curvature (it grows as the cube of the variance ratio, the slope as the
-    # square) neither reaches the slope nor a gradient in the parameters.
-    cv = lax.stop_gradient(curvature())
-    s = s + 0.5 * k * jnp.where(jnp.isfinite(cv), cv, 0.0)
+  # Only the curvature's value matters (the second derivative in alpha); held constant, so that
+  # an overflowed curvature (it grows as the cube of the variance ratio, the slope as the
+  # square) neither reaches the slope nor a gradient in the parameters.
+  cv = lax.stop_gradient(cv)
+  s = s + 0.5 * k * jnp.where(jnp.isfinite(cv), cv, 0.0)
   at1 = at_one() + k * s
   return jnp.where(one, at1, general(jnp.where(one, 0.5, alpha)))
 

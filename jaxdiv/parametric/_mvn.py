@@ -161,7 +161,7 @@ def _log_det_term(alpha, x):
 
   Returns:
     ``(h, ok)``; ``h`` has only the value (not the derivatives in alpha) right at ``t = 0``,
-    where :func:`_common.alpha_select` adds the slope and curvature.
+    where :func:`_common.alpha_select` adds the Taylor terms.
   """
   phi = _common.expm1_minus_x
   t = 1 - alpha
@@ -189,30 +189,22 @@ def _renyi_at_one(rel: _Relative):
   return 0.5 * jnp.sum(_common.expm1_minus_x(rel.x) + rel.w * rel.w, axis=-1)
 
 
-def _renyi_slope(rel: _Relative):
-  # Var_p[log p/q] / 2. With x = mu_p + L_p z, log p/q = z'(M - I)z / 2 + d' Σ_q⁻¹ L_p z + const,
-  # M = Aᵀ A (eigenvalues r_i): Var = Σ_i (r_i - 1)² / 2 + |Aᵀ w|².
+def _renyi_taylor(rel: _Relative):
+  # (dD/dalpha, d²D/dalpha²) at 1 = (Kappa_2 / 2, Kappa_3 / 3) of log p/q under p. With
+  # x = mu_p + L_p z, log p/q = z'(M - I)z/2 + b'z + const, M = AᵀA (eigenvalues r_i),
+  # b = Aᵀw: Kappa_2 = Σ_i (r_i - 1)²/2 + |b|², Kappa_3 = Σ_i (r_i - 1)³ + 3 (|A b|² - |b|²).
   r_minus_1 = jnp.expm1(rel.x)
   if rel.diag:
-    lin = jnp.sum((rel.a * rel.w) ** 2, axis=-1)
-  else:
-    aw = jnp.swapaxes(rel.a, -1, -2) @ rel.w[..., None]
-    lin = jnp.sum(aw * aw, axis=(-2, -1))
-  return 0.25 * jnp.sum(r_minus_1 * r_minus_1, axis=-1) + 0.5 * lin
-
-
-def _renyi_curvature(rel: _Relative):
-  # d²D/dalpha² at 1 = Kappa_3[log p/q] / 3 under p. For the quadratic z'(M - I)z/2 + b'z with
-  # M = AᵀA and b = Aᵀw: Kappa_3 = tr (M - I)³ + 3 b'(M - I) b = Σ_i (r_i - 1)³ + 3 (|A b|² - |b|²).
-  r_minus_1 = jnp.expm1(rel.x)
-  if rel.diag:
-    b = rel.a * rel.w
-    lin = jnp.sum(r_minus_1 * b * b, axis=-1)
+    b2 = (rel.a * rel.w) ** 2
+    lin2 = jnp.sum(b2, axis=-1)
+    lin3 = jnp.sum(r_minus_1 * b2, axis=-1)
   else:
     b = jnp.swapaxes(rel.a, -1, -2) @ rel.w[..., None]
     ab = rel.a @ b
-    lin = jnp.sum(ab * ab, axis=(-2, -1)) - jnp.sum(b * b, axis=(-2, -1))
-  return jnp.sum(r_minus_1 ** 3, axis=-1) / 3 + lin
+    lin2 = jnp.sum(b * b, axis=(-2, -1))
+    lin3 = jnp.sum(ab * ab, axis=(-2, -1)) - lin2
+  return (0.25 * jnp.sum(r_minus_1 * r_minus_1, axis=-1) + 0.5 * lin2,
+          jnp.sum(r_minus_1 ** 3, axis=-1) / 3 + lin3)
 
 
 _DOC_ARGS = """
@@ -331,8 +323,7 @@ def mvn_renyi_divergence(
   cp, cq = _Cov(cp, covariance), _Cov(cq, covariance)
   rel = _Relative(lp, cp, lq, cq)
   out = _common.alpha_select(alpha, a.dtype, lambda: _renyi_at_one(rel),
-                             lambda al: _renyi(rel, a * 0 + al), lambda: _renyi_slope(rel),
-                             curvature=lambda: _renyi_curvature(rel))
+                             lambda al: _renyi(rel, a * 0 + al), lambda: _renyi_taylor(rel))
   return _common.finish(out, dtype, base, cp.valid & cq.valid)
 
 

@@ -159,21 +159,15 @@ def _renyi(lp, sp, lq, sq, alpha):
   return jnp.where(ok, out, jnp.inf)
 
 
-def _renyi_slope(lp, sp, lq, sq):
-  # Var_p[log p/q] / 2 with x = mu_p + sigma_p z: log p/q = (r - 1) z²/2 + sigma_p d z / var_q
-  # + const, so Var = (r - 1)²/2 + r d² / var_q.
-  r_minus_1 = jnp.expm1(2 * (jnp.log(sp) - jnp.log(sq)))
-  d = lp - lq
-  return 0.25 * r_minus_1 * r_minus_1 + 0.5 * sp * sp * d * d / (sq * sq * sq * sq)
-
-
-def _renyi_curvature(lp, sp, lq, sq):
-  # d²D/dalpha² at 1 = Kappa_3[log p/q] / 3 under p. The same quadratic (r - 1) z²/2 + b z with
-  # b = sigma_p d / var_q has Kappa_3 = (r - 1)³ + 3 b² (r - 1).
+def _renyi_taylor(lp, sp, lq, sq):
+  # (dD/dalpha, d²D/dalpha²) at 1 = (Kappa_2 / 2, Kappa_3 / 3) of log p/q under p. With
+  # x = mu_p + sigma_p z: log p/q = (r - 1) z²/2 + b z + const, b = sigma_p d / var_q, so
+  # Kappa_2 = (r - 1)²/2 + b² and Kappa_3 = (r - 1)³ + 3 b² (r - 1).
   r_minus_1 = jnp.expm1(2 * (jnp.log(sp) - jnp.log(sq)))
   d = lp - lq
   b2 = sp * sp * d * d / (sq * sq * sq * sq)
-  return r_minus_1 * (r_minus_1 * r_minus_1 / 3 + b2)
+  return (0.25 * r_minus_1 * r_minus_1 + 0.5 * b2,
+          r_minus_1 * (r_minus_1 * r_minus_1 / 3 + b2))
 
 
 def normal_renyi_divergence(
@@ -217,8 +211,7 @@ def normal_renyi_divergence(
   valid, (sp, sq) = _common.in_domain(sp, sq)
   kl = lambda: _kl_terms(lp, lq, 2 * (jnp.log(sp) - jnp.log(sq)), 1 / (sq * sq))
   out = _common.alpha_select(alpha, acc, kl, lambda al: _renyi(lp, sp, lq, sq, a * 0 + al),
-                             lambda: _renyi_slope(lp, sp, lq, sq),
-                             curvature=lambda: _renyi_curvature(lp, sp, lq, sq))
+                             lambda: _renyi_taylor(lp, sp, lq, sq))
   return _common.finish(out, dtype, base, valid)
 
 
