@@ -167,11 +167,16 @@ def cases() -> list[tuple[str, tuple[str, ...], list[tuple[Peer, tuple[str, ...]
       ("kl_divergence(from_logits)", ("log_p", "log_q"), [
           (Peer("jaxdiv", lambda a, b: jaxdiv.kl_divergence(a, b, from_logits=True)),
            ("log_p", "log_q")),
-          (Peer("optax", lambda lq, lp: optax.losses.kl_divergence_with_log_targets(lq, lp),
-                note="kl_divergence_with_log_targets"), ("log_q", "log_p")),
-          (Peer("torch", (lambda lq, lp: F.kl_div(lq, lp, reduction="none", log_target=True)
-                          .sum(-1)) if tp else None, True, "torch", "F.kl_div(log_target=True)"),
+          # The peers normalise the logits first, as jaxdiv does (inputs that happen to be
+          # normalised already must not let them skip that work).
+          (Peer("optax", lambda b, a: optax.losses.kl_divergence_with_log_targets(
+              jax.nn.log_softmax(b), jax.nn.log_softmax(a)),
+                note="kl_divergence_with_log_targets(log_softmax(b), log_softmax(a))"),
            ("log_q", "log_p")),
+          (Peer("torch", (lambda b, a: F.kl_div(F.log_softmax(b, -1), F.log_softmax(a, -1),
+                                               reduction="none", log_target=True).sum(-1))
+                if tp else None, True, "torch", "F.kl_div(log_softmax(b), log_softmax(a),"
+                " log_target=True)"), ("log_q", "log_p")),
       ]),
       ("js_divergence", ("p", "q"), [
           (Peer("jaxdiv", jaxdiv.js_divergence), ("p", "q")),
