@@ -323,3 +323,43 @@ def test_row_blocks_equal_the_whole_batch(x64):
   rng = np.random.default_rng(7)
   for shape, axis in (((23, 11), -1), ((11, 23), 0), ((13, 5, 6), 1)):
     _check_row_blocks(shape, axis, rng)
+
+
+LOGITS_FORMS = {
+    "kl_divergence": lambda a, b, **k: jaxdiv.kl_divergence(a, b, from_logits=True, **k),
+    "entropy": lambda a, b, **k: jaxdiv.entropy(a, from_logits=True, **k),
+    "js_divergence": lambda a, b, **k: jaxdiv.js_divergence(a, b, from_logits=True, **k),
+    "renyi_divergence[alpha=2]": lambda a, b, **k: jaxdiv.renyi_divergence(
+        a, b, 2.0, from_logits=True, **k),
+    "total_variation_distance": lambda a, b, **k: jaxdiv.total_variation_distance(
+        a, b, from_logits=True, **k),
+    "chi_squared_divergence": lambda a, b, **k: jaxdiv.chi_squared_divergence(
+        a, b, from_logits=True, **k),
+}
+
+
+@tiered("name,rows", [(n, r) for n in LOGITS_FORMS for r in (4095, 4096)],
+        fast=[("kl_divergence", 4095), ("kl_divergence", 4096), ("renyi_divergence[alpha=2]",
+                                                                  4095)])
+def test_logits_forms_on_both_sides_of_the_fused_row_count(x64, name, rows):
+  """`_fast.log_softmax` and `softmax` take two forms of the same operations, by the batch's row
+  count (`_fast.FUSED_ROWS`, where XLA:CPU's fusion changes): both give the guarded path's
+  values and gradients, edge rows included, and the float64 reference's on the others."""
+  from jaxdiv.discrete import _fast
+  assert _fast.FUSED_ROWS == 4096
+  a, b = _inputs(True, seed=6, shape=(rows, 5))
+  a[[0, rows - 1], 1] = -np.inf  # outside p's support
+  b[[2, rows - 2], 3] = -np.inf  # q = 0 where p > 0
+  a[7, :] = -np.inf              # an empty row
+  fn = LOGITS_FORMS[name]
+  guarded = lambda x, y: fn(x, y, where=jnp.ones(x.shape, bool))
+  np.testing.assert_allclose(jax.jit(fn)(a, b), guarded(a, b), rtol=1e-12, atol=1e-14)
+  finite = lambda f: (lambda x, y: jnp.sum(jnp.where(jnp.isfinite(f(x, y)), f(x, y), 0)))
+  for got, want in zip(jax.jit(jax.grad(finite(fn), (0, 1)))(a, b),
+                       jax.grad(finite(guarded), (0, 1))(a, b)):
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+  # the clean rows against the plain float64 expression
+  clean = np.isfinite(a).all(-1) & np.isfinite(b).all(-1)
+  ref = _reference(name, True) if name in CASES else _other(name, True)[1]
+  want = ref(a[clean], b[clean])
+  np.testing.assert_allclose(jax.jit(fn)(a, b)[clean], want, rtol=1e-12, atol=1e-14)
