@@ -120,8 +120,9 @@ class _Relative:
   def maha_mix(self, alpha, h, ok_h):
     """``wᵀ (alpha I + (1 - alpha) A Aᵀ)⁻¹ w`` (``= dᵀ Σ_alpha⁻¹ d``) and whether it is finite.
 
-    ``h``, ``ok_h``: the terms of :func:`_log_det_term`; ``"diag"`` takes the eigenvalues of the
-    mixture from them, ``log(alpha + (1 - alpha) r_i) = (1 - alpha) (h_i + x_i)``.
+    ``h``, ``ok_h``: the terms of :func:`_common.gaussian_log_det_term`; ``"diag"`` takes the
+    eigenvalues of the mixture from them,
+    ``log(alpha + (1 - alpha) r_i) = (1 - alpha) (h_i + x_i)``.
     """
     if self.diag:
       m = jnp.exp((1 - alpha[..., None]) * (jnp.where(ok_h, h, 0.0) + self.x))
@@ -145,40 +146,10 @@ class _Relative:
     return c.maha(self.w / root[..., 0]), ok & c.valid
 
 
-def _log_det_term(alpha, x):
-  """``h = [log(alpha + t r) - t log r] / t``, ``t = 1 - alpha``, ``r = e^x``, per eigenvalue.
-
-  ``D_alpha`` holds ``[log |Σ_alpha| - t log |Σ_p| - alpha log |Σ_q|] / (2 t)``, which is
-  ``Σ_i h_i / 2``. Trap avoided: dividing that difference by ``t`` cancels catastrophically near
-  ``alpha = 1`` (float32 lost 1e-7 d / |t| absolutely, and d/dalpha with it). Since
-  ``alpha + t = 1``, ``e^(-t x) (alpha + t r) = 1 + alpha φ(-t x) + t φ(alpha x)`` with
-  ``φ(y) = e^y - 1 - y >= 0``, so ``h = log1p(t u) / t`` with ``u = alpha φ(-t x) / t +
-  φ(alpha x)``: both terms of ``u`` are formed without cancellation (non-negative for
-  ``alpha <= 1``), and ``u = φ(x) = r - 1 - log r`` (the KL term) at ``t = 0``. For small
-  ``|t u|``, ``log1p(t u) / t = u - φ(log1p(t u)) / t`` keeps d/dalpha accurate as well
-  (differentiating ``log1p(t u) / t`` itself cancels again). ``alpha + t r <= 0`` (only for
-  ``alpha > 1``): the mixture is not normalisable, ``h = +inf`` with a finite gradient.
-
-  Returns:
-    ``(h, ok)``; ``h`` has only the value (not the derivatives in alpha) right at ``t = 0``,
-    where :func:`_common.alpha_select` adds the Taylor terms.
-  """
-  phi = _common.expm1_minus_x
-  t = 1 - alpha
-  ts = jnp.where(t == 0, 1.0, t)
-  u_of = lambda x: alpha * phi(-t * x) / ts + phi(alpha * x)
-  ok = (t >= 0) | (t * u_of(jax.lax.stop_gradient(x)) > -1)
-  u = u_of(jnp.where(ok, x, 0.0))
-  z = t * u
-  small = jnp.abs(z) < 0.5
-  h_small = u - phi(jnp.log1p(jnp.where(small, z, 0.0))) / ts
-  h_large = jnp.log1p(jnp.where(small, 1.0, z)) / ts
-  return jnp.where(ok, jnp.where(small, h_small, h_large), jnp.inf), ok
-
-
 def _renyi(rel: _Relative, alpha):
-  """``D_alpha = alpha/2 dᵀ Σ_alpha⁻¹ d + 1/2 Σ_i h_i`` (see :func:`_log_det_term`)."""
-  h, ok_h = _log_det_term(alpha[..., None], rel.x)
+  """``D_alpha = alpha/2 dᵀ Σ_alpha⁻¹ d + 1/2 Σ_i h_i`` (see
+  :func:`_common.gaussian_log_det_term`)."""
+  h, ok_h = _common.gaussian_log_det_term(alpha[..., None], rel.x)
   maha, ok_m = rel.maha_mix(alpha, h, ok_h)
   out = 0.5 * (alpha * maha + jnp.sum(h, axis=-1))
   return jnp.where(jnp.all(ok_h, axis=-1) & ok_m, out, jnp.inf)

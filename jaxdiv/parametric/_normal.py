@@ -151,12 +151,13 @@ def normal_vae_kl(
 
 def _renyi(lp, sp, lq, sq, alpha):
   log_r = 2 * (jnp.log(sp) - jnp.log(sq))
-  # var_alpha = alpha var_q + (1 - alpha) var_p = var_q m, m = alpha + (1 - alpha) r.
-  m, ok, log_m_over_t = _common.log_mix_over_t(alpha, log_r)
+  # var_alpha = alpha var_q + (1 - alpha) var_p = var_q m, m = alpha + (1 - alpha) r. The log
+  # term, [log m - (1 - alpha) log r] / (1 - alpha), without its cancellation at r near 1.
+  m, ok, _ = _common.log_mix_over_t(alpha, log_r)
+  h, ok_h = _common.gaussian_log_det_term(alpha, log_r)
   d = lp - lq
   quad = alpha * d * d / (sq * sq * jnp.where(ok, m, 1.0))
-  out = 0.5 * (quad + log_m_over_t - log_r)
-  return jnp.where(ok, out, jnp.inf)
+  return jnp.where(ok & ok_h, 0.5 * (quad + h), jnp.inf)
 
 
 def _renyi_taylor(lp, sp, lq, sq):

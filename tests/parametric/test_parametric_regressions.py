@@ -289,3 +289,35 @@ def test_renyi_slope_at_one_survives_an_overflowing_curvature_float32(form):
                                            jnp.ones(2), alpha=al, covariance="diag")
   got = float(jax.grad(f)(jnp.float32(1.0)))
   np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def _mp_normal_renyi_mpf(mp_, sp, mq, sq, alpha):
+  """The closed form at 40 digits (Gil, Alajaji & Linder 2013)."""
+  mp_, sp, mq, sq, a = (mp.mpf(float(x)) for x in (mp_, sp, mq, sq, alpha))
+  va = a * sq ** 2 + (1 - a) * sp ** 2
+  return (a * (mp_ - mq) ** 2 / (2 * va)
+          - mp.log(va / (sp ** (2 * (1 - a)) * sq ** (2 * a))) / (2 * (a - 1)))
+
+
+@pytest.mark.parametrize("dtype,ratio", [(np.float64, 1 + 1e-12), (np.float64, 1 + 1e-9),
+                                         (np.float64, 1 + 1e-6), (np.float32, 1 + 1e-6),
+                                         (np.float32, 1 + 1e-4), (np.float32, 1.001)])
+def test_normal_renyi_hellinger_bhattacharyya_near_equal_scales(dtype, ratio):
+  """Scales 1 and `ratio` (equal means and means 0.1 apart): the log-variance term of the
+  Normal Rényi form cancelled there, so the Hellinger distance was NaN in float64 from ratio
+  1 + 1e-12 to past 1 + 1e-9 (the Bhattacharyya distance negative), and float32 Rényi at
+  alpha = 0.3 was 12x too large at 1 + 1e-4. Against mpmath at the same rounded scales."""
+  with jax.enable_x64(dtype == np.float64):
+    s = dtype(ratio)
+    for d in (0.0, 0.1):
+      loc = dtype(d)
+      for alpha in (0.3, 0.5, 2.0):
+        got = float(jp.normal_renyi_divergence(loc, dtype(1), dtype(0), s, alpha=alpha))
+        want = float(_mp_normal_renyi_mpf(loc, 1, 0, s, alpha))
+        assert abs(got - want) <= 8 * np.finfo(dtype).eps * want, (d, alpha, got, want)
+      bc = _mp_normal_renyi_mpf(loc, 1, 0, s, 0.5) / 2
+      got_b = float(jp.normal_bhattacharyya_distance(loc, dtype(1), dtype(0), s))
+      got_h = float(jp.normal_hellinger_distance(loc, dtype(1), dtype(0), s))
+      assert abs(got_b - float(bc)) <= 8 * np.finfo(dtype).eps * float(bc), (d, got_b, bc)
+      want_h = float(mp.sqrt(-mp.expm1(-bc)))
+      assert abs(got_h - want_h) <= 8 * np.finfo(dtype).eps * want_h, (d, got_h, want_h)
