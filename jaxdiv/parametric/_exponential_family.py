@@ -813,10 +813,26 @@ def poisson_renyi_divergence(
   (lp, lq, al), _, dtype, acc = _common.prepare(
       {"rate_p": rate_p, "rate_q": rate_q, "alpha": alpha})
   valid, (lp, lq) = _common.in_domain(lp, lq)
-  # Natural parameter eta = log(lambda), log-partition A(eta) = exp(eta).
-  log_partition = lambda eta, ok: jnp.exp(eta)
-  out = _renyi_from_log_partition(
-      alpha, acc, lambda: _numerics.mul_log(lp, jnp.log(lp) - jnp.log(lq)) - lp + lq,
-      log_partition, lambda t: (al * 0 + t) * jnp.log(lp) + (1 - (al * 0 + t)) * jnp.log(lq),
-      lambda eta: jnp.isfinite(eta))
+  phi = _common.expm1_minus_x
+  x = _common.log_ratio(lp, lq)  # exact difference near p = q
+  # With x = log(lambda_p / lambda_q): the numerator is lambda_q [phi(alpha x) - alpha phi(x)],
+  # phi(y) = e^y - 1 - y, where the three terms of the closed form (each ~lambda) cancel to
+  # O(lambda x^2) near p = q (float32 rates 99.9 and 100.1: 14% off); the closed form itself
+  # where |x| >= 1 (no cancellation there, and no overflow of e^(alpha x) before the result).
+  near = jnp.abs(x) < 1
+  x_near = jnp.where(near, x, 0.0)
+
+  def general(a):
+    a = al * 0 + a
+    small = lq * (phi(a * x_near) - a * phi(x_near)) / (a - 1)
+    direct = (jnp.exp(a * jnp.log(lp) + (1 - a) * jnp.log(lq)) - a * lp - (1 - a) * lq) / (a - 1)
+    return jnp.where(near, small, jnp.maximum(direct, 0.0))
+
+  # The KL as poisson_kl_divergence; along the natural parameter log lambda_q + t x the
+  # log-partition is lambda_q e^(t x) = lambda_p e^((t - 1) x) (this form does not overflow at
+  # t = 1), whose derivatives at t = 1 are the series' cumulants.
+  kl = lambda: lp * phi(-x)
+  out = _common.alpha_select(
+      alpha, acc, kl, general,
+      near=_common.exp_family_near_one(kl, lambda t: lp * jnp.exp((t - 1) * x), acc))
   return _common.finish(out, dtype, base, valid)
