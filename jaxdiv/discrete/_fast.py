@@ -38,6 +38,13 @@ softmax = _fallback.softmax
 with_fallback = _fallback.with_fallback
 
 
+def logaddexp(x: jax.Array, y: jax.Array) -> jax.Array:
+  """`log(e^x + e^y)` in arithmetic only, `max + log1p(exp(-|x - y|))`: NaN where both are
+  `-inf` (a row for the guarded path). `jnp.logaddexp`'s selects for that case kept XLA:CPU
+  from fusing the JS divergence's row into its fast loops (5120x1024: 3.3x the time)."""
+  return jnp.maximum(x, y) + jnp.log1p(jnp.exp(-jnp.abs(x - y)))
+
+
 def run(fast, logits, probs, careful_body, base, *, nonnegative: bool) -> jax.Array:
   """Runs the unguarded row values with `careful_body` (the guarded maths on a
   `_common.Prepared`) as their fallback, then the units, the clamp at 0 and the result dtype.

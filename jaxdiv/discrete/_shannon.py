@@ -135,13 +135,19 @@ def _jeffreys_coefs(ax, _, aux, a, b):
 def _js_value(beta):
   def value(ax, a, b):
     la, lb = _fast.log_softmax(a, ax), _fast.log_softmax(b, ax)
-    pa, pb = jnp.exp(la), jnp.exp(lb)  # as the hand-written JS (equal errors)
+    pa, pb = jnp.exp(la), jnp.exp(lb)  # as the hand-written JS
     # log m in log space (not log(beta pa + (1 - beta) pb)): where both probabilities
     # underflow to 0 the linear mixture would give -inf and a NaN row. At beta = 1/2 this is
     # logaddexp(la, lb) - log 2 exactly.
-    lm = jnp.logaddexp(la, lb + float(np.log1p(-beta) - np.log(beta))) + float(np.log(beta))
-    kl_pm, kl_qm = jnp.sum(pa * (la - lm), axis=ax), jnp.sum(pb * (lb - lm), axis=ax)
-    return beta * kl_pm + (1 - beta) * kl_qm, (la, lb, lm, pa, pb, kl_pm, kl_qm)
+    lm = _fast.logaddexp(la, lb + float(np.log1p(-beta) - np.log(beta))) + float(np.log(beta))
+    terms_p, terms_q = pa * (la - lm), pb * (lb - lm)
+    # One reduction for the value (XLA:CPU runs two in one loop only from 4096 rows, and then
+    # slower: 2048x32768 2.5x, 5120x1024 3x the time with `beta kl_pm + (1 - beta) kl_qm`;
+    # float32 errors on 2000x512: median 1.46e-8 and max 6.8e-8 against 1.48e-8 and 8.7e-8);
+    # the two KLs only for the derivative (unused, XLA drops them from a forward pass).
+    js = jnp.sum(beta * terms_p + (1 - beta) * terms_q, axis=ax)
+    kl_pm, kl_qm = jnp.sum(terms_p, axis=ax), jnp.sum(terms_q, axis=ax)
+    return js, (la, lb, lm, pa, pb, kl_pm, kl_qm)
   return value
 
 
