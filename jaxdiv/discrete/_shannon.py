@@ -87,9 +87,11 @@ def _entropy_coefs(ax, h, aux, a):
   # From the logits again, not from the value's arrays: those would cross the fallback's
   # `cond` as operands, written out in full (value+grad at 32768x512: 2.1x the hand-written
   # line with them, 1.5x without).
-  y = a - jax.lax.stop_gradient(jnp.max(a, axis=ax, keepdims=True))
+  # `shift_and_sum`: below 4096 rows its sum reads the max behind a barrier, so that `e` is
+  # recomputed in the gradient's loop instead of written out (value+grad at 1024x1024: 0.83x ->
+  # 0.45x the hand-written line; 2048x32768: 0.69x -> 0.53x).
+  y, total = _fast.shift_and_sum(a, ax)
   e = jnp.exp(y)
-  total = jnp.sum(e, axis=ax, keepdims=True)
   return (-(e / total) * (y - jnp.log(total) + jnp.expand_dims(h, ax)),)
 
 
