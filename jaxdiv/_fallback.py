@@ -24,7 +24,9 @@ from jax import lax
 FUSED_ROWS = 4096
 
 
-def _fused(x: jax.Array, axis: int) -> bool:
+def fused(x: jax.Array, axis: int) -> bool:
+  """Whether a row computation over `x` along `axis` has the `FUSED_ROWS` rows for XLA:CPU's
+  single fused loop."""
   return x.size >= FUSED_ROWS * x.shape[axis]
 
 
@@ -38,14 +40,14 @@ def shift_and_sum(x: jax.Array, axis: int):
   2048x32768: 0.41x the time of the same expression through `jax.nn.log_softmax`, with the same
   values (the same operations)."""
   m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
-  m_sum = m if _fused(x, axis) else lax.optimization_barrier(m)
+  m_sum = m if fused(x, axis) else lax.optimization_barrier(m)
   return x - m, jnp.sum(jnp.exp(x - m_sum), axis=axis, keepdims=True)
 
 
 def log_softmax(x: jax.Array, axis: int) -> jax.Array:
   """Unguarded log-softmax, the fast expressions' (here for the categorical divergences and the
   losses alike) (the max under `stop_gradient`): NaN for an empty or +inf row."""
-  if _fused(x, axis):
+  if fused(x, axis):
     return jax.nn.log_softmax(x, axis=axis)
   y, s = shift_and_sum(x, axis)
   return y - jnp.log(s)
@@ -55,7 +57,7 @@ def softmax(x: jax.Array, axis: int) -> jax.Array:
   """Unguarded softmax, `exp(x - max) / sum`: in float32 more accurate than `exp(log_softmax)`
   (measured on 20k rows of 512 logits: median error of KL 8.7e-8 against 9.6e-8), and XLA
   shares the max and the sum with :func:`log_softmax` of the same logits."""
-  if _fused(x, axis):
+  if fused(x, axis):
     return jax.nn.softmax(x, axis=axis)
   y, s = shift_and_sum(x, axis)
   return jnp.exp(y) / s

@@ -607,7 +607,7 @@ def _row_exp(x, axis: int):
   m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
   m = jnp.maximum(m, jnp.finfo(x.dtype).min)
   e = jnp.exp(x - m)
-  if x.size < _fallback.FUSED_ROWS * x.shape[axis]:
+  if not _fallback.fused(x, axis):
     m = lax.optimization_barrier(m)
   total = jnp.sum(jnp.exp(x - m), axis=axis, keepdims=True)
   return e, total + lax.stop_gradient(1 - jnp.minimum(total, 1))
