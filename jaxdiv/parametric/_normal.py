@@ -84,7 +84,7 @@ def normal_kl_divergence(
   (lp, sp, lq, sq), _, dtype, _ = _common.prepare(
       {"loc_p": loc_p, "scale_p": scale_p, "loc_q": loc_q, "scale_q": scale_q})
   valid, (sp, sq) = _common.in_domain(sp, sq)
-  out = _kl_terms(lp, lq, 2 * (jnp.log(sp) - jnp.log(sq)), 1 / (sq * sq))
+  out = _kl_terms(lp, lq, 2 * _common.log_ratio(sp, sq), 1 / (sq * sq))
   return _common.finish(out, dtype, base, valid)
 
 
@@ -150,7 +150,7 @@ def normal_vae_kl(
 
 
 def _renyi(lp, sp, lq, sq, alpha):
-  log_r = 2 * (jnp.log(sp) - jnp.log(sq))
+  log_r = 2 * _common.log_ratio(sp, sq)
   # var_alpha = alpha var_q + (1 - alpha) var_p = var_q m, m = alpha + (1 - alpha) r. The log
   # term, [log m - (1 - alpha) log r] / (1 - alpha), without its cancellation at r near 1.
   m, ok, _ = _common.log_mix_over_t(alpha, log_r)
@@ -164,7 +164,7 @@ def _renyi_taylor(lp, sp, lq, sq):
   # (dD/dalpha, d²D/dalpha²) at 1 = (Kappa_2 / 2, Kappa_3 / 3) of log p/q under p. With
   # x = mu_p + sigma_p z: log p/q = (r - 1) z²/2 + b z + const, b = sigma_p d / var_q, so
   # Kappa_2 = (r - 1)²/2 + b² and Kappa_3 = (r - 1)³ + 3 b² (r - 1).
-  r_minus_1 = jnp.expm1(2 * (jnp.log(sp) - jnp.log(sq)))
+  r_minus_1 = jnp.expm1(2 * _common.log_ratio(sp, sq))
   d = lp - lq
   b2 = sp * sp * d * d / (sq * sq * sq * sq)
   return (0.25 * r_minus_1 * r_minus_1 + 0.5 * b2,
@@ -210,7 +210,7 @@ def normal_renyi_divergence(
   (lp, sp, lq, sq, a), _, dtype, acc = _common.prepare(
       {"loc_p": loc_p, "scale_p": scale_p, "loc_q": loc_q, "scale_q": scale_q, "alpha": alpha})
   valid, (sp, sq) = _common.in_domain(sp, sq)
-  kl = lambda: _kl_terms(lp, lq, 2 * (jnp.log(sp) - jnp.log(sq)), 1 / (sq * sq))
+  kl = lambda: _kl_terms(lp, lq, 2 * _common.log_ratio(sp, sq), 1 / (sq * sq))
   out = _common.alpha_select(alpha, acc, kl, lambda al: _renyi(lp, sp, lq, sq, a * 0 + al),
                              lambda: _renyi_taylor(lp, sp, lq, sq))
   return _common.finish(out, dtype, base, valid)

@@ -308,16 +308,17 @@ def test_normal_renyi_hellinger_bhattacharyya_near_equal_scales(dtype, ratio):
   1 + 1e-12 to past 1 + 1e-9 (the Bhattacharyya distance negative), and float32 Rényi at
   alpha = 0.3 was 12x too large at 1 + 1e-4. Against mpmath at the same rounded scales."""
   with jax.enable_x64(dtype == np.float64):
-    s = dtype(ratio)
-    for d in (0.0, 0.1):
-      loc = dtype(d)
+    for base, d in ((1.0, 0.0), (1.0, 0.1), (3.0, 0.0), (0.37, 0.1)):
+      # a base scale other than 1: log sp - log sq itself cancelled (float32, 3 against
+      # 3.0003: 1e-3 relative); the difference is now log1p((sp - sq) / sq)
+      sp, s, loc = dtype(base), dtype(base * ratio), dtype(d)
       for alpha in (0.3, 0.5, 2.0):
-        got = float(jp.normal_renyi_divergence(loc, dtype(1), dtype(0), s, alpha=alpha))
-        want = float(_mp_normal_renyi_mpf(loc, 1, 0, s, alpha))
-        assert abs(got - want) <= 8 * np.finfo(dtype).eps * want, (d, alpha, got, want)
-      bc = _mp_normal_renyi_mpf(loc, 1, 0, s, 0.5) / 2
-      got_b = float(jp.normal_bhattacharyya_distance(loc, dtype(1), dtype(0), s))
-      got_h = float(jp.normal_hellinger_distance(loc, dtype(1), dtype(0), s))
+        got = float(jp.normal_renyi_divergence(loc, sp, dtype(0), s, alpha=alpha))
+        want = float(_mp_normal_renyi_mpf(loc, sp, 0, s, alpha))
+        assert abs(got - want) <= 8 * np.finfo(dtype).eps * want, (base, d, alpha, got, want)
+      bc = _mp_normal_renyi_mpf(loc, sp, 0, s, 0.5) / 2
+      got_b = float(jp.normal_bhattacharyya_distance(loc, sp, dtype(0), s))
+      got_h = float(jp.normal_hellinger_distance(loc, sp, dtype(0), s))
       assert abs(got_b - float(bc)) <= 8 * np.finfo(dtype).eps * float(bc), (d, got_b, bc)
       want_h = float(mp.sqrt(-mp.expm1(-bc)))
       assert abs(got_h - want_h) <= 8 * np.finfo(dtype).eps * want_h, (d, got_h, want_h)
