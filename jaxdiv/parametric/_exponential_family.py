@@ -208,12 +208,25 @@ def categorical_renyi_divergence(
 # Gamma and Exponential (rate parameterisation).
 
 
-def _renyi_from_log_partition(alpha, acc, kl, log_partition, mix, valid_mix):
-  """Generic exponential-family Rényi divergence (see the module docstring)."""
+def _renyi_from_log_partition(alpha, acc, kl, log_partition, mix, valid_mix, kl_between=None):
+  """Generic exponential-family Rényi divergence (see the module docstring).
+
+  With `kl_between(r, x)`, the KL from the distribution of parameters `r` to that of `x`, the
+  difference of log-partitions is taken as `alpha KL(r_a || p) + (1 - alpha) KL(r_a || q)`
+  over `1 - alpha` (r_a the distribution at the mixed natural parameters; van Erven &
+  Harremoës 2014, eq. 10): for 0 < alpha < 1 a sum of two non-negative terms, where the
+  log-partitions themselves cancel near p = q (Gamma, float32 concentrations 1e4 and 1.1e4:
+  exactly 0 at alpha 0.3 and 0.5, true 6.7e-4 and 1.1e-3)."""
   def general(al):
     params_a = mix(al)
     ok = valid_mix(params_a)
     true = jnp.asarray(True)
+    if kl_between is not None:
+      safe = tuple(jnp.where(ok, x, 1.0) for x in params_a)
+      t = 1 - al
+      out = (al * kl_between(safe, mix(1.0)) + t * kl_between(safe, mix(0.0))) / t
+      out = out + jax.lax.stop_gradient(jnp.where(out < 0, -out, 0.0))
+      return jnp.where(ok, out, jnp.inf)
     out = (log_partition(params_a, ok) - al * log_partition(mix(1.0), true)
            - (1 - al) * log_partition(mix(0.0), true)) / (al - 1)
     # D_alpha >= 0; the difference of log-partitions cancels near p = q (float32 gave -1e-6).
@@ -381,7 +394,8 @@ def gamma_renyi_divergence(
   mix = lambda t: (t * ap + (1 - t) * aq, t * bp + (1 - t) * bq)
   out = _renyi_from_log_partition(
       alpha, acc, lambda: _gamma_kl(ap, bp, aq, bq), log_partition,
-      lambda t: mix(al * 0 + t), lambda ab: (ab[0] > 0) & (ab[1] > 0))
+      lambda t: mix(al * 0 + t), lambda ab: (ab[0] > 0) & (ab[1] > 0),
+      kl_between=lambda r, x: _gamma_kl(*r, *x))
   return _common.finish(out, dtype, base, valid)
 
 
