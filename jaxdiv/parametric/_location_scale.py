@@ -144,7 +144,7 @@ def gumbel_kl_divergence(
   # above is g(r) + phi(v), g(r) = lgamma(r) + gamma (r - 1) >= 0: no cancellation of its terms'
   # first order near p = q (float32 scales 1 and 1.0002 were 34x off).
   x = (sp - sq) / sq  # r - 1, an exact difference near r = 1
-  g, lgamma_1p_r = _lgamma_plus_euler(x)
+  g, lgamma_1p_r = _lgamma_plus_euler(x, sp / sq)
   z = (lp - lq) / sq
   out = g + _common.expm1_minus_x(lgamma_1p_r - z)
   return _common.finish(out, dtype, base, valid)
@@ -166,9 +166,10 @@ _LGAMMA_SERIES = [(-1) ** k * _zeta(k) / k for k in range(2, 52)]
 _LGAMMA_SERIES_RADIUS = 0.5
 
 
-def _lgamma_plus_euler(x: jax.Array):
-  """``(lgamma(1 + x) + gamma x, lgamma(2 + x))`` for ``x > -1``, the first without the
-  cancellation of its linear terms near 0 (a power series there, `_LGAMMA_SERIES`)."""
+def _lgamma_plus_euler(x: jax.Array, r: jax.Array):
+  """``(lgamma(r) + gamma x, lgamma(1 + r))`` for ``r = 1 + x > 0`` (both given: ``1 + x``
+  rounds a tiny ``r`` to 0), the first without the cancellation of its linear terms near
+  ``x = 0`` (a power series there, `_LGAMMA_SERIES`)."""
   small = jnp.abs(x) < _LGAMMA_SERIES_RADIUS
   xs = jnp.where(small, x, 0.0)
   terms = 22 if jnp.dtype(x.dtype).itemsize <= 4 else len(_LGAMMA_SERIES)
@@ -176,7 +177,7 @@ def _lgamma_plus_euler(x: jax.Array):
   for c in reversed(_LGAMMA_SERIES[:terms]):
     series = (series + c) * xs
   series = series * xs
-  r = 1 + jnp.where(small, 1.0, x)
+  r = jnp.where(small, 2.0, r)
   g = jnp.where(small, series, gammaln(r) + _EULER_GAMMA * (r - 1))
   # lgamma(2 + x) = log(1 + x) + lgamma(1 + x)
   lgamma_2 = jnp.where(small, jnp.log1p(xs) - _EULER_GAMMA * xs + series, gammaln(1 + r))

@@ -153,11 +153,15 @@ def _renyi(lp, sp, lq, sq, alpha):
   log_r = 2 * _common.log_ratio(sp, sq)
   # var_alpha = alpha var_q + (1 - alpha) var_p = var_q m, m = alpha + (1 - alpha) r. The log
   # term, [log m - (1 - alpha) log r] / (1 - alpha), without its cancellation at r near 1.
-  m, ok, _ = _common.log_mix_over_t(alpha, log_r)
-  h, ok_h = _common.gaussian_log_det_term(alpha, log_r)
+  # The cancellation-free term where |log r| < 1; farther apart log_mix_over_t's form, which
+  # has no cancellation there and no overflow of e^(-t log r) (scales 1e-10 and 1e10, float32).
+  m, ok, log_m_over_t = _common.log_mix_over_t(alpha, log_r)
+  near = jnp.abs(log_r) < 1
+  h, ok_h = _common.gaussian_log_det_term(alpha, jnp.where(near, log_r, 0.0))
+  h = jnp.where(near, h, log_m_over_t - log_r)
   d = lp - lq
   quad = alpha * d * d / (sq * sq * jnp.where(ok, m, 1.0))
-  return jnp.where(ok & ok_h, 0.5 * (quad + h), jnp.inf)
+  return jnp.where(ok & (ok_h | ~near), 0.5 * (quad + h), jnp.inf)
 
 
 def _renyi_taylor(lp, sp, lq, sq):
