@@ -606,11 +606,8 @@ def _row_exp(x, axis: int):
   optax at 256x32768: 0.85x -> 0.74x, 2048x32768: 0.89x -> 0.85x)."""
   m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
   m = jnp.maximum(m, jnp.finfo(x.dtype).min)
-  e = jnp.exp(x - m)
-  if not _fallback.fused(x, axis):
-    m = lax.optimization_barrier(m)
-  total = jnp.sum(jnp.exp(x - m), axis=axis, keepdims=True)
-  return e, total + lax.stop_gradient(1 - jnp.minimum(total, 1))
+  total = _fallback.sum_exp(x, m, axis)
+  return jnp.exp(x - m), total + lax.stop_gradient(1 - jnp.minimum(total, 1))
 
 
 def _row_log_normaliser(x, axis: int):

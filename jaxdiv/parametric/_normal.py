@@ -149,12 +149,11 @@ def normal_vae_kl(
   return _common.finish(0.5 * (loc * loc + _common.expm1_minus_x(v)), dtype, base)
 
 
-def _renyi(lp, sp, lq, sq, alpha):
-  log_r = 2 * _common.log_ratio(sp, sq)
+def _renyi(lp, log_r, lq, sq, alpha):
   # var_alpha = alpha var_q + (1 - alpha) var_p = var_q m, m = alpha + (1 - alpha) r. The log
-  # term, [log m - (1 - alpha) log r] / (1 - alpha), without its cancellation at r near 1.
-  # The cancellation-free term where |log r| < 1; farther apart log_mix_over_t's form, which
-  # has no cancellation there and no overflow of e^(-t log r) (scales 1e-10 and 1e10, float32).
+  # term [log m - (1 - alpha) log r] / (1 - alpha): where |log r| < 1 the cancellation-free
+  # form; farther apart log_mix_over_t's, which has no cancellation there and no overflow of
+  # e^(-t log r) (scales 1e-10 and 1e10, float32).
   m, ok, log_m_over_t = _common.log_mix_over_t(alpha, log_r)
   near = jnp.abs(log_r) < 1
   h, ok_h = _common.gaussian_log_det_term(alpha, jnp.where(near, log_r, 0.0))
@@ -164,11 +163,11 @@ def _renyi(lp, sp, lq, sq, alpha):
   return jnp.where(ok & (ok_h | ~near), 0.5 * (quad + h), jnp.inf)
 
 
-def _renyi_taylor(lp, sp, lq, sq):
+def _renyi_taylor(lp, sp, log_r, lq, sq):
   # (dD/dalpha, d²D/dalpha²) at 1 = (Kappa_2 / 2, Kappa_3 / 3) of log p/q under p. With
   # x = mu_p + sigma_p z: log p/q = (r - 1) z²/2 + b z + const, b = sigma_p d / var_q, so
   # Kappa_2 = (r - 1)²/2 + b² and Kappa_3 = (r - 1)³ + 3 b² (r - 1).
-  r_minus_1 = jnp.expm1(2 * _common.log_ratio(sp, sq))
+  r_minus_1 = jnp.expm1(log_r)
   d = lp - lq
   b2 = sp * sp * d * d / (sq * sq * sq * sq)
   return (0.25 * r_minus_1 * r_minus_1 + 0.5 * b2,
@@ -214,9 +213,10 @@ def normal_renyi_divergence(
   (lp, sp, lq, sq, a), _, dtype, acc = _common.prepare(
       {"loc_p": loc_p, "scale_p": scale_p, "loc_q": loc_q, "scale_q": scale_q, "alpha": alpha})
   valid, (sp, sq) = _common.in_domain(sp, sq)
-  kl = lambda: _kl_terms(lp, lq, 2 * _common.log_ratio(sp, sq), 1 / (sq * sq))
-  out = _common.alpha_select(alpha, acc, kl, lambda al: _renyi(lp, sp, lq, sq, a * 0 + al),
-                             lambda: _renyi_taylor(lp, sp, lq, sq))
+  log_r = 2 * _common.log_ratio(sp, sq)  # log(var_p / var_q), exact near equal scales
+  kl = lambda: _kl_terms(lp, lq, log_r, 1 / (sq * sq))
+  out = _common.alpha_select(alpha, acc, kl, lambda al: _renyi(lp, log_r, lq, sq, a * 0 + al),
+                             lambda: _renyi_taylor(lp, sp, log_r, lq, sq))
   return _common.finish(out, dtype, base, valid)
 
 
