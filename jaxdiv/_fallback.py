@@ -198,6 +198,40 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
   return run
 
 
+# Entries a row block of the guarded paths' forward pass (:func:`forward_in_row_blocks`).
+GUARDED_BLOCK_ENTRIES = 1 << 18
+
+
+def forward_in_row_blocks(fn: Callable, axis: int, n_rows: int, *args: jax.Array,
+                          entries: int | None = None) -> jax.Array:
+  """`fn(*args)`, row values of a row computation along `axis`, evaluated over row blocks of
+  about `entries` entries (:func:`row_blocks`; None: `GUARDED_BLOCK_ENTRIES`, read when traced)
+  when the batch is larger; its derivatives (any order, either mode) are those of `fn` on the
+  whole batch.
+
+  The first `n_rows` of `args` are arrays of one shape, sliced into the blocks; the others
+  (scalars) are passed whole. Why: the guarded implementations make several passes over
+  their [N, V] intermediates, which stay in cache over a block and do not over a large batch.
+  Measured (2-core CPU, jax 0.10.2): the Rényi divergence of order 1/2 and the JS distance from
+  logits, forward at 32768x512, 4096x4096 and 2048x32768, took 0.42x-0.53x the time over
+  blocks of 2**18 entries, bit for bit the same values. Over blocks their reverse pass ran
+  0.7x-1.35x (the blocks rematerialised or their residuals stacked), so the derivatives stay
+  whole-batch: a `custom_jvp` whose rule is `fn`'s own JVP.
+  """
+  entries = GUARDED_BLOCK_ENTRIES if entries is None else entries
+  xs, rest = args[:n_rows], args[n_rows:]
+  if xs[0].ndim < 2 or xs[0].size <= entries or not all(x.shape == xs[0].shape for x in xs):
+    return fn(*args)
+
+  @jax.custom_jvp
+  def f(*args):
+    scalars = args[n_rows:]
+    return row_blocks(lambda *ys: fn(*ys, *scalars), axis, entries=entries)(*args[:n_rows])
+
+  f.defjvp(lambda primals, tangents: jax.jvp(fn, primals, tangents))
+  return f(*xs, *rest)
+
+
 def with_fallback(value: Callable, coefs: Callable, careful: Callable, *xs: jax.Array,
                   axis: int) -> jax.Array:
   """`value(*xs)` where every row is finite, else `careful(*xs)`, with a matching derivative.

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxdiv import _fallback
 from jaxdiv import _numerics
 from jaxdiv import _validation
 
@@ -86,6 +87,33 @@ def prepare(*arrays, names, axis, where, from_logits, axis_name=None) -> Prepare
     xs = [jnp.where(jnp.expand_dims(empty, ax), jnp.zeros_like(x), x) for x in xs]
   dists = tuple(_to_dist(x, ax, mask, from_logits, axis_name) for x in xs)
   return Prepared(dists, ax, mask, result_dtype, from_logits, axis_name, empty)
+
+
+def guarded(arrays, body, *, names, axis, where, from_logits, axis_name=None, hyper=()):
+  """`body(prepare(*arrays, ...), *hyper)`, the guarded implementation's row values (its
+  `finish` included), evaluated over blocks of rows when the batch is large (derivatives of
+  the whole batch: `_fallback.forward_in_row_blocks`, which says why).
+
+  `hyper` are the hyperparameters `body` reads (an order, a mixture weight): a traced scalar is
+  passed to the blocks as an argument; a traced array (one value a row) keeps the whole
+  batch, as does a reduction sharded over `axis_name`.
+  """
+  kw = dict(names=names, from_logits=from_logits, axis_name=axis_name)
+  traced = [i for i, h in enumerate(hyper) if isinstance(h, jax.core.Tracer)]
+  if axis_name is not None or any(jnp.ndim(hyper[i]) for i in traced):
+    return body(prepare(*arrays, axis=axis, where=where, **kw), *hyper)
+  xs, ax, _, _ = _inputs(arrays, names, axis)
+  masks = [] if where is None else [_validation.broadcast_where(where, xs[0].shape)]
+  n_rows = len(xs) + len(masks)
+
+  def run(*args):
+    ys, m, hs = args[:len(xs)], (args[len(xs)] if masks else None), list(hyper)
+    for i, h in zip(traced, args[n_rows:]):
+      hs[i] = h
+    return body(prepare(*ys, axis=ax, where=m, **kw), *hs)
+
+  return _fallback.forward_in_row_blocks(run, ax, n_rows, *xs, *masks,
+                                         *(hyper[i] for i in traced))
 
 
 def _empty_rows(x: jax.Array, axis: int, mask, axis_name) -> jax.Array:

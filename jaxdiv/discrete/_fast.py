@@ -88,8 +88,9 @@ def evaluate(arrays, careful_body: Callable, pairs, *, axis, where, from_logits,
   fast = None if pairs is None else _common.fast_inputs(*arrays, **kw)
   if fast is not None:
     return run(fast, *pairs, careful_body, base, nonnegative=nonnegative)
-  prep = _common.prepare(*arrays, **kw)
-  return _common.finish(careful_body(prep), prep, base, nonnegative=nonnegative)
+  return _common.guarded(
+      arrays, lambda prep: _common.finish(careful_body(prep), prep, base, nonnegative=nonnegative),
+      **kw)
 
 
 def bounded(x: jax.Array) -> jax.Array:

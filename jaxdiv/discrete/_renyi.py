@@ -186,7 +186,7 @@ def _family(arrays, alpha, base, *, axis, where, from_logits, general, at_one, a
   _check_alpha(alpha)
   names = ("p", "q")[: len(arrays)]
 
-  def careful(prep):
+  def careful(prep, alpha=alpha):
     dp = prep.dists[0]
     d = dp.log_prob if len(arrays) == 1 else dp.log_prob - prep.dists[1].log_prob
     return sign * _order_family(dp.prob, dp.log_prob, d, _alpha_for(alpha, prep), prep.axis,
@@ -204,8 +204,9 @@ def _family(arrays, alpha, base, *, axis, where, from_logits, general, at_one, a
     exponents = (a, 1 - a)[: len(arrays)]
     return _fast.run(fast, *_fast.power_sum(exponents, lambda ls: sign * general(ls, t), norm=0),
                      careful, base, nonnegative=True)
-  prep = _common.prepare(*arrays, names=names, axis=axis, where=where, from_logits=from_logits)
-  return _common.finish(careful(prep), prep, base, nonnegative=True)
+  return _common.guarded(
+      arrays, lambda prep, a: _common.finish(careful(prep, a), prep, base, nonnegative=True),
+      names=names, axis=axis, where=where, from_logits=from_logits, hyper=(alpha,))
 
 
 _identity = lambda x: x
@@ -439,9 +440,10 @@ def alpha_divergence(
     return _fast.run(fast, *_fast.power_sum((a, 1 - a), lambda ls: jnp.expm1(ls) / scale,
                                             norm=0 if a >= 0.5 else 1),
                      lambda prep: _alpha_divergence(prep, alpha), None, nonnegative=True)
-  prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
-                         from_logits=from_logits)
-  return _common.finish(_alpha_divergence(prep, alpha), prep, nonnegative=True)
+  return _common.guarded(
+      (p, q), lambda prep, a: _common.finish(_alpha_divergence(prep, a), prep,
+                                             nonnegative=True),
+      names=("p", "q"), axis=axis, where=where, from_logits=from_logits, hyper=(alpha,))
 
 
 def _alpha_divergence(prep: _common.Prepared, alpha) -> jax.Array:

@@ -199,9 +199,9 @@ def entropy(
   if fast is not None:
     return _fast.run(fast, (_entropy_value, _entropy_coefs),
                      (_entropy_probs, _entropy_probs_coefs), _entropy, base, nonnegative=True)
-  prep = _common.prepare(p, names=("p",), axis=axis, where=where, from_logits=from_logits,
-                         axis_name=axis_name)
-  return _common.finish(_entropy(prep), prep, base, nonnegative=True)
+  return _common.guarded(
+      (p,), lambda prep: _common.finish(_entropy(prep), prep, base, nonnegative=True),
+      names=("p",), axis=axis, where=where, from_logits=from_logits, axis_name=axis_name)
 
 
 def _entropy(prep: _common.Prepared) -> jax.Array:
@@ -245,9 +245,9 @@ def cross_entropy(
   if fast is not None:
     return _fast.run(fast, (_ce_value, _ce_coefs), (_ce_probs, _ce_probs_coefs),
                      _cross_entropy, base, nonnegative=True)
-  prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
-                         from_logits=from_logits, axis_name=axis_name)
-  return _common.finish(_cross_entropy(prep), prep, base, nonnegative=True)
+  return _common.guarded(
+      (p, q), lambda prep: _common.finish(_cross_entropy(prep), prep, base, nonnegative=True),
+      names=("p", "q"), axis=axis, where=where, from_logits=from_logits, axis_name=axis_name)
 
 
 def _cross_entropy(prep: _common.Prepared) -> jax.Array:
@@ -301,9 +301,9 @@ def kl_divergence(
     return _fast.run(fast, (_kl_value, _kl_coefs), (_kl_probs, _kl_probs_coefs),
                      lambda prep: _kl(*prep.dists, prep), base,
                      nonnegative=True)
-  prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
-                         from_logits=from_logits, axis_name=axis_name)
-  return _common.finish(_kl(*prep.dists, prep), prep, base, nonnegative=True)
+  return _common.guarded(
+      (p, q), lambda prep: _common.finish(_kl(*prep.dists, prep), prep, base, nonnegative=True),
+      names=("p", "q"), axis=axis, where=where, from_logits=from_logits, axis_name=axis_name)
 
 
 def jeffreys_divergence(
@@ -347,9 +347,9 @@ def jeffreys_divergence(
     return _fast.run(fast, (_jeffreys_value, _jeffreys_coefs),
                      (_jeffreys_probs, _jeffreys_probs_coefs), _jeffreys, base,
                      nonnegative=False)
-  prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
-                         from_logits=from_logits, axis_name=axis_name)
-  return _common.finish(_jeffreys(prep), prep, base)
+  return _common.guarded(
+      (p, q), lambda prep: _common.finish(_jeffreys(prep), prep, base),
+      names=("p", "q"), axis=axis, where=where, from_logits=from_logits, axis_name=axis_name)
 
 
 def _jeffreys(prep: _common.Prepared) -> jax.Array:
@@ -429,9 +429,10 @@ def js_divergence(
     return _fast.run(fast, (_js_value(static), _js_coefs(static)),
                      (_js_probs(static), _js_probs_coefs(static)), lambda prep: _js(prep, beta),
                      base, nonnegative=True)
-  prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
-                         from_logits=from_logits, axis_name=axis_name)
-  return _common.finish(_js(prep, beta), prep, base, nonnegative=True)
+  return _common.guarded(
+      (p, q), lambda prep, b: _common.finish(_js(prep, b), prep, base, nonnegative=True),
+      names=("p", "q"), axis=axis, where=where, from_logits=from_logits, axis_name=axis_name,
+      hyper=(beta,))
 
 
 def js_distance(
@@ -471,9 +472,11 @@ def js_distance(
   """
   _validation.check_base(base)
   _validation.check_real(beta, "beta", lo=0, hi=1)
-  prep = _common.prepare(p, q, names=("p", "q"), axis=axis, where=where,
-                         from_logits=from_logits, axis_name=axis_name)
-  js = _numerics.to_base(_js(prep, beta), base)
-  # Rounding can leave a tiny negative JS for p close to q; the distance is then 0.
-  out = _numerics.safe_sqrt(jnp.where(js < 0, 0, js))
-  return _common.finish(out, prep)
+
+  def body(prep, b):
+    js = _numerics.to_base(_js(prep, b), base)
+    # Rounding can leave a tiny negative JS for p close to q; the distance is then 0.
+    return _common.finish(_numerics.safe_sqrt(jnp.where(js < 0, 0, js)), prep)
+
+  return _common.guarded((p, q), body, names=("p", "q"), axis=axis, where=where,
+                         from_logits=from_logits, axis_name=axis_name, hyper=(beta,))

@@ -8,6 +8,7 @@ and eagerly, forward and reverse mode.
 
 from __future__ import annotations
 
+import discrete_reference as dref
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -375,3 +376,103 @@ def test_logits_forms_on_both_sides_of_the_fused_row_count(x64, name, rows):
   ref = _reference(name, True) if name in CASES else _other(name, True)[1]
   want = ref(a[clean], b[clean])
   np.testing.assert_allclose(jax.jit(fn)(a, b)[clean], want, rtol=1e-12, atol=1e-14)
+
+
+# The guarded path (a mask, an order or a function without a fast path) over row blocks.
+# name -> (jaxdiv call with the hyperparameter h, float64 reference on probabilities, h)
+GUARDED = {
+    "js_distance[logits]": (lambda a, b, h, **k: jaxdiv.js_distance(a, b, h, from_logits=True,
+                                                                    **k),
+                            lambda p, q, h: dref.js_distance(p, q), 0.5),
+    "renyi_divergence[alpha=0.5]": (lambda a, b, h, **k: jaxdiv.renyi_divergence(a, b, h, **k),
+                                    dref.renyi_divergence, 0.5),
+    "alpha_divergence[alpha=0.3,logits]": (
+        lambda a, b, h, **k: jaxdiv.alpha_divergence(a, b, h, from_logits=True, **k),
+        dref.alpha_divergence, 0.3),
+    "kl_divergence[where]": (lambda a, b, h, **k: jaxdiv.kl_divergence(a, b, **k),
+                             lambda p, q, h: dref.kl_divergence(p, q), None),
+    "js_divergence[beta=0.3,logits,where]": (
+        lambda a, b, h, **k: jaxdiv.js_divergence(a, b, h, from_logits=True, **k),
+        dref.js_divergence, 0.3),
+    "tsallis_entropy[alpha=1.1]": (lambda a, b, h, **k: jaxdiv.tsallis_entropy(a, h, **k),
+                                   lambda p, q, h: dref.tsallis_entropy(p, h), 1.1),
+}
+
+
+@tiered("name,axis", [(n, ax) for n in GUARDED for ax in (-1, 0)],
+        fast=[("js_distance[logits]", -1), ("js_divergence[beta=0.3,logits,where]", 0)])
+def test_guarded_path_over_row_blocks(x64, name, axis):
+  """A batch of more than 2**18 entries that takes the guarded path computes its values over
+  blocks of rows (`_common.guarded`, where they stay in cache) and its derivatives on the whole
+  batch: 300 rows of 1024, edge rows (a NaN, zeros or -inf logits, an empty or fully masked
+  row) in the first and in the last, overlapping block. Values equal the same function on
+  batches too small to be split, row for row; clean rows equal the float64 reference;
+  gradients (in the inputs and in a traced hyperparameter, reverse and forward mode) equal
+  those of the unsplit batches."""
+  fn, ref, h = GUARDED[name]
+  logits = "logits" in name
+  a, b = _inputs(logits, seed=8, shape=(300, 1024))  # 2 blocks of 256 rows, overlapping
+  edge = -np.inf if logits else 0.0
+  for x in (a, b):
+    x[[3, 297], :5] = edge
+  a[150, 7] = np.nan
+  if logits:
+    a[298, :] = -np.inf  # an empty row: 0
+  else:
+    a, b = a / a.sum(-1, keepdims=True), b / b.sum(-1, keepdims=True)
+  where = None
+  if "where" in name:
+    where = np.random.default_rng(9).random(a.shape) > 0.2
+    where[5, :] = False  # a fully masked row: 0
+    where[150, 7] = True  # the NaN is not masked
+  if axis == 0:
+    a, b = a.T.copy(), b.T.copy()
+    where = None if where is None else where.T.copy()
+  kw = dict(axis=axis) if where is None else dict(axis=axis, where=where)
+
+  def ours(x, y, hh=h):
+    return fn(x, y, hh, **kw)
+
+  def pieces(x, y, hh=h):  # batches of 50 rows: 51200 entries, not split
+    cut = lambda z, i: None if z is None else (z[i:i + 50] if axis != 0 else z[:, i:i + 50])
+    parts = [fn(cut(x, i), cut(y, i), hh, axis=axis, where=cut(where, i))
+             for i in range(0, 300, 50)]
+    return jnp.concatenate(parts)
+
+  jaxpr = str(jax.make_jaxpr(ours)(a, b))
+  assert "scan" in jaxpr or "while" in jaxpr  # the blocks are a fori_loop
+  got = jax.jit(ours)(a, b)
+  np.testing.assert_array_equal(np.isnan(got), np.isnan(pieces(a, b)))
+  np.testing.assert_allclose(got, pieces(a, b), rtol=1e-12, atol=1e-15)
+  assert np.isnan(got[150]) and (not logits or got[298] == 0)
+  if where is not None:
+    assert got[5] == 0
+  # clean rows against the float64 reference
+  rows = lambda z: z if axis != 0 else z.T
+  p, q = (np.exp(dref.log_softmax64(rows(z))) for z in (a, b)) if logits else (rows(a), rows(b))
+  clean = np.isfinite(rows(a)).all(-1) & np.isfinite(rows(b)).all(-1)
+  clean &= (rows(a) != edge).all(-1) & (rows(b) != edge).all(-1)
+  if where is None:
+    np.testing.assert_allclose(got[clean], ref(p[clean], q[clean], h), rtol=1e-11, atol=1e-14)
+  else:  # masked entries are left out; logits are normalised over the others
+    clean &= rows(where).any(-1)
+    pm, qm = (np.where(rows(where), z, 0.0) for z in (p, q))
+    if logits:
+      pm, qm = pm / pm.sum(-1, keepdims=True), qm / qm.sum(-1, keepdims=True)
+    np.testing.assert_allclose(got[clean], ref(pm[clean], qm[clean], h), rtol=1e-11,
+                               atol=1e-14)
+  # derivatives: those of the unsplit batches (reverse and forward mode), finite but on the
+  # NaN row
+  finite = lambda f: (lambda x, y, hh=h: jnp.sum(jnp.where(jnp.isfinite(f(x, y, hh)),
+                                                           f(x, y, hh), 0)))
+  for g, w in zip(jax.jit(jax.grad(finite(ours), (0, 1)))(a, b),
+                  jax.grad(finite(pieces), (0, 1))(a, b)):
+    assert np.isfinite(np.delete(rows(g), 150, axis=0)).all()
+    np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-13)
+  if h is not None:  # in the hyperparameter, without the NaN row (whose derivative is NaN)
+    a = a.copy()
+    rows(a)[150] = rows(a)[151]
+    dh = jax.jit(jax.grad(finite(ours), 2))(a, b, h)
+    assert np.isfinite(dh)
+    np.testing.assert_allclose(dh, jax.grad(finite(pieces), 2)(a, b, h), rtol=1e-9)
+    np.testing.assert_allclose(jax.jacfwd(finite(ours), 2)(a, b, h), dh, rtol=1e-9)
