@@ -152,6 +152,15 @@ def _replace_bad_rows(out, careful, *xs):
                             lambda *_: out, *xs)
 
 
+def _explicitly_sharded(x) -> bool:
+  """Whether `x`'s type carries a sharding (a mesh with `AxisType.Explicit` axes): slices of
+  it and buffers for them would need that sharding spelled out, so no row blocks then."""
+  try:
+    return any(s is not None for s in jax.typeof(x).sharding.spec)
+  except (AttributeError, TypeError):  # no typeof or no sharding in the type (older jax)
+    return False
+
+
 def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
                entries: int = 1 << 20) -> Callable:
   """`fn(*xs)` on arrays of one shape, row by row along the int `axis`, computed over blocks of
@@ -168,7 +177,7 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
 
   def run(*xs):
     nd = xs[0].ndim
-    if nd < 2:
+    if nd < 2 or any(map(_explicitly_sharded, xs)):
       return fn(*xs)
     ax = axis % nd
     b = 0 if ax != 0 else 1  # the batch axis split
@@ -188,12 +197,15 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
       return jax.tree_util.tree_map(
           lambda o, p: lax.dynamic_update_slice_in_dim(o, p, start, axis=out_axis), out, part)
 
-    def full(s):
+    def first(s, p):
+      # The buffer starts from the first block's values, not from zeros alone: inside
+      # `shard_map` it then has their varying manual axes, as the loop's carry must.
       shape = list(s.shape)
       shape[out_axis] = rows
-      return jnp.zeros(shape, s.dtype)
+      return lax.dynamic_update_slice_in_dim(jnp.zeros(shape, s.dtype), p, 0, axis=out_axis)
 
-    return lax.fori_loop(0, steps, body, jax.tree_util.tree_map(full, shapes))
+    part = block(*(lax.slice_in_dim(x, 0, chunk, axis=b) for x in xs))
+    return lax.fori_loop(1, steps, body, jax.tree_util.tree_map(first, shapes, part))
 
   return run
 

@@ -331,3 +331,32 @@ def test_vocab_parallel_fused_linear_cross_entropy_2d_mesh(implementation):
     data_only = shard_map(one, mesh=cpu_mesh(2), out_specs=P("data"),
                           in_specs=(P("data"), P(), P("data"), P("data")))
     _flce_compare(data_only, one, args, rtol=2e-6, atol=2e-6)
+
+
+@needs_8
+def test_row_blocks_inside_shard_map_and_on_explicit_shardings():
+  """The row blocks of the guarded paths (`_fallback.row_blocks`: the fallback of a fast path
+  over more than 2**20 entries, the guarded forward over more than 2**18) inside `shard_map`
+  (their loop's carry has the inputs' varying axes) and on arrays whose type carries an
+  explicit sharding (computed whole there). 260 x 4096 entries a device; before this both
+  raised (a carry type mismatch under shard_map, a sharding mismatch on explicit arrays)."""
+  from jax.sharding import AxisType
+  from jax.sharding import NamedSharding
+
+  a = _logits((2 * 260, 4096), seed=11)
+  b = a + _logits(a.shape, seed=12, scale=0.5)
+  fns = {"kl": lambda x, y: jaxdiv.kl_divergence(x, y, from_logits=True),
+         "js_distance": lambda x, y: jaxdiv.js_distance(x, y, from_logits=True),
+         "renyi[0.5]": lambda x, y: jaxdiv.renyi_divergence(x, y, 0.5, from_logits=True)}
+  devices = np.array(jax.devices("cpu")[:2])
+  for name, f in fns.items():
+    want = jax.jit(f)(a, b)
+    want_grad = jax.jit(jax.grad(lambda x, f=f: jnp.sum(f(x, b))))(a)
+    sm = shard_map(f, mesh=cpu_mesh(2), in_specs=(P("data"), P("data")), out_specs=P("data"))
+    explicit = Mesh(devices, ("data",), axis_types=(AxisType.Explicit,))
+    ea, eb = (jax.device_put(x, NamedSharding(explicit, P("data"))) for x in (a, b))
+    for how, g, x, y in (("shard_map", jax.jit(sm), a, b), ("explicit", jax.jit(f), ea, eb)):
+      np.testing.assert_allclose(g(x, y), want, rtol=1e-6, atol=1e-7, err_msg=f"{name} {how}")
+      grad = jax.jit(jax.grad(lambda x, g=g, y=y: jnp.sum(g(x, y))))(x)
+      np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-8,
+                                 err_msg=f"{name} {how}")
