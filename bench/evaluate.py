@@ -133,8 +133,9 @@ def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None,
       fn = evaluation.DIVERGENCES[name].fn
       # The CLI's batch: the largest that fits its default --memory-budget (as cli.py picks it).
       budget = evaluation.parse_size(cli.build_parser().parse_args(argv).memory_budget)
-      batch_size = min(65536, evaluation.batch_size_for_budget(budget, n, [4, 4]))
-      res = evaluation.evaluate(name, *mm, from_logits=True, batch_size=batch_size)
+      batch_size, max_block = evaluation.budget_batch(budget, n, [4, 4], jax.device_count())
+      res = evaluation.evaluate(name, *mm, from_logits=True, batch_size=batch_size,
+                                max_block_rows=max_block)
       batch = res.timing["batch_size"]
       blocks = list(zip(_blocks(p_path, batch), _blocks(q_path, batch)))
       step = jax.jit(lambda a, b, fn=fn: fn(a, b, axis=-1, from_logits=True))
@@ -149,15 +150,15 @@ def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None,
       # The same function at the block shape the evaluation compiles (one call per (r, n)
       # block, so that every row's bits are the same for any batch and device count): what is
       # left between this and `evaluate` is the pipeline's own cost.
-      r = evaluation.block_rows(n)
+      r = res.timing["block_rows"]
       small = [(a[i:i + r], b[i:i + r]) for a, b in blocks for i in range(0, batch, r)]
 
       def in_memory_blocks(step=step, small=small):
         return np.concatenate([np.asarray(v) for v in [step(a, b) for a, b in small]])
 
       runs = [lambda argv=argv: _run_cli(argv),
-              lambda name=name, bs=batch_size, mm=mm: evaluation.evaluate(
-                  name, *mm, from_logits=True, batch_size=bs),
+              lambda name=name, bs=batch_size, mm=mm, mb=max_block: evaluation.evaluate(
+                  name, *mm, from_logits=True, batch_size=bs, max_block_rows=mb),
               in_memory, in_memory_blocks, floor, lambda: _read_files((p_path, q_path))]
       t_cli, t_eval, t_mem, t_blocks, t_read, t_file = core.interleaved(runs, reps, warmup=1)
       want = in_memory()[:rows_n]

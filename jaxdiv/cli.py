@@ -81,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                   help="rows per step (default: the largest that fits --memory-budget, at most"
                   " 65536)")
   ev.add_argument("--memory-budget", default="256M", metavar="SIZE",
-                  help="host memory for the batches in flight, e.g. 256M, 2G")
+                  help="host memory for the batches in flight, e.g. 256M, 2G; it also bounds"
+                  " the compiled block (rows of up to 1024 entries: 4096-row blocks where the"
+                  " budget holds 4096 rows, smaller and about half as fast below; the last"
+                  " bits of each row's value depend on the block)")
   ev.add_argument("--out", metavar="FILE.npy",
                   help="write the per-row results (.npy); never an input file")
   ev.add_argument("--summary", metavar="FILE.json",
@@ -243,7 +246,7 @@ def _run_eval(args, interrupts) -> int:
   import jax
   import numpy as np
 
-  from jaxdiv.evaluation import batch_size_for_budget
+  from jaxdiv.evaluation import budget_batch
   from jaxdiv.evaluation import evaluate
 
   interrupts.check()  # a Ctrl-C during the imports (seconds): stop before any work
@@ -255,14 +258,15 @@ def _run_eval(args, interrupts) -> int:
     _join_cluster(jax, args.coordinator, args.num_processes, args.process_id)
   lead = jax.process_index() == 0
   shape = arrays[0].shape
-  if args.batch_size is None:
-    if len(shape) and -len(shape) <= args.axis < len(shape):
-      n = shape[args.axis]
-      itemsizes = [np.dtype(jax.dtypes.canonicalize_dtype(a.dtype)).itemsize for a in arrays]
-      batch_size = min(65536, batch_size_for_budget(budget, n, itemsizes))
-    else:
-      batch_size = 1024
-  else:
+  batch_size, max_block_rows = 1024, None
+  if len(shape) and -len(shape) <= args.axis < len(shape):
+    itemsizes = [np.dtype(jax.dtypes.canonicalize_dtype(a.dtype)).itemsize for a in arrays]
+    # The rows the budget holds also bound the compiled block (4096 rows for n <= 1024 where
+    # they fit, the faster block on a CPU; see jaxdiv.evaluation.block_rows), whatever the
+    # batch size, so that a row's bits depend on the budget alone.
+    batch_size, max_block_rows = budget_batch(budget, shape[args.axis], itemsizes,
+                                              jax.device_count())
+  if args.batch_size is not None:
     batch_size = args.batch_size
 
   names = tuple(paths) + (("Q",) if len(paths) == 1 else ())
@@ -275,7 +279,7 @@ def _run_eval(args, interrupts) -> int:
         reductions=("mean", "sum", "std", "min", "max") + (("quantiles", "histogram") if lead
                                                            else ()),
         quantiles=qs, bins=args.bins, nan_policy=args.nan, progress=args.progress, names=names,
-        validate=args.validate, **params)
+        validate=args.validate, max_block_rows=max_block_rows, **params)
     if args.out is not None and lead:
       written.append(args.out)
     if not lead:  # the summary, the table and the files are process 0's

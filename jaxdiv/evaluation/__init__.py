@@ -6,6 +6,7 @@ holds it with the names that go with it.
 
 from jaxdiv.evaluation._compile import batch_size_for_budget
 from jaxdiv.evaluation._compile import block_rows
+from jaxdiv.evaluation._compile import budget_batch
 from jaxdiv.evaluation._evaluate import EvalResult
 from jaxdiv.evaluation._evaluate import evaluate
 from jaxdiv.evaluation._io import InputError
@@ -32,6 +33,7 @@ __all__ = [
     "atomic_write_text",
     "batch_size_for_budget",
     "block_rows",
+    "budget_batch",
     "check_destination",
     "evaluate",
     "open_array",

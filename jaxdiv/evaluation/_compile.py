@@ -48,20 +48,32 @@ def fetch(x: jax.Array) -> np.ndarray:
   return np.asarray(x.addressable_data(0))
 
 
-def block_rows(n: int) -> int:
-  """Rows per device in one call of the compiled step for a distribution of `n` entries: a
-  power of two, about 2**20 entries (4 MiB of float32) a block, between 1 and 4096 rows. It
-  depends on `n` only (see :func:`evaluate`).
+def block_rows(n: int, max_rows: int | None = None) -> int:
+  """Rows per device in one call of the compiled step for a distribution of `n` entries: 4096
+  rows up to n = 1024 (at most 16 MiB of float32 a block) unless `max_rows` is below that,
+  else a power of two of about 2**20 entries (4 MiB), between 1 and 4096 rows. It depends on
+  `n` and `max_rows` only, not on the batch size or the devices (see :func:`evaluate`).
 
-  The size is measured (bench/evaluate.py, 2-core CPU, KL from logits at n = 1024): one call per
-  block of 1024 rows runs at 3.9 GB/s, a `lax.map` over blocks of 256 rows inside one call at
-  2.7 GB/s (each step of the loop copies its block out of the batch first). Larger blocks were
-  measured too (2026-12-03, 64 MiB an input, n from 64 to 32768, the step as jitted here): KL
-  from logits runs 1.2-1.7x faster at 2**22-2**23 entries for n <= 1024 (XLA:CPU fuses it
-  into one pass from about 4096 x 1024 on) but 2.5-3.3x slower at 2**22 for n >= 2048 (at
-  2**23 faster again for n = 2048 alone), and JS from logits 1.5-1.9x slower at every n above
-  2**20: no size depending on `n` alone serves both.
+  XLA:CPU (jax 0.10-0.11) computes a row computation over 4096 rows or more in one fused loop
+  and over fewer in several (`jaxdiv._fallback.FUSED_ROWS`). Measured (2026-12-03, 2-core
+  CPU, jax 0.10.2; the step as jitted here over 2 x 32 MiB of float32 held in memory): at
+  n = 512 and 1024, 4096-row blocks took 0.41x-0.91x the time of 2**20-entry blocks for the
+  registry's divergences from logits and from probabilities (KL from logits 0.48x, JS 0.69x);
+  the functions without a fast path (the JS distance, the two-input order-alpha family at
+  orders below 1) were 1.6x-2.3x slower over 4096 rows until their guarded path took its own
+  row blocks (`jaxdiv.discrete._common.guarded`). At n = 4096 a 4096-row block (64 MiB an
+  input) was 1.9x faster for KL as well, but one step would need about 1 GiB of `jaxdiv eval`'s
+  memory budget; below 4096 rows the time barely depends on the rows (KL from logits at
+  n = 4096: 4.0-4.5 GB/s from 512 to 2048 rows). Earlier (one call per block of 1024 rows at
+  3.9 GB/s against a `lax.map` over 256-row blocks at 2.7 GB/s): one call a block.
+
+  Args:
+    n: entries in one distribution.
+    max_rows: None, or the most rows a block may hold (`jaxdiv eval` passes the rows its
+      memory budget holds, so that a small budget keeps 2**20-entry blocks).
   """
+  if n * 4096 <= 2**22 and (max_rows is None or max_rows >= 4096):
+    return 4096
   r = 1
   while r < 4096 and 2 * r * n <= 2**20:
     r *= 2
@@ -171,7 +183,7 @@ def compiled(fn, kwargs, from_logits, mesh, sharding, row_sharding, r, n, n_inpu
 
 def step(name, fn, kwargs, from_logits, mesh, sharding, row_sharding, n: int, n_inputs: int,
          dtypes, rows: int | None, batch_size: int, check: str | None,
-         flags_from_values: bool = False):
+         flags_from_values: bool = False, max_block_rows: int | None = None):
   """The global batch size, the rows of one call of the step (a global block), the
   :class:`Step` and the per-row result's dtype for a run.
 
@@ -180,7 +192,7 @@ def step(name, fn, kwargs, from_logits, mesh, sharding, row_sharding, n: int, n_
   count (XLA picks a different reduction strategy for, e.g., 8 rows than for 4096): a batch is
   read as a whole and computed as one call per global block of R times the devices rows.
   """
-  r = block_rows(n)
+  r = block_rows(n, max_block_rows)
   step_rows = mesh.size * r
   batch = int(math.ceil(batch_size / step_rows) * step_rows)
   if rows is not None and rows < batch:  # small inputs: one batch, as small as allowed
@@ -214,3 +226,16 @@ def batch_size_for_budget(budget_bytes: int, n: int, itemsizes: Sequence[int],
   """
   per_row = n * (sum(itemsizes) * (prefetch + 3) + 4 * 4)
   return max(1, budget_bytes // max(per_row, 1))
+
+
+def budget_batch(budget_bytes: int, n: int, itemsizes: Sequence[int], devices: int,
+                 limit: int = 65536) -> tuple[int, int]:
+  """`(batch_size, max_block_rows)` for :func:`evaluate` under a host memory budget, as
+  `jaxdiv eval` picks them: the rows that fit (:func:`batch_size_for_budget`) bound the
+  compiled block, and the batch is those rows (at most `limit`) rounded down to whole steps
+  (a block on each of `devices`) where they hold one; below one step `evaluate` rounds up."""
+  rows = batch_size_for_budget(budget_bytes, n, itemsizes)
+  batch = min(limit, rows)
+  step = block_rows(n, rows) * devices
+  return max(batch // step * step, min(batch, step)), rows
+

@@ -16,6 +16,7 @@ import chex
 import numpy as np
 import pytest
 from _helpers import write_normal_npys
+from scipy import special
 
 from jaxdiv import cli
 from jaxdiv.evaluation import evaluate
@@ -363,6 +364,46 @@ def test_memory_budget_sets_the_batch_size(files, run):
   line = _error_line(run("eval", d / "p.npy", d / "q.npy", "-d", "kl_divergence",
                          "--from-logits", "--memory-budget", "lots"), code=2)
   assert "lots" in line, line
+
+
+def test_memory_budget_bounds_the_compiled_block(tmp_path, run):
+  """Distributions of 1024 entries: under the default budget (256M, 4681 rows) the step
+  compiles 4096-row blocks and reads batches of 4096 rows (rounded down to whole steps, within
+  the budget); under 64M (1170 rows) it keeps 1024-row blocks. A row's bits depend on the
+  budget, not on the batch size; the two budgets agree to float32 rounding and with the
+  float64 KL (on as many devices as the process has: the block is per device)."""
+  from jaxdiv.evaluation import budget_batch
+
+  p, q = _logits((5000, 1024), 3), _logits((5000, 1024), 4)
+  np.save(tmp_path / "p.npy", p)
+  np.save(tmp_path / "q.npy", q)
+  base = ("eval", tmp_path / "p.npy", tmp_path / "q.npy", "-d", "kl_divergence",
+          "--from-logits")
+  got = {}
+  # one device: batches rounded down to whole blocks where the budget holds one
+  assert budget_batch(256 << 20, 1024, [4, 4], 1) == (4096, 4681)
+  assert budget_batch(64 << 20, 1024, [4, 4], 1) == (1024, 1170)
+  assert budget_batch(256 << 20, 1024, [4, 4], 2) == (4681, 4681)  # evaluate rounds it up
+  for budget, extra, block in (("256M", (), 4096), ("64M", (), 1024),
+                               ("64M", ("--batch-size", "3000"), 1024)):
+    out, summary = tmp_path / f"{budget}{len(extra)}.npy", tmp_path / f"{budget}{len(extra)}.json"
+    proc = run(*base, "--memory-budget", budget, *extra, "--out", out, "--summary", summary)
+    assert proc.returncode == 0, proc.stderr
+    timing = json.loads(summary.read_text())["run"]
+    assert timing["block_rows"] == block, (budget, timing)
+    assert timing["batch_size"] % (block * timing["devices"]) == 0, (budget, timing)
+    got[budget, extra] = np.load(out)
+    rows = budget_batch(int(budget[:-1]) << 20, 1024, [4, 4], 1)[1]
+    assert rows == {"256M": 4681, "64M": 1170}[budget]
+    ref = evaluate("kl_divergence", p, q, from_logits=True, max_block_rows=rows, batch_size=700)
+    assert got[budget, extra].tobytes() == ref.per_row.tobytes(), budget
+  assert got["64M", ()].tobytes() == got["64M", ("--batch-size", "3000")].tobytes()
+  lp, lq = (z - special.logsumexp(z, -1, keepdims=True) for z in (p.astype(np.float64),
+                                                                  q.astype(np.float64)))
+  want = np.sum(np.exp(lp) * (lp - lq), -1)
+  for v in got.values():
+    np.testing.assert_allclose(v, want, rtol=2e-5, atol=2e-6)
+  np.testing.assert_allclose(got["256M", ()], got["64M", ()], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
