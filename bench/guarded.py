@@ -5,9 +5,13 @@ batch and the line a user would write by hand.
     python bench/guarded.py --quick    # 4096x512 only
 
 The guarded path runs where the unguarded fast path does not apply: a `where` mask, a function
-without a fast path (the JS distance), the two-input order-alpha family at orders in (0, 1).
-Its forward pass is computed over blocks of `jaxdiv._fallback.GUARDED_BLOCK_ENTRIES` entries
-(`_common.guarded`). Per case and shape, timed in turn in one process (medians): `blocks`
+without a fast path (the JS distance), a traced order. Its forward pass is computed over blocks
+of `jaxdiv._fallback.GUARDED_BLOCK_ENTRIES` entries (`_common.guarded`). The unmasked Rényi
+divergence of order 1/2 took the guarded path too until the two-input order-alpha family got
+the fast path at orders in (0, 1) (2026-12-03): its rows here compare that fast path with the
+hand-written line (`blocks` and `whole` are then the same program).
+
+Per case and shape, timed in turn in one process (medians): `blocks`
 (jaxdiv as it is), `whole` (the same function traced with one block the size of the batch:
 the code before the change) and `hand` (a plain jnp line of the same quantity, no guards),
 forward and value+grad of the summed result (both inputs). The values of `blocks` and
@@ -56,6 +60,10 @@ CASES = {
     "renyi_divergence(alpha=0.5, probs)": (
         "probs", lambda p, q, w: jaxdiv.renyi_divergence(p, q, 0.5),
         lambda p, q, w: -2 * jnp.log(jnp.sum(jnp.sqrt(p * q), -1))),
+    "renyi_divergence(alpha=0.5, logits, where)": (
+        "logits", lambda a, b, w: jaxdiv.renyi_divergence(a, b, 0.5, from_logits=True, where=w),
+        lambda a, b, w: -2 * jnp.log(jnp.sum(jnp.where(
+            w, jnp.exp(0.5 * _masked_lsm(a, w) + 0.5 * _masked_lsm(b, w)), 0), -1))),
     "kl_divergence(probs, where)": (
         "probs", lambda p, q, w: jaxdiv.kl_divergence(p, q, where=w),
         lambda p, q, w: jnp.sum(jnp.where(w, rel(p, q), 0), -1)),

@@ -196,10 +196,7 @@ def _family(arrays, alpha, base, *, axis, where, from_logits, general, at_one, a
   a = _static_alpha(alpha)
   fast = _common.fast_inputs(*arrays, names=names, axis=axis, where=where,
                              from_logits=from_logits)
-  # Two inputs at 0 < alpha < 1 (both powers positive) keep the guarded path: there the
-  # unguarded power sum stays finite on rows whose second derivatives it gets wrong (NaN
-  # Hessians at extreme logits, tests/test_second_order.py).
-  if fast is not None and _fast_order(a) and (len(arrays) == 1 or a > 1):
+  if fast is not None and _fast_order(a):
     t = a - 1
     exponents = (a, 1 - a)[: len(arrays)]
     return _fast.run(fast, *_fast.power_sum(exponents, lambda ls: sign * general(ls, t), norm=0),
@@ -434,7 +431,7 @@ def alpha_divergence(
                              from_logits=from_logits)
   # The power sum p^a q^(1 - a) is the same after the swap below; its normalising mass is that
   # of the argument in the first place.
-  if fast is not None and a is not None and _fast_order(max(a, 1 - a)) and not 0 < a < 1:
+  if fast is not None and a is not None and _fast_order(max(a, 1 - a)):
     a_eff = max(a, 1 - a)
     scale = (a_eff - 1) * a_eff
     return _fast.run(fast, *_fast.power_sum((a, 1 - a), lambda ls: jnp.expm1(ls) / scale,

@@ -184,6 +184,14 @@ OTHER_CASES = {
                                     lambda p, q: _POWER(p, q, 2.0) - 1),
     "alpha_divergence[alpha=-1]": (lambda p, q, **k: jaxdiv.alpha_divergence(p, q, -1.0, **k),
                                    lambda p, q: (_POWER(p, q, -1.0) - 1) / 2),
+    # Two inputs at orders in (0, 1), where the power sum is at most 1 and can underflow.
+    "renyi_divergence[alpha=0.5]": (lambda p, q, **k: jaxdiv.renyi_divergence(p, q, 0.5, **k),
+                                    lambda p, q: -2 * jnp.log(_POWER(p, q, 0.5))),
+    "tsallis_divergence[alpha=0.5]": (
+        lambda p, q, **k: jaxdiv.tsallis_divergence(p, q, 0.5, **k),
+        lambda p, q: -2 * (_POWER(p, q, 0.5) - 1)),
+    "alpha_divergence[alpha=0.3]": (lambda p, q, **k: jaxdiv.alpha_divergence(p, q, 0.3, **k),
+                                    lambda p, q: (_POWER(p, q, 0.3) - 1) / (0.3 * -0.7)),
     "hellinger_distance": (jaxdiv.hellinger_distance,
                            lambda p, q: jnp.sqrt(0.5 * jnp.sum((jnp.sqrt(p) - jnp.sqrt(q)) ** 2,
                                                                -1))),
@@ -217,6 +225,7 @@ def test_other_families_value_and_grads_match_reference(x64, name, from_logits):
 # the f-family's closed form and a user generator), both input forms among them.
 @tiered("name,from_logits", [(n, fl) for n in OTHER_CASES for fl in (True, False)],
         fast=[("renyi_divergence[alpha=2]", True), ("tsallis_entropy[alpha=3]", False),
+              ("alpha_divergence[alpha=0.3]", True),
               ("hellinger_distance", True), ("f_divergence[hellinger]", False),
               ("bhattacharyya_distance", True), ("bhattacharyya_distance", False)])
 def test_other_families_edge_rows_take_the_guarded_values(x64, name, from_logits):
@@ -384,9 +393,11 @@ GUARDED = {
     "js_distance[logits]": (lambda a, b, h, **k: jaxdiv.js_distance(a, b, h, from_logits=True,
                                                                     **k),
                             lambda p, q, h: dref.js_distance(p, q), 0.5),
-    "renyi_divergence[alpha=0.5]": (lambda a, b, h, **k: jaxdiv.renyi_divergence(a, b, h, **k),
-                                    dref.renyi_divergence, 0.5),
-    "alpha_divergence[alpha=0.3,logits]": (
+    # Rényi's convention for an incomplete p (here: masked): the power sum over p's mass.
+    "renyi_divergence[alpha=0.5,where]": (
+        lambda a, b, h, **k: jaxdiv.renyi_divergence(a, b, h, **k),
+        lambda p, q, h: (dref._log_power_sum(p, q, h, -1) - np.log(p.sum(-1))) / (h - 1), 0.5),
+    "alpha_divergence[alpha=0.3,logits,where]": (
         lambda a, b, h, **k: jaxdiv.alpha_divergence(a, b, h, from_logits=True, **k),
         dref.alpha_divergence, 0.3),
     "kl_divergence[where]": (lambda a, b, h, **k: jaxdiv.kl_divergence(a, b, **k),
