@@ -95,12 +95,12 @@ def guarded(arrays, body, *, names, axis, where, from_logits, axis_name=None, hy
   the whole batch: `_fallback.forward_in_row_blocks`, which says why).
 
   `hyper` are the hyperparameters `body` reads (an order, a mixture weight): a traced scalar is
-  passed to the blocks as an argument; a traced array (one value a row) keeps the whole
-  batch, as does a reduction sharded over `axis_name`.
+  passed to the blocks as an argument; an array (one value a row, traced or not) keeps the
+  whole batch, as does a reduction sharded over `axis_name`.
   """
   kw = dict(names=names, from_logits=from_logits, axis_name=axis_name)
   traced = [i for i, h in enumerate(hyper) if isinstance(h, jax.core.Tracer)]
-  if axis_name is not None or any(jnp.ndim(hyper[i]) for i in traced):
+  if axis_name is not None or any(jnp.ndim(h) for h in hyper):
     return body(prepare(*arrays, axis=axis, where=where, **kw), *hyper)
   xs, ax, _, _ = _inputs(arrays, names, axis)
   masks = [] if where is None else [_validation.broadcast_where(where, xs[0].shape)]

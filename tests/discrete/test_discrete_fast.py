@@ -487,3 +487,20 @@ def test_guarded_path_over_row_blocks(x64, name, axis):
     assert np.isfinite(dh)
     np.testing.assert_allclose(dh, jax.grad(finite(pieces), 2)(a, b, h), rtol=1e-9)
     np.testing.assert_allclose(jax.jacfwd(finite(ours), 2)(a, b, h), dh, rtol=1e-9)
+
+
+def test_guarded_path_with_one_hyperparameter_a_row(x64):
+  """An order or mixture weight given one value a row (an array, concrete or traced) keeps the
+  guarded path on the whole batch (its blocks would slice the inputs and not the array): 300
+  rows of 1024, against the float64 reference row by row."""
+  a, b = _inputs(True, seed=10, shape=(300, 1024))
+  rng = np.random.default_rng(11)
+  alpha, beta = rng.uniform(0.3, 0.7, 300), rng.uniform(0.1, 0.9, 300)
+  p, q = (np.exp(dref.log_softmax64(z)) for z in (a, b))
+  want_renyi = [dref.renyi_divergence(p[i], q[i], alpha[i]) for i in range(300)]
+  want_js = [np.sqrt(dref.js_divergence(p[i], q[i], beta[i])) for i in range(300)]
+  renyi = lambda x, y, h: jaxdiv.renyi_divergence(x, y, h, from_logits=True)
+  js = lambda x, y, h: jaxdiv.js_distance(x, y, h, from_logits=True)
+  for fn, h, want in ((renyi, alpha, want_renyi), (js, beta, want_js)):
+    for call in (fn, jax.jit(fn)):
+      np.testing.assert_allclose(call(a, b, jnp.asarray(h)), want, rtol=1e-10, atol=1e-13)
