@@ -82,9 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                   " 65536)")
   ev.add_argument("--memory-budget", default="256M", metavar="SIZE",
                   help="host memory for the batches in flight, e.g. 256M, 2G; it also bounds"
-                  " the compiled block (rows of up to 1024 entries: 4096-row blocks where the"
-                  " budget holds 4096 rows, smaller and about half as fast below; the last"
-                  " bits of each row's value depend on the block)")
+                  " the compiled block (rows of up to 1024 entries: 4096-row blocks a device"
+                  " where the budget holds 4096 rows, smaller and about half as fast below; the"
+                  " last bits of each row's value depend on the block). A batch is at least one"
+                  " block on every device, which can exceed a small budget on many devices")
   ev.add_argument("--out", metavar="FILE.npy",
                   help="write the per-row results (.npy); never an input file")
   ev.add_argument("--summary", metavar="FILE.json",

@@ -94,13 +94,17 @@ def guarded(arrays, body, *, names, axis, where, from_logits, axis_name=None, hy
   `finish` included), evaluated over blocks of rows when the batch is large (derivatives of
   the whole batch: `_fallback.forward_in_row_blocks`, which says why).
 
-  `hyper` are the hyperparameters `body` reads (an order, a mixture weight): a traced scalar is
-  passed to the blocks as an argument; an array (one value a row, traced or not) keeps the
-  whole batch, as does a reduction sharded over `axis_name`.
+  `hyper` are every value `body` reads besides the inputs (an order, a mixture weight, the
+  logarithm base): `body` must not close over any other array or tracer, for the blocks' custom
+  JVP rule differentiates its explicit arguments only. A traced scalar is passed to the blocks
+  as an argument; an array (one value a row, traced or not) keeps the whole batch, as do a
+  reduction sharded over `axis_name` and an eager call (no tracer: each call would compile the
+  blocks' loop again, 0.4 s against 0.015 s at 300x1024).
   """
   kw = dict(names=names, from_logits=from_logits, axis_name=axis_name)
   traced = [i for i, h in enumerate(hyper) if isinstance(h, jax.core.Tracer)]
-  if axis_name is not None or any(jnp.ndim(h) for h in hyper):
+  eager = not any(isinstance(x, jax.core.Tracer) for x in (*arrays, where, *hyper))
+  if eager or axis_name is not None or any(jnp.ndim(h) for h in hyper):
     return body(prepare(*arrays, axis=axis, where=where, **kw), *hyper)
   xs, ax, _, _ = _inputs(arrays, names, axis)
   masks = [] if where is None else [_validation.broadcast_where(where, xs[0].shape)]

@@ -88,9 +88,10 @@ def evaluate(arrays, careful_body: Callable, pairs, *, axis, where, from_logits,
   fast = None if pairs is None else _common.fast_inputs(*arrays, **kw)
   if fast is not None:
     return run(fast, *pairs, careful_body, base, nonnegative=nonnegative)
-  return _common.guarded(
-      arrays, lambda prep: _common.finish(careful_body(prep), prep, base, nonnegative=nonnegative),
-      **kw)
+  # Not `_common.guarded`: `careful_body` may close over traced values (a user's generator),
+  # which its row blocks' custom_jvp cannot differentiate.
+  prep = _common.prepare(*arrays, **kw)
+  return _common.finish(careful_body(prep), prep, base, nonnegative=nonnegative)
 
 
 def bounded(x: jax.Array) -> jax.Array:
@@ -119,10 +120,12 @@ def nan_rows(value: jax.Array, ax: int, nonnegative: Sequence[jax.Array] = (),
       m = jnp.minimum(m, x)
     return jnp.min(m, axis=ax)
 
+  # The guard's own derivative is 0, but autodiff would form 0 * inf (sqrt' at a zero entry,
+  # rsqrt' at a tiny one: a probability of 1e-27 made the whole Hessian NaN): no derivative.
   if nonnegative:
-    value = value + 0 * jnp.sqrt(row_min(nonnegative))
+    value = value + 0 * jnp.sqrt(lax.stop_gradient(row_min(nonnegative)))
   if positive:
-    value = value + 0 * lax.rsqrt(row_min(positive))
+    value = value + 0 * lax.rsqrt(lax.stop_gradient(row_min(positive)))
   return value
 
 

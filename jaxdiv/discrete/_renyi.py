@@ -202,8 +202,8 @@ def _family(arrays, alpha, base, *, axis, where, from_logits, general, at_one, a
     return _fast.run(fast, *_fast.power_sum(exponents, lambda ls: sign * general(ls, t), norm=0),
                      careful, base, nonnegative=True)
   return _common.guarded(
-      arrays, lambda prep, a: _common.finish(careful(prep, a), prep, base, nonnegative=True),
-      names=names, axis=axis, where=where, from_logits=from_logits, hyper=(alpha,))
+      arrays, lambda prep, a, bs: _common.finish(careful(prep, a), prep, bs, nonnegative=True),
+      names=names, axis=axis, where=where, from_logits=from_logits, hyper=(alpha, base))
 
 
 _identity = lambda x: x

@@ -200,8 +200,9 @@ def entropy(
     return _fast.run(fast, (_entropy_value, _entropy_coefs),
                      (_entropy_probs, _entropy_probs_coefs), _entropy, base, nonnegative=True)
   return _common.guarded(
-      (p,), lambda prep: _common.finish(_entropy(prep), prep, base, nonnegative=True),
-      names=("p",), axis=axis, where=where, from_logits=from_logits, axis_name=axis_name)
+      (p,), lambda prep, bs: _common.finish(_entropy(prep), prep, bs, nonnegative=True),
+      names=("p",), axis=axis, where=where, from_logits=from_logits, axis_name=axis_name,
+      hyper=(base,))
 
 
 def _entropy(prep: _common.Prepared) -> jax.Array:
@@ -246,8 +247,9 @@ def cross_entropy(
     return _fast.run(fast, (_ce_value, _ce_coefs), (_ce_probs, _ce_probs_coefs),
                      _cross_entropy, base, nonnegative=True)
   return _common.guarded(
-      (p, q), lambda prep: _common.finish(_cross_entropy(prep), prep, base, nonnegative=True),
-      names=("p", "q"), axis=axis, where=where, from_logits=from_logits, axis_name=axis_name)
+      (p, q), lambda prep, bs: _common.finish(_cross_entropy(prep), prep, bs, nonnegative=True),
+      names=("p", "q"), axis=axis, where=where, from_logits=from_logits, axis_name=axis_name,
+      hyper=(base,))
 
 
 def _cross_entropy(prep: _common.Prepared) -> jax.Array:
@@ -302,8 +304,10 @@ def kl_divergence(
                      lambda prep: _kl(*prep.dists, prep), base,
                      nonnegative=True)
   return _common.guarded(
-      (p, q), lambda prep: _common.finish(_kl(*prep.dists, prep), prep, base, nonnegative=True),
-      names=("p", "q"), axis=axis, where=where, from_logits=from_logits, axis_name=axis_name)
+      (p, q), lambda prep, bs: _common.finish(_kl(*prep.dists, prep), prep, bs,
+                                              nonnegative=True),
+      names=("p", "q"), axis=axis, where=where, from_logits=from_logits, axis_name=axis_name,
+      hyper=(base,))
 
 
 def jeffreys_divergence(
@@ -348,8 +352,9 @@ def jeffreys_divergence(
                      (_jeffreys_probs, _jeffreys_probs_coefs), _jeffreys, base,
                      nonnegative=False)
   return _common.guarded(
-      (p, q), lambda prep: _common.finish(_jeffreys(prep), prep, base),
-      names=("p", "q"), axis=axis, where=where, from_logits=from_logits, axis_name=axis_name)
+      (p, q), lambda prep, bs: _common.finish(_jeffreys(prep), prep, bs),
+      names=("p", "q"), axis=axis, where=where, from_logits=from_logits, axis_name=axis_name,
+      hyper=(base,))
 
 
 def _jeffreys(prep: _common.Prepared) -> jax.Array:
@@ -430,9 +435,9 @@ def js_divergence(
                      (_js_probs(static), _js_probs_coefs(static)), lambda prep: _js(prep, beta),
                      base, nonnegative=True)
   return _common.guarded(
-      (p, q), lambda prep, b: _common.finish(_js(prep, b), prep, base, nonnegative=True),
+      (p, q), lambda prep, b, bs: _common.finish(_js(prep, b), prep, bs, nonnegative=True),
       names=("p", "q"), axis=axis, where=where, from_logits=from_logits, axis_name=axis_name,
-      hyper=(beta,))
+      hyper=(beta, base))
 
 
 def js_distance(
@@ -473,10 +478,10 @@ def js_distance(
   _validation.check_base(base)
   _validation.check_real(beta, "beta", lo=0, hi=1)
 
-  def body(prep, b):
-    js = _numerics.to_base(_js(prep, b), base)
+  def body(prep, b, bs):
+    js = _numerics.to_base(_js(prep, b), bs)
     # Rounding can leave a tiny negative JS for p close to q; the distance is then 0.
     return _common.finish(_numerics.safe_sqrt(jnp.where(js < 0, 0, js)), prep)
 
   return _common.guarded((p, q), body, names=("p", "q"), axis=axis, where=where,
-                         from_logits=from_logits, axis_name=axis_name, hyper=(beta,))
+                         from_logits=from_logits, axis_name=axis_name, hyper=(beta, base))

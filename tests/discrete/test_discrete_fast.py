@@ -504,3 +504,41 @@ def test_guarded_path_with_one_hyperparameter_a_row(x64):
   for fn, h, want in ((renyi, alpha, want_renyi), (js, beta, want_js)):
     for call in (fn, jax.jit(fn)):
       np.testing.assert_allclose(call(a, b, jnp.asarray(h)), want, rtol=1e-10, atol=1e-13)
+
+
+def test_guarded_blocks_with_a_traced_base_and_a_user_generator(x64):
+  """Everything the guarded body reads besides the inputs goes to the blocks as an argument
+  (the logarithm base, traced under `jax.grad`), and `f_divergence` with a generator that
+  closes over arrays keeps the unsplit path: 300 rows of 1024 with a mask, against batches of
+  50 rows (not split). Before: UnexpectedTracerError and a shape error."""
+  a, b = _inputs(True, seed=12, shape=(300, 1024))
+  m = np.random.default_rng(13).random(a.shape) > 0.1
+  def total(s, rows=slice(0, 300)):
+    return jnp.sum(jaxdiv.kl_divergence(a[rows], b[rows], where=m[rows], from_logits=True,
+                                        base=s))
+  got = jax.jit(jax.grad(total))(2.0)
+  want = sum(jax.grad(total)(2.0, slice(i, i + 50)) for i in range(0, 300, 50))
+  np.testing.assert_allclose(got, want, rtol=1e-12)
+  w = np.random.default_rng(14).uniform(0.5, 2.0, (300, 1))
+  p, q = (np.exp(dref.log_softmax64(z)) for z in (a, b))
+  fdiv = jax.jit(lambda p, q: jaxdiv.f_divergence(p, q, lambda t: w * (t - 1) ** 2, where=m))
+  want = np.sum(np.where(m, w * q * (p / q - 1) ** 2, 0), -1)
+  np.testing.assert_allclose(fdiv(p, q), want, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["renyi_divergence", "tsallis_divergence", "alpha_divergence"])
+def test_order_alpha_hessian_finite_with_a_tiny_probability(name):
+  """Orders in (0, 1) from probabilities with an entry of 1e-27 (softmax over logits 62 apart)
+  in float32: the Hessian in q is finite and equals the float64 one (the negative-entry guard
+  `0 * rsqrt(min p)` had a derivative of 0 * inf, NaN in every entry)."""
+  fn = getattr(jaxdiv, name)
+  p = jax.nn.softmax(jnp.array([0.0, 20.0, 40.0, 60.0, 62.0]))
+  q = jnp.full(5, 0.2)
+  for alpha in (0.3, 0.5):
+    h = jax.hessian(lambda q, alpha=alpha: fn(p, q, alpha))(q)
+    assert np.isfinite(h).all(), (alpha, h)
+    with jax.enable_x64(True):
+      p64 = jax.nn.softmax(jnp.array([0.0, 20.0, 40.0, 60.0, 62.0], jnp.float64))
+      want = jax.hessian(lambda q, p64=p64, alpha=alpha: fn(p64, q, alpha))(
+          jnp.full(5, 0.2, jnp.float64))
+    np.testing.assert_allclose(h, want, rtol=2e-4, atol=1e-4)
