@@ -104,7 +104,7 @@ def guarded(arrays, body, *, names, axis, where, from_logits, axis_name=None, hy
   kw = dict(names=names, from_logits=from_logits, axis_name=axis_name)
   traced = [i for i, h in enumerate(hyper) if isinstance(h, jax.core.Tracer)]
   eager = not any(isinstance(x, jax.core.Tracer) for x in (*arrays, where, *hyper))
-  if eager or axis_name is not None or any(jnp.ndim(h) for h in hyper):
+  if eager or axis_name is not None or any(np.ndim(h) for h in hyper):
     return body(prepare(*arrays, axis=axis, where=where, **kw), *hyper)
   xs, ax, _, _ = _inputs(arrays, names, axis)
   masks = [] if where is None else [_validation.broadcast_where(where, xs[0].shape)]
