@@ -7,6 +7,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.typing import ArrayLike
 
 from jaxdiv import _numerics
@@ -26,7 +27,10 @@ def _slope_at_infinity(f, dtype):
   # a linear one; a slope below _ATOL at both points is 0 (-log t, say, whose f(t)/t -> 0).
   scale = jnp.maximum(jnp.abs(l1), jnp.abs(l2))
   converged = (jnp.abs(l1 - l2) <= _RTOL * scale) | (scale <= _ATOL)
-  return jnp.where(converged & jnp.isfinite(l2), l2, jnp.inf)
+  finite = lax.stop_gradient(converged & jnp.isfinite(l2))
+  # The slope's derivative (in parameters `f` closes over) is f's at _T2 where the limit is
+  # finite; elsewhere f is read at 1, so that an overflowing f(_T2) leaves no inf in it.
+  return jnp.where(finite, f(jnp.where(finite, jnp.asarray(_T2, dtype), 1)) / _T2, jnp.inf)
 
 
 def _static_finite_at_zero(f, dtype) -> bool:
@@ -41,10 +45,23 @@ def _static_finite_at_zero(f, dtype) -> bool:
 
 
 def _value_at_zero(f, dtype):
-  f0 = f(jnp.asarray(0.0, dtype))
+  zero = jnp.asarray(0.0, dtype)
   tiny = jnp.asarray(jnp.finfo(dtype).tiny, dtype)
   # A generator written as t * log(t) gives NaN at 0; its limit is f at the smallest normal.
-  return jnp.where(jnp.isnan(f0), f(tiny), f0)
+  # f is evaluated once, at the point chosen, so that the NaN of f(0) has no derivative to
+  # leave in the gradient of a parameter f closes over.
+  return f(jnp.where(jnp.isnan(lax.stop_gradient(f(zero))), tiny, zero))
+
+
+def _closes_over_perturbed(f, f_prime_inf) -> bool:
+  """Whether `f` (or `f_prime_inf`) holds values that an enclosing `jax.grad` or `jax.jvp`
+  differentiates: the fast path's `custom_jvp` cannot differentiate a closure (JAX raises
+  UnexpectedTracerError), so those calls take the guarded path, differentiated as written."""
+  try:
+    _, consts = jax.closure_convert(lambda t: (f(t), f_prime_inf), jnp.zeros((), jnp.float32))
+  except Exception:  # pylint: disable=broad-except  # a failing f fails in the guarded path
+    return False
+  return bool(consts)
 
 
 def f_divergence(
@@ -99,7 +116,8 @@ def f_divergence(
   _validation.check_callable(f, "f")
   if f_prime_inf is not None:
     _validation.check_real(f_prime_inf, "f_prime_inf", allow_inf=True)
-  return _fast.evaluate((p, q), lambda prep: _f_divergence(prep, f, f_prime_inf), _f_fast(f),
+  fast = None if _closes_over_perturbed(f, f_prime_inf) else _f_fast(f)
+  return _fast.evaluate((p, q), lambda prep: _f_divergence(prep, f, f_prime_inf), fast,
                         axis=axis, where=where, from_logits=from_logits)
 
 
