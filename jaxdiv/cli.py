@@ -83,9 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
   ev.add_argument("--memory-budget", default="256M", metavar="SIZE",
                   help="host memory for the batches in flight, e.g. 256M, 2G; it also bounds"
                   " the compiled block (rows of up to 1024 entries: 4096-row blocks a device"
-                  " where the budget holds 4096 rows, smaller and about half as fast below; the"
-                  " last bits of each row's value depend on the block). A batch is at least one"
-                  " block on every device, which can exceed a small budget on many devices")
+                  " where the budget holds 4096 rows for each device, smaller and about half as"
+                  " fast below; the last bits of each row's value depend on the block, so on"
+                  " the budget and the device count). A batch is at least one block on every"
+                  " device (1024 rows of 1024 entries: about 56M a device), which can exceed a"
+                  " small budget on many devices")
   ev.add_argument("--out", metavar="FILE.npy",
                   help="write the per-row results (.npy); never an input file")
   ev.add_argument("--summary", metavar="FILE.json",
@@ -262,9 +264,10 @@ def _run_eval(args, interrupts) -> int:
   batch_size, max_block_rows = 1024, None
   if len(shape) and -len(shape) <= args.axis < len(shape):
     itemsizes = [np.dtype(jax.dtypes.canonicalize_dtype(a.dtype)).itemsize for a in arrays]
-    # The rows the budget holds also bound the compiled block (4096 rows for n <= 1024 where
-    # they fit, the faster block on a CPU; see jaxdiv.evaluation.block_rows), whatever the
-    # batch size, so that a row's bits depend on the budget alone.
+    # The rows the budget holds, over the devices, also bound the compiled block (4096 rows
+    # for n <= 1024 where they fit, the faster block on a CPU; see
+    # jaxdiv.evaluation.block_rows), whatever the batch size, so that a row's bits depend on
+    # the budget and the device count alone.
     batch_size, max_block_rows = budget_batch(budget, shape[args.axis], itemsizes,
                                               jax.device_count())
   if args.batch_size is not None:

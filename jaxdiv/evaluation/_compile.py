@@ -59,9 +59,9 @@ def block_rows(n: int, max_rows: int | None = None) -> int:
   CPU, jax 0.10.2; the step as jitted here over 2 x 32 MiB of float32 held in memory): at
   n = 512 and 1024, 4096-row blocks took 0.41x-0.91x the time of 2**20-entry blocks for the
   registry's divergences from logits and from probabilities (KL from logits 0.48x, JS 0.69x);
-  the functions without a fast path (the JS distance, the two-input order-alpha family at
-  orders below 1) were 1.6x-2.3x slower over 4096 rows until their guarded path took its own
-  row blocks (`jaxdiv.discrete._common.guarded`). At n = 4096 a 4096-row block (64 MiB an
+  the functions then without a fast path (the JS distance, and until 1e20e31 the two-input
+  order-alpha family at orders below 1) were 1.6x-2.3x slower over 4096 rows until their
+  guarded path took its own row blocks (`jaxdiv.discrete._common.guarded`). At n = 4096 a 4096-row block (64 MiB an
   input) was 1.9x faster for KL as well, but one step would need about 1 GiB of `jaxdiv eval`'s
   memory budget; below 4096 rows the time barely depends on the rows (KL from logits at
   n = 4096: 4.0-4.5 GB/s from 512 to 2048 rows). Earlier (one call per block of 1024 rows at
@@ -231,11 +231,18 @@ def batch_size_for_budget(budget_bytes: int, n: int, itemsizes: Sequence[int],
 def budget_batch(budget_bytes: int, n: int, itemsizes: Sequence[int], devices: int,
                  limit: int = 65536) -> tuple[int, int]:
   """`(batch_size, max_block_rows)` for :func:`evaluate` under a host memory budget, as
-  `jaxdiv eval` picks them: the rows that fit (:func:`batch_size_for_budget`) bound the
-  compiled block, and the batch is those rows (at most `limit`) rounded down to whole steps
-  (a block on each of `devices`) where they hold one; below one step `evaluate` rounds up."""
+  `jaxdiv eval` picks them: the rows that fit (:func:`batch_size_for_budget`), shared by the
+  `devices` (a step is one block on each), bound the compiled block, and the batch is those
+  rows (at most `limit`) rounded down to whole steps where they hold one; below one step
+  `evaluate` rounds up.
+
+  The block is bounded by the budget over the devices, so a row's last bits depend on the
+  device count as well as the budget (4096-row blocks or 2**20-entry ones, see
+  :func:`block_rows`): bounding it by the budget alone let one step of 4096 rows a device hold
+  up to the devices times the budget (7x on 8 devices at n = 1024 under 256M)."""
   rows = batch_size_for_budget(budget_bytes, n, itemsizes)
+  per_device = max(1, rows // max(int(devices), 1))
   batch = min(limit, rows)
-  step = block_rows(n, rows) * devices
-  return max(batch // step * step, min(batch, step)), rows
+  step = block_rows(n, per_device) * devices
+  return max(batch // step * step, min(batch, step)), per_device
 

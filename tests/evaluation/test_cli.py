@@ -13,6 +13,7 @@ import textwrap
 import time
 
 import chex
+import jax
 import numpy as np
 import pytest
 from _helpers import write_normal_npys
@@ -367,11 +368,12 @@ def test_memory_budget_sets_the_batch_size(files, run):
 
 
 def test_memory_budget_bounds_the_compiled_block(tmp_path, run):
-  """Distributions of 1024 entries: under the default budget (256M, 4681 rows) the step
-  compiles 4096-row blocks and reads batches of 4096 rows (rounded down to whole steps, within
-  the budget); under 64M (1170 rows) it keeps 1024-row blocks. A row's bits depend on the
-  budget, not on the batch size; the two budgets agree to float32 rounding and with the
-  float64 KL (on as many devices as the process has: the block is per device)."""
+  """Distributions of 1024 entries: under 256M a device (4681 rows each) the step compiles
+  4096-row blocks and reads batches of 4096 rows a device (rounded down to whole steps, within
+  the budget); under 64M a device (1170 rows) it keeps 1024-row blocks. A row's bits depend on
+  the budget (and the device count), not on the batch size; the two budgets agree to float32
+  rounding and with the float64 KL (on as many devices as the process has: the block is per
+  device, and the budget is shared by the devices)."""
   from jaxdiv.evaluation import budget_batch
 
   p, q = _logits((5000, 1024), 3), _logits((5000, 1024), 4)
@@ -383,18 +385,26 @@ def test_memory_budget_bounds_the_compiled_block(tmp_path, run):
   # one device: batches rounded down to whole blocks where the budget holds one
   assert budget_batch(256 << 20, 1024, [4, 4], 1) == (4096, 4681)
   assert budget_batch(64 << 20, 1024, [4, 4], 1) == (1024, 1170)
-  assert budget_batch(256 << 20, 1024, [4, 4], 2) == (4681, 4681)  # evaluate rounds it up
+  # two devices: the block is bounded by the rows each holds (2340: 1024-row blocks), so that
+  # a step (a block on each) stays within the budget; it held 2 x 4096 rows before
+  assert budget_batch(256 << 20, 1024, [4, 4], 2) == (4096, 2340)
+  assert budget_batch(1 << 30, 1024, [4, 4], 2) == (16384, 9362)
+  assert budget_batch(256 << 20, 1024, [4, 4], 8) == (4681, 585)  # evaluate rounds it up
+  # The budgets are a device's share times the devices this process has (8 in the suite).
+  devices = jax.device_count()
   for budget, extra, block in (("256M", (), 4096), ("64M", (), 1024),
                                ("64M", ("--batch-size", "3000"), 1024)):
     out, summary = tmp_path / f"{budget}{len(extra)}.npy", tmp_path / f"{budget}{len(extra)}.json"
-    proc = run(*base, "--memory-budget", budget, *extra, "--out", out, "--summary", summary)
+    total = f"{int(budget[:-1]) * devices}M"
+    proc = run(*base, "--memory-budget", total, *extra, "--out", out, "--summary", summary)
     assert proc.returncode == 0, proc.stderr
     timing = json.loads(summary.read_text())["run"]
+    assert timing["devices"] == devices
     assert timing["block_rows"] == block, (budget, timing)
-    assert timing["batch_size"] % (block * timing["devices"]) == 0, (budget, timing)
+    assert timing["batch_size"] % (block * devices) == 0, (budget, timing)
     got[budget, extra] = np.load(out)
-    rows = budget_batch(int(budget[:-1]) << 20, 1024, [4, 4], 1)[1]
-    assert rows == {"256M": 4681, "64M": 1170}[budget]
+    rows = budget_batch(int(total[:-1]) << 20, 1024, [4, 4], devices)[1]
+    assert rows == {"256M": 4681, "64M": 1170}[budget], rows
     ref = evaluate("kl_divergence", p, q, from_logits=True, max_block_rows=rows, batch_size=700)
     assert got[budget, extra].tobytes() == ref.per_row.tobytes(), budget
   assert got["64M", ()].tobytes() == got["64M", ("--batch-size", "3000")].tobytes()
