@@ -61,11 +61,12 @@ def block_rows(n: int, max_rows: int | None = None) -> int:
   registry's divergences from logits and from probabilities (KL from logits 0.48x, JS 0.69x);
   the functions then without a fast path (the JS distance, and until 1e20e31 the two-input
   order-alpha family at orders below 1) were 1.6x-2.3x slower over 4096 rows until their
-  guarded path took its own row blocks (`jaxdiv.discrete._common.guarded`). At n = 4096 a 4096-row block (64 MiB an
-  input) was 1.9x faster for KL as well, but one step would need about 1 GiB of `jaxdiv eval`'s
-  memory budget; below 4096 rows the time barely depends on the rows (KL from logits at
-  n = 4096: 4.0-4.5 GB/s from 512 to 2048 rows). Earlier (one call per block of 1024 rows at
-  3.9 GB/s against a `lax.map` over 256-row blocks at 2.7 GB/s): one call a block.
+  guarded path took its own row blocks (`jaxdiv.discrete._common.guarded`). At n = 4096 a
+  4096-row block (64 MiB an input) was 1.9x faster for KL as well, but one step would need
+  about 1 GiB of `jaxdiv eval`'s memory budget; below 4096 rows the time barely depends on
+  the rows (KL from logits at n = 4096: 4.0-4.5 GB/s from 512 to 2048 rows). Earlier (one
+  call per block of 1024 rows at 3.9 GB/s against a `lax.map` over 256-row blocks at
+  2.7 GB/s): one call a block.
 
   Args:
     n: entries in one distribution.
