@@ -89,18 +89,25 @@ def prepare(*arrays, names, axis, where, from_logits, axis_name=None) -> Prepare
   return Prepared(dists, ax, mask, result_dtype, from_logits, axis_name, empty)
 
 
-def guarded(arrays, body, *, names, axis, where, from_logits, axis_name=None, hyper=()):
-  """`body(prepare(*arrays, ...), *hyper)`, the guarded implementation's row values (its
-  `finish` included), evaluated over blocks of rows when the batch is large (derivatives of
-  the whole batch: `_fallback.forward_in_row_blocks`, which says why).
+def guarded(arrays, body, *, names, axis, where, from_logits, axis_name=None, hyper=(),
+            base=None, nonnegative: bool = False):
+  """`finish(body(prep, *hyper), prep, base, nonnegative=...)` with `prep = prepare(*arrays,
+  ...)`: the guarded implementation's row values, evaluated over blocks of rows when the batch
+  is large (derivatives of the whole batch: `_fallback.forward_in_row_blocks`, which says why).
 
-  `hyper` are every value `body` reads besides the inputs (an order, a mixture weight, the
-  logarithm base): `body` must not close over any other array or tracer, for the blocks' custom
-  JVP rule differentiates its explicit arguments only. A traced scalar is passed to the blocks
-  as an argument; an array (one value a row, traced or not) keeps the whole batch, as do a
-  reduction sharded over `axis_name` and an eager call (no tracer: each call would compile the
-  blocks' loop again, 0.4 s against 0.015 s at 300x1024).
+  `hyper` are every value `body` reads besides the inputs (an order, a mixture weight): `body`
+  must not close over any other array or tracer, for the blocks' custom JVP rule
+  differentiates its explicit arguments only (`base` is passed to the blocks alike). A traced
+  scalar is passed to the blocks as an argument; an array (one value a row, traced or not)
+  keeps the whole batch, as do a reduction sharded over `axis_name` and an eager call (no
+  tracer: each call would compile the blocks' loop again, 0.4 s against 0.015 s at 300x1024).
   """
+  raw, n_hyper = body, len(hyper)
+  hyper = (*hyper, base)
+
+  def body(prep, *hs):
+    return finish(raw(prep, *hs[:n_hyper]), prep, hs[n_hyper], nonnegative=nonnegative)
+
   kw = dict(names=names, from_logits=from_logits, axis_name=axis_name)
   traced = [i for i, h in enumerate(hyper) if isinstance(h, jax.core.Tracer)]
   eager = not any(isinstance(x, jax.core.Tracer) for x in (*arrays, where, *hyper))

@@ -201,9 +201,8 @@ def _family(arrays, alpha, base, *, axis, where, from_logits, general, at_one, a
     exponents = (a, 1 - a)[: len(arrays)]
     return _fast.run(fast, *_fast.power_sum(exponents, lambda ls: sign * general(ls, t), norm=0),
                      careful, base, nonnegative=True)
-  return _common.guarded(
-      arrays, lambda prep, a, bs: _common.finish(careful(prep, a), prep, bs, nonnegative=True),
-      names=names, axis=axis, where=where, from_logits=from_logits, hyper=(alpha, base))
+  return _common.guarded(arrays, careful, names=names, axis=axis, where=where,
+                         from_logits=from_logits, hyper=(alpha,), base=base, nonnegative=True)
 
 
 _identity = lambda x: x
@@ -437,10 +436,8 @@ def alpha_divergence(
     return _fast.run(fast, *_fast.power_sum((a, 1 - a), lambda ls: jnp.expm1(ls) / scale,
                                             norm=0 if a >= 0.5 else 1),
                      lambda prep: _alpha_divergence(prep, alpha), None, nonnegative=True)
-  return _common.guarded(
-      (p, q), lambda prep, a: _common.finish(_alpha_divergence(prep, a), prep,
-                                             nonnegative=True),
-      names=("p", "q"), axis=axis, where=where, from_logits=from_logits, hyper=(alpha,))
+  return _common.guarded((p, q), _alpha_divergence, names=("p", "q"), axis=axis, where=where,
+                         from_logits=from_logits, hyper=(alpha,), nonnegative=True)
 
 
 def _alpha_divergence(prep: _common.Prepared, alpha) -> jax.Array:

@@ -199,10 +199,9 @@ def entropy(
   if fast is not None:
     return _fast.run(fast, (_entropy_value, _entropy_coefs),
                      (_entropy_probs, _entropy_probs_coefs), _entropy, base, nonnegative=True)
-  return _common.guarded(
-      (p,), lambda prep, bs: _common.finish(_entropy(prep), prep, bs, nonnegative=True),
-      names=("p",), axis=axis, where=where, from_logits=from_logits, axis_name=axis_name,
-      hyper=(base,))
+  return _common.guarded((p,), _entropy, names=("p",), axis=axis, where=where,
+                         from_logits=from_logits, axis_name=axis_name, base=base,
+                         nonnegative=True)
 
 
 def _entropy(prep: _common.Prepared) -> jax.Array:
@@ -246,10 +245,9 @@ def cross_entropy(
   if fast is not None:
     return _fast.run(fast, (_ce_value, _ce_coefs), (_ce_probs, _ce_probs_coefs),
                      _cross_entropy, base, nonnegative=True)
-  return _common.guarded(
-      (p, q), lambda prep, bs: _common.finish(_cross_entropy(prep), prep, bs, nonnegative=True),
-      names=("p", "q"), axis=axis, where=where, from_logits=from_logits, axis_name=axis_name,
-      hyper=(base,))
+  return _common.guarded((p, q), _cross_entropy, names=("p", "q"), axis=axis, where=where,
+                         from_logits=from_logits, axis_name=axis_name, base=base,
+                         nonnegative=True)
 
 
 def _cross_entropy(prep: _common.Prepared) -> jax.Array:
@@ -303,11 +301,9 @@ def kl_divergence(
     return _fast.run(fast, (_kl_value, _kl_coefs), (_kl_probs, _kl_probs_coefs),
                      lambda prep: _kl(*prep.dists, prep), base,
                      nonnegative=True)
-  return _common.guarded(
-      (p, q), lambda prep, bs: _common.finish(_kl(*prep.dists, prep), prep, bs,
-                                              nonnegative=True),
-      names=("p", "q"), axis=axis, where=where, from_logits=from_logits, axis_name=axis_name,
-      hyper=(base,))
+  return _common.guarded((p, q), lambda prep: _kl(*prep.dists, prep), names=("p", "q"),
+                         axis=axis, where=where, from_logits=from_logits,
+                         axis_name=axis_name, base=base, nonnegative=True)
 
 
 def jeffreys_divergence(
@@ -351,10 +347,8 @@ def jeffreys_divergence(
     return _fast.run(fast, (_jeffreys_value, _jeffreys_coefs),
                      (_jeffreys_probs, _jeffreys_probs_coefs), _jeffreys, base,
                      nonnegative=False)
-  return _common.guarded(
-      (p, q), lambda prep, bs: _common.finish(_jeffreys(prep), prep, bs),
-      names=("p", "q"), axis=axis, where=where, from_logits=from_logits, axis_name=axis_name,
-      hyper=(base,))
+  return _common.guarded((p, q), _jeffreys, names=("p", "q"), axis=axis, where=where,
+                         from_logits=from_logits, axis_name=axis_name, base=base)
 
 
 def _jeffreys(prep: _common.Prepared) -> jax.Array:
@@ -434,10 +428,9 @@ def js_divergence(
     return _fast.run(fast, (_js_value(static), _js_coefs(static)),
                      (_js_probs(static), _js_probs_coefs(static)), lambda prep: _js(prep, beta),
                      base, nonnegative=True)
-  return _common.guarded(
-      (p, q), lambda prep, b, bs: _common.finish(_js(prep, b), prep, bs, nonnegative=True),
-      names=("p", "q"), axis=axis, where=where, from_logits=from_logits, axis_name=axis_name,
-      hyper=(beta, base))
+  return _common.guarded((p, q), _js, names=("p", "q"), axis=axis, where=where,
+                         from_logits=from_logits, axis_name=axis_name, hyper=(beta,),
+                         base=base, nonnegative=True)
 
 
 def js_distance(
@@ -481,7 +474,8 @@ def js_distance(
   def body(prep, b, bs):
     js = _numerics.to_base(_js(prep, b), bs)
     # Rounding can leave a tiny negative JS for p close to q; the distance is then 0.
-    return _common.finish(_numerics.safe_sqrt(jnp.where(js < 0, 0, js)), prep)
+    return _numerics.safe_sqrt(jnp.where(js < 0, 0, js))
 
+  # The units go inside the root: `base` is the body's, not `guarded`'s.
   return _common.guarded((p, q), body, names=("p", "q"), axis=axis, where=where,
                          from_logits=from_logits, axis_name=axis_name, hyper=(beta, base))
