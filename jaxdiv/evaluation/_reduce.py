@@ -112,14 +112,26 @@ def _from_key(key: int, bits: int) -> float:
   return float(np.array(u, np.uint32).view(np.float32))
 
 
+# Streams of at most this many values are selected in memory (at most 32 MiB of keys).
+SELECT_IN_MEMORY = 1 << 22
+
+
 def order_statistics(chunks: Callable[[], Iterable[np.ndarray]], ranks: Iterable[int],
-                     bits: int) -> dict[int, float]:
+                     bits: int, n: int | None = None) -> dict[int, float]:
   """Exact k-th smallest values (0-based `ranks`) of a stream, by radix select on 16-bit digits.
 
   `chunks()` must give the same NaN-free float32 (bits=32) or float64 (bits=64) values in the
-  same order every time it is called; it is called `bits / 16` times (2 or 4 passes).
+  same order every time it is called; it is called `bits / 16` times (2 or 4 passes). Given
+  the stream's length `n` of at most `SELECT_IN_MEMORY`, it is called once and the keys are
+  selected in memory (`np.partition` of the same keys): the radix passes took
+  3 ms of `jaxdiv eval`'s 22 on 12288 rows.
   """
-  targets = {r: [0, r] for r in set(ranks)}  # rank -> [key prefix so far, rank inside prefix]
+  ranks = set(ranks)
+  if n is not None and n <= SELECT_IN_MEMORY:
+    keys = np.concatenate([_keys(v) for v in chunks()])
+    picked = np.partition(keys, sorted(ranks))
+    return {r: _from_key(int(picked[r]), bits) for r in ranks}
+  targets = {r: [0, r] for r in ranks}  # rank -> [key prefix so far, rank inside prefix]
   for shift in range(bits - 16, -1, -16):
     prefixes = {t[0] for t in targets.values()}
     counts = {p: np.zeros(1 << 16, np.int64) for p in prefixes}
@@ -157,7 +169,7 @@ def quantiles(chunks: Callable[[], Iterable[np.ndarray]], n: int, qs,
   for h in pos.values():
     lo = math.floor(h)
     ranks.update((lo, min(lo + 1, n - 1)))
-  stats = order_statistics(chunks, ranks, bits)
+  stats = order_statistics(chunks, ranks, bits, n)
   out = {}
   for q, h in pos.items():
     lo = math.floor(h)

@@ -98,10 +98,17 @@ def test_order_statistics_exact(dtype, seed):
   chunks = lambda: (v[i:i + 333] for i in range(0, v.size, 333))
   bits = 64 if dtype == np.float64 else 32
   ranks = [0, 1, 7, 1000, v.size - 2, v.size - 1]
-  got = _reduce.order_statistics(chunks, ranks, bits)
+  got = _reduce.order_statistics(chunks, ranks, bits)  # radix select
+  in_memory = _reduce.order_statistics(chunks, ranks, bits, v.size)  # np.partition
   srt = np.sort(v)
   for r in ranks:
     assert got[r] == float(srt[r]), r
+    assert in_memory[r] == float(srt[r]), r
+  # -0.0 is folded into +0.0 on either path
+  at = int(np.sum(v < 0))
+  for stats in (_reduce.order_statistics(chunks, [at, at + 1], bits),
+                _reduce.order_statistics(chunks, [at, at + 1], bits, v.size)):
+    assert [np.signbit(stats[at]), np.signbit(stats[at + 1])] == [0, 0], stats
   got_q = _reduce.quantiles(chunks, v.size, QS, bits)
   assert got_q[0.0] == -np.inf and got_q[1.0] == np.inf
   finite = v[np.isfinite(v)]
