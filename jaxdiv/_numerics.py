@@ -138,6 +138,25 @@ def expm1_minus_x(x: jax.Array) -> jax.Array:
   return jnp.where(small, series, jnp.expm1(xb) - xb)
 
 
+def xexpx_bregman(x: jax.Array) -> jax.Array:
+  """`1 + (x - 1) exp(x)` (>= 0), i.e. `(1 + u) log1p(u) - u` at `x = log1p(u)`.
+
+  The same trap as :func:`expm1_minus_x`: near 0 the terms cancel (the value is about x^2/2),
+  so for |x| < 1 the Taylor series `sum_{k >= 2} (k - 1) x^k / k!` is summed (18 terms in
+  float64, 11 otherwise); beyond 1 `x e^x - expm1(x)` loses at most a few ulp.
+  """
+  x = jnp.asarray(x)
+  small = jnp.abs(x) < 1
+  xs = jnp.where(small, x, 0)
+  terms = 18 if x.dtype == jnp.float64 else 11
+  series = jnp.zeros_like(xs)
+  for k in range(terms + 1, 1, -1):  # Horner: 1/2! + x (2/3! + x (3/4! + ...))
+    series = series * xs + (k - 1) / math.factorial(k)
+  series = xs * xs * series
+  xb = jnp.where(small, 1.0, x)
+  return jnp.where(small, series, xb * jnp.exp(xb) - jnp.expm1(xb))
+
+
 def log_abs_expm1(x: jax.Array) -> jax.Array:
   """`log|exp(x) - 1|` without overflow for large x nor cancellation near 0; -inf at 0.
 

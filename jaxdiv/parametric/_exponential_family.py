@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import digamma
 from jax.scipy.special import gammaln
-from jax.scipy.special import polygamma
 from jax.typing import ArrayLike
 
 from jaxdiv import _numerics
@@ -275,26 +274,47 @@ def gamma_entropy(
   return _common.finish(out, dtype, base, valid)
 
 
-_BREGMAN_TERMS = 6
-_BREGMAN_RADIUS = 1e-2
+# Stirling's series, log Γ(x) = (x - 1/2) log x - x + log(2π)/2 + sum_m c_m x^-m (odd m).
+_STIRLING = ((1, 1 / 12), (3, -1 / 360), (5, 1 / 1260), (7, -1 / 1680), (9, 1 / 1188),
+             (11, -691 / 360360))
 
 
 def _lgamma_bregman(a, delta):
-  """``log Γ(a + δ) - log Γ(a) - δ ψ(a)`` (>= 0), without cancellation for small ``δ``.
+  """``log Γ(a + δ) - log Γ(a) - δ ψ(a)`` (>= 0) for a > 0 and a + δ > 0, to a few ulp of
+  itself, as a sum of non-negative terms.
 
   Trap avoided: near p = q the KLs of the Gamma/Beta/Dirichlet families are differences of
-  ``log Γ`` values (about 6e3 at a = 1e3) whose sum is ~1e-10: 0.2% relative error in float64.
-  For ``|δ| < 0.01 a`` the Taylor series ``sum_n ψ^(n-1)(a) δ^n / n!`` (n = 2..7) is used;
-  its truncation is below 1e-12 relative there.
+  ``log Γ`` values (about 6e3 at a = 1e3) whose sum is small: as written, float32 lost 1.6% at
+  concentrations 1.1% apart (float64 4e-11), and a Taylor series in δ covers only |δ| < 1%
+  of a. Here the recurrence ``log Γ(x) = log Γ(x + K) - sum_j log(x + j)`` moves the argument
+  to ``A = a + K`` (K = 8 in float32, 16 in float64), which leaves ``sum_j φ(δ / (a + j))``,
+  ``φ(u) = u - log1p(u)``; at A, Stirling's series gives ``A h(l) + φ(u)/2 + sum_m c_m
+  A^-m u^2 w P_m(w)`` with ``u = δ/A``, ``l = log1p(u)``, ``h = (1 + u) l - u``, ``w = 1/(1 + u)``
+  and ``P_m(w) = sum_{j=1..m} j w^(m-j)`` (the Bregman remainder of ``x^-m``, exactly). Each
+  term is computed without cancellation (``φ``, ``h`` by their series near 0). Measured against
+  50-digit mpmath over a in [1e-3, 1e6], δ/a in [-0.999, 1e3]: float32 at most 2.7e-7
+  relative (was 1.6e-2), float64 1.5e-15 (was 4e-11). The series' truncation at A is below
+  1e-11 (float32, terms to x^-7) and 1e-17 (float64, to x^-11) of ``log Γ``.
   """
-  near = jnp.abs(delta) < _BREGMAN_RADIUS * a
-  d = jnp.where(near, delta, 0.0)
-  series, power, fact = jnp.zeros_like(a * d), d, 1.0
-  for n in range(2, _BREGMAN_TERMS + 2):
-    power, fact = power * d, fact * n
-    series = series + polygamma(n - 1, a) * (power / fact)
-  direct = gammaln(a + delta) - gammaln(a) - delta * digamma(a)
-  return jnp.where(near, series, direct)
+  f64 = jnp.result_type(a, delta) == jnp.float64
+  shifts, n_terms = (16, 6) if f64 else (8, 4)
+
+  def log_shift(x):
+    # log((x + δ) / x): log1p where it is near 0; the quotient near -1, where x + δ is exact
+    # (Sterbenz) and δ / x would round 1 + u.
+    u = delta / x
+    near = jnp.abs(u) < 0.5
+    return jnp.where(near, jnp.log1p(jnp.where(near, u, 0)),
+                     jnp.log(jnp.where(near, 1, (x + delta) / x)))
+
+  out = sum(_numerics.expm1_minus_x(log_shift(a + j)) for j in range(shifts))
+  big = a + shifts
+  u, lu, w = delta / big, log_shift(big), big / (big + delta)
+  out = out + big * _numerics.xexpx_bregman(lu) + 0.5 * _numerics.expm1_minus_x(lu)
+  for m, c in _STIRLING[:n_terms]:
+    poly = sum(j * w ** (m - j) for j in range(1, m + 1))
+    out = out + (c * big ** (-m)) * (u * u * w) * poly
+  return out
 
 
 def _gamma_kl(ap, bp, aq, bq):
