@@ -131,18 +131,52 @@ def test_gamma_kl_near_equal_concentrations(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_beta_kl_near_equal_concentrations(dtype):
-  # The Beta KL is B(a) + B(b) - B(a + b) of Bregman remainders of log Γ, each now exact to a
-  # few ulp; what is left cancels where one concentration is much larger than the other
-  # (float32: 2e-3 relative at a = 2e4 against b = 2.5; here a <= 40, within 2e-4).
+  # The Beta KL is B(a) + B(b) - B(a + b) of Bregman remainders of log Γ; where one
+  # concentration is much larger than the other those cancelled (float32: 0.2% at a = 2e4
+  # against b = 2.5, after the remainders themselves were made exact).
   with jax.enable_x64(dtype == np.float64):
     for a, r in NEAR:
-      if a > 40:
-        continue
-      args = [dtype(x) for x in (a, 2.5, a * r, 2.5 * (1 + (r - 1) / 2))]
-      want = float(mp_beta_kl(*args))
-      rtol = 5e-4 if dtype == np.float32 else 2e-11
-      np.testing.assert_allclose(float(jp.beta_kl_divergence(*args)), want, rtol=rtol,
-                                 err_msg=f"{a}, {r}")
+      for b, rb in ((2.5, 1 + (r - 1) / 2), (2.5, 1.0), (a * 0.8, r)):
+        args = [dtype(x) for x in (a, b, a * r, b * rb)]
+        want = float(mp_beta_kl(*args))
+        rtol = 1e-5 if dtype == np.float32 else 2e-14
+        np.testing.assert_allclose(float(jp.beta_kl_divergence(*args)), want, rtol=rtol,
+                                   err_msg=f"{a}, {b}, {r}, {rb}")
+
+
+def mp_dirichlet_kl(cp, cq):
+  cp, cq = _mp(*cp), _mp(*cq)
+  sp, sq = sum(cp), sum(cq)
+  return (mp.loggamma(sp) - mp.loggamma(sq) + sum(mp.loggamma(b) - mp.loggamma(a)
+                                                  for a, b in zip(cp, cq))
+          + sum((a - b) * (mp.digamma(a) - mp.digamma(sp)) for a, b in zip(cp, cq)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dirichlet_kl_near_equal_and_mixed_scales(dtype):
+  rng = np.random.default_rng(11)
+  with jax.enable_x64(dtype == np.float64):
+    for scale in (1e-2, 1.0, 1e2, 1e4):
+      for spread in (1e-3, 3e-2, 0.5):
+        cp = (scale * rng.gamma(1.0, 1.0, (6, 4)) * np.array([1, 1, 1e2, 1e-2])).astype(dtype)
+        cq = (cp * np.exp(spread * rng.standard_normal(cp.shape))).astype(dtype)
+        got = np.asarray(jp.dirichlet_kl_divergence(cp, cq))
+        want = np.array([float(mp_dirichlet_kl(a, b)) for a, b in zip(cp, cq)])
+        rtol = 2e-5 if dtype == np.float32 else 5e-13
+        np.testing.assert_allclose(got, want, rtol=rtol, err_msg=f"{scale}, {spread}")
+
+
+def test_gamma_kl_means_close_shapes_apart_float32():
+  # The mean and shape terms (both >= 0) replace rate and log Γ terms that offset each other
+  # here (float32 lost 1e-4 relative at 1e4 against 1.3e4, rates 1.3 and 1.7). What is left:
+  # the means' log ratio z is a difference of two logarithms, an absolute error of eps times
+  # theirs (7e-6 at 1e4 against 1.01e4, rates 1.3 and 1.313: z = 1e-4, the logarithms 1e-2).
+  for a in (0.3, 7.0, 9.0, 1e2, 1e4, 1e6):
+    for r, rb in ((1.3, 1.3 / 1.7 * 1.3), (0.7, 0.7 * 1.01), (3.0, 2.9), (1.01, 1.0101)):
+      args = [np.float32(x) for x in (a, 1.3, a * r, 1.3 * rb)]
+      np.testing.assert_allclose(float(jp.gamma_kl_divergence(*args)),
+                                 float(mp_gamma_kl(*args)), rtol=2e-5,
+                                 err_msg=f"{a}, {r}, {rb}")
 
 
 def test_gamma_kl_gradient_near_equal(x64):
