@@ -244,6 +244,34 @@ def forward_in_row_blocks(fn: Callable, axis: int, n_rows: int, *args: jax.Array
   return f(*xs, *rest)
 
 
+def with_fallback_autodiff(value: Callable, careful: Callable, *xs: jax.Array,
+                           axis: int) -> jax.Array:
+  """:func:`with_fallback` without a custom derivative: `value(*xs)[0]` where every row is
+  finite, else `careful(*xs)` on the rows that are not, differentiated as written.
+
+  For a `value` that closes over traced values (a user's `f_divergence` generator capturing a
+  parameter), which a `custom_jvp` cannot differentiate. The unguarded values are kept when
+  every row is finite (`lax.cond`: one branch runs); otherwise the rows that need it take
+  `careful`'s values and the others `value`'s again, on inputs whose rows that need the
+  guarded path are set to ones (every entry positive and finite), so that no derivative of a
+  non-finite row reaches the result.
+  """
+  # The rows' test has no derivative; each branch computes its own values, so that the NaN
+  # partials of a non-finite row stay in the branch not taken (a value computed outside and
+  # returned by a branch met a zero cotangent there: NaN).
+  bad = jnp.logical_not(jnp.isfinite(lax.stop_gradient(value(*xs)[0])))
+
+  def mixed(xs):
+    gate = jnp.expand_dims(bad, axis)
+    safe = tuple(jnp.where(gate, jnp.ones_like(x), x) for x in xs)
+    return jnp.where(bad, careful(*xs), value(*safe)[0])
+
+  # `mixed` rematerialised: differentiated, a `cond` returns the residuals of both branches
+  # (zeros for the one not taken), and the guarded path's are many [N, V] arrays (4096x1024
+  # float32, value+grad: 69 ms against 33 ms).
+  return lax.cond(jnp.any(bad), jax.checkpoint(mixed), lambda xs: value(*xs)[0], xs)
+
+
 def with_fallback(value: Callable, coefs: Callable, careful: Callable, *xs: jax.Array,
                   axis: int) -> jax.Array:
   """`value(*xs)` where every row is finite, else `careful(*xs)`, with a matching derivative.

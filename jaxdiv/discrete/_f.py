@@ -48,20 +48,26 @@ def _value_at_zero(f, dtype):
   zero = jnp.asarray(0.0, dtype)
   tiny = jnp.asarray(jnp.finfo(dtype).tiny, dtype)
   # A generator written as t * log(t) gives NaN at 0; its limit is f at the smallest normal.
-  # f is evaluated once, at the point chosen, so that the NaN of f(0) has no derivative to
-  # leave in the gradient of a parameter f closes over.
-  return f(jnp.where(jnp.isnan(lax.stop_gradient(f(zero))), tiny, zero))
+  # f is evaluated at the point chosen, so that the NaN of f(0) has no derivative to leave in
+  # the gradient of a parameter f closes over; an infinite f(0) (-log t) is that constant,
+  # without the infinite derivative that a zero cotangent would meet.
+  f0 = lax.stop_gradient(f(zero))
+  bad = jnp.isnan(f0) | jnp.isinf(f0)
+  return jnp.where(jnp.isinf(f0), f0, f(jnp.where(bad, tiny, zero)))
 
 
-def _closes_over_perturbed(f, f_prime_inf) -> bool:
-  """Whether `f` (or `f_prime_inf`) holds values that an enclosing `jax.grad` or `jax.jvp`
-  differentiates: the fast path's `custom_jvp` cannot differentiate a closure (JAX raises
-  UnexpectedTracerError), so those calls take the guarded path, differentiated as written."""
+def _closes_over_tracers(f, f_prime_inf) -> bool:
+  """Whether `f` (or `f_prime_inf`) holds traced values (a parameter of an enclosing `jit`,
+  `grad` or `vmap`): the fast path's `custom_jvp` would not differentiate them (JAX raised
+  UnexpectedTracerError under `jax.grad`, and under `jit` a later differentiation cannot be
+  ruled out), so those calls differentiate the fast path's values as written
+  (`_fast.run(autodiff=True)`). Traced with `jax.make_jaxpr` of a fresh function: nothing of
+  `f` is kept once the call returns (`jax.closure_convert`'s cache held every generator)."""
   try:
-    _, consts = jax.closure_convert(lambda t: (f(t), f_prime_inf), jnp.zeros((), jnp.float32))
-  except Exception:  # pylint: disable=broad-except  # a failing f fails in the guarded path
-    return False
-  return bool(consts)
+    closed = jax.make_jaxpr(lambda t: (f(t), f_prime_inf))(jnp.zeros((), jnp.float32))
+  except Exception:  # pylint: disable=broad-except  # it fails in the computation too
+    return True
+  return any(isinstance(c, jax.core.Tracer) for c in closed.consts)
 
 
 def f_divergence(
@@ -116,9 +122,9 @@ def f_divergence(
   _validation.check_callable(f, "f")
   if f_prime_inf is not None:
     _validation.check_real(f_prime_inf, "f_prime_inf", allow_inf=True)
-  fast = None if _closes_over_perturbed(f, f_prime_inf) else _f_fast(f)
-  return _fast.evaluate((p, q), lambda prep: _f_divergence(prep, f, f_prime_inf), fast,
-                        axis=axis, where=where, from_logits=from_logits)
+  return _fast.evaluate((p, q), lambda prep: _f_divergence(prep, f, f_prime_inf), _f_fast(f),
+                        axis=axis, where=where, from_logits=from_logits,
+                        autodiff=_closes_over_tracers(f, f_prime_inf))
 
 
 def _f_fast(f):

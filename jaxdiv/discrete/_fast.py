@@ -45,7 +45,8 @@ def logaddexp(x: jax.Array, y: jax.Array) -> jax.Array:
   return jnp.maximum(x, y) + jnp.log1p(jnp.exp(-jnp.abs(x - y)))
 
 
-def run(fast, logits, probs, careful_body, base, *, nonnegative: bool) -> jax.Array:
+def run(fast, logits, probs, careful_body, base, *, nonnegative: bool,
+        autodiff: bool = False) -> jax.Array:
   """Runs the unguarded row values with `careful_body` (the guarded maths on a
   `_common.Prepared`) as their fallback, then the units, the clamp at 0 and the result dtype.
 
@@ -56,6 +57,8 @@ def run(fast, logits, probs, careful_body, base, *, nonnegative: bool) -> jax.Ar
     careful_body: `Prepared -> out`, the guarded row values before `_common.finish`.
     base: the logarithm base of the result.
     nonnegative: clamp rounding below 0 where the inputs were normalised by us (logits).
+    autodiff: differentiate the unguarded values as written (their coefficients unused), for
+      values that close over traced values (:func:`_fallback.with_fallback_autodiff`).
   """
   xs, ax, dtype, from_logits = fast
   value, coefs = logits if from_logits else probs
@@ -65,15 +68,18 @@ def run(fast, logits, probs, careful_body, base, *, nonnegative: bool) -> jax.Ar
                            from_logits=from_logits)
     return _common.finish(careful_body(prep), prep, nonnegative=nonnegative)
 
-  out = with_fallback(lambda *xs: value(ax, *xs),
-                      lambda out, aux, *xs: coefs(ax, out, aux, *xs), careful, *xs, axis=ax)
+  if autodiff:
+    out = _fallback.with_fallback_autodiff(lambda *xs: value(ax, *xs), careful, *xs, axis=ax)
+  else:
+    out = with_fallback(lambda *xs: value(ax, *xs),
+                        lambda out, aux, *xs: coefs(ax, out, aux, *xs), careful, *xs, axis=ax)
   if nonnegative and from_logits:
     out = _common.clamp_nonnegative(out)
   return _numerics.to_base(out, base).astype(dtype)
 
 
 def evaluate(arrays, careful_body: Callable, pairs, *, axis, where, from_logits, base=None,
-             nonnegative: bool = False, axis_name=None) -> jax.Array:
+             nonnegative: bool = False, axis_name=None, autodiff: bool = False) -> jax.Array:
   """One or two distributions through the fast path (:func:`run`) where it applies (no mask,
   one device, `pairs` not None), else through `careful_body` between `_common.prepare` and
   `_common.finish`.
@@ -82,12 +88,13 @@ def evaluate(arrays, careful_body: Callable, pairs, *, axis, where, from_logits,
     arrays: `(p,)` or `(p, q)` as the user passed them.
     careful_body: `Prepared -> out`, the guarded row values.
     pairs: `(logits, probs)` value/coefficient pairs (see :func:`run`), or None.
+    autodiff: see :func:`run`.
   """
   names = ("p", "q")[:len(arrays)]
   kw = dict(names=names, axis=axis, where=where, from_logits=from_logits, axis_name=axis_name)
   fast = None if pairs is None else _common.fast_inputs(*arrays, **kw)
   if fast is not None:
-    return run(fast, *pairs, careful_body, base, nonnegative=nonnegative)
+    return run(fast, *pairs, careful_body, base, nonnegative=nonnegative, autodiff=autodiff)
   # Not `_common.guarded`: `careful_body` may close over traced values (a user's generator),
   # which its row blocks' custom_jvp cannot differentiate.
   prep = _common.prepare(*arrays, **kw)

@@ -307,3 +307,23 @@ def test_f_divergence_gradient_in_a_traced_slope_at_infinity():
   for grad in (jax.grad, lambda f: jax.jit(jax.grad(f))):
     g = grad(lambda s: jnp.sum(jaxdiv.f_divergence(p, q, tv, f_prime_inf=s)))(0.5)
     np.testing.assert_allclose(float(g), 0.2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_f_divergence_gradient_in_a_parameter_where_f0_is_infinite(masked):
+  # -c log t and Neyman's c (1 - t)^2 / t have f(0) = inf: the limit term's zero cotangent met
+  # its infinite derivative in c (NaN) even where every p and q is positive.
+  rng = np.random.default_rng(5)
+  p, q = rng.dirichlet(np.ones(5), 3), rng.dirichlet(np.ones(5), 3)
+  mask = rng.random((3, 5)) > 0.3 if masked else np.ones((3, 5), bool)
+  for make, f64 in ((lambda c: lambda t: -c * jnp.log(t), lambda t: -np.log(t)),
+                    (lambda c: lambda t: c * (1 - t) ** 2 / t, lambda t: (1 - t) ** 2 / t)):
+    want = ref.f_divergence(np.where(mask, p, 0), np.where(mask, q, 0), f64, np.inf, np.inf)
+    where = jnp.asarray(mask) if masked else None
+
+    def total(c, make=make, where=where):
+      return jnp.sum(jaxdiv.f_divergence(jnp.asarray(p, jnp.float32), jnp.asarray(q, jnp.float32),
+                                         make(c), where=where))
+
+    for grad in (jax.grad(total), jax.jit(jax.grad(total))):
+      np.testing.assert_allclose(float(grad(2.0)), want.sum(), rtol=2e-5)
