@@ -254,17 +254,26 @@ def with_fallback_autodiff(value: Callable, careful: Callable, *xs: jax.Array,
   every row is finite (`lax.cond`: one branch runs); otherwise the rows that need it take
   `careful`'s values and the others `value`'s again, on inputs whose rows that need the
   guarded path are set to ones (every entry positive and finite), so that no derivative of a
-  non-finite row reaches the result.
+  non-finite row reaches the result; rows whose guarded value is not finite either are
+  constants.
   """
   # The rows' test has no derivative; each branch computes its own values, so that the NaN
   # partials of a non-finite row stay in the branch not taken (a value computed outside and
   # returned by a branch met a zero cotangent there: NaN).
   bad = jnp.logical_not(jnp.isfinite(lax.stop_gradient(value(*xs)[0])))
 
+  def gated(rows, xs):
+    gate = jnp.expand_dims(rows, axis)
+    return tuple(jnp.where(gate, jnp.ones_like(x), x) for x in xs)
+
   def mixed(xs):
-    gate = jnp.expand_dims(bad, axis)
-    safe = tuple(jnp.where(gate, jnp.ones_like(x), x) for x in xs)
-    return jnp.where(bad, careful(*xs), value(*safe)[0])
+    # Rows whose guarded value is not finite either (a NaN input, a divergence of +inf) keep
+    # that value as a constant: their derivatives in a value the generator closes over, met by
+    # a zero cotangent, made every row's gradient NaN.
+    careful_rows = lax.stop_gradient(careful(*xs))
+    lost = jnp.logical_not(jnp.isfinite(careful_rows))
+    guarded = jnp.where(lost, careful_rows, careful(*gated(lost, xs)))
+    return jnp.where(bad, guarded, value(*gated(bad, xs))[0])
 
   # `mixed` rematerialised: differentiated, a `cond` returns the residuals of both branches
   # (zeros for the one not taken), and the guarded path's are many [N, V] arrays (4096x1024

@@ -327,3 +327,24 @@ def test_f_divergence_gradient_in_a_parameter_where_f0_is_infinite(masked):
 
     for grad in (jax.grad(total), jax.jit(jax.grad(total))):
       np.testing.assert_allclose(float(grad(2.0)), want.sum(), rtol=2e-5)
+
+
+def test_f_divergence_closing_generator_gradient_beside_a_nan_row():
+  # The guarded values of a NaN row, differentiated in the generator's parameter and met by a
+  # zero cotangent, made the other rows' gradients NaN (review reproducer).
+  p = jnp.array([[0.2, 0.3, 0.5], [jnp.nan, 0.5, 0.5], [0.6, 0.4, 0.0]])
+  q = jnp.array([[0.3, 0.3, 0.4], [0.2, 0.3, 0.5], [0.2, 0.8, 0.0]])
+
+  def d(c, rows):
+    # -c log t has f(0) = inf; the third row's shared zero takes the guarded path (finite).
+    rows = jnp.asarray(rows)
+    return jaxdiv.f_divergence(p[rows], q[rows], lambda t: -c * jnp.log(t))
+
+  want = [jax.grad(lambda c, i=i: d(c, [i])[0])(1.5) for i in (0, 2)]
+  for grad in (jax.grad, lambda f: jax.jit(jax.grad(f))):
+    got = [grad(lambda c, i=i: d(c, [0, 1, 2])[i])(1.5) for i in (0, 2)]
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6)
+    assert np.isnan(float(d(1.5, [0, 1, 2])[1]))
+  # against the float64 reference: d/dc = the KL(q || p) of the rows at c = 1
+  np.testing.assert_allclose(float(want[0]), float(np.sum(np.array([0.3, 0.3, 0.4]) * np.log(
+      np.array([0.3, 0.3, 0.4]) / np.array([0.2, 0.3, 0.5])))), rtol=1e-6)

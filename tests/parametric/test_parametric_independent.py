@@ -277,3 +277,13 @@ def test_dirichlet_renyi_near_equal_concentrations_float32():
           assert got == np.inf
           continue
         np.testing.assert_allclose(got, want, rtol=2e-6, err_msg=f"{scale}, {spread}, {alpha}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_beta_kl_large_concentration_shrinking(dtype):
+  # s_q taken as s_p + Δ kept an ulp of s_p, huge against s_q (float32: 3e15 for 0.0105).
+  with jax.enable_x64(dtype == np.float64):
+    for case in ((1e-3, 7.4e25, 1e-3, 7.4e20), (1e-3, 1e7, 1e-3, 1e2), (0.1, 1e7, 0.1, 1e3)):
+      args = [dtype(x) for x in case]
+      np.testing.assert_allclose(float(jp.beta_kl_divergence(*args)), float(mp_beta_kl(*args)),
+                                 rtol=5e-5 if dtype == np.float32 else 1e-10, err_msg=str(case))
