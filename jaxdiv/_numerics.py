@@ -9,6 +9,7 @@ the argument safe on the unselected branch, then select.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -126,16 +127,23 @@ def expm1_minus_x(x: jax.Array) -> jax.Array:
   (truncation below one ulp: 18 terms in float64, 11 otherwise); beyond 1 the difference loses
   at most a few ulp. The double-`where` keeps the gradient finite.
   """
+  return _series_near_zero(x, lambda k: 1.0 / math.factorial(k), lambda xb: jnp.expm1(xb) - xb)
+
+
+def _series_near_zero(x: jax.Array, coef: Callable[[int], float],
+                      far: Callable[[jax.Array], jax.Array]) -> jax.Array:
+  """`sum_{k >= 2} coef(k) x^k` (Horner) where |x| < 1, to 18 terms in float64 and 11
+  otherwise (truncation below one ulp for the series here), else `far(x)`; each branch sees a
+  safe value where it is not selected (finite gradients)."""
   x = jnp.asarray(x)
   small = jnp.abs(x) < 1
   xs = jnp.where(small, x, 0)
   terms = 18 if x.dtype == jnp.float64 else 11
   series = jnp.zeros_like(xs)
-  for k in range(terms + 1, 2, -1):  # Horner: 1/2! + x (1/3! + x (1/4! + ...))
-    series = xs * (series + 1.0 / math.factorial(k))
-  series = xs * xs * (series + 0.5)
+  for k in range(terms + 1, 1, -1):
+    series = series * xs + coef(k)
   xb = jnp.where(small, 1.0, x)
-  return jnp.where(small, series, jnp.expm1(xb) - xb)
+  return jnp.where(small, xs * xs * series, far(xb))
 
 
 def xexpx_bregman(x: jax.Array) -> jax.Array:
@@ -145,18 +153,11 @@ def xexpx_bregman(x: jax.Array) -> jax.Array:
   so for |x| < 1 the Taylor series `sum_{k >= 2} (k - 1) x^k / k!` is summed (18 terms in
   float64, 11 otherwise); beyond 1 `1 + (x - 1) e^x` loses at most a few ulp.
   """
-  x = jnp.asarray(x)
-  small = jnp.abs(x) < 1
-  xs = jnp.where(small, x, 0)
-  terms = 18 if x.dtype == jnp.float64 else 11
-  series = jnp.zeros_like(xs)
-  for k in range(terms + 1, 1, -1):  # Horner: 1/2! + x (2/3! + x (3/4! + ...))
-    series = series * xs + (k - 1) / math.factorial(k)
-  series = xs * xs * series
-  xb = jnp.where(small, 1.0, x)
-  # `1 + (x - 1) e^x`, not `x e^x - expm1(x)`: JAX differentiates expm1 as `expm1(x) + 1`,
-  # which has an absolute error of eps where e^x is tiny (5% in float32 at x = -20).
-  return jnp.where(small, series, 1 + (xb - 1) * jnp.exp(xb))
+  # Beyond 1, `1 + (x - 1) e^x`, not `x e^x - expm1(x)`: JAX differentiates expm1 as
+  # `expm1(x) + 1`, which has an absolute error of eps where e^x is tiny (5% in float32 at
+  # x = -20).
+  return _series_near_zero(x, lambda k: (k - 1) / math.factorial(k),
+                           lambda xb: 1 + (xb - 1) * jnp.exp(xb))
 
 
 def log_abs_expm1(x: jax.Array) -> jax.Array:
