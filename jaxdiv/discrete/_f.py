@@ -21,16 +21,21 @@ _T1, _T2, _RTOL, _ATOL = 1e10, 1e20, 1e-3, 1e-6
 
 
 def _slope_at_infinity(f, dtype):
+  """f'(inf) = lim f(t)/t, from f(t)/t at _T1 and _T2: their value at _T2 where they agree
+  (relatively, so that a small-scale superlinear f, 1e-5 t log t, is not taken for a linear
+  one); else 0 where f(_T2)/_T2 is at most _ATOL, +inf above it. A convex f with a finite
+  limit is L t plus a non-increasing convex part whose share of f(t)/t tends to 0, from below
+  where it falls without bound, slowly (4 - 4 sqrt t: -4e-5 and -4e-10; -t^0.9: -0.1 and
+  -0.01): samples that disagree and are not positive are that part's, and the limit is 0."""
   l1 = f(jnp.asarray(_T1, dtype)) / _T1
   l2 = f(jnp.asarray(_T2, dtype)) / _T2
-  # Relative agreement, so that a small-scale superlinear f (1e-5 t log t) is not mistaken for
-  # a linear one; a slope below _ATOL at both points is 0 (-log t, say, whose f(t)/t -> 0).
   scale = jnp.maximum(jnp.abs(l1), jnp.abs(l2))
-  converged = (jnp.abs(l1 - l2) <= _RTOL * scale) | (scale <= _ATOL)
-  finite = lax.stop_gradient(converged & jnp.isfinite(l2))
+  agree = lax.stop_gradient((jnp.abs(l1 - l2) <= _RTOL * scale) & jnp.isfinite(l2))
+  zero = lax.stop_gradient(~agree & (l2 <= _ATOL))
   # The slope's derivative (in parameters `f` closes over) is f's at _T2 where the limit is
-  # finite; elsewhere f is read at 1, so that an overflowing f(_T2) leaves no inf in it.
-  return jnp.where(finite, f(jnp.where(finite, jnp.asarray(_T2, dtype), 1)) / _T2, jnp.inf)
+  # that value; elsewhere f is read at 1, so that an overflowing f(_T2) leaves no inf in it.
+  at_t2 = f(jnp.where(agree, jnp.asarray(_T2, dtype), 1)) / _T2
+  return jnp.where(agree, at_t2, jnp.where(zero, 0, jnp.inf))
 
 
 def _static_finite_at_zero(f, dtype) -> bool:
