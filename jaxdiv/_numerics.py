@@ -54,6 +54,22 @@ def safe_div(x: jax.Array, y: jax.Array, *, zero_over_zero=0.0) -> jax.Array:
   return jnp.where(ok, q, jnp.where(x == 0, zero_over_zero, jnp.sign(x) * jnp.inf))
 
 
+@jax.custom_jvp
+def ratio(x: jax.Array, y: jax.Array) -> jax.Array:
+  """``x / y`` whose derivative is ``(dx - (x/y) dy) / y``: autodiff's ``x dy / y**2``
+  overflows where y is tiny though the quotient and its derivative are not (float32 Gamma KL
+  at concentrations 1e-20 and 1e-19: y**-2 = 1e40 = inf, and the gradient NaN for -9e20)."""
+  return x / y
+
+
+@ratio.defjvp
+def _ratio_jvp(primals, tangents):
+  x, y = primals
+  dx, dy = tangents
+  r = x / y
+  return r, (dx - r * dy) / y
+
+
 def psum(x: jax.Array, axis_name=None) -> jax.Array:
   """`lax.psum` over `axis_name` inside `shard_map`; the identity when `axis_name` is None."""
   return x if axis_name is None else lax.psum(x, axis_name)

@@ -284,11 +284,11 @@ _STIRLING = ((1, 1 / 12), (3, -1 / 360), (5, 1 / 1260), (7, -1 / 1680), (9, 1 / 
 def _log_shift(x, y, delta):
   """``log(y / x)`` for ``y = x + δ``: log1p of ``δ / x`` where it is near 0, else the log of
   the quotient (``δ / x`` would round ``1 + u`` near -1)."""
-  u = delta / x
+  u = _numerics.ratio(delta, x)
   near = jnp.abs(u) < 0.5
   # The quotient overflows or underflows beyond a ratio of about 1e38 (float32): there the
   # difference of the logarithms is as exact, relative to the result.
-  q = y / x
+  q = _numerics.ratio(y, x)
   whole = jnp.isfinite(q) & (q >= jnp.finfo(q.dtype).tiny)
   far = jnp.log(jnp.where(whole, q, 1)) + jnp.where(whole, 0, jnp.log(y) - jnp.log(x))
   return jnp.where(near, jnp.log1p(jnp.where(near, u, 0)), far)
@@ -300,7 +300,8 @@ def _log1p_bregman(x, y, delta):
   large ``l`` carries the error of ``l`` times ``l``)."""
   lg = _log_shift(x, y, delta)
   small = jnp.abs(lg) < 1
-  return jnp.where(small, _numerics.expm1_minus_x(jnp.where(small, lg, 0)), delta / x - lg)
+  return jnp.where(small, _numerics.expm1_minus_x(jnp.where(small, lg, 0)),
+                   _numerics.ratio(delta, x) - lg)
 
 
 def _xlogx_bregman(x, y, delta):

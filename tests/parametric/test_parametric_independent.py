@@ -257,6 +257,34 @@ def test_gamma_kl_grid_of_decades_is_finite_where_the_value_is(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gamma_kl_gradient_at_tiny_concentrations(dtype):
+  # Autodiff's quotient rule formed x^-2 of a concentration: 1e40 = inf in float32 at 1e-20,
+  # and a NaN gradient where the true one (-9e20 at 1e-20 against 1e-19) fits.
+  with jax.enable_x64(dtype == np.float64):
+    lows = np.arange(-36, 4, 3) if dtype == np.float32 else np.arange(-300, 4, 23)
+    ap, aq = np.meshgrid(10.0 ** lows, 10.0 ** lows, indexing="ij")
+    ap = np.concatenate([ap.ravel(), [1e-20, 1e-19]]).astype(dtype)
+    aq = np.concatenate([aq.ravel(), [1e-19, 1e-20]]).astype(dtype)
+    fn = lambda p, q: jp.gamma_kl_divergence(p, 1.3, q, 0.7)
+    g = jax.jit(jax.vmap(jax.grad(fn, argnums=(0, 1))))(jnp.asarray(ap), jnp.asarray(aq))
+    v = np.asarray(jax.jit(fn)(jnp.asarray(ap), jnp.asarray(aq)), np.float64)
+    m = [_mp(a, b) for a, b in zip(ap, aq)]
+    d_ap = [(a - b) * mp.psi(1, a) + (mp.mpf(0.7) - mp.mpf(1.3)) / mp.mpf(1.3) for a, b in m]
+    d_aq = [mp.digamma(b) - mp.digamma(a) + mp.log(mp.mpf(1.3) / mp.mpf(0.7)) for a, b in m]
+    big = np.finfo(dtype).max
+    for gi, wi in zip(g, (d_ap, d_aq)):
+      gi = np.asarray(gi, np.float64)
+      wi = np.array([float(w) for w in wi])
+      fits = np.abs(wi) < big / 2
+      nan = np.isnan(gi) & np.isfinite(v)
+      assert not np.any(nan), (ap[nan], aq[nan])
+      ok = fits & np.isfinite(v)
+      np.testing.assert_allclose(gi[ok], wi[ok], rtol=1e-4 if dtype == np.float32 else 1e-10)
+      over = ~fits & np.isfinite(v)
+      np.testing.assert_array_equal(gi[over], np.sign(wi[over]) * np.inf)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("k", [2, 3])
 def test_dirichlet_and_beta_renyi_near_equal_concentrations(k, dtype):
   # Through KLs between Dirichlets, not a difference of log-partitions: float32 at
