@@ -15,27 +15,32 @@ from jaxdiv import _validation
 from jaxdiv.discrete import _common
 from jaxdiv.discrete import _fast
 
-# f'(inf) = lim f(t)/t is estimated from f(t)/t at these two points: agreement within
-# _RTOL means a finite (linear-growth) limit, disagreement a superlinear f (limit +inf).
-_T1, _T2, _RTOL, _ATOL = 1e10, 1e20, 1e-3, 1e-6
+# f'(inf) = lim f(t)/t is estimated from f(t)/t at these three points (see _slope_at_infinity).
+_T1, _T2, _T3, _RTOL, _CONTRACT = 1e10, 1e20, 1e30, 1e-3, 0.5
 
 
 def _slope_at_infinity(f, dtype):
-  """f'(inf) = lim f(t)/t, from f(t)/t at _T1 and _T2: their value at _T2 where they agree
-  (relatively, so that a small-scale superlinear f, 1e-5 t log t, is not taken for a linear
-  one); else 0 where f(_T2)/_T2 is at most _ATOL, +inf above it. A convex f with a finite
-  limit is L t plus a non-increasing convex part whose share of f(t)/t tends to 0, from below
-  where it falls without bound, slowly (4 - 4 sqrt t: -4e-5 and -4e-10; -t^0.9: -0.1 and
-  -0.01): samples that disagree and are not positive are that part's, and the limit is 0."""
-  l1 = f(jnp.asarray(_T1, dtype)) / _T1
-  l2 = f(jnp.asarray(_T2, dtype)) / _T2
-  scale = jnp.maximum(jnp.abs(l1), jnp.abs(l2))
-  agree = lax.stop_gradient((jnp.abs(l1 - l2) <= _RTOL * scale) & jnp.isfinite(l2))
-  zero = lax.stop_gradient(~agree & (l2 <= _ATOL))
-  # The slope's derivative (in parameters `f` closes over) is f's at _T2 where the limit is
-  # that value; elsewhere f is read at 1, so that an overflowing f(_T2) leaves no inf in it.
-  at_t2 = f(jnp.where(agree, jnp.asarray(_T2, dtype), 1)) / _T2
-  return jnp.where(agree, at_t2, jnp.where(zero, 0, jnp.inf))
+  """f'(inf) = lim f(t)/t from l_k = f(t_k)/t_k at t = 1e10, 1e20, 1e30: l_3 where the last two
+  agree to _RTOL (relatively: a small-scale superlinear f, 1e-5 t log t, is not linear); the
+  Aitken extrapolation l_3 - d_2^2 / (d_2 - d_1) (d_k the steps) where the steps shrink
+  geometrically, by at least _CONTRACT, with one sign: a convex f with a finite limit is L t
+  plus a convex part whose share of f(t)/t decays, as a power of t (4 - 4 sqrt t: -4e-5,
+  -4e-10, -4e-15; -t^0.9: -0.1, -0.01, -0.001; limit 0); +inf otherwise (superlinear: steps
+  that stay or grow, t log t - 50 t: -27, -4, 19; or an f(t) that overflows)."""
+  ls = [f(jnp.asarray(t, dtype)) / t for t in (_T1, _T2, _T3)]
+  l1, l2, l3 = ls
+  d1, d2 = l2 - l1, l3 - l2
+  scale = jnp.maximum(jnp.abs(l2), jnp.abs(l3))
+  finite = jnp.isfinite(l1) & jnp.isfinite(l2) & jnp.isfinite(l3)
+  agree = finite & (jnp.abs(d2) <= _RTOL * scale)
+  decays = finite & ~agree & (d1 * d2 > 0) & (jnp.abs(d2) <= _CONTRACT * jnp.abs(d1))
+  limit = lax.stop_gradient(jnp.where(
+      decays, l3 - d2 * d2 / jnp.where(decays, d2 - d1, 1), l3))
+  ok = lax.stop_gradient(agree | decays)
+  # The slope's derivative (in parameters `f` closes over) is f's at _T3 where the limit is
+  # finite; elsewhere f is read at 1, so that an overflowing f(_T3) leaves no inf in it.
+  at_t3 = f(jnp.where(ok, jnp.asarray(_T3, dtype), 1)) / _T3
+  return jnp.where(ok, at_t3 + lax.stop_gradient(jnp.where(ok, limit, 0) - at_t3), jnp.inf)
 
 
 def _static_finite_at_zero(f, dtype) -> bool:
@@ -105,10 +110,10 @@ def f_divergence(
     where: boolean mask broadcastable to the inputs.
     from_logits: ``p`` and ``q`` are logits.
     f_prime_inf: ``lim f(t)/t`` as ``t -> inf``, used where ``q = 0 < p``. ``None`` estimates it
-      from ``f(t)/t`` at ``t = 1e10`` and ``1e20``: equal to 0.1% (or both below 1e-6 in
-      magnitude: 0) gives that value (a generator of linear growth, such as total variation
-      or Hellinger), otherwise ``+inf`` (superlinear, such as KL or chi-squared). Pass it to be
-      exact.
+      from ``f(t)/t`` at ``t = 1e10``, ``1e20`` and ``1e30``: the last two equal to 0.1%
+      give that value (a generator of linear growth, such as total variation or Hellinger),
+      steps that shrink geometrically their extrapolated limit (``4 - 4 sqrt t``: 0),
+      otherwise ``+inf`` (superlinear, such as KL or chi-squared). Pass it to be exact.
 
   Returns:
     D_f(p‖q), the broadcast batch shape.
