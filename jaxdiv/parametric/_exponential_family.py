@@ -381,12 +381,17 @@ def _lgamma_bregman_g(a, b, delta=None):
   # telescoped into the φ's, and log((b + K)/(b + j)) = sum_(i >= j) log1p(1/(b + i))): terms
   # of the result's size in both directions.
   # Only where the larger concentration is at least 1 (below, the F's are small against G, and
-  # the far form's own terms cancel: 2e-6 at 0.0014 against 0.00043), and not where 1/a^2 or
-  # 1/b^2 overflows (its derivatives form them; float32 at 1e-20). Safe values where unused.
-  floor = 16 / np.sqrt(np.finfo(np.dtype(a_small.dtype)).max)
-  use_far = ((jnp.abs(l0) >= 1) & (jnp.maximum(a_small, b_small) >= 1)
-             & (jnp.minimum(a_small, b_small) >= floor))
+  # the far form's own terms cancel: 2e-6 at 0.0014 against 0.00043). Safe values where unused.
+  use_far = (jnp.abs(l0) >= 1) & (jnp.maximum(a_small, b_small) >= 1)
   af, bf = jnp.where(use_far, a_small, 1), jnp.where(use_far, b_small, 1)
+
+  def log1p_over(c, x):
+    # log1p(c/x), as log(x + c) - log(x) below 1: autodiff of c/x forms x^-2, which overflows
+    # (float32 at 1e-20) where the derivative, -c/(x (x + c)), does not.
+    lo = x < 1
+    xl, xh = jnp.where(lo, x, 1), jnp.where(lo, 1, x)
+    return jnp.where(lo, jnp.log(xl + c) - jnp.log(xl), jnp.log1p(c / xh))
+
   # The K terms in a loop: along a new axis of K, XLA:CPU ran them 7x slower (its reduction
   # over a short minor axis is not vectorised); unrolled, second derivatives in an order
   # (Rényi, through KLs) compiled for 90 s into 6.5 GB (float64, K = 10).
@@ -394,13 +399,17 @@ def _lgamma_bregman_g(a, b, delta=None):
     near, far = sums
     j = j.astype(a_small.dtype)
     near = near + _log1p_bregman(a_small + j, b_small + j, d_small)
-    v = 1 / (af + j)
-    la, lb = jnp.log1p(v), jnp.log1p(1 / (bf + j))
-    return near, far + (bf * _numerics.expm1_minus_x(la) - af * v + (j + 1) * (lb - la))
+    la, lb = log1p_over(1, af + j), log1p_over(1, bf + j)  # log1p(v_j), v_j = 1/(a + j)
+    # b φ(v_j): the series in log1p(v) below v = 1, v - log1p(v) above (exp of a rounded
+    # log1p(1e20) was 3e-6 off).
+    big = af + j <= 1
+    b_phi = jnp.where(big, _numerics.ratio(bf, af + j) - bf * la,
+                      bf * _numerics.expm1_minus_x(jnp.where(big, 0, la)))
+    return near, far + (b_phi - _numerics.ratio(af, af + j) + (j + 1) * (lb - la))
 
   near, far = jax.lax.fori_loop(0, shifts, term, (jnp.zeros_like(d_small), jnp.zeros_like(bf)))
   near = near + (_xlogx_bregman(x, y, d_small, lk) - _xlogx_bregman(a_small, b_small, d_small, l0))
-  far = far + bf * jnp.log1p(shifts / bf)
+  far = far + bf * log1p_over(shifts, bf)
   moved = jnp.where(use_far, far, near)
   return _stirling_bregman(x, y, delta, n_terms, lk) + jnp.where(small, moved, 0)
 
@@ -640,7 +649,7 @@ def _dirichlet_kl(cp, cq):
   g = _lgamma_bregman_g(cp_s, cq_s, dp_s)
   shift = _log_shift(cp_s, cq_s, dp_s)
   y = shift[..., :-1] - shift[..., -1:]  # log(m_q / m_p)
-  weights = cp * (sq / sp)  # s_q m_p
+  weights = cp * _numerics.ratio(sq, sp)  # s_q m_p (sp^-2 underflows at sp = 2e-20, float32)
   means = jnp.sum(weights * _numerics.xexpx_bregman(y), axis=-1)
   return means + (jnp.sum(g[..., :-1], axis=-1) - g[..., -1])
 

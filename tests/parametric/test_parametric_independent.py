@@ -265,14 +265,17 @@ def test_kl_with_concentrations_far_apart_and_matched_means(dtype):
   rng = np.random.default_rng(7)
   a = np.exp(rng.uniform(np.log(1e-2), np.log(1e6), 200))
   b = a * np.exp(rng.uniform(-14, 14, 200))
-  a, b = (np.concatenate([x, y]).astype(dtype) for x, y in ((a, [8.4e5, 3.3]), (b, [3.3, 8.4e5])))
+  # The review's: concentrations below 1e-18, where the far form was not used (G 12.3 for 58.4).
+  tiny = 1e-20 if dtype == np.float32 else 1e-200
+  a, b = (np.concatenate([x, y]).astype(dtype)
+          for x, y in ((a, [8.4e5, 3.3, 1e12, tiny]), (b, [3.3, 8.4e5, tiny, 1e12])))
   rtol = 2e-5 if dtype == np.float32 else 1e-12
   with jax.enable_x64(dtype == np.float64):
     got = np.asarray(jp.gamma_kl_divergence(a, a, b, b), np.float64)
     want = np.array([float(mp_gamma_kl(x, x, y, y)) for x, y in zip(a, b)])
     np.testing.assert_allclose(got, want, rtol=rtol)
-    args = [np.array(x, dtype) for x in ((0.0195, 5.55, 0.5), (818.0, 0.0154, 600.0),
-                                         (0.0154, 546.0, 11.3), (0.119, 0.063, 0.0147))]
+    args = [np.array(x, dtype) for x in ((0.0195, 5.55, 0.5, 1e12), (818.0, 0.0154, 600.0, 2.0),
+                                         (0.0154, 546.0, 11.3, 1e-20), (0.119, 0.063, 0.0147, 3.0))]
     got = np.asarray(jp.beta_kl_divergence(*args), np.float64)
     want = np.array([float(mp_beta_kl(*x)) for x in zip(*args)])
     np.testing.assert_allclose(got, want, rtol=rtol)
@@ -304,6 +307,14 @@ def test_gamma_kl_gradient_at_tiny_concentrations(dtype):
       np.testing.assert_allclose(gi[ok], wi[ok], rtol=1e-4 if dtype == np.float32 else 1e-10)
       over = ~fits & np.isfinite(v)
       np.testing.assert_array_equal(gi[over], np.sign(wi[over]) * np.inf)
+
+
+def test_beta_kl_gradient_at_tiny_concentrations():
+  # s_q m_p as c_p (s_q / s_p): the quotient's derivative formed s_p^-2, 0 in float32 at 2e-20.
+  g = jax.grad(jp.beta_kl_divergence, argnums=(0, 1, 2, 3))(
+      *(np.float32(x) for x in (1e-20, 1e-20, 1e-19, 1e-19)))
+  np.testing.assert_allclose(np.asarray(g, np.float64), [-4.5e20, -4.5e20, 4.5e19, 4.5e19],
+                             rtol=1e-5)  # mpmath: d/da_p = -4.5e20, d/da_q = 4.5e19
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
