@@ -87,10 +87,10 @@ CASES = (("gamma_kl", jp.gamma_kl_divergence, _hand_gamma, _mp_gamma),
          ("dirichlet_kl (16)", jp.dirichlet_kl_divergence, _hand_dirichlet, _mp_dirichlet))
 
 
-def _value_and_grad(fn):
+def _value_and_grad(fn, nargs):
   def loss(*xs):
     return jnp.sum(fn(*xs))
-  return jax.jit(jax.value_and_grad(loss, argnums=tuple(range(4))))
+  return jax.jit(jax.value_and_grad(loss, argnums=tuple(range(nargs))))
 
 
 def bench(quick: bool, reps: int = 7) -> dict:
@@ -107,11 +107,7 @@ def bench(quick: bool, reps: int = 7) -> dict:
       if mode == "fwd":
         fns = dict(jaxdiv=jax.jit(ours), hand=jax.jit(hand))
       else:
-        if len(args) == 2:
-          grad = lambda f: jax.jit(jax.value_and_grad(lambda a, b: jnp.sum(f(a, b)), (0, 1)))
-        else:
-          grad = _value_and_grad
-        fns = dict(jaxdiv=grad(ours), hand=grad(hand))
+        fns = dict(jaxdiv=_value_and_grad(ours, len(args)), hand=_value_and_grad(hand, len(args)))
       t = _common.time_interleaved(fns, *args, reps=reps)
       rows.append(dict(group="parametric", case=case, mode=mode, shape=shape,
                        vs="textbook gammaln/digamma formula", jaxdiv_ms=1e3 * t["jaxdiv"],

@@ -153,7 +153,7 @@ def near_one_radius(acc) -> float:
   return 3e-3 if jnp.dtype(acc) == jnp.float64 else 5e-2
 
 
-def alpha_select(alpha, acc, at_one, general, taylor=None, near=None):
+def alpha_select(alpha, acc, at_one, general, taylor=None, near=None, radius=None):
   """Evaluates a Rényi-type divergence at ``alpha``, with its exact ``alpha = 1`` limit.
 
   ``general(alpha_safe)`` is only evaluated at ``alpha != 1`` (double ``where`` for traced
@@ -162,9 +162,10 @@ def alpha_select(alpha, acc, at_one, general, taylor=None, near=None):
   ``taylor()``, the pair ``(dD/dalpha, d²D/dalpha²)`` at 1 (``Var_p[log p/q] / 2`` and
   ``Kappa_3[log p/q] / 3``, cumulants under p), added as ``s slope + s^2 curvature / 2`` with
   ``s = alpha - 1`` (0 in value; the same correction as the core ``renyi_divergence``); or from
-  ``near(s)``, a series in ``s`` used for ``|s| < near_one_radius(acc)``.
+  ``near(s)``, a series in ``s`` used for ``|s| < radius`` (default
+  :func:`near_one_radius`).
   """
-  radius = near_one_radius(acc)
+  radius = near_one_radius(acc) if radius is None else radius
   value = _validation.concrete(alpha)
   if value is not None and value.ndim == 0:
     a = float(value)
