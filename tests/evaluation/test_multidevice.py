@@ -333,6 +333,7 @@ def test_vocab_parallel_fused_linear_cross_entropy_2d_mesh(implementation):
     _flce_compare(data_only, one, args, rtol=2e-6, atol=2e-6)
 
 
+@pytest.mark.slow  # about 60 s on 2 cores: three functions, two shardings, value and gradient
 @needs_8
 def test_row_blocks_inside_shard_map_and_on_explicit_shardings():
   """The row blocks of the guarded paths (`_fallback.row_blocks`: the fallback of a fast path

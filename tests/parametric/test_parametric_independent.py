@@ -131,20 +131,24 @@ NEAR = [(a, r) for a in (0.05, 0.7, 3.0, 40.0, 900.0, 2e4) for r in (1.003, 1.02
                                                                      0.7, 3.0)]
 
 
+def _batched(fn, *columns, dtype):
+  """`fn` on every case at once, jitted (eager scalar calls compiled each primitive anew and
+  took tens of seconds): one float64 array of results."""
+  cols = [jnp.asarray(np.asarray(c, np.float64).astype(dtype)) for c in columns]
+  return np.asarray(jax.jit(fn)(*cols), np.float64)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gamma_kl_near_equal_concentrations(dtype):
+  # equal rates last: the log Γ remainder alone
+  cases = ([(a, 1.3, a * r, 1.3 * (1 + (r - 1) / 3)) for a, r in NEAR]
+           + [(a, 2.0, a * r, 2.0) for a, r in NEAR[::5]])
+  rtol = 2e-6 if dtype == np.float32 else 1e-14
   with jax.enable_x64(dtype == np.float64):
-    for a, r in NEAR:
-      args = [dtype(x) for x in (a, 1.3, a * r, 1.3 * (1 + (r - 1) / 3))]
-      want = float(mp_gamma_kl(*args))
-      got = float(jp.gamma_kl_divergence(*args))
-      rtol = 2e-6 if dtype == np.float32 else 1e-14
-      np.testing.assert_allclose(got, want, rtol=rtol, err_msg=f"{a}, {r}")
-    # equal rates: the log Γ remainder alone
-    for a, r in NEAR[::5]:
-      args = [dtype(x) for x in (a, 2.0, a * r, 2.0)]
-      np.testing.assert_allclose(float(jp.gamma_kl_divergence(*args)),
-                                 float(mp_gamma_kl(*args)), rtol=rtol, err_msg=f"{a}, {r}")
+    got = _batched(jp.gamma_kl_divergence, *zip(*cases), dtype=dtype)
+  for case, g in zip(cases, got):
+    want = float(mp_gamma_kl(*(dtype(x) for x in case)))
+    np.testing.assert_allclose(g, want, rtol=rtol, err_msg=str(case))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -152,14 +156,14 @@ def test_beta_kl_near_equal_concentrations(dtype):
   # The Beta KL is B(a) + B(b) - B(a + b) of Bregman remainders of log Γ; where one
   # concentration is much larger than the other those cancelled (float32: 0.2% at a = 2e4
   # against b = 2.5, after the remainders themselves were made exact).
+  cases = [(a, b, a * r, b * rb) for a, r in NEAR
+           for b, rb in ((2.5, 1 + (r - 1) / 2), (2.5, 1.0), (a * 0.8, r))]
+  rtol = 1e-5 if dtype == np.float32 else 2e-14
   with jax.enable_x64(dtype == np.float64):
-    for a, r in NEAR:
-      for b, rb in ((2.5, 1 + (r - 1) / 2), (2.5, 1.0), (a * 0.8, r)):
-        args = [dtype(x) for x in (a, b, a * r, b * rb)]
-        want = float(mp_beta_kl(*args))
-        rtol = 1e-5 if dtype == np.float32 else 2e-14
-        np.testing.assert_allclose(float(jp.beta_kl_divergence(*args)), want, rtol=rtol,
-                                   err_msg=f"{a}, {b}, {r}, {rb}")
+    got = _batched(jp.beta_kl_divergence, *zip(*cases), dtype=dtype)
+  for case, g in zip(cases, got):
+    want = float(mp_beta_kl(*(dtype(x) for x in case)))
+    np.testing.assert_allclose(g, want, rtol=rtol, err_msg=str(case))
 
 
 def mp_dirichlet_kl(cp, cq):
@@ -199,27 +203,29 @@ def test_gamma_kl_means_close_shapes_apart_float32():
 
 def test_gamma_kl_gradient_near_equal(x64):
   # d/d a_p = (a_p - a_q) ψ'(a_p) + (b_q - b_p)/b_p, d/d a_q = ψ(a_q) - ψ(a_p) + log(b_p/b_q)
-  for a, r in NEAR[::2]:
-    ap, bp, aq, bq = a, 1.3, a * r, 1.3 * (1 + (r - 1) / 3)
-    g = jax.grad(jp.gamma_kl_divergence, argnums=(0, 2))(ap, bp, aq, bq)
-    m = _mp(ap, bp, aq, bq)
+  cases = [(a, 1.3, a * r, 1.3 * (1 + (r - 1) / 3)) for a, r in NEAR[::2]]
+  grad = jax.vmap(jax.grad(jp.gamma_kl_divergence, argnums=(0, 2)))
+  g_ap, g_aq = (np.asarray(g) for g in jax.jit(grad)(*(jnp.asarray(c) for c in zip(*cases))))
+  for case, ga, gq in zip(cases, g_ap, g_aq):
+    m = _mp(*case)
     want = ((m[0] - m[2]) * mp.psi(1, m[0]) + (m[3] - m[1]) / m[1],
             mp.digamma(m[2]) - mp.digamma(m[0]) + mp.log(m[1] / m[3]))
-    np.testing.assert_allclose([float(x) for x in g], [float(w) for w in want], rtol=1e-9,
-                               atol=1e-15, err_msg=f"{a}, {r}")
+    np.testing.assert_allclose([ga, gq], [float(w) for w in want], rtol=1e-9, atol=1e-15,
+                               err_msg=str(case))
 
 
 def test_gamma_renyi_near_equal_concentrations_float32():
   # Orders in (0, 1) and above 1 go through KLs between Gammas (van Erven & Harremoës eq. 10):
   # float32 lost up to 0.55% here before the log Γ remainder was summed without cancellation.
-  for a, r in NEAR:
-    for alpha in (0.3, 0.5, 2.0):
-      args = [np.float32(x) for x in (a, 1.3, a * r, 1.3)]
-      if alpha > 1 and r >= alpha / (alpha - 1):  # the mixed concentration is not positive
-        continue
-      want = float(mp_gamma_renyi(*args, alpha))
-      np.testing.assert_allclose(float(jp.gamma_renyi_divergence(*args, alpha=alpha)), want,
-                                 rtol=2e-6, err_msg=f"{a}, {r}, {alpha}")
+  for alpha in (0.3, 0.5, 2.0):
+    # above 1, r >= alpha / (alpha - 1) leaves a mixed concentration that is not positive
+    cases = [(a, 1.3, a * r, 1.3) for a, r in NEAR
+             if not (alpha > 1 and r >= alpha / (alpha - 1))]
+    got = _batched(lambda *x, alpha=alpha: jp.gamma_renyi_divergence(*x, alpha=alpha),
+                   *zip(*cases), dtype=np.float32)
+    for case, g in zip(cases, got):
+      want = float(mp_gamma_renyi(*(np.float32(x) for x in case), np.float32(alpha)))
+      np.testing.assert_allclose(g, want, rtol=2e-6, err_msg=f"{case}, {alpha}")
 
 
 def test_gamma_kl_extreme_concentrations():
@@ -358,22 +364,25 @@ def test_dirichlet_and_beta_renyi_near_equal_concentrations(k, dtype):
   # concentrations 1e4 and 0.1% apart gave 68x the true value at alpha = 1.5.
   rng = np.random.default_rng(k)
   rtol = 2e-6 if dtype == np.float32 else 1e-12
+  pairs = []
+  for scale in (0.1, 3.0, 100.0, 1e4):
+    for spread in (1e-3, 3e-2, 0.3):
+      cp = (scale * rng.gamma(2, 1, k)).astype(dtype)
+      pairs.append((cp, (cp * np.exp(spread * rng.standard_normal(k))).astype(dtype)))
+  cp, cq = (np.stack(x) for x in zip(*pairs))
   with jax.enable_x64(dtype == np.float64):
-    for scale in (0.1, 3.0, 100.0, 1e4):
-      for spread in (1e-3, 3e-2, 0.3):
-        cp = (scale * rng.gamma(2, 1, k)).astype(dtype)
-        cq = (cp * np.exp(spread * rng.standard_normal(k))).astype(dtype)
-        for alpha in (0.3, 0.9, 0.999, 1.03, 2.0):
-          want = float(mp_dirichlet_renyi(cp, cq, alpha))
-          if k == 2:
-            got = float(jp.beta_renyi_divergence(*cp, *cq, alpha=alpha))
-          else:
-            got = float(jp.dirichlet_renyi_divergence(cp, cq, alpha=alpha))
-          if not np.isfinite(want):
-            assert got == np.inf
-            continue
-          np.testing.assert_allclose(got, want, rtol=rtol,
-                                     err_msg=f"{scale}, {spread}, {alpha}")
+    for alpha in (0.3, 0.9, 0.999, 1.03, 2.0):
+      if k == 2:
+        fn = lambda p, q, alpha=alpha: jp.beta_renyi_divergence(*p.T, *q.T, alpha=alpha)
+      else:
+        fn = lambda p, q, alpha=alpha: jp.dirichlet_renyi_divergence(p, q, alpha=alpha)
+      got = _batched(fn, cp, cq, dtype=dtype)
+      for p, q, g in zip(cp, cq, got):
+        want = float(mp_dirichlet_renyi(p, q, alpha))
+        if not np.isfinite(want):
+          assert g == np.inf
+          continue
+        np.testing.assert_allclose(g, want, rtol=rtol, err_msg=f"{p}, {q}, {alpha}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
