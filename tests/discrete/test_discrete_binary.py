@@ -109,3 +109,51 @@ def test_probability_outside_the_unit_interval_is_nan(p, q):
   assert np.isnan(float(jaxdiv.binary_entropy(jnp.float32(q))))
   # Inside the interval the boundary values keep scipy's finite edges; a NaN from p too.
   assert float(jaxdiv.binary_kl_divergence(jnp.float32(p), jnp.float32(p))) == 0.0
+
+
+def _near_pairs(n, seed):
+  """p over [1e-6, 1 - 1e-6] (both ends' decades), q a relative step of 1e-6 to 3 from it."""
+  rng = np.random.default_rng(seed)
+  p = 10 ** rng.uniform(-6, 0, n)
+  p = np.clip(np.where(rng.random(n) < 0.5, p, 1 - p), 1e-6, 1 - 1e-6)
+  q = p * np.exp(10 ** rng.uniform(-6, 0.5, n) * rng.choice([-1, 1], n))
+  return p, np.clip(q, 1e-6, 1 - 1e-6)
+
+
+def _assert_kl_within_roundings(p32, q32):
+  """float32 KL within 8 eps (|p - q| + KL) of float64 on the same inputs: KL near p = q is a
+  difference of two terms of size |p - q| (it is ~(p - q)^2), so that is a few roundings of
+  each; exactly 0 where p == q; inf where the reference is."""
+  want = ref.binary_kl_divergence(p32, q32)  # float64 on the float32 inputs
+  got = np.asarray(jaxdiv.binary_kl_divergence(p32, q32), np.float64)
+  np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+  fin = np.isfinite(want)
+  scale = np.finfo(np.float32).eps * (np.abs(p32.astype(np.float64) - q32) + want)
+  np.testing.assert_array_equal(got[fin & (scale == 0)], want[fin & (scale == 0)])
+  on = fin & (scale > 0)
+  worst = np.max(np.abs(got[on] - want[on]) / scale[on])
+  assert worst < 8, worst
+
+
+def test_kl_float32_error_is_a_few_roundings_of_its_terms():
+  # The difference of logs, log p - log q, was 8e6 times this bound here (KL(0.3 || 0.3 (1 +
+  # 1e-5)) off by 100%); rel_entr's log of a rounded ratio 2e9 times.
+  p, q = _near_pairs(30000, 3)
+  _assert_kl_within_roundings(p.astype(np.float32), q.astype(np.float32))
+
+
+def test_kl_float32_at_extreme_ratios():
+  # Ratios p / q (and (1 - p) / (1 - q)) from 1e-37 to 1e37: the log1p of a ratio minus one
+  # is held above -1 where the ratio is below float32's spacing under 1 (an absolute error of
+  # at most p |log(p / q)|, against the KL's q - p), and the derivative takes the true log there.
+  g = np.r_[0, 10 ** np.linspace(-37, -0.01, 60), 0.5, 1 - 10 ** np.linspace(-1, -7.2, 30), 1]
+  _assert_kl_within_roundings(*(x.ravel().astype(np.float32)
+                                for x in np.meshgrid(g, g, indexing="ij")))
+  with jax.enable_x64(True):
+    p64, q64 = np.array([1e-300, 1e-300, 1 - 1e-16]), np.array([0.5, 1e-20, 1e-20])
+    dp, dq = jax.vmap(jax.grad(jaxdiv.binary_kl_divergence, argnums=(0, 1)))(p64, q64)
+    # d/dp = log(p / q) - log((1 - p) / (1 - q)), d/dq = (1 - p) / (1 - q) - p / q
+    want_dp = np.log(p64 / q64) - (np.log1p(-p64) - np.log1p(-q64))
+    want_dq = (1 - p64) / (1 - q64) - p64 / q64
+    np.testing.assert_allclose(np.asarray(dp), want_dp, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(dq), want_dq, rtol=1e-12)
