@@ -39,14 +39,14 @@ def _kl_ratios(p, q):
   and where `1 - p` rounds to 1 (p below 6e-8 in float32). A ratio below the float spacing
   under 1 (p < 6e-8 q in float32) makes log1p's argument round to -1: it is held at the
   largest value above -1, log(2^-24) in float32, an absolute error of at most p |log(p / q)|
-  in p log(p / q) (for 1 - p: at most 1 - p, the same bound, as 1 - p >= 2^-24). The
-  operands outside each branch are replaced (not the results), so that derivatives of these
-  stay finite there."""
+  in p log(p / q) (for 1 - p: at most 1 - p, the same bound, as 1 - p >= 2^-24). Where a
+  ratio is small the log1p loses relative precision (eps q / p): harmless in p log(p / q),
+  not in the log alone, which is why the derivative does not use these."""
   pos, below = p > 0, p < 1
   floor = -1 + jnp.finfo(p.dtype).epsneg
   x1 = jnp.maximum(jnp.where(pos, p - q, 0) / jnp.where(pos, q, 1), floor)
   x0 = jnp.maximum(jnp.where(below, q - p, 0) / jnp.where(below, 1 - q, 1), floor)
-  return pos, below, jnp.log1p(x1), jnp.log1p(x0), x1 == floor, x0 == floor
+  return jnp.log1p(x1), jnp.log1p(x0)
 
 
 @jax.custom_jvp
@@ -55,7 +55,7 @@ def _kl_probs(p, q):
   p)/(1 - q)) with 0 log 0 = 0, in two logarithms (the hand-written `rel_entr` pair has two
   logarithms and two divisions too; one `log` each of p, q, 1 - p and 1 - q was 1.2-1.6x its
   time)."""
-  _, _, l1, l0, _, _ = _kl_ratios(p, q)
+  l1, l0 = _kl_ratios(p, q)
   return p * l1 + (1 - p) * l0
 
 
@@ -63,19 +63,21 @@ def _kl_probs(p, q):
 def _kl_probs_jvp(primals, tangents):
   p, q = primals
   tp, tq = tangents
-  pos, below, l1, l0, held1, held0 = _kl_ratios(p, q)
-  out = p * l1 + (1 - p) * l0
-  # Where a log1p argument was held above -1, the log itself is no longer small against the
-  # result's other terms: the derivative takes it from the ratio (each log is a few percent
-  # off there: -36.7 for -690 at p = 1e-300 in float64).
-  l1 = jnp.where(held1, jnp.log(jnp.where(held1, p, 1) / jnp.where(held1, q, 1)), l1)
-  l0 = jnp.where(held0, jnp.log(jnp.where(held0, 1 - p, 1) / jnp.where(held0, 1 - q, 1)), l0)
-  # d/dp = log(p/q) + 1 - log((1-p)/(1-q)) - 1, each term's part dropped where its weight is 0
-  # (the divergent p log p convention: at p = 0 the first term gives 0, not -inf);
-  # d/dq = (1 - p)/(1 - q) - p/q, each ratio 0 where its weight is.
+  pos, below = p > 0, p < 1
+  # The value through the function itself: differentiated again, its own rule applies (the
+  # ratios' raw derivative holds p / q^2, inf in float32 at q = 1e-20, times a zero tangent).
+  out = _kl_probs(p, q)
+  # d/dp = log(p/q) - log((1-p)/(1-q)) (+1 - 1), each log from logs of p, q, 1 - p and 1 - q
+  # (the derivatives of which are 1/p, 1/q, ...: no overflow where the true ones fit), each
+  # term's part dropped where its weight is 0 (the divergent p log p convention: at p = 0 the
+  # first term gives 0, not -inf).
+  p1, q1 = jnp.where(pos, p, 1), jnp.where(pos, q, 1)
+  p0, q0 = jnp.where(below, p, 0), jnp.where(below, q, 0)
+  l1 = jnp.where(pos, jnp.log(p1) - jnp.log(q1), 0)
+  l0 = jnp.where(below, jnp.log1p(-p0) - jnp.log1p(-q0), 0)
   dp = l1 - l0 + (pos.astype(p.dtype) - below.astype(p.dtype))
-  dq = (jnp.where(below, 1 - p, 0) / jnp.where(below, 1 - q, 1)
-        - jnp.where(pos, p, 0) / jnp.where(pos, q, 1))
+  # d/dq = (1 - p)/(1 - q) - p/q, each ratio 0 where its weight is.
+  dq = jnp.where(below, 1 - p, 0) / jnp.where(below, 1 - q, 1) - jnp.where(pos, p, 0) / q1
   return out, dp * tp + dq * tq
 
 
