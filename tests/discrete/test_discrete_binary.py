@@ -182,3 +182,19 @@ def test_kl_derivatives_where_a_ratio_is_small():
     np.testing.assert_allclose(h[0, 1], -1 / b - 1 / (1 - b), rtol=1e-5, err_msg=str(pq))
     if np.isfinite(h[1, 0]):  # inf * 0 in the transpose where d²/dq² overflows (1e40)
       np.testing.assert_allclose(h[1, 0], h[0, 1], rtol=1e-5, err_msg=str(pq))
+
+
+def test_kl_float64_error_is_a_few_roundings_of_its_terms(x64):
+  # Against 40-digit mpmath: XLA:CPU's float64 log1p is up to 128 ulp off for arguments in
+  # [-0.45, -0.35) (KL(0.3 || 0.5) was 119 ulp off through it).
+  import mpmath as mp
+
+  rng = np.random.default_rng(8)
+  p, q = _near_pairs(150, 9)
+  p, q = np.r_[p, rng.random(150), 0.3], np.r_[q, rng.random(150), 0.5]
+  got = np.asarray(jaxdiv.binary_kl_divergence(p, q))
+  with mp.workdps(40):
+    want = np.array([float(a * mp.log(a / b) + (1 - a) * mp.log((1 - a) / (1 - b)))
+                     for a, b in ((mp.mpf(x), mp.mpf(y)) for x, y in zip(p, q))])
+  scale = np.finfo(np.float64).eps * (np.abs(p - q) + want)
+  assert np.max(np.abs(got - want) / scale) < 8
