@@ -5,6 +5,7 @@ from __future__ import annotations
 import discrete_reference as ref
 import jax
 import jax.numpy as jnp
+import mpmath as mp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
@@ -187,8 +188,6 @@ def test_kl_derivatives_where_a_ratio_is_small():
 def test_kl_float64_error_is_a_few_roundings_of_its_terms(x64):
   # Against 40-digit mpmath: XLA:CPU's float64 log1p is up to 128 ulp off for arguments in
   # [-0.45, -0.35) (KL(0.3 || 0.5) was 119 ulp off through it).
-  import mpmath as mp
-
   rng = np.random.default_rng(8)
   p, q = _near_pairs(150, 9)
   p, q = np.r_[p, rng.random(150), 0.3], np.r_[q, rng.random(150), 0.5]
