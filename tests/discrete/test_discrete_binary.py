@@ -197,3 +197,41 @@ def test_kl_float64_error_is_a_few_roundings_of_its_terms(x64):
                      for a, b in ((mp.mpf(x), mp.mpf(y)) for x, y in zip(p, q))])
   scale = np.finfo(np.float64).eps * (np.abs(p - q) + want)
   assert np.max(np.abs(got - want) / scale) < 8
+
+
+def test_kl_derivatives_near_equal_and_at_the_edges():
+  # Near p = q, d/dp = log(p/q) - log((1-p)/(1-q)) and d/dq = (1-p)/(1-q) - p/q are
+  # differences of nearly equal terms (60% and 88% off in float32 as written).
+  p, q = _near_pairs(4000, 12)
+  p, q = p.astype(np.float32), q.astype(np.float32)
+  p, q = p[p != q], q[p != q]
+  dp, dq = jax.jit(jax.vmap(jax.grad(jaxdiv.binary_kl_divergence, argnums=(0, 1))))(p, q)
+  p64, q64 = p.astype(np.float64), q.astype(np.float64)
+  # (rtol: where a ratio is outside [0.5, 1.5], d/dp is a difference of logs of p and q, an
+  # error of eps |log p| against |d/dp| >= log 1.5)
+  np.testing.assert_allclose(np.asarray(dp), np.log1p((p64 - q64) / q64)
+                             - np.log1p((q64 - p64) / (1 - q64)), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(dq), (q64 - p64) / (q64 * (1 - q64)), rtol=1e-5)
+  # The edges' conventions (README: the divergent p log p term's part of d/dp is 0 at p = 0;
+  # each term's part drops where its weight is 0): at p = 0 only (1 - p) log((1-p)/(1-q))
+  # moves, d/dp = log(1 - q) - 1, d/dq = 1/(1 - q); at p = 1 only p log(p/q): d/dp =
+  # -log q + 1, d/dq = -1/q. A q of -0.0 is 0 (KL = inf where p > 0).
+  p = np.array([0.0, 0.0, 1.0, 1.0, 0.0, 1.0], np.float32)
+  q = np.array([0.3, 0.0, 0.3, 1.0, 0.9, 0.9], np.float32)
+  dp, dq = jax.vmap(jax.grad(jaxdiv.binary_kl_divergence, argnums=(0, 1)))(p, q)
+  q64 = q.astype(np.float64)
+  with np.errstate(divide="ignore"):  # np.where evaluates both sides
+    want_dp = np.where(p == 0, np.log1p(-q64) - 1, 1 - np.log(q64))
+    want_dq = np.where(p == 0, 1 / (1 - q64), -1 / q64)
+  np.testing.assert_allclose(np.asarray(dp), want_dp, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(dq), want_dq, rtol=1e-6)
+  assert float(jaxdiv.binary_kl_divergence(np.float32(0.3), np.float32(-0.0))) == np.inf
+  assert float(jaxdiv.binary_kl_divergence(np.float32(-0.0), np.float32(0.3))) == pytest.approx(
+      -np.log1p(-0.3), rel=1e-6)
+  # Differentiated twice through a function of it: the rule's value goes through the
+  # function's own rule (the raw ratio's derivative p / q^2 is inf at q = 1e-20 in float32).
+  h = jax.hessian(lambda x: jaxdiv.binary_kl_divergence(x[0], x[1]) ** 2)(
+      np.array([0.5, 1e-20], np.float32))
+  kl = 0.5 * np.log(0.5 / 1e-20) + 0.5 * np.log(0.5 / (1 - 1e-20))
+  d1 = np.log(0.5 / 1e-20) - np.log(0.5 / (1 - 1e-20))
+  np.testing.assert_allclose(float(h[0, 0]), 2 * d1 ** 2 + 2 * kl * 4.0, rtol=1e-5)
