@@ -28,7 +28,6 @@ import optax
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _common
-import forward_grad
 
 from jaxdiv.kernels import _shapes
 from jaxdiv.kernels import cross_entropy_with_integer_labels
@@ -52,7 +51,7 @@ def _optax_linear(h, w, y):
 
 
 def _fused(implementation, h, w, y):
-  return jnp.mean(fused_linear_cross_entropy(h, w, y, implementation=implementation))
+  return fused_linear_cross_entropy(h, w, y, implementation=implementation, reduction="mean")
 
 
 def _jax_peers():
@@ -88,11 +87,6 @@ def _peer_version(name):
   return md.version({"tokamax": "tokamax", "jax_cce": "jax-cce"}[name])
 
 
-def _forward_grad_mean(h, w, y):
-  return forward_grad.linear_cross_entropy(h, w, y, jnp.ones(y.shape, bool), vd=False,
-                                           reduction="mean")
-
-
 def _vg(loss, argnums):
   return jax.jit(jax.value_and_grad(loss, argnums))
 
@@ -107,7 +101,7 @@ def bench_memory():
                temp_GiB=base["temp_bytes"] / GiB, temp_ratio=1.0)]
   for name, fn in [("fused default", functools.partial(_fused, None)),
                    ("fused chunked", functools.partial(_fused, "chunked")),
-                   ("grads-in-forward (mean)", _forward_grad_mean)]:
+                   ("fused forward_grad", functools.partial(_fused, "forward_grad"))]:
     mem = _common.memory(jax.value_and_grad(fn, (0, 1)), *args)
     rows.append(dict(case=rows[0]["case"], impl=f"jaxdiv {name}",
                      temp_GiB=mem["temp_bytes"] / GiB,
@@ -164,7 +158,7 @@ def bench_fused(quick, shape=None, dtype=jnp.float32, impls=None, matmul_rate=No
   n, d, v = shape or (_shapes.BENCH_LINEAR_CPU_QUICK if quick else _shapes.BENCH_LINEAR_CPU)
   on_cpu = jax.default_backend() == "cpu"
   if impls is None:  # on a CPU the default is "chunked": timed once
-    impls = (None, "xla") if on_cpu else (None, "chunked", "xla")
+    impls = (None, "forward_grad", "xla") if on_cpu else (None, "chunked", "xla")
   h, w, y = _data(0, n, d, v, dtype)
   wt = jnp.asarray(w.T)  # the [vocab, d] layout, for the peer that takes it
   nbytes = jnp.dtype(dtype).itemsize * 2 * (n * d + d * v)  # read h, W; write dh, dW
@@ -179,13 +173,9 @@ def bench_fused(quick, shape=None, dtype=jnp.float32, impls=None, matmul_rate=No
   for impl in impls:
     name = f"jaxdiv fused {impl or 'default'}"
     losses[name] = (on_dv(functools.partial(_fused, impl)), (0, 1))
-    # "xla" materialises the logits (6 NDV); the blockwise ones recompute them (8 NDV).
-    flops[name] = (6 if impl == "xla" else 8) * n * d * v
-  if on_cpu:
-    # The alternative: a mean loss with the gradients formed in the forward pass (6 NDV, no
-    # logits kept, a [D, V] float32 gradient held until the backward), as Liger-Kernel.
-    name = "jaxdiv grads-in-forward (mean)"
-    losses[name], flops[name] = (on_dv(_forward_grad_mean), (0, 1)), 6 * n * d * v
+    # "xla" materialises the logits and "forward_grad" forms the gradients in the forward
+    # (6 NDV); the lse-only paths recompute the logits (8 NDV).
+    flops[name] = (6 if impl in ("xla", "forward_grad") else 8) * n * d * v
   fns = {k: _vg(loss, argnums) for k, (loss, argnums) in losses.items()}
   temp = {}
   for k, fn in fns.items():

@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import os
 import pathlib
-import sys
 
 import hypothesis
 import jax
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # bench/ helpers tested here (bench/forward_grad.py)
-  sys.path.append(str(ROOT))
 
 N_CPU_DEVICES = 8
 jax.config.update("jax_num_cpu_devices", N_CPU_DEVICES)

@@ -16,7 +16,6 @@ from kernels_cases import assert_close
 from kernels_cases import value_and_grad
 from kernels_cases import value_and_grad64
 
-from bench import forward_grad
 from jaxdiv.kernels import _shapes
 from jaxdiv.kernels import fused_linear_cross_entropy as flce
 from jaxdiv.kernels.linear_cross_entropy import reference
@@ -138,9 +137,12 @@ def test_axis_name_outside_shard_map(implementation):
 @tiered("implementation,reduction,layout",
         [(i, r, lay) for i in (None, "xla", "forward_grad") for r in ("mean", "sum")
          for lay in ("dv", "vd")])
-def test_reduction_matches_float64_reference(implementation, reduction, layout):
-  # "forward_grad": the internal alternative that forms the gradients in the forward pass
-  # (benchmarked, not used by the public function); token blocks of 8 do not divide N = 37.
+def test_reduction_matches_float64_reference(implementation, reduction, layout, monkeypatch):
+  # "forward_grad" forms the gradients in the forward pass (opt-in); its token blocks of 8 do
+  # not divide N = 37, nor its d weight chunks of 96 (set here) V = 1000.
+  if implementation == "forward_grad":
+    from jaxdiv.kernels.linear_cross_entropy import forward_grad
+    monkeypatch.setattr(forward_grad, "_CHUNK", 96)
   h, w, y = _inputs(5)
   y[::5] = -1
   where = np.random.default_rng(6).random(N) > 0.2
@@ -158,10 +160,6 @@ def test_reduction_matches_float64_reference(implementation, reduction, layout):
   f = functools.partial(flce, labels=jnp.asarray(y), implementation=implementation,
                         block_size=8, weight_layout=layout, ignore_index=-1,
                         where=jnp.asarray(where), reduction=reduction, **opts)
-  if implementation == "forward_grad":
-    f = lambda h, w: forward_grad.linear_cross_entropy(
-        h, w, jnp.asarray(y), jnp.asarray(valid), vd=layout == "vd", reduction=reduction,
-        block_size=8, **opts)
   got, (got_dh, got_dw) = value_and_grad(jax.jit(f), jnp.asarray(h, jnp.float32),
                                          jnp.asarray(w_in, jnp.float32), argnums=(0, 1))
   assert got.shape == ()
@@ -173,6 +171,86 @@ def test_reduction_matches_float64_reference(implementation, reduction, layout):
   remat = jax.jit(jax.grad(jax.checkpoint(f), argnums=(0, 1)))(jnp.asarray(h, jnp.float32),
                                                                jnp.asarray(w_in, jnp.float32))
   assert_close(remat[1], want_dw, n_reduced=N, err_msg="d weight under jax.checkpoint")
+
+
+def test_forward_grad_bfloat16_with_float32_accumulation():
+  h, w, y = _inputs(2)
+  hb, wb = jnp.asarray(h, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16)
+  want, (want_dh, want_dw) = value_and_grad64(
+      lambda h, w, y: jnp.sum(reference.linear_cross_entropy(h, w, y, jnp.ones(N, bool),
+                                                             vd=False)),
+      np.asarray(hb, np.float32), np.asarray(wb, np.float32), y, argnums=(0, 1))
+  f = functools.partial(flce, labels=jnp.asarray(y), implementation="forward_grad",
+                        reduction="sum", block_size=8)
+  got, (got_dh, got_dw) = value_and_grad(f, hb, wb, argnums=(0, 1))
+  assert f(hb, wb).dtype == jnp.bfloat16 and got_dh.shape == h.shape
+  assert_close(got, want, jnp.bfloat16, n_reduced=1)
+  # d weight sums N tokens' bf16-rounded logits gradients in float32.
+  assert_close(got_dh, want_dh, jnp.bfloat16, n_reduced=1)
+  assert_close(got_dw, want_dw, jnp.bfloat16, n_reduced=N)
+
+
+def test_forward_grad_errors_name_the_argument():
+  h, w, y = _inputs(9)
+  hf, wf, y = jnp.asarray(h, jnp.float32), jnp.asarray(w, jnp.float32), jnp.asarray(y)
+  with pytest.raises(ValueError, match="reduction"):
+    flce(hf, wf, y, implementation="forward_grad")
+  with jax.enable_x64(True), pytest.raises(ValueError, match="reduction"):
+    flce(jnp.asarray(h), jnp.asarray(w), y, implementation="forward_grad")
+  with pytest.raises(ValueError, match="axis_name"):
+    flce(hf, wf, y, implementation="forward_grad", reduction="mean", axis_name="vocab")
+
+
+def test_forward_grad_nan_weight_stays_nan():
+  """A NaN in the weight makes every d weight entry NaN, as in the float64 reference."""
+  h, w, y = _inputs(13)
+  w[0, 7] = np.nan
+  f = lambda h, w: flce(h, w, jnp.asarray(y), implementation="forward_grad", reduction="mean")
+  value, (dh, dw) = jax.value_and_grad(f, (0, 1))(jnp.asarray(h, jnp.float32),
+                                                   jnp.asarray(w, jnp.float32))
+  assert np.isnan(value) and np.isnan(np.asarray(dw)).all()
+
+
+@pytest.mark.parametrize("implementation", [None, "forward_grad"])
+def test_reduced_loss_without_tokens_and_under_vmap(implementation):
+  h, w, y = _inputs(10)
+  hf, wf = jnp.asarray(h, jnp.float32), jnp.asarray(w, jnp.float32)
+  f = lambda h, w, y: flce(h, w, y, implementation=implementation, reduction="mean")
+  value, (dh, dw) = jax.value_and_grad(f, (0, 1))(hf[:0], wf, jnp.asarray(y[:0]))
+  assert value == 0 and dh.shape == (0, D) and np.all(np.asarray(dw) == 0)
+  # A batch of 3 heads' inputs under vmap: each its own mean and gradients.
+  hb = jnp.stack([hf, 2 * hf, -hf])
+  yb = jnp.asarray(np.stack([y, y[::-1], np.roll(y, 3)]))
+  got = jax.vmap(jax.value_and_grad(f, (0, 1)), in_axes=(0, None, 0))(hb, wf, yb)
+  for i in range(3):
+    want, (want_dh, want_dw) = value_and_grad64(
+        lambda h, w, y: jnp.mean(reference.linear_cross_entropy(h, w, y, jnp.ones(N, bool),
+                                                                vd=False)),
+        np.asarray(hb[i]), w, np.asarray(yb[i]), argnums=(0, 1))
+    assert_close(got[0][i], want, n_reduced=V * D, err_msg="loss")
+    assert_close(got[1][0][i], want_dh, n_reduced=V, err_msg="d hidden")
+    assert_close(got[1][1][i], want_dw, n_reduced=N, err_msg="d weight")
+
+
+def test_forward_grad_second_order():
+  """Reverse over reverse differentiates the forward pass that formed the gradients: a
+  Hessian-vector product in the hidden states against the float64 reference's."""
+  h, w, y = _inputs(11)
+  v = np.random.default_rng(12).normal(size=h.shape)
+
+  def hvp(loss, dtype):  # d/dh <grad_h loss, v>
+    g = lambda h: jax.grad(loss)(h, jnp.asarray(w, dtype))
+    hv = jax.jit(jax.grad(lambda h: jnp.vdot(g(h), jnp.asarray(v, dtype))))
+    return np.asarray(hv(jnp.asarray(h, dtype)), np.float64)
+
+  ref = lambda h, w: jnp.mean(reference.linear_cross_entropy(h, w, jnp.asarray(y),
+                                                             jnp.ones(N, bool), vd=False))
+  ours = lambda h, w: flce(h, w, jnp.asarray(y), implementation="forward_grad",
+                           reduction="mean", block_size=8)
+  with jax.enable_x64(True):
+    want = hvp(ref, jnp.float64)
+  np.testing.assert_allclose(hvp(ours, jnp.float32), want, rtol=1e-4,
+                             atol=1e-4 * np.abs(want).max())
 
 
 def test_reduction_edges():

@@ -75,6 +75,23 @@ def test_fused_linear_cross_entropy(implementation):
   _check(ours, dense, (h, w, cot), (0, 1))
 
 
+def test_fused_linear_cross_entropy_forward_grad():
+  """The reduced loss whose gradients are formed in the forward pass, through the cap: the
+  scalar's cotangent scales both gradients (2.5, not 1)."""
+  h, w, _, _, y, where, _ = _data(5)
+
+  def dense(h, w):
+    log_q = jax.nn.log_softmax(_cap(h @ w))
+    loss = -(0.9 * jnp.take_along_axis(log_q, y[:, None], 1)[:, 0] + 0.1 * log_q.mean(-1))
+    loss = loss + 1e-3 * jax.nn.logsumexp(_cap(h @ w), -1) ** 2
+    return jnp.sum(jnp.where(where, loss, 0.0)) / where.sum()
+
+  ours = lambda h, w: kernels.fused_linear_cross_entropy(
+      h, w, y, where=where, softcap=C, label_smoothing=0.1, z_loss=1e-3,
+      implementation="forward_grad", reduction="mean", block_size=4)
+  _check(ours, dense, (h, w, 2.5), (0, 1))
+
+
 # On CPU None runs "xla": the fast tier keeps None (and the loss), "chunked" and "pallas".
 @tiered("implementation", [None, *IMPLEMENTATIONS], fast=[None, "chunked", "pallas"])
 def test_cross_entropy_with_integer_labels(implementation):

@@ -10,6 +10,7 @@ from jaxdiv.kernels import _dispatch
 from jaxdiv.kernels import _linear_blocks as lb
 from jaxdiv.kernels import _softcap
 from jaxdiv.kernels.linear_cross_entropy import chunked_xla
+from jaxdiv.kernels.linear_cross_entropy import forward_grad
 from jaxdiv.kernels.linear_cross_entropy import pallas_gpu
 from jaxdiv.kernels.linear_cross_entropy import reference
 from jaxdiv.kernels.linear_cross_entropy import xla
@@ -48,7 +49,8 @@ def fused_linear_cross_entropy(
   The same loss as :func:`cross_entropy_with_integer_labels` on `hidden @ weight`, with
   gradients for `hidden` and `weight`. The blockwise implementations keep only the per-token
   lse between the passes and recompute each block of logits in the backward (8·N·D·V FLOPs),
-  with float32 accumulation for bfloat16 inputs.
+  with float32 accumulation for bfloat16 inputs; for a reduced loss ("mean" or "sum"),
+  ``"forward_grad"`` forms both gradients in the forward pass instead (6·N·D·V FLOPs).
 
   Args:
     hidden: [..., d] activations (leading dimensions are flattened into tokens).
@@ -62,10 +64,18 @@ def fused_linear_cross_entropy(
       the kernels, the cap's derivative recomputed in the backward pass.
     implementation: ``None``: the default for the backend — ``"pallas"`` on GPU where the
       installed jax lowers Pallas to Triton without deprecation, ``"chunked"`` everywhere
-      else; never Pallas interpret mode. Or ``"xla"`` (materialises the logits), ``"chunked"``
-      (vocabulary blocks through XLA) or ``"pallas"`` (interpret mode off GPU) by name.
-    block_size: vocabulary block (chunk for "pallas"); None: sized so that one float32
-      [tokens, block] tile stays small.
+      else; never Pallas interpret mode. Or by name: ``"xla"`` (materialises the logits),
+      ``"chunked"`` (vocabulary blocks through XLA),
+      ``"pallas"`` (interpret mode off GPU), or ``"forward_grad"`` (`reduction` "mean" or "sum"
+      only, no `axis_name`): token blocks whose [tokens, vocab] float32 logits give the loss
+      and, in the same pass, both gradients, which the backward scales by the loss's
+      cotangent (Liger-Kernel's method). It holds float32 d hidden and d weight from the
+      forward to the backward (d weight becomes the output), and under `jax.checkpoint` its
+      forward, gradients included, runs again. Opt-in: on CPU it matched matmul + optax's
+      time at 0.6x jax-cce's temporaries (`bench/kernels.py --only fused`), but under jit with
+      token-sharded inputs XLA gathers every token block onto each device.
+    block_size: vocabulary block (chunk for "pallas"; tokens a block for "forward_grad");
+      None: sized so that one float32 [tokens, block] tile stays small.
     weight_layout: "dv", "vd", or None to infer from the shapes (required when d == vocab).
     axis_name: inside ``shard_map``, the mesh axis over which the vocabulary is split
       (Megatron-style vocabulary parallelism): `weight` is then this shard's slice, columns
@@ -78,9 +88,7 @@ def fused_linear_cross_entropy(
       checks (Pallas in interpret mode only without them).
     reduction: "none" (per-token losses), "mean" (over the tokens that are not masked or
       ignored; 0 if none is) or "sum", of the per-token loss of the chosen implementation.
-      (The gradients are not formed in the forward pass, as Liger-Kernel does for a scalar
-      loss: that needs 6·N·D·V FLOPs instead of 8 but holds a float32 [D, V] gradient until
-      the backward; `bench/forward_grad.py` is that variant, timed by `bench/kernels.py`.)
+      A reduced loss is float32-accumulated and returned in the inputs' dtype.
     grad_filter_eps: None (exact gradients, the default) or a threshold in [0, 1) (static;
       0 is None): an opt-in approximation of the backward pass, as Cut Cross-Entropy's gradient
       filter. Tiles of 64 tokens by one vocabulary block (512 unless `block_size`) in which
@@ -91,7 +99,8 @@ def fused_linear_cross_entropy(
       float64 inputs stay exact. Whether it pays depends on the device and on how peaked the
       softmax is: `bench/kernels.py --only filter` measures it on a trained head.
   Returns:
-    [...] per-token loss in the promoted dtype of `hidden` and `weight`.
+    [...] per-token loss (a scalar when reduced) in the promoted dtype of `hidden` and
+    `weight`.
 
   Example:
     >>> import jax.numpy as jnp
@@ -114,6 +123,20 @@ def fused_linear_cross_entropy(
       raise ValueError(f"`grad_filter_eps` needs implementation='chunked' (or None); got"
                        f" implementation={implementation!r}.")
     implementation, extra = "chunked", dict(grad_filter_eps=filter_eps)
+  if implementation == "forward_grad":
+    if reduction == "none":
+      raise ValueError('implementation="forward_grad" needs `reduction` "mean" or "sum" (the'
+                       ' gradients are formed before the cotangent is known); got "none".')
+    if axis_name is not None:
+      raise ValueError('implementation="forward_grad" does not support `axis_name`; use'
+                       ' "chunked".')
+    if _args.is_float64(h):  # float64 takes the exact reference, as for the other names
+      implementation = "xla"
+    else:
+      total = forward_grad.reduced_loss(h, w, labels.reshape(-1), valid, vd=vd,
+                                        reduction=reduction, label_smoothing=ls, z_loss=zl,
+                                        softcap=softcap, block_size=block_size)
+      return total.astype(dtype)
   fn = _dispatch.select(IMPLEMENTATIONS, implementation, "fused_linear_cross_entropy",
                         shape=(h.shape[0], h.shape[1], w.shape[0 if vd else 1]),
                         dtype=dtype)
@@ -129,3 +152,4 @@ def fused_linear_cross_entropy(
   if reduction == "mean":
     total = total / jnp.maximum(jnp.sum(valid, dtype=jnp.float32), 1.0)
   return total.astype(dtype)
+
