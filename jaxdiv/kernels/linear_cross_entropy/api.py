@@ -152,4 +152,3 @@ def fused_linear_cross_entropy(
   if reduction == "mean":
     total = total / jnp.maximum(jnp.sum(valid, dtype=jnp.float32), 1.0)
   return total.astype(dtype)
-

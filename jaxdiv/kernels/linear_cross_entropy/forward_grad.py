@@ -58,8 +58,7 @@ def _block(h, labels, g, weight, *, vd, vocab, label_smoothing, z_loss, softcap,
   if not grads:
     return loss, None
   # `e` is exp(z - row max); 1 / its row sum makes it the softmax (0 for a row without mass,
-  # whose gradient is 0).
-  # NaN stays NaN.
+  # whose gradient is 0; a NaN sum stays NaN).
   inv_s = jnp.where(state.s == 0, 0.0, 1.0 / jnp.where(state.s == 0, 1.0, state.s))
   d = bw.softmax_dlogits(e, lse, labels, jnp.arange(vocab), g, vocab, label_smoothing, z_loss,
                          row_scale=inv_s)
@@ -121,10 +120,8 @@ def reduced_loss(hidden, weight, labels, valid, *, vd: bool, reduction: str,
                  label_smoothing: float = 0.0, z_loss: float = 0.0, softcap=None,
                  block_size: int | None = None) -> jax.Array:
   """The float32 mean (over `valid` tokens; 0 if there are none) or sum of the per-token loss of
-  `hidden` [n, d] and `weight`, `labels` [n] and `valid` [n]; `block_size`: tokens a block."""
-  if reduction not in ("mean", "sum"):
-    raise ValueError(f'implementation="forward_grad" needs `reduction` "mean" or "sum" (the'
-                     f' gradients are formed before the cotangent is known); got {reduction!r}.')
+  `hidden` [n, d] and `weight`, `labels` [n] and `valid` [n]; `block_size`: tokens a block.
+  `reduction` is checked by the public function (`api.py`)."""
   n = hidden.shape[0]
   vocab = lb.vocab_size(weight, vd)
   rows = bw.pick_block(n, block_size, default_rows(n, vocab))
