@@ -129,8 +129,11 @@ def backend() -> str:
 
 
 def select(table: Mapping[str, Implementation], implementation: str | None, op: str,
-           **config) -> Callable:
+           other_names: tuple[str, ...] = (), **config) -> Callable:
   """Returns the function for `implementation`, or the first supported one for None.
+
+  `other_names` are the op's names that its caller handles before `select` (listed in the
+  error for an unknown name).
 
   Raises:
     ValueError: for a name the op does not have.
@@ -144,7 +147,8 @@ def select(table: Mapping[str, Implementation], implementation: str | None, op: 
     raise ValueError(f"{op}: no implementation supports backend {platform!r} with {config}.")
   if implementation not in table:
     raise ValueError(
-        f"{op}: `implementation` must be None or one of {tuple(table)}; got {implementation!r}."
+        f"{op}: `implementation` must be None or one of {(*table, *other_names)}; got"
+        f" {implementation!r}."
     )
   impl = table[implementation]
   fn = impl.fn_on(platform)

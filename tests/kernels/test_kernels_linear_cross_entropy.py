@@ -280,3 +280,27 @@ def test_out_of_range_label_is_nan_never_a_number(implementation, reduction):
   where = np.ones(N, bool)
   where[[2, 9]] = False  # masked out: counted nowhere, so no NaN
   assert np.isfinite(np.asarray(f(hf, wf, where=jnp.asarray(where)))).all()
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_float64_reduction_accumulates_in_float64(reduction):
+  """A float64 reduced loss is summed in float64 (a float32 sum of 4000 losses near 25 is
+  off by about 1e-4), against scipy's logsumexp on the logits."""
+  from scipy.special import logsumexp
+  rng = np.random.default_rng(12)
+  n, d, v = 4000, 8, 40
+  h, w, y = rng.normal(size=(n, d)), rng.normal(size=(d, v)) * 3, rng.integers(0, v, n)
+  logits = h @ w
+  per_token = logsumexp(logits, axis=-1) - logits[np.arange(n), y]
+  want = per_token.sum() / (n if reduction == "mean" else 1)
+  with jax.enable_x64(True):
+    got = flce(jnp.asarray(h), jnp.asarray(w), jnp.asarray(y), reduction=reduction)
+    assert got.dtype == jnp.float64
+  np.testing.assert_allclose(float(got), want, rtol=1e-13)
+
+
+def test_unknown_implementation_lists_every_name():
+  h, w, y = _inputs(9)
+  with pytest.raises(ValueError, match="'xla', 'forward_grad'\\); got 'fast'"):
+    flce(jnp.asarray(h, jnp.float32), jnp.asarray(w, jnp.float32), jnp.asarray(y),
+         implementation="fast")

@@ -138,8 +138,8 @@ def fused_linear_cross_entropy(
                                         softcap=softcap, block_size=block_size)
       return total.astype(dtype)
   fn = _dispatch.select(IMPLEMENTATIONS, implementation, "fused_linear_cross_entropy",
-                        shape=(h.shape[0], h.shape[1], w.shape[0 if vd else 1]),
-                        dtype=dtype)
+                        other_names=("forward_grad",),
+                        shape=(h.shape[0], h.shape[1], w.shape[0 if vd else 1]), dtype=dtype)
   if _args.is_float64(h):  # the kernels accumulate in float32; float64 stays exact
     fn, extra = reference.linear_cross_entropy, {}
   loss = fn(h, w, labels.reshape(-1), valid, vd=vd, label_smoothing=ls, z_loss=zl,
@@ -148,7 +148,8 @@ def fused_linear_cross_entropy(
                               lb.global_vocab_size(w, vd, axis_name))  # global labels
   if reduction == "none":
     return loss.reshape(batch).astype(dtype)
-  total = jnp.sum(loss, dtype=jnp.float32)
+  acc = jnp.promote_types(loss.dtype, jnp.float32)  # float64 sums in float64
+  total = jnp.sum(loss, dtype=acc)
   if reduction == "mean":
-    total = total / jnp.maximum(jnp.sum(valid, dtype=jnp.float32), 1.0)
+    total = total / jnp.maximum(jnp.sum(valid, dtype=acc), 1.0)
   return total.astype(dtype)
