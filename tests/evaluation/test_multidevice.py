@@ -20,6 +20,7 @@ from _helpers import needs_8
 from _helpers import shard_map
 from _helpers import tiered
 from jax.sharding import Mesh
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import jaxdiv
@@ -361,3 +362,34 @@ def test_row_blocks_inside_shard_map_and_on_explicit_shardings():
       grad = jax.jit(jax.grad(lambda x, g=g, y=y: jnp.sum(g(x, y))))(x)
       np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-8,
                                  err_msg=f"{name} {how}")
+
+
+@needs_8
+@pytest.mark.parametrize("check", [True, False], ids=["check_vma", "no_check"])
+def test_forward_grad_fused_linear_cross_entropy_data_parallel(check):
+  """implementation="forward_grad" (a reduced loss, gradients formed in the forward) with the
+  tokens over 2 devices: the per-device sums under shard_map (with and without the replication
+  checks, whose types its custom VJP has to carry), and jit on token-sharded arrays, equal
+  the one-device "chunked" loss in value and in the gradients of hidden and weight."""
+  args = _flce_inputs(4, "dv", n=2 * 9)
+  kw = dict(block_size=4, reduction="sum", **_FLCE_OPTIONS)
+  fg = lambda h, w, y, m: jaxdiv.losses.fused_linear_cross_entropy(
+      h, w, y, where=m, implementation="forward_grad", **kw)
+  one = lambda h, w, y, m: jaxdiv.losses.fused_linear_cross_entropy(
+      h, w, y, where=m, implementation="chunked", **kw)
+  local = shard_map(lambda *a: fg(*a)[None], mesh=cpu_mesh(2), out_specs=P("data"),
+                    in_specs=(P("data"), P(), P("data"), P("data")),
+                    **({} if check else {CHECK_FLAG: False}))
+  mesh = cpu_mesh(2)
+  spec = lambda x: NamedSharding(mesh, P("data") if x.shape[0] == args[0].shape[0] else P())
+  placed = [jax.device_put(x, spec(x)) for x in args]
+  want, want_grads = jax.jit(jax.value_and_grad(lambda h, w: one(h, w, *args[2:]), (0, 1)))(
+      *args[:2])
+  for how, f, xs in (("shard_map", lambda *a: jnp.sum(local(*a)), args), ("jit", fg, placed)):
+    got, grads = jax.jit(jax.value_and_grad(lambda h, w, f=f, xs=xs: f(h, w, *xs[2:]), (0, 1)))(
+        *xs[:2])
+    np.testing.assert_allclose(float(got), float(want), rtol=2e-6, err_msg=how)
+    for name, g, w in zip(("d hidden", "d weight"), grads, want_grads):
+      g, w = np.asarray(g), np.asarray(w)
+      np.testing.assert_allclose(g, w, rtol=2e-6, atol=2e-6 * np.abs(w).max(),
+                                 err_msg=f"{how} {name}")
