@@ -59,7 +59,7 @@ def _log1p(x, num, den):
   a couple of ulp: float64 takes it."""
   if x.dtype != jnp.float64:
     return jnp.log1p(x)
-  return jnp.where((x >= -0.5) & (x < -0.3), jnp.log(num / den), jnp.log1p(x))
+  return jnp.where((x >= -0.5) & (x < -0.3), jnp.log(_numerics.ratio(num, den)), jnp.log1p(x))
 
 
 @jax.custom_jvp
@@ -93,9 +93,9 @@ def _kl_probs_jvp(primals, tangents):
   near0 = below & (jnp.abs(q - p) <= 0.5 * (1 - q))
   n1, d1 = jnp.where(near1, p, 1), jnp.where(near1, q, 1)
   n0, d0 = jnp.where(near0, 1 - p, 1), jnp.where(near0, 1 - q, 1)
-  l1 = jnp.where(near1, _log1p(jnp.where(near1, p - q, 0) / d1, n1, d1),
+  l1 = jnp.where(near1, _log1p(_numerics.ratio(jnp.where(near1, p - q, 0), d1), n1, d1),
                  jnp.where(pos, jnp.log(p1) - jnp.log(q1), 0))
-  l0 = jnp.where(near0, _log1p(jnp.where(near0, q - p, 0) / d0, n0, d0),
+  l0 = jnp.where(near0, _log1p(_numerics.ratio(jnp.where(near0, q - p, 0), d0), n0, d0),
                  jnp.where(below, jnp.log1p(-p0) - jnp.log1p(-q0), 0))
   dp = l1 - l0 + (pos.astype(p.dtype) - below.astype(p.dtype))
   # d/dq = (1 - p)/(1 - q) - p/q, each ratio 0 where its weight is; where both ratios are
@@ -103,8 +103,9 @@ def _kl_probs_jvp(primals, tangents):
   # float32). Not further out: differentiated again at p = 0 and q = 1e-30 that form cancels.
   near = near1 & near0
   qs = jnp.where(near, q, 0.5)
-  ratios = jnp.where(below, 1 - p, 0) / jnp.where(below, 1 - q, 1) - jnp.where(pos, p, 0) / q1
-  dq = jnp.where(near, (qs - jnp.where(near, p, 0.5)) / (qs * (1 - qs)), ratios)
+  ratios = (_numerics.ratio(jnp.where(below, 1 - p, 0), jnp.where(below, 1 - q, 1))
+            - _numerics.ratio(jnp.where(pos, p, 0), q1))
+  dq = jnp.where(near, _numerics.ratio(qs - jnp.where(near, p, 0.5), qs * (1 - qs)), ratios)
   return out, dp * tp + dq * tq
 
 
@@ -143,10 +144,14 @@ def _finish(terms, axes, mask, result_dtype, base, *, clamp=False):
   return terms.astype(result_dtype)
 
 
-def _cross_terms(bp, bq):
-  """-p log q - (1 - p) log(1 - q) from two `_bernoulli` tuples; the entropy is it at q = p."""
-  (p1, p0, _, _), (_, _, lq1, lq0) = bp, bq
-  return -(_numerics.mul_log(p1, lq1) + _numerics.mul_log(p0, lq0))
+def _cross_terms(bp, bq, from_logits):
+  """-p log q - (1 - p) log(1 - q) from two `_bernoulli` tuples; the entropy is it at q = p.
+  On probabilities p log q's derivative in q is the quotient p / q (`mul_log_of`: its own
+  derivative holds no q**-2, which underflows for q < 1e-19 in float32); 1 - q is never
+  below the float spacing near 1, so (1 - p) log(1 - q) keeps autodiff."""
+  (p1, p0, _, _), (q1, _, lq1, lq0) = bp, bq
+  first = _numerics.mul_log(p1, lq1) if from_logits else _numerics.mul_log_of(p1, q1)
+  return -(first + _numerics.mul_log(p0, lq0))
 
 
 _DOC_ARGS = """
@@ -181,7 +186,7 @@ def binary_entropy(
   p = _validation.as_float_array(p, "p")
   [x, _], axes, mask, dtype = _prepare((p, p), ("p", "p"), axis, where, from_logits)
   bp = _bernoulli(x, from_logits)
-  return _finish(_cross_terms(bp, bp), axes, mask, dtype, base, clamp=True)
+  return _finish(_cross_terms(bp, bp, from_logits), axes, mask, dtype, base, clamp=True)
 
 
 def binary_cross_entropy(
@@ -204,7 +209,7 @@ def binary_cross_entropy(
   _validation.check_base(base)
   xs, axes, mask, dtype = _prepare((p, q), ("p", "q"), axis, where, from_logits)
   bp, bq = (_bernoulli(x, from_logits) for x in xs)
-  return _finish(_cross_terms(bp, bq), axes, mask, dtype, base, clamp=True)
+  return _finish(_cross_terms(bp, bq, from_logits), axes, mask, dtype, base, clamp=True)
 
 
 def binary_kl_divergence(
