@@ -227,3 +227,56 @@ def test_focal_loss_second_derivative_matches_closed_form(gamma):
                       + s * u**gamma * (-u))
             + (gamma + 1) * s * u**(gamma + 1))
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-9, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("zero", [False, True], ids=["fast", "guarded"])
+def test_shannon_family_hessians_on_tiny_probabilities(dtype, zero):
+  """The Shannon family on probabilities with entries down to 1e-30 (float32; 1e-300 in float64)
+  against the closed-form Hessians (diagonal blocks; +-inf where they overflow). Their d²/dq²
+  holds p / q^2: formed with q^2, which underflows (float32 q < 1e-19), it was inf (and NaN
+  across) where the true value fits. `zero` puts a 0 in each row (the guarded path's rows)."""
+  tiny = [1e-30, 1e-20, 1e-25] if dtype == "float32" else [1e-300, 1e-200, 1e-160]
+  rows = [([a, 0.5 - a, 0.25, 0.25], [b, 0.4 - b, 0.6, 0.0 if zero else 1e-3])
+          for a in tiny for b in [*tiny, 0.3]]
+  p = np.array([r[0] for r in rows])
+  q = np.array([r[1] for r in rows])
+  if zero:
+    p[:, 3] = 0.0  # KL and the cross-entropy finite: p is 0 where q is
+  m = 0.5 * (p + q)
+  with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+    pos_p, pos_q = p > 0, q > 0
+    inv_p, inv_q = np.where(pos_p, 1 / p, 0), np.where(pos_q, 1 / q, 0)
+    p_qq = np.where(pos_q, (p / q) / q, 0)  # p / q^2, without the square
+    q_pp = np.where(pos_p, (q / p) / p, 0)
+    inv_m = np.where(m > 0, 1 / m, 0)
+    wants = {  # (d²/dp², d²/dp dq, d²/dq²), elementwise (each Hessian block is diagonal)
+        "kl_divergence": (inv_p, -inv_q, p_qq),
+        "cross_entropy": (0 * p, -inv_q, p_qq),
+        "entropy": (-inv_p, 0 * p, 0 * p),
+        "jeffreys_divergence": (inv_p + q_pp, -inv_p - inv_q, inv_q + p_qq),
+        # 0.5/p - 0.25/m = 0.25 (q/p)/m: computed as that difference, within rounding of 1/p
+        "js_divergence": (0.25 * np.where(pos_p, q / p, 0) * inv_m, -0.25 * inv_m,
+                          0.25 * np.where(pos_q, p / q, 0) * inv_m),
+    }
+    slack = {"js_divergence": (inv_p, 0 * p, inv_q)}  # absolute, in eps
+  big = np.finfo(dtype).max
+  with jax.enable_x64(dtype == "float64"):
+    x = jnp.asarray(np.stack([p, q], 1), dtype)
+    for name, want in wants.items():
+      fn = getattr(jaxdiv, name)
+      f = (lambda v, fn=fn: fn(v[0]) + 0 * jnp.sum(v[1])) if name == "entropy" else (
+          lambda v, fn=fn: fn(v[0], v[1]))
+      h = np.asarray(jax.jit(jax.vmap(jax.hessian(f)))(x), np.float64)
+      blocks = (h[:, 0, :, 0, :], h[:, 0, :, 1, :], h[:, 1, :, 1, :])
+      for label, got, w, a in zip(("pp", "pq", "qq"), blocks, want,
+                                  slack.get(name, (0 * p,) * 3)):
+        w = np.where(np.abs(w) > big, np.copysign(np.inf, w), w)
+        diag = np.einsum("nii->ni", got)
+        off = got[:, ~np.eye(got.shape[-1], dtype=bool)]
+        rtol = 1e-4 if dtype == "float32" else 1e-10
+        with np.errstate(invalid="ignore"):  # inf - inf where both overflow
+          close = ((np.abs(diag - w) <= rtol * np.abs(w) + 4 * np.finfo(dtype).eps * a)
+                   | (diag == w))
+        assert np.all(close), (name, label, diag[~close], w[~close])
+        assert np.all(off == 0), f"{name} {label}"

@@ -31,8 +31,10 @@ def _ce_probs(ax, p, q):
   return -jnp.sum(p * lq, axis=ax), lq
 
 
+# The coefficients' quotients p / q through `_numerics.ratio`: differentiated again (a Hessian)
+# autodiff formed p / q**2 with q**2, which underflows below q = 1e-19 in float32.
 def _ce_probs_coefs(ax, ce, lq, p, q):
-  return -jnp.log(q), -p / q
+  return -jnp.log(q), -_numerics.ratio(p, q)
 
 
 def _kl_probs(ax, p, q):
@@ -43,7 +45,7 @@ def _kl_probs(ax, p, q):
 def _kl_probs_coefs(ax, kl, d, p, q):
   # From the inputs, not the forward's `d`: XLA then fuses them into the backward's multiply
   # instead of keeping a [N, V] residual.
-  return jnp.log(p) - jnp.log(q) + 1, -p / q
+  return jnp.log(p) - jnp.log(q) + 1, -_numerics.ratio(p, q)
 
 
 def _jeffreys_probs(ax, p, q):
@@ -52,7 +54,7 @@ def _jeffreys_probs(ax, p, q):
 
 
 def _jeffreys_probs_coefs(ax, j, d, p, q):
-  return d + (p - q) / p, -d - (p - q) / q
+  return d + _numerics.ratio(p - q, p), -d - _numerics.ratio(p - q, q)
 
 
 def _js_probs(beta):
@@ -206,7 +208,9 @@ def entropy(
 
 def _entropy(prep: _common.Prepared) -> jax.Array:
   (d,) = prep.dists
-  return -prep.sum(_numerics.mul_log(d.prob, d.log_prob))
+  if prep.from_logits:
+    return -prep.sum(_numerics.mul_log(d.prob, d.log_prob))
+  return -prep.sum(_numerics.mul_log_of(d.prob, d.prob))  # (p log p)'' = 1/p, no p**-2
 
 
 def cross_entropy(
@@ -252,10 +256,14 @@ def cross_entropy(
 
 def _cross_entropy(prep: _common.Prepared) -> jax.Array:
   dp, dq = prep.dists
-  return -prep.sum(_numerics.mul_log(dp.prob, dq.log_prob))
+  if prep.from_logits:
+    return -prep.sum(_numerics.mul_log(dp.prob, dq.log_prob))
+  return -prep.sum(_numerics.mul_log_of(dp.prob, dq.prob))  # d/dq = -p/q as one quotient
 
 
 def _kl(dp: _common.Dist, dq: _common.Dist, prep: _common.Prepared) -> jax.Array:
+  if not prep.from_logits:  # probabilities: d/dq = -p/q as one quotient (no q**-2 to underflow)
+    return prep.sum(_numerics.mul_log_ratio(dp.prob, dq.prob))
   # log p - log q is NaN where both are -inf; `mul_log` drops it there since p == 0.
   return prep.sum(_numerics.mul_log(dp.prob, dp.log_prob - dq.log_prob))
 
@@ -353,6 +361,8 @@ def jeffreys_divergence(
 
 def _jeffreys(prep: _common.Prepared) -> jax.Array:
   dp, dq = prep.dists
+  if not prep.from_logits:  # KL(p||q) + KL(q||p), their derivatives' quotients whole
+    return _kl(dp, dq, prep) + _kl(dq, dp, prep)
   return prep.sum(_numerics.mul_log(dp.prob - dq.prob, dp.log_prob - dq.log_prob))
 
 
@@ -370,8 +380,9 @@ def _js(prep: _common.Prepared, beta) -> jax.Array:
     log_m = _numerics.log_add_exp(dp.log_prob, dq.log_prob, beta, 1 - beta)
   else:
     # Linear mixture so that the gradient reaches entries where p (or q) is 0.
-    log_m = _numerics.safe_log(beta * dp.prob + (1 - beta) * dq.prob)
-  dm = _common.Dist(None, log_m)
+    m = beta * dp.prob + (1 - beta) * dq.prob
+    log_m = _numerics.safe_log(m)
+  dm = _common.Dist(None if prep.from_logits else m, log_m)
   b = jnp.squeeze(beta, prep.axis) if beta.ndim else beta
   # A weight that is statically 0 drops its KL altogether: KL(p||m) may be inf there, and
   # even a zero weight times an infinite derivative is NaN.
