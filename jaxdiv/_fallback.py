@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxdiv import _sharding
+
 # XLA:CPU (jax 0.10-0.11) compiles a row computation over a batch of at least this many rows
 # into one loop that computes its row reductions and their consumers together; over fewer rows
 # it splits it into several loops, and any [rows, n] intermediate read by two of them (the
@@ -152,15 +154,6 @@ def _replace_bad_rows(out, careful, *xs):
                             lambda *_: out, *xs)
 
 
-def _explicitly_sharded(x) -> bool:
-  """Whether `x`'s type carries a sharding (a mesh with `AxisType.Explicit` axes): slices of
-  it and buffers for them would need that sharding spelled out, so no row blocks then."""
-  try:
-    return any(s is not None for s in jax.typeof(x).sharding.spec)
-  except (AttributeError, TypeError):  # no typeof or no sharding in the type (older jax)
-    return False
-
-
 def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
                entries: int = 1 << 20) -> Callable:
   """`fn(*xs)` on arrays of one shape, row by row along the int `axis`, computed over blocks of
@@ -177,7 +170,7 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
 
   def run(*xs):
     nd = xs[0].ndim
-    if nd < 2 or any(map(_explicitly_sharded, xs)):
+    if nd < 2 or any(map(_sharding.explicitly_sharded, xs)):
       return fn(*xs)
     ax = axis % nd
     b = 0 if ax != 0 else 1  # the batch axis split

@@ -393,3 +393,63 @@ def test_forward_grad_fused_linear_cross_entropy_data_parallel(check):
       g, w = np.asarray(g), np.asarray(w)
       np.testing.assert_allclose(g, w, rtol=2e-6, atol=2e-6 * np.abs(w).max(),
                                  err_msg=f"{how} {name}")
+
+
+@needs_8
+def test_kernels_on_explicitly_sharded_arrays():
+  """Tokens on a mesh with Explicit axes (`jax.make_mesh`'s default): every kernel's public
+  function and the losses that call them give the unsharded values and gradients, and the
+  per-token results keep the tokens' sharding. Before, the blockwise paths raised
+  `ShardingTypeError` (a gather of replicated weight rows by sharded labels, a sharded block
+  written into a replicated buffer)."""
+  from jax.sharding import AxisType
+
+  mesh = Mesh(np.array(jax.devices("cpu")[:2]), ("data",), axis_types=(AxisType.Explicit,))
+  rng = np.random.default_rng(5)
+  n, d, v, k = 16, 8, 40, 5
+  h, h2 = (rng.normal(size=(n, d)).astype(np.float32) for _ in range(2))
+  w, w2 = ((rng.normal(size=(d, v)) / 3).astype(np.float32) for _ in range(2))
+  y = rng.integers(0, v, n).astype(np.int32)
+  a, b = (rng.normal(size=(n, v)).astype(np.float32) for _ in range(2))
+  m = rng.random(n) > 0.2
+  ti = np.argsort(-b, -1)[:, :k].astype(np.int32)
+  tl = np.take_along_axis(np.asarray(jax.nn.log_softmax(b)), ti, -1)
+  K, L = jaxdiv.kernels, jaxdiv.losses
+  # (name, function of (x, w) with x the tokens' hidden states or logits, the token inputs)
+  cases = [
+      ("fused CE", lambda x, w, y, m, *_: K.fused_linear_cross_entropy(x, w, y, where=m), h),
+      ("fused CE mean", lambda x, w, y, m, *_: K.fused_linear_cross_entropy(
+          x, w, y, where=m, reduction="mean"), h),
+      ("fused CE forward_grad", lambda x, w, y, m, *_: K.fused_linear_cross_entropy(
+          x, w, y, reduction="sum", implementation="forward_grad"), h),
+      ("token log probs", lambda x, w, y, *_: K.fused_linear_token_log_probs(x, w, y), h),
+      ("fused distillation", lambda x, w, y, m, h2, *_: K.fused_linear_distillation_divergence(
+          x, w, h2, w2), h),
+      ("fused top-k", lambda x, w, y, m, h2, ti, tl, *_: K.fused_linear_topk_distillation_loss(
+          x, w, ti, tl), h),
+      ("CE kernel", lambda x, w, y, m, *_: K.cross_entropy_with_integer_labels(x, y, where=m), a),
+      ("distillation kernel", lambda x, w, y, m, h2, ti, tl, b: K.distillation_divergence(x, b),
+       a),
+      ("top-k kernel", lambda x, w, y, m, h2, ti, tl, *_: K.topk_distillation_loss(x, ti, tl), a),
+      ("losses CE", lambda x, w, y, *_: L.softmax_cross_entropy_with_integer_labels(
+          x, y, label_smoothing=0.1), a),
+      ("losses distillation", lambda x, w, y, m, h2, ti, tl, b: L.distillation_loss(
+          x, b, divergence="js"), a),
+  ]
+  tokens = (y, m, h2, ti, tl, b)
+  put = lambda x: jax.device_put(x, NamedSharding(mesh, P("data")))
+  sharded = tuple(map(put, tokens))
+  ws = jax.device_put(w, NamedSharding(mesh, P()))
+  for name, f, x in cases:
+    def value_and_grad(x, w, t, f=f):
+      g = lambda x, w: sum(jnp.sum(o) for o in jax.tree.leaves(f(x, w, *t)))
+      return f(x, w, *t), jax.grad(g, (0, 1))(x, w)
+
+    want = jax.jit(value_and_grad)(x, w, tokens)
+    got = jax.jit(value_and_grad)(put(x), ws, sharded)
+    for g, wt in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(np.asarray(g), np.asarray(wt), rtol=1e-5, atol=1e-6,
+                                 err_msg=name)
+    for out in jax.tree.leaves(got[0]):
+      if out.ndim:  # per-token: sharded as the tokens are
+        assert out.sharding.spec == P("data"), (name, out.sharding)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 
 from jaxdiv import _numerics
+from jaxdiv import _sharding
 from jaxdiv import _validation
 from jaxdiv.kernels import _args
 from jaxdiv.kernels import _dispatch
@@ -29,6 +30,7 @@ IMPLEMENTATIONS = _dispatch.registry(
 )
 
 
+@_sharding.auto_axes_when_explicit
 def cross_entropy_with_integer_labels(
     logits: jax.typing.ArrayLike,
     labels: jax.typing.ArrayLike,
@@ -107,6 +109,7 @@ def cross_entropy_with_integer_labels(
   return loss.reshape(batch).astype(logits.dtype)
 
 
+@_sharding.auto_axes_when_explicit
 def integer_cross_entropy(
     logits: jax.Array,
     labels: jax.Array,

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxdiv import _sharding
 from jaxdiv import _validation
 from jaxdiv.kernels import _args
 from jaxdiv.kernels import _blockwise as bw
@@ -54,6 +55,7 @@ def _config(divergence, beta, temperature):
   return dict(divergence=divergence, beta=float(beta), inv_t=1.0 / float(temperature))
 
 
+@_sharding.auto_axes_when_explicit
 def distillation_divergence(
     student_logits: jax.typing.ArrayLike,
     teacher_logits: jax.typing.ArrayLike,
@@ -148,6 +150,7 @@ def _has_mass(z: jax.Array) -> jax.Array:
   return ~jnp.all(z == -jnp.inf, axis=-1)
 
 
+@_sharding.auto_axes_when_explicit
 def logits_divergence(zs, zt, valid, *, divergence, beta, temperature, implementation=None,
                       block_size=None, forward_mode=False,
                       op="distillation_divergence") -> jax.Array:
@@ -181,6 +184,7 @@ def logits_divergence(zs, zt, valid, *, divergence, beta, temperature, implement
   return (bw.gradient_jvp(fn) if forward_mode else fn)(zs, zt, valid)
 
 
+@_sharding.auto_axes_when_explicit
 def fused_linear_distillation_divergence(
     student_hidden: jax.typing.ArrayLike,
     student_weight: jax.typing.ArrayLike,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxdiv import _sharding
 from jaxdiv.kernels import _args
 from jaxdiv.kernels import _dispatch
 from jaxdiv.kernels import _linear_blocks as lb
@@ -22,6 +23,7 @@ IMPLEMENTATIONS = _dispatch.registry(
 )
 
 
+@_sharding.auto_axes_when_explicit
 def fused_linear_cross_entropy(
     hidden: jax.typing.ArrayLike,
     weight: jax.typing.ArrayLike,

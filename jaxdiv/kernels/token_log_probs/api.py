@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 
+from jaxdiv import _sharding
 from jaxdiv import _validation
 from jaxdiv.kernels import _args
 from jaxdiv.kernels import _dispatch
@@ -29,6 +30,7 @@ def temperature_scale(temperature) -> float:
   return 1.0 / float(temperature)
 
 
+@_sharding.auto_axes_when_explicit
 def fused_linear_token_log_probs(
     hidden: jax.typing.ArrayLike,
     weight: jax.typing.ArrayLike,

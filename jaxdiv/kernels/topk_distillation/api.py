@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiv import _numerics
+from jaxdiv import _sharding
 from jaxdiv import _validation
 from jaxdiv.kernels import _args
 from jaxdiv.kernels import _dispatch
@@ -116,6 +117,7 @@ _BAD = """
 """
 
 
+@_sharding.auto_axes_when_explicit
 def topk_distillation_loss(
     student_logits: jax.typing.ArrayLike,
     teacher_indices: jax.typing.ArrayLike,
@@ -164,6 +166,7 @@ def topk_distillation_loss(
                divergence=divergence, tail=tail, beta=beta, where=where, reduction=reduction)
 
 
+@_sharding.auto_axes_when_explicit
 def fused_linear_topk_distillation_loss(
     student_hidden: jax.typing.ArrayLike,
     student_weight: jax.typing.ArrayLike,
