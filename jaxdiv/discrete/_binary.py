@@ -29,7 +29,8 @@ def _bernoulli(x, from_logits):
   # log(1 - p) as log1p(-p): `1 - p` rounds to 1 in float32 for p < 6e-8 (the entropy at
   # p = 1e-9 lost its (1 - p) log(1 - p) ~ p term, 4.6%). Same edges as `safe_log(1 - p)`.
   ok = x < 1
-  log_not = jnp.where(ok, jnp.log1p(-jnp.where(ok, x, 0)), jnp.where(x == 1, -jnp.inf, jnp.nan))
+  log_not = jnp.where(ok, _numerics.log1p(-jnp.where(ok, x, 0)),
+                      jnp.where(x == 1, -jnp.inf, jnp.nan))
   return x, 1 - x, _numerics.safe_log(x), log_not
 
 
@@ -46,20 +47,11 @@ def _kl_ratios(p, q):
   pos, below = p > 0, p < 1
   floor = -1 + jnp.finfo(p.dtype).epsneg
   # |q|: a q of -0.0 made (p - q) / q -inf, held at the floor, and KL(0.3 || -0.0) 0, not inf
-  num1, den1 = jnp.where(pos, p, 1), jnp.where(pos, jnp.abs(q), 1)
-  num0, den0 = jnp.where(below, 1 - p, 1), jnp.where(below, 1 - q, 1)
+  den1 = jnp.where(pos, jnp.abs(q), 1)
+  den0 = jnp.where(below, 1 - q, 1)
   x1 = jnp.maximum(jnp.where(pos, p - q, 0) / den1, floor)
   x0 = jnp.maximum(jnp.where(below, q - p, 0) / den0, floor)
-  return _log1p(x1, num1, den1), _log1p(x0, num0, den0)
-
-
-def _log1p(x, num, den):
-  """log1p(x) for x = num / den - 1. XLA:CPU's float64 log1p is up to 128 ulp off for x in
-  [-0.45, -0.35) (float32: 2 ulp); there the ratio is at least 0.5 and its log is within
-  a couple of ulp: float64 takes it."""
-  if x.dtype != jnp.float64:
-    return jnp.log1p(x)
-  return jnp.where((x >= -0.5) & (x < -0.3), jnp.log(_numerics.ratio(num, den)), jnp.log1p(x))
+  return _numerics.log1p(x1), _numerics.log1p(x0)
 
 
 @jax.custom_jvp
@@ -91,12 +83,12 @@ def _kl_probs_jvp(primals, tangents):
   p0, q0 = jnp.where(below, p, 0), jnp.where(below, q, 0)
   near1 = pos & (jnp.abs(p - q) <= 0.5 * q)
   near0 = below & (jnp.abs(q - p) <= 0.5 * (1 - q))
-  n1, d1 = jnp.where(near1, p, 1), jnp.where(near1, q, 1)
-  n0, d0 = jnp.where(near0, 1 - p, 1), jnp.where(near0, 1 - q, 1)
-  l1 = jnp.where(near1, _log1p(_numerics.ratio(jnp.where(near1, p - q, 0), d1), n1, d1),
+  d1 = jnp.where(near1, q, 1)
+  d0 = jnp.where(near0, 1 - q, 1)
+  l1 = jnp.where(near1, _numerics.log1p(_numerics.ratio(jnp.where(near1, p - q, 0), d1)),
                  jnp.where(pos, jnp.log(p1) - jnp.log(q1), 0))
-  l0 = jnp.where(near0, _log1p(_numerics.ratio(jnp.where(near0, q - p, 0), d0), n0, d0),
-                 jnp.where(below, jnp.log1p(-p0) - jnp.log1p(-q0), 0))
+  l0 = jnp.where(near0, _numerics.log1p(_numerics.ratio(jnp.where(near0, q - p, 0), d0)),
+                 jnp.where(below, _numerics.log1p(-p0) - _numerics.log1p(-q0), 0))
   dp = l1 - l0 + (pos.astype(p.dtype) - below.astype(p.dtype))
   # d/dq = (1 - p)/(1 - q) - p/q, each ratio 0 where its weight is; where both ratios are
   # within [0.5, 1.5] as (q - p)/(q (1 - q)) (their difference cancelled there: 88% off in

@@ -68,7 +68,7 @@ def _log_power_mean(p, log_p, d, t, axis):
   small = jnp.sum(jnp.where(s, p * jnp.expm1(jnp.where(td <= _SMALL, td, _SMALL)), 0), axis=axis)
   small = (small - dead_mass) / z_safe
   ok = small > -1
-  log_small = jnp.where(ok, jnp.log1p(jnp.where(ok, small, 0)), -jnp.inf)
+  log_small = jnp.where(ok, _numerics.log1p(jnp.where(ok, small, 0)), -jnp.inf)
 
   log_big = _numerics.logsumexp(log_p + td, axis=axis, where=s) - jnp.log(z_safe)
 

@@ -91,7 +91,7 @@ def log1p_over(t: jax.Array, x: jax.Array) -> jax.Array:
   ts = jnp.where(zero, 1.0, t)
   arg = ts * x
   ok = arg > -1
-  val = jnp.log1p(jnp.where(ok, arg, 0.0)) / ts
+  val = _numerics.log1p(jnp.where(ok, arg, 0.0)) / ts
   # 1 + t x <= 0: the interpolated distribution is not normalisable, the divergence is +inf.
   val = jnp.where(ok, val, -jnp.inf * jnp.sign(ts))
   return jnp.where(zero, x, val)
@@ -105,7 +105,7 @@ def log_ratio(a: jax.Array, b: jax.Array) -> jax.Array:
   error); ``log1p((a - b) / b)`` has an exact difference there (Sterbenz).
   """
   near = jnp.abs(a - b) < 0.5 * b
-  return jnp.where(near, jnp.log1p(jnp.where(near, (a - b) / b, 0.0)),
+  return jnp.where(near, _numerics.log1p(jnp.where(near, (a - b) / b, 0.0)),
                    jnp.log(a) - jnp.log(b))
 
 
@@ -249,8 +249,8 @@ def gaussian_log_det_term(alpha, x):
   u = u_of(jnp.where(ok, x, 0.0))
   z = t * u
   small = jnp.abs(z) < 0.5
-  h_small = u - phi(jnp.log1p(jnp.where(small, z, 0.0))) / ts
-  h_large = jnp.log1p(jnp.where(small, 1.0, z)) / ts
+  h_small = u - phi(_numerics.log1p(jnp.where(small, z, 0.0))) / ts
+  h_large = _numerics.log1p(jnp.where(small, 1.0, z)) / ts
   return jnp.where(ok, jnp.where(small, h_small, h_large), jnp.inf), ok
 
 

@@ -300,7 +300,7 @@ def _log_shift(x, y, delta):
   q = _numerics.ratio(y, x)
   whole = jnp.isfinite(q) & (q >= jnp.finfo(q.dtype).tiny)
   far = jnp.log(jnp.where(whole, q, 1)) + jnp.where(whole, 0, jnp.log(y) - jnp.log(x))
-  return jnp.where(near, jnp.log1p(jnp.where(near, u, 0)), far)
+  return jnp.where(near, _numerics.log1p(jnp.where(near, u, 0)), far)
 
 
 def _log1p_bregman(x, y, delta, lg=None):

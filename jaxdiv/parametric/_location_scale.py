@@ -16,6 +16,7 @@ from jax.scipy.special import i0e
 from jax.scipy.special import i1e
 from jax.typing import ArrayLike
 
+from jaxdiv import _numerics
 from jaxdiv.parametric import _common
 from jaxdiv.parametric import _normal
 
@@ -180,7 +181,7 @@ def _lgamma_plus_euler(x: jax.Array, r: jax.Array):
   r = jnp.where(small, 2.0, r)
   g = jnp.where(small, series, gammaln(r) + _EULER_GAMMA * (r - 1))
   # lgamma(2 + x) = log(1 + x) + lgamma(1 + x)
-  lgamma_2 = jnp.where(small, jnp.log1p(xs) - _EULER_GAMMA * xs + series, gammaln(1 + r))
+  lgamma_2 = jnp.where(small, _numerics.log1p(xs) - _EULER_GAMMA * xs + series, gammaln(1 + r))
   return g, lgamma_2
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxdiv import _numerics
+
 DIVERGENCES = ("forward_kl", "reverse_kl", "js")
 TAILS = ("bin", "renormalize")
 # Stored teacher log-probabilities whose mass exceeds 1 by more than this are an error (NaN);
@@ -23,7 +25,7 @@ def _log1m_exp(a):
   """
   empty = a >= 0
   a = jnp.where(empty, -1.0, a)
-  out = jnp.where(a > -jnp.log(2.0), jnp.log(-jnp.expm1(a)), jnp.log1p(-jnp.exp(a)))
+  out = jnp.where(a > -jnp.log(2.0), jnp.log(-jnp.expm1(a)), _numerics.log1p(-jnp.exp(a)))
   return jnp.where(empty, -jnp.inf, out)
 
 
