@@ -1,5 +1,5 @@
-"""Arrays whose type carries a sharding (a mesh with `AxisType.Explicit` axes, the default of
-`jax.make_mesh` since jax 0.7).
+"""Arrays whose type carries a sharding (a mesh with `AxisType.Explicit` axes, which is what
+`jax.make_mesh` gives by default in jax 0.10).
 
 On such arrays every operation must know its output's sharding at trace time: a gather of
 replicated rows by sharded labels, a `dynamic_update_slice` of a replicated buffer by a sharded
