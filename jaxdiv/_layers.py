@@ -16,6 +16,8 @@ from __future__ import annotations
 
 # Lowest first. Each entry is a module or a package (with everything inside it).
 LAYERS: tuple[tuple[str, ...], ...] = (
+    # Arrays whose type carries a sharding (Explicit mesh axes): what the base and the kernels ask.
+    ("jaxdiv._sharding",),
     # The shared base: stable primitives, JSON; trace-time validation; checkify.
     ("jaxdiv._numerics", "jaxdiv._fallback", "jaxdiv._json", "jaxdiv._layers", "jaxdiv._interrupt",
      "jaxdiv._version"),

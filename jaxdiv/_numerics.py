@@ -78,8 +78,29 @@ def _mul_log_ratio_jvp(primals, tangents):
   d = safe_log(x) - safe_log(y)
   d = jnp.where((x != 0) | jnp.isfinite(d), d, 0)
   pos = y > 0
-  slope = ratio(jnp.where(pos, x, 0), jnp.where(pos, y, 1))  # -d/dy
+  # -d/dy; held at 0 where x is 0 (not only its value: its own d/dx there, 1/y, would make the
+  # mixed second derivative -1/y one way and 0, d/dx's convention at x = 0, the other)
+  slope = ratio(jnp.where(pos & (x != 0), x, 0), jnp.where(pos, y, 1))
   return x * d, (d + (x > 0).astype(d.dtype)) * dx - slope * dy
+
+
+@jax.custom_jvp
+def mul_log_diff(x: jax.Array, y: jax.Array) -> jax.Array:
+  """`mul_log(x - y, safe_log(x) - safe_log(y))`, ``(x - y) log(x / y)`` for x, y >= 0 (the
+  Jeffreys term), with autodiff's first derivatives (``log(x/y) + (x - y)/x`` in x, where x >
+  0) and their quotients ``(x - y)/x``, ``(x - y)/y`` each formed whole (as in
+  :func:`mul_log_of`: no y**-2 to underflow in the second derivatives)."""
+  return mul_log(x - y, safe_log(x) - safe_log(y))
+
+
+@mul_log_diff.defjvp
+def _mul_log_diff_jvp(primals, tangents):
+  x, y = primals
+  dx, dy = tangents
+  w, d = x - y, safe_log(x) - safe_log(y)
+  d = jnp.where((w != 0) | jnp.isfinite(d), d, 0)
+  over = lambda z: ratio(jnp.where(z > 0, w, 0), jnp.where(z > 0, z, 1))  # w / z, 0 at z = 0
+  return w * d, (d + over(x)) * dx - (d + over(y)) * dy
 
 
 def safe_sqrt(x: jax.Array) -> jax.Array:

@@ -41,7 +41,9 @@ def auto_axes_when_explicit(fn: Callable) -> Callable:
   @functools.wraps(fn)
   def wrapper(*args, **kwargs):
     leaves, tree = jax.tree.flatten((args, kwargs))
-    arrays = [i for i, leaf in enumerate(leaves) if isinstance(leaf, jax.Array)]
+    # Scalars stay closed over: a concrete one (a hyperparameter passed as a jax scalar) must
+    # stay concrete for the kernels' static checks, and has no sharding to convert.
+    arrays = [i for i, leaf in enumerate(leaves) if isinstance(leaf, jax.Array) and leaf.ndim]
     sharded = [i for i in arrays if explicitly_sharded(leaves[i])]
     if not sharded or not hasattr(jax.sharding, "auto_axes"):
       return fn(*args, **kwargs)
@@ -65,7 +67,12 @@ def auto_axes_when_explicit(fn: Callable) -> Callable:
       batch = k <= like.ndim and tuple(s.shape) == tuple(like.shape[:k])
       return PartitionSpec(*spec[:k]) if batch else PartitionSpec()
 
+    # Only the Explicit axes: inside a `shard_map` over some of the mesh's axes (vocabulary
+    # parallelism) the Manual ones stay Manual.
+    axes = tuple(n for n, t in zip(mesh.axis_names, mesh.axis_types)
+                 if t == jax.sharding.AxisType.Explicit)
     with jax.sharding.use_abstract_mesh(mesh):
-      return jax.sharding.auto_axes(call, out_sharding=jax.tree.map(out_spec, shapes))(*xs)
+      return jax.sharding.auto_axes(call, axes=axes,
+                                    out_sharding=jax.tree.map(out_spec, shapes))(*xs)
 
   return wrapper

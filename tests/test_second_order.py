@@ -280,3 +280,20 @@ def test_shannon_family_hessians_on_tiny_probabilities(dtype, zero):
                    | (diag == w))
         assert np.all(close), (name, label, diag[~close], w[~close])
         assert np.all(off == 0), f"{name} {label}"
+
+
+@pytest.mark.parametrize("name", ["kl_divergence", "js_divergence", "jeffreys_divergence",
+                                  "cross_entropy"])
+def test_shannon_hessian_symmetric_at_a_zero_probability(name):
+  """A zero entry of p (the guarded path, with and without a mask): the Hessian in (p, q) is
+  symmetric, forward-over-reverse as reverse-over-forward. A rule whose d/dp is held at 0 at
+  p = 0 while its d/dq's own d/dp is not gave d²/dp dq 0 one way and -1/q the other."""
+  fn = getattr(jaxdiv, name)
+  x = jnp.asarray([[0.0, 0.25, 0.75], [0.3, 0.5, 0.2]], jnp.float32)
+  for kw in ({}, {"where": jnp.asarray([True, True, True])}):
+    f = lambda v, kw=kw: fn(v[0], v[1], **kw)
+    fwd_rev = np.asarray(jax.jacfwd(jax.jacrev(f))(x)).reshape(6, 6)
+    rev_fwd = np.asarray(jax.jacrev(jax.jacfwd(f))(x)).reshape(6, 6)
+    assert np.all(np.isfinite(fwd_rev)), name
+    np.testing.assert_allclose(fwd_rev, fwd_rev.T, rtol=1e-6, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(rev_fwd, fwd_rev, rtol=1e-6, atol=1e-6, err_msg=name)

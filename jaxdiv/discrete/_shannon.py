@@ -361,8 +361,8 @@ def jeffreys_divergence(
 
 def _jeffreys(prep: _common.Prepared) -> jax.Array:
   dp, dq = prep.dists
-  if not prep.from_logits:  # KL(p||q) + KL(q||p), their derivatives' quotients whole
-    return _kl(dp, dq, prep) + _kl(dq, dp, prep)
+  if not prep.from_logits:  # its derivatives' quotients whole (no q**-2 to underflow)
+    return prep.sum(_numerics.mul_log_diff(dp.prob, dq.prob))
   return prep.sum(_numerics.mul_log(dp.prob - dq.prob, dp.log_prob - dq.log_prob))
 
 

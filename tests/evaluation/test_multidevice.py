@@ -453,3 +453,18 @@ def test_kernels_on_explicitly_sharded_arrays():
     for out in jax.tree.leaves(got[0]):
       if out.ndim:  # per-token: sharded as the tokens are
         assert out.sharding.spec == P("data"), (name, out.sharding)
+  # A hyperparameter given as a concrete jax scalar stays concrete (the kernels need it static).
+  got = K.fused_linear_cross_entropy(put(h), ws, sharded[0], label_smoothing=jnp.float32(0.1))
+  want = K.fused_linear_cross_entropy(h, w, y, label_smoothing=0.1)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6)
+  # Vocabulary parallelism on a 2 x 2 mesh whose "data" axis stays Explicit: shard_map over
+  # "model" only (the Manual axis is left as it is).
+  mesh2 = Mesh(np.array(jax.devices("cpu")[:4]).reshape(2, 2), ("data", "model"),
+               axis_types=(AxisType.Explicit,) * 2)
+  put2 = lambda x, spec: jax.device_put(x, NamedSharding(mesh2, spec))
+  vocab = shard_map(lambda a, b, c: K.fused_linear_cross_entropy(a, b, c, axis_name="model"),
+                    mesh=mesh2, in_specs=(P(), P(None, "model"), P()), out_specs=P(),
+                    axis_names={"model"})
+  got = jax.jit(vocab)(put2(h, P("data")), put2(w, P(None, "model")), put2(y, P("data")))
+  np.testing.assert_allclose(np.asarray(got), np.asarray(K.fused_linear_cross_entropy(h, w, y)),
+                             rtol=1e-5, atol=1e-6)
