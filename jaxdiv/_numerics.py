@@ -58,8 +58,7 @@ def _mul_log_of_jvp(primals, tangents):
   log_y = safe_log(y)
   keep = (x != 0) | jnp.isfinite(log_y)
   log_y = jnp.where(keep, log_y, 0)
-  pos = y > 0
-  slope = ratio(jnp.where(pos, x, 0), jnp.where(pos, y, 1))  # d/dy = x / y
+  slope = quotient(x, y, y > 0)  # d/dy = x / y
   return x * log_y, log_y * dx + slope * dy
 
 
@@ -77,10 +76,9 @@ def _mul_log_ratio_jvp(primals, tangents):
   dx, dy = tangents
   d = safe_log(x) - safe_log(y)
   d = jnp.where((x != 0) | jnp.isfinite(d), d, 0)
-  pos = y > 0
   # -d/dy; held at 0 where x is 0 (not only its value: its own d/dx there, 1/y, would make the
   # mixed second derivative -1/y one way and 0, d/dx's convention at x = 0, the other)
-  slope = ratio(jnp.where(pos & (x != 0), x, 0), jnp.where(pos, y, 1))
+  slope = quotient(x, y, (y > 0) & (x != 0))
   return x * d, (d + (x > 0).astype(d.dtype)) * dx - slope * dy
 
 
@@ -99,8 +97,7 @@ def _mul_log_diff_jvp(primals, tangents):
   dx, dy = tangents
   w, d = x - y, safe_log(x) - safe_log(y)
   d = jnp.where((w != 0) | jnp.isfinite(d), d, 0)
-  over = lambda z: ratio(jnp.where(z > 0, w, 0), jnp.where(z > 0, z, 1))  # w / z, 0 at z = 0
-  return w * d, (d + over(x)) * dx - (d + over(y)) * dy
+  return w * d, (d + quotient(w, x, x > 0)) * dx - (d + quotient(w, y, y > 0)) * dy
 
 
 def safe_sqrt(x: jax.Array) -> jax.Array:
@@ -148,6 +145,12 @@ def _ratio_jvp(primals, tangents):
   dx, dy = tangents
   r = x / y
   return r, (dx - r * dy) / y
+
+
+def quotient(x: jax.Array, y: jax.Array, ok: jax.Array) -> jax.Array:
+  """:func:`ratio` ``x / y`` where `ok`, 0 elsewhere, with both operands replaced there (the
+  double where: no inf or NaN from the unselected entries reaches a derivative)."""
+  return ratio(jnp.where(ok, x, 0), jnp.where(ok, y, 1))
 
 
 def psum(x: jax.Array, axis_name=None) -> jax.Array:

@@ -49,7 +49,8 @@ def auto_axes_when_explicit(fn: Callable) -> Callable:
       return fn(*args, **kwargs)
     mesh = jax.typeof(leaves[sharded[0]]).sharding.mesh
     like = leaves[arrays[0]]
-    spec = _spec(like) + (None,) * (like.ndim - len(_spec(like)))
+    spec = _spec(like)
+    spec += (None,) * (like.ndim - len(spec))
 
     def call(*xs):
       full = list(leaves)

@@ -83,11 +83,9 @@ def _kl_probs_jvp(primals, tangents):
   p0, q0 = jnp.where(below, p, 0), jnp.where(below, q, 0)
   near1 = pos & (jnp.abs(p - q) <= 0.5 * q)
   near0 = below & (jnp.abs(q - p) <= 0.5 * (1 - q))
-  d1 = jnp.where(near1, q, 1)
-  d0 = jnp.where(near0, 1 - q, 1)
-  l1 = jnp.where(near1, _numerics.log1p(_numerics.ratio(jnp.where(near1, p - q, 0), d1)),
+  l1 = jnp.where(near1, _numerics.log1p(_numerics.quotient(p - q, q, near1)),
                  jnp.where(pos, jnp.log(p1) - jnp.log(q1), 0))
-  l0 = jnp.where(near0, _numerics.log1p(_numerics.ratio(jnp.where(near0, q - p, 0), d0)),
+  l0 = jnp.where(near0, _numerics.log1p(_numerics.quotient(q - p, 1 - q, near0)),
                  jnp.where(below, _numerics.log1p(-p0) - _numerics.log1p(-q0), 0))
   dp = l1 - l0 + (pos.astype(p.dtype) - below.astype(p.dtype))
   # d/dq = (1 - p)/(1 - q) - p/q, each ratio 0 where its weight is; where both ratios are
@@ -95,8 +93,7 @@ def _kl_probs_jvp(primals, tangents):
   # float32). Not further out: differentiated again at p = 0 and q = 1e-30 that form cancels.
   near = near1 & near0
   qs = jnp.where(near, q, 0.5)
-  ratios = (_numerics.ratio(jnp.where(below, 1 - p, 0), jnp.where(below, 1 - q, 1))
-            - _numerics.ratio(jnp.where(pos, p, 0), q1))
+  ratios = _numerics.quotient(1 - p, 1 - q, below) - _numerics.quotient(p, q, pos)
   dq = jnp.where(near, _numerics.ratio(qs - jnp.where(near, p, 0.5), qs * (1 - qs)), ratios)
   return out, dp * tp + dq * tq
 
