@@ -144,8 +144,8 @@ def _f_fast(f):
     return jax.jvp(f, (r,), (jnp.ones_like(r),))
 
   def value_probs(ax, p, q):
-    return _fast.nan_rows(jnp.sum(q * f(p / q), axis=ax), ax,
-                         positive=(_fast.bounded(p), _fast.bounded(q))), None
+    return _fast.guarded_sum(q * f(p / q), ax,
+                             positive=(*_fast.bounded(p), *_fast.bounded(q))), None
 
   def coefs_probs(ax, out, aux, p, q):
     r = p / q
@@ -251,7 +251,7 @@ def _hellinger_probs(ax, p, q):
   sp, sq = jnp.sqrt(p), jnp.sqrt(q)
   # A negative entry makes its root NaN and +inf makes the term infinite; d/dp of sqrt p is
   # infinite at p = 0, so a zero takes the guarded path too.
-  h2 = _fast.nan_rows(jnp.sum((sp - sq) ** 2, axis=ax), ax, positive=(p, q))
+  h2 = _fast.guarded_sum((sp - sq) ** 2, ax, positive=(p, q))
   return jnp.sqrt(0.5 * h2), None
 
 
@@ -315,7 +315,8 @@ def _total_variation(prep: _common.Prepared) -> jax.Array:
 def _tv_probs(ax, p, q):
   # A negative probability would go unnoticed in |p - q|: such a row takes the guarded path
   # (+inf makes the term infinite or NaN itself; zeros need no guard).
-  return 0.5 * _fast.nan_rows(jnp.sum(jnp.abs(p - q), axis=ax), ax, nonnegative=(p, q)), None
+  return 0.5 * _fast.guarded_sum(jnp.abs(p - q), ax, nonnegative=(p, q),
+                                 one_pass=True, reads=2), None
 
 
 def _tv_sign(p, q):
@@ -378,7 +379,8 @@ def chi_squared_divergence(
 def _chi2_probs(ax, p, q):
   # q = 0 or +inf makes a term inf or NaN (so does p = +inf); a negative p or q would go
   # unnoticed: guarded path.
-  return _fast.nan_rows(jnp.sum((p - q) ** 2 / q, axis=ax), ax, nonnegative=(p, q)), None
+  return _fast.guarded_sum((p - q) ** 2 / q, ax, nonnegative=(p, q),
+                                one_pass=True, reads=2), None
 
 
 def _chi2_grads(p, q):
@@ -469,7 +471,7 @@ def _bhattacharyya(prep: _common.Prepared) -> jax.Array:
 def _bhattacharyya_probs(ax, p, q):
   # NaN where the guarded path must run: a zero (the derivative sqrt(q / p) / 2 is infinite
   # there) or a negative entry (p q is positive when both are); +inf makes the sum infinite.
-  total = _fast.nan_rows(jnp.sum(jnp.sqrt(p * q), axis=ax), ax, positive=(p, q))
+  total = _fast.guarded_sum(jnp.sqrt(p * q), ax, positive=(p, q))
   return -jnp.log(total), total
 
 

@@ -101,39 +101,50 @@ def evaluate(arrays, careful_body: Callable, pairs, *, axis, where, from_logits,
   return _common.finish(careful_body(prep), prep, base, nonnegative=nonnegative)
 
 
-def bounded(x: jax.Array) -> jax.Array:
-  """`x` where it is finite and non-negative, a negative number at +inf: for an input of
-  :func:`nan_rows` whose +inf entries need the guarded path too (`max - x` is -inf there)."""
-  return jnp.minimum(x, jnp.finfo(x.dtype).max - x)
+def bounded(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`(x, max - x)`, whose minima are non-negative exactly where `x` is finite and
+  non-negative: the inputs for :func:`guarded_sum` of an input whose +inf entries need the
+  guarded path too (`max - x` is -inf there). Two arrays, not their elementwise minimum, which
+  made XLA:CPU's one-pass loop 2x slower."""
+  return x, jnp.finfo(x.dtype).max - x
 
 
-def nan_rows(value: jax.Array, ax: int, nonnegative: Sequence[jax.Array] = (),
-             positive: Sequence[jax.Array] = ()) -> jax.Array:
-  """`value` (one entry per row), NaN on the rows where an entry of an input in `nonnegative`
-  is negative or one in `positive` is not positive: the rows that need the guarded path
-  although the unguarded expression may be finite there (a negative probability in `|p - q|`
-  or `p * p`, a zero where a root's derivative is infinite). Pass :func:`bounded` of an input
-  whose +inf entries need it too. A NaN entry makes the row NaN.
+def guarded_sum(terms: jax.Array, ax: int, nonnegative: Sequence[jax.Array] = (),
+                positive: Sequence[jax.Array] = (), also: Sequence[jax.Array] = (),
+                one_pass: bool = False, reads: int = 1):
+  """The row sum of `terms`, NaN on the rows where an entry of an input in `nonnegative` is
+  negative or one in `positive` is not positive: the rows that need the guarded path although
+  the unguarded expression may be finite there (a negative probability in `|p - q|` or `p * p`,
+  a zero where a root's derivative is infinite). Pass :func:`bounded` of an input whose +inf
+  entries need it too. A NaN entry makes the row NaN. With `also`, returns `(sum, sums)`: the
+  row sums of those arrays beside it (the mass that normalises a power sum). `one_pass`: the
+  terms are sums, products and quotients (no roots, powers or minima), which XLA:CPU's one-pass
+  loop of `_fallback.row_reduce` keeps vectorised.
 
   One row minimum over all the inputs of a kind (`sqrt` of it is NaN below 0, `0 * rsqrt` of
-  it NaN at or below 0), a reduction beside the row's own, in place of a guard on every entry:
-  XLA:CPU's `sqrt` has a fraction of the throughput of a read (32768x512 float32, forward:
-  total variation 11.2 -> 8.0 ms, the hand-written line 6.4; chi-squared 12.9 -> 9.6, 8.0).
-  On rows of 32768 entries XLA:CPU makes the minimum a second pass: 8-17% slower there.
+  it NaN at or below 0), in place of a guard on every entry: XLA:CPU's `sqrt` has a fraction of
+  the throughput of a read (32768x512 float32, forward: total variation 11.2 -> 8.0 ms, the
+  hand-written line 6.4; chi-squared 12.9 -> 9.6, 8.0). With `one_pass`, the minima and the
+  sums are one pass over the inputs.
   """
-  def row_min(xs):
-    m = xs[0]
-    for x in xs[1:]:
+  # Each input is its own minimum (an elementwise `minimum` of two inputs first made XLA:CPU's
+  # one-pass loop 2x slower).
+  (total, *sums), mins = _fallback.row_reduce((terms, *also), (*nonnegative, *positive), ax,
+                                               one_pass=one_pass, reads=reads)
+
+  def row_min(ms):
+    m = ms[0]
+    for x in ms[1:]:
       m = jnp.minimum(m, x)
-    return jnp.min(m, axis=ax)
+    return lax.stop_gradient(m)
 
   # The guard's own derivative is 0, but autodiff would form 0 * inf (sqrt' at a zero entry,
   # rsqrt' at a tiny one: a probability of 1e-27 made the whole Hessian NaN): no derivative.
   if nonnegative:
-    value = value + 0 * jnp.sqrt(lax.stop_gradient(row_min(nonnegative)))
+    total = total + 0 * jnp.sqrt(row_min(mins[:len(nonnegative)]))
   if positive:
-    value = value + 0 * lax.rsqrt(lax.stop_gradient(row_min(positive)))
-  return value
+    total = total + 0 * lax.rsqrt(row_min(mins[len(nonnegative):]))
+  return (total, tuple(sums)) if also else total
 
 
 def through_softmax(g: jax.Array, p: jax.Array, axis: int) -> jax.Array:
@@ -168,7 +179,7 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
   On probabilities `log S` is divided by the mass of input `norm` (None: not normalised), as
   the guarded path does; the powers are `x ** c`, which XLA turns into products, divisions or
   square roots for the orders 2, -1 and 1/2. An entry that needs the guarded path makes the row
-  NaN (:func:`nan_rows`): a negative probability, +inf for an exponent c <= 0 (where the power
+  NaN (:func:`guarded_sum`): a negative probability, +inf for an exponent c <= 0 (where the power
   is 0 or 1), and a zero where the power's derivative is infinite (0 < c < 1). On logits the
   power sum is `sum exp(sum_k c_k log_softmax(x_k))`, each logit shifted by its row max only:
   where it overflows or underflows to 0 the row is not finite and the guarded path runs too.
@@ -194,6 +205,9 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
       w = t if w is None else w * t
     return w
 
+  # Integer powers are products and quotients (`guarded_sum`'s one pass).
+  one_pass = all(c.is_integer() for c in cs)
+
   # The inputs whose entries need the guarded path where the powers alone are finite.
   def guarded(xs):
     nonnegative, positive = [], []
@@ -201,20 +215,21 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
       if 0 < c < 1:
         positive.append(x)
       elif c <= 0:
-        nonnegative.append(bounded(x))
+        nonnegative.extend(bounded(x))
       elif c.is_integer():
         nonnegative.append(x)
     return dict(nonnegative=nonnegative, positive=positive)
 
   def value_probs(ax, *xs):
-    t = terms(xs)
+    # The terms and the mass in one pass (`_fallback.row_reduce`), S = sum(t) / z.
     z = None
-    if norm is not None:
-      # Divided entry by entry, not log S - log z: XLA:CPU runs an output that reads two row
-      # reductions of one fusion several times slower than one whose reductions feed each other.
-      z = jnp.sum(xs[norm], axis=ax, keepdims=True)
-      t = t / z
-    s = nan_rows(jnp.sum(t, axis=ax), ax, **guarded(xs))
+    if norm is None:
+      s = guarded_sum(terms(xs), ax, one_pass=one_pass, reads=len(xs), **guarded(xs))
+    else:
+      s, (z,) = guarded_sum(terms(xs), ax, also=(xs[norm],), one_pass=one_pass,
+                            reads=len(xs), **guarded(xs))
+      s = s / z
+      z = jnp.expand_dims(z, ax)
     log_s = _log_positive(s)
     return general(log_s), (s, z, log_s)
 

@@ -239,7 +239,7 @@ def test_other_families_edge_rows_take_the_guarded_values(x64, name, from_logits
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
-# Each exponent class of the power sums' row guard (`_fast.nan_rows`): integer and not, above
+# Each exponent class of the power sums' row guard (`_fast.guarded_sum`): integer and not, above
 # 1, between 0 and 1, below 0; and the other forms with a guard of their own. Fast tier: one
 # exponent of each sign and one of the f-family's forms; the rest slow.
 GUARDED_PROB_CASES = {
@@ -267,8 +267,14 @@ GUARDED_PROB_CASES = {
               "renyi_entropy[alpha=0.5]", "chi_squared_divergence"])
 def test_fast_path_takes_the_guarded_values_on_bad_probabilities(x64, name):
   """Probabilities with a negative, +inf or zero entry (in either input, alone or both at one
-  index): the fast path's row values (NaN included) and gradients are the guarded path's."""
-  p, q = _inputs(False, seed=3, shape=(10, 6))
+  index): the fast path's row values (NaN included) and gradients are the guarded path's. Rows
+  of 6 and of 256 entries (the one-pass row reduction of `_fallback.row_reduce` on CPU)."""
+  for n in (6, 256):
+    _check_bad_probabilities(name, n)
+
+
+def _check_bad_probabilities(name, n):
+  p, q = _inputs(False, seed=3, shape=(10, n))
   edits = [("p", 1, -0.1), ("q", 2, -0.1), ("p", 3, np.inf), ("q", 4, np.inf), ("p", 5, 0.0),
            ("q", 6, 0.0), ("p", 7, -1e-30), ("q", 8, -0.0)]
   for which, row, value in edits:
@@ -542,3 +548,26 @@ def test_order_alpha_hessian_finite_with_a_tiny_probability(name):
       want = jax.hessian(lambda q, p64=p64, alpha=alpha: fn(p64, q, alpha))(
           jnp.full(5, 0.2, jnp.float64))
     np.testing.assert_allclose(h, want, rtol=2e-4, atol=1e-4)
+
+
+# The forms whose fast path sums in one pass over rows of 256 float64 (`_fallback.row_reduce`
+# on CPU): integer-order power sums, total variation and chi-squared.
+ONE_PASS_CASES = ["renyi_divergence[alpha=2]", "tsallis_entropy[alpha=3]",
+                  "tsallis_divergence[alpha=2]", "alpha_divergence[alpha=-1]",
+                  "total_variation_distance", "chi_squared_divergence"]
+
+
+@tiered("name", ONE_PASS_CASES, fast=["renyi_divergence[alpha=2]", "tsallis_entropy[alpha=3]",
+                                      "alpha_divergence[alpha=-1]"])
+def test_one_pass_rows_match_reference(x64, name):
+  """Value, gradient, forward mode (5 rows) and Hessian (one row) against the plain-jnp
+  reference on rows of 256 probabilities (Dirichlet(5): no entry so small that alpha = -1's
+  Hessian spans 20 decades, beyond `_assert_matches`' absolute tolerance)."""
+  ours, ref = _other(name, False)
+  rng = np.random.default_rng(5)
+  a, b = (jnp.asarray(rng.dirichlet(np.full(256, 5.0), 5)) for _ in range(2))
+  _assert_matches(ours, ref, a[:1], b[:1])
+  np.testing.assert_allclose(jax.jit(ours)(a, b), ref(a, b), rtol=1e-12, atol=1e-13)
+  total = lambda f: (lambda x, y: jnp.sum(f(x, y)))
+  for got, want in zip(jax.grad(total(ours), (0, 1))(a, b), jax.grad(total(ref), (0, 1))(a, b)):
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)

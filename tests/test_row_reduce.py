@@ -1,0 +1,101 @@
+"""`jaxdiv._fallback.row_reduce`: row sums and minima in one pass (XLA:CPU's chunked variadic
+reduction), against float64 NumPy and against its own ordinary-reduction path (`one_pass=False`).
+
+The shapes are chosen so that the one pass runs on CPU: the row length a multiple of the chunk
+(64-byte lines x 32 steps / `reads`: 512 float32 or 256 float64 entries for one input read).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdiv import _fallback
+
+
+def _pair(x, y, reads=1, one_pass=True):
+  (s, z), (m, n) = _fallback.row_reduce((x * x, x), (x, y), -1, one_pass=one_pass, reads=reads)
+  return s, z, m, n
+
+
+@pytest.mark.parametrize("dtype,n,reads", [(np.float32, 512, 1), (np.float32, 512, 2),
+                                           (np.float64, 256, 1), (np.float64, 1024, 2)])
+def test_sums_and_minima_match_float64(dtype, n, reads):
+  with jax.enable_x64(dtype == np.float64):
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 40, n)).astype(dtype)
+    y = rng.normal(size=(3, 40, n)).astype(dtype)
+    x[0, 1, 7] = -0.5   # a negative entry: the row minimum
+    x[1, 2, 300 % n] = np.nan  # NaN propagates into its row's sums
+    y[2, 3, n - 1] = -np.inf
+    fn = jax.jit(lambda x, y: _pair(x, y, reads))
+    got = fn(x, y)
+    # the one pass is what ran: the chunks of 32 / reads steps of one 64-byte line
+    lanes = 64 // np.dtype(dtype).itemsize
+    assert f"x{32 // reads}x{lanes}x" in fn.lower(x, y).as_text()
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    want = ((x64 * x64).sum(-1), x64.sum(-1), x64.min(-1), y64.min(-1))
+    eps = np.finfo(dtype).eps
+    for g, w in zip(got[:2], want[:2]):
+      assert g.shape == w.shape and g.dtype == dtype
+      np.testing.assert_allclose(g, w, rtol=8 * eps)
+    # Minima are exact. Not on the NaN row: XLA:CPU's own row minimum drops a NaN in some
+    # shapes (jax 0.10.2: [3, 40, 512] float32), so `row_reduce` promises nothing there.
+    ok = ~np.isnan(x64).any(-1)
+    for g, w in zip(got[2:], want[2:]):
+      np.testing.assert_array_equal(np.asarray(g)[ok], w.astype(dtype)[ok])
+    # The ordinary reductions (`one_pass=False`) agree to rounding.
+    plain = jax.jit(lambda x, y: _pair(x, y, reads, one_pass=False))(x, y)
+    for g, w in zip(got, plain):
+      np.testing.assert_allclose(np.asarray(g)[ok], np.asarray(w)[ok], rtol=8 * eps)
+
+
+def test_float32_sums_as_accurate_as_the_ordinary_sum():
+  """Median and max relative error of `sum(x^2) / sum(x)^2` on 4096 rows of 512 against
+  float64: no worse than the ordinary reductions' (to 10%)."""
+  rng = np.random.default_rng(1)
+  x = rng.random((4096, 512)).astype(np.float32)
+  x64 = x.astype(np.float64)
+  want = (x64 * x64).sum(-1) / x64.sum(-1) ** 2
+
+  def ratio(x, one_pass):
+    (s, z), _ = _fallback.row_reduce((x * x, x), (), -1, one_pass=one_pass)
+    return s / (z * z)
+
+  ours = np.abs(np.asarray(jax.jit(lambda x: ratio(x, True))(x), np.float64) - want) / want
+  plain = np.abs(np.asarray(jax.jit(lambda x: ratio(x, False))(x), np.float64) - want) / want
+  assert np.median(ours) <= 1.1 * np.median(plain), (np.median(ours), np.median(plain))
+  assert ours.max() <= 1.1 * plain.max() + 1e-7, (ours.max(), plain.max())
+
+
+def test_derivatives_are_the_sums_of_the_tangents(x64):
+  """Gradient, forward mode, Hessian and vmap through the one pass (the minima carry none)."""
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.random((4, 256)))
+
+  def f(x):
+    (s, z), (m,) = _fallback.row_reduce((x ** 3, x), (x,), -1)
+    return jnp.sum(s / z + m)
+
+  def ref(x):
+    return jnp.sum(jnp.sum(x ** 3, -1) / jnp.sum(x, -1) + jax.lax.stop_gradient(x.min(-1)))
+
+  np.testing.assert_allclose(f(x), ref(x), rtol=1e-13)
+  np.testing.assert_allclose(jax.grad(f)(x), jax.grad(ref)(x), rtol=1e-12)
+  np.testing.assert_allclose(jax.jacfwd(f)(x), jax.jacfwd(ref)(x), rtol=1e-12)
+  np.testing.assert_allclose(jax.hessian(f)(x[:1]), jax.hessian(ref)(x[:1]), rtol=1e-10,
+                             atol=1e-12)
+  np.testing.assert_allclose(jax.vmap(f)(x[:, None]), jax.vmap(ref)(x[:, None]), rtol=1e-13)
+
+
+@pytest.mark.parametrize("shape,axis", [((0, 512), -1), ((512,), 0), ((6, 512), 0),
+                                        ((6, 500), -1)])
+def test_edge_shapes_take_the_ordinary_reductions(shape, axis):
+  """An empty batch, one row, a reduced axis that is not the last and a row length that is not
+  a multiple of the chunk: the values of the ordinary reductions."""
+  x = np.random.default_rng(3).random(shape).astype(np.float32)
+  (s,), (m,) = jax.jit(lambda x: _fallback.row_reduce((x,), (x,), axis))(x)
+  np.testing.assert_allclose(s, x.astype(np.float64).sum(axis), rtol=1e-5)
+  np.testing.assert_array_equal(m, x.min(axis) if x.size else np.zeros(s.shape, x.dtype))
