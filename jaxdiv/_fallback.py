@@ -73,39 +73,38 @@ def softmax(x: jax.Array, axis: int) -> jax.Array:
 
 
 # The one-pass row reduction of :func:`row_reduce` on XLA:CPU: each row cut into chunks of
-# `_CHUNK_STEPS` vectors of one cache line (64 bytes: 16 float32, 8 float64), summed (or
-# minimised) over the steps lane by lane, then the lanes and chunks of each row.
+# `_CHUNK_STEPS // reads` vectors of one cache line (64 bytes: 16 float32, 8 float64), summed
+# (or minimised) over the steps lane by lane, then the lanes and chunks of each row.
 _LINE_BYTES = 64
 _CHUNK_STEPS = 32
-# Up to this many entries: the partial sums (`1 / _CHUNK_STEPS` of the inputs each) stay in the
-# cache. Over 2048x32768 or 16384x4096 float32 the pass ran at 1.4-2.2x the time of
-# `sum(p ** 2)` instead of 1.0-1.1x; in blocks of rows under a `fori_loop`, the terms were
-# written out in full before the loop (6-10x).
-_MAX_ENTRIES = 1 << 24
 
 
 def row_reduce(sums, mins, axis: int, *, one_pass: bool = True, reads: int = 1):
   """Row sums of each array in `sums` and row minima of each in `mins` along `axis`, in one
   pass over the inputs on XLA:CPU.
 
-  The reason: XLA:CPU (jax 0.10) compiles `sum(a) , min(b)` (or two sums, the terms of a power
-  sum beside the mass that normalises it) over the same inputs into one YNNPACK fusion that
-  reads them once per reduction, and `sum(p ** 2) / sum(p) ** 2` took 2.2-2.5x the time of
-  `sum(p ** 2)` alone (32768x512 and 2048x32768 float32). A variadic `lax.reduce` of all of them
-  is one loop, but over a whole row it adds sequentially (6-60x the rounding error of the
-  vectorised sum) and does not vectorise: 3.7-4.3x. Reduced over `[chunks, 32, lanes]` (32
-  steps of one cache line, the lanes and the chunks summed after by the ordinary reduction), it
-  is one vectorised loop with the ordinary sum's rounding error (median relative error of
-  `sum(p ** 2) / sum(p) ** 2` against float64: 6.1e-8, the single sum's 6.4e-8), and ran at
-  0.99-1.03x the time of `sum(p ** 2)` alone with a row minimum besides (32768x512,
-  4096x4096). 16 or 64 steps a chunk, or lanes of 8 or 32 float32, ran at 1.4-4.4x.
+  The reason: XLA:CPU (jax 0.10) compiles two row reductions of the same inputs (the terms of a
+  power sum beside the mass that normalises it, or beside the row minimum that guards it) into
+  one YNNPACK fusion that reads the inputs once per reduction: `sum(p ** 2) / sum(p) ** 2` took
+  2.2-2.5x the time of `sum(p ** 2)` alone (32768x512 and 2048x32768 float32). A variadic
+  `lax.reduce` of them all over the whole row is one loop, but it adds sequentially (7x the
+  median rounding error of the ordinary sum on rows of 512, 65x on rows of 32768) and does not
+  vectorise (3.7-4.3x).
+  Over `[chunks, steps, lanes]` (steps of one 64-byte line, the lanes and the chunks summed
+  after by the ordinary reduction) it is one vectorised loop with the ordinary sum's rounding
+  error (median relative error of `sum(p ** 2) / sum(p) ** 2` against float64 at 32768x512:
+  6.1e-8, the single sum's 6.4e-8). XLA:CPU keeps that loop vectorised up to about 32 lines of
+  input a chunk: 32 steps over one input read (`p ** 2` beside `p`: 1.0-1.3x `sum(p ** 2)`
+  alone, where 16 steps ran at 1.2-1.5x and 8 at 2.2x), 16 over two (`|p - q|` beside the
+  minima of p and q: 1.0x `sum(|p - q|)`, where 32 steps ran at 2.5-3.5x). Measured with
+  `bench/hand.py` and the scratch scripts quoted in bench/README.md.
 
   Elsewhere (other platforms through `lax.platform_dependent`, a reduced axis that is not the
-  last, a row length that is not a multiple of the chunk, more entries than `_MAX_ENTRIES`,
-  another dtype, or `one_pass=False`) it is the ordinary reductions. The minima carry no
-  derivative (they are guards); the sums' derivative is the sum of the tangents. A NaN entry
-  makes its row's sums NaN, but not always its minimum: XLA:CPU's own row minimum drops a NaN
-  in some shapes (jax 0.10.2, `jnp.min` over [3, 40, 512] float32).
+  last, a row length that is not a multiple of the chunk, an empty array, another dtype, or
+  `one_pass=False`) it is the ordinary reductions. The minima carry no derivative (they are
+  guards); the sums' derivative is the sum of the tangents. A NaN entry makes its row's sums
+  NaN, but not always its minimum: XLA:CPU's own row minimum drops a NaN in some shapes (jax
+  0.10.2, `jnp.min` over [3, 40, 512] float32).
 
   Args:
     sums, mins: sequences of arrays broadcastable to one shape.
@@ -113,6 +112,7 @@ def row_reduce(sums, mins, axis: int, *, one_pass: bool = True, reads: int = 1):
     one_pass: whether the one pass may be used: the terms are sums, products and quotients.
       Roots, general powers and elementwise minima inside it are not vectorised by XLA:CPU
       (Hellinger, Bhattacharyya and a user's f-divergence ran at 3-7x the hand-written line).
+    reads: how many input arrays the terms read (the steps of a chunk are `32 // reads`).
 
   Returns:
     `(sums, mins)`: tuples of the row sums and row minima, in the order given.
@@ -130,7 +130,7 @@ def row_reduce(sums, mins, axis: int, *, one_pass: bool = True, reads: int = 1):
   steps = max(1, _CHUNK_STEPS // reads)
   chunk = lanes * steps
   if (not one_pass or len(xs) < 2 or ax != len(shape) - 1 or shape[ax] % chunk
-      or not 0 < xs[0].size <= _MAX_ENTRIES
+      or xs[0].size == 0
       or dtype not in (jnp.float32, jnp.float64) or any(x.dtype != dtype for x in xs)):
     out = plain(*xs)
     return out[:n_sums], out[n_sums:]
