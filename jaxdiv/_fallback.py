@@ -100,11 +100,12 @@ def row_reduce(sums, mins, axis: int, *, one_pass: bool = True, reads: int = 1):
   `bench/hand.py` and the scratch scripts quoted in bench/README.md.
 
   Elsewhere (other platforms through `lax.platform_dependent`, a reduced axis that is not the
-  last, a row length that is not a multiple of the chunk, an empty array, another dtype, or
-  `one_pass=False`) it is the ordinary reductions. The minima carry no derivative (they are
-  guards); the sums' derivative is the sum of the tangents. A NaN entry makes its row's sums
-  NaN, but not always its minimum: XLA:CPU's own row minimum drops a NaN in some shapes (jax
-  0.10.2, `jnp.min` over [3, 40, 512] float32).
+  last, a row length that is not a multiple of the chunk, an empty array, an array whose type
+  carries a sharding (Explicit mesh axes: the chunks' reshape of a sharded row has no sharding
+  to infer), another dtype, or `one_pass=False`) it is the ordinary reductions. The minima
+  carry no derivative (they are guards); the sums' derivative is the sum of the tangents. A NaN
+  entry makes its row's sums NaN, but not always its minimum: XLA:CPU's own row minimum drops
+  a NaN in some shapes (jax 0.10.2, `jnp.min` over [3, 40, 512] or [7, 1024] float32).
 
   Args:
     sums, mins: sequences of arrays broadcastable to one shape.
@@ -130,7 +131,7 @@ def row_reduce(sums, mins, axis: int, *, one_pass: bool = True, reads: int = 1):
   steps = max(1, _CHUNK_STEPS // reads)
   chunk = lanes * steps
   if (not one_pass or len(xs) < 2 or ax != len(shape) - 1 or shape[ax] % chunk
-      or xs[0].size == 0
+      or xs[0].size == 0 or any(map(_sharding.explicitly_sharded, xs))
       or dtype not in (jnp.float32, jnp.float64) or any(x.dtype != dtype for x in xs)):
     out = plain(*xs)
     return out[:n_sums], out[n_sums:]

@@ -90,12 +90,16 @@ def test_derivatives_are_the_sums_of_the_tangents(x64):
   np.testing.assert_allclose(jax.vmap(f)(x[:, None]), jax.vmap(ref)(x[:, None]), rtol=1e-13)
 
 
-@pytest.mark.parametrize("shape,axis", [((0, 512), -1), ((512,), 0), ((6, 512), 0),
-                                        ((6, 500), -1)])
-def test_edge_shapes_take_the_ordinary_reductions(shape, axis):
-  """An empty batch, one row, a reduced axis that is not the last and a row length that is not
-  a multiple of the chunk: the values of the ordinary reductions."""
+@pytest.mark.parametrize("shape,axis,one_pass", [((0, 512), -1, False), ((6, 512), 0, False),
+                                                 ((6, 500), -1, False), ((512,), 0, True),
+                                                 ((2, 3, 1024), -1, True)])
+def test_edge_shapes(shape, axis, one_pass):
+  """An empty batch, a reduced axis that is not the last and a row length that is not a
+  multiple of the chunk take the ordinary reductions; a single row and a 2-D batch the one pass.
+  The values are the float64 sums and the minima either way."""
   x = np.random.default_rng(3).random(shape).astype(np.float32)
-  (s,), (m,) = jax.jit(lambda x: _fallback.row_reduce((x,), (x,), axis))(x)
+  fn = jax.jit(lambda x: _fallback.row_reduce((x,), (x,), axis))
+  assert ("x32x16x" in fn.lower(x).as_text()) == one_pass
+  (s,), (m,) = fn(x)
   np.testing.assert_allclose(s, x.astype(np.float64).sum(axis), rtol=1e-5)
   np.testing.assert_array_equal(m, x.min(axis) if x.size else np.zeros(s.shape, x.dtype))

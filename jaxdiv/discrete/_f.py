@@ -144,7 +144,10 @@ def _f_fast(f):
     return jax.jvp(f, (r,), (jnp.ones_like(r),))
 
   def value_probs(ax, p, q):
-    return _fast.guarded_sum(q * f(p / q), ax,
+    # `+ 0 * r`: a NaN entry reaches the sum even where `f` maps NaN to a number (the row
+    # minima of the guard may drop it).
+    r = p / q
+    return _fast.guarded_sum(q * f(r) + 0 * r, ax,
                              positive=(*_fast.bounded(p), *_fast.bounded(q))), None
 
   def coefs_probs(ax, out, aux, p, q):

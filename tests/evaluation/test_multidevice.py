@@ -365,6 +365,38 @@ def test_row_blocks_inside_shard_map_and_on_explicit_shardings():
 
 
 @needs_8
+def test_one_pass_probability_forms_on_sharded_arrays():
+  """The probability forms whose fast path sums in one pass (`_fallback.row_reduce`: rows of
+  1024 float32, several chunks) on arrays sharded over the rows or over the distribution axis
+  of an Explicit mesh (where the chunks' reshape has no sharding to infer, so the ordinary
+  reductions run) and inside shard_map: the one-device values and gradients. Before, the
+  Explicit cases raised a ShardingTypeError."""
+  from jax.sharding import AxisType
+  from jax.sharding import NamedSharding
+
+  rng = np.random.default_rng(13)
+  p, q = (jnp.asarray(rng.dirichlet(np.full(1024, 2.0), 4).astype(np.float32)) for _ in "pq")
+  fns = {"total_variation": jaxdiv.total_variation_distance,
+         "chi_squared": jaxdiv.chi_squared_divergence,
+         "renyi[2]": lambda x, y: jaxdiv.renyi_divergence(x, y, 2.0),
+         "tsallis_entropy[3]": lambda x, y: jaxdiv.tsallis_entropy(x, 3.0)}
+  explicit = Mesh(np.array(jax.devices("cpu")[:2]), ("data",), axis_types=(AxisType.Explicit,))
+  for name, f in fns.items():
+    want = jax.jit(f)(p, q)
+    want_grad = jax.jit(jax.grad(lambda x, f=f: jnp.sum(f(x, q))))(p)
+    sm = shard_map(f, mesh=cpu_mesh(2), in_specs=(P("data"), P("data")), out_specs=P("data"))
+    runs = [("shard_map", jax.jit(sm), p, q)]
+    for spec in (P("data"), P(None, "data")):
+      x, y = (jax.device_put(a, NamedSharding(explicit, spec)) for a in (p, q))
+      runs += [(f"explicit {spec}", jax.jit(f), x, y), (f"explicit {spec} eager", f, x, y)]
+    for how, g, x, y in runs:
+      np.testing.assert_allclose(g(x, y), want, rtol=1e-6, atol=1e-7, err_msg=f"{name} {how}")
+      grad = jax.jit(jax.grad(lambda x, g=g, y=y: jnp.sum(g(x, y))))(x)
+      # gradients of order 1 (chi-squared: 2 (p - q) / q); entries near 0 by cancellation
+      np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-6, err_msg=f"{name} {how}")
+
+
+@needs_8
 @pytest.mark.parametrize("check", [True, False], ids=["check_vma", "no_check"])
 def test_forward_grad_fused_linear_cross_entropy_data_parallel(check):
   """implementation="forward_grad" (a reduced loss, gradients formed in the forward) with the
