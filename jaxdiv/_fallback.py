@@ -77,6 +77,11 @@ def softmax(x: jax.Array, axis: int) -> jax.Array:
 # (or minimised) over the steps lane by lane, then the lanes and chunks of each row.
 _LINE_BYTES = 64
 _CHUNK_STEPS = 32
+# From this many entries on: below it the second reduction's fixed cost outweighs the pass it
+# saves (64x32768 float32: 1.8-3.8x the hand-written line against 1.1-2.1x for the ordinary
+# reductions; at 128x32768 and 8192x512 the two-input forms gain and the entropies are even;
+# from 256x32768 on every form gains).
+_MIN_ENTRIES = 1 << 22
 
 
 def row_reduce(sums, mins, axis: int, *, one_pass: bool = True, reads: int = 1):
@@ -97,12 +102,13 @@ def row_reduce(sums, mins, axis: int, *, one_pass: bool = True, reads: int = 1):
   input a chunk: 32 steps over one input read (`p ** 2` beside `p`: 1.0-1.3x `sum(p ** 2)`
   alone, where 16 steps ran at 1.2-1.5x and 8 at 2.2x), 16 over two (`|p - q|` beside the
   minima of p and q: 1.0x `sum(|p - q|)`, where 32 steps ran at 2.5-3.5x). Measured with
-  `bench/hand.py` and the scratch scripts quoted in bench/README.md.
+  `bench/row_reduce.py` and `bench/hand.py` (bench/README.md).
 
   Elsewhere (other platforms through `lax.platform_dependent`, a reduced axis that is not the
-  last, a row length that is not a multiple of the chunk, an empty array, an array whose type
-  carries a sharding (Explicit mesh axes: the chunks' reshape of a sharded row has no sharding
-  to infer), another dtype, or `one_pass=False`) it is the ordinary reductions. The minima
+  last, a row length that is not a multiple of the chunk, fewer than `_MIN_ENTRIES` entries,
+  an array whose type carries a sharding (Explicit mesh axes: the chunks' reshape of a sharded
+  row has no sharding to infer), another dtype, or `one_pass=False`) it is the ordinary
+  reductions. The minima
   carry no derivative (they are guards); the sums' derivative is the sum of the tangents. A NaN
   entry makes its row's sums NaN, but not always its minimum: XLA:CPU's own row minimum drops
   a NaN in some shapes (jax 0.10.2, `jnp.min` over [3, 40, 512] or [7, 1024] float32).
@@ -131,7 +137,7 @@ def row_reduce(sums, mins, axis: int, *, one_pass: bool = True, reads: int = 1):
   steps = max(1, _CHUNK_STEPS // reads)
   chunk = lanes * steps
   if (not one_pass or len(xs) < 2 or ax != len(shape) - 1 or shape[ax] % chunk
-      or xs[0].size == 0 or any(map(_sharding.explicitly_sharded, xs))
+      or xs[0].size < _MIN_ENTRIES or any(map(_sharding.explicitly_sharded, xs))
       or dtype not in (jnp.float32, jnp.float64) or any(x.dtype != dtype for x in xs)):
     out = plain(*xs)
     return out[:n_sums], out[n_sums:]

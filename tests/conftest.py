@@ -105,3 +105,12 @@ def x64():
   """Enables float64 for the test's duration."""
   with jax.enable_x64(True):
     yield
+
+
+@pytest.fixture
+def one_pass(monkeypatch):
+  """`_fallback.row_reduce` takes its one pass on CPU from the first entry (it does from
+  `_MIN_ENTRIES` = 4M entries, beyond what a test should compute), so that small rows test it.
+  Call jaxdiv's functions through a new `jax.jit` wrapper (a lambda), not a cached trace."""
+  from jaxdiv import _fallback
+  monkeypatch.setattr(_fallback, "_MIN_ENTRIES", 1)

@@ -2,7 +2,8 @@
 reduction), against float64 NumPy and against its own ordinary-reduction path (`one_pass=False`).
 
 The shapes are chosen so that the one pass runs on CPU: the row length a multiple of the chunk
-(64-byte lines x 32 steps / `reads`: 512 float32 or 256 float64 entries for one input read).
+(64-byte lines x 32 steps / `reads`: 512 float32 or 256 float64 entries for one input read), and
+the `one_pass` fixture lowers its entry threshold.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def _pair(x, y, reads=1, one_pass=True):
 
 @pytest.mark.parametrize("dtype,n,reads", [(np.float32, 512, 1), (np.float32, 512, 2),
                                            (np.float64, 256, 1), (np.float64, 1024, 2)])
-def test_sums_and_minima_match_float64(dtype, n, reads):
+def test_sums_and_minima_match_float64(one_pass, dtype, n, reads):
   with jax.enable_x64(dtype == np.float64):
     rng = np.random.default_rng(0)
     x = rng.random((3, 40, n)).astype(dtype)
@@ -52,7 +53,7 @@ def test_sums_and_minima_match_float64(dtype, n, reads):
       np.testing.assert_allclose(np.asarray(g)[ok], np.asarray(w)[ok], rtol=8 * eps)
 
 
-def test_float32_sums_as_accurate_as_the_ordinary_sum():
+def test_float32_sums_as_accurate_as_the_ordinary_sum(one_pass):
   """Median and max relative error of `sum(x^2) / sum(x)^2` on 4096 rows of 512 against
   float64: no worse than the ordinary reductions' (to 10%)."""
   rng = np.random.default_rng(1)
@@ -70,7 +71,7 @@ def test_float32_sums_as_accurate_as_the_ordinary_sum():
   assert ours.max() <= 1.1 * plain.max() + 1e-7, (ours.max(), plain.max())
 
 
-def test_derivatives_are_the_sums_of_the_tangents(x64):
+def test_derivatives_are_the_sums_of_the_tangents(one_pass, x64):
   """Gradient, forward mode, Hessian and vmap through the one pass (the minima carry none)."""
   rng = np.random.default_rng(2)
   x = jnp.asarray(rng.random((4, 256)))
@@ -90,16 +91,25 @@ def test_derivatives_are_the_sums_of_the_tangents(x64):
   np.testing.assert_allclose(jax.vmap(f)(x[:, None]), jax.vmap(ref)(x[:, None]), rtol=1e-13)
 
 
-@pytest.mark.parametrize("shape,axis,one_pass", [((0, 512), -1, False), ((6, 512), 0, False),
-                                                 ((6, 500), -1, False), ((512,), 0, True),
-                                                 ((2, 3, 1024), -1, True)])
-def test_edge_shapes(shape, axis, one_pass):
+@pytest.mark.parametrize("shape,axis,chunked", [((0, 512), -1, False), ((6, 512), 0, False),
+                                                ((6, 500), -1, False), ((512,), 0, True),
+                                                ((2, 3, 1024), -1, True)])
+def test_edge_shapes(one_pass, shape, axis, chunked):
   """An empty batch, a reduced axis that is not the last and a row length that is not a
   multiple of the chunk take the ordinary reductions; a single row and a 2-D batch the one pass.
   The values are the float64 sums and the minima either way."""
   x = np.random.default_rng(3).random(shape).astype(np.float32)
   fn = jax.jit(lambda x: _fallback.row_reduce((x,), (x,), axis))
-  assert ("x32x16x" in fn.lower(x).as_text()) == one_pass
+  assert ("x32x16x" in fn.lower(x).as_text()) == chunked
   (s,), (m,) = fn(x)
   np.testing.assert_allclose(s, x.astype(np.float64).sum(axis), rtol=1e-5)
   np.testing.assert_array_equal(m, x.min(axis) if x.size else np.zeros(s.shape, x.dtype))
+
+
+def test_small_arrays_take_the_ordinary_reductions():
+  """Below `_MIN_ENTRIES` (4M) entries the ordinary reductions run; from it the one pass."""
+  small = np.ones((8, 512), np.float32)
+  large = jax.ShapeDtypeStruct((8192, 512), jnp.float32)
+  fn = jax.jit(lambda x: _fallback.row_reduce((x,), (x,), -1))
+  assert "x32x16x" not in fn.lower(small).as_text()
+  assert "x32x16x" in fn.lower(large).as_text()

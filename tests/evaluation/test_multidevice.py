@@ -365,7 +365,7 @@ def test_row_blocks_inside_shard_map_and_on_explicit_shardings():
 
 
 @needs_8
-def test_one_pass_probability_forms_on_sharded_arrays():
+def test_one_pass_probability_forms_on_sharded_arrays(one_pass):
   """The probability forms whose fast path sums in one pass (`_fallback.row_reduce`: rows of
   1024 float32, several chunks) on arrays sharded over the rows or over the distribution axis
   of an Explicit mesh (where the chunks' reshape has no sharding to infer, so the ordinary
@@ -376,8 +376,8 @@ def test_one_pass_probability_forms_on_sharded_arrays():
 
   rng = np.random.default_rng(13)
   p, q = (jnp.asarray(rng.dirichlet(np.full(1024, 2.0), 4).astype(np.float32)) for _ in "pq")
-  fns = {"total_variation": jaxdiv.total_variation_distance,
-         "chi_squared": jaxdiv.chi_squared_divergence,
+  fns = {"total_variation": lambda x, y: jaxdiv.total_variation_distance(x, y),
+         "chi_squared": lambda x, y: jaxdiv.chi_squared_divergence(x, y),
          "renyi[2]": lambda x, y: jaxdiv.renyi_divergence(x, y, 2.0),
          "tsallis_entropy[3]": lambda x, y: jaxdiv.tsallis_entropy(x, 3.0)}
   explicit = Mesh(np.array(jax.devices("cpu")[:2]), ("data",), axis_types=(AxisType.Explicit,))
