@@ -84,6 +84,19 @@ _CHUNK_STEPS = 32
 _MIN_ENTRIES = 1 << 22
 
 
+def one_pass_runs(xs, axis: int, *, reads: int = 1) -> bool:
+  """Whether :func:`row_reduce` over `xs` (arrays of one shape) takes its one pass where it runs
+  on XLA:CPU: the reduced axis last, its length a multiple of the chunk, at least
+  `_MIN_ENTRIES` entries, float32 or float64 throughout, no explicit sharding."""
+  x = xs[0]
+  ax = axis % x.ndim
+  if x.dtype not in (jnp.float32, jnp.float64) or any(y.dtype != x.dtype for y in xs):
+    return False
+  chunk = _LINE_BYTES // x.dtype.itemsize * max(1, _CHUNK_STEPS // reads)
+  return (ax == x.ndim - 1 and x.shape[ax] % chunk == 0 and x.size >= _MIN_ENTRIES
+          and not any(map(_sharding.explicitly_sharded, xs)))
+
+
 def row_reduce(sums, mins, axis: int, *, one_pass: bool = True, reads: int = 1):
   """Row sums of each array in `sums` and row minima of each in `mins` along `axis`, in one
   pass over the inputs on XLA:CPU.
@@ -107,11 +120,11 @@ def row_reduce(sums, mins, axis: int, *, one_pass: bool = True, reads: int = 1):
   Elsewhere (other platforms through `lax.platform_dependent`, a reduced axis that is not the
   last, a row length that is not a multiple of the chunk, fewer than `_MIN_ENTRIES` entries,
   an array whose type carries a sharding (Explicit mesh axes: the chunks' reshape of a sharded
-  row has no sharding to infer), another dtype, or `one_pass=False`) it is the ordinary
-  reductions. The minima
-  carry no derivative (they are guards); the sums' derivative is the sum of the tangents. A NaN
-  entry makes its row's sums NaN, but not always its minimum: XLA:CPU's own row minimum drops
-  a NaN in some shapes (jax 0.10.2, `jnp.min` over [3, 40, 512] or [7, 1024] float32).
+  row has no sharding to infer), another dtype, or `one_pass=False`: :func:`one_pass_runs`)
+  it is the ordinary reductions. The minima carry no derivative (they are guards); the sums'
+  derivative is the sum of the tangents. A NaN entry makes its row's sums NaN, but not always
+  its minimum: XLA:CPU's own row minimum drops a NaN in some shapes (jax 0.10.2, `jnp.min`
+  over [3, 40, 512] or [7, 1024] float32).
 
   Args:
     sums, mins: sequences of arrays broadcastable to one shape.
@@ -132,15 +145,11 @@ def row_reduce(sums, mins, axis: int, *, one_pass: bool = True, reads: int = 1):
     return (tuple(jnp.sum(x, axis=ax) for x in xs[:n_sums])
             + tuple(jnp.min(x, axis=ax) for x in xs[n_sums:]))
 
-  shape, dtype = xs[0].shape, xs[0].dtype
-  lanes = _LINE_BYTES // dtype.itemsize
-  steps = max(1, _CHUNK_STEPS // reads)
-  chunk = lanes * steps
-  if (not one_pass or len(xs) < 2 or ax != len(shape) - 1 or shape[ax] % chunk
-      or xs[0].size < _MIN_ENTRIES or any(map(_sharding.explicitly_sharded, xs))
-      or dtype not in (jnp.float32, jnp.float64) or any(x.dtype != dtype for x in xs)):
+  if not one_pass or len(xs) < 2 or not one_pass_runs(xs, ax, reads=reads):
     out = plain(*xs)
     return out[:n_sums], out[n_sums:]
+  shape, dtype = xs[0].shape, xs[0].dtype
+  lanes, steps = _LINE_BYTES // dtype.itemsize, max(1, _CHUNK_STEPS // reads)
 
   def chunked(*xs):
     def combine(a, b):

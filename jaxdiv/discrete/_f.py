@@ -382,8 +382,8 @@ def chi_squared_divergence(
 def _chi2_probs(ax, p, q):
   # q = 0 or +inf makes a term inf or NaN (so does p = +inf); a negative p or q would go
   # unnoticed: guarded path.
-  return _fast.guarded_sum((p - q) ** 2 / q, ax, nonnegative=(p, q),
-                                one_pass=True, reads=2), None
+  return _fast.guarded_sum((p - q) ** 2 / q, ax, nonnegative=(p, q), one_pass=True,
+                           reads=2), None
 
 
 def _chi2_grads(p, q):

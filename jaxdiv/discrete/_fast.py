@@ -231,15 +231,20 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
     return dict(nonnegative=nonnegative, positive=positive)
 
   def value_probs(ax, *xs):
-    # The terms and the mass in one pass (`_fallback.row_reduce`), S = sum(t) / z.
     z = None
     if norm is None:
       s = guarded_sum(terms(xs), ax, one_pass=one_pass, reads=len(xs), **guarded(xs))
-    else:
-      s, (z,) = guarded_sum(terms(xs), ax, also=(xs[norm],), one_pass=one_pass,
-                            reads=len(xs), **guarded(xs))
+    elif one_pass and _fallback.one_pass_runs(xs, ax, reads=len(xs)):
+      # The terms and the mass in one pass (`_fallback.row_reduce`), S = sum(t) / z.
+      s, (z,) = guarded_sum(terms(xs), ax, also=(xs[norm],), one_pass=True, reads=len(xs),
+                            **guarded(xs))
       s = s / z
       z = jnp.expand_dims(z, ax)
+    else:
+      # Divided entry by entry, not sum(t) / z: XLA:CPU runs an output that reads two row
+      # reductions of one fusion several times slower than one whose reductions feed each other.
+      z = jnp.sum(xs[norm], axis=ax, keepdims=True)
+      s = guarded_sum(terms(xs) / z, ax, **guarded(xs))
     log_s = _log_positive(s)
     return general(log_s), (s, z, log_s)
 
