@@ -9,6 +9,7 @@ over the data.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
@@ -85,15 +86,16 @@ _MIN_ENTRIES = 1 << 22
 
 
 def one_pass_runs(xs, axis: int, *, reads: int = 1) -> bool:
-  """Whether :func:`row_reduce` over `xs` (arrays of one shape) takes its one pass where it runs
-  on XLA:CPU: the reduced axis last, its length a multiple of the chunk, at least
-  `_MIN_ENTRIES` entries, float32 or float64 throughout, no explicit sharding."""
-  x = xs[0]
-  ax = axis % x.ndim
-  if x.dtype not in (jnp.float32, jnp.float64) or any(y.dtype != x.dtype for y in xs):
+  """Whether :func:`row_reduce` over `xs` (arrays broadcastable to one shape) takes its one
+  pass where it runs on XLA:CPU: the reduced axis last, its length a multiple of the chunk, at
+  least `_MIN_ENTRIES` entries, float32 or float64 throughout, no explicit sharding."""
+  dtype = xs[0].dtype
+  if dtype not in (jnp.float32, jnp.float64) or any(y.dtype != dtype for y in xs):
     return False
-  chunk = _LINE_BYTES // x.dtype.itemsize * max(1, _CHUNK_STEPS // reads)
-  return (ax == x.ndim - 1 and x.shape[ax] % chunk == 0 and x.size >= _MIN_ENTRIES
+  shape = jnp.broadcast_shapes(*(jnp.shape(x) for x in xs))
+  ax = axis % len(shape)
+  chunk = _LINE_BYTES // dtype.itemsize * max(1, _CHUNK_STEPS // reads)
+  return (ax == len(shape) - 1 and shape[ax] % chunk == 0 and math.prod(shape) >= _MIN_ENTRIES
           and not any(map(_sharding.explicitly_sharded, xs)))
 
 

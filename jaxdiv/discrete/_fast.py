@@ -138,6 +138,8 @@ def guarded_sum(terms: jax.Array, ax: int, nonnegative: Sequence[jax.Array] = ()
   # its loop 2x slower); else one row minimum of their elementwise minimum (four row minima for
   # the f-family's generic form took its forward from 2.2x to 4.4x the hand line at 2048x32768).
   kinds = [xs for xs in (nonnegative, positive) if xs]
+  one_pass = one_pass and _fallback.one_pass_runs(
+      (terms, *also, *nonnegative, *positive), ax, reads=reads)
   mins = [x for xs in kinds for x in xs] if one_pass else [least(xs) for xs in kinds]
   (total, *sums), mins = _fallback.row_reduce((terms, *also), mins, ax, one_pass=one_pass,
                                               reads=reads)
