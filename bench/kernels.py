@@ -34,6 +34,7 @@ from jaxdiv.kernels import cross_entropy_with_integer_labels
 from jaxdiv.kernels import distillation_divergence
 from jaxdiv.kernels import fused_linear_cross_entropy
 from jaxdiv.kernels import fused_linear_distillation_divergence
+from jaxdiv.kernels.linear_cross_entropy import api as lce_api
 
 GiB = 1 << 30
 
@@ -157,9 +158,12 @@ def bench_fused(quick, shape=None, dtype=jnp.float32, impls=None, matmul_rate=No
   ratios to the fastest and to the leanest peer."""
   n, d, v = shape or (_shapes.BENCH_LINEAR_CPU_QUICK if quick else _shapes.BENCH_LINEAR_CPU)
   on_cpu = jax.default_backend() == "cpu"
-  if impls is None:  # on a CPU the default is "chunked": timed once
-    impls = (None, "forward_grad", "xla") if on_cpu else (None, "chunked", "xla")
   h, w, y = _data(0, n, d, v, dtype)
+  # `None` on one CPU device is "forward_grad" (timed once, beside "chunked"), elsewhere
+  # "chunked" or "pallas"
+  default_fg = lce_api.forward_grad_by_default(h, "mean", None, None)
+  if impls is None:
+    impls = (None, "forward_grad" if on_cpu and not default_fg else "chunked", "xla")
   wt = jnp.asarray(w.T)  # the [vocab, d] layout, for the peer that takes it
   nbytes = jnp.dtype(dtype).itemsize * 2 * (n * d + d * v)  # read h, W; write dh, dW
   on_dv = lambda loss: (lambda h, w, wt, y: loss(h, w, y))
@@ -175,7 +179,8 @@ def bench_fused(quick, shape=None, dtype=jnp.float32, impls=None, matmul_rate=No
     losses[name] = (on_dv(functools.partial(_fused, impl)), (0, 1))
     # "xla" materialises the logits and "forward_grad" forms the gradients in the forward
     # (6 NDV); the lse-only paths recompute the logits (8 NDV).
-    flops[name] = (6 if impl in ("xla", "forward_grad") else 8) * n * d * v
+    six = impl in ("xla", "forward_grad") or (impl is None and default_fg)
+    flops[name] = (6 if six else 8) * n * d * v
   fns = {k: _vg(loss, argnums) for k, (loss, argnums) in losses.items()}
   temp = {}
   for k, fn in fns.items():

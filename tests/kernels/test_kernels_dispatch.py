@@ -93,3 +93,33 @@ def test_cpu_default_unchanged_and_explicit_pallas_still_interprets(fake):
   assert lce is lce_api.IMPLEMENTATIONS["chunked"].fn
   explicit = _dispatch.select(ce_api.IMPLEMENTATIONS, "pallas", "ce")
   assert explicit.keywords == {"interpret": True}
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gpu", "tpu"])
+@pytest.mark.parametrize("devices", [1, 2, 8])
+def test_fused_loss_default_forward_grad_only_for_reduced_losses_on_one_cpu(
+    monkeypatch, backend, devices):
+  """`implementation=None` takes "forward_grad" for a reduced float32/bfloat16 loss on a CPU
+  backend with one device, and nowhere else: not for per-token losses, float64, `axis_name`, a
+  gradient filter, several devices (token-sharded inputs would be gathered), GPU or TPU."""
+  counted = []
+
+  def device_count(platform=None):
+    counted.append(platform)
+    return devices
+
+  monkeypatch.setattr(_dispatch, "backend", lambda: backend)
+  monkeypatch.setattr(jax, "device_count", device_count)
+  f32, bf16 = jnp.zeros((4, 3)), jnp.zeros((4, 3), jnp.bfloat16)
+  pick = lce_api.forward_grad_by_default
+  here = backend == "cpu" and devices == 1
+  for h in (f32, bf16):
+    for reduction in ("mean", "sum"):
+      assert pick(h, reduction, None, None) == here
+  assert not pick(f32, "none", None, None)
+  assert not pick(f32, "mean", "vocab", None)
+  assert not pick(f32, "mean", None, 1e-3)
+  with jax.enable_x64(True):
+    assert not pick(jnp.zeros((4, 3), jnp.float64), "mean", None, None)
+  if backend == "cpu":  # the devices counted are the backend's
+    assert set(counted) == {"cpu"}

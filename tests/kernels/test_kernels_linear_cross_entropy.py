@@ -173,6 +173,30 @@ def test_reduction_matches_float64_reference(implementation, reduction, layout, 
   assert_close(remat[1], want_dw, n_reduced=N, err_msg="d weight under jax.checkpoint")
 
 
+def test_default_on_one_cpu_device_is_forward_grad(monkeypatch):
+  """With one CPU device (the suite runs with 8), `implementation=None` on a reduced loss traces
+  the same computation as "forward_grad", and per-token losses the same as "chunked"."""
+  from jaxdiv.kernels import _dispatch
+  monkeypatch.setattr(_dispatch, "backend", lambda: "cpu")
+  monkeypatch.setattr(jax, "device_count", lambda platform=None: 1)
+  h, w, y = _inputs(3)
+  hf, wf, y = jnp.asarray(h, jnp.float32), jnp.asarray(w, jnp.float32), jnp.asarray(y)
+
+  def jaxpr(implementation, reduction):
+    loss = lambda h, w: flce(h, w, y, implementation=implementation, reduction=reduction,
+                             label_smoothing=0.1)
+    return str(jax.make_jaxpr(jax.value_and_grad(loss, (0, 1)))(hf, wf))
+
+  assert jaxpr(None, "mean") == jaxpr("forward_grad", "mean")
+  assert jaxpr(None, "mean") != jaxpr("chunked", "mean")
+  assert jaxpr(None, "sum") == jaxpr("forward_grad", "sum")
+  per_token = lambda implementation: str(jax.make_jaxpr(
+      lambda h, w: flce(h, w, y, implementation=implementation))(hf, wf))
+  assert per_token(None) == per_token("chunked")
+  monkeypatch.setattr(jax, "device_count", lambda platform=None: 2)
+  assert jaxpr(None, "mean") == jaxpr("chunked", "mean")
+
+
 def test_forward_grad_bfloat16_with_float32_accumulation():
   h, w, y = _inputs(2)
   hb, wb = jnp.asarray(h, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16)

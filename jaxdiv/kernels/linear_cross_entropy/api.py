@@ -23,6 +23,22 @@ IMPLEMENTATIONS = _dispatch.registry(
 )
 
 
+def forward_grad_by_default(hidden, reduction: str, axis_name, grad_filter_eps) -> bool:
+  """Whether `implementation=None` takes "forward_grad": a reduced ("mean" or "sum") float32 or
+  bfloat16 loss without `axis_name` or a gradient filter, on a CPU backend with one device.
+
+  There it forms the gradients in the forward pass at matmul + optax's time (6·N·D·V FLOPs
+  against "chunked"'s 8; `bench/kernels.py --only fused`). Only with one device: under jit with
+  token-sharded inputs its dynamic token blocks make XLA gather the batch onto every device, and
+  a trace cannot tell how GSPMD will shard its inputs, whereas one device cannot shard them. On
+  GPU and TPU it is not measured, so the table's default stays.
+  """
+  platform = _dispatch.backend()
+  return (reduction != "none" and axis_name is None and grad_filter_eps is None
+          and not _args.is_float64(hidden) and platform == "cpu"
+          and jax.device_count(platform) == 1)
+
+
 @_sharding.auto_axes_when_explicit
 def fused_linear_cross_entropy(
     hidden: jax.typing.ArrayLike,
@@ -65,17 +81,20 @@ def fused_linear_cross_entropy(
     softcap: None, or c > 0 (static): the logits are capped to c tanh(x / c) (Gemma 2) inside
       the kernels, the cap's derivative recomputed in the backward pass.
     implementation: ``None``: the default for the backend — ``"pallas"`` on GPU where the
-      installed jax lowers Pallas to Triton without deprecation, ``"chunked"`` everywhere
-      else; never Pallas interpret mode. Or by name: ``"xla"`` (materialises the logits),
+      installed jax lowers Pallas to Triton without deprecation; on a CPU with one device,
+      ``"forward_grad"`` for a reduced float32 or bfloat16 loss without `axis_name` or
+      `grad_filter_eps`; ``"chunked"`` everywhere else; never Pallas interpret mode. Or by
+      name: ``"xla"`` (materialises the logits),
       ``"chunked"`` (vocabulary blocks through XLA),
       ``"pallas"`` (interpret mode off GPU), or ``"forward_grad"`` (`reduction` "mean" or "sum"
       only, no `axis_name`): token blocks whose [tokens, vocab] float32 logits give the loss
       and, in the same pass, both gradients, which the backward scales by the loss's
       cotangent (Liger-Kernel's method). It holds float32 d hidden and d weight from the
       forward to the backward (d weight becomes the output), and under `jax.checkpoint` its
-      forward, gradients included, runs again. Opt-in: on CPU it matched matmul + optax's
-      time at 0.6x jax-cce's temporaries (`bench/kernels.py --only fused`), but under jit with
-      token-sharded inputs XLA gathers every token block onto each device.
+      forward, gradients included, runs again (12·N·D·V FLOPs where "chunked" takes 10). On
+      CPU it ran at 0.94-1.0x matmul + optax's time at 0.6x jax-cce's temporaries
+      (`bench/kernels.py --only fused`); it is not the default with several devices, since
+      under jit with token-sharded inputs XLA gathers every token block onto each device.
     block_size: vocabulary block (chunk for "pallas"; tokens a block for "forward_grad");
       None: sized so that one float32 [tokens, block] tile stays small.
     weight_layout: "dv", "vd", or None to infer from the shapes (required when d == vocab).
@@ -125,6 +144,8 @@ def fused_linear_cross_entropy(
       raise ValueError(f"`grad_filter_eps` needs implementation='chunked' (or None); got"
                        f" implementation={implementation!r}.")
     implementation, extra = "chunked", dict(grad_filter_eps=filter_eps)
+  if implementation is None and forward_grad_by_default(h, reduction, axis_name, filter_eps):
+    implementation = "forward_grad"
   if implementation == "forward_grad":
     if reduction == "none":
       raise ValueError('implementation="forward_grad" needs `reduction` "mean" or "sum" (the'

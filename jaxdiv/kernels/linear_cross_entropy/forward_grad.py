@@ -13,10 +13,10 @@ spends 8·N·D·V (it keeps only the lse and recomputes the logits in the backwa
 The costs, which make it a choice for a reduced loss and not the per-token kernel: d hidden and
 d weight are residuals from the forward to the backward; under `jax.checkpoint` the forward runs
 again with all of its gradient work; and the [rows, vocab] block holds the whole vocabulary, so
-a large vocabulary means few rows a block and small d weight matmuls. Opt-in by name: not yet a
-default, since under jit with token-sharded inputs its dynamic token blocks make XLA gather the
-whole batch onto each device. Forward mode (`jax.jvp`) is not defined, as for the other
-kernels' custom VJPs.
+a large vocabulary means few rows a block and small d weight matmuls. The default only on a
+CPU with one device (`api.forward_grad_by_default`): under jit with token-sharded inputs its
+dynamic token blocks make XLA gather the whole batch onto each device. Forward mode (`jax.jvp`)
+is not defined, as for the other kernels' custom VJPs.
 """
 
 from __future__ import annotations
