@@ -251,17 +251,16 @@ def _half_over(h, ax):
 
 
 def _hellinger_probs(ax, p, q):
-  sp, sq = jnp.sqrt(p), jnp.sqrt(q)
-  # A negative entry makes its root NaN and +inf makes the term infinite; d/dp of sqrt p is
-  # infinite at p = 0, so a zero takes the guarded path too.
-  h2 = _fast.guarded_sum((sp - sq) ** 2, ax, positive=(p, q))
-  return jnp.sqrt(0.5 * h2), None
+  # A negative entry makes its root NaN and +inf makes the term infinite: the guarded path. A
+  # zero needs no guard: its value is the guarded path's, and `_fast.sqrt`'s slope there is the
+  # guarded path's 0 (`jnp.sqrt`'s is inf).
+  sp, sq = _fast.sqrt(p), _fast.sqrt(q)
+  return jnp.sqrt(0.5 * jnp.sum((sp - sq) ** 2, axis=ax)), None
 
 
 def _hellinger_probs_coefs(ax, h, aux, p, q):
-  sp, sq = jnp.sqrt(p), jnp.sqrt(q)
-  c = 0.5 * (sp - sq) * _half_over(h, ax)
-  return c / sp, -c / sq
+  c = (_fast.sqrt(p) - _fast.sqrt(q)) * _half_over(h, ax)  # d h / d sqrt p, as the guarded
+  return c * _fast.half_rsqrt(p), -c * _fast.half_rsqrt(q)
 
 
 def _hellinger_logits(ax, a, b):
@@ -472,16 +471,18 @@ def _bhattacharyya(prep: _common.Prepared) -> jax.Array:
 
 
 def _bhattacharyya_probs(ax, p, q):
-  # NaN where the guarded path must run: a zero (the derivative sqrt(q / p) / 2 is infinite
-  # there) or a negative entry (p q is positive when both are); +inf makes the sum infinite.
-  total = _fast.guarded_sum(jnp.sqrt(p * q), ax, positive=(p, q))
+  # sqrt p sqrt q, not sqrt(p q), which is positive where both are negative: a negative entry
+  # makes its root NaN, +inf makes the sum infinite or NaN (the guarded path). A zero needs no
+  # guard: its value is the guarded path's, and `_fast.sqrt`'s slope there is the guarded
+  # path's 0 (sqrt(q / p) / 2 is infinite).
+  total = jnp.sum(_fast.sqrt(p) * _fast.sqrt(q), axis=ax)
   return -jnp.log(total), total
 
 
 def _bhattacharyya_probs_coefs(ax, out, total, p, q):
-  half = 0.5 / jnp.expand_dims(total, ax)  # d(-log S) / dS = -1 / S; dS/dp = sqrt(q / p) / 2
-  s = jnp.sqrt(p * q)
-  return -half * s / p, -half * s / q
+  over = -1 / jnp.expand_dims(total, ax)  # d(-log S) / dS; dS / dp = sqrt q / (2 sqrt p)
+  return (over * _fast.sqrt(q) * _fast.half_rsqrt(p),
+          over * _fast.sqrt(p) * _fast.half_rsqrt(q))
 
 
 def _bhattacharyya_logits(ax, a, b):

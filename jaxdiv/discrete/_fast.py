@@ -101,6 +101,28 @@ def evaluate(arrays, careful_body: Callable, pairs, *, axis, where, from_logits,
   return _common.finish(careful_body(prep), prep, base, nonnegative=nonnegative)
 
 
+def half_rsqrt(x: jax.Array) -> jax.Array:
+  """`1 / (2 sqrt x)`, the derivative of the square root, with 0 at x = 0 (the guarded path's
+  subgradient there, as `_numerics.safe_sqrt`) and NaN below; finite derivatives of its own."""
+  zero = x == 0
+  return jnp.where(zero, 0.0, 0.5 * lax.rsqrt(jnp.where(zero, 1.0, x)))
+
+
+@jax.custom_jvp
+def sqrt(x: jax.Array) -> jax.Array:
+  """`jnp.sqrt(x)` (NaN below 0, which sends a negative probability's row to the guarded
+  path), differentiated as the guarded path's `_numerics.safe_sqrt`: slope 0 at x = 0 where
+  `jnp.sqrt`'s is inf. So a zero probability needs no row guard of its own in the forward, which
+  on XLA:CPU was a second pass over the inputs (their row minimum beside the row sum)."""
+  return jnp.sqrt(x)
+
+
+@sqrt.defjvp
+def _sqrt_jvp(primals, tangents):
+  (x,), (t,) = primals, tangents
+  return jnp.sqrt(x), t * half_rsqrt(x)
+
+
 def bounded(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   """`(x, max - x)`, whose minima are non-negative exactly where `x` is finite and
   non-negative: the inputs for :func:`guarded_sum` of an input whose +inf entries need the
