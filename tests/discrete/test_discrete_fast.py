@@ -585,3 +585,22 @@ def test_f_divergence_nan_entry_with_a_generator_that_hides_it(one_pass):
   want = jaxdiv.f_divergence(p, q, f, where=np.ones(p.shape, bool))
   assert np.isnan(want[0]) and np.isnan(got[0])
   np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["hellinger_distance", "bhattacharyya_distance"])
+def test_root_forms_second_derivatives_at_zero_probabilities(x64, name):
+  """A zero probability stays on the fast path of the square-root forms (no row guard): its
+  slope is the guarded path's 0, and so are the Hessians in p, in q and mixed (with `jnp.sqrt`'s
+  infinite slope they were inf / NaN). Zeros in p, in q and in both at one index."""
+  rng = np.random.default_rng(4)
+  p, q = rng.random((3, 7)), rng.random((3, 7))
+  p[0, 2] = q[1, 3] = p[2, 4] = q[2, 4] = 0.0
+  p, q = (jnp.asarray(x / x.sum(-1, keepdims=True)) for x in (p, q))
+  fn = getattr(jaxdiv, name)
+  fast = lambda p, q: jnp.sum(fn(p, q))
+  guarded = lambda p, q: jnp.sum(fn(p, q, where=jnp.ones(p.shape, bool)))
+  got, want = jax.jit(jax.hessian(fast, (0, 1)))(p, q), jax.hessian(guarded, (0, 1))(p, q)
+  for g_row, w_row in zip(got, want):
+    for g, w in zip(g_row, w_row):
+      assert np.isfinite(g).all()
+      np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
