@@ -161,7 +161,7 @@ def bench_fused(quick, shape=None, dtype=jnp.float32, impls=None, matmul_rate=No
   h, w, y = _data(0, n, d, v, dtype)
   # `None` on one CPU device is "forward_grad" (timed once, beside "chunked"), elsewhere
   # "chunked" or "pallas"
-  default_fg = lce_api.forward_grad_by_default(h, "mean", None, None)
+  default_fg = lce_api.forward_grad_by_default(h, v, reduction="mean")
   if impls is None:
     impls = (None, "forward_grad" if on_cpu and not default_fg else "chunked", "xla")
   wt = jnp.asarray(w.T)  # the [vocab, d] layout, for the peer that takes it

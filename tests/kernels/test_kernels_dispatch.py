@@ -97,11 +97,13 @@ def test_cpu_default_unchanged_and_explicit_pallas_still_interprets(fake):
 
 @pytest.mark.parametrize("backend", ["cpu", "gpu", "tpu"])
 @pytest.mark.parametrize("devices", [1, 2, 8])
-def test_fused_loss_default_forward_grad_only_for_reduced_losses_on_one_cpu(
+def test_fused_loss_default_forward_grad_only_for_reduced_float32_losses_on_one_cpu(
     monkeypatch, backend, devices):
-  """`implementation=None` takes "forward_grad" for a reduced float32/bfloat16 loss on a CPU
-  backend with one device, and nowhere else: not for per-token losses, float64, `axis_name`, a
-  gradient filter, several devices (token-sharded inputs would be gathered), GPU or TPU."""
+  """`implementation=None` takes "forward_grad" for a reduced float32 loss on a CPU backend
+  with one device, and nowhere else: not for per-token losses, float64, float16 (loss
+  scaling), bfloat16 (temporaries), `axis_name`, a gradient filter, a `block_size`, a
+  vocabulary above 65536 (fewer than 128 tokens a block), several devices (token-sharded
+  inputs would be gathered), GPU or TPU."""
   counted = []
 
   def device_count(platform=None):
@@ -110,16 +112,21 @@ def test_fused_loss_default_forward_grad_only_for_reduced_losses_on_one_cpu(
 
   monkeypatch.setattr(_dispatch, "backend", lambda: backend)
   monkeypatch.setattr(jax, "device_count", device_count)
-  f32, bf16 = jnp.zeros((4, 3)), jnp.zeros((4, 3), jnp.bfloat16)
+  h = jnp.zeros((4, 3))
   pick = lce_api.forward_grad_by_default
   here = backend == "cpu" and devices == 1
-  for h in (f32, bf16):
-    for reduction in ("mean", "sum"):
-      assert pick(h, reduction, None, None) == here
-  assert not pick(f32, "none", None, None)
-  assert not pick(f32, "mean", "vocab", None)
-  assert not pick(f32, "mean", None, 1e-3)
+  for reduction in ("mean", "sum"):
+    for vocab in (1, 32768, 65536):
+      assert pick(h, vocab, reduction=reduction) == here
+  assert not pick(h, 65537, reduction="mean")
+  assert not pick(h, 131072, reduction="mean")
+  assert not pick(h, 1000, reduction="none")
+  assert not pick(h, 1000, reduction="mean", axis_name="vocab")
+  assert not pick(h, 1000, reduction="mean", grad_filter_eps=1e-3)
+  assert not pick(h, 1000, reduction="mean", block_size=64)
+  for dtype in (jnp.float16, jnp.bfloat16):
+    assert not pick(h.astype(dtype), 1000, reduction="mean")
   with jax.enable_x64(True):
-    assert not pick(jnp.zeros((4, 3), jnp.float64), "mean", None, None)
+    assert not pick(jnp.zeros((4, 3), jnp.float64), 1000, reduction="mean")
   if backend == "cpu":  # the devices counted are the backend's
     assert set(counted) == {"cpu"}

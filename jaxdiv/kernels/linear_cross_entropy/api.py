@@ -23,20 +23,32 @@ IMPLEMENTATIONS = _dispatch.registry(
 )
 
 
-def forward_grad_by_default(hidden, reduction: str, axis_name, grad_filter_eps) -> bool:
-  """Whether `implementation=None` takes "forward_grad": a reduced ("mean" or "sum") float32 or
-  bfloat16 loss without `axis_name` or a gradient filter, on a CPU backend with one device.
+def forward_grad_by_default(hidden, vocab: int, *, reduction: str, axis_name=None,
+                            grad_filter_eps=None, block_size=None) -> bool:
+  """Whether `implementation=None` takes "forward_grad": a reduced ("mean" or "sum") float32
+  loss, without `axis_name`, a gradient filter or a `block_size`, at a vocabulary whose token
+  blocks hold at least `forward_grad.MIN_DEFAULT_ROWS` tokens, on a CPU backend with one device.
 
   There it forms the gradients in the forward pass at matmul + optax's time (6·N·D·V FLOPs
-  against "chunked"'s 8; `bench/kernels.py --only fused`). Only with one device: under jit with
-  token-sharded inputs its dynamic token blocks make XLA gather the batch onto every device, and
-  a trace cannot tell how GSPMD will shard its inputs, whereas one device cannot shard them. On
-  GPU and TPU it is not measured, so the table's default stays.
+  against "chunked"'s 8; `bench/kernels.py --only fused`). Not:
+  - with several devices: under jit with token-sharded inputs its dynamic token blocks make
+    XLA gather the batch onto every device, and a trace cannot tell how GSPMD will shard its
+    inputs, whereas one device cannot shard them;
+  - for a large vocabulary (few tokens a block): 1.5x "chunked"'s time with 64 tokens a block
+    (131072 classes), 2.2x with 32;
+  - for float16, whose logits' gradient, rounded in the forward before the loss's cotangent
+    is known, escapes loss scaling (d hidden 40x less accurate at a scale of 1024), nor for
+    bfloat16, whose float32 d weight held from the forward to the backward took 1.85x
+    "chunked"'s temporaries;
+  - with a `block_size`, which "chunked" reads as a vocabulary block and "forward_grad" as
+    tokens;
+  - on GPU and TPU, where it is not measured.
   """
   platform = _dispatch.backend()
   return (reduction != "none" and axis_name is None and grad_filter_eps is None
-          and not _args.is_float64(hidden) and platform == "cpu"
-          and jax.device_count(platform) == 1)
+          and block_size is None and hidden.dtype == jnp.float32
+          and forward_grad.rows_for(vocab) >= forward_grad.MIN_DEFAULT_ROWS
+          and platform == "cpu" and jax.device_count(platform) == 1)
 
 
 @_sharding.auto_axes_when_explicit
@@ -82,8 +94,9 @@ def fused_linear_cross_entropy(
       the kernels, the cap's derivative recomputed in the backward pass.
     implementation: ``None``: the default for the backend — ``"pallas"`` on GPU where the
       installed jax lowers Pallas to Triton without deprecation; on a CPU with one device,
-      ``"forward_grad"`` for a reduced float32 or bfloat16 loss without `axis_name` or
-      `grad_filter_eps`; ``"chunked"`` everywhere else; never Pallas interpret mode. Or by
+      ``"forward_grad"`` for a reduced float32 loss at a vocabulary of at most 65536, without
+      `axis_name`, `grad_filter_eps` or `block_size` (`forward_grad_by_default`);
+      ``"chunked"`` everywhere else; never Pallas interpret mode. Or by
       name: ``"xla"`` (materialises the logits),
       ``"chunked"`` (vocabulary blocks through XLA),
       ``"pallas"`` (interpret mode off GPU), or ``"forward_grad"`` (`reduction` "mean" or "sum"
@@ -144,7 +157,9 @@ def fused_linear_cross_entropy(
       raise ValueError(f"`grad_filter_eps` needs implementation='chunked' (or None); got"
                        f" implementation={implementation!r}.")
     implementation, extra = "chunked", dict(grad_filter_eps=filter_eps)
-  if implementation is None and forward_grad_by_default(h, reduction, axis_name, filter_eps):
+  if implementation is None and forward_grad_by_default(
+      h, lb.vocab_size(w, vd), reduction=reduction, axis_name=axis_name,
+      grad_filter_eps=filter_eps, block_size=block_size):
     implementation = "forward_grad"
   if implementation == "forward_grad":
     if reduction == "none":
