@@ -474,12 +474,36 @@ def bench_peers():
   return rows
 
 
+def bench_fused_rows(quick, reps=3):
+  """Fused loss value-and-grad (mean, float32) of "forward_grad" against "chunked" as the
+  vocabulary grows and "forward_grad"'s 32 MiB token blocks get fewer tokens: where
+  `implementation=None` stops taking it on a one-device CPU (`forward_grad.MIN_DEFAULT_ROWS`).
+  N=1024, D=256 (512 and 128 with --quick), V from 32768 (256 tokens a block) to 262144 (32)."""
+  from jaxdiv.kernels.linear_cross_entropy import forward_grad
+  n, d = (512, 128) if quick else (1024, 256)
+  rows = []
+  for v in (32768, 65536, 131072, 262144):
+    h, w, y = _data(0, n, d, v, jnp.float32)
+    fns = {impl: _vg(functools.partial(_fused, impl), (0, 1))
+           for impl in ("chunked", "forward_grad")}
+    fns["matmul+optax"] = _vg(_optax_linear, (0, 1))
+    temp = {k: _common.memory(f, h, w, y)["temp_bytes"] for k, f in fns.items()}
+    times = _common.time_interleaved(fns, h, w, y, reps=reps, max_seconds=600.0)
+    for impl, t in times.items():
+      rows.append(dict(case=f"fused rows f32 N={n} D={d} V={v}", impl=impl,
+                       tokens_a_block=forward_grad.rows_for(v), time_s=t,
+                       vs_chunked=t / times["chunked"], temp_MiB=temp[impl] / (1 << 20)))
+    ratio = times["forward_grad"] / times["chunked"]
+    print(f"  fused rows V={v}: forward_grad / chunked {ratio:.2f}", flush=True)
+  return rows
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--quick", action="store_true", help="smaller shapes")
   parser.add_argument("--only", default=None,
                       help="comma-separated sections: memory,ce,fused,distill,distill_linear,gpu,"
-                      "tune,peers,filter")
+                      "tune,peers,filter,fused_rows")
   parser.add_argument("--peers", action="store_true", help="also run Liger-Kernel and CCE")
   args = parser.parse_args(argv)
   on_gpu = jax.default_backend() == "gpu"
@@ -491,7 +515,8 @@ def main(argv=None):
              fused=lambda: bench_fused(args.quick), distill=lambda: bench_distillation(args.quick),
              distill_linear=lambda: bench_distill_linear(args.quick),
              gpu=bench_gpu, peers=bench_peers, tune=bench_tune,
-             filter=lambda: bench_filter(args.quick))
+             filter=lambda: bench_filter(args.quick),
+             fused_rows=lambda: bench_fused_rows(args.quick))
   results = {}
   for s in sections:
     results[s] = run[s]()
@@ -509,7 +534,7 @@ _ORDER = ["impl", "time_s", "time_ratio", "time_vs_fastest_peer", "temp_vs_leane
           "frac_of_matmul_rate", "flops", "min_bytes", "GBps_at_floor", "temp_MiB", "peak_GiB",
           "version", "torch", "fastest_peer", "leanest_peer", "eps", "skipped_tiles",
           "speedup", "speedup_vs_tiles", "loss_rel_err", "dh_rel_err", "dw_rel_err", "train",
-          "error"]
+          "tokens_a_block", "vs_chunked", "error"]
 
 if __name__ == "__main__":
   main()

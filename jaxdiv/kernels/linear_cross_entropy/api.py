@@ -34,8 +34,8 @@ def forward_grad_by_default(hidden, vocab: int, *, reduction: str, axis_name=Non
   - with several devices: under jit with token-sharded inputs its dynamic token blocks make
     XLA gather the batch onto every device, and a trace cannot tell how GSPMD will shard its
     inputs, whereas one device cannot shard them;
-  - for a large vocabulary (few tokens a block): 1.5x "chunked"'s time with 64 tokens a block
-    (131072 classes), 2.2x with 32;
+  - for a large vocabulary (few tokens a block): 1.46x "chunked"'s time with 64 tokens a block
+    (131072 classes), 2.27x with 32 (`bench/kernels.py --only fused_rows`);
   - for float16, whose logits' gradient, rounded in the forward before the loss's cotangent
     is known, escapes loss scaling (d hidden 40x less accurate at a scale of 1024), nor for
     bfloat16, whose float32 d weight held from the forward to the backward took 1.85x

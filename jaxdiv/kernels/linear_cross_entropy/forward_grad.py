@@ -41,8 +41,9 @@ _CHUNK = 2048
 
 
 # The fewest tokens a block for `implementation=None` to take this path (`api.py`): with fewer,
-# the d weight products are thin and d weight is read and written once a block (2048x512 tokens
-# and hidden size, float32: 1.5x "chunked"'s time at 64 tokens a block, V = 131072; 2.2x at 32).
+# the d weight products are thin and d weight is read and written once a block. Against
+# "chunked" at N=1024, D=256, float32 (`bench/kernels.py --only fused_rows`): 0.83x at 256
+# tokens a block (V = 32768), 0.98x at 128, 1.46x at 64, 2.27x at 32.
 MIN_DEFAULT_ROWS = 128
 
 
