@@ -144,11 +144,12 @@ def _f_fast(f):
     return jax.jvp(f, (r,), (jnp.ones_like(r),))
 
   def value_probs(ax, p, q):
-    # `+ 0 * r`: a NaN entry reaches the sum even where `f` maps NaN to a number (the row
-    # minima of the guard may drop it).
-    r = p / q
-    return _fast.guarded_sum(q * f(r) + 0 * r, ax,
-                             positive=(*_fast.bounded(p), *_fast.bounded(q))), None
+    # `0 * (p + q)` is NaN at a NaN or infinite entry, which `f` may map to a number (and the
+    # guard's row minima may drop a NaN). A negative or zero entry (the perspective's limits
+    # there are the guarded path's) is in the row minima of p and q, in one pass with the sum
+    # where `f` is arithmetic. Not `0 * r`: a second use of r made XLA:CPU write it out.
+    return _fast.guarded_sum(q * f(p / q) + 0 * (p + q), ax, positive=(p, q), reads=2,
+                             one_pass=_fast.arithmetic_only(f, p.dtype)), None
 
   def coefs_probs(ax, out, aux, p, q):
     r = p / q

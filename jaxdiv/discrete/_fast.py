@@ -101,6 +101,24 @@ def evaluate(arrays, careful_body: Callable, pairs, *, axis, where, from_logits,
   return _common.finish(careful_body(prep), prep, base, nonnegative=nonnegative)
 
 
+# The primitives that XLA:CPU keeps vectorised inside the one-pass loop of
+# `_fallback.row_reduce` (roots, general powers, exp/log and elementwise minima are not).
+_ONE_PASS_PRIMITIVES = frozenset({"add", "sub", "mul", "div", "neg", "integer_pow", "abs",
+                                  "square", "copy", "copy_p", "convert_element_type"})
+
+
+def arithmetic_only(f: Callable, dtype) -> bool:
+  """Whether a user's elementwise `f`, traced on a scalar of `dtype`, is sums, products,
+  quotients and integer powers only: terms that :func:`guarded_sum`'s one pass keeps
+  vectorised. False for anything else, nested calls included, and for an `f` that does not
+  trace on a scalar."""
+  try:
+    jaxpr = jax.make_jaxpr(f)(jax.ShapeDtypeStruct((), dtype))
+  except Exception:  # any failure: not provably arithmetic, so no one pass
+    return False
+  return all(eqn.primitive.name in _ONE_PASS_PRIMITIVES for eqn in jaxpr.eqns)
+
+
 def half_rsqrt(x: jax.Array) -> jax.Array:
   """`1 / (2 sqrt x)`, the derivative of the square root, with 0 at x = 0 (the guarded path's
   subgradient there, as `_numerics.safe_sqrt`) and NaN below; finite derivatives of its own."""

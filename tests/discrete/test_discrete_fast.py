@@ -259,12 +259,15 @@ GUARDED_PROB_CASES = {
     "bhattacharyya_distance": jaxdiv.bhattacharyya_distance,
     "f_divergence[chi2]": lambda p, q, **k: jaxdiv.f_divergence(p, q, lambda t: (t - 1) ** 2,
                                                                 **k),
+    # a generator that hides a +inf entry (f(inf) = 0): the fast path's terms must show it
+    "f_divergence[1/(1+t)]": lambda p, q, **k: jaxdiv.f_divergence(p, q, lambda t: 1 / (1 + t),
+                                                                   **k),
 }
 
 
 @tiered("name", list(GUARDED_PROB_CASES),
         fast=["renyi_divergence[alpha=2]", "alpha_divergence[alpha=-0.5]",
-              "renyi_entropy[alpha=0.5]", "chi_squared_divergence"])
+              "renyi_entropy[alpha=0.5]", "chi_squared_divergence", "f_divergence[1/(1+t)]"])
 def test_fast_path_takes_the_guarded_values_on_bad_probabilities(one_pass, x64, name):
   """Probabilities with a negative, +inf or zero entry (in either input, alone or both at one
   index): the fast path's row values (NaN included) and gradients are the guarded path's. Rows
@@ -604,3 +607,17 @@ def test_root_forms_second_derivatives_at_zero_probabilities(x64, name):
     for g, w in zip(g_row, w_row):
       assert np.isfinite(g).all()
       np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_arithmetic_only_generators_take_the_one_pass():
+  """`_fast.arithmetic_only`: a generator of sums, products, quotients and integer powers may
+  share the one pass of `_fallback.row_reduce`; roots, logs, selects, nested calls and an f that
+  does not trace on a scalar may not."""
+  from jaxdiv.discrete import _fast
+  yes = [lambda t: (t - 1) ** 2, lambda t: jnp.abs(t - 1) / 2, lambda t: (t - 1) ** 2 / (t + 1),
+         lambda t: -t * 3.0 + 1]
+  no = [lambda t: t * jnp.log(t), jnp.sqrt, lambda t: jnp.where(t < 1, 1 - t, 0.0),
+        lambda t: jax.jit(lambda u: u * u)(t), lambda t: t[0], lambda t: jnp.exp(t)]
+  for dtype in (jnp.float32, jnp.float64):
+    assert all(_fast.arithmetic_only(f, dtype) for f in yes)
+    assert not any(_fast.arithmetic_only(f, dtype) for f in no)
