@@ -144,6 +144,12 @@ CASES = [
     ("alpha_divergence", "probs", lambda p, q: jaxdiv.alpha_divergence(p, q, A2),
      lambda p, q: (_hand_power_sum(p, q) - 1) / (A2 * (A2 - 1)),
      "(sum(p**a * q**(1 - a)) - 1) / (a (a - 1))"),
+    # An order below 1, whose powers are roots (1/2: square roots), on probabilities.
+    ("renyi_divergence[alpha=0.5]", "probs", lambda p, q: jaxdiv.renyi_divergence(p, q, 0.5),
+     lambda p, q: jnp.log(_hand_power_sum(p, q, 0.5)) / (0.5 - 1),
+     "log(sum(p**a * q**(1 - a))) / (a - 1), a = 0.5"),
+    ("renyi_entropy[alpha=0.5]", "probs", lambda p: jaxdiv.renyi_entropy(p, 0.5),
+     lambda p: jnp.log(jnp.sum(p ** 0.5, -1)) / (1 - 0.5), "log(sum(p**a)) / (1 - a), a = 0.5"),
     # The f-family.
     ("hellinger_distance", "logits",
      lambda a, b: jaxdiv.hellinger_distance(a, b, from_logits=True),
@@ -269,23 +275,26 @@ def _ref64(case, form, a, b):
     return 0.5 * scipy.special.rel_entr(p, m).sum(-1) + 0.5 * scipy.special.rel_entr(q, m).sum(-1)
   if case == "jeffreys_divergence":
     return (scipy.special.rel_entr(p, q) + scipy.special.rel_entr(q, p)).sum(-1)
-  # The order-alpha rows at A2, from the power sums (no zero probabilities in these rows),
-  # divided by the mass of p as jaxdiv defines them (Renyi's definition for incomplete
-  # distributions); the hand-written lines leave it out, a difference of the order of the
-  # float32 rounding of sum(p) - 1.
+  # The order-alpha rows at A2 (or the order in the name, `renyi_entropy[alpha=0.5]`), from
+  # the power sums (no zero probabilities in these rows), divided by the mass of p as jaxdiv
+  # defines them (Renyi's definition for incomplete distributions); the hand-written lines
+  # leave it out, a difference of the order of the float32 rounding of sum(p) - 1.
+  a = A2
+  if "[alpha=" in case:
+    case, a = case.split("[")[0], float(case.split("=")[1].rstrip("]"))
   z = p.sum(-1)
-  s_pq = np.sum(p ** A2 * q ** (1 - A2), -1) / z
-  s_p = np.sum(p ** A2, -1) / z
+  s_pq = np.sum(p ** a * q ** (1 - a), -1) / z
+  s_p = np.sum(p ** a, -1) / z
   if case == "renyi_divergence":
-    return np.log(s_pq) / (A2 - 1)
+    return np.log(s_pq) / (a - 1)
   if case == "renyi_entropy":
-    return np.log(s_p) / (1 - A2)
+    return np.log(s_p) / (1 - a)
   if case == "tsallis_entropy":
-    return (1 - s_p) / (A2 - 1)
+    return (1 - s_p) / (a - 1)
   if case == "tsallis_divergence":
-    return (s_pq - 1) / (A2 - 1)
+    return (s_pq - 1) / (a - 1)
   if case == "alpha_divergence":
-    return (s_pq - 1) / (A2 * (A2 - 1))
+    return (s_pq - 1) / (a * (a - 1))
   if case == "hellinger_distance":
     return np.sqrt(0.5 * np.sum((np.sqrt(p) - np.sqrt(q)) ** 2, -1))
   if case == "total_variation_distance":

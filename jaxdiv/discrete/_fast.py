@@ -20,6 +20,7 @@ coefficients are primal values, so the `cond` selecting them leaves no tangent r
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from collections.abc import Sequence
 
@@ -119,26 +120,39 @@ def arithmetic_only(f: Callable, dtype) -> bool:
   return all(eqn.primitive.name in _ONE_PASS_PRIMITIVES for eqn in jaxpr.eqns)
 
 
-def half_rsqrt(x: jax.Array) -> jax.Array:
-  """`1 / (2 sqrt x)`, the derivative of the square root, with 0 at x = 0 (the guarded path's
-  subgradient there, as `_numerics.safe_sqrt`) and NaN below; finite derivatives of its own."""
+def slope_power(x: jax.Array, e: float) -> jax.Array:
+  """`x ** e` for -1 < e < 0, the power in the derivative of a root `x ** (e + 1)`, with 0 at
+  x = 0 (the guarded path's convention: a zero entry gets no gradient from the root, where the
+  true slope is infinite) and NaN below; finite derivatives of its own."""
   zero = x == 0
-  return jnp.where(zero, 0.0, 0.5 * lax.rsqrt(jnp.where(zero, 1.0, x)))
+  safe = jnp.where(zero, 1.0, x)
+  return jnp.where(zero, 0.0, lax.rsqrt(safe) if e == -0.5 else safe ** e)
 
 
-@jax.custom_jvp
-def sqrt(x: jax.Array) -> jax.Array:
-  """`jnp.sqrt(x)` (NaN below 0, which sends a negative probability's row to the guarded
-  path), differentiated as the guarded path's `_numerics.safe_sqrt`: slope 0 at x = 0 where
-  `jnp.sqrt`'s is inf. So a zero probability needs no row guard of its own in the forward, which
-  on XLA:CPU was a second pass over the inputs (their row minimum beside the row sum)."""
-  return jnp.sqrt(x)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def root(x: jax.Array, c: float) -> jax.Array:
+  """`x ** c` for 0 < c < 1 (`jnp.sqrt` at 1/2; NaN below 0, which sends a negative
+  probability's row to the guarded path), differentiated as the guarded path: slope 0 at
+  x = 0 (`_numerics.safe_sqrt`'s subgradient) where the true one is infinite. So a zero
+  probability needs no row guard of its own in the forward, which on XLA:CPU was a second pass
+  over the inputs (their row minimum beside the row sum)."""
+  return jnp.sqrt(x) if c == 0.5 else x ** c
 
 
-@sqrt.defjvp
-def _sqrt_jvp(primals, tangents):
+@root.defjvp
+def _root_jvp(c, primals, tangents):
   (x,), (t,) = primals, tangents
-  return jnp.sqrt(x), t * half_rsqrt(x)
+  return root(x, c), t * (c * slope_power(x, c - 1))
+
+
+def sqrt(x: jax.Array) -> jax.Array:
+  """:func:`root` of order 1/2."""
+  return root(x, 0.5)
+
+
+def half_rsqrt(x: jax.Array) -> jax.Array:
+  """`1 / (2 sqrt x)`, the derivative of the square root, 0 at x = 0 (:func:`slope_power`)."""
+  return 0.5 * slope_power(x, -0.5)
 
 
 def bounded(x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -231,8 +245,9 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
   On probabilities `log S` is divided by the mass of input `norm` (None: not normalised), as
   the guarded path does; the powers are `x ** c`, which XLA turns into products, divisions or
   square roots for the orders 2, -1 and 1/2. An entry that needs the guarded path makes the row
-  NaN (:func:`guarded_sum`): a negative probability, +inf for an exponent c <= 0 (where the power
-  is 0 or 1), and a zero where the power's derivative is infinite (0 < c < 1). On logits the
+  NaN (:func:`guarded_sum`): a negative probability and +inf for an exponent c <= 0 (where the
+  power is 0 or 1). A zero stays on this path: for 0 < c < 1, where the power's derivative is
+  infinite there, :func:`root` and :func:`slope_power` give it the guarded path's 0. On logits the
   power sum is `sum exp(sum_k c_k log_softmax(x_k))`, each logit shifted by its row max only:
   where it overflows or underflows to 0 the row is not finite and the guarded path runs too.
   """
@@ -241,38 +256,49 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
   def power(x, c):
     if c == 1:
       return x
-    if c == 0.5:
-      return jnp.sqrt(x)
-    if c == -0.5:  # the derivative's power at order 1/2; a general power is several times slower
+    if 0 < c < 1:  # slope 0 at a zero entry, as the guarded path's
+      return root(x, c)
+    if c == -0.5:  # a general power is several times slower
       return lax.rsqrt(x)
     if c.is_integer():
       return lax.integer_pow(x, int(c))
     return x ** c
 
   def terms(xs, skip=None):
-    """prod_k x_k ** c_k, with x_skip ** (c_skip - 1) in place of that factor."""
+    """prod_k x_k ** c_k, with x_skip ** (c_skip - 1) in place of that factor (0 at a zero
+    entry for 0 < c_skip < 1: the guarded path's convention there)."""
     w = None
     for k, (c, x) in enumerate(zip(cs, xs)):
-      t = power(x, c - 1 if k == skip else c)
+      if k != skip:
+        t = power(x, c)
+      else:
+        t = slope_power(x, c - 1) if 0 < c < 1 else power(x, c - 1)
       w = t if w is None else w * t
     return w
 
   # Integer powers are products and quotients (`guarded_sum`'s one pass).
   one_pass = all(c.is_integer() for c in cs)
 
-  # The inputs whose entries need the guarded path where the powers alone are finite.
+  # The inputs whose entries need the guarded path where the powers alone are finite. A root
+  # (0 < c < 1) needs none: it is NaN at a negative entry, and its slope at a zero is the
+  # guarded path's (:func:`root`).
   def guarded(xs):
-    nonnegative, positive = [], []
+    nonnegative = []
     for c, x in zip(cs, xs):
-      if 0 < c < 1:
-        positive.append(x)
-      elif c <= 0:
+      if c <= 0:
         nonnegative.extend(bounded(x))
       elif c.is_integer():
         nonnegative.append(x)
-    return dict(nonnegative=nonnegative, positive=positive)
+    return dict(nonnegative=nonnegative)
+
+  def on_support(xs):
+    # The guarded path's convention at a zero entry: outside the support, no derivative of any
+    # order (the mass's included). Identity in value; zeroes the tangents of the zero entries,
+    # so second derivatives through the mass and the powers match the guarded path's.
+    return tuple(_fallback.tangent_if(x != 0, x) for x in xs)
 
   def value_probs(ax, *xs):
+    xs = on_support(xs)
     z = None
     if norm is None:
       s = guarded_sum(terms(xs), ax, one_pass=one_pass, reads=len(xs), **guarded(xs))
@@ -291,6 +317,7 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
     return general(log_s), (s, z, log_s)
 
   def coefs_probs(ax, out, aux, *xs):
+    xs = on_support(xs)
     s, z, log_s = aux
     slope = jnp.expand_dims(_slope(general, log_s), ax)
     total = jnp.expand_dims(s, ax) if z is None else jnp.expand_dims(s, ax) * z  # S itself

@@ -245,6 +245,8 @@ def test_other_families_edge_rows_take_the_guarded_values(x64, name, from_logits
 GUARDED_PROB_CASES = {
     "renyi_divergence[alpha=2]": lambda p, q, **k: jaxdiv.renyi_divergence(p, q, 2.0, **k),
     "renyi_divergence[alpha=2.5]": lambda p, q, **k: jaxdiv.renyi_divergence(p, q, 2.5, **k),
+    "renyi_divergence[alpha=0.5]": lambda p, q, **k: jaxdiv.renyi_divergence(p, q, 0.5, **k),
+    "alpha_divergence[alpha=0.3]": lambda p, q, **k: jaxdiv.alpha_divergence(p, q, 0.3, **k),
     "tsallis_divergence[alpha=3]": lambda p, q, **k: jaxdiv.tsallis_divergence(p, q, 3.0, **k),
     "alpha_divergence[alpha=-1]": lambda p, q, **k: jaxdiv.alpha_divergence(p, q, -1.0, **k),
     "alpha_divergence[alpha=-0.5]": lambda p, q, **k: jaxdiv.alpha_divergence(p, q, -0.5, **k),
@@ -590,16 +592,35 @@ def test_f_divergence_nan_entry_with_a_generator_that_hides_it(one_pass):
   np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["hellinger_distance", "bhattacharyya_distance"])
+ROOT_FORMS = {
+    "hellinger_distance": jaxdiv.hellinger_distance,
+    "bhattacharyya_distance": jaxdiv.bhattacharyya_distance,
+    "renyi_divergence[alpha=0.5]": lambda p, q, **k: jaxdiv.renyi_divergence(p, q, 0.5, **k),
+    "tsallis_divergence[alpha=0.7]": lambda p, q, **k: jaxdiv.tsallis_divergence(p, q, 0.7, **k),
+    "alpha_divergence[alpha=0.3]": lambda p, q, **k: jaxdiv.alpha_divergence(p, q, 0.3, **k),
+    "renyi_entropy[alpha=0.5]": lambda p, q, **k: jaxdiv.renyi_entropy(p, 0.5, **k),
+    "tsallis_entropy[alpha=0.7]": lambda p, q, **k: jaxdiv.tsallis_entropy(p, 0.7, **k),
+    # integer orders: zeros were on the fast path before, with second derivatives through the
+    # mass and the powers at a zero entry (renyi_divergence 2: 54 off the guarded path's)
+    "renyi_divergence[alpha=2]": lambda p, q, **k: jaxdiv.renyi_divergence(p, q, 2.0, **k),
+    "renyi_entropy[alpha=2]": lambda p, q, **k: jaxdiv.renyi_entropy(p, 2.0, **k),
+    "tsallis_divergence[alpha=3]": lambda p, q, **k: jaxdiv.tsallis_divergence(p, q, 3.0, **k),
+}
+
+
+@tiered("name", list(ROOT_FORMS), fast=["hellinger_distance", "renyi_divergence[alpha=0.5]",
+                                        "tsallis_entropy[alpha=0.7]", "renyi_divergence[alpha=2]"])
 def test_root_forms_second_derivatives_at_zero_probabilities(x64, name):
-  """A zero probability stays on the fast path of the square-root forms (no row guard): its
-  slope is the guarded path's 0, and so are the Hessians in p, in q and mixed (with `jnp.sqrt`'s
-  infinite slope they were inf / NaN). Zeros in p, in q and in both at one index."""
+  """A zero probability stays on the fast path of the root forms (square roots, and powers of
+  orders in (0, 1)), with no row guard: its slope is the guarded path's 0, and so are the
+  Hessians in p, in q and mixed (with `jnp.sqrt`'s or `x ** c`'s infinite slope they were
+  inf / NaN). For every power sum a zero entry is outside the support to all orders, its mass
+  included, as on the guarded path. Zeros in p, in q and in both at one index."""
   rng = np.random.default_rng(4)
   p, q = rng.random((3, 7)), rng.random((3, 7))
   p[0, 2] = q[1, 3] = p[2, 4] = q[2, 4] = 0.0
   p, q = (jnp.asarray(x / x.sum(-1, keepdims=True)) for x in (p, q))
-  fn = getattr(jaxdiv, name)
+  fn = ROOT_FORMS[name]
   fast = lambda p, q: jnp.sum(fn(p, q))
   guarded = lambda p, q: jnp.sum(fn(p, q, where=jnp.ones(p.shape, bool)))
   got, want = jax.jit(jax.hessian(fast, (0, 1)))(p, q), jax.hessian(guarded, (0, 1))(p, q)
