@@ -180,7 +180,8 @@ def guarded_sum(terms: jax.Array, ax: int, nonnegative: Sequence[jax.Array] = ()
   NaN at or below 0), in place of a guard on every entry: XLA:CPU's `sqrt` has a fraction of
   the throughput of a read (32768x512 float32, forward: total variation 11.2 -> 8.0 ms, the
   hand-written line 6.4; chi-squared 12.9 -> 9.6, 8.0). With `one_pass`, the minima and the
-  sums are one pass over the inputs.
+  sums are one pass over the inputs; with `also` as well, the guards are a select on the terms
+  in that pass, and there are no minima.
   """
   def least(xs):
     m = xs[0]
@@ -194,6 +195,18 @@ def guarded_sum(terms: jax.Array, ax: int, nonnegative: Sequence[jax.Array] = ()
   kinds = [xs for xs in (nonnegative, positive) if xs]
   one_pass = one_pass and _fallback.one_pass_runs(
       (terms, *also, *nonnegative, *positive), ax, reads=reads)
+  if one_pass and also:
+    # Beside another sum (the mass of a power sum) the one pass is XLA:CPU's own loop, which
+    # runs a select at the speed of arithmetic: the guards become NaN terms, and there are no
+    # row minima. Forward of the order-alpha forms of order 2 against the hand-written line
+    # (`bench/hand.py`, hand-s18fold{B,A}{1,2}): Renyi divergence 1.27-1.48x -> 0.57-0.94x,
+    # the entropies 1.01-1.78x -> 0.90-1.08x; value+grad even or better. A lone sum is a
+    # YNNPACK reduction, which a select slowed 3-5x: there the minima stay.
+    ok = [x >= 0 for x in nonnegative] + [x > 0 for x in positive]
+    if ok:
+      terms = jnp.where(functools.reduce(jnp.logical_and, ok), terms, jnp.nan)
+    (total, *sums), _ = _fallback.row_reduce((terms, *also), (), ax, reads=reads)
+    return total, tuple(sums)
   mins = [x for xs in kinds for x in xs] if one_pass else [least(xs) for xs in kinds]
   (total, *sums), mins = _fallback.row_reduce((terms, *also), mins, ax, one_pass=one_pass,
                                               reads=reads)
