@@ -154,7 +154,10 @@ def _f_fast(f):
   def coefs_probs(ax, out, aux, p, q):
     r = p / q
     fr, dfr = f_and_slope(r)
-    return dfr, fr - r * dfr
+    # Where p / q overflows to +inf with `f(inf)` finite, the row stays here; the guarded
+    # path's term there is p f'(inf), whose q-derivative is 0 (not inf * 0 = NaN).
+    big = jnp.isinf(r)
+    return dfr, jnp.where(big, 0.0, fr - jnp.where(big, 0.0, r) * dfr)
 
   def value_logits(ax, a, b):
     la, lb = _fast.log_softmax(a, ax), _fast.log_softmax(b, ax)

@@ -642,3 +642,22 @@ def test_arithmetic_only_generators_take_the_one_pass():
   for dtype in (jnp.float32, jnp.float64):
     assert all(_fast.arithmetic_only(f, dtype) for f in yes)
     assert not any(_fast.arithmetic_only(f, dtype) for f in no)
+
+
+@pytest.mark.parametrize("dtype,big", [(np.float32, 1e30), (np.float64, 1e300)])
+def test_f_divergence_ratio_overflow_with_a_bounded_generator(dtype, big):
+  """Finite p and q whose ratio p / q overflows, with a generator finite at infinity
+  (1/(1+t), f'(inf) = 0): the row stays on the fast path, and its value and gradients are the
+  guarded path's (the q-derivative was inf * 0 = NaN)."""
+  f = lambda t: 1 / (1 + t)
+  with jax.enable_x64(dtype == np.float64):
+    p = jnp.asarray(np.array([[big, 1.0, 1.0], [0.2, 0.3, 0.5]], dtype))
+    q = jnp.asarray(np.array([[1e-10, 1.0, 1.0], [0.3, 0.3, 0.4]], dtype))
+    assert np.isinf(np.asarray(p / q)[0, 0]) and np.isfinite(np.asarray(p)).all()
+    fast = lambda p, q: jnp.sum(jaxdiv.f_divergence(p, q, f, f_prime_inf=0.0))
+    guarded = lambda p, q: jnp.sum(jaxdiv.f_divergence(p, q, f, f_prime_inf=0.0,
+                                                       where=jnp.ones(p.shape, bool)))
+    np.testing.assert_allclose(jax.jit(fast)(p, q), guarded(p, q), rtol=1e-6)
+    for got, want in zip(jax.jit(jax.grad(fast, (0, 1)))(p, q), jax.grad(guarded, (0, 1))(p, q)):
+      assert np.isfinite(got).all()
+      np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12)
