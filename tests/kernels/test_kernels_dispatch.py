@@ -126,6 +126,8 @@ def test_fused_loss_default_forward_grad_only_for_reduced_float32_losses_on_one_
   assert not pick(h, 1000, reduction="mean", block_size=64)
   for dtype in (jnp.float16, jnp.bfloat16):
     assert not pick(h.astype(dtype), 1000, reduction="mean")
+    assert not pick(h, 1000, reduction="mean", weight=jnp.zeros((3, 5), dtype))
+  assert pick(h, 1000, reduction="mean", weight=jnp.zeros((3, 5))) == here
   with jax.enable_x64(True):
     assert not pick(jnp.zeros((4, 3), jnp.float64), 1000, reduction="mean")
   if backend == "cpu":  # the devices counted are the backend's

@@ -23,11 +23,12 @@ IMPLEMENTATIONS = _dispatch.registry(
 )
 
 
-def forward_grad_by_default(hidden, vocab: int, *, reduction: str, axis_name=None,
+def forward_grad_by_default(hidden, vocab: int, *, reduction: str, weight=None, axis_name=None,
                             grad_filter_eps=None, block_size=None) -> bool:
-  """Whether `implementation=None` takes "forward_grad": a reduced ("mean" or "sum") float32
-  loss, without `axis_name`, a gradient filter or a `block_size`, at a vocabulary whose token
-  blocks hold at least `forward_grad.MIN_DEFAULT_ROWS` tokens, on a CPU backend with one device.
+  """Whether `implementation=None` takes "forward_grad": a reduced ("mean" or "sum") loss of
+  float32 `hidden` and `weight`, without `axis_name`, a gradient filter or a `block_size`, at
+  a vocabulary whose token blocks hold at least `forward_grad.MIN_DEFAULT_ROWS` tokens, on a
+  CPU backend with one device.
 
   There it forms the gradients in the forward pass at matmul + optax's time (6·N·D·V FLOPs
   against "chunked"'s 8; `bench/kernels.py --only fused`). Not:
@@ -46,7 +47,8 @@ def forward_grad_by_default(hidden, vocab: int, *, reduction: str, axis_name=Non
   """
   platform = _dispatch.backend()
   return (reduction != "none" and axis_name is None and grad_filter_eps is None
-          and block_size is None and hidden.dtype == jnp.float32
+          and block_size is None
+          and all(x.dtype == jnp.float32 for x in (hidden, weight) if x is not None)
           and forward_grad.rows_for(vocab) >= forward_grad.MIN_DEFAULT_ROWS
           and platform == "cpu" and jax.device_count(platform) == 1)
 
@@ -158,7 +160,7 @@ def fused_linear_cross_entropy(
                        f" implementation={implementation!r}.")
     implementation, extra = "chunked", dict(grad_filter_eps=filter_eps)
   if implementation is None and forward_grad_by_default(
-      h, lb.vocab_size(w, vd), reduction=reduction, axis_name=axis_name,
+      h, lb.vocab_size(w, vd), reduction=reduction, weight=w, axis_name=axis_name,
       grad_filter_eps=filter_eps, block_size=block_size):
     implementation = "forward_grad"
   if implementation == "forward_grad":
