@@ -105,7 +105,7 @@ def evaluate(arrays, careful_body: Callable, pairs, *, axis, where, from_logits,
 # The primitives that XLA:CPU keeps vectorised inside the one-pass loop of
 # `_fallback.row_reduce` (roots, general powers, exp/log and elementwise minima are not).
 _ONE_PASS_PRIMITIVES = frozenset({"add", "sub", "mul", "div", "neg", "integer_pow", "abs",
-                                  "square", "copy", "copy_p", "convert_element_type"})
+                                  "square", "copy", "convert_element_type"})
 
 
 def arithmetic_only(f: Callable, dtype) -> bool:
@@ -169,12 +169,12 @@ def guarded_sum(terms: jax.Array, ax: int, nonnegative: Sequence[jax.Array] = ()
   """The row sum of `terms`, NaN on the rows where an entry of an input in `nonnegative` is
   negative or one in `positive` is not positive: the rows that need the guarded path although
   the unguarded expression may be finite there (a negative probability in `|p - q|` or `p * p`,
-  a zero where a root's derivative is infinite). Pass :func:`bounded` of an input whose +inf
-  entries need it too. A NaN entry must reach `terms` to make its row NaN: XLA:CPU's row
-  minimum drops a NaN in some shapes. With `also`, returns `(sum, sums)`: the row sums of those
-  arrays beside it (the mass that normalises a power sum). `one_pass`: the terms are sums,
-  products and quotients (no roots, powers or minima), which XLA:CPU's one-pass loop of
-  `_fallback.row_reduce` keeps vectorised; `reads`: how many inputs they read.
+  a zero where the f-divergence's perspective takes its limit). Pass :func:`bounded` of an
+  input whose +inf entries need it too. A NaN entry must reach `terms` to make its row NaN:
+  XLA:CPU's row minimum drops a NaN in some shapes. With `also`, returns `(sum, sums)`: the row
+  sums of those arrays beside it (the mass that normalises a power sum). `one_pass`: the terms
+  are sums, products and quotients (no roots, powers or minima), which XLA:CPU's one-pass loop
+  of `_fallback.row_reduce` keeps vectorised; `reads`: how many inputs they read.
 
   A row minimum over the inputs of each kind (`sqrt` of it is NaN below 0, `0 * rsqrt` of it
   NaN at or below 0), in place of a guard on every entry: XLA:CPU's `sqrt` has a fraction of
