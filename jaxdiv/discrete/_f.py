@@ -33,9 +33,13 @@ def _slope_at_infinity(f, dtype):
   scale = jnp.maximum(jnp.abs(l2), jnp.abs(l3))
   finite = jnp.isfinite(l1) & jnp.isfinite(l2) & jnp.isfinite(l3)
   agree = finite & (jnp.abs(d2) <= _RTOL * scale)
-  decays = finite & ~agree & (d1 * d2 > 0) & (jnp.abs(d2) <= _CONTRACT * jnp.abs(d1))
+  # Signs compared and the correction formed as d_2 (d_2 / (d_2 - d_1)), not from products of
+  # steps: steps of 1e-20 and 1e-40 (1 / (1 + t) in float32) have products that underflow to 0,
+  # which took the limit to +inf (d_1 d_2 > 0 false) or left l_3 uncorrected (d_2^2 = 0).
+  decays = (finite & ~agree & (jnp.sign(d1) == jnp.sign(d2)) & (d2 != 0)
+            & (jnp.abs(d2) <= _CONTRACT * jnp.abs(d1)))
   limit = lax.stop_gradient(jnp.where(
-      decays, l3 - d2 * d2 / jnp.where(decays, d2 - d1, 1), l3))
+      decays, l3 - d2 * (d2 / jnp.where(decays, d2 - d1, 1)), l3))
   ok = lax.stop_gradient(agree | decays)
   # The slope's derivative (in parameters `f` closes over) is f's at _T3 where the limit is
   # finite; elsewhere f is read at 1, so that an overflowing f(_T3) leaves no inf in it.
@@ -132,14 +136,49 @@ def f_divergence(
   _validation.check_callable(f, "f")
   if f_prime_inf is not None:
     _validation.check_real(f_prime_inf, "f_prime_inf", allow_inf=True)
-  return _fast.evaluate((p, q), lambda prep: _f_divergence(prep, f, f_prime_inf), _f_fast(f),
-                        axis=axis, where=where, from_logits=from_logits,
-                        autodiff=_closes_over_tracers(f, f_prime_inf))
+  autodiff = _closes_over_tracers(f, f_prime_inf)
+  return _fast.evaluate((p, q), lambda prep: _f_divergence(prep, f, f_prime_inf),
+                        _f_fast(f, autodiff), axis=axis, where=where, from_logits=from_logits,
+                        autodiff=autodiff)
 
 
-def _f_fast(f):
+@jax.custom_jvp
+def _ratio(p, q):
+  """`p / q`, with no derivative where it is beyond the floating-point range (+inf for a finite
+  p over a positive q). The term there is `q f(inf)` where `f(inf)` is finite, whose derivative
+  in q is `f(inf)` and in p `q f'(inf) = 0`; autodiff through the ratio would form
+  `f'(inf) * inf` (forward) or `0 * p q^-2` with an infinite `q^-2` (reverse), NaN either way.
+  One division, as `p / q`, in the value and in first derivatives."""
+  return p / q
+
+
+@_ratio.defjvp
+def _ratio_jvp(primals, tangents):
+  (p, q), (tp, tq) = primals, tangents
+  r = _ratio(p, q)
+  live = ~jnp.isinf(r)
+  return r, jnp.where(live, tp - jnp.where(live, r, 0) * tq, 0) / q
+
+
+@jax.custom_jvp
+def _exp_ratio(d):
+  """`exp(d)`, the ratio from a difference of log-probabilities, as :func:`_ratio`."""
+  return jnp.exp(d)
+
+
+@_exp_ratio.defjvp
+def _exp_ratio_jvp(primals, tangents):
+  (d,), (t,) = primals, tangents
+  r = _exp_ratio(d)
+  return r, jnp.where(jnp.isinf(r), 0, r) * t
+
+
+def _f_fast(f, autodiff=False):
   """Unguarded `sum q f(p / q)` for `_fast.run`, on rows where every p and q is positive (and
-  every logit finite): the perspective's limits at p = 0 or q = 0 are the guarded path's."""
+  every logit finite): the perspective's limits at p = 0 or q = 0 are the guarded path's. A
+  ratio beyond the floating-point range stays here where `f(inf)` is finite (its term is
+  `q f(inf)`, as the guarded path's), and makes the row infinite or NaN otherwise. `autodiff`:
+  the value is differentiated as written (:func:`_fast.run`), through :func:`_ratio`."""
   def f_and_slope(r):
     return jax.jvp(f, (r,), (jnp.ones_like(r),))
 
@@ -148,28 +187,28 @@ def _f_fast(f):
     # guard's row minima may drop a NaN). A negative or zero entry (the perspective's limits
     # there are the guarded path's) is in the row minima of p and q, in one pass with the sum
     # where `f` is arithmetic. Not `0 * r`: a second use of r made XLA:CPU write it out.
-    return _fast.guarded_sum(q * f(p / q) + 0 * (p + q), ax, positive=(p, q), reads=2,
+    r = _ratio(p, q) if autodiff else p / q
+    return _fast.guarded_sum(q * f(r) + 0 * (p + q), ax, positive=(p, q), reads=2,
                              one_pass=_fast.arithmetic_only(f, p.dtype)), None
 
   def coefs_probs(ax, out, aux, p, q):
-    r = p / q
+    r = _ratio(p, q)
     fr, dfr = f_and_slope(r)
-    # Where p / q overflows to +inf with `f(inf)` finite, the row stays here; the guarded
-    # path's term there is p f'(inf), whose q-derivative is 0 (not inf * 0 = NaN).
-    big = jnp.isinf(r)
-    return dfr, jnp.where(big, 0.0, fr - jnp.where(big, 0.0, r) * dfr)
+    # d/dq of q f(p / q) is f(r) - r f'(r), and f(inf) where p / q overflows (a row that stays
+    # here only where f(inf) is finite: then r f'(r) -> 0, and inf * 0 would be NaN).
+    return dfr, fr - jnp.where(jnp.isinf(r), 0.0, r) * dfr
 
   def value_logits(ax, a, b):
     la, lb = _fast.log_softmax(a, ax), _fast.log_softmax(b, ax)
     pb = jnp.exp(lb)
-    terms = pb * f(jnp.exp(la - lb))
+    terms = pb * f(_exp_ratio(la - lb) if autodiff else jnp.exp(la - lb))
     ok = (la > -jnp.inf) & (lb > -jnp.inf)
     return jnp.sum(jnp.where(ok, terms, jnp.nan), axis=ax), (la, lb)
 
   def coefs_logits(ax, out, aux, a, b):
     la, lb = aux
     pa, pb = jnp.exp(la), jnp.exp(lb)
-    fr, dfr = f_and_slope(jnp.exp(la - lb))
+    fr, dfr = f_and_slope(_exp_ratio(la - lb))
     g_a = pa * dfr  # d/d log p of q f(p/q); then through the log-softmax
     return (_fast.through_log_softmax(g_a, pa, ax),
             _fast.through_log_softmax(pb * fr - g_a, pb, ax))
@@ -181,10 +220,14 @@ def _f_divergence(prep: _common.Prepared, f, f_prime_inf) -> jax.Array:
   dp, dq = prep.dists
   dtype = dp.prob.dtype
   if prep.from_logits:
-    ratio = jnp.exp(jnp.where(dq.prob > 0, dp.log_prob - dq.log_prob, 0))
+    ratio = _exp_ratio(jnp.where(dq.prob > 0, dp.log_prob - dq.log_prob, 0))
   else:
-    ratio = dp.prob / jnp.where(dq.prob > 0, dq.prob, 1)
-  finite = (dq.prob > 0) & jnp.isfinite(ratio)
+    ratio = _ratio(dp.prob, jnp.where(dq.prob > 0, dq.prob, 1))
+  # A finite p over a positive q beyond the floating-point range, where f(inf) is finite: the
+  # term is q f(inf) (then f(t) / t -> 0, and p f'(inf) would drop q f(inf)), as the fast path.
+  bounded = jnp.isfinite(lax.stop_gradient(f(jnp.asarray(jnp.inf, dtype))))
+  beyond = (dq.prob > 0) & jnp.isinf(ratio) & jnp.isfinite(dp.prob) & bounded
+  finite = (dq.prob > 0) & jnp.isfinite(ratio) | beyond
   zero_p = dp.prob == 0
   safe_ratio = jnp.where(finite & ~(zero_p & ~_static_finite_at_zero(f, dtype)), ratio, 1)
   inner = dq.prob * f(safe_ratio)
@@ -484,9 +527,11 @@ def _bhattacharyya_probs(ax, p, q):
 
 
 def _bhattacharyya_probs_coefs(ax, out, total, p, q):
-  over = -1 / jnp.expand_dims(total, ax)  # d(-log S) / dS; dS / dp = sqrt q / (2 sqrt p)
-  return (over * _fast.sqrt(q) * _fast.half_rsqrt(p),
-          over * _fast.sqrt(p) * _fast.half_rsqrt(q))
+  # d(-log S) / dp = -(dS / dp) / S, dS / dp = sqrt q / (2 sqrt p). `_fast.quotient`: its
+  # second derivatives hold no S^-2, which overflows where the overlap is tiny.
+  total = jnp.expand_dims(total, ax)
+  return (-_fast.quotient(_fast.sqrt(q) * _fast.half_rsqrt(p), total),
+          -_fast.quotient(_fast.sqrt(p) * _fast.half_rsqrt(q), total))
 
 
 def _bhattacharyya_logits(ax, a, b):

@@ -120,13 +120,41 @@ def arithmetic_only(f: Callable, dtype) -> bool:
   return all(eqn.primitive.name in _ONE_PASS_PRIMITIVES for eqn in jaxpr.eqns)
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def slope_power(x: jax.Array, e: float) -> jax.Array:
   """`x ** e` for -1 < e < 0, the power in the derivative of a root `x ** (e + 1)`, with 0 at
   x = 0 (the guarded path's convention: a zero entry gets no gradient from the root, where the
-  true slope is infinite) and NaN below; finite derivatives of its own."""
+  true slope is infinite) and NaN below; finite derivatives of its own.
+
+  Differentiated as `e x ** e * (t / x)`: `lax.rsqrt`'s own rule cubes its value, which
+  overflows below x ~ 2e-26 in float32, and a zero tangent (another entry's direction in a
+  Hessian) then met inf: NaN where the guarded path's second derivative is finite."""
   zero = x == 0
   safe = jnp.where(zero, 1.0, x)
   return jnp.where(zero, 0.0, lax.rsqrt(safe) if e == -0.5 else safe ** e)
+
+
+@slope_power.defjvp
+def _slope_power_jvp(e, primals, tangents):
+  (x,), (t,) = primals, tangents
+  y = slope_power(x, e)
+  return y, e * y * (t / jnp.where(x == 0, 1.0, x))
+
+
+@jax.custom_jvp
+def quotient(x: jax.Array, y: jax.Array) -> jax.Array:
+  """`x / y` for a row statistic `y` (as `x * (1 / y)`: one division a row), differentiated as
+  `(t_x - (x / y) t_y) / y`: autodiff's `x * y ** -2` overflows where y is tiny (a
+  Bhattacharyya overlap below 1e-19 in float32) and made a derivative NaN where x, and with it
+  the true one, is 0."""
+  return x * (1 / y)
+
+
+@quotient.defjvp
+def _quotient_jvp(primals, tangents):
+  (x, y), (tx, ty) = primals, tangents
+  out = quotient(x, y)
+  return out, (tx - out * ty) / y
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))

@@ -152,11 +152,16 @@ def test_f_divergence_small_scale_superlinear_generator_is_infinite():
 
 @pytest.mark.parametrize("name", ["4 - 4 sqrt t", "-log t", "-t^0.9", "2 - 3t - sqrt t",
                                   "2 - t - t^0.9", "t log t - 50 (t - 1)",
-                                  "1e-3 t log t - 0.1 (t - 1)"])
+                                  "1e-3 t log t - 0.1 (t - 1)", "1 / (1 + t) - 1/2",
+                                  "1 / (1 + t)"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_f_divergence_sublinear_generator_slope_at_infinity(name, dtype):
   # f(t)/t tends to f'(inf) slowly from below: -4e-5 at 1e10 and -4e-10 at 1e20 for the first
-  # (taken as superlinear, +inf, at first), -0.1 and -0.01 for -t^0.9.
+  # (taken as superlinear, +inf, at first), -0.1 and -0.01 for -t^0.9. 1 / (1 + t) in float32
+  # (f(1) = 1/2 is no matter here): f(t)/t is 1e-20, 1e-40 (subnormal) and 0, and the product
+  # of the steps underflowed, which made the slope +inf under jit (eager flushed the subnormal
+  # and gave 0). 1 / (1 + t) - 1/2: the Aitken step's d_2^2 underflowed, which left the slope at
+  # -5e-31 (p f'(inf) was -0.5 at p = 1e30).
   gens = {"4 - 4 sqrt t": (lambda m, t: 4 - 4 * m.sqrt(t), 0.0),
           "-log t": (lambda m, t: -m.log(t), 0.0),
           "-t^0.9": (lambda m, t: -(t ** 0.9), 0.0),
@@ -165,18 +170,22 @@ def test_f_divergence_sublinear_generator_slope_at_infinity(name, dtype):
           # Superlinear, though f(t)/t is still negative at 1e20 (-27, -4, 19 at 1e10..1e30).
           "t log t - 50 (t - 1)": (lambda m, t: t * m.log(t) - 50 * (t - 1), np.inf),
           "1e-3 t log t - 0.1 (t - 1)": (lambda m, t: 1e-3 * t * m.log(t) - 0.1 * (t - 1),
-                                         np.inf)}
+                                         np.inf),
+          "1 / (1 + t) - 1/2": (lambda m, t: 1 / (1 + t) - 0.5, 0.0),
+          "1 / (1 + t)": (lambda m, t: 1 / (1 + t), 0.0)}
   f, slope = gens[name]
   p, q = np.array([0.3, 0.5, 0.2]), np.array([0.6, 0.0, 0.4])
   with np.errstate(divide="ignore"):
     want = ref.f_divergence(p, q, lambda t: f(np, t), f_prime_inf=slope, f_zero=f(np, 0.0))
-  with jax.enable_x64(dtype == np.float64):
-    got = float(jaxdiv.f_divergence(p.astype(dtype), q.astype(dtype), lambda t: f(jnp, t)))
-  if np.isinf(want):
-    assert got == want
-    return
-  # The extrapolation is exact for one power of t; 2 - t - t^0.9 has two (2/t too): 3e-12.
-  np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == np.float32 else 1e-10)
+  for run in (lambda fn: fn, jax.jit):
+    with jax.enable_x64(dtype == np.float64):
+      got = float(run(lambda p, q: jaxdiv.f_divergence(p, q, lambda t: f(jnp, t)))(
+          p.astype(dtype), q.astype(dtype)))
+    if np.isinf(want):
+      assert got == want
+      continue
+    # The extrapolation is exact for one power of t; 2 - t - t^0.9 has two (2/t too): 3e-12.
+    np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == np.float32 else 1e-10)
 
 
 @over_specs()
