@@ -101,10 +101,10 @@ def f_divergence(
 
   ``f`` must be elementwise, written with ``jax.numpy`` so that it can be differentiated; it is
   called on the ratios ``p/q`` (computed as ``exp(log p - log q)`` with ``from_logits``). A
-  ratio beyond the floating-point range (``log p - log q`` above about 88 in float32, from
-  extreme logits) is taken at its limit, ``p f'(inf)``, and ``f`` itself may overflow at a
-  large finite ratio (``(t - 1)^2`` at ``t = 1e30`` in float32); for the named divergences use
-  the dedicated functions, which stay in log space throughout.
+  ratio beyond the floating-point range (``1e30 / 1e-10`` in float32) is taken at its limit:
+  ``q f(inf)`` where ``f(inf)`` is finite (then ``f'(inf) = 0``), else ``p f'(inf)``. ``f``
+  itself may overflow at a large finite ratio (``(t - 1)^2`` at ``t = 1e30`` in float32); for
+  the named divergences use the dedicated functions, which stay in log space throughout.
 
   Args:
     p: first distribution, shape ``[..., n, ...]``.
