@@ -13,10 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.special
 from _helpers import tiered
 from jax.scipy import special
 
 import jaxdiv
+from jaxdiv import _fallback
 
 lsm = jax.nn.log_softmax
 
@@ -740,3 +742,20 @@ def test_root_forms_hessian_at_tiny_entries(name):
         w = np.asarray(w).astype(np.float32)
       assert not np.isnan(g).any(), (g, w)
       np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [8, _fallback.FUSED_ROWS])
+def test_bhattacharyya_from_logits_small_overlap_loses_no_terms(rows):
+  """An overlap S = sum exp((log p + log q) / 2) of 6e-36 (float32, 1024 classes) whose 1023
+  other terms are below the normal range: the fast path's unshifted sum flushes them (value
+  81.46525, 5.6e-4 off) and leaves such rows to the guarded path, which shifts by the max.
+  Against scipy's logsumexp in float64."""
+  v = 1024
+  a = np.full(v, -176.0)
+  b = np.full(v, -4.0)
+  a[0], b[0] = 0.0, -160.0
+  la, lb = (x - scipy.special.logsumexp(x) for x in (a, b))
+  want = -scipy.special.logsumexp(0.5 * (la + lb))
+  x, y = (jnp.asarray(np.repeat(t[None], rows, 0), jnp.float32) for t in (a, b))
+  got = jax.jit(lambda x, y: jaxdiv.bhattacharyya_distance(x, y, from_logits=True))(x, y)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
