@@ -34,6 +34,64 @@ def _bernoulli(x, from_logits):
   return x, 1 - x, _numerics.safe_log(x), log_not
 
 
+def _logistic(x):
+  """`(sigmoid x, sigmoid -x, sigmoid -|x|, log1p(exp(-|x|)))`: with s = sigmoid -|x| (XLA's
+  logistic), sigmoid |x| = 1 - s (no cancellation: s <= 1/2), and log sigmoid(+-x) =
+  -(max(-+x, 0) + log1p(exp(-|x|))). Exact at +-inf. (s as e / (1 + e) from the same exp made
+  the binary entropy's median float32 error 1.09x the hand-written line's; this, 0.86x.)"""
+  ax = jnp.abs(x)
+  small = jax.nn.sigmoid(-ax)
+  big = 1 - small
+  pos = x >= 0
+  return jnp.where(pos, big, small), jnp.where(pos, small, big), small, jnp.log1p(jnp.exp(-ax))
+
+
+def _times_abs(w, x):
+  """`w |x|`, 0 where the weight w is 0 (at |x| = inf: the 0 log 0 convention; a NaN w stays)."""
+  return jnp.where(w == 0, 0, w * jnp.abs(x))
+
+
+@jax.custom_jvp
+def _entropy_logits(x):
+  """Binary entropy of sigmoid(x): log1p(e) + |x| e / (1 + e), e = exp(-|x|), a sum of two
+  non-negative terms (the hand-written -(p log p + (1 - p) log(1 - p)) has two sigmoids and
+  two log-sigmoids)."""
+  _, _, small, soft = _logistic(x)
+  return soft + _times_abs(small, x)
+
+
+@_entropy_logits.defjvp
+def _entropy_logits_jvp(primals, tangents):
+  (x,), (t,) = primals, tangents
+  p, not_p, _, _ = _logistic(x)
+  w = p * not_p  # d/dx = -x p (1 - p); 0 where p (1 - p) is, at +-inf included
+  return _entropy_logits(x), jnp.where(w == 0, 0, -x * w) * t
+
+
+@jax.custom_jvp
+def _cross_entropy_logits(a, b):
+  """H(sigmoid a, sigmoid b) = log1p(exp(-|b|)) + |b| (sigmoid -a where b >= 0, else sigmoid
+  a): -p log q - (1 - p) log(1 - q) with log sigmoid(+-b) = -(max(-+b, 0) + log1p(exp(-|b|)))
+  and p + (1 - p) = 1, non-negative terms only; one exp and a log1p for b, one exp for a."""
+  p, not_p, _, _ = _logistic(a)
+  _, _, _, soft = _logistic(b)
+  return soft + _times_abs(jnp.where(b >= 0, not_p, p), b)
+
+
+@_cross_entropy_logits.defjvp
+def _cross_entropy_logits_jvp(primals, tangents):
+  (a, b), (ta, tb) = primals, tangents
+  p, not_p, _, _ = _logistic(a)
+  q, not_q, _, _ = _logistic(b)
+  # d/da = -p (1 - p) b (0 where p (1 - p) is: at a = +-inf, where b may be infinite too);
+  # d/db = q - p, as (1 - p) - (1 - q) where both are above 1/2 on the whole (no cancellation
+  # of two values near 1).
+  w = p * not_p
+  da = jnp.where(w == 0, 0, -w * b)
+  db = jnp.where(a + b > 0, not_p - not_q, q - p)
+  return _cross_entropy_logits(a, b), da * ta + db * tb
+
+
 def _kl_ratios(p, q):
   """(log(p / q) where p > 0, else 0; log((1 - p) / (1 - q)) where p < 1, else 0) as
   log1p((p - q) / q) and log1p((q - p) / (1 - q)): each within a few roundings of itself where
@@ -174,6 +232,8 @@ def binary_entropy(
   from_logits = _validation.check_bool(from_logits, "from_logits")
   p = _validation.as_float_array(p, "p")
   [x, _], axes, mask, dtype = _prepare((p, p), ("p", "p"), axis, where, from_logits)
+  if from_logits:
+    return _finish(_entropy_logits(x), axes, mask, dtype, base)
   bp = _bernoulli(x, from_logits)
   return _finish(_cross_terms(bp, bp, from_logits), axes, mask, dtype, base, clamp=True)
 
@@ -197,6 +257,8 @@ def binary_cross_entropy(
   """
   _validation.check_base(base)
   xs, axes, mask, dtype = _prepare((p, q), ("p", "q"), axis, where, from_logits)
+  if from_logits:
+    return _finish(_cross_entropy_logits(*xs), axes, mask, dtype, base)
   bp, bq = (_bernoulli(x, from_logits) for x in xs)
   return _finish(_cross_terms(bp, bq, from_logits), axes, mask, dtype, base, clamp=True)
 

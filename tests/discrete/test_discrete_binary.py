@@ -274,3 +274,77 @@ def test_hessians_over_the_decades(dtype):
       want = np.stack([np.stack([d_pp, d_pq_], -1), np.stack([d_pq_, d_qq_], -1)], -2)
       np.testing.assert_allclose(h, want, rtol=1e-4 if dtype == np.float32 else 1e-10,
                                  atol=0, err_msg=name)
+
+
+LOGIT_GRID = np.array([-np.inf, -200.0, -80.0, -20.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 20.0, 80.0,
+                       200.0, np.inf])
+
+
+def _logit_closed_forms(a, b):
+  """Binary entropy of sigmoid(a), cross-entropy H(sigmoid a, sigmoid b) and their first and
+  second derivatives in the logits, float64 closed forms (scipy's expit / log_expit; a weight
+  of 0 takes its log term to 0)."""
+  p, q = special.expit(a), special.expit(b)
+  not_p, not_q = special.expit(-a), special.expit(-b)  # 1 - p would cancel
+  lq1, lq0 = special.log_expit(b), special.log_expit(-b)
+  lp1, lp0 = special.log_expit(a), special.log_expit(-a)
+  with np.errstate(invalid="ignore"):
+    times = lambda w, l: np.where(w == 0, 0.0, w * l)
+    h = -(times(p, lp1) + times(not_p, lp0))
+    ce = -(times(p, lq1) + times(not_p, lq0))
+    w = p * not_p
+    h1 = np.where(w == 0, 0.0, -a * w)
+    h2 = -w - np.where(w == 0, 0.0, a * w * (not_p - p))
+    ce_a = np.where(w == 0, 0.0, -w * b)
+    ce_b = np.where(a + b > 0, not_p - not_q, q - p)
+    ce_aa = np.where(w == 0, 0.0, -b * w * (not_p - p))
+    ce_ab = -w
+    ce_bb = q * not_q
+  return h, (h1, h2), ce, (ce_a, ce_b), (ce_aa, ce_ab, ce_bb)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_logits_forms_against_closed_forms(dtype):
+  """Binary entropy and cross-entropy from logits over [-inf, inf] x [-inf, inf]: values,
+  gradients and Hessians against float64 closed forms, wherever the value is finite; a NaN
+  logit gives NaN. Derivatives to a few roundings of their terms' scale (|b| p (1 - p) beside
+  1 - 2 p, which cancels near a = 0 in any form)."""
+  a, b = (x.ravel() for x in np.meshgrid(LOGIT_GRID, LOGIT_GRID, indexing="ij"))
+  h, (h1, h2), ce, (ce_a, ce_b), (ce_aa, ce_ab, ce_bb) = _logit_closed_forms(a, b)
+  eps, tiny = float(np.finfo(dtype).eps), float(np.finfo(dtype).tiny)
+  fin = np.isfinite(ce)
+
+  def close(got, want, scale, mask=True):
+    got = np.asarray(got, np.float64)
+    with np.errstate(invalid="ignore"):  # inf - inf outside the mask
+      err = np.where(mask, np.abs(got - want), 0)
+    bound = np.where(mask, 8 * eps * (np.abs(want) + scale) + tiny, 0)  # tiny: underflow
+    bad = np.argwhere(err > bound).ravel()[:5]
+    assert not bad.size, (bad, a[bad], b[bad], got[bad], want[bad])
+
+  with jax.enable_x64(dtype == np.float64):
+    x, y = jnp.asarray(a, dtype), jnp.asarray(b, dtype)
+    ent = lambda x: jaxdiv.binary_entropy(x, from_logits=True)
+    cross = lambda x, y: jaxdiv.binary_cross_entropy(x, y, from_logits=True)
+    close(jax.jit(ent)(x), h, 0.0)
+    got = jax.jit(cross)(x, y)
+    close(got, ce, 0.0, fin)
+    # +inf at an infinite b, except where the weight of its log underflows in `dtype` (float32:
+    # sigmoid(-200) = 0, so the 0 log 0 convention applies there)
+    weight = np.where(b >= 0, special.expit(-a), special.expit(a)).astype(dtype)
+    inf = ~fin & (weight > 0)
+    assert np.array_equal(np.asarray(got)[inf], ce[inf])
+    assert np.all(np.asarray(got)[~fin & ~inf] == 0)
+    w = special.expit(a) * special.expit(-a)
+    scale = w * (1 + np.where(np.isfinite(a), np.abs(a), 0))
+    close(jax.jit(jax.vmap(jax.grad(ent)))(x), h1, scale)
+    close(jax.jit(jax.vmap(jax.hessian(ent)))(x), h2, scale)
+    ga, gb = jax.jit(jax.vmap(jax.grad(cross, (0, 1))))(x, y)
+    hs = jax.jit(jax.vmap(jax.hessian(cross, (0, 1))))(x, y)
+    scale = w * (1 + np.where(np.isfinite(b), np.abs(b), 0))
+    for got, want in zip((ga, gb, hs[0][0], hs[0][1], hs[1][1]),
+                         (ce_a, ce_b, ce_aa, ce_ab, ce_bb)):
+      close(got, want, scale, fin)
+    nan = jnp.asarray([np.nan, 0.0], dtype)
+    assert np.isnan(ent(nan)[0]) and np.isnan(cross(nan, nan[::-1])[0])
+    assert np.isnan(cross(nan[::-1], nan)[1])
