@@ -289,7 +289,7 @@ def _logit_closed_forms(a, b):
   lq1, lq0 = special.log_expit(b), special.log_expit(-b)
   lp1, lp0 = special.log_expit(a), special.log_expit(-a)
   with np.errstate(invalid="ignore"):
-    times = lambda w, l: np.where(w == 0, 0.0, w * l)
+    times = lambda w, log: np.where(w == 0, 0.0, w * log)
     h = -(times(p, lp1) + times(not_p, lp0))
     ce = -(times(p, lq1) + times(not_p, lq0))
     w = p * not_p
