@@ -92,6 +92,34 @@ def _cross_entropy_logits_jvp(primals, tangents):
   return _cross_entropy_logits(a, b), da * ta + db * tb
 
 
+@jax.custom_jvp
+def _kl_logits(a, b):
+  """KL(sigmoid a || sigmoid b) as p (log p - log q) + (1 - p) (log(1 - p) - log(1 - q)), each
+  log sigmoid from :func:`_logistic` (one logistic and one log1p(exp) a logit, where
+  `jax.nn.log_sigmoid` of +-a and +-b were four), 0 log 0 = 0."""
+  p, not_p, _, soft_a = _logistic(a)
+  _, _, _, soft_b = _logistic(b)
+  # log sigmoid(a) - log sigmoid(b) = max(-b, 0) - max(-a, 0) + soft_b - soft_a; at -a, -b the same
+  # with max(b, 0) - max(a, 0).
+  d_soft = soft_b - soft_a
+  l1 = jnp.maximum(-b, 0) - jnp.maximum(-a, 0) + d_soft
+  l0 = jnp.maximum(b, 0) - jnp.maximum(a, 0) + d_soft
+  return _numerics.mul_log(p, l1) + _numerics.mul_log(not_p, l0)
+
+
+@_kl_logits.defjvp
+def _kl_logits_jvp(primals, tangents):
+  (a, b), (ta, tb) = primals, tangents
+  p, not_p, _, _ = _logistic(a)
+  q, not_q, _, _ = _logistic(b)
+  # d/da = p (1 - p) (a - b) (0 where p (1 - p) is: at a = +-inf, where b may be too); d/db =
+  # q - p, as in the cross-entropy.
+  w = p * not_p
+  da = jnp.where(w == 0, 0, w * (a - b))
+  db = jnp.where(a + b > 0, not_p - not_q, q - p)
+  return _kl_logits(a, b), da * ta + db * tb
+
+
 def _kl_ratios(p, q):
   """(log(p / q) where p > 0, else 0; log((1 - p) / (1 - q)) where p < 1, else 0) as
   log1p((p - q) / q) and log1p((q - p) / (1 - q)): each within a few roundings of itself where
@@ -283,8 +311,7 @@ def binary_kl_divergence(
   _validation.check_base(base)
   xs, axes, mask, dtype = _prepare((p, q), ("p", "q"), axis, where, from_logits)
   if from_logits:
-    (p1, p0, lp1, lp0), (_, _, lq1, lq0) = (_bernoulli(x, True) for x in xs)
-    terms = _numerics.mul_log(p1, lp1 - lq1) + _numerics.mul_log(p0, lp0 - lq0)
+    terms = _kl_logits(*xs)
   else:
     terms = _kl_probs(*(_unit_interval(x) for x in xs))
   return _finish(terms, axes, mask, dtype, base, clamp=True)

@@ -300,17 +300,21 @@ def _logit_closed_forms(a, b):
     ce_aa = np.where(w == 0, 0.0, -b * w * (not_p - p))
     ce_ab = -w
     ce_bb = q * not_q
-  return h, (h1, h2), ce, (ce_a, ce_b), (ce_aa, ce_ab, ce_bb)
+    kl = times(p, lp1 - lq1) + times(not_p, lp0 - lq0)
+    kl_a = np.where(w == 0, 0.0, w * (a - b))
+    kl_aa = np.where(w == 0, 0.0, w + w * (not_p - p) * (a - b))
+  return h, (h1, h2), ce, (ce_a, ce_b), (ce_aa, ce_ab, ce_bb), kl, (kl_a, kl_aa)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_logits_forms_against_closed_forms(dtype):
-  """Binary entropy and cross-entropy from logits over [-inf, inf] x [-inf, inf]: values,
+  """Binary entropy, cross-entropy and KL from logits over [-inf, inf] x [-inf, inf]: values,
   gradients and Hessians against float64 closed forms, wherever the value is finite; a NaN
   logit gives NaN. Derivatives to a few roundings of their terms' scale (|b| p (1 - p) beside
   1 - 2 p, which cancels near a = 0 in any form)."""
   a, b = (x.ravel() for x in np.meshgrid(LOGIT_GRID, LOGIT_GRID, indexing="ij"))
-  h, (h1, h2), ce, (ce_a, ce_b), (ce_aa, ce_ab, ce_bb) = _logit_closed_forms(a, b)
+  h, (h1, h2), ce, (ce_a, ce_b), (ce_aa, ce_ab, ce_bb), kl, (kl_a, kl_aa) = (
+      _logit_closed_forms(a, b))
   eps, tiny = float(np.finfo(dtype).eps), float(np.finfo(dtype).tiny)
   fin = np.isfinite(ce)
 
@@ -344,6 +348,22 @@ def test_logits_forms_against_closed_forms(dtype):
     scale = w * (1 + np.where(np.isfinite(b), np.abs(b), 0))
     for got, want in zip((ga, gb, hs[0][0], hs[0][1], hs[1][1]),
                          (ce_a, ce_b, ce_aa, ce_ab, ce_bb)):
+      close(got, want, scale, fin)
+    div = lambda x, y: jaxdiv.binary_kl_divergence(x, y, from_logits=True)
+    fin = np.isfinite(kl)
+    got = jax.jit(div)(x, y)
+    # the value's terms are differences of log-sigmoids, as the hand-written line's (scale 1 +
+    # |a| + |b| where they cancel near a = b)
+    logit_scale = 1 + np.where(np.isfinite(a), np.abs(a), 0) + np.where(np.isfinite(b), np.abs(b), 0)
+    close(got, kl, 0.5 * logit_scale * np.maximum(w, special.expit(-np.abs(a))), fin)
+    inf = ~fin & (weight > 0)  # the cross-entropy's weights: the same logs are infinite
+    assert np.array_equal(np.asarray(got)[inf], kl[inf])
+    assert np.all(np.asarray(got)[~fin & ~inf] == 0)
+    ga, gb = jax.jit(jax.vmap(jax.grad(div, (0, 1))))(x, y)
+    hs = jax.jit(jax.vmap(jax.hessian(div, (0, 1))))(x, y)
+    scale = w * logit_scale
+    for got, want in zip((ga, gb, hs[0][0], hs[0][1], hs[1][1]),
+                         (kl_a, ce_b, kl_aa, ce_ab, ce_bb)):
       close(got, want, scale, fin)
     nan = jnp.asarray([np.nan, 0.0], dtype)
     assert np.isnan(ent(nan)[0]) and np.isnan(cross(nan, nan[::-1])[0])
