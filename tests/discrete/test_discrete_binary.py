@@ -354,7 +354,8 @@ def test_logits_forms_against_closed_forms(dtype):
     got = jax.jit(div)(x, y)
     # the value's terms are differences of log-sigmoids, as the hand-written line's (scale 1 +
     # |a| + |b| where they cancel near a = b)
-    logit_scale = 1 + np.where(np.isfinite(a), np.abs(a), 0) + np.where(np.isfinite(b), np.abs(b), 0)
+    finite_abs = lambda x: np.where(np.isfinite(x), np.abs(x), 0)
+    logit_scale = 1 + finite_abs(a) + finite_abs(b)
     close(got, kl, 0.5 * logit_scale * np.maximum(w, special.expit(-np.abs(a))), fin)
     inf = ~fin & (weight > 0)  # the cross-entropy's weights: the same logs are infinite
     assert np.array_equal(np.asarray(got)[inf], kl[inf])
