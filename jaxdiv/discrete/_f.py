@@ -58,6 +58,33 @@ def _static_finite_at_zero(f, dtype) -> bool:
   return bool(np.all(np.isfinite(f0)))
 
 
+def _bounded_at_infinity(f, dtype, slope):
+  """Whether `f(inf)` is a finite limit, the term of a ratio beyond the floating-point range
+  then being `q f(inf)`: finite, below the largest float (a generator clamped there,
+  `nan_to_num((t - 1)^2)`, is not bounded: its true term overflows) and with a slope at infinity
+  of 0 (`slope`: `f_prime_inf` or its estimate; a clamped linear f has 1/2)."""
+  f_inf = lax.stop_gradient(f(jnp.asarray(jnp.inf, dtype)))
+  size = jnp.abs(f_inf)
+  return (size < jnp.finfo(dtype).max) & (jnp.abs(lax.stop_gradient(slope)) * _T2 <= 1 + size)
+
+
+def _overflow_needs_guard(f, inputs, f_prime_inf) -> bool:
+  """Whether the fast path must send a row whose ratio overflows to the guarded path: unless it
+  is known at trace time that `f(inf)` is not finite (the term is then inf or NaN itself) or
+  that `f` is bounded at infinity (the term `q f(inf)` is the guarded path's)."""
+  try:
+    dtype = jnp.result_type(*(jnp.asarray(x).dtype for x in inputs), jnp.float32)
+    with jax.ensure_compile_time_eval():
+      f_inf = np.asarray(f(jnp.asarray(jnp.inf, dtype)))
+      if not np.all(np.isfinite(f_inf)):
+        return False
+      slope = (_slope_at_infinity(f, dtype) if f_prime_inf is None
+               else jnp.asarray(f_prime_inf, dtype))
+      return not bool(np.all(np.asarray(_bounded_at_infinity(f, dtype, slope))))
+  except Exception:  # a traced or failing f: guard
+    return True
+
+
 def _value_at_zero(f, dtype):
   zero = jnp.asarray(0.0, dtype)
   tiny = jnp.asarray(jnp.finfo(dtype).tiny, dtype)
@@ -137,9 +164,10 @@ def f_divergence(
   if f_prime_inf is not None:
     _validation.check_real(f_prime_inf, "f_prime_inf", allow_inf=True)
   autodiff = _closes_over_tracers(f, f_prime_inf)
+  guard = _overflow_needs_guard(f, (p, q), f_prime_inf)
   return _fast.evaluate((p, q), lambda prep: _f_divergence(prep, f, f_prime_inf),
-                        _f_fast(f, autodiff), axis=axis, where=where, from_logits=from_logits,
-                        autodiff=autodiff)
+                        _f_fast(f, autodiff, guard), axis=axis, where=where,
+                        from_logits=from_logits, autodiff=autodiff)
 
 
 @jax.custom_jvp
@@ -173,12 +201,18 @@ def _exp_ratio_jvp(primals, tangents):
   return r, jnp.where(jnp.isinf(r), 0, r) * t
 
 
-def _f_fast(f, autodiff=False):
+def _f_fast(f, autodiff=False, guard=True):
   """Unguarded `sum q f(p / q)` for `_fast.run`, on rows where every p and q is positive (and
   every logit finite): the perspective's limits at p = 0 or q = 0 are the guarded path's. A
   ratio beyond the floating-point range stays here where `f(inf)` is finite (its term is
   `q f(inf)`, as the guarded path's), and makes the row infinite or NaN otherwise. `autodiff`:
-  the value is differentiated as written (:func:`_fast.run`), through :func:`_ratio`."""
+  the value is differentiated as written (:func:`_fast.run`), through :func:`_ratio`. `guard`
+  (:func:`_overflow_needs_guard`): a ratio beyond the range makes the row NaN, the guarded
+  path's (a second use of the ratio, which XLA:CPU writes out: only for such generators)."""
+
+  def overflow(r):
+    return jnp.where(jnp.isinf(r), jnp.nan, 0) if guard else 0
+
   def f_and_slope(r):
     return jax.jvp(f, (r,), (jnp.ones_like(r),))
 
@@ -188,7 +222,7 @@ def _f_fast(f, autodiff=False):
     # there are the guarded path's) is in the row minima of p and q, in one pass with the sum
     # where `f` is arithmetic. Not `0 * r`: a second use of r made XLA:CPU write it out.
     r = _ratio(p, q) if autodiff else p / q
-    return _fast.guarded_sum(q * f(r) + 0 * (p + q), ax, positive=(p, q), reads=2,
+    return _fast.guarded_sum(q * f(r) + 0 * (p + q) + overflow(r), ax, positive=(p, q), reads=2,
                              one_pass=_fast.arithmetic_only(f, p.dtype)), None
 
   def coefs_probs(ax, out, aux, p, q):
@@ -201,7 +235,8 @@ def _f_fast(f, autodiff=False):
   def value_logits(ax, a, b):
     la, lb = _fast.log_softmax(a, ax), _fast.log_softmax(b, ax)
     pb = jnp.exp(lb)
-    terms = pb * f(_exp_ratio(la - lb) if autodiff else jnp.exp(la - lb))
+    r = _exp_ratio(la - lb) if autodiff else jnp.exp(la - lb)
+    terms = pb * f(r) + overflow(r)
     ok = (la > -jnp.inf) & (lb > -jnp.inf)
     return jnp.sum(jnp.where(ok, terms, jnp.nan), axis=ax), (la, lb)
 
@@ -223,18 +258,19 @@ def _f_divergence(prep: _common.Prepared, f, f_prime_inf) -> jax.Array:
     ratio = _exp_ratio(jnp.where(dq.prob > 0, dp.log_prob - dq.log_prob, 0))
   else:
     ratio = _ratio(dp.prob, jnp.where(dq.prob > 0, dq.prob, 1))
-  # A finite p over a positive q beyond the floating-point range, where f(inf) is finite: the
-  # term is q f(inf) (then f(t) / t -> 0, and p f'(inf) would drop q f(inf)), as the fast path.
-  bounded = jnp.isfinite(lax.stop_gradient(f(jnp.asarray(jnp.inf, dtype))))
+  if f_prime_inf is None:
+    slope = _slope_at_infinity(f, dtype)
+  else:
+    slope = jnp.asarray(f_prime_inf, dtype)
+  # A finite p over a positive q beyond the floating-point range, where f is bounded at
+  # infinity: the term is q f(inf) (then f(t) / t -> 0, and p f'(inf) would drop q f(inf)), as
+  # the fast path's.
+  bounded = _bounded_at_infinity(f, dtype, slope)
   beyond = (dq.prob > 0) & jnp.isinf(ratio) & jnp.isfinite(dp.prob) & bounded
   finite = (dq.prob > 0) & jnp.isfinite(ratio) | beyond
   zero_p = dp.prob == 0
   safe_ratio = jnp.where(finite & ~(zero_p & ~_static_finite_at_zero(f, dtype)), ratio, 1)
   inner = dq.prob * f(safe_ratio)
-  if f_prime_inf is None:
-    slope = _slope_at_infinity(f, dtype)
-  else:
-    slope = jnp.asarray(f_prime_inf, dtype)
   # p f'(inf) and q f(0) can be infinite: each branch sees its argument only where it is
   # selected (0 elsewhere), so the zero cotangent of an unselected branch never meets inf.
   use_slope = ~finite & ~zero_p

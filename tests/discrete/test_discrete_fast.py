@@ -696,6 +696,28 @@ def test_f_divergence_ratio_beyond_range_with_a_bounded_generator(dtype, traced)
             np.testing.assert_allclose(g, w, **tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_f_divergence_ratio_beyond_range_with_a_clamped_generator(dtype):
+  """A generator clamped at the largest float (`nan_to_num`) is finite at infinity without
+  being bounded there: where p / q overflows, its term is the guarded path's p f'(inf) (+inf
+  for (t - 1)^2, p / 2 for |t - 1| / 2) on both paths, not q * max. Closed forms: q (p/q - 1)^2
+  overflows; q |p/q - 1| / 2 = |p - q| / 2."""
+  big = {np.float32: 1e30, np.float64: 1e300}[dtype]
+  with jax.enable_x64(dtype == np.float64):
+    p = jnp.asarray(np.array([[big, 1.0, 2.0], [0.2, 0.3, 0.5]], dtype))
+    q = jnp.asarray(np.array([[1e-10, 1.0, 0.5], [0.3, 0.3, 0.4]], dtype))
+    p64, q64 = np.asarray(p, np.float64), np.asarray(q, np.float64)
+    tv = np.sum(np.abs(p64 - q64), -1) / 2
+    chi2 = np.sum((p64 - q64) ** 2 / q64, -1)
+    chi2[0] = np.inf
+    for f, want in ((lambda t: jnp.nan_to_num((t - 1) ** 2), chi2),
+                    (lambda t: jnp.nan_to_num(jnp.abs(t - 1) / 2), tv)):
+      for where in (None, jnp.ones(p.shape, bool)):
+        got = jax.jit(lambda p, q, f=f, where=where: jaxdiv.f_divergence(p, q, f, where=where))(
+            p, q)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def _hellinger64(p, q):
   return jnp.sqrt(0.5 * jnp.sum((jnp.sqrt(p) - jnp.sqrt(q)) ** 2))
 
