@@ -73,7 +73,9 @@ def _overflow_needs_guard(f, inputs, f_prime_inf) -> bool:
   is known at trace time that `f(inf)` is not finite (the term is then inf or NaN itself) or
   that `f` is bounded at infinity (the term `q f(inf)` is the guarded path's)."""
   try:
-    dtype = jnp.result_type(*(jnp.asarray(x).dtype for x in inputs), jnp.float32)
+    # the inputs' dtypes only (no copy of a host array to the device)
+    dtype = jax.dtypes.canonicalize_dtype(np.result_type(
+        *(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype for x in inputs), np.float32))
     with jax.ensure_compile_time_eval():
       f_inf = np.asarray(f(jnp.asarray(jnp.inf, dtype)))
       if not np.all(np.isfinite(f_inf)):
@@ -129,9 +131,11 @@ def f_divergence(
   ``f`` must be elementwise, written with ``jax.numpy`` so that it can be differentiated; it is
   called on the ratios ``p/q`` (computed as ``exp(log p - log q)`` with ``from_logits``). A
   ratio beyond the floating-point range (``1e30 / 1e-10`` in float32) is taken at its limit:
-  ``q f(inf)`` where ``f(inf)`` is finite (then ``f'(inf) = 0``), else ``p f'(inf)``. ``f``
-  itself may overflow at a large finite ratio (``(t - 1)^2`` at ``t = 1e30`` in float32); for
-  the named divergences use the dedicated functions, which stay in log space throughout.
+  ``q f(inf)`` where ``f`` is bounded at infinity (``f(inf)`` finite and below the largest
+  float, ``f'(inf) = 0``), else ``p f'(inf)`` (so a generator clamped with ``nan_to_num`` is
+  not taken at its clamp). ``f`` itself may overflow at a large finite ratio (``(t - 1)^2`` at
+  ``t = 1e30`` in float32); for the named divergences use the dedicated functions, which stay
+  in log space throughout.
 
   Args:
     p: first distribution, shape ``[..., n, ...]``.
@@ -204,8 +208,8 @@ def _exp_ratio_jvp(primals, tangents):
 def _f_fast(f, autodiff=False, guard=True):
   """Unguarded `sum q f(p / q)` for `_fast.run`, on rows where every p and q is positive (and
   every logit finite): the perspective's limits at p = 0 or q = 0 are the guarded path's. A
-  ratio beyond the floating-point range stays here where `f(inf)` is finite (its term is
-  `q f(inf)`, as the guarded path's), and makes the row infinite or NaN otherwise. `autodiff`:
+  ratio beyond the floating-point range stays here where `f` is bounded at infinity (its term
+  is `q f(inf)`, as the guarded path's), and makes the row infinite or NaN otherwise. `autodiff`:
   the value is differentiated as written (:func:`_fast.run`), through :func:`_ratio`. `guard`
   (:func:`_overflow_needs_guard`): a ratio beyond the range makes the row NaN, the guarded
   path's (a second use of the ratio, which XLA:CPU writes out: only for such generators)."""
@@ -229,7 +233,7 @@ def _f_fast(f, autodiff=False, guard=True):
     r = _ratio(p, q)
     fr, dfr = f_and_slope(r)
     # d/dq of q f(p / q) is f(r) - r f'(r), and f(inf) where p / q overflows (a row that stays
-    # here only where f(inf) is finite: then r f'(r) -> 0, and inf * 0 would be NaN).
+    # here only where f is bounded at infinity: r f'(r) -> 0, and inf * 0 would be NaN).
     return dfr, fr - jnp.where(jnp.isinf(r), 0.0, r) * dfr
 
   def value_logits(ax, a, b):
