@@ -51,6 +51,15 @@ def _times_abs(w, x):
   return jnp.where(w == 0, 0, w * jnp.abs(x))
 
 
+def _logit_slopes(a, b):
+  """`(p (1 - p), q - p)` for p = sigmoid a, q = sigmoid b, the pieces of the derivatives of the
+  cross-entropy and the KL from logits; q - p as (1 - p) - (1 - q) where both are above 1/2 on
+  the whole (no cancellation of two values near 1)."""
+  p, not_p, _, _ = _logistic(a)
+  q, not_q, _, _ = _logistic(b)
+  return p * not_p, jnp.where(a + b > 0, not_p - not_q, q - p)
+
+
 @jax.custom_jvp
 def _entropy_logits(x):
   """Binary entropy of sigmoid(x): log1p(e) + |x| e / (1 + e), e = exp(-|x|), a sum of two
@@ -81,14 +90,10 @@ def _cross_entropy_logits(a, b):
 @_cross_entropy_logits.defjvp
 def _cross_entropy_logits_jvp(primals, tangents):
   (a, b), (ta, tb) = primals, tangents
-  p, not_p, _, _ = _logistic(a)
-  q, not_q, _, _ = _logistic(b)
   # d/da = -p (1 - p) b (0 where p (1 - p) is: at a = +-inf, where b may be infinite too);
-  # d/db = q - p, as (1 - p) - (1 - q) where both are above 1/2 on the whole (no cancellation
-  # of two values near 1).
-  w = p * not_p
+  # d/db = q - p
+  w, db = _logit_slopes(a, b)
   da = jnp.where(w == 0, 0, -w * b)
-  db = jnp.where(a + b > 0, not_p - not_q, q - p)
   return _cross_entropy_logits(a, b), da * ta + db * tb
 
 
@@ -110,13 +115,10 @@ def _kl_logits(a, b):
 @_kl_logits.defjvp
 def _kl_logits_jvp(primals, tangents):
   (a, b), (ta, tb) = primals, tangents
-  p, not_p, _, _ = _logistic(a)
-  q, not_q, _, _ = _logistic(b)
   # d/da = p (1 - p) (a - b) (0 where p (1 - p) is: at a = +-inf, where b may be too); d/db =
-  # q - p, as in the cross-entropy.
-  w = p * not_p
+  # q - p, as the cross-entropy's
+  w, db = _logit_slopes(a, b)
   da = jnp.where(w == 0, 0, w * (a - b))
-  db = jnp.where(a + b > 0, not_p - not_q, q - p)
   return _kl_logits(a, b), da * ta + db * tb
 
 
