@@ -214,8 +214,8 @@ def _f_fast(f, autodiff=False, guard=True):
   (:func:`_overflow_needs_guard`): a ratio beyond the range makes the row NaN, the guarded
   path's (a second use of the ratio, which XLA:CPU writes out: only for such generators)."""
 
-  def overflow(r):
-    return jnp.where(jnp.isinf(r), jnp.nan, 0) if guard else 0
+  def overflow(terms, r):
+    return terms + jnp.where(jnp.isinf(r), jnp.nan, 0) if guard else terms
 
   def f_and_slope(r):
     return jax.jvp(f, (r,), (jnp.ones_like(r),))
@@ -226,7 +226,7 @@ def _f_fast(f, autodiff=False, guard=True):
     # there are the guarded path's) is in the row minima of p and q, in one pass with the sum
     # where `f` is arithmetic. Not `0 * r`: a second use of r made XLA:CPU write it out.
     r = _ratio(p, q) if autodiff else p / q
-    return _fast.guarded_sum(q * f(r) + 0 * (p + q) + overflow(r), ax, positive=(p, q), reads=2,
+    return _fast.guarded_sum(overflow(q * f(r) + 0 * (p + q), r), ax, positive=(p, q), reads=2,
                              one_pass=_fast.arithmetic_only(f, p.dtype)), None
 
   def coefs_probs(ax, out, aux, p, q):
@@ -240,7 +240,7 @@ def _f_fast(f, autodiff=False, guard=True):
     la, lb = _fast.log_softmax(a, ax), _fast.log_softmax(b, ax)
     pb = jnp.exp(lb)
     r = _exp_ratio(la - lb) if autodiff else jnp.exp(la - lb)
-    terms = pb * f(r) + overflow(r)
+    terms = overflow(pb * f(r), r)
     ok = (la > -jnp.inf) & (lb > -jnp.inf)
     return jnp.sum(jnp.where(ok, terms, jnp.nan), axis=ax), (la, lb)
 
