@@ -46,11 +46,6 @@ def _logistic(x):
   return jnp.where(pos, big, small), jnp.where(pos, small, big), small, jnp.log1p(jnp.exp(-ax))
 
 
-def _times_abs(w, x):
-  """`w |x|`, 0 where the weight w is 0 (at |x| = inf: the 0 log 0 convention; a NaN w stays)."""
-  return jnp.where(w == 0, 0, w * jnp.abs(x))
-
-
 def _logit_slopes(a, b):
   """`(p (1 - p), q - p)` for p = sigmoid a, q = sigmoid b, the pieces of the derivatives of the
   cross-entropy and the KL from logits; q - p as (1 - p) - (1 - q) where both are above 1/2 on
@@ -66,7 +61,7 @@ def _entropy_logits(x):
   non-negative terms (the hand-written -(p log p + (1 - p) log(1 - p)) has two sigmoids and
   two log-sigmoids)."""
   _, _, small, soft = _logistic(x)
-  return soft + _times_abs(small, x)
+  return soft + _numerics.mul_log(small, jnp.abs(x))  # 0 where small is, |x| = inf included
 
 
 @_entropy_logits.defjvp
@@ -84,7 +79,7 @@ def _cross_entropy_logits(a, b):
   and p + (1 - p) = 1, non-negative terms only; one exp and a log1p for b, one exp for a."""
   p, not_p, _, _ = _logistic(a)
   _, _, _, soft = _logistic(b)
-  return soft + _times_abs(jnp.where(b >= 0, not_p, p), b)
+  return soft + _numerics.mul_log(jnp.where(b >= 0, not_p, p), jnp.abs(b))
 
 
 @_cross_entropy_logits.defjvp

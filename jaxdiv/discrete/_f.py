@@ -47,15 +47,22 @@ def _slope_at_infinity(f, dtype):
   return jnp.where(ok, at_t3 + lax.stop_gradient(jnp.where(ok, limit, 0) - at_t3), jnp.inf)
 
 
-def _static_finite_at_zero(f, dtype) -> bool:
-  """Whether f(0) is known at trace time to be finite (then q f(p/q) is used at p = 0 as is,
-  with its true gradient); False for a NaN/inf f(0) or an f that closes over traced values."""
+def _static_at(f, t, dtype):
+  """`f(t)` as a NumPy value where it is known at trace time; None for an f that closes over
+  traced values (or fails there)."""
   try:
     with jax.ensure_compile_time_eval():
-      f0 = np.asarray(f(jnp.zeros((), dtype)))
-  except Exception:  # a traced or failing f(0) takes the limit branch
-    return False
-  return bool(np.all(np.isfinite(f0)))
+      return np.asarray(f(jnp.asarray(t, dtype)))
+  except Exception:  # pylint: disable=broad-except  # traced or failing: not known
+    return None
+
+
+def _static_finite_at_zero(f, dtype) -> bool:
+  """Whether f(0) is known at trace time to be finite (then q f(p/q) is used at p = 0 as is,
+  with its true gradient); False for a NaN/inf f(0) or an f that closes over traced values (the
+  limit branch)."""
+  f0 = _static_at(f, 0.0, dtype)
+  return f0 is not None and bool(np.all(np.isfinite(f0)))
 
 
 def _bounded_at_infinity(f, dtype, slope):
@@ -76,14 +83,16 @@ def _overflow_needs_guard(f, inputs, f_prime_inf) -> bool:
     # the inputs' dtypes only (no copy of a host array to the device)
     dtype = jax.dtypes.canonicalize_dtype(np.result_type(
         *(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype for x in inputs), np.float32))
+    f_inf = _static_at(f, jnp.inf, dtype)
+    if f_inf is None:  # f closes over traced values
+      return True
+    if not np.all(np.isfinite(f_inf)):
+      return False
     with jax.ensure_compile_time_eval():
-      f_inf = np.asarray(f(jnp.asarray(jnp.inf, dtype)))
-      if not np.all(np.isfinite(f_inf)):
-        return False
       slope = (_slope_at_infinity(f, dtype) if f_prime_inf is None
                else jnp.asarray(f_prime_inf, dtype))
       return not bool(np.all(np.asarray(_bounded_at_infinity(f, dtype, slope))))
-  except Exception:  # a traced or failing f: guard
+  except Exception:  # pylint: disable=broad-except  # a traced f_prime_inf, odd inputs: guard
     return True
 
 
@@ -177,10 +186,11 @@ def f_divergence(
 @jax.custom_jvp
 def _ratio(p, q):
   """`p / q`, with no derivative where it is beyond the floating-point range (+inf for a finite
-  p over a positive q). The term there is `q f(inf)` where `f(inf)` is finite, whose derivative
-  in q is `f(inf)` and in p `q f'(inf) = 0`; autodiff through the ratio would form
+  p over a positive q). The term there is `q f(inf)` where `f` is bounded at infinity, whose
+  derivative in q is `f(inf)` and in p `q f'(inf) = 0`; autodiff through the ratio would form
   `f'(inf) * inf` (forward) or `0 * p q^-2` with an infinite `q^-2` (reverse), NaN either way.
-  One division, as `p / q`, in the value and in first derivatives."""
+  One division, as `p / q`, in the value and in first derivatives. `_numerics.ratio`'s
+  derivative, `(dp - r dq) / q`, without that zero where r is +inf."""
   return p / q
 
 
@@ -570,11 +580,12 @@ def _bhattacharyya_probs(ax, p, q):
 
 
 def _bhattacharyya_probs_coefs(ax, out, total, p, q):
-  # d(-log S) / dp = -(dS / dp) / S, dS / dp = sqrt q / (2 sqrt p). `_fast.quotient`: its
-  # second derivatives hold no S^-2, which overflows where the overlap is tiny.
+  # d(-log S) / dp = -(dS / dp) / S, dS / dp = sqrt q / (2 sqrt p). `_numerics.ratio`: its
+  # second derivatives hold no S^-2, which overflows where the overlap is tiny (below 1e-19 in
+  # float32: NaN beside the zero entries).
   total = jnp.expand_dims(total, ax)
-  return (-_fast.quotient(_fast.sqrt(q) * _fast.half_rsqrt(p), total),
-          -_fast.quotient(_fast.sqrt(p) * _fast.half_rsqrt(q), total))
+  return (-_numerics.ratio(_fast.sqrt(q) * _fast.half_rsqrt(p), total),
+          -_numerics.ratio(_fast.sqrt(p) * _fast.half_rsqrt(q), total))
 
 
 def _bhattacharyya_logits(ax, a, b):

@@ -141,22 +141,6 @@ def _slope_power_jvp(e, primals, tangents):
   return y, e * y * (t / jnp.where(x == 0, 1.0, x))
 
 
-@jax.custom_jvp
-def quotient(x: jax.Array, y: jax.Array) -> jax.Array:
-  """`x / y` for a row statistic `y` (as `x * (1 / y)`: one division a row), differentiated as
-  `(t_x - (x / y) t_y) / y`: autodiff's `x * y ** -2` overflows where y is tiny (a
-  Bhattacharyya overlap below 1e-19 in float32) and made a derivative NaN where x, and with it
-  the true one, is 0."""
-  return x * (1 / y)
-
-
-@quotient.defjvp
-def _quotient_jvp(primals, tangents):
-  (x, y), (tx, ty) = primals, tangents
-  out = quotient(x, y)
-  return out, (tx - out * ty) / y
-
-
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def root(x: jax.Array, c: float) -> jax.Array:
   """`x ** c` for 0 < c < 1 (`jnp.sqrt` at 1/2; NaN below 0, which sends a negative
