@@ -132,6 +132,33 @@ def log1p(x: jax.Array) -> jax.Array:
 
 
 @jax.custom_jvp
+def fast_log1p(x: jax.Array) -> jax.Array:
+  """`log(1 + x)` from one `log`: log u, u = 1 + x rounded, less the first-order effect of that
+  rounding, ((u - 1) - x) / u, where u is within [1/2, 2] (there u - 1 is exact, by Sterbenz;
+  elsewhere u's relative rounding moves log u by at most half an ulp of log 2).
+
+  For elementwise forms on large arrays: XLA:CPU's own `log1p` is a log, a rational
+  approximation and a select, about 2.5x a `log` (float32 1024x512: 0.19 ms against 0.07).
+  This is within 1.8 ulp in float32 and 1.5 in float64 over (-1, 1e30) (against float128), a
+  better worst case than :func:`log1p`'s, but in float32 its mean error is higher (0.38 ulp
+  against 0.29 on (-1/2, 0)): :func:`log1p` serves where cancellation amplifies it (the
+  parametric KLs). The select on u keeps XLA's algebraic simplifier from folding ``(1 + x) -
+  1`` into ``x``, which would drop the correction. The derivative is jax's, ``1 / (1 + x)``.
+
+  Used twice, `x` should be cheap to recompute: XLA:CPU does not fuse an expensive producer (a
+  division, an `exp`) into a consumer that reads it twice, and writes it to memory instead.
+  Pass ``a * (1 / b)``, not ``a / b``.
+  """
+  u = 1 + x
+  near = (u >= 0.5) & (u <= 2)
+  un = jnp.where(near, u, 1)
+  return jnp.log(u) - ((un - 1) - jnp.where(near, x, 0)) / un
+
+
+fast_log1p.defjvps(lambda t, ans, x: t / (1 + x))
+
+
+@jax.custom_jvp
 def ratio(x: jax.Array, y: jax.Array) -> jax.Array:
   """``x / y`` whose derivative is ``(dx - (x/y) dy) / y``: autodiff's ``x dy / y**2``
   overflows where y is tiny though the quotient and its derivative are not (float32 Gamma KL

@@ -1,4 +1,5 @@
-"""float64 log1p where XLA:CPU's is not accurate, and the divergences that reach it.
+"""float64 log1p where XLA:CPU's is not accurate, the divergences that reach it, and the fast
+log1p of the elementwise forms.
 
 XLA:CPU's float64 `log1p` is up to about 121 ulp off on [1 - sqrt 2, -0.354). The divergences
 that take a log1p of a ratio minus one (Poisson, Laplace, Normal KLs, the Gamma/Beta shape
@@ -12,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import mpmath as mp
 import numpy as np
+import pytest
 
 import jaxdiv
 import jaxdiv.parametric as jp
@@ -39,6 +41,31 @@ def test_log1p_within_an_ulp_on_the_bad_range(x64):
   # float32 is jnp.log1p itself
   x32 = x.astype(np.float32)
   np.testing.assert_array_equal(_numerics.log1p(jnp.asarray(x32)), jnp.log1p(x32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_log1p_within_two_ulp_everywhere(dtype):
+  """`fast_log1p`, one `log` with its rounding corrected: within 2 ulp of float128 over (-1,
+  1e30) (every decade down to the smallest normal number, both signs), eagerly and under jit
+  (where XLA's simplifier must not fold (1 + x) - 1 into x), and exact at the edges. XLA's own
+  float32 log1p is 2.4 ulp off at 0.4239."""
+  rng = np.random.default_rng(0)
+  tiny = np.finfo(dtype).tiny
+  low = np.log10(tiny) + 1
+  x = np.r_[10.0 ** rng.uniform(low, 30, 20000), -10.0 ** rng.uniform(low, 0, 20000),
+            rng.uniform(-1, 2, 20000), np.linspace(-0.5, -0.3, 2001), 1 - np.sqrt(2),
+            np.finfo(dtype).eps * np.arange(-4, 5)].astype(dtype)
+  x = x[(x > -1) & (x != 0)]
+  want = np.log1p(x.astype(np.longdouble))
+  spacing = np.spacing(np.abs(want).astype(dtype)).astype(np.longdouble)
+  with jax.enable_x64(dtype == np.float64):
+    for f in (_numerics.fast_log1p, jax.jit(_numerics.fast_log1p)):
+      got = np.asarray(f(jnp.asarray(x)), np.longdouble)
+      ulp = np.abs(got - want) / spacing
+      assert ulp.max() <= 2, (f, x[ulp.argmax()], ulp.max())
+    edges = np.array([0.0, np.inf, -1.0, np.nan, -1.5, -np.inf], dtype)
+    got = np.asarray(jax.jit(_numerics.fast_log1p)(jnp.asarray(edges)))
+  np.testing.assert_array_equal(got, [0.0, np.inf, -np.inf, np.nan, np.nan, np.nan])
 
 
 def _mp_cases():
