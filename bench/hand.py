@@ -195,9 +195,24 @@ CASES = [
 ]
 
 
+
 def _n_in(hand) -> int:
   params = inspect.signature(hand).parameters.values()
   return sum(x.default is inspect.Parameter.empty for x in params)
+
+
+# The Bernoulli forms on probabilities summed over the last axis (`axis=-1`, the divergence of
+# products of independent Bernoullis; a summed loss): a sum changes what XLA:CPU does with the
+# elementwise expression (a YNNPACK reduction that may take its last operation with it).
+def _row_summed(ours, hand):
+  """`ours(..., axis=-1)` and `sum(hand(...), -1)`, with the hand line's arity (`_n_in`)."""
+  if _n_in(hand) == 1:
+    return lambda p: ours(p, axis=-1), lambda p: jnp.sum(hand(p), -1)
+  return lambda p, q: ours(p, q, axis=-1), lambda p, q: jnp.sum(hand(p, q), -1)
+
+
+CASES += [(f"{case}[axis=-1]", form, *_row_summed(ours, hand), f"sum(-1) of {note}")
+          for case, form, ours, hand, note in CASES if form == "bernoulli"]
 
 
 def _selected(only):
@@ -307,7 +322,10 @@ def _ref64(case, form, a, b):
 
 
 def _ref64_binary(case, form, a, b):
-  """The Bernoulli forms elementwise in float64 (from logits through log_expit)."""
+  """The Bernoulli forms elementwise in float64 (from logits through log_expit); `[axis=-1]`:
+  summed over the last axis."""
+  if case.endswith("[axis=-1]"):
+    return _ref64_binary(case[:-len("[axis=-1]")], form, a, b).sum(-1)
   if form == "logits":
     lp1, lp0 = scipy.special.log_expit(a), scipy.special.log_expit(-a)
     lq1, lq0 = scipy.special.log_expit(b), scipy.special.log_expit(-b)
