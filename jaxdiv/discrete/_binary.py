@@ -201,7 +201,8 @@ def _entropy_probs(p):
   above 1/2, so the log1p's argument is never below -1/2 and both logs' arguments are exact):
   two non-positive products (no clamp), 0 at p = 0 and 1; NaN outside [0, 1] (a log is)."""
   m = jnp.minimum(p, 1 - p)
-  return _unreduced(m <= 0.5, -_weighted(m, jnp.log(m), _numerics.fast_log1p(-m)))
+  # the logs negated, not the sum: -(0 + 0) is -0.0 at p = 0 and 1 (1 / h was -inf there)
+  return _unreduced(m <= 0.5, _weighted(m, -jnp.log(m), -_numerics.fast_log1p(-m)))
 
 
 @_entropy_probs.defjvp
@@ -221,7 +222,8 @@ def _entropy_probs_jvp(primals, tangents):
 def _cross_entropy_probs(p, q):
   """-(p log q + (1 - p) log(1 - q)) for p, q in [0, 1] or NaN (`_unit_interval`): two
   non-positive products (no clamp), a term 0 where its weight is."""
-  return _unreduced(p <= 1, -_weighted(p, jnp.log(q), _numerics.fast_log1p(-q)))
+  # the logs negated, not the sum (+0.0 at p = q = 0 and 1)
+  return _unreduced(p <= 1, _weighted(p, -jnp.log(q), -_numerics.fast_log1p(-q)))
 
 
 @_cross_entropy_probs.defjvp

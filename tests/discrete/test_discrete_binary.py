@@ -303,6 +303,17 @@ def test_slopes_near_one_half_keep_their_relative_precision():
     np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=4 * 2.0 ** -23, atol=0)
 
 
+def test_zero_is_positive_zero():
+  """At p = 0 and 1 the entropy and cross-entropy (p = q) are +0.0, as scipy's: the negated sum
+  of two zero products was -0.0 (1 / h = -inf)."""
+  x = np.array([0.0, 1.0], np.float32)
+  for got in (jaxdiv.binary_entropy(x), jaxdiv.binary_cross_entropy(x, x),
+              jaxdiv.binary_kl_divergence(x, x), jaxdiv.binary_entropy(x, axis=0)):
+    got = np.asarray(got)
+    np.testing.assert_array_equal(got, 0.0)
+    assert not np.signbit(got).any(), got
+
+
 def test_gradient_in_q_where_the_value_is_infinite():
   """KL and cross-entropy are +inf at q = 0 < p and at q = 1 > p: d/dq is then -inf and +inf,
   the sign of the true derivative (-p / q and (1 - p) / (1 - q)), also at q = -0.0 (once +inf
