@@ -49,6 +49,8 @@ def test_fast_log1p_within_two_ulp_everywhere(dtype):
   1e30) (every decade down to the smallest normal number, both signs), eagerly and under jit
   (where XLA's simplifier must not fold (1 + x) - 1 into x), and exact at the edges. XLA's own
   float32 log1p is 2.4 ulp off at 0.4239."""
+  if np.finfo(np.longdouble).nmant <= np.finfo(dtype).nmant:
+    pytest.skip("np.longdouble is no wider than the dtype here: no reference")
   rng = np.random.default_rng(0)
   tiny = np.finfo(dtype).tiny
   low = np.log10(tiny) + 1
