@@ -195,7 +195,6 @@ CASES = [
 ]
 
 
-
 def _n_in(hand) -> int:
   params = inspect.signature(hand).parameters.values()
   return sum(x.default is inspect.Parameter.empty for x in params)

@@ -135,7 +135,8 @@ def log1p(x: jax.Array) -> jax.Array:
 def fast_log1p(x: jax.Array) -> jax.Array:
   """`log(1 + x)` from one `log`: log u, u = 1 + x rounded, less the first-order effect of that
   rounding, ((u - 1) - x) / u, where u is within [1/2, 2] (there u - 1 is exact, by Sterbenz;
-  elsewhere u's relative rounding moves log u by at most half an ulp of log 2).
+  below 1/2, 1 + x is exact; above 2, its rounding moves log u by at most eps / 2, under an
+  ulp of log u >= log 2).
 
   For elementwise forms on large arrays: XLA:CPU's own `log1p` is a log, a rational
   approximation and a select, about 2.5x a `log` (float32 1024x512: 0.19 ms against 0.07).
