@@ -101,6 +101,11 @@ def _kl_logits_jvp(primals, tangents):
   return _kl_logits(a, b), da * ta + db * tb
 
 
+def _reciprocal(x, ok):
+  """1 / x where `ok`, 0 elsewhere (`_numerics.quotient`: no inf reaches a derivative)."""
+  return _numerics.quotient(jnp.ones_like(x), x, ok)
+
+
 @jax.custom_jvp
 def _log_ratio(a, b, diff):
   """log(a / b) for a, b >= 0 with diff = a - b (formed by the caller without the rounding of
@@ -117,8 +122,7 @@ def _log_ratio(a, b, diff):
 @_log_ratio.defjvp
 def _log_ratio_jvp(primals, tangents):
   (a, b, diff), (ta, tb, _) = primals, tangents
-  inv = lambda x: _numerics.quotient(jnp.ones_like(x), x, x > 0)
-  return _log_ratio(a, b, diff), inv(a) * ta - inv(b) * tb
+  return _log_ratio(a, b, diff), _reciprocal(a, a > 0) * ta - _reciprocal(b, b > 0) * tb
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
@@ -144,8 +148,8 @@ def _q_slope(p, q, weighted_terms):
 def _q_slope_jvp(weighted_terms, primals, tangents):
   (p, q), (tp, tq) = primals, tangents
   pos, below = (p > 0, p < 1) if weighted_terms else (True, True)
-  r1 = _numerics.quotient(jnp.ones_like(q), q, pos & (q > 0))
-  r0 = _numerics.quotient(jnp.ones_like(q), 1 - q, below & (q < 1))
+  r1 = _reciprocal(q, pos & (q > 0))
+  r0 = _reciprocal(1 - q, below & (q < 1))
   u1 = _numerics.quotient(p, q, (p > 0) & (q > 0))
   u0 = _numerics.quotient(1 - p, 1 - q, (p < 1) & (q < 1))
   # p / q^2 as (p / q) (tq / q): it may overflow, and times a zero tangent it was NaN
@@ -159,6 +163,16 @@ def _weighted(p, l1, l0):
   (one rounding fewer; the cross-entropy's median float32 error fell from 1.01x the
   hand-written line's to 0.91x)."""
   return p * jnp.where(p == 0, 0, l1) + (1 - p) * jnp.where(p == 1, 0, l0)
+
+
+def _log_odds_against(x):
+  """`(inside, log((1 - x) / x))`: whether x is in (0, 1), and there the log by
+  :func:`_log_ratio` (1 - 2x formed from x, no cancellation near 1/2); outside, x is replaced
+  by 1/2 (0, with no derivative to meet a zero cotangent). The entropy's d/dp and the
+  cross-entropy's d/dp (in q)."""
+  inside = (x > 0) & (x < 1)
+  xc = jnp.where(inside, x, 0.5)
+  return inside, _log_ratio(1 - xc, xc, 1 - 2 * xc)
 
 
 def _kl_logs(p, q):
@@ -211,9 +225,8 @@ def _entropy_probs_jvp(primals, tangents):
   # d/dp = log((1 - p) / p), one log (log(1 - p) - log p has two, and was 85 ulp off in
   # float32 near p = 1/2); at p = 0 and 1 the finite part of each term's derivative, 1 and -1,
   # with second derivative -1 (the terms' 1 + log(1 - p) and -(1 + log p) there).
-  inside = (p > 0) & (p < 1)
-  pc = jnp.where(inside, p, 0.5)
-  slope = jnp.where(inside, _log_ratio(1 - pc, pc, 1 - 2 * pc),
+  inside, odds = _log_odds_against(p)
+  slope = jnp.where(inside, odds,
                     jnp.where(p == 0, 1 - p, jnp.where(p == 1, -p, jnp.nan)))
   return _entropy_probs(p), slope * t
 
@@ -232,11 +245,10 @@ def _cross_entropy_probs_jvp(primals, tangents):
   # d/dp = log((1 - q) / q), one log. At q = 0 and 1: +-inf, or 0 where the weight of the
   # infinite log is 0 too (p = q); its derivative in q there the finite part, -1 (-1 / (1 - q)
   # at q = 0, -1 / q at 1). d/dq: the KL's (`_q_slope`), without its dropped terms.
-  inside = (q > 0) & (q < 1)
-  qc = jnp.where(inside, q, 0.5)
+  inside, odds = _log_odds_against(q)
   edge = jnp.where(p == q, 0, jnp.where(q == 0, jnp.inf, -jnp.inf)).astype(q.dtype)
   edge = jnp.where(q == 0, edge - q, jnp.where(q == 1, edge + (1 - q), jnp.nan))
-  dp = jnp.where(inside, _log_ratio(1 - qc, qc, 1 - 2 * qc), edge)
+  dp = jnp.where(inside, odds, edge)
   return _cross_entropy_probs(p, q), dp * tp + _q_slope(p, q, False) * tq
 
 
