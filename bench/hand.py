@@ -378,10 +378,18 @@ ACC_COLUMNS = ["case", "shape", "jaxdiv_med_err", "peer_med_err", "med_ratio", "
                "peer_max_err", "max_ratio"]
 
 
+def _shape(text: str, shapes) -> tuple[int, int]:
+  """An index into `shapes`, or rows x length (`128x4096`)."""
+  if "x" in text:
+    n, v = text.split("x")
+    return int(n), int(v)
+  return shapes[int(text)]
+
+
 def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None,
           only: str | None = None, shapes: str | None = None) -> dict:
   all_shapes = QUICK_SHAPES if quick else SHAPES
-  shapes = [all_shapes[int(i)] for i in shapes.split(",")] if shapes else all_shapes
+  shapes = [_shape(s, all_shapes) for s in shapes.split(",")] if shapes else all_shapes
   reps = reps or (3 if quick else 9)
   cases = _selected(only)
   rows = bench_speed(shapes, reps, cases)
@@ -392,7 +400,8 @@ def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None,
 
 def main(argv=None):
   options = [("--only", dict(help="comma-separated words: the cases whose name has one")),
-             ("--shapes", dict(help="comma-separated indices into the shapes (default: all)")),
+             ("--shapes", dict(help="comma-separated indices into the shapes, or sizes such as "
+                                "128x4096 (default: all)")),
              ("--reps", dict(type=int, help="timed repetitions (default 3 quick, 9 full)"))]
   _common.main("hand", bench, __doc__, [("rows", COLUMNS), ("accuracy", ACC_COLUMNS)], argv,
                options=options)

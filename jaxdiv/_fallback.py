@@ -78,11 +78,15 @@ def softmax(x: jax.Array, axis: int) -> jax.Array:
 # (or minimised) over the steps lane by lane, then the lanes and chunks of each row.
 _LINE_BYTES = 64
 _CHUNK_STEPS = 32
-# From this many entries on: below it the second reduction's fixed cost outweighs the pass it
-# saves (64x32768 float32: 1.8-3.8x the hand-written line against 1.1-2.1x for the ordinary
-# reductions; at 128x32768 and 8192x512 the two-input forms gain and the entropies are even;
-# from 256x32768 on every form gains).
-_MIN_ENTRIES = 1 << 22
+# From this many entries (256 KiB of float32) on. Stop 32 set 4M: then the guards were row
+# minima beside the sums, and below 4M the ordinary reductions ran faster. Since the guards of
+# a power sum became a select in the pass (`_fast.guarded_sum`), the one pass is the faster
+# down to 64K entries: the order-alpha, total variation, chi-squared and f-divergence forms on
+# probabilities at ten shapes of 64K-2M entries, forward and value+grad, took a median 0.66x
+# their time through the ordinary reductions, faster in 114 of 160 cells and slower in 2
+# (bench/README.md, "Probability forms: the one pass from 64K entries"). Below 64K entries
+# the two are within the noise of a 20-100 us call, either way.
+_MIN_ENTRIES = 1 << 16
 
 
 def one_pass_runs(xs, axis: int, *, reads: int = 1) -> bool:

@@ -110,7 +110,7 @@ def x64():
 @pytest.fixture
 def one_pass(monkeypatch):
   """`_fallback.row_reduce` takes its one pass on CPU from the first entry (it does from
-  `_MIN_ENTRIES` = 4M entries, beyond what a test should compute), so that small rows test it.
+  `_MIN_ENTRIES` = 64K entries, more than most tests compute), so that small rows test it.
   Call jaxdiv's functions through a new `jax.jit` wrapper (a lambda), not a cached trace."""
   from jaxdiv import _fallback
   monkeypatch.setattr(_fallback, "_MIN_ENTRIES", 1)

@@ -107,7 +107,7 @@ def test_edge_shapes(one_pass, shape, axis, chunked):
 
 
 def test_small_arrays_take_the_ordinary_reductions():
-  """Below `_MIN_ENTRIES` (4M) entries the ordinary reductions run; from it the one pass."""
+  """Below `_MIN_ENTRIES` (64K) entries the ordinary reductions run; from it the one pass."""
   small = np.ones((8, 512), np.float32)
   large = jax.ShapeDtypeStruct((8192, 512), jnp.float32)
   fn = jax.jit(lambda x: _fallback.row_reduce((x,), (x,), -1))
