@@ -364,28 +364,39 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
     # lse_k`, the same value to rounding) XLA:CPU ran the forward 3x slower (32768x512, both
     # one fusion): an output that reads two of the fusion's row reductions is slow there, one
     # whose reductions feed each other is not.
-    ys, lses, w = logit_terms(ax, xs)
-    s = jnp.sum(w, axis=ax)
+    stats = [row_stats(x, ax) for x in xs]
+    s = jnp.sum(jnp.exp(sum(c * lp for c, lp in zip(cs, log_softmaxes(xs, stats)))), axis=ax)
     log_s = _log_positive(s)
-    return general(log_s), (s, log_s)
+    return general(log_s), (s, log_s, stats)
 
-  def logit_terms(ax, xs, log_s=None):
-    """`(ys, lses, w)`: the shifted logits, their log-normalisers and the terms `w` of S, or
-    with `log_s` the terms over S."""
-    ys, sums = zip(*(shift_and_sum(x, ax) for x in xs))
-    lses = [jnp.log(s) for s in sums]
-    t = sum(c * (y - lse) for c, y, lse in zip(cs, ys, lses))
-    return ys, lses, jnp.exp(t if log_s is None else t - jnp.expand_dims(log_s, ax))
+  def row_stats(x, ax):
+    """`(m, lse)`: the row max (no derivative) and `log sum exp(x - m)`."""
+    m = lax.stop_gradient(jnp.max(x, axis=ax, keepdims=True))
+    return m, jnp.log(_fallback.sum_exp(x, m, ax))
+
+  def log_softmaxes(xs, stats):
+    return [(x - m) - lse for x, (m, lse) in zip(xs, stats)]
 
   def coefs_logits(ax, out, aux, *xs):
-    # The terms from the logits again, not from the value's [N, V] arrays, which would cross
-    # the fallback's `cond` as operands written out in full. The terms over S as
-    # exp(t - log S), not exp(t) / S: differentiated again (second derivatives), the division
-    # holds S^2, which underflows to 0 where S is tiny but positive (S <= 1 at orders in
-    # (0, 1): 1e-218 at logits 1e4 apart in float64) and made the Hessian NaN.
-    _, log_s = aux
-    ys, lses, r = logit_terms(ax, xs, log_s)
+    # From the value's row statistics (its maxima and log-normalisers, row-sized operands of
+    # the fallback's `cond`) and the logits, not from the value's [N, V] arrays, which would
+    # cross the `cond` written out in full: one pass over the inputs. Recomputing the
+    # statistics here took two more passes (a max and a sum of exps) an input: value+grad took
+    # 1.06-1.5x its time now (bench/README.md, "Order-alpha forms from logits: the derivative
+    # from the value's row statistics").
+    # The terms over S as exp(t - log S), not exp(t) / S: differentiated again (second
+    # derivatives), the division holds S^2, which underflows to 0 where S is tiny but positive
+    # (S <= 1 at orders in (0, 1): 1e-218 at logits 1e4 apart in float64) and made the Hessian
+    # NaN. For one input of a positive integer order the terms are powers of the softmax (one
+    # exp an entry where the exponent's was a second: p^c underflows where exp(c log p) does).
+    _, log_s, stats = aux
+    lps = log_softmaxes(xs, stats)
+    ps = [jnp.exp(lp) for lp in lps]
+    if len(cs) == 1 and cs[0].is_integer() and cs[0] > 0:
+      r = lax.integer_pow(ps[0], int(cs[0])) * jnp.exp(-jnp.expand_dims(log_s, ax))
+    else:
+      r = jnp.exp(sum(c * lp for c, lp in zip(cs, lps)) - jnp.expand_dims(log_s, ax))
     slope = jnp.expand_dims(_slope(general, log_s), ax)
-    return tuple(slope * c * (r - jnp.exp(y - lse)) for c, y, lse in zip(cs, ys, lses))
+    return tuple(slope * c * (r - p) for c, p in zip(cs, ps))
 
   return (value_logits, coefs_logits), (value_probs, coefs_probs)
