@@ -34,6 +34,7 @@ from jaxdiv.discrete import _common
 
 FUSED_ROWS = _fallback.FUSED_ROWS
 shift_and_sum = _fallback.shift_and_sum
+max_and_sum_exp = _fallback.max_and_sum_exp
 log_softmax = _fallback.log_softmax
 softmax = _fallback.softmax
 with_fallback = _fallback.with_fallback
@@ -364,15 +365,10 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
     # lse_k`, the same value to rounding) XLA:CPU ran the forward 3x slower (32768x512, both
     # one fusion): an output that reads two of the fusion's row reductions is slow there, one
     # whose reductions feed each other is not.
-    stats = [row_stats(x, ax) for x in xs]
+    stats = [(m, jnp.log(total)) for m, total in (max_and_sum_exp(x, ax) for x in xs)]
     s = jnp.sum(jnp.exp(sum(c * lp for c, lp in zip(cs, log_softmaxes(xs, stats)))), axis=ax)
     log_s = _log_positive(s)
     return general(log_s), (s, log_s, stats)
-
-  def row_stats(x, ax):
-    """`(m, lse)`: the row max (no derivative) and `log sum exp(x - m)`."""
-    m = lax.stop_gradient(jnp.max(x, axis=ax, keepdims=True))
-    return m, jnp.log(_fallback.sum_exp(x, m, ax))
 
   def log_softmaxes(xs, stats):
     return [(x - m) - lse for x, (m, lse) in zip(xs, stats)]
