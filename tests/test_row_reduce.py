@@ -113,3 +113,7 @@ def test_small_arrays_take_the_ordinary_reductions():
   fn = jax.jit(lambda x: _fallback.row_reduce((x,), (x,), -1))
   assert "x32x16x" not in fn.lower(small).as_text()
   assert "x32x16x" in fn.lower(large).as_text()
+  # the threshold itself: 127 rows of 512 are below 64K entries, 128 rows are 64K
+  below, at = (jax.ShapeDtypeStruct((n, 512), jnp.float32) for n in (127, 128))
+  assert "x32x16x" not in fn.lower(below).as_text()
+  assert "x32x16x" in fn.lower(at).as_text()
