@@ -350,8 +350,13 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
     out = []
     for k, c in enumerate(cs):
       # d S_i / d x_k,i = c x_k,i ** (c - 1) (the other factors), finite at a zero entry for
-      # c >= 1 (the rows that reach here; zeros below 1 are guarded).
-      g = c * terms(xs, skip=k) / total
+      # c >= 1 (the rows that reach here; zeros below 1 are guarded). For c < 0 as (the term
+      # over S) (c / x), the term over S at most 1: x ** (c - 1) overflowed where x is tiny and
+      # the gradient is not (q = 6e-14 at order 3, float32: q ** -3 = 4e39, d/dq -1.6e13).
+      if c < 0:
+        g = (terms(xs) / total) * (c / xs[k])
+      else:
+        g = c * terms(xs, skip=k) / total
       if k == norm:
         # The guarded path's convention: a zero entry is outside the support and gets no
         # gradient (the mass's -1 / z included; the power's part is 0 there for c > 1).

@@ -802,3 +802,34 @@ def test_high_order_gradient_from_logits_where_the_power_sum_is_subnormal():
   assert np.all(np.isfinite(got))
   bound = np.broadcast_to(1e-4 * np.max(np.abs(want), axis=-1, keepdims=True), got.shape)
   np.testing.assert_array_less(np.abs(got - want), bound)
+
+
+@pytest.mark.parametrize("alpha", [2.0, 3.0])
+@pytest.mark.parametrize("name", ["renyi_divergence", "tsallis_divergence", "alpha_divergence"])
+def test_gradient_in_q_finite_where_q_is_tiny(name, alpha):
+  """d/dq on probabilities where an entry of q is tiny (6e-14) but the value is finite: the
+  fast path's x ** (c - 1) for the exponent c = 1 - alpha overflowed float32 (q ** -3 = 4e39)
+  and gave -inf where the gradient is -1.6e13 (review of stop 36). Against the float64 gradient
+  of the textbook power sum, relative to each row's largest entry."""
+  rng = np.random.default_rng(0)
+  p, q = rng.gamma(0.5, size=(2, 8, 512))
+  q[3, 7] = 6e-14 * q[3].sum()
+  p, q = (x / x.sum(-1, keepdims=True) for x in (p, q))
+  fn = getattr(jaxdiv, name)
+  f32 = [jnp.asarray(x, jnp.float32) for x in (p, q)]
+  got = jax.jit(jax.grad(lambda p, q: jnp.sum(fn(p, q, alpha)), (0, 1)))(*f32)
+
+  def textbook(p, q):
+    s = jnp.sum(p ** alpha * q ** (1 - alpha), -1) / jnp.sum(p, -1)
+    out = {"renyi_divergence": jnp.log(s) / (alpha - 1),
+           "tsallis_divergence": (s - 1) / (alpha - 1),
+           "alpha_divergence": (s - 1) / (alpha * (alpha - 1))}[name]
+    return jnp.sum(out)
+
+  with jax.enable_x64(True):
+    want = jax.grad(textbook, (0, 1))(*(jnp.asarray(np.asarray(x), jnp.float64) for x in f32))
+  for g, w in zip(got, want):
+    g, w = np.asarray(g, np.float64), np.asarray(w)
+    assert np.all(np.isfinite(g))
+    bound = np.broadcast_to(1e-5 * np.max(np.abs(w), axis=-1, keepdims=True), g.shape)
+    np.testing.assert_array_less(np.abs(g - w), bound)
