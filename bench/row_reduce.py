@@ -24,12 +24,13 @@ QUICK_SHAPES = [(4096, 512), (256, 32768), (512, 4096)]
 
 
 def _one_input(p, q, **kw):
-  (s, z), (m,) = _fallback.row_reduce((p * p, p), (p,), -1, **kw)
+  (s, z), (m,) = _fallback.row_reduce(lambda p: ((p * p, p), (p,)), (p,), -1, **kw)
   return s / (z * z) + 0 * jnp.sqrt(m)
 
 
 def _two_inputs(p, q, **kw):
-  (s,), (m, n) = _fallback.row_reduce((jnp.abs(p - q),), (p, q), -1, **kw)
+  (s,), (m, n) = _fallback.row_reduce(lambda p, q: ((jnp.abs(p - q),), (p, q)), (p, q), -1,
+                                     **kw)
   return s + 0 * jnp.sqrt(jnp.minimum(m, n))
 
 

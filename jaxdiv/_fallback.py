@@ -111,9 +111,24 @@ def one_pass_runs(xs, axis: int, *, reads: int = 1) -> bool:
           and not any(map(_sharding.explicitly_sharded, xs)))
 
 
-def row_reduce(sums, mins, axis: int, *, one_pass: bool = True, reads: int = 1):
-  """Row sums of each array in `sums` and row minima of each in `mins` along `axis`, in one
-  pass over the inputs on XLA:CPU.
+# The one pass over blocks of rows of at most this many entries (16 MiB of float32 an input)
+# where its partial sums over the whole batch would exceed `_MAX_PARTIAL_BYTES`. The partials
+# (1/16 or 1/32 of the inputs an output) are a temporary buffer of XLA's, and glibc serves one
+# above 32 MiB (its largest mmap threshold) from fresh pages on every call: this VM took a page
+# fault every 4 KiB (~1.7 us each) to touch them. Total variation of 2048x32768 probabilities
+# (48 MiB of partials): 12,300 faults and 23 ms of kernel time a call. Over blocks, forward
+# after / before in one process (bench/README.md, "The one pass over row blocks"): total
+# variation 0.72, chi-squared 0.70, `f_divergence` 0.68, the Renyi divergence 0.78 (1.21x ->
+# 0.86x the hand-written line for total variation). Below the bound the partials are reused
+# from call to call, and blocks ran slower: total variation at 32768x512 and 4096x4096 (12 MiB
+# of partials) 1.26x the whole batch's time.
+_BLOCK_ENTRIES = 1 << 22
+_MAX_PARTIAL_BYTES = 16 << 20
+
+
+def row_reduce(fn: Callable, xs, axis: int, *, one_pass: bool = True, reads: int = 1):
+  """Row sums and row minima along `axis` of the terms `fn(*xs)`, in one pass over the inputs
+  on XLA:CPU.
 
   The reason: XLA:CPU (jax 0.10) compiles two row reductions of the same inputs (the terms of a
   power sum beside the mass that normalises it, or beside the row minimum that guards it) into
@@ -129,19 +144,26 @@ def row_reduce(sums, mins, axis: int, *, one_pass: bool = True, reads: int = 1):
   input a chunk: 32 steps over one input read (`p ** 2` beside `p`: 1.0-1.3x `sum(p ** 2)`
   alone, where 16 steps ran at 1.2-1.5x and 8 at 2.2x), 16 over two (`|p - q|` beside the
   minima of p and q: 1.0x `sum(|p - q|)`, where 32 steps ran at 2.5-3.5x). Measured with
-  `bench/row_reduce.py` and `bench/hand.py` (bench/README.md).
+  `bench/row_reduce.py` and `bench/hand.py` (bench/README.md). Where the partial sums of the
+  whole batch would exceed `_MAX_PARTIAL_BYTES`, the pass runs over blocks of rows
+  (:func:`row_blocks`), which is why it takes the terms as a function of the inputs: computed
+  outside, the terms would be a buffer of the batch's size.
 
   Elsewhere (other platforms through `lax.platform_dependent`, a reduced axis that is not the
   last, a row length that is not a multiple of the chunk, fewer than `_MIN_ENTRIES` entries,
   an array whose type carries a sharding (Explicit mesh axes: the chunks' reshape of a sharded
   row has no sharding to infer), another dtype, or `one_pass=False`: :func:`one_pass_runs`)
   it is the ordinary reductions. The minima carry no derivative (they are guards); the sums'
-  derivative is the sum of the tangents. A NaN entry makes its row's sums NaN, but not always
-  its minimum: XLA:CPU's own row minimum drops a NaN in some shapes (jax 0.10.2, `jnp.min`
-  over [3, 40, 512] or [7, 1024] float32).
+  derivative is the sum of the terms' tangents. A NaN entry makes its row's sums NaN, but not
+  always its minimum: XLA:CPU's own row minimum drops a NaN in some shapes (jax 0.10.2,
+  `jnp.min` over [3, 40, 512] or [7, 1024] float32).
 
   Args:
-    sums, mins: sequences of arrays broadcastable to one shape.
+    fn: `(*xs) -> (sums, mins)`, two sequences of arrays computed elementwise from `xs` (and
+      broadcast to their shape): the terms to sum and to minimise. It may close over traced
+      scalars (a user's generator and its parameters; the pass then runs over the whole batch),
+      not over arrays of the batch's shape.
+    xs: the inputs, arrays broadcastable to one shape.
     axis: the reduced axis.
     one_pass: whether the one pass may be used: the terms are sums, products and quotients.
       Roots, general powers and elementwise minima inside it are not vectorised by XLA:CPU
@@ -151,43 +173,77 @@ def row_reduce(sums, mins, axis: int, *, one_pass: bool = True, reads: int = 1):
   Returns:
     `(sums, mins)`: tuples of the row sums and row minima, in the order given.
   """
-  n_sums = len(sums)
-  xs = jnp.broadcast_arrays(*sums, *mins)
-  ax = axis % xs[0].ndim
+  xs = tuple(xs)
+  sums, mins = jax.eval_shape(fn, *xs)
+  n_sums, n_terms = len(sums), len(sums) + len(mins)
+  shape = jnp.broadcast_shapes(*(jnp.shape(x) for x in xs))
+  ax = axis % len(shape)
 
-  def plain(*xs):
-    return (tuple(jnp.sum(x, axis=ax) for x in xs[:n_sums])
-            + tuple(jnp.min(x, axis=ax) for x in xs[n_sums:]))
+  def plain(terms):
+    terms = jnp.broadcast_arrays(*terms)
+    return (tuple(jnp.sum(t, axis=ax) for t in terms[:n_sums])
+            + tuple(jnp.min(t, axis=ax) for t in terms[n_sums:]))
 
-  if not one_pass or len(xs) < 2 or not one_pass_runs(xs, ax, reads=reads):
-    out = plain(*xs)
+  def split(out):
     return out[:n_sums], out[n_sums:]
-  shape, dtype = xs[0].shape, xs[0].dtype
-  lanes, steps = _LINE_BYTES // dtype.itemsize, max(1, _CHUNK_STEPS // reads)
 
-  def chunked(*xs):
+  def ordinary(*xs):
+    s, m = fn(*xs)
+    return plain((*s, *m))
+
+  structs = (*sums, *mins)
+  if (not one_pass or n_terms < 2 or not one_pass_runs(xs, ax, reads=reads)
+      or any(t.dtype != xs[0].dtype or jnp.broadcast_shapes(t.shape, shape) != shape
+             for t in structs)):
+    return split(ordinary(*xs))
+  dtype = xs[0].dtype
+  lanes, steps = _LINE_BYTES // dtype.itemsize, max(1, _CHUNK_STEPS // reads)
+  # The terms' function with the traced values it closes over as arguments (`consts`), which
+  # the custom derivative below then differentiates too. It is a jaxpr of the batch's shapes.
+  def flat(*xs):
+    return tuple(t for ts in fn(*xs) for t in ts)
+
+  terms_fn, consts = jax.closure_convert(flat, *xs)
+
+  def chunked(terms):
+    terms = jnp.broadcast_arrays(*terms)
+    batch = terms[0].shape[:-1]
+
     def combine(a, b):
       return (tuple(u + v for u, v in zip(a[:n_sums], b[:n_sums]))
               + tuple(jnp.minimum(u, v) for u, v in zip(a[n_sums:], b[n_sums:])))
 
     inits = ((jnp.zeros((), dtype),) * n_sums
-             + (jnp.array(jnp.inf, dtype),) * (len(xs) - n_sums))
-    parts = lax.reduce(tuple(x.reshape(-1, steps, lanes) for x in xs), inits, combine,
+             + (jnp.array(jnp.inf, dtype),) * (n_terms - n_sums))
+    parts = lax.reduce(tuple(t.reshape(-1, steps, lanes) for t in terms), inits, combine,
                        (1,))
-    return plain(*(x.reshape(*shape[:-1], -1) for x in parts))
+    return plain(tuple(p.reshape(*batch, -1) for p in parts))
+
+  # Over blocks of rows, `fn` itself traced on a block: only where it closes over no traced
+  # value (`terms_fn` is shaped for the whole batch; a user's generator with a traced
+  # parameter keeps the one pass over the whole batch).
+  partial_bytes = n_terms * math.prod(shape) // steps * dtype.itemsize
+  if (partial_bytes > _MAX_PARTIAL_BYTES and not consts
+      and all(jnp.shape(x) == shape for x in xs)):
+    def one_pass_fn(*xs):
+      return row_blocks(lambda *ys: chunked(flat(*ys)), ax, entries=_BLOCK_ENTRIES)(*xs)
+  else:
+    def one_pass_fn(*args):
+      return chunked(terms_fn(*args))
 
   @jax.custom_jvp
-  def f(*xs):
-    return tuple(lax.platform_dependent(*xs, cpu=chunked, default=plain))
+  def f(*args):
+    return tuple(lax.platform_dependent(
+        *args, cpu=one_pass_fn, default=lambda *args: plain(terms_fn(*args))))
 
   @f.defjvp
   def f_jvp(primals, tangents):
     out = f(*primals)
-    return out, (tuple(jnp.sum(t, axis=ax) for t in tangents[:n_sums])
+    _, dterms = jax.jvp(terms_fn, primals, tangents)
+    return out, (tuple(jnp.sum(jnp.broadcast_to(t, shape), axis=ax) for t in dterms[:n_sums])
                  + tuple(jnp.zeros_like(o) for o in out[n_sums:]))
 
-  out = f(*xs)
-  return out[:n_sums], out[n_sums:]
+  return split(f(*xs, *consts))
 
 
 def cond(pred, true_fn, false_fn, *xs):

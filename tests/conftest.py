@@ -114,3 +114,12 @@ def one_pass(monkeypatch):
   Call jaxdiv's functions through a new `jax.jit` wrapper (a lambda), not a cached trace."""
   from jaxdiv import _fallback
   monkeypatch.setattr(_fallback, "_MIN_ENTRIES", 1)
+
+
+@pytest.fixture
+def one_pass_blocks(one_pass, monkeypatch):
+  """As `one_pass`, and the pass runs over blocks of two rows of 256 entries whatever the size
+  of its partial sums (it does where they exceed `_MAX_PARTIAL_BYTES` = 16 MiB)."""
+  from jaxdiv import _fallback
+  monkeypatch.setattr(_fallback, "_MAX_PARTIAL_BYTES", 0)
+  monkeypatch.setattr(_fallback, "_BLOCK_ENTRIES", 512)

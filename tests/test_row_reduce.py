@@ -17,7 +17,8 @@ from jaxdiv import _fallback
 
 
 def _pair(x, y, reads=1, one_pass=True):
-  (s, z), (m, n) = _fallback.row_reduce((x * x, x), (x, y), -1, one_pass=one_pass, reads=reads)
+  (s, z), (m, n) = _fallback.row_reduce(lambda x, y: ((x * x, x), (x, y)), (x, y), -1,
+                                      one_pass=one_pass, reads=reads)
   return s, z, m, n
 
 
@@ -62,7 +63,7 @@ def test_float32_sums_as_accurate_as_the_ordinary_sum(one_pass):
   want = (x64 * x64).sum(-1) / x64.sum(-1) ** 2
 
   def ratio(x, one_pass):
-    (s, z), _ = _fallback.row_reduce((x * x, x), (), -1, one_pass=one_pass)
+    (s, z), _ = _fallback.row_reduce(lambda x: ((x * x, x), ()), (x,), -1, one_pass=one_pass)
     return s / (z * z)
 
   ours = np.abs(np.asarray(jax.jit(lambda x: ratio(x, True))(x), np.float64) - want) / want
@@ -77,7 +78,7 @@ def test_derivatives_are_the_sums_of_the_tangents(one_pass, x64):
   x = jnp.asarray(rng.random((4, 256)))
 
   def f(x):
-    (s, z), (m,) = _fallback.row_reduce((x ** 3, x), (x,), -1)
+    (s, z), (m,) = _fallback.row_reduce(lambda x: ((x ** 3, x), (x,)), (x,), -1)
     return jnp.sum(s / z + m)
 
   def ref(x):
@@ -99,7 +100,7 @@ def test_edge_shapes(one_pass, shape, axis, chunked):
   multiple of the chunk take the ordinary reductions; a single row and a 2-D batch the one pass.
   The values are the float64 sums and the minima either way."""
   x = np.random.default_rng(3).random(shape).astype(np.float32)
-  fn = jax.jit(lambda x: _fallback.row_reduce((x,), (x,), axis))
+  fn = jax.jit(lambda x: _fallback.row_reduce(lambda x: ((x,), (x,)), (x,), axis))
   assert ("x32x16x" in fn.lower(x).as_text()) == chunked
   (s,), (m,) = fn(x)
   np.testing.assert_allclose(s, x.astype(np.float64).sum(axis), rtol=1e-5)
@@ -110,10 +111,56 @@ def test_small_arrays_take_the_ordinary_reductions():
   """Below `_MIN_ENTRIES` (64K) entries the ordinary reductions run; from it the one pass."""
   small = np.ones((8, 512), np.float32)
   large = jax.ShapeDtypeStruct((8192, 512), jnp.float32)
-  fn = jax.jit(lambda x: _fallback.row_reduce((x,), (x,), -1))
+  fn = jax.jit(lambda x: _fallback.row_reduce(lambda x: ((x,), (x,)), (x,), -1))
   assert "x32x16x" not in fn.lower(small).as_text()
   assert "x32x16x" in fn.lower(large).as_text()
   # the threshold itself: 127 rows of 512 are below 64K entries, 128 rows are 64K
   below, at = (jax.ShapeDtypeStruct((n, 512), jnp.float32) for n in (127, 128))
   assert "x32x16x" not in fn.lower(below).as_text()
   assert "x32x16x" in fn.lower(at).as_text()
+
+
+@pytest.mark.parametrize("shape", [(9, 1024), (3, 3, 512)])
+def test_row_blocks_match_the_whole_batch(one_pass, monkeypatch, shape):
+  """Where the partial sums would exceed `_MAX_PARTIAL_BYTES`, the pass runs over blocks of rows
+  (here of 1024 entries, the last block overlapping the one before): the sums and minima of the
+  whole batch's pass, and their derivatives."""
+  x = np.random.default_rng(4).random(shape).astype(np.float32)
+  x[1, 0] = -0.5
+  y = np.random.default_rng(5).random(shape).astype(np.float32)
+  whole = jax.jit(lambda x, y: _pair(x, y))
+  want = whole(x, y)
+  monkeypatch.setattr(_fallback, "_MAX_PARTIAL_BYTES", 0)
+  monkeypatch.setattr(_fallback, "_BLOCK_ENTRIES", 1024)
+  blocks = jax.jit(lambda x, y: _pair(x, y))
+  assert "while" in blocks.lower(x, y).as_text()
+  assert "while" not in whole.lower(x, y).as_text()
+  got = blocks(x, y)
+  for g, w in zip(got, want):
+    np.testing.assert_array_equal(g, w)
+  loss = lambda x, y: jnp.sum(_pair(x, y)[0] / _pair(x, y)[1])
+  np.testing.assert_allclose(jax.grad(loss, (0, 1))(x, y)[0],
+                             2 * x / x.sum(-1, keepdims=True)
+                             - (x * x).sum(-1, keepdims=True) / x.sum(-1, keepdims=True) ** 2,
+                             rtol=1e-5, atol=1e-7)
+
+
+def test_terms_closing_over_a_traced_scalar(one_pass, monkeypatch, x64):
+  """Terms that close over a traced scalar (a user's generator with a parameter): derivatives
+  in it and in the inputs, in the one pass over the whole batch (blocks would need the terms
+  traced on a block), against float64 closed forms."""
+  monkeypatch.setattr(_fallback, "_MAX_PARTIAL_BYTES", 0)
+  x = jnp.asarray(np.random.default_rng(6).random((5, 256)))
+
+  def f(x, c):
+    (s, z), _ = _fallback.row_reduce(lambda x: ((c * x ** 3, x), ()), (x,), -1)
+    return jnp.sum(s / z)
+
+  lowered = jax.jit(f).lower(x, 2.0).as_text()
+  assert "x32x8x" in lowered and "while" not in lowered
+  gx, gc = jax.grad(f, (0, 1))(x, 2.0)
+  s3, s1 = (x ** 3).sum(-1, keepdims=True), x.sum(-1, keepdims=True)
+  np.testing.assert_allclose(gc, jnp.sum(s3 / s1), rtol=1e-12)
+  np.testing.assert_allclose(gx, 2.0 * (3 * x ** 2 / s1 - s3 / s1 ** 2), rtol=1e-12)
+  np.testing.assert_allclose(jax.jacfwd(f, 1)(x, 2.0), gc, rtol=1e-12)
+  np.testing.assert_allclose(jax.grad(jax.grad(f, 1), 0)(x, 2.0), gx / 2.0, rtol=1e-12)

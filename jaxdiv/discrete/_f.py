@@ -235,8 +235,11 @@ def _f_fast(f, autodiff=False, guard=True):
     # guard's row minima may drop a NaN). A negative or zero entry (the perspective's limits
     # there are the guarded path's) is in the row minima of p and q, in one pass with the sum
     # where `f` is arithmetic. Not `0 * r`: a second use of r made XLA:CPU write it out.
-    r = _ratio(p, q) if autodiff else p / q
-    return _fast.guarded_sum(overflow(q * f(r) + 0 * (p + q), r), ax, positive=(p, q), reads=2,
+    def terms(p, q):
+      r = _ratio(p, q) if autodiff else p / q
+      return _fast.Terms(overflow(q * f(r) + 0 * (p + q), r), positive=(p, q))
+
+    return _fast.guarded_sum(terms, (p, q), ax, reads=2,
                              one_pass=_fast.arithmetic_only(f, p.dtype)), None
 
   def coefs_probs(ax, out, aux, p, q):
@@ -418,8 +421,8 @@ def _total_variation(prep: _common.Prepared) -> jax.Array:
 def _tv_probs(ax, p, q):
   # A negative probability would go unnoticed in |p - q|: such a row takes the guarded path
   # (+inf makes the term infinite or NaN itself; zeros need no guard).
-  return 0.5 * _fast.guarded_sum(jnp.abs(p - q), ax, nonnegative=(p, q),
-                                 one_pass=True, reads=2), None
+  return 0.5 * _fast.guarded_sum(lambda p, q: _fast.Terms(jnp.abs(p - q), nonnegative=(p, q)),
+                                 (p, q), ax, one_pass=True, reads=2), None
 
 
 def _tv_sign(p, q):
@@ -482,8 +485,8 @@ def chi_squared_divergence(
 def _chi2_probs(ax, p, q):
   # q = 0 or +inf makes a term inf or NaN (so does p = +inf); a negative p or q would go
   # unnoticed: guarded path.
-  return _fast.guarded_sum((p - q) ** 2 / q, ax, nonnegative=(p, q), one_pass=True,
-                           reads=2), None
+  return _fast.guarded_sum(lambda p, q: _fast.Terms((p - q) ** 2 / q, nonnegative=(p, q)),
+                           (p, q), ax, one_pass=True, reads=2), None
 
 
 def _chi2_grads(p, q):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -176,18 +177,27 @@ def bounded(x: jax.Array) -> tuple[jax.Array, jax.Array]:
   return x, jnp.finfo(x.dtype).max - x
 
 
-def guarded_sum(terms: jax.Array, ax: int, nonnegative: Sequence[jax.Array] = (),
-                positive: Sequence[jax.Array] = (), also: Sequence[jax.Array] = (),
+class Terms(NamedTuple):
+  """What :func:`guarded_sum` sums and what guards it, elementwise from the inputs."""
+  terms: jax.Array
+  nonnegative: Sequence[jax.Array] = ()
+  positive: Sequence[jax.Array] = ()
+  also: Sequence[jax.Array] = ()
+
+
+def guarded_sum(fn: Callable[..., Terms], xs: Sequence[jax.Array], ax: int,
                 one_pass: bool = False, reads: int = 1):
-  """The row sum of `terms`, NaN on the rows where an entry of an input in `nonnegative` is
-  negative or one in `positive` is not positive: the rows that need the guarded path although
-  the unguarded expression may be finite there (a negative probability in `|p - q|` or `p * p`,
-  a zero where the f-divergence's perspective takes its limit). Pass :func:`bounded` of an
-  input whose +inf entries need it too. A NaN entry must reach `terms` to make its row NaN:
-  XLA:CPU's row minimum drops a NaN in some shapes. With `also`, returns `(sum, sums)`: the row
-  sums of those arrays beside it (the mass that normalises a power sum). `one_pass`: the terms
-  are sums, products and quotients (no roots, powers or minima), which XLA:CPU's one-pass loop
-  of `_fallback.row_reduce` keeps vectorised; `reads`: how many inputs they read.
+  """The row sum of `fn(*xs).terms`, NaN on the rows where an entry of an array in
+  `nonnegative` is negative or one in `positive` is not positive: the rows that need the
+  guarded path although the unguarded expression may be finite there (a negative probability
+  in `|p - q|` or `p * p`, a zero where the f-divergence's perspective takes its limit). Pass
+  :func:`bounded` of an input whose +inf entries need it too. A NaN entry must reach `terms` to
+  make its row NaN: XLA:CPU's row minimum drops a NaN in some shapes. With `also`, returns
+  `(sum, sums)`: the row sums of those arrays beside it (the mass that normalises a power sum).
+  `one_pass`: the terms are sums, products and quotients (no roots, powers or minima), which
+  XLA:CPU's one-pass loop of `_fallback.row_reduce` keeps vectorised; `reads`: how many inputs
+  they read. `fn` computes the arrays from the inputs `xs` (elementwise) so that the one pass
+  can run over blocks of rows.
 
   A row minimum over the inputs of each kind (`sqrt` of it is NaN below 0, `0 * rsqrt` of it
   NaN at or below 0), in place of a guard on every entry: XLA:CPU's `sqrt` has a fraction of
@@ -202,12 +212,9 @@ def guarded_sum(terms: jax.Array, ax: int, nonnegative: Sequence[jax.Array] = ()
       m = jnp.minimum(m, x)
     return m
 
-  # In the one pass each input is its own minimum (an elementwise `minimum` of two inputs made
-  # its loop 2x slower); else one row minimum of their elementwise minimum (four row minima for
-  # the f-family's generic form took its forward from 2.2x to 4.4x the hand line at 2048x32768).
-  kinds = [xs for xs in (nonnegative, positive) if xs]
-  one_pass = one_pass and _fallback.one_pass_runs(
-      (terms, *also, *nonnegative, *positive), ax, reads=reads)
+  shapes = jax.eval_shape(fn, *xs)
+  also = bool(shapes.also)
+  one_pass = one_pass and _fallback.one_pass_runs(xs, ax, reads=reads)
   if one_pass and also:
     # Beside another sum (the mass of a power sum) the one pass is XLA:CPU's own loop, which
     # runs a select at the speed of arithmetic: the guards become NaN terms, and there are no
@@ -215,19 +222,36 @@ def guarded_sum(terms: jax.Array, ax: int, nonnegative: Sequence[jax.Array] = ()
     # (`bench/hand.py`, hand-s18fold{B,A}{1,2}): Renyi divergence 1.27-1.48x -> 0.57-0.94x,
     # the entropies 1.01-1.78x -> 0.90-1.08x; value+grad even or better. A lone sum is a
     # YNNPACK reduction, which a select slowed 3-5x: there the minima stay.
-    ok = [x >= 0 for x in nonnegative] + [x > 0 for x in positive]
-    if ok:
-      terms = jnp.where(functools.reduce(jnp.logical_and, ok), terms, jnp.nan)
-    (total, *sums), _ = _fallback.row_reduce((terms, *also), (), ax, reads=reads)
+    def select(*xs):
+      t = fn(*xs)
+      ok = [x >= 0 for x in t.nonnegative] + [x > 0 for x in t.positive]
+      terms = t.terms
+      if ok:
+        terms = jnp.where(functools.reduce(jnp.logical_and, ok), terms, jnp.nan)
+      return (terms, *t.also), ()
+
+    (total, *sums), _ = _fallback.row_reduce(select, xs, ax, reads=reads)
     return total, tuple(sums)
-  mins = [x for xs in kinds for x in xs] if one_pass else [least(xs) for xs in kinds]
-  (total, *sums), mins = _fallback.row_reduce((terms, *also), mins, ax, one_pass=one_pass,
+
+  # In the one pass each input is its own minimum (an elementwise `minimum` of two inputs made
+  # its loop 2x slower); else one row minimum of their elementwise minimum (four row minima for
+  # the f-family's generic form took its forward from 2.2x to 4.4x the hand line at 2048x32768).
+  sizes = [len(k) for k in (shapes.nonnegative, shapes.positive) if k]
+
+  def with_minima(*xs):
+    t = fn(*xs)
+    kinds = [k for k in (t.nonnegative, t.positive) if k]
+    mins = [x for k in kinds for x in k] if one_pass else [least(k) for k in kinds]
+    return (t.terms, *t.also), mins
+
+  (total, *sums), mins = _fallback.row_reduce(with_minima, xs, ax, one_pass=one_pass,
                                               reads=reads)
   if one_pass:  # the least row minimum of each kind
     flat, mins = list(mins), []
-    for xs in kinds:
-      mins.append(least(flat[:len(xs)]))
-      flat = flat[len(xs):]
+    for n in sizes:
+      mins.append(least(flat[:n]))
+      flat = flat[n:]
+  nonnegative, positive = bool(shapes.nonnegative), bool(shapes.positive)
 
   # The guard's own derivative is 0, but autodiff would form 0 * inf (sqrt' at a zero entry,
   # rsqrt' at a tiny one: a probability of 1e-27 made the whole Hessian NaN): no derivative.
@@ -308,14 +332,14 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
   # The inputs whose entries need the guarded path where the powers alone are finite. A root
   # (0 < c < 1) needs none: it is NaN at a negative entry, and its slope at a zero is the
   # guarded path's (:func:`root`).
-  def guarded(xs):
+  def guarded(terms, xs, also=()):
     nonnegative = []
     for c, x in zip(cs, xs):
       if c <= 0:
         nonnegative.extend(bounded(x))
       elif c.is_integer():
         nonnegative.append(x)
-    return dict(nonnegative=nonnegative)
+    return Terms(terms, nonnegative=nonnegative, also=also)
 
   def on_support(xs):
     # The guarded path's convention at a zero entry: outside the support, no derivative of any
@@ -327,18 +351,19 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
     xs = on_support(xs)
     z = None
     if norm is None:
-      s = guarded_sum(terms(xs), ax, one_pass=one_pass, reads=len(xs), **guarded(xs))
+      s = guarded_sum(lambda *xs: guarded(terms(xs), xs), xs, ax, one_pass=one_pass,
+                      reads=len(xs))
     elif one_pass and _fallback.one_pass_runs(xs, ax, reads=len(xs)):
       # The terms and the mass in one pass (`_fallback.row_reduce`), S = sum(t) / z.
-      s, (z,) = guarded_sum(terms(xs), ax, also=(xs[norm],), one_pass=True, reads=len(xs),
-                            **guarded(xs))
+      s, (z,) = guarded_sum(lambda *xs: guarded(terms(xs), xs, also=(xs[norm],)), xs, ax,
+                            one_pass=True, reads=len(xs))
       s = s / z
       z = jnp.expand_dims(z, ax)
     else:
       # Divided entry by entry, not sum(t) / z: XLA:CPU runs an output that reads two row
       # reductions of one fusion several times slower than one whose reductions feed each other.
       z = jnp.sum(xs[norm], axis=ax, keepdims=True)
-      s = guarded_sum(terms(xs) / z, ax, **guarded(xs))
+      s = guarded_sum(lambda *xs: guarded(terms(xs) / z, xs), xs, ax)
     log_s = _log_positive(s)
     return general(log_s), (s, z, log_s)
 

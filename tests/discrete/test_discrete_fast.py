@@ -280,6 +280,27 @@ def test_fast_path_takes_the_guarded_values_on_bad_probabilities(one_pass, x64, 
     _check_bad_probabilities(name, n)
 
 
+# The forms whose fast path takes the one pass over probabilities (`_fallback.row_reduce`).
+ONE_PASS_BLOCK_CASES = ["renyi_divergence[alpha=2]", "alpha_divergence[alpha=-1]",
+                        "renyi_entropy[alpha=2]", "tsallis_divergence[alpha=3]",
+                        "total_variation_distance", "chi_squared_divergence",
+                        "f_divergence[chi2]"]
+
+
+@tiered("name", ONE_PASS_BLOCK_CASES,
+        fast=["alpha_divergence[alpha=-1]", "renyi_entropy[alpha=2]", "total_variation_distance",
+              "f_divergence[chi2]"])
+def test_one_pass_over_row_blocks_takes_the_guarded_values(one_pass_blocks, x64, name):
+  """The one pass over blocks of rows (where its partial sums would exceed 16 MiB; here blocks
+  of two rows, the last overlapping the one before): the row values and gradients of 10 rows of
+  256 probabilities with negative, +inf and zero entries are the guarded path's, as over the
+  whole batch, and the loop over the blocks is what ran."""
+  p, q = _inputs(False, seed=3, shape=(10, 256))
+  fn = GUARDED_PROB_CASES[name]
+  assert "while" in jax.jit(lambda p, q: fn(p, q)).lower(p, q).as_text()
+  _check_bad_probabilities(name, 256)
+
+
 def _check_bad_probabilities(name, n):
   p, q = _inputs(False, seed=3, shape=(10, n))
   edits = [("p", 1, -0.1), ("q", 2, -0.1), ("p", 3, np.inf), ("q", 4, np.inf), ("p", 5, 0.0),
