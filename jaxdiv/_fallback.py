@@ -449,7 +449,7 @@ def with_fallback_autodiff(value: Callable, careful: Callable, *xs: jax.Array,
 
 
 def with_fallback(value: Callable, coefs: Callable, careful: Callable, *xs: jax.Array,
-                  axis: int) -> jax.Array:
+                  axis: int, value_for_coefs: Callable | None = None) -> jax.Array:
   """`value(*xs)` where every row is finite, else `careful(*xs)`, with a matching derivative.
 
   Args:
@@ -460,17 +460,20 @@ def with_fallback(value: Callable, coefs: Callable, careful: Callable, *xs: jax.
     careful: `(*xs) -> out`, the guarded implementation (same dtype as `value`'s out).
     *xs: the inputs, already broadcast to one shape, in the compute dtype.
     axis: the distribution axis.
+    value_for_coefs: `value` as the derivative evaluates it (the same row values, computed in
+      the form its coefficients read best), or None for `value` itself.
 
   Returns:
     The row values, the batch shape.
   """
   n = len(xs)
+  value_for_coefs = value if value_for_coefs is None else value_for_coefs
   careful_rows = row_blocks(careful, axis)
   careful_grads = row_blocks(
       lambda *ys: jax.grad(lambda *zs: jnp.sum(careful(*zs)), argnums=tuple(range(n)))(*ys),
       axis, keep_axis=True)
 
-  def pick(*xs):
+  def pick(*xs, value=value):
     out, aux = value(*xs)
     # The guarded values replace only the rows that need them: a row's result does not depend
     # on the other rows of its batch (a NaN row elsewhere leaves it bit for bit as it was).
@@ -482,7 +485,7 @@ def with_fallback(value: Callable, coefs: Callable, careful: Callable, *xs: jax.
 
   @f.defjvp
   def f_jvp(primals, tangents):
-    bad, row_bad, out, _ = pick(*primals)
+    bad, row_bad, out, _ = pick(*primals, value=value_for_coefs)
     row_bad = jnp.expand_dims(lax.stop_gradient(row_bad), axis)
     # The coefficients are differentiated again for second derivatives, back through `value`,
     # whose unguarded expression has 0 * inf partials exactly where a guard was needed. On the
@@ -493,7 +496,7 @@ def with_fallback(value: Callable, coefs: Callable, careful: Callable, *xs: jax.
     def gate(xs):
       return tuple(tangent_if(jnp.logical_not(row_bad), x) for x in xs)
 
-    out_g, aux_g = value(*gate(primals))
+    out_g, aux_g = value_for_coefs(*gate(primals))
 
     def fast_coefs(*xs):
       return tuple(coefs(out_g, aux_g, *gate(xs)))

