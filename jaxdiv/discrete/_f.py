@@ -363,24 +363,34 @@ def _hellinger_probs_coefs(ax, h, aux, p, q):
   return c * _fast.half_rsqrt(p), -c * _fast.half_rsqrt(q)
 
 
-def _hellinger_logits(ax, a, b):
+def _hellinger_logits(ax, a, b, softmax=_fast.softmax):
   # The roots of the softmaxes, as the hand-written line: XLA:CPU computes exp(a - max) once
   # for the row sum and the terms, where exp(log_softmax / 2) is a second exp an entry (forward
   # 1.17-1.20x the hand line at 32768x512). A probability that underflows has root 0, not
   # exp(log p / 2) < 4e-23 (float32): a term that moves by less than the sum's rounding; its
   # slope is the guarded path's 0 (`_fast.sqrt`), for the coefficients' own derivatives.
-  sp, sq = _fast.sqrt(_fast.softmax(a, ax)), _fast.sqrt(_fast.softmax(b, ax))
-  return jnp.sqrt(0.5 * jnp.sum((sp - sq) ** 2, axis=ax)), (sp, sq)
+  sp, sq = _fast.sqrt(softmax(a, ax)), _fast.sqrt(softmax(b, ax))
+  d = sp - sq
+  means = tuple(jnp.sum(d * s, axis=ax, keepdims=True) for s in (sp, sq))
+  return jnp.sqrt(0.5 * jnp.sum(d * d, axis=ax)), (sp, sq, means)
+
+
+def _hellinger_logits_for_coefs(ax, a, b):
+  # As total variation's (`_tv_logits_for_coefs`): exp(x - max) written once an input, and the
+  # coefficients' row sums beside the value.
+  return _hellinger_logits(ax, a, b, softmax=lambda x, ax: jax.nn.softmax(x, axis=ax))
 
 
 def _hellinger_logits_coefs(ax, h, aux, a, b):
-  sp, sq = aux
-  c = 0.5 * (sp - sq) * _half_over(h, ax)  # d/d log p is c sqrt p
-  return (_fast.through_log_softmax(c * sp, sp * sp, ax),
-          _fast.through_log_softmax(-c * sq, sq * sq, ax))
+  # through_log_softmax(c sp, sp^2) and through_log_softmax(-c sq, sq^2) for c = d h / d sp
+  # over 2, their row sums from the value.
+  sp, sq, (mean_a, mean_b) = aux
+  c = 0.5 * (sp - sq) * _half_over(h, ax)
+  k = 0.5 * _half_over(h, ax)
+  return c * sp - sp * sp * (k * mean_a), sq * sq * (k * mean_b) - c * sq
 
 
-_HELLINGER_FAST = ((_hellinger_logits, _hellinger_logits_coefs),
+_HELLINGER_FAST = ((_hellinger_logits, _hellinger_logits_coefs, _hellinger_logits_for_coefs),
                    (_hellinger_probs, _hellinger_probs_coefs))
 
 
