@@ -221,10 +221,16 @@ def row_reduce(fn: Callable, xs, axis: int, *, one_pass: bool = True, reads: int
 
   # Over blocks of rows, `fn` itself traced on a block: only where it closes over no traced
   # value (`terms_fn` is shaped for the whole batch; a user's generator with a traced
-  # parameter keeps the one pass over the whole batch).
+  # parameter keeps the one pass over the whole batch), and where its terms on a block are the
+  # block's shape (a generator closing over a concrete array of the batch's rows, a weight a
+  # row, would broadcast a block to the batch, or fail).
   partial_bytes = n_terms * math.prod(shape) // steps * dtype.itemsize
-  if (partial_bytes > _MAX_PARTIAL_BYTES and not consts
-      and all(jnp.shape(x) == shape for x in xs)):
+  block = (row_block_shape(shape, ax, _BLOCK_ENTRIES)
+           if partial_bytes > _MAX_PARTIAL_BYTES and not consts
+           and all(jnp.shape(x) == shape for x in xs) else None)
+  if block is not None and not _keeps_shape(flat, block, dtype, len(xs)):
+    block = None
+  if block is not None:
     def one_pass_fn(*xs):
       return row_blocks(lambda *ys: chunked(flat(*ys)), ax, entries=_BLOCK_ENTRIES)(*xs)
   else:
@@ -244,6 +250,15 @@ def row_reduce(fn: Callable, xs, axis: int, *, one_pass: bool = True, reads: int
                  + tuple(jnp.zeros_like(o) for o in out[n_sums:]))
 
   return split(f(*xs, *consts))
+
+
+def _keeps_shape(fn: Callable, shape, dtype, n: int) -> bool:
+  """Whether `fn` traced on `n` arrays of `shape` gives arrays that broadcast to `shape`."""
+  try:
+    outs = jax.eval_shape(fn, *(jax.ShapeDtypeStruct(shape, dtype),) * n)
+    return all(jnp.broadcast_shapes(o.shape, shape) == tuple(shape) for o in outs)
+  except (TypeError, ValueError):  # the block does not broadcast with what fn closes over
+    return False
 
 
 def cond(pred, true_fn, false_fn, *xs):
@@ -328,6 +343,17 @@ def _replace_bad_rows(out, careful, *xs):
                             lambda *_: out, *xs)
 
 
+def row_block_shape(shape, axis: int, entries: int) -> tuple | None:
+  """The shape of :func:`row_blocks`' blocks of arrays of `shape` (about `entries` entries
+  along the first axis that is not `axis`), or None where it takes the batch whole."""
+  if len(shape) < 2:
+    return None
+  b = 0 if axis % len(shape) != 0 else 1
+  rows = shape[b]
+  chunk = max(1, entries // max(1, math.prod(shape) // max(1, rows)))
+  return None if rows <= chunk else tuple(shape[:b]) + (chunk,) + tuple(shape[b + 1:])
+
+
 def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
                entries: int = 1 << 20) -> Callable:
   """`fn(*xs)` on arrays of one shape, row by row along the int `axis`, computed over blocks of
@@ -346,17 +372,15 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
     nd = xs[0].ndim
     if nd < 2 or any(map(_sharding.explicitly_sharded, xs)):
       return fn(*xs)
-    ax = axis % nd
-    b = 0 if ax != 0 else 1  # the batch axis split
-    out_axis = b if keep_axis else 0
-    rows = xs[0].shape[b]
-    chunk = max(1, entries // max(1, xs[0].size // rows))
-    if rows <= chunk:
+    block_shape = row_block_shape(xs[0].shape, axis, entries)
+    if block_shape is None:
       return fn(*xs)
+    b = 0 if axis % nd != 0 else 1  # the batch axis split
+    out_axis = b if keep_axis else 0
+    rows, chunk = xs[0].shape[b], block_shape[b]
     steps = -(-rows // chunk)
     block = jax.checkpoint(fn)
-    shapes = jax.eval_shape(fn, *(jax.ShapeDtypeStruct(
-        x.shape[:b] + (chunk,) + x.shape[b + 1:], x.dtype) for x in xs))
+    shapes = jax.eval_shape(fn, *(jax.ShapeDtypeStruct(block_shape, x.dtype) for x in xs))
 
     def body(i, out):
       start = jnp.minimum(i * chunk, rows - chunk)

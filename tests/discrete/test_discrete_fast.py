@@ -301,6 +301,27 @@ def test_one_pass_over_row_blocks_takes_the_guarded_values(one_pass_blocks, x64,
   _check_bad_probabilities(name, 256)
 
 
+@pytest.mark.parametrize("weight_shape,blocks", [((4, 1, 1), False), ((4, 2, 1), False),
+                                                 ((512,), True)])
+def test_one_pass_blocks_with_a_generator_closing_over_an_array(one_pass_blocks, weight_shape,
+                                                                 blocks):
+  """A generator that closes over a concrete array: weights a row ([B, 1, 1], [B, T, 1]) would
+  broadcast a block of rows to the whole batch (or fail), so the pass takes the batch whole;
+  weights a column ([V]) keep the blocks. Values against float64, eager and jitted. Before,
+  the per-sequence weights gave the last block's values on every row."""
+  rng = np.random.default_rng(9)
+  p, q = (rng.dirichlet(np.full(512, 2.0), (4, 2)).astype(np.float32) for _ in "pq")
+  p[1] = q[1]  # a divergence of 0 whatever its weight
+  w = jnp.asarray(rng.random(weight_shape).astype(np.float32) + 0.5)
+  gen = lambda t: w * (t - 1) ** 2
+  p64, q64 = p.astype(np.float64), q.astype(np.float64)
+  want = np.sum(np.asarray(w, np.float64) * q64 * (p64 / q64 - 1) ** 2, -1)
+  fn = lambda p, q: jaxdiv.f_divergence(p, q, gen)
+  assert ("while" in jax.jit(fn).lower(p, q).as_text()) == blocks
+  for got in (fn(p, q), jax.jit(fn)(p, q)):
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
+
+
 def _check_bad_probabilities(name, n):
   p, q = _inputs(False, seed=3, shape=(10, n))
   edits = [("p", 1, -0.1), ("q", 2, -0.1), ("p", 3, np.inf), ("q", 4, np.inf), ("p", 5, 0.0),
