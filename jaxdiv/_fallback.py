@@ -161,8 +161,7 @@ def row_reduce(fn: Callable, xs, axis: int, *, one_pass: bool = True, reads: int
   Args:
     fn: `(*xs) -> (sums, mins)`, two sequences of arrays computed elementwise from `xs` (and
       broadcast to their shape): the terms to sum and to minimise. It may close over traced
-      scalars (a user's generator and its parameters; the pass then runs over the whole batch),
-      not over arrays of the batch's shape.
+      values (a user's generator and its parameters); the pass then runs over the whole batch.
     xs: the inputs, arrays broadcastable to one shape.
     axis: the reduced axis.
     one_pass: whether the one pass may be used: the terms are sums, products and quotients.
@@ -174,8 +173,9 @@ def row_reduce(fn: Callable, xs, axis: int, *, one_pass: bool = True, reads: int
     `(sums, mins)`: tuples of the row sums and row minima, in the order given.
   """
   xs = tuple(xs)
-  sums, mins = jax.eval_shape(fn, *xs)
-  n_sums, n_terms = len(sums), len(sums) + len(mins)
+  sums, mins = fn(*xs)
+  terms = (*sums, *mins)
+  n_sums, n_terms = len(sums), len(terms)
   shape = jnp.broadcast_shapes(*(jnp.shape(x) for x in xs))
   ax = axis % len(shape)
 
@@ -187,25 +187,14 @@ def row_reduce(fn: Callable, xs, axis: int, *, one_pass: bool = True, reads: int
   def split(out):
     return out[:n_sums], out[n_sums:]
 
-  def ordinary(*xs):
-    s, m = fn(*xs)
-    return plain((*s, *m))
-
-  structs = (*sums, *mins)
   if (not one_pass or n_terms < 2 or not one_pass_runs(xs, ax, reads=reads)
-      or any(t.dtype != xs[0].dtype or jnp.broadcast_shapes(t.shape, shape) != shape
-             for t in structs)):
-    return split(ordinary(*xs))
+      or any(t.dtype != xs[0].dtype or jnp.broadcast_shapes(jnp.shape(t), shape) != shape
+             for t in terms)):
+    return split(plain(terms))
   dtype = xs[0].dtype
   lanes, steps = _LINE_BYTES // dtype.itemsize, max(1, _CHUNK_STEPS // reads)
-  # The terms' function with the traced values it closes over as arguments (`consts`), which
-  # the custom derivative below then differentiates too. It is a jaxpr of the batch's shapes.
-  def flat(*xs):
-    return tuple(t for ts in fn(*xs) for t in ts)
 
-  terms_fn, consts = jax.closure_convert(flat, *xs)
-
-  def chunked(terms):
+  def chunked(*terms):
     terms = jnp.broadcast_arrays(*terms)
     batch = terms[0].shape[:-1]
 
@@ -219,37 +208,63 @@ def row_reduce(fn: Callable, xs, axis: int, *, one_pass: bool = True, reads: int
                        (1,))
     return plain(tuple(p.reshape(*batch, -1) for p in parts))
 
-  # Over blocks of rows, `fn` itself traced on a block: only where it closes over no traced
-  # value (`terms_fn` is shaped for the whole batch; a user's generator with a traced
-  # parameter keeps the one pass over the whole batch), and where its terms on a block are the
-  # block's shape (a generator closing over a concrete array of the batch's rows, a weight a
-  # row, would broadcast a block to the batch, or fail).
+  def pass_over(cpu, default, *args):
+    return tuple(lax.platform_dependent(*args, cpu=cpu, default=default))
+
+  def flat(*xs):
+    return tuple(t for ts in fn(*xs) for t in ts)
+
+  # Over blocks of rows, each block's terms computed from its inputs in the loop, where `fn`
+  # closes over no traced value (a user's generator with a traced parameter, which a
+  # `custom_jvp` over the inputs would not differentiate) and its terms on a block are the
+  # block's shape (a generator closing over a concrete array a row of the batch would broadcast
+  # a block to the whole batch, or fail).
   partial_bytes = n_terms * math.prod(shape) // steps * dtype.itemsize
   block = (row_block_shape(shape, ax, _BLOCK_ENTRIES)
-           if partial_bytes > _MAX_PARTIAL_BYTES and not consts
-           and all(jnp.shape(x) == shape for x in xs) else None)
-  if block is not None and not _keeps_shape(flat, block, dtype, len(xs)):
-    block = None
-  if block is not None:
-    def one_pass_fn(*xs):
-      return row_blocks(lambda *ys: chunked(flat(*ys)), ax, entries=_BLOCK_ENTRIES)(*xs)
-  else:
-    def one_pass_fn(*args):
-      return chunked(terms_fn(*args))
+           if partial_bytes > _MAX_PARTIAL_BYTES and all(jnp.shape(x) == shape for x in xs)
+           else None)
+  if (block is not None and not closes_over_tracers(flat, *xs)
+      and _keeps_shape(flat, block, dtype, len(xs))):
+    @jax.custom_jvp
+    def over_blocks(*xs):
+      return pass_over(
+          row_blocks(lambda *ys: chunked(*flat(*ys)), ax, entries=_BLOCK_ENTRIES),
+          lambda *xs: plain(flat(*xs)), *xs)
 
+    @over_blocks.defjvp
+    def over_blocks_jvp(primals, tangents):
+      out = over_blocks(*primals)
+      _, dterms = jax.jvp(flat, primals, tangents)
+      return out, (tuple(jnp.sum(jnp.broadcast_to(t, shape), axis=ax) for t in dterms[:n_sums])
+                   + tuple(jnp.zeros_like(o) for o in out[n_sums:]))
+
+    return split(over_blocks(*xs))
+
+  # Over the whole batch, on the terms computed outside (XLA fuses them into the pass).
   @jax.custom_jvp
-  def f(*args):
-    return tuple(lax.platform_dependent(
-        *args, cpu=one_pass_fn, default=lambda *args: plain(terms_fn(*args))))
+  def whole(*terms):
+    return pass_over(chunked, lambda *terms: plain(terms), *terms)
 
-  @f.defjvp
-  def f_jvp(primals, tangents):
-    out = f(*primals)
-    _, dterms = jax.jvp(terms_fn, primals, tangents)
-    return out, (tuple(jnp.sum(jnp.broadcast_to(t, shape), axis=ax) for t in dterms[:n_sums])
+  @whole.defjvp
+  def whole_jvp(primals, tangents):
+    out = whole(*primals)
+    return out, (tuple(jnp.sum(jnp.broadcast_to(t, shape), axis=ax) for t in tangents[:n_sums])
                  + tuple(jnp.zeros_like(o) for o in out[n_sums:]))
 
-  return split(f(*xs, *consts))
+  return split(whole(*terms))
+
+
+def closes_over_tracers(fn: Callable, *xs) -> bool:
+  """Whether `fn(*xs)` holds traced values of an enclosing transformation (a parameter of a
+  `jit`, `grad` or `vmap`), which a `custom_jvp` of `fn` would not differentiate; True where it
+  fails to trace. Traced with `jax.make_jaxpr` of a fresh function, so nothing of `fn` is kept
+  once the call returns (`jax.closure_convert`'s cache holds every function it converts)."""
+  try:
+    closed = jax.make_jaxpr(lambda *ys: fn(*ys))(
+        *(jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)) for x in xs))
+  except Exception:  # pylint: disable=broad-except  # it fails in the computation too
+    return True
+  return any(isinstance(c, jax.core.Tracer) for c in closed.consts)
 
 
 def _keeps_shape(fn: Callable, shape, dtype, n: int) -> bool:

@@ -10,6 +10,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from jaxdiv import _fallback
 from jaxdiv import _numerics
 from jaxdiv import _validation
 from jaxdiv.discrete import _common
@@ -113,13 +114,8 @@ def _closes_over_tracers(f, f_prime_inf) -> bool:
   `grad` or `vmap`): the fast path's `custom_jvp` would not differentiate them (JAX raised
   UnexpectedTracerError under `jax.grad`, and under `jit` a later differentiation cannot be
   ruled out), so those calls differentiate the fast path's values as written
-  (`_fast.run(autodiff=True)`). Traced with `jax.make_jaxpr` of a fresh function: nothing of
-  `f` is kept once the call returns (`jax.closure_convert`'s cache held every generator)."""
-  try:
-    closed = jax.make_jaxpr(lambda t: (f(t), f_prime_inf))(jnp.zeros((), jnp.float32))
-  except Exception:  # pylint: disable=broad-except  # it fails in the computation too
-    return True
-  return any(isinstance(c, jax.core.Tracer) for c in closed.consts)
+  (`_fast.run(autodiff=True)`)."""
+  return _fallback.closes_over_tracers(lambda t: (f(t), f_prime_inf), jnp.zeros((), jnp.float32))
 
 
 def f_divergence(
