@@ -524,12 +524,21 @@ def _chi2_logits(ax, a, b, softmax=_fast.softmax):
   # guarded path's log-space form runs.
   pa, pb = softmax(a, ax), softmax(b, ax)
   chi2 = jnp.sum((pa - pb) ** 2 / pb, axis=ax)
-  # The coefficients' row sums <g>_pa and <g>_pb (g = d chi2 / d p) beside the value (their
-  # closed forms 2 chi2 and -chi2 hold only as far as each softmax sums to 1: near p = q the
-  # gradient's largest error against float64 was 10x the hand line's).
-  gs = _chi2_grads(pa, pb)
-  means = tuple(jnp.sum(g * p, axis=ax, keepdims=True) for g, p in zip(gs, (pa, pb)))
+  # The coefficients' terms p g (g = d chi2 / d p), and their row sums beside the value (the
+  # closed forms of the sums, 2 chi2 and -chi2, hold only as far as each softmax sums to 1:
+  # near p = q the gradient's largest error against float64 was 10x the hand line's).
+  terms = _chi2_logits_terms(pa, pb)
+  means = tuple(jnp.sum(t, axis=ax, keepdims=True) for t in terms)
   return chi2, (pa, pb, means)
+
+
+def _chi2_logits_terms(pa, pb):
+  """(pa ga, pb gb) for (ga, gb) = `_chi2_grads(pa, pb)`: 2 d r and -d (1 + r), d = pa - pb,
+  r = pa / pb. Finite wherever the value is (gb = 1 - r^2 overflows float32 beyond r = 1.8e19, a
+  spread of 44 nats, where pb gb does not: the gradient was NaN there), and without
+  cancellation near p = q (d is exact there)."""
+  d, r = pa - pb, pa / pb
+  return 2 * d * r, -d * (1 + r)
 
 
 def _chi2_logits_for_coefs(ax, a, b):
@@ -540,8 +549,8 @@ def _chi2_logits_for_coefs(ax, a, b):
 def _chi2_logits_coefs(ax, chi2, aux, a, b):
   # through_softmax(g, p) for g = d chi2 / d p, their row sums from the value.
   pa, pb, (mean_a, mean_b) = aux
-  ga, gb = _chi2_grads(pa, pb)
-  return pa * (ga - mean_a), pb * (gb - mean_b)
+  ta, tb = _chi2_logits_terms(pa, pb)
+  return ta - pa * mean_a, tb - pb * mean_b
 
 
 _CHI2_FAST = ((_chi2_logits, _chi2_logits_coefs, _chi2_logits_for_coefs),

@@ -462,6 +462,21 @@ def test_total_variation_from_logits_value_through_its_derivative(rows):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-7)
 
 
+def test_chi_squared_from_logits_gradient_where_the_ratio_squared_overflows():
+  """Chi-squared from logits with q 60 nats below p at one entry (float32): the value (1.9e25)
+  is finite and so is its gradient, the float64 one; its coefficient pb (1 - r^2) overflowed
+  at r^2 (NaN and inf before). Also a row beside it that is unaffected."""
+  a = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 2.0]], np.float32)
+  b = np.array([[0.0, -60.0, 1.0], [1.0, 0.0, 2.0]], np.float32)
+  fn = lambda a, b: jnp.sum(jaxdiv.chi_squared_divergence(a, b, from_logits=True))
+  got = jax.jit(jax.grad(fn, (0, 1)))(a, b)
+  with jax.enable_x64(True):
+    want = jax.grad(fn, (0, 1))(*(jnp.asarray(x, jnp.float64) for x in (a, b)))
+  for g, w in zip(got, want):
+    assert np.isfinite(g).all(), g
+    np.testing.assert_allclose(g, w, rtol=1e-5)
+
+
 # The guarded path (a mask, an order or a function without a fast path) over row blocks.
 # name -> (jaxdiv call with the hyperparameter h, float64 reference on probabilities, h)
 GUARDED = {
