@@ -562,10 +562,17 @@ def _chi_squared(prep: _common.Prepared) -> jax.Array:
   if prep.from_logits:
     # (p - q)^2 / q = exp(log q + 2 log|expm1(log p - log q)|): neither p nor q is formed, so
     # neither can underflow (a tiny p over a tinier q is a large term).
+    # Where |log p - log q| < 1, q expm1(d)^2 directly: smooth at d = 0, where the log form's
+    # log|expm1(0)| = -inf has no curvature (the Hessian at p = q was 0 there), and q is within
+    # a factor e of p (no underflow the log form would avoid).
     ok = dq.log_prob > -jnp.inf
     d = jnp.where(ok, dp.log_prob - dq.log_prob, 0)
-    log_terms = jnp.where(ok, dq.log_prob, 0) + 2 * _numerics.log_abs_expm1(d)
-    terms = jnp.where(ok, jnp.exp(log_terms), jnp.where(dp.log_prob > -jnp.inf, jnp.inf, 0))
+    lq = jnp.where(ok, dq.log_prob, 0)
+    near = jnp.abs(d) < 1
+    far_terms = jnp.exp(lq + 2 * _numerics.log_abs_expm1(jnp.where(near, 1, d)))
+    near_terms = jnp.exp(lq) * jnp.expm1(jnp.where(near, d, 0)) ** 2
+    terms = jnp.where(ok, jnp.where(near, near_terms, far_terms),
+                      jnp.where(dp.log_prob > -jnp.inf, jnp.inf, 0))
   else:
     terms = _numerics.safe_div((dp.prob - dq.prob) ** 2, dq.prob)
   return prep.sum(terms)

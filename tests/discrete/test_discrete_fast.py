@@ -477,6 +477,27 @@ def test_chi_squared_from_logits_gradient_where_the_ratio_squared_overflows():
     np.testing.assert_allclose(g, w, rtol=1e-5)
 
 
+def test_chi_squared_from_logits_guarded_hessian_where_p_equals_q(x64):
+  """The guarded path's chi-squared from logits (a mask, or a row with -inf logits) at p = q
+  and beside it: its Hessian is the closed form's, chi2 + 1 = exp(LSE(2a - b) + LSE(b) -
+  2 LSE(a)). Its log form log|expm1(log p - log q)| had no curvature at p = q (0 before)."""
+  lse = jax.scipy.special.logsumexp
+  closed = lambda a, b: jnp.sum(jnp.exp(lse(2 * a - b, -1) + lse(b, -1) - 2 * lse(a, -1)) - 1)
+  a = jnp.array([[0.3, -1.2, 2.0, 0.1]])
+  for b in (a, a.at[0, 0].add(0.5), a.at[0, 2].add(-3.0)):
+    masked = lambda a, b: jnp.sum(jaxdiv.chi_squared_divergence(
+        a, b, from_logits=True, where=jnp.ones(a.shape, bool)))
+    for i in (0, 1):
+      np.testing.assert_allclose(jax.hessian(masked, i)(a, b), jax.hessian(closed, i)(a, b),
+                                 rtol=1e-10, atol=1e-12)
+  # a row that takes the guarded path by itself: -inf on both sides, p = q on the support
+  r = jnp.array([[-jnp.inf, 0.3, -1.2, 2.0]])
+  fn = lambda a, b: jnp.sum(jaxdiv.chi_squared_divergence(a, b, from_logits=True))
+  np.testing.assert_allclose(jax.hessian(fn)(r, r)[0, 1:, 0, 1:],
+                             jax.hessian(closed)(r[:, 1:], r[:, 1:])[0, :, 0, :],
+                             rtol=1e-10, atol=1e-12)
+
+
 # The guarded path (a mask, an order or a function without a fast path) over row blocks.
 # name -> (jaxdiv call with the hyperparameter h, float64 reference on probabilities, h)
 GUARDED = {
