@@ -173,9 +173,8 @@ def row_reduce(fn: Callable, xs, axis: int, *, one_pass: bool = True, reads: int
     `(sums, mins)`: tuples of the row sums and row minima, in the order given.
   """
   xs = tuple(xs)
-  sums, mins = fn(*xs)
-  terms = (*sums, *mins)
-  n_sums, n_terms = len(sums), len(terms)
+  sums, mins = jax.eval_shape(fn, *xs)  # the terms computed only where a path needs them
+  n_sums, n_terms = len(sums), len(sums) + len(mins)
   shape = jnp.broadcast_shapes(*(jnp.shape(x) for x in xs))
   ax = axis % len(shape)
 
@@ -187,10 +186,13 @@ def row_reduce(fn: Callable, xs, axis: int, *, one_pass: bool = True, reads: int
   def split(out):
     return out[:n_sums], out[n_sums:]
 
+  def flat(*xs):
+    return tuple(t for ts in fn(*xs) for t in ts)
+
   if (not one_pass or n_terms < 2 or not one_pass_runs(xs, ax, reads=reads)
-      or any(t.dtype != xs[0].dtype or jnp.broadcast_shapes(jnp.shape(t), shape) != shape
-             for t in terms)):
-    return split(plain(terms))
+      or any(t.dtype != xs[0].dtype or jnp.broadcast_shapes(t.shape, shape) != shape
+             for t in (*sums, *mins))):
+    return split(plain(flat(*xs)))
   dtype = xs[0].dtype
   lanes, steps = _LINE_BYTES // dtype.itemsize, max(1, _CHUNK_STEPS // reads)
 
@@ -210,9 +212,6 @@ def row_reduce(fn: Callable, xs, axis: int, *, one_pass: bool = True, reads: int
 
   def pass_over(cpu, default, *args):
     return tuple(lax.platform_dependent(*args, cpu=cpu, default=default))
-
-  def flat(*xs):
-    return tuple(t for ts in fn(*xs) for t in ts)
 
   # Over blocks of rows, each block's terms computed from its inputs in the loop, where `fn`
   # closes over no traced value (a user's generator with a traced parameter, which a
@@ -251,7 +250,7 @@ def row_reduce(fn: Callable, xs, axis: int, *, one_pass: bool = True, reads: int
     return out, (tuple(jnp.sum(jnp.broadcast_to(t, shape), axis=ax) for t in tangents[:n_sums])
                  + tuple(jnp.zeros_like(o) for o in out[n_sums:]))
 
-  return split(whole(*terms))
+  return split(whole(*flat(*xs)))
 
 
 def closes_over_tracers(fn: Callable, *xs) -> bool:

@@ -446,14 +446,16 @@ def test_logits_forms_on_both_sides_of_the_fused_row_count(x64, name, rows):
 def test_total_variation_from_logits_value_through_its_derivative(rows):
   """Total variation from logits computes its value once more for its derivative, in the form
   the coefficients read (`_f._tv_logits_for_coefs`): the row values of `jax.vjp` are the
-  forward's bit for bit, an edge row's included (the guarded path's), on both sides of
-  `FUSED_ROWS`; the gradient is the float64 one."""
+  forward's to rounding (not bit for bit: at XLA's default optimisation level the two programs
+  fuse the sum differently below `FUSED_ROWS`, as they did before this form), an edge row's
+  included (the guarded path's), on both sides of `FUSED_ROWS`; the gradient is the float64
+  one."""
   a, b = (np.asarray(x, np.float32) for x in _inputs(True, seed=8, shape=(rows, 512)))
   a[3, :] = -np.inf  # an empty row: the guarded path
   fn = lambda a, b: jaxdiv.total_variation_distance(a, b, from_logits=True)
   forward = jax.jit(fn)(a, b)
   values, pullback = jax.jit(lambda a, b: jax.vjp(fn, a, b))(a, b)
-  np.testing.assert_array_equal(values, forward)
+  np.testing.assert_allclose(values, forward, rtol=4 * np.finfo(np.float32).eps, atol=1e-7)
   got = pullback(jnp.ones_like(values))
   with jax.enable_x64(True):
     want = jax.grad(lambda a, b: jnp.sum(fn(a, b)), (0, 1))(*(jnp.asarray(x, jnp.float64)
