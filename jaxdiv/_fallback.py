@@ -113,15 +113,15 @@ def one_pass_runs(xs, axis: int, *, reads: int = 1) -> bool:
 
 # The one pass over blocks of rows of at most this many entries (16 MiB of float32 an input)
 # where its partial sums over the whole batch would exceed `_MAX_PARTIAL_BYTES`. The partials
-# (1/16 or 1/32 of the inputs an output) are a temporary buffer of XLA's, and glibc serves one
-# above 32 MiB (its largest mmap threshold) from fresh pages on every call: this VM took a page
-# fault every 4 KiB (~1.7 us each) to touch them. Total variation of 2048x32768 probabilities
-# (48 MiB of partials): 12,300 faults and 23 ms of kernel time a call. Over blocks, forward
-# after / before in one process (bench/README.md, "The one pass over row blocks"): total
-# variation 0.72, chi-squared 0.70, `f_divergence` 0.68, the Renyi divergence 0.78 (1.21x ->
-# 0.86x the hand-written line for total variation). Below the bound the partials are reused
-# from call to call, and blocks ran slower: total variation at 32768x512 and 4096x4096 (12 MiB
-# of partials) 1.26x the whole batch's time.
+# (1/16 or 1/32 of the inputs an output) are a temporary buffer of XLA's, and one above 32 MiB
+# (glibc's largest mmap threshold) came from fresh pages on every call, as the fault counts
+# show: this VM took a page fault every 4 KiB (~1.7 us each) to touch them. Total variation
+# of 2048x32768 probabilities (48 MiB of partials): 12,300 faults and 23 ms of kernel time a
+# call. Over blocks, forward after / before in one process (bench/README.md, "The one pass over
+# row blocks"): total variation 0.72, chi-squared 0.70, `f_divergence` 0.68, the Renyi
+# divergence 0.78 (1.21x -> 0.86x the hand-written line for total variation). Below the
+# bound the partials are reused from call to call, and blocks ran slower: total variation at
+# 32768x512 and 4096x4096 (12 MiB of partials) 1.26x the whole batch's time.
 _BLOCK_ENTRIES = 1 << 22
 _MAX_PARTIAL_BYTES = 16 << 20
 
