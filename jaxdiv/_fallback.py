@@ -71,11 +71,16 @@ def log_softmax(x: jax.Array, axis: int) -> jax.Array:
   return y - jnp.log(s)
 
 
-def softmax(x: jax.Array, axis: int) -> jax.Array:
+def softmax(x: jax.Array, axis: int, *, written: bool = False) -> jax.Array:
   """Unguarded softmax, `exp(x - max) / sum`: in float32 more accurate than `exp(log_softmax)`
   (measured on 20k rows of 512 logits: median error of KL 8.7e-8 against 9.6e-8), and XLA
-  shares the max and the sum with :func:`log_softmax` of the same logits."""
-  if fused(x, axis):
+  shares the max and the sum with :func:`log_softmax` of the same logits.
+
+  `written`: `jax.nn.softmax` at any row count, which writes `exp(x - max)` out once: for a
+  value whose derivative reads the softmax again (`with_fallback`'s `value_for_coefs`), where
+  below `FUSED_ROWS` the recomputing form wrote it twice (total variation from logits,
+  value+grad at 2048x32768, bench/README.md)."""
+  if written or fused(x, axis):
     return jax.nn.softmax(x, axis=axis)
   y, s = shift_and_sum(x, axis)
   return jnp.exp(y) / s
@@ -222,8 +227,10 @@ def row_reduce(fn: Callable, xs, axis: int, *, one_pass: bool = True, reads: int
   block = (row_block_shape(shape, ax, _BLOCK_ENTRIES)
            if partial_bytes > _MAX_PARTIAL_BYTES and all(jnp.shape(x) == shape for x in xs)
            else None)
-  if (block is not None and not closes_over_tracers(flat, *xs)
-      and _keeps_shape(flat, block, dtype, len(xs))):
+  closed = None if block is None else trace_fresh(
+      flat, *(jax.ShapeDtypeStruct(block, dtype),) * len(xs))
+  if (closed is not None and not _holds_tracers(closed)
+      and all(_broadcasts_to(o.shape, block) for o in closed.out_avals)):
     @jax.custom_jvp
     def over_blocks(*xs):
       return pass_over(
@@ -253,26 +260,35 @@ def row_reduce(fn: Callable, xs, axis: int, *, one_pass: bool = True, reads: int
   return split(whole(*flat(*xs)))
 
 
-def closes_over_tracers(fn: Callable, *xs) -> bool:
-  """Whether `fn(*xs)` holds traced values of an enclosing transformation (a parameter of a
-  `jit`, `grad` or `vmap`), which a `custom_jvp` of `fn` would not differentiate; True where it
-  fails to trace. Traced with `jax.make_jaxpr` of a fresh function, so nothing of `fn` is kept
-  once the call returns (`jax.closure_convert`'s cache holds every function it converts)."""
+def trace_fresh(fn: Callable, *xs):
+  """`fn`'s closed jaxpr on arrays shaped like `xs`, traced with `jax.make_jaxpr` of a fresh
+  function, so that nothing of `fn` is kept once the call returns (`jax.closure_convert`'s
+  cache holds every function it converts); None where it fails to trace (a block that does not
+  broadcast with an array `fn` closes over, say)."""
   try:
-    closed = jax.make_jaxpr(lambda *ys: fn(*ys))(
+    return jax.make_jaxpr(lambda *ys: fn(*ys))(
         *(jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)) for x in xs))
   except Exception:  # pylint: disable=broad-except  # it fails in the computation too
-    return True
+    return None
+
+
+def _holds_tracers(closed) -> bool:
   return any(isinstance(c, jax.core.Tracer) for c in closed.consts)
 
 
-def _keeps_shape(fn: Callable, shape, dtype, n: int) -> bool:
-  """Whether `fn` traced on `n` arrays of `shape` gives arrays that broadcast to `shape`."""
+def _broadcasts_to(shape, target) -> bool:
   try:
-    outs = jax.eval_shape(fn, *(jax.ShapeDtypeStruct(shape, dtype),) * n)
-    return all(jnp.broadcast_shapes(o.shape, shape) == tuple(shape) for o in outs)
-  except (TypeError, ValueError):  # the block does not broadcast with what fn closes over
+    return jnp.broadcast_shapes(shape, target) == tuple(target)
+  except ValueError:
     return False
+
+
+def closes_over_tracers(fn: Callable, *xs) -> bool:
+  """Whether `fn(*xs)` holds traced values of an enclosing transformation (a parameter of a
+  `jit`, `grad` or `vmap`), which a `custom_jvp` of `fn` would not differentiate; True where it
+  fails to trace (:func:`trace_fresh`)."""
+  closed = trace_fresh(fn, *xs)
+  return closed is None or _holds_tracers(closed)
 
 
 def cond(pred, true_fn, false_fn, *xs):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -359,22 +360,19 @@ def _hellinger_probs_coefs(ax, h, aux, p, q):
   return c * _fast.half_rsqrt(p), -c * _fast.half_rsqrt(q)
 
 
-def _hellinger_logits(ax, a, b, softmax=_fast.softmax):
+def _hellinger_logits(ax, a, b, for_coefs=False):
   # The roots of the softmaxes, as the hand-written line: XLA:CPU computes exp(a - max) once
   # for the row sum and the terms, where exp(log_softmax / 2) is a second exp an entry (forward
   # 1.17-1.20x the hand line at 32768x512). A probability that underflows has root 0, not
   # exp(log p / 2) < 4e-23 (float32): a term that moves by less than the sum's rounding; its
   # slope is the guarded path's 0 (`_fast.sqrt`), for the coefficients' own derivatives.
-  sp, sq = _fast.sqrt(softmax(a, ax)), _fast.sqrt(softmax(b, ax))
+  # `for_coefs`: the value as its derivative reads it, as total variation's (`_tv_logits`).
+  sp, sq = (_fast.sqrt(_fast.softmax(x, ax, written=for_coefs)) for x in (a, b))
   d = sp - sq
-  means = tuple(jnp.sum(d * s, axis=ax, keepdims=True) for s in (sp, sq))
-  return jnp.sqrt(0.5 * jnp.sum(d * d, axis=ax)), (sp, sq, means)
-
-
-def _hellinger_logits_for_coefs(ax, a, b):
-  # As total variation's (`_tv_logits_for_coefs`): exp(x - max) written once an input, and the
-  # coefficients' row sums beside the value.
-  return _hellinger_logits(ax, a, b, softmax=lambda x, ax: jax.nn.softmax(x, axis=ax))
+  h = jnp.sqrt(0.5 * jnp.sum(d * d, axis=ax))
+  if not for_coefs:
+    return h, None
+  return h, (sp, sq, tuple(jnp.sum(d * s, axis=ax, keepdims=True) for s in (sp, sq)))
 
 
 def _hellinger_logits_coefs(ax, h, aux, a, b):
@@ -386,7 +384,8 @@ def _hellinger_logits_coefs(ax, h, aux, a, b):
   return c * sp - sp * sp * (k * mean_a), sq * sq * (k * mean_b) - c * sq
 
 
-_HELLINGER_FAST = ((_hellinger_logits, _hellinger_logits_coefs, _hellinger_logits_for_coefs),
+_HELLINGER_FAST = ((_hellinger_logits, _hellinger_logits_coefs,
+                    functools.partial(_hellinger_logits, for_coefs=True)),
                    (_hellinger_probs, _hellinger_probs_coefs))
 
 
@@ -440,22 +439,20 @@ def _tv_probs_coefs(ax, tv, aux, p, q):
   return g, -g
 
 
-def _tv_logits(ax, a, b):
-  pa, pb = _fast.softmax(a, ax), _fast.softmax(b, ax)
-  return 0.5 * jnp.sum(jnp.abs(pa - pb), axis=ax), None
-
-
-def _tv_logits_for_coefs(ax, a, b):
-  # The value as its derivative reads it. The softmaxes from exp(x - max) written once an
-  # input (`jax.nn.softmax`; the forward's recomputes it in each loop below `FUSED_ROWS` rows,
-  # which here wrote it twice, the second time inside the softmax's own loop), and the
-  # coefficients' row sums <g>_pa and <g>_pb (g = d TV / d p, the sign's half) beside the
-  # value, so that the sign is an elementwise term of the coefficients alone (summed there, it
-  # was one more [N, V] buffer). Value+grad at 2048x32768: 1052 MiB of temporaries -> 540.
-  pa, pb = jax.nn.softmax(a, axis=ax), jax.nn.softmax(b, axis=ax)
+def _tv_logits(ax, a, b, for_coefs=False):
+  # `for_coefs`: the value as its derivative reads it (`with_fallback`'s `value_for_coefs`).
+  # The softmaxes from exp(x - max) written once an input (the forward's form recomputes it in
+  # each loop below `FUSED_ROWS` rows, which here wrote it twice, the second time inside the
+  # softmax's own loop), and the coefficients' row sums <g>_pa and <g>_pb (g = d TV / d p, the
+  # sign's half) beside the value, so that the sign is an elementwise term of the coefficients
+  # alone (summed there, it was one more [N, V] buffer). Value+grad at 2048x32768: 1052 MiB of
+  # temporaries -> 540.
+  pa, pb = (_fast.softmax(x, ax, written=for_coefs) for x in (a, b))
+  tv = 0.5 * jnp.sum(jnp.abs(pa - pb), axis=ax)
+  if not for_coefs:
+    return tv, None
   g = _tv_sign(pa, pb)
-  means = tuple(jnp.sum(g * p, axis=ax, keepdims=True) for p in (pa, pb))
-  return 0.5 * jnp.sum(jnp.abs(pa - pb), axis=ax), (pa, pb, means)
+  return tv, (pa, pb, tuple(jnp.sum(g * p, axis=ax, keepdims=True) for p in (pa, pb)))
 
 
 def _tv_logits_coefs(ax, tv, aux, a, b):
@@ -465,7 +462,7 @@ def _tv_logits_coefs(ax, tv, aux, a, b):
   return pa * (g - mean_a), pb * (mean_b - g)
 
 
-_TV_FAST = ((_tv_logits, _tv_logits_coefs, _tv_logits_for_coefs),
+_TV_FAST = ((_tv_logits, _tv_logits_coefs, functools.partial(_tv_logits, for_coefs=True)),
             (_tv_probs, _tv_probs_coefs))
 
 
@@ -519,17 +516,19 @@ def _chi2_probs_coefs(ax, chi2, aux, p, q):
   return _chi2_grads(p, q)
 
 
-def _chi2_logits(ax, a, b, softmax=_fast.softmax):
+def _chi2_logits(ax, a, b, for_coefs=False):
   # (p - q)^2 / q of the softmaxes: where q underflows to 0 the row is not finite and the
-  # guarded path's log-space form runs.
-  pa, pb = softmax(a, ax), softmax(b, ax)
+  # guarded path's log-space form runs. `for_coefs`: the value as its derivative reads it, as
+  # total variation's (`_tv_logits`), with the coefficients' terms p g (g = d chi2 / d p) and
+  # their row sums (the closed forms of the sums, 2 chi2 and -chi2, hold only as far as each
+  # softmax sums to 1: near p = q the gradient's largest error against float64 was 10x the hand
+  # line's).
+  pa, pb = (_fast.softmax(x, ax, written=for_coefs) for x in (a, b))
   chi2 = jnp.sum((pa - pb) ** 2 / pb, axis=ax)
-  # The coefficients' terms p g (g = d chi2 / d p), and their row sums beside the value (the
-  # closed forms of the sums, 2 chi2 and -chi2, hold only as far as each softmax sums to 1:
-  # near p = q the gradient's largest error against float64 was 10x the hand line's).
-  terms = _chi2_logits_terms(pa, pb)
-  means = tuple(jnp.sum(t, axis=ax, keepdims=True) for t in terms)
-  return chi2, (pa, pb, means)
+  if not for_coefs:
+    return chi2, None
+  return chi2, (pa, pb, tuple(jnp.sum(t, axis=ax, keepdims=True)
+                              for t in _chi2_logits_terms(pa, pb)))
 
 
 def _chi2_logits_terms(pa, pb):
@@ -541,11 +540,6 @@ def _chi2_logits_terms(pa, pb):
   return 2 * d * r, -d * (1 + r)
 
 
-def _chi2_logits_for_coefs(ax, a, b):
-  # As total variation's (`_tv_logits_for_coefs`): exp(x - max) written once an input.
-  return _chi2_logits(ax, a, b, softmax=lambda x, ax: jax.nn.softmax(x, axis=ax))
-
-
 def _chi2_logits_coefs(ax, chi2, aux, a, b):
   # through_softmax(g, p) for g = d chi2 / d p, their row sums from the value.
   pa, pb, (mean_a, mean_b) = aux
@@ -553,7 +547,7 @@ def _chi2_logits_coefs(ax, chi2, aux, a, b):
   return ta - pa * mean_a, tb - pb * mean_b
 
 
-_CHI2_FAST = ((_chi2_logits, _chi2_logits_coefs, _chi2_logits_for_coefs),
+_CHI2_FAST = ((_chi2_logits, _chi2_logits_coefs, functools.partial(_chi2_logits, for_coefs=True)),
               (_chi2_probs, _chi2_probs_coefs))
 
 

@@ -445,7 +445,7 @@ def test_logits_forms_on_both_sides_of_the_fused_row_count(x64, name, rows):
 @pytest.mark.parametrize("rows", [1000, 4096])
 def test_total_variation_from_logits_value_through_its_derivative(rows):
   """Total variation from logits computes its value once more for its derivative, in the form
-  the coefficients read (`_f._tv_logits_for_coefs`): the row values of `jax.vjp` are the
+  the coefficients read (`_f._tv_logits(for_coefs=True)`): the row values of `jax.vjp` are the
   forward's to rounding (not bit for bit: at XLA's default optimisation level the two programs
   fuse the sum differently below `FUSED_ROWS`, as they did before this form), an edge row's
   included (the guarded path's), on both sides of `FUSED_ROWS`; the gradient is the float64
