@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import math
 import os
 import sys
 
@@ -56,8 +57,10 @@ def bench(before: str, module: str, names: list[str], only: str | None, shapes, 
         setattr(live, k, v)
 
   rows = []
-  for n, v in shapes:
-    x = hand._inputs(n, v)
+  for *lead, v in shapes:
+    n = math.prod(lead)
+    x = {form: tuple(a.reshape(*lead, v) for a in arrays)
+         for form, arrays in hand._inputs(n, v).items()}
     for case, form, ours, hd, _ in hand._selected(only):
       k = hand._n_in(hd)
       args = x[form][:k]
@@ -70,10 +73,11 @@ def bench(before: str, module: str, names: list[str], only: str | None, shapes, 
             [lambda c=c, a=args: jax.block_until_ready(c(*a)) for c in (c_hand, c_old, c_new)],
             reps,
             warmup=2, rotate=True)
-        rows.append(dict(case=f"{case}({form})", mode=mode, shape=f"{n}x{v}",
+        shape = "x".join(map(str, (*lead, v)))
+        rows.append(dict(case=f"{case}({form})", mode=mode, shape=shape,
                          hand_ms=1e3 * t_hand, before=t_old / t_hand, after=t_new / t_hand,
                          after_over_before=t_new / t_old, max_abs_diff=diff))
-        print(f"  {case}({form}) {mode} {n}x{v}: before {t_old / t_hand:.2f}x, after "
+        print(f"  {case}({form}) {mode} {shape}: before {t_old / t_hand:.2f}x, after "
               f"{t_new / t_hand:.2f}x the hand line; after / before {t_new / t_old:.2f}; "
               f"max |diff| {diff:.1e}", flush=True)
   return dict(rows=rows, before=before, module=module, names=names, only=only, reps=reps,
@@ -91,11 +95,13 @@ def main(argv=None):
   ap.add_argument("--names", required=True, help="comma-separated attributes of --module")
   ap.add_argument("--only", help="comma-separated words: bench/hand.py's cases whose name has one")
   ap.add_argument("--shapes", default="0,1,2",
-                  help="indices into bench/hand.py's shapes, or sizes such as 128x4096")
+                  help="indices into bench/hand.py's shapes, or sizes such as 128x4096 (rows x"
+                  " length) or 1x2048x32768 (the batch axes, then the length)")
   ap.add_argument("--reps", type=int, default=9)
   ap.add_argument("--tag", default="")
   args = ap.parse_args(argv)
-  shapes = [hand._shape(s, hand.SHAPES) for s in args.shapes.split(",")]
+  shapes = [tuple(map(int, s.split("x"))) if s.count("x") > 1 else hand._shape(s, hand.SHAPES)
+            for s in args.shapes.split(",")]
   out = bench(args.before, args.module, args.names.split(","), args.only, shapes, args.reps)
   path = _common.write_json("hand-before-after" + args.tag, out)
   print(_common.table(out["rows"], COLUMNS))

@@ -373,24 +373,49 @@ def _replace_bad_rows(out, careful, *xs):
                             lambda *_: out, *xs)
 
 
+def _split_axis(shape, axis: int, entries: int) -> int:
+  """The batch axis :func:`row_blocks` cuts: the first one (not `axis`) whose rows, each with
+  the axes after it and `axis` whole, hold at most `entries` entries; the last one if none
+  does. The batch axes before it are taken one index at a time."""
+  nd = len(shape)
+  batch = [i for i in range(nd) if i != axis]
+  for s in batch:
+    if shape[axis] * math.prod(shape[j] for j in batch if j > s) <= entries:
+      return s
+  return batch[-1]
+
+
 def row_block_shape(shape, axis: int, entries: int) -> tuple | None:
-  """The shape of :func:`row_blocks`' blocks of arrays of `shape` (about `entries` entries
-  along the first axis that is not `axis`), or None where it takes the batch whole."""
+  """The shape of :func:`row_blocks`' blocks of arrays of `shape`: about `entries` entries
+  along the batch axis of :func:`_split_axis` (size 1 along the batch axes before it, whole
+  along `axis` and the axes after it), or None where it takes the batch whole."""
   if len(shape) < 2:
     return None
-  b = 0 if axis % len(shape) != 0 else 1
-  rows = shape[b]
-  chunk = max(1, entries // max(1, math.prod(shape) // max(1, rows)))
-  return None if rows <= chunk else tuple(shape[:b]) + (chunk,) + tuple(shape[b + 1:])
+  ax = axis % len(shape)
+  s = _split_axis(shape, ax, entries)
+  outer = [i for i in range(s) if i != ax]
+  per_row = math.prod(d for i, d in enumerate(shape) if i > s or i == ax)
+  rows = shape[s]
+  chunk = max(1, entries // max(1, per_row))
+  if rows <= chunk and math.prod(shape[i] for i in outer) <= 1:
+    return None
+  return tuple(1 if i in outer else min(chunk, d) if i == s else d for i, d in enumerate(shape))
 
 
 def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
                entries: int = 1 << 20) -> Callable:
   """`fn(*xs)` on arrays of one shape, row by row along the int `axis`, computed over blocks of
-  about `entries` entries along a batch axis, one block at a time (a `fori_loop` over dynamic
-  slices, so the inputs are not copied; the last block starts early and recomputes a few rows,
-  to the same bits). `fn` returns row values (the batch shape), or with `keep_axis` arrays
-  shaped like the inputs (a gradient); any pytree of them.
+  about `entries` entries, one block at a time (a `fori_loop` over dynamic slices, so the
+  inputs are not copied; the last block of a run starts early and recomputes a few rows, to
+  the same bits). `fn` returns row values (the batch shape), or with `keep_axis` arrays shaped
+  like the inputs (a gradient); any pytree of them.
+
+  The blocks are cut along the first batch axis, or where one index of it holds more than
+  `entries` entries (a sequence of tokens, `[1, 2048, 32768]`), along the first batch axis
+  whose rows fit, one index of the batch axes before it at a time (:func:`row_block_shape`).
+  There `fn` is first traced on a block: where its results do not have the block's shape (it
+  closes over an array of the batch's), the batch is taken whole, as it was before blocks
+  could be cut along an inner axis.
 
   Why: XLA allocates the buffers of both branches of a `lax.cond` statically, taken or not, so
   a guarded fallback evaluated on the whole batch holds its [N, V] intermediates on every call
@@ -402,31 +427,60 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
     nd = xs[0].ndim
     if nd < 2 or any(map(_sharding.explicitly_sharded, xs)):
       return fn(*xs)
-    block_shape = row_block_shape(xs[0].shape, axis, entries)
+    shape = xs[0].shape
+    block_shape = row_block_shape(shape, axis, entries)
     if block_shape is None:
       return fn(*xs)
-    b = 0 if axis % nd != 0 else 1  # the batch axis split
-    out_axis = b if keep_axis else 0
-    rows, chunk = xs[0].shape[b], block_shape[b]
+    ax = axis % nd
+    s = _split_axis(shape, ax, entries)
+    outer = [i for i in range(s) if i != ax]
+    row_axes = lambda axes: [i - (i > ax) for i in axes] if not keep_axis else list(axes)
+    try:
+      shapes = jax.eval_shape(fn, *(jax.ShapeDtypeStruct(block_shape, x.dtype) for x in xs))
+    except Exception:  # pylint: disable=broad-except  # only where the blocks are inner ones
+      if not outer:
+        raise
+      return fn(*xs)
+    want = block_shape if keep_axis else tuple(d for i, d in enumerate(block_shape) if i != ax)
+    if outer and any(o.shape != want for o in jax.tree_util.tree_leaves(shapes)):
+      return fn(*xs)
+    rows, chunk = shape[s], block_shape[s]
     steps = -(-rows // chunk)
+    sizes = [shape[i] for i in outer]
     block = jax.checkpoint(fn)
-    shapes = jax.eval_shape(fn, *(jax.ShapeDtypeStruct(block_shape, x.dtype) for x in xs))
+
+    if not outer:  # one batch axis cut: the slices along it
+      b, out_axis = s, row_axes([s])[0]
+
+      def take(i):
+        start = jnp.minimum(i * chunk, rows - chunk)
+        return (tuple(lax.dynamic_slice_in_dim(x, start, chunk, axis=b) for x in xs),
+                lambda o, p: lax.dynamic_update_slice_in_dim(o, p, start, axis=out_axis))
+    else:
+      def take(i):
+        o, j = divmod(i, steps)
+        index = [jnp.zeros((), i.dtype)] * nd
+        for a, n in zip(reversed(outer), reversed(sizes)):
+          o, index[a] = divmod(o, n)
+        index[s] = jnp.minimum(j * chunk, rows - chunk).astype(i.dtype)
+        out_index = index if keep_axis else index[:ax] + index[ax + 1:]
+        return (tuple(lax.dynamic_slice(x, index, block_shape) for x in xs),
+                lambda o, p: lax.dynamic_update_slice(o, p, out_index))
 
     def body(i, out):
-      start = jnp.minimum(i * chunk, rows - chunk)
-      part = block(*(lax.dynamic_slice_in_dim(x, start, chunk, axis=b) for x in xs))
-      return jax.tree_util.tree_map(
-          lambda o, p: lax.dynamic_update_slice_in_dim(o, p, start, axis=out_axis), out, part)
+      ins, put = take(i)
+      return jax.tree_util.tree_map(put, out, block(*ins))
 
-    def first(s, p):
+    def first(sd, p):
       # The buffer starts from the first block's values, not from zeros alone: inside
       # `shard_map` it then has their varying manual axes, as the loop's carry must.
-      shape = list(s.shape)
-      shape[out_axis] = rows
-      return lax.dynamic_update_slice_in_dim(jnp.zeros(shape, s.dtype), p, 0, axis=out_axis)
+      full = shape if keep_axis else tuple(d for i, d in enumerate(shape) if i != ax)
+      del sd
+      return lax.dynamic_update_slice(jnp.zeros(full, p.dtype), p, (0,) * p.ndim)
 
-    part = block(*(lax.slice_in_dim(x, 0, chunk, axis=b) for x in xs))
-    return lax.fori_loop(1, steps, body, jax.tree_util.tree_map(first, shapes, part))
+    part = block(*(lax.slice(x, (0,) * nd, block_shape) for x in xs))
+    return lax.fori_loop(1, math.prod(sizes) * steps, body,
+                         jax.tree_util.tree_map(first, shapes, part))
 
   return run
 

@@ -120,13 +120,14 @@ def test_small_arrays_take_the_ordinary_reductions():
   assert "x32x16x" in fn.lower(at).as_text()
 
 
-@pytest.mark.parametrize("shape", [(9, 1024), (3, 3, 512)])
+@pytest.mark.parametrize("shape", [(9, 1024), (3, 3, 512), (1, 9, 1024), (2, 5, 1024)])
 def test_row_blocks_match_the_whole_batch(one_pass, monkeypatch, shape):
   """Where the partial sums would exceed `_MAX_PARTIAL_BYTES`, the pass runs over blocks of rows
-  (here of 1024 entries, the last block overlapping the one before): the sums and minima of the
-  whole batch's pass, and their derivatives."""
+  (here of 1024 entries, the last block overlapping the one before; along the second axis
+  where one index of the first holds more): the sums and minima of the whole batch's pass, and
+  their derivatives."""
   x = np.random.default_rng(4).random(shape).astype(np.float32)
-  x[1, 0] = -0.5
+  x.reshape(-1, shape[-1])[1, 0] = -0.5  # a view: row 1 of the flattened batch
   y = np.random.default_rng(5).random(shape).astype(np.float32)
   whole = jax.jit(lambda x, y: _pair(x, y))
   want = whole(x, y)

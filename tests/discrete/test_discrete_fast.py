@@ -372,10 +372,37 @@ def test_large_batch_falls_back_over_row_blocks(x64, name, from_logits, axis):
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
 
 
-def _check_row_blocks(shape, axis, rng):
+@pytest.mark.parametrize("name,from_logits", [("kl_divergence", True), ("entropy", False)])
+def test_a_batch_of_sequences_falls_back_over_row_blocks(x64, name, from_logits):
+  """A batch of sequences whose one sequence holds more entries than a block, `[2, 400, 4096]`,
+  is cut into blocks along its tokens as `[800, 4096]` is along its rows: the fallback's
+  temporaries (XLA's own count) are no larger than for `[800, 4096]` (before: blocks of one
+  whole sequence, 1.6x the entries), and values and gradients equal the guarded path's, edge
+  rows in the first and in the last, overlapping block."""
+  a, b = _inputs(from_logits, seed=6, shape=(800, 4096))
+  edge = -np.inf if from_logits else 0.0
+  for x in (a, b):
+    x[[3, 797], :5] = edge
+  if not from_logits:
+    a, b = a / a.sum(-1, keepdims=True), b / b.sum(-1, keepdims=True)
+  fn = CASES[name][0]
+  ours = lambda x, y: fn(x, y, from_logits=from_logits)
+  temp = lambda x, y: jax.jit(ours).lower(x, y).compile().memory_analysis().temp_size_in_bytes
+  a3, b3 = a.reshape(2, 400, 4096), b.reshape(2, 400, 4096)
+  assert temp(a3, b3) <= temp(a, b) + (1 << 16)
+  guarded = lambda x, y: fn(x, y, from_logits=from_logits, where=jnp.ones(x.shape, bool))
+  np.testing.assert_allclose(jax.jit(ours)(a3, b3), guarded(a3, b3), rtol=1e-13, atol=1e-14)
+  finite = lambda f: (lambda x, y: jnp.sum(jnp.where(jnp.isfinite(f(x, y)), f(x, y), 0)))
+  for got, want in zip(jax.jit(jax.grad(finite(ours), (0, 1)))(a3, b3),
+                       jax.grad(finite(guarded), (0, 1))(a3, b3)):
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
+
+
+def _check_row_blocks(shape, axis, rng, entries=None):
   from jaxdiv._fallback import row_blocks
   x, y = rng.normal(size=shape), rng.normal(size=shape)
-  entries = 4 * x.size // x.shape[0 if axis != 0 else 1]  # blocks of 4 rows
+  if entries is None:
+    entries = 4 * x.size // x.shape[0 if axis != 0 else 1]  # blocks of 4 rows
 
   def fn(u, v):
     return jnp.sum(jnp.exp(u) * jnp.sin(v), axis=axis)
@@ -400,6 +427,43 @@ def test_row_blocks_equal_the_whole_batch(x64):
   rng = np.random.default_rng(7)
   for shape, axis in (((23, 11), -1), ((11, 23), 0), ((13, 5, 6), 1)):
     _check_row_blocks(shape, axis, rng)
+
+
+def test_row_blocks_along_an_inner_batch_axis(x64):
+  """Where one index of the first batch axis holds more entries than a block (a sequence of
+  tokens, `[1, T, V]`), the blocks are cut along the first batch axis whose rows fit, one index
+  of the axes before it at a time: values, gradients and derivatives through them equal the
+  whole batch's, the reduced axis last, first and in the middle, 3-D and 4-D, with the last
+  block of each run overlapping the one before."""
+  from jaxdiv._fallback import row_block_shape
+  rng = np.random.default_rng(8)
+  # (shape, axis, entries, the blocks' shape, whether the values are checked: one case a layout)
+  for shape, axis, entries, block, values in (((2, 23, 11), -1, 44, (1, 4, 11), True),
+                                              ((1, 23, 11), 2, 50, (1, 4, 11), False),
+                                              ((11, 2, 23), 0, 40, (11, 1, 3), True),
+                                              ((2, 11, 23), 1, 30, (1, 11, 2), True),
+                                              ((2, 3, 7, 11), -1, 30, (1, 1, 2, 11), True),
+                                              ((3, 2, 7, 11), 1, 30, (1, 2, 1, 11), False),
+                                              ((2, 3, 5), -1, 2, (1, 1, 5), False)):
+    assert row_block_shape(shape, axis, entries) == block
+    if values:
+      _check_row_blocks(shape, axis, rng, entries)
+  # One index of the first axis that fits: the blocks of before, along it.
+  assert row_block_shape((8, 256, 512), -1, 1 << 18) == (2, 256, 512)
+  assert row_block_shape((1, 256, 512), -1, 1 << 18) is None
+
+
+def test_row_blocks_of_a_function_closing_over_a_batch_array(x64):
+  """A function that closes over an array of the batch's shape (a weight a token) cannot be
+  cut along an inner axis: its batch is taken whole, with the same values."""
+  from jaxdiv._fallback import row_blocks
+  rng = np.random.default_rng(9)
+  x = rng.normal(size=(1, 23, 11))
+  w = rng.normal(size=(1, 23, 1))
+  fn = lambda u: jnp.sum(jnp.exp(u) * w, axis=-1)
+  blocked = row_blocks(fn, -1, entries=44)
+  assert "while" not in jax.jit(blocked).lower(x).as_text()
+  np.testing.assert_allclose(jax.jit(blocked)(x), fn(x), rtol=1e-14)
 
 
 LOGITS_FORMS = {
