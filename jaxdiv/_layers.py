@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("jaxdiv._sharding",),
     # The shared base: stable primitives, JSON; trace-time validation; checkify.
     ("jaxdiv._numerics", "jaxdiv._fallback", "jaxdiv._json", "jaxdiv._layers", "jaxdiv._interrupt",
-     "jaxdiv._version"),
+     "jaxdiv._version", "jaxdiv._unit_axes"),
     ("jaxdiv._validation",),
     ("jaxdiv.checks",),
     # Categorical divergences in log space; sample-based estimators.

@@ -13,6 +13,7 @@ from jax.typing import ArrayLike
 
 from jaxdiv import _fallback
 from jaxdiv import _numerics
+from jaxdiv import _unit_axes
 from jaxdiv import _validation
 from jaxdiv.discrete import _common
 from jaxdiv.discrete import _fast
@@ -119,6 +120,14 @@ def _closes_over_tracers(f, f_prime_inf) -> bool:
   return _fallback.closes_over_tracers(lambda t: (f(t), f_prime_inf), jnp.zeros((), jnp.float32))
 
 
+def _generator_holds_no_array(arguments) -> bool:
+  """Whether the generator `f` closes over nothing larger than a scalar: one that holds an
+  array (a weight a row) is computed on the inputs' own shape, batch axes of size 1 kept."""
+  closed = _fallback.trace_fresh(lambda t: arguments["f"](t), jnp.zeros((), jnp.float32))
+  return closed is not None and all(np.size(c) <= 1 for c in closed.consts)
+
+
+@_unit_axes.dropped(dists=("p", "q"), when=_generator_holds_no_array)
 def f_divergence(
     p: ArrayLike, q: ArrayLike, f: Callable[[jax.Array], jax.Array], *, axis: int = -1,
     where: ArrayLike | None = None, from_logits: bool = False,
@@ -299,6 +308,7 @@ def _f_divergence(prep: _common.Prepared, f, f_prime_inf) -> jax.Array:
   return prep.sum(terms)
 
 
+@_unit_axes.dropped(dists=("p", "q"))
 def hellinger_distance(
     p: ArrayLike, q: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
     from_logits: bool = False,
@@ -389,6 +399,7 @@ _HELLINGER_FAST = ((_hellinger_logits, _hellinger_logits_coefs,
                    (_hellinger_probs, _hellinger_probs_coefs))
 
 
+@_unit_axes.dropped(dists=("p", "q"))
 def total_variation_distance(
     p: ArrayLike, q: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
     from_logits: bool = False,
@@ -466,6 +477,7 @@ _TV_FAST = ((_tv_logits, _tv_logits_coefs, functools.partial(_tv_logits, for_coe
             (_tv_probs, _tv_probs_coefs))
 
 
+@_unit_axes.dropped(dists=("p", "q"))
 def chi_squared_divergence(
     p: ArrayLike, q: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
     from_logits: bool = False,
@@ -572,6 +584,7 @@ def _chi_squared(prep: _common.Prepared) -> jax.Array:
   return prep.sum(terms)
 
 
+@_unit_axes.dropped(dists=("p", "q"))
 def bhattacharyya_distance(
     p: ArrayLike, q: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
     from_logits: bool = False, base: float | None = None,

@@ -23,6 +23,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from jaxdiv import _numerics
+from jaxdiv import _unit_axes
 from jaxdiv import _validation
 from jaxdiv.discrete import _common
 from jaxdiv.discrete import _fast
@@ -231,6 +232,7 @@ def _alpha_taylor(m, c2, c3):
   return 0.5 * m2 - m, m3 / 3 - m2 + 2 * m
 
 
+@_unit_axes.dropped(dists=("p", "q"), params=("alpha",))
 def renyi_divergence(
     p: ArrayLike, q: ArrayLike, alpha: ArrayLike, *, axis: int = -1,
     where: ArrayLike | None = None, from_logits: bool = False, base: float | None = None,
@@ -273,6 +275,7 @@ def renyi_divergence(
                  one_taylor=_renyi_taylor)
 
 
+@_unit_axes.dropped(dists=("p",), params=("alpha",))
 def renyi_entropy(
     p: ArrayLike, alpha: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
     from_logits: bool = False, base: float | None = None,
@@ -311,6 +314,7 @@ def renyi_entropy(
                  one_taylor=_renyi_taylor, sign=-1.0)
 
 
+@_unit_axes.dropped(dists=("p",), params=("alpha",))
 def tsallis_entropy(
     p: ArrayLike, alpha: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
     from_logits: bool = False,
@@ -351,6 +355,7 @@ def _inf_if_positive(dmax):
   return jnp.where(dmax > 0, jnp.inf, 0.0).astype(dmax.dtype)
 
 
+@_unit_axes.dropped(dists=("p", "q"), params=("alpha",))
 def tsallis_divergence(
     p: ArrayLike, q: ArrayLike, alpha: ArrayLike, *, axis: int = -1,
     where: ArrayLike | None = None, from_logits: bool = False,
@@ -389,6 +394,7 @@ def tsallis_divergence(
                  at_inf=_inf_if_positive, one_taylor=_tsallis_taylor)
 
 
+@_unit_axes.dropped(dists=("p", "q"), params=("alpha",))
 def alpha_divergence(
     p: ArrayLike, q: ArrayLike, alpha: ArrayLike, *, axis: int = -1,
     where: ArrayLike | None = None, from_logits: bool = False,

@@ -8,6 +8,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jaxdiv import _numerics
+from jaxdiv import _unit_axes
 from jaxdiv import _validation
 from jaxdiv.discrete import _common
 from jaxdiv.discrete import _fast
@@ -166,6 +167,7 @@ def _js_coefs(beta):
   return coefs
 
 
+@_unit_axes.dropped(dists=("p",))
 def entropy(
     p: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
     from_logits: bool = False, base: float | None = None, axis_name: str | None = None,
@@ -213,6 +215,7 @@ def _entropy(prep: _common.Prepared) -> jax.Array:
   return -prep.sum(_numerics.mul_log_of(d.prob, d.prob))  # (p log p)'' = 1/p, no p**-2
 
 
+@_unit_axes.dropped(dists=("p", "q"))
 def cross_entropy(
     p: ArrayLike, q: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
     from_logits: bool = False, base: float | None = None, axis_name: str | None = None,
@@ -268,6 +271,7 @@ def _kl(dp: _common.Dist, dq: _common.Dist, prep: _common.Prepared) -> jax.Array
   return prep.sum(_numerics.mul_log(dp.prob, dp.log_prob - dq.log_prob))
 
 
+@_unit_axes.dropped(dists=("p", "q"))
 def kl_divergence(
     p: ArrayLike, q: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
     from_logits: bool = False, base: float | None = None, axis_name: str | None = None,
@@ -314,6 +318,7 @@ def kl_divergence(
                          axis_name=axis_name, base=base, nonnegative=True)
 
 
+@_unit_axes.dropped(dists=("p", "q"))
 def jeffreys_divergence(
     p: ArrayLike, q: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
     from_logits: bool = False, base: float | None = None, axis_name: str | None = None,
@@ -394,6 +399,7 @@ def _js(prep: _common.Prepared, beta) -> jax.Array:
   return out
 
 
+@_unit_axes.dropped(dists=("p", "q"), params=("beta",))
 def js_divergence(
     p: ArrayLike, q: ArrayLike, beta: ArrayLike = 0.5, *, axis: int = -1,
     where: ArrayLike | None = None, from_logits: bool = False, base: float | None = None,
@@ -444,6 +450,7 @@ def js_divergence(
                          base=base, nonnegative=True)
 
 
+@_unit_axes.dropped(dists=("p", "q"), params=("beta",))
 def js_distance(
     p: ArrayLike, q: ArrayLike, beta: ArrayLike = 0.5, *, axis: int = -1,
     where: ArrayLike | None = None, from_logits: bool = False, base: float | None = None,

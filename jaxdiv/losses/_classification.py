@@ -19,6 +19,7 @@ from jax.typing import ArrayLike
 
 from jaxdiv import _fallback
 from jaxdiv import _numerics
+from jaxdiv import _unit_axes
 from jaxdiv import _validation
 from jaxdiv.kernels.cross_entropy import api as ce_api
 from jaxdiv.losses import _common
@@ -145,6 +146,7 @@ def _soft_cross_entropy_fast(x, y, axis: int):
   return _fallback.finite_rows_with_coefs(unguarded, careful, coefs, x, y, axis=axis)
 
 
+@_unit_axes.dropped(dists=("logits", "labels"))
 def softmax_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -266,6 +268,7 @@ def _flatten_classes(x, ax):
   return x.reshape(x.shape[:len(batch)] + (-1,))
 
 
+@_unit_axes.dropped(dists=("logits",), params=("labels",))
 def softmax_cross_entropy_with_integer_labels(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -525,6 +528,7 @@ def _log_sigmoid_jvp(primals, tangents):
   return _log_sigmoid(x), jax.nn.sigmoid(-x) * t
 
 
+@_unit_axes.dropped(dists=("logits", "labels"), params=("epsilon",))
 def poly_loss_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,

@@ -16,6 +16,7 @@ from jax.typing import ArrayLike
 
 from jaxdiv import _fallback
 from jaxdiv import _numerics
+from jaxdiv import _unit_axes
 from jaxdiv import _validation
 from jaxdiv.losses import _common
 
@@ -77,6 +78,7 @@ def _kl_sum(x, log_x, log_q, ax, mask, *, log_target: bool):
   return f(x if not log_target else log_x, log_q)
 
 
+@_unit_axes.dropped(dists=("log_predictions", "targets"))
 def kl_divergence(
     log_predictions: ArrayLike,
     targets: ArrayLike,
@@ -122,6 +124,7 @@ def kl_divergence(
   return _numerics.psum(out, axis_name).astype(dtype)
 
 
+@_unit_axes.dropped(dists=("log_predictions", "log_targets"))
 def kl_divergence_with_log_targets(
     log_predictions: ArrayLike,
     log_targets: ArrayLike,
@@ -186,6 +189,7 @@ def _kl_log_targets_fast(log_p, log_q, ax):
   return _fallback.finite_rows_with_coefs(unguarded, careful, coefs, log_p, log_q, axis=ax)
 
 
+@_unit_axes.dropped(dists=("log_predictions", "targets"))
 def generalized_kl_divergence(
     log_predictions: ArrayLike,
     targets: ArrayLike,
@@ -231,6 +235,7 @@ def generalized_kl_divergence(
   return _numerics.psum(kl + mass, axis_name).astype(dtype)
 
 
+@_unit_axes.dropped(dists=("log_predictions", "targets"))
 def convex_kl_divergence(
     log_predictions: ArrayLike,
     targets: ArrayLike,
