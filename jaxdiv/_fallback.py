@@ -389,7 +389,7 @@ def row_block_shape(shape, axis: int, entries: int) -> tuple | None:
   """The shape of :func:`row_blocks`' blocks of arrays of `shape`: about `entries` entries
   along the batch axis of :func:`_split_axis` (size 1 along the batch axes before it, whole
   along `axis` and the axes after it), or None where it takes the batch whole."""
-  if len(shape) < 2:
+  if len(shape) < 2 or math.prod(shape) == 0:
     return None
   ax = axis % len(shape)
   s = _split_axis(shape, ax, entries)
@@ -413,9 +413,8 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
   The blocks are cut along the first batch axis, or where one index of it holds more than
   `entries` entries (a sequence of tokens, `[1, 2048, 32768]`), along the first batch axis
   whose rows fit, one index of the batch axes before it at a time (:func:`row_block_shape`).
-  There `fn` is first traced on a block: where its results do not have the block's shape (it
-  closes over an array of the batch's), the batch is taken whole, as it was before blocks
-  could be cut along an inner axis.
+  `fn` is first traced on a block: where that fails or its results do not have the block's
+  shape (it closes over an array of the batch's), the batch is taken whole.
 
   Why: XLA allocates the buffers of both branches of a `lax.cond` statically, taken or not, so
   a guarded fallback evaluated on the whole batch holds its [N, V] intermediates on every call
@@ -437,12 +436,10 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
     row_axes = lambda axes: [i - (i > ax) for i in axes] if not keep_axis else list(axes)
     try:
       shapes = jax.eval_shape(fn, *(jax.ShapeDtypeStruct(block_shape, x.dtype) for x in xs))
-    except Exception:  # pylint: disable=broad-except  # only where the blocks are inner ones
-      if not outer:
-        raise
+    except Exception:  # pylint: disable=broad-except  # it closes over an array of the batch
       return fn(*xs)
     want = block_shape if keep_axis else tuple(d for i, d in enumerate(block_shape) if i != ax)
-    if outer and any(o.shape != want for o in jax.tree_util.tree_leaves(shapes)):
+    if any(o.shape != want for o in jax.tree_util.tree_leaves(shapes)):
       return fn(*xs)
     rows, chunk = shape[s], block_shape[s]
     steps = -(-rows // chunk)

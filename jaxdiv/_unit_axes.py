@@ -41,11 +41,11 @@ def _without(shape, axes) -> tuple:
 
 
 def _plan(arguments: dict, dists: Sequence[str], params: Sequence[str], where: str,
-          axis: str):
-  """`(unit, ax, nd)`: the size-1 batch axes of the inputs' broadcast shape, the distribution
-  axis and the broadcast rank; None where nothing is dropped (fewer than three axes, no such
-  axis, an argument that is not an array of a fitting shape: the function then checks it
-  itself)."""
+          axis: str, where_by_rank: bool, keep: Sequence[str]):
+  """`(unit, ax, nd, per_row_mask)`: the size-1 batch axes of the inputs' broadcast shape, the
+  distribution axis, the broadcast rank and whether the mask is one value a row; None where
+  nothing is dropped (fewer than three axes, no such axis, an argument that is not an array of
+  a fitting shape, or another array argument: the function then takes it as it is)."""
   if arguments.get("axis_name") is not None:  # the distribution axis split over devices
     return None
   ax = arguments.get(axis, -1)
@@ -61,19 +61,33 @@ def _plan(arguments: dict, dists: Sequence[str], params: Sequence[str], where: s
   if nd < 3 or not -nd <= ax < nd:
     return None
   ax = operator.index(ax) % nd
+  # Distributions of one length: a distribution axis broadcast from 1 is the function's error.
+  if any(len(s) > nd or _padded(s, nd)[ax] != shape[ax] for s in shapes):
+    return None
   unit = tuple(i for i in range(nd) if i != ax and shape[i] == 1)
   if not unit or any(_sharding.explicitly_sharded(x) for x in xs):
     return None
-  # A mask or parameter that does not broadcast to the inputs' (batch) shape: the function's
-  # own error, which names the shapes the caller passed.
-  if not _fits(arguments.get(where), shape):
-    return None
   batch = _without(shape, (ax,))
+  mask = arguments.get(where)
+  per_row_mask = where_by_rank and mask is not None and np.ndim(mask) == nd - 1
+  if mask is not None and not (
+      _fits(mask, batch) if per_row_mask else
+      (not where_by_rank or np.ndim(mask) == nd) and _fits(mask, shape)):
+    return None
   for n in params:
     value = arguments.get(n)
     if not (value is None or callable(value) or _fits(value, batch)):
       return None
-  return unit, ax, nd
+  for n, value in arguments.items():
+    if n in (*dists, *params, where, axis):
+      continue
+    if n in keep:  # an array along the distribution axis alone (per-class weights)
+      if value is not None and (np.ndim(value) != 1 or np.size(value) != shape[ax]):
+        return None
+    elif not (value is None or callable(value) or isinstance(value, str)
+              or np.ndim(value) == 0):
+      return None  # an array the function broadcasts itself (a traced coefficient a row)
+  return unit, ax, nd, per_row_mask
 
 
 def _fits(x, shape) -> bool:
@@ -86,7 +100,8 @@ def _fits(x, shape) -> bool:
 
 
 def dropped(*, dists: Sequence[str], params: Sequence[str] = (), where: str = "where",
-            axis: str = "axis", when: Callable[[dict], bool] | None = None) -> Callable:
+            axis: str = "axis", where_by_rank: bool = False, keep: Sequence[str] = (),
+            when: Callable[[dict], bool] | None = None) -> Callable:
   """A row function of arrays of distributions that drops their size-1 batch axes on entry and
   puts them back on its result (see the module's docstring for why).
 
@@ -96,13 +111,19 @@ def dropped(*, dists: Sequence[str], params: Sequence[str] = (), where: str = "w
       scalar or a callable is passed as it is.
     where: the name of the mask argument (broadcast against the inputs).
     axis: the name of the distribution axis argument.
+    where_by_rank: the mask is per entry at the inputs' rank and per row one axis fewer (the
+      optax cross-entropies' rule).
+    keep: names of array arguments along the distribution axis alone (per-class weights),
+      passed as they are.
     when: `arguments -> bool`, False where the axes must be kept (a user's function that may
       close over an array of the batch's shape).
 
   The wrapped function is called unchanged where nothing is dropped: fewer than three axes, no
-  batch axis of size 1, an argument it would reject (its own error then), a mask or parameter
-  larger than 1 along a dropped axis, explicitly sharded inputs, or a distribution axis split
-  over devices (`axis_name`).
+  batch axis of size 1, an argument it would reject, a mask or parameter that does not
+  broadcast to the (batch) shape, another array argument, explicitly sharded inputs, or a
+  distribution axis split over devices (`axis_name`). Where the call without the axes raises
+  `ValueError` or `TypeError`, the function is called again with the caller's arguments, so
+  that its error names what the caller passed.
   """
 
   def wrap(fn: Callable) -> Callable:
@@ -119,25 +140,28 @@ def dropped(*, dists: Sequence[str], params: Sequence[str] = (), where: str = "w
         return fn(*args, **kwargs)
       bound.apply_defaults()
       arguments = bound.arguments
-      plan = _plan(arguments, dists, params, where, axis)
+      plan = _plan(arguments, dists, params, where, axis, where_by_rank, keep)
       if plan is None or (when is not None and not when(arguments)):
         return fn(*args, **kwargs)
-      unit, ax, nd = plan
+      unit, ax, nd, per_row_mask = plan
+      rows = tuple(i - (i > ax) for i in unit)
       changed = dict(arguments)
-      for n in (*dists, where):
+      for n in dists if per_row_mask else (*dists, where):
         x = arguments.get(n)
         if x is not None:
           changed[n] = _reshape(x, _without(_padded(np.shape(x), nd), unit))
-      rows = tuple(i - (i > ax) for i in unit)
-      for n in params:
+      for n in (*params, where) if per_row_mask else params:
         x = arguments.get(n)
         if x is not None and not callable(x) and np.ndim(x) > 0:
           changed[n] = _reshape(x, _without(_padded(np.shape(x), nd - 1), rows))
       changed[axis] = ax - sum(i < ax for i in unit)
-      out = fn(**changed)
+      try:
+        out = fn(**changed)
+      except (ValueError, TypeError):
+        return fn(*args, **kwargs)  # its error, naming the caller's arguments
       return jax.tree_util.tree_map(lambda o: jnp.expand_dims(o, rows), out)
 
+    run.drops_unit_axes = True  # `run.__wrapped__` is the function itself (bench/batch_axes.py)
     return run
 
   return wrap
-

@@ -121,10 +121,11 @@ def _closes_over_tracers(f, f_prime_inf) -> bool:
 
 
 def _generator_holds_no_array(arguments) -> bool:
-  """Whether the generator `f` closes over nothing larger than a scalar: one that holds an
-  array (a weight a row) is computed on the inputs' own shape, batch axes of size 1 kept."""
+  """Whether the generator `f` closes over scalars only: one that holds an array (a weight a
+  row, or even one of shape [1, 1, 1], which would broadcast the rows back to the inputs'
+  rank) is computed on the inputs' own shape, batch axes of size 1 kept."""
   closed = _fallback.trace_fresh(lambda t: arguments["f"](t), jnp.zeros((), jnp.float32))
-  return closed is not None and all(np.size(c) <= 1 for c in closed.consts)
+  return closed is not None and all(np.ndim(c) == 0 for c in closed.consts)
 
 
 @_unit_axes.dropped(dists=("p", "q"), when=_generator_holds_no_array)

@@ -146,7 +146,7 @@ def _soft_cross_entropy_fast(x, y, axis: int):
   return _fallback.finite_rows_with_coefs(unguarded, careful, coefs, x, y, axis=axis)
 
 
-@_unit_axes.dropped(dists=("logits", "labels"))
+@_unit_axes.dropped(dists=("logits", "labels"), where_by_rank=True, keep=("weights",))
 def softmax_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -268,7 +268,8 @@ def _flatten_classes(x, ax):
   return x.reshape(x.shape[:len(batch)] + (-1,))
 
 
-@_unit_axes.dropped(dists=("logits",), params=("labels",))
+@_unit_axes.dropped(dists=("logits",), params=("labels",), where_by_rank=True,
+                    keep=("weights",))
 def softmax_cross_entropy_with_integer_labels(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -528,7 +529,7 @@ def _log_sigmoid_jvp(primals, tangents):
   return _log_sigmoid(x), jax.nn.sigmoid(-x) * t
 
 
-@_unit_axes.dropped(dists=("logits", "labels"), params=("epsilon",))
+@_unit_axes.dropped(dists=("logits", "labels"), params=("epsilon",), where_by_rank=True)
 def poly_loss_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,

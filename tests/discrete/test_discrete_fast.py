@@ -448,22 +448,28 @@ def test_row_blocks_along_an_inner_batch_axis(x64):
     assert row_block_shape(shape, axis, entries) == block
     if values:
       _check_row_blocks(shape, axis, rng, entries)
+  # No entries: no blocks (an empty first axis with more than a block's entries behind it).
+  assert row_block_shape((0, 4, 4), 2, 8) is None
+  empty = jnp.zeros((0, 2, 1 << 20))
+  assert jax.jit(lambda a: jaxdiv.kl_divergence(a, a, from_logits=True))(empty).shape == (0, 2)
   # One index of the first axis that fits: the blocks of before, along it.
   assert row_block_shape((8, 256, 512), -1, 1 << 18) == (2, 256, 512)
   assert row_block_shape((1, 256, 512), -1, 1 << 18) is None
 
 
 def test_row_blocks_of_a_function_closing_over_a_batch_array(x64):
-  """A function that closes over an array of the batch's shape (a weight a token) cannot be
-  cut along an inner axis: its batch is taken whole, with the same values."""
+  """A function that closes over an array of the batch's shape (a weight a token, a weight a
+  row) cannot be cut into blocks: its batch is taken whole, with the same values (along the
+  first axis its blocks broadcast the weights to a wrong shape before)."""
   from jaxdiv._fallback import row_blocks
   rng = np.random.default_rng(9)
-  x = rng.normal(size=(1, 23, 11))
-  w = rng.normal(size=(1, 23, 1))
-  fn = lambda u: jnp.sum(jnp.exp(u) * w, axis=-1)
-  blocked = row_blocks(fn, -1, entries=44)
-  assert "while" not in jax.jit(blocked).lower(x).as_text()
-  np.testing.assert_allclose(jax.jit(blocked)(x), fn(x), rtol=1e-14)
+  for shape, w_shape in (((1, 23, 11), (1, 23, 1)), ((23, 11), (23, 1))):
+    x = rng.normal(size=shape)
+    w = rng.normal(size=w_shape)
+    fn = lambda u, w=w: jnp.sum(jnp.exp(u) * w, axis=-1)
+    blocked = row_blocks(fn, -1, entries=11)
+    assert "while" not in jax.jit(blocked).lower(x).as_text()
+    np.testing.assert_allclose(jax.jit(blocked)(x), fn(x), rtol=1e-14)
 
 
 LOGITS_FORMS = {

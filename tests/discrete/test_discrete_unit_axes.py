@@ -117,6 +117,32 @@ def test_generator_holding_an_array_keeps_the_axes(x64):
   c = 0.5
   got = jaxdiv.f_divergence(p, q, lambda t: c * (t - 1) ** 2, f_prime_inf=np.inf)
   np.testing.assert_allclose(got, np.sum(c * q * (p / q - 1) ** 2, -1), rtol=1e-12)
+  # One value, but an array of rank 3: it would broadcast squeezed rows back to rank 3.
+  c3 = jnp.full((1, 1, 1), 2.0)
+  f3 = lambda c: jaxdiv.f_divergence(p, q, lambda t: c * (t - 1) ** 2, f_prime_inf=np.inf)
+  got = f3(c3)
+  assert got.shape == (1, 6)
+  np.testing.assert_allclose(got, np.sum(2.0 * q * (p / q - 1) ** 2, -1), rtol=1e-12)
+  np.testing.assert_allclose(jax.grad(lambda c: jnp.sum(f3(c)))(c3),
+                             [[[np.sum(q * (p / q - 1) ** 2)]]], rtol=1e-12)
+  # A limit at infinity a row: the function's own broadcasting.
+  tv = jaxdiv.f_divergence(p, q, lambda t: 0.5 * jnp.abs(t - 1),
+                           f_prime_inf=np.full((1, 6, 1), 0.5))
+  np.testing.assert_allclose(tv, 0.5 * np.abs(p - q).sum(-1), rtol=1e-12)
+
+
+def test_errors_name_the_callers_arguments(x64):
+  """Arguments the function rejects give its error with the shapes, axis and values the caller
+  passed, not those of the call without the size-1 axes."""
+  p = _probs((1, 3, 4), -1, 11)
+  for call, message in (
+      (lambda: jaxdiv.kl_divergence(p, p[..., :1]), r"\(axis=-1\); got shapes \(1, 3, 4\) and"
+                                                    r" \(1, 3, 1\)"),
+      (lambda: jaxdiv.kl_divergence(p, 0.2), r"\(1, 3, 4\) and \(\)"),
+      (lambda: jaxdiv.kl_divergence(p, p[:, :1], axis=1), r"\(axis=1\)"),
+      (lambda: jaxdiv.renyi_entropy(p, -np.ones((1, 3))), r"\[\[-1\., -1\., -1\.\]\]")):
+    with pytest.raises(ValueError, match=message):
+      call()
 
 
 def test_vmap_over_sequences(x64):

@@ -4,6 +4,8 @@ bit those of the call without the axis."""
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,3 +70,40 @@ def test_a_mask_and_an_ignored_label(x64):
   want = optax.losses.softmax_cross_entropy_with_integer_labels(z, np.maximum(labels, 0))
   assert got[0, 2] == 0
   np.testing.assert_allclose(np.delete(got[0], 2), np.delete(want[0], 2), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["softmax_cross_entropy",
+                                  "softmax_cross_entropy_with_integer_labels",
+                                  "poly_loss_cross_entropy"])
+def test_a_per_example_mask_stays_per_example(x64, name):
+  """These losses read `where` by its rank (optax's rule): the logits' rank masks classes, one
+  axis fewer masks examples. A per-example mask of a sequence `[1, T]` with T equal to the
+  number of classes stays per example (it was read as a class mask once the batch axis was
+  dropped), and masks of neither rank are the function's own errors."""
+  rng = np.random.default_rng(12)
+  args, kw = _case(name, rng, (1, 4, 4))
+  fn = getattr(L, name)
+  keep = np.array([[True, False, True, True]])
+  got = fn(*args, **kw, where=keep)
+  want = getattr(optax.losses, name)(*args, **kw)
+  np.testing.assert_allclose(got, np.where(keep, want, 0), rtol=1e-12, atol=1e-14)
+  args, kw = _case(name, rng, (1, 3, 5))
+  for bad in (np.ones(5, bool), np.ones((3, 1), bool)):
+    with pytest.raises(ValueError) as own:
+      fn.__wrapped__(*args, **kw, where=bad)
+    with pytest.raises(ValueError, match=re.escape(str(own.value))):
+      fn(*args, **kw, where=bad)
+
+
+def test_coefficients_a_row(x64):
+  """A traced z-loss or label smoothing a row (documented as scalars, taken as arrays under
+  `jit`) keeps the axes: the values of the call on the inputs as given."""
+  rng = np.random.default_rng(13)
+  z, t = 3 * rng.normal(size=(1, 3, 5)), rng.dirichlet(np.ones(5), (1, 3))
+  ours = L.softmax_cross_entropy
+  for kw in ({"z_loss": np.array([[1e-3, 2e-3, 3e-3]])},
+             {"label_smoothing": np.array([[[0.1], [0.2], [0.3]]])}):
+    got = jax.jit(ours)(z, t, **kw)
+    want = jax.jit(ours.__wrapped__)(z, t, **kw)
+    assert got.shape == (1, 3)
+    np.testing.assert_array_equal(got, want)
