@@ -210,3 +210,10 @@ def batch_param(x, prep: Prepared, dtype, name: str = "alpha") -> jax.Array:
     ) from None
   x = jnp.reshape(x, (1,) * (len(batch) - x.ndim) + x.shape)
   return jnp.expand_dims(x, prep.axis)
+
+
+def on_probabilities(arguments) -> bool:
+  """For `_unit_axes.dropped(leading=...)`: on probabilities the one pass of
+  `_fallback.row_reduce` runs at the 2-D speed with any batch axes, so only the leading size-1
+  axes are dropped; on logits every one."""
+  return not arguments.get("from_logits")

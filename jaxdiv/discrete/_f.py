@@ -128,7 +128,8 @@ def _generator_holds_no_array(arguments) -> bool:
   return closed is not None and all(np.ndim(c) == 0 for c in closed.consts)
 
 
-@_unit_axes.dropped(dists=("p", "q"), when=_generator_holds_no_array)
+@_unit_axes.dropped(dists=("p", "q"), when=_generator_holds_no_array,
+                    leading=_common.on_probabilities)
 def f_divergence(
     p: ArrayLike, q: ArrayLike, f: Callable[[jax.Array], jax.Array], *, axis: int = -1,
     where: ArrayLike | None = None, from_logits: bool = False,
@@ -400,7 +401,7 @@ _HELLINGER_FAST = ((_hellinger_logits, _hellinger_logits_coefs,
                    (_hellinger_probs, _hellinger_probs_coefs))
 
 
-@_unit_axes.dropped(dists=("p", "q"))
+@_unit_axes.dropped(dists=("p", "q"), leading=_common.on_probabilities)
 def total_variation_distance(
     p: ArrayLike, q: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
     from_logits: bool = False,
@@ -478,7 +479,7 @@ _TV_FAST = ((_tv_logits, _tv_logits_coefs, functools.partial(_tv_logits, for_coe
             (_tv_probs, _tv_probs_coefs))
 
 
-@_unit_axes.dropped(dists=("p", "q"))
+@_unit_axes.dropped(dists=("p", "q"), leading=_common.on_probabilities)
 def chi_squared_divergence(
     p: ArrayLike, q: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
     from_logits: bool = False,

@@ -232,7 +232,8 @@ def _alpha_taylor(m, c2, c3):
   return 0.5 * m2 - m, m3 / 3 - m2 + 2 * m
 
 
-@_unit_axes.dropped(dists=("p", "q"), params=("alpha",))
+@_unit_axes.dropped(dists=("p", "q"), params=("alpha",),
+                    leading=_common.on_probabilities)
 def renyi_divergence(
     p: ArrayLike, q: ArrayLike, alpha: ArrayLike, *, axis: int = -1,
     where: ArrayLike | None = None, from_logits: bool = False, base: float | None = None,
@@ -275,7 +276,8 @@ def renyi_divergence(
                  one_taylor=_renyi_taylor)
 
 
-@_unit_axes.dropped(dists=("p",), params=("alpha",))
+@_unit_axes.dropped(dists=("p",), params=("alpha",),
+                    leading=_common.on_probabilities)
 def renyi_entropy(
     p: ArrayLike, alpha: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
     from_logits: bool = False, base: float | None = None,
@@ -314,7 +316,8 @@ def renyi_entropy(
                  one_taylor=_renyi_taylor, sign=-1.0)
 
 
-@_unit_axes.dropped(dists=("p",), params=("alpha",))
+@_unit_axes.dropped(dists=("p",), params=("alpha",),
+                    leading=_common.on_probabilities)
 def tsallis_entropy(
     p: ArrayLike, alpha: ArrayLike, *, axis: int = -1, where: ArrayLike | None = None,
     from_logits: bool = False,
@@ -355,7 +358,8 @@ def _inf_if_positive(dmax):
   return jnp.where(dmax > 0, jnp.inf, 0.0).astype(dmax.dtype)
 
 
-@_unit_axes.dropped(dists=("p", "q"), params=("alpha",))
+@_unit_axes.dropped(dists=("p", "q"), params=("alpha",),
+                    leading=_common.on_probabilities)
 def tsallis_divergence(
     p: ArrayLike, q: ArrayLike, alpha: ArrayLike, *, axis: int = -1,
     where: ArrayLike | None = None, from_logits: bool = False,
@@ -394,7 +398,8 @@ def tsallis_divergence(
                  at_inf=_inf_if_positive, one_taylor=_tsallis_taylor)
 
 
-@_unit_axes.dropped(dists=("p", "q"), params=("alpha",))
+@_unit_axes.dropped(dists=("p", "q"), params=("alpha",),
+                    leading=_common.on_probabilities)
 def alpha_divergence(
     p: ArrayLike, q: ArrayLike, alpha: ArrayLike, *, axis: int = -1,
     where: ArrayLike | None = None, from_logits: bool = False,

@@ -165,3 +165,16 @@ def test_the_computation_runs_without_the_axes(x64, from_logits):
   for fn in (jaxdiv.kl_divergence, jaxdiv.js_divergence, jaxdiv.total_variation_distance):
     text = str(jax.make_jaxpr(functools.partial(fn, from_logits=from_logits))(p, p))
     assert text.count("[1,6,9]") == 2, fn.__name__  # the two inputs' binders
+
+
+def test_one_pass_on_probabilities_drops_only_leading_axes(x64):
+  """The one pass of the probability forms runs at the 2-D speed with any batch axes, and its
+  gradient over `[B, V]` reshaped to `[B, 1, V]` took an extra copy: on probabilities those
+  forms drop only leading size-1 axes (`[1, T, V]`); on logits every one."""
+  p = _probs((6, 1, 9), -1, 12)
+  probs = str(jax.make_jaxpr(jaxdiv.total_variation_distance)(p, p))
+  logits = str(jax.make_jaxpr(functools.partial(jaxdiv.total_variation_distance,
+                                                from_logits=True))(p, p))
+  assert probs.count("[6,1,9]") > 2 and logits.count("[6,1,9]") == 2
+  lead = _probs((1, 6, 9), -1, 13)
+  assert str(jax.make_jaxpr(jaxdiv.total_variation_distance)(lead, lead)).count("[1,6,9]") == 2
