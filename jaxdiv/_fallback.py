@@ -433,7 +433,6 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
     ax = axis % nd
     s = _split_axis(shape, ax, entries)
     outer = [i for i in range(s) if i != ax]
-    row_axes = lambda axes: [i - (i > ax) for i in axes] if not keep_axis else list(axes)
     try:
       shapes = jax.eval_shape(fn, *(jax.ShapeDtypeStruct(block_shape, x.dtype) for x in xs))
     except Exception:  # pylint: disable=broad-except  # it closes over an array of the batch
@@ -447,11 +446,11 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
     block = jax.checkpoint(fn)
 
     if not outer:  # one batch axis cut: the slices along it
-      b, out_axis = s, row_axes([s])[0]
+      out_axis = s if keep_axis else s - (s > ax)
 
       def take(i):
         start = jnp.minimum(i * chunk, rows - chunk)
-        return (tuple(lax.dynamic_slice_in_dim(x, start, chunk, axis=b) for x in xs),
+        return (tuple(lax.dynamic_slice_in_dim(x, start, chunk, axis=s) for x in xs),
                 lambda o, p: lax.dynamic_update_slice_in_dim(o, p, start, axis=out_axis))
     else:
       def take(i):
@@ -468,16 +467,15 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
       ins, put = take(i)
       return jax.tree_util.tree_map(put, out, block(*ins))
 
-    def first(sd, p):
+    full = shape if keep_axis else tuple(d for i, d in enumerate(shape) if i != ax)
+
+    def first(p):
       # The buffer starts from the first block's values, not from zeros alone: inside
       # `shard_map` it then has their varying manual axes, as the loop's carry must.
-      full = shape if keep_axis else tuple(d for i, d in enumerate(shape) if i != ax)
-      del sd
       return lax.dynamic_update_slice(jnp.zeros(full, p.dtype), p, (0,) * p.ndim)
 
     part = block(*(lax.slice(x, (0,) * nd, block_shape) for x in xs))
-    return lax.fori_loop(1, math.prod(sizes) * steps, body,
-                         jax.tree_util.tree_map(first, shapes, part))
+    return lax.fori_loop(1, math.prod(sizes) * steps, body, jax.tree_util.tree_map(first, part))
 
   return run
 

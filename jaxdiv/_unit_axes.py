@@ -7,8 +7,11 @@ hand-written line as much as ours. Measured (2-core CPU, 2048 rows of 8192 float
 `[2048, 8192]` against `[1, 2048, 8192]`; `[2, 1024, 8192]` and `[8, 256, 8192]` ran at the 2-D
 time): `sum(p * (log p - log q), -1)` 9.5 -> 284 ms, `kl_divergence(p, q)` 8.4 -> 284 ms,
 `entropy(a, from_logits=True)` 14 -> 270 ms, `optax.losses.kl_divergence` 3.6x. A reshape that
-drops the axes costs nothing (a bitcast), so every row function of `jaxdiv.discrete` drops them
-on entry (:func:`dropped`) and its result gets them back.
+drops the axes costs nothing (a bitcast), so the row functions of `jaxdiv.discrete` and the row
+losses of `jaxdiv.losses` drop them on entry (:func:`dropped`) and their results get them back
+(bench/README.md, "Batch axes of size 1"). Computations that run at the 2-D speed with any
+batch axes drop only the leading ones (`leading=`): XLA copies a gradient computed over
+`[B, V]` once more when it is reshaped to `[B, 1, V]`.
 """
 
 from __future__ import annotations
