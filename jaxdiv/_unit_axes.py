@@ -30,7 +30,7 @@ from jaxdiv import _sharding
 
 
 def _reshape(x, shape):
-  if isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer):
+  if isinstance(x, jax.Array):  # a tracer is one too
     return jnp.reshape(x, shape)
   return np.reshape(np.asarray(x), shape)
 
