@@ -188,15 +188,22 @@ def histogram(chunks: Callable[[], Iterable[np.ndarray]], lo: float, hi: float,
   if not (math.isfinite(lo) and math.isfinite(hi)):
     edges = np.zeros(0)
     counts = np.zeros(0, np.int64)
-  else:
+  elif math.isfinite(hi - lo):
     edges = np.histogram_bin_edges(np.array([lo, hi], np.float64), bins)
     counts = np.zeros(bins, np.int64)
+  else:  # float64 results on both sides of +-9e307: NumPy's bins would be infinitely wide
+    t = np.linspace(0.0, 1.0, bins + 1)
+    edges = lo * (1 - t) + hi * t
+    counts = np.zeros(bins, np.int64)
+  # `bins` and `range` give the same edges and counts as the edges themselves, through NumPy's
+  # arithmetic binning of equal bins instead of a sort of every chunk (searchsorted).
+  equal = (bins, (lo, hi)) if math.isfinite(hi - lo) else (edges, None)
   pos_inf = neg_inf = 0
   for v in chunks():
     v = v.astype(np.float64)
     pos_inf += int(np.sum(v == np.inf))
     neg_inf += int(np.sum(v == -np.inf))
     if counts.size:
-      counts += np.histogram(v[np.isfinite(v)], edges)[0]
+      counts += np.histogram(v[np.isfinite(v)], equal[0], range=equal[1])[0]
   return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts],
           "pos_inf": pos_inf, "neg_inf": neg_inf}

@@ -117,6 +117,22 @@ def test_order_statistics_exact(dtype, seed):
                                 np.quantile(finite.astype(np.float64), QS))
 
 
+def test_histogram_equals_numpy_and_spans_the_float64_range():
+  rng = np.random.default_rng(7)
+  for v, bins in [(rng.normal(size=3000), 13), (np.round(rng.normal(size=999), 1), 7),
+                  (np.full(50, 0.25), 4), (rng.gamma(0.3, size=4000) * 1e-30, 29)]:
+    chunks = lambda v=v: iter(np.array_split(v, 3))
+    got = _reduce.histogram(chunks, float(v.min()), float(v.max()), bins)
+    counts, edges = np.histogram(v, bins)
+    assert got["counts"] == counts.tolist() and got["edges"] == edges.tolist()
+  # Results on both sides of +-9e307 (float64): NumPy's own bins would be infinitely wide
+  # ("Too many bins for data range"), which failed the run after its last batch.
+  v = np.array([-1.5e308, -1e300, 0.0, 1e307, 1.5e308, np.inf])
+  got = _reduce.histogram(lambda: iter([v]), -1.5e308, 1.5e308, 4)
+  assert got["edges"] == [-1.5e308, -7.5e307, 0.0, 7.5e307, 1.5e308]
+  assert got["counts"] == [1, 1, 2, 1] and got["pos_inf"] == 1
+
+
 def test_moments_do_not_depend_on_feeding():
   v = np.random.default_rng(6).standard_normal(200_003).astype(np.float32) ** 3
   a, b = _reduce.Moments(), _reduce.Moments()
