@@ -19,8 +19,9 @@ Two inputs of logits (a ~ N(0, 9), b = a + N(0, 1)) are written to .npy files, t
 
 The files are read from the page cache (they were just written): the comparison is of the
 pipeline, not of a disk. `ratio` is the evaluation's throughput over the peer's (target
->= 0.7). Without `--quick` a subprocess run of the installed command (`python -m jaxdiv eval`,
-JAX's start-up and compilation included) is added once, with the GB/s it reports itself.
+>= 0.7). Without `--quick`, runs of the installed command in a new process (`python -m jaxdiv
+eval`, JAX's start-up and compilation included) are added, with the GB/s each reports itself:
+without a compilation cache, then filling a fresh one and reading it back.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def _run_cli(argv: list[str]) -> None:
 
 def _subprocess_cli(argv: list[str], summary: str) -> dict:
   """One run of the installed command in a new process: wall time (start-up included) and the
-  throughput the command reports itself."""
+  throughput the command reports itself (its compilation included)."""
   t0 = time.perf_counter()
   subprocess.run([sys.executable, "-m", "jaxdiv", *argv, "--summary", summary], check=True,
                  stdout=subprocess.DEVNULL, env=dict(os.environ, JAX_PLATFORMS="cpu")
@@ -182,13 +183,22 @@ def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None,
             f"{gb(t_file)}; throughput cli / in memory {t_mem / t_cli:.2f}, evaluate / in "
             f"memory {t_mem / t_eval:.2f}", flush=True)
       if subprocess_cli:
-        sub = _subprocess_cli(argv, os.path.join(tmp, "summary.json"))
-        rows.append(dict(group="evaluate", case=f"jaxdiv eval {name}(logits) [subprocess]",
-                         mode="fwd", shape=shape, vs="jit on in-memory blocks",
-                         jaxdiv_ms=1e3 * sub["seconds"], peer_ms=1e3 * t_mem,
-                         ratio=sub["seconds"] / t_mem, throughput_ratio=t_mem / sub["seconds"],
-                         GBps=sub["GBps"], peer_GBps=nbytes / t_mem / 1e9,
-                         wall_with_startup_ms=1e3 * sub["wall_s"], batch=batch, bytes=nbytes))
+        # Without a compilation cache, then with a fresh one twice: the run that fills it and
+        # the run that reads it (`--compile-cache`, the command's default in the user's folder).
+        cache = os.path.join(tmp, f"xla-{name}")
+        for how, extra in (("no compile cache", ["--no-compile-cache"]),
+                           ("compile cache cold", ["--compile-cache", cache]),
+                           ("compile cache warm", ["--compile-cache", cache])):
+          sub = _subprocess_cli(argv + extra, os.path.join(tmp, "summary.json"))
+          rows.append(dict(group="evaluate",
+                           case=f"jaxdiv eval {name}(logits) [subprocess, {how}]",
+                           mode="fwd", shape=shape, vs="jit on in-memory blocks",
+                           jaxdiv_ms=1e3 * sub["seconds"], peer_ms=1e3 * t_mem,
+                           ratio=sub["seconds"] / t_mem, throughput_ratio=t_mem / sub["seconds"],
+                           GBps=sub["GBps"], peer_GBps=nbytes / t_mem / 1e9,
+                           wall_with_startup_ms=1e3 * sub["wall_s"], batch=batch, bytes=nbytes))
+          print(f"  subprocess {name}, {how}: {sub['GBps']:.2f} GB/s reported ({sub['seconds']:.3f}"
+                f" s), wall {sub['wall_s']:.2f} s with start-up", flush=True)
     del mm
   return dict(rows=rows, shape=[rows_n, n], dtype="float32", reps=reps, bytes=nbytes,
               write_seconds=write_s, versions=core.versions())

@@ -43,6 +43,10 @@ if os.environ["JAXDIV_TEST_XLA_FLAGS"]:
       del os.environ["XLA_FLAGS"]
     else:
       os.environ["XLA_FLAGS"] = _flags
+# `jaxdiv eval` run as a program (the CLI tests' subprocesses) keeps its compiled step in the
+# user's cache folder by default: not from the tests, whose subprocesses compile afresh unless
+# a test gives them a cache of its own (tests/evaluation/test_cli.py).
+os.environ["JAXDIV_COMPILE_CACHE"] = ""
 _CACHE = os.environ.get("JAXDIV_TEST_CACHE",  # "" turns the cache off
                         str(ROOT / ".cache" / "jax"))
 if _CACHE:

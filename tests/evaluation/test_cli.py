@@ -353,6 +353,95 @@ def _peak_rss(*args) -> int:
   return int(peak)
 
 
+@pytest.mark.slow
+def test_compile_cache_keeps_the_step_and_changes_no_bit(files, tmp_path):
+  """`jaxdiv eval` as a program keeps its compiled step in a persistent cache (JAX's): the next
+  run takes it from there (JAX_LOG_COMPILES reports the hit) and writes the same bytes as a run
+  without one. Slow tier (six processes, ~9 s); the fast tier checks the folder's choice."""
+  d, _, _ = files
+  args = ["eval", d / "p.npy", d / "q.npy", "-d", "js_divergence", "--from-logits",
+          "--batch-size", "1000"]
+  cache = tmp_path / "cache"
+
+  def program(*extra, **env):
+    env = {k: v for k, v in {**ENV, "JAX_LOG_COMPILES": "1", **env}.items() if v is not None}
+    proc = subprocess.run([sys.executable, "-m", "jaxdiv", *map(str, [*args, *extra])],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+  first = program("--out", tmp_path / "a.npy", "--compile-cache", cache)
+  entries = sorted(os.listdir(cache))
+  assert entries and "cache hit" not in first.stderr, first.stderr
+  second = program("--out", tmp_path / "b.npy", "--compile-cache", cache)
+  assert "Persistent compilation cache hit for 'jit_block'" in second.stderr, second.stderr
+  assert sorted(os.listdir(cache)) == entries
+  # $JAXDIV_COMPILE_CACHE names the folder where the flag does not; --no-compile-cache wins
+  # over it and over a cache given to JAX.
+  program("--out", tmp_path / "c.npy", JAXDIV_COMPILE_CACHE=str(tmp_path / "env"))
+  program("--out", tmp_path / "d.npy", "--no-compile-cache",
+          JAXDIV_COMPILE_CACHE=str(tmp_path / "off"),
+          JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax"))
+  assert os.listdir(tmp_path / "env")
+  assert not (tmp_path / "off").exists() and not (tmp_path / "jax").exists()
+  # The default folder is the user's cache folder; one that cannot be made is skipped.
+  program("--out", tmp_path / "e.npy", JAXDIV_COMPILE_CACHE=None,
+          XDG_CACHE_HOME=str(tmp_path / "xdg"))
+  assert os.listdir(tmp_path / "xdg" / "jaxdiv" / "xla")
+  program("--out", tmp_path / "f.npy", "--compile-cache", d / "p.npy" / "under_a_file")
+  want = np.load(tmp_path / "a.npy")
+  for name in "bcdef":
+    assert np.load(tmp_path / f"{name}.npy").tobytes() == want.tobytes(), name
+
+
+def test_compile_cache_folder_chosen_as_documented(tmp_path, monkeypatch):
+  """Which folder `jaxdiv eval` gives JAX (the function the program calls, on a stand-in for
+  JAX's configuration)."""
+
+  class Config:
+    def __init__(self, cache_dir=None):
+      self.jax_compilation_cache_dir, self.updates = cache_dir, {}
+
+    def update(self, name, value):
+      self.updates[name] = value
+
+  class Jax:
+    def __init__(self, cache_dir=None):
+      self.config = Config(cache_dir)
+
+  for var in ("JAXDIV_COMPILE_CACHE", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
+    monkeypatch.delenv(var, raising=False)
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+  default = str(tmp_path / "xdg" / "jaxdiv" / "xla")
+  cases = [  # (flag, $JAXDIV_COMPILE_CACHE, JAX's folder) -> the folder, or None
+      ((None, None, None), default), ((None, None, "J"), "J"), ((None, "E", "J"), "E"),
+      (("F", "E", "J"), "F"), (("", "E", "J"), None), ((None, "", "J"), None)]
+  for (flag, env, given), want in cases:
+    if env is None:
+      monkeypatch.delenv("JAXDIV_COMPILE_CACHE", raising=False)
+    else:
+      monkeypatch.setenv("JAXDIV_COMPILE_CACHE", env and str(tmp_path / env))
+    fake = Jax(given and str(tmp_path / given))
+    flag = flag and str(tmp_path / flag)
+    want = want and (want if want == default else str(tmp_path / want))
+    assert cli._use_compile_cache(fake, flag) == want, (flag, env, given)
+    if want is None:
+      assert fake.config.updates == {"jax_enable_compilation_cache": False}
+    else:
+      assert os.path.isdir(want)
+      assert fake.config.updates == {"jax_compilation_cache_dir": want,
+                                     "jax_persistent_cache_min_compile_time_secs": 0.0}
+  monkeypatch.delenv("JAXDIV_COMPILE_CACHE")
+  monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "2")
+  fake = Jax()
+  assert cli._use_compile_cache(fake, None) == default
+  assert fake.config.updates == {"jax_compilation_cache_dir": default}
+  (tmp_path / "file").write_text("")
+  fake = Jax()
+  assert cli._use_compile_cache(fake, str(tmp_path / "file" / "sub")) is None
+  assert fake.config.updates == {}
+
+
 def test_memory_budget_sets_the_batch_size(files, run):
   """`--memory-budget` without `--batch-size`, in-process: batches of the size that fits, the
   same bytes as any other batch size (the bounded-memory run on 512 MiB is in the slow tier)."""
