@@ -234,6 +234,12 @@ def test_jax_array_input_and_callable_divergence():
                              rtol=1e-6)
   with pytest.raises(ValueError, match="one value a row"):
     evaluate(lambda a, b, axis: a - b, p, q)
+  # Where the step's own trace fails (a scalar is no row of the sharded result), the block's
+  # names the shape; an error of the function's own is its own.
+  with pytest.raises(ValueError, match=r"returned shape \(\) for a batch of shape"):
+    evaluate(lambda a, b, axis: jnp.sum(a - b), p, q)
+  with pytest.raises(TypeError, match="dot_general requires contracting dimensions"):
+    evaluate(lambda a, b, axis: jnp.dot(a, b), p, q)
 
 
 def test_float64_inputs_under_x64(x64):
