@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                   help="keep the compiled step in DIR (JAX's persistent compilation cache), so"
                   " that the next run with the same divergence, shapes and devices skips"
                   " compiling it (default: $JAXDIV_COMPILE_CACHE if set, empty for none, else"
-                  " a cache given to JAX (JAX_COMPILATION_CACHE_DIR), else"
+                  " a cache given to JAX (JAX_COMPILATION_CACHE_DIR, as JAX is set up), else"
                   " $XDG_CACHE_HOME/jaxdiv/xla or ~/.cache/jaxdiv/xla; a folder that cannot be"
                   " written is skipped)")
   ev.add_argument("--no-compile-cache", dest="compile_cache", action="store_const", const="",
@@ -322,8 +322,15 @@ def _run_eval(args, interrupts, program: bool = False) -> int:
   return 0
 
 
-def _default_compile_cache() -> str:
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+def _default_compile_cache() -> str | None:
+  """$XDG_CACHE_HOME/jaxdiv/xla (a relative $XDG_CACHE_HOME is ignored, as the XDG spec says),
+  else ~/.cache/jaxdiv/xla; None where the home folder is unknown."""
+  base = os.environ.get("XDG_CACHE_HOME", "")
+  if not os.path.isabs(base):
+    home = os.path.expanduser("~")
+    if not os.path.isabs(home):
+      return None
+    base = os.path.join(home, ".cache")
   return os.path.join(base, "jaxdiv", "xla")
 
 
@@ -340,8 +347,9 @@ def _use_compile_cache(jax, flag: str | None) -> str | None:
 
   The folder: `--compile-cache DIR` (`flag`; empty, from `--no-compile-cache`: none, one given
   to JAX included), else $JAXDIV_COMPILE_CACHE (empty: none), else a cache JAX was given
-  (`JAX_COMPILATION_CACHE_DIR`), else $XDG_CACHE_HOME/jaxdiv/xla (~/.cache/jaxdiv/xla). One
-  that cannot be made or written is left alone and the run compiles as without a cache. Every
+  (`JAX_COMPILATION_CACHE_DIR`, perhaps remote, used as it is with JAX's settings), else
+  $XDG_CACHE_HOME/jaxdiv/xla (~/.cache/jaxdiv/xla). A folder of ours that cannot be made or
+  written is left alone and the run compiles as without a cache; in one that can, every
   compilation is kept, however short, unless JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says
   otherwise: the step's takes ~0.3-0.4 s on a CPU, below JAX's default threshold of 1 s, and it
   is most of a short run's time."""
@@ -350,7 +358,14 @@ def _use_compile_cache(jax, flag: str | None) -> str | None:
   if flag == "":
     jax.config.update("jax_enable_compilation_cache", False)
     return None
-  path = flag or _jax_cache_dir(jax) or _default_compile_cache()
+  if flag is None and _jax_cache_dir(jax) is not None:
+    return _jax_cache_dir(jax)
+  path = flag or _default_compile_cache()
+  if path is None:
+    return None
+  # One spelling a folder: JAX's cache keys hold it ("~/x", "x" and "/home/me/x" would miss
+  # each other's entries).
+  path = os.path.abspath(os.path.expanduser(path))
   try:
     os.makedirs(path, exist_ok=True)
   except OSError:

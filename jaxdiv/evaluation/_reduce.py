@@ -182,28 +182,49 @@ def quantiles(chunks: Callable[[], Iterable[np.ndarray]], n: int, qs,
   return out
 
 
+# Below this width a bin, NumPy's equal-bin arithmetic can put a value more than one bin from
+# the edges it reports (subnormal ranges), and its +-1 correction does not reach: explicit edges.
+_NARROWEST_BIN = float(np.finfo(np.float64).tiny) * 2.0**53
+
+
+def _bin_edges(lo: float, hi: float, bins: int) -> tuple[np.ndarray, bool]:
+  """`bins + 1` non-decreasing edges from `lo` to `hi`, and whether they are NumPy's own equal
+  bins over that range. Where NumPy cannot split it (the width overflows: float64 results on
+  both sides of +-9e307; or too few floats lie between: lo == hi beyond 2**52, or a range a few
+  floats wide), the edges are spread over it as far as floats allow, some of them equal, so
+  that a run does not fail at its summary after its last batch."""
+  width = hi - lo
+  if math.isfinite(width):
+    try:
+      return np.histogram_bin_edges(np.array([lo, hi], np.float64), bins), True
+    except ValueError:  # "Too many bins for data range"
+      pass
+  t = np.linspace(0.0, 1.0, bins + 1)
+  edges = lo + width * t if math.isfinite(width) else lo * (1 - t) + hi * t
+  edges = np.minimum(edges, hi)
+  edges[0], edges[-1] = lo, hi
+  return edges, False
+
+
 def histogram(chunks: Callable[[], Iterable[np.ndarray]], lo: float, hi: float,
               bins: int) -> dict:
   """Counts of the finite values in `bins` equal bins over [lo, hi]; infinities counted apart."""
   if not (math.isfinite(lo) and math.isfinite(hi)):
-    edges = np.zeros(0)
-    counts = np.zeros(0, np.int64)
-  elif math.isfinite(hi - lo):
-    edges = np.histogram_bin_edges(np.array([lo, hi], np.float64), bins)
+    edges, counts, equal = np.zeros(0), np.zeros(0, np.int64), None
+  else:
+    edges, numpy_bins = _bin_edges(lo, hi, bins)
     counts = np.zeros(bins, np.int64)
-  else:  # float64 results on both sides of +-9e307: NumPy's bins would be infinitely wide
-    t = np.linspace(0.0, 1.0, bins + 1)
-    edges = lo * (1 - t) + hi * t
-    counts = np.zeros(bins, np.int64)
-  # `bins` and `range` give the same edges and counts as the edges themselves, through NumPy's
-  # arithmetic binning of equal bins instead of a sort of every chunk (searchsorted).
-  equal = (bins, (lo, hi)) if math.isfinite(hi - lo) else (edges, None)
+    # `bins` and `range` give NumPy's edges and the counts of the edges themselves, through its
+    # arithmetic binning of equal bins instead of a sort of every chunk (searchsorted).
+    equal = numpy_bins and edges[-1] - edges[0] >= bins * _NARROWEST_BIN
   pos_inf = neg_inf = 0
   for v in chunks():
     v = v.astype(np.float64)
     pos_inf += int(np.sum(v == np.inf))
     neg_inf += int(np.sum(v == -np.inf))
     if counts.size:
-      counts += np.histogram(v[np.isfinite(v)], equal[0], range=equal[1])[0]
+      finite = v[np.isfinite(v)]
+      counts += (np.histogram(finite, bins, range=(lo, hi)) if equal
+                 else np.histogram(finite, edges))[0]
   return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts],
           "pos_inf": pos_inf, "neg_inf": neg_inf}

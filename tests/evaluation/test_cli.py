@@ -416,7 +416,7 @@ def test_compile_cache_folder_chosen_as_documented(tmp_path, monkeypatch):
   cases = [  # (flag, $JAXDIV_COMPILE_CACHE, JAX's folder) -> the folder, or None
       ((None, None, None), default), ((None, None, "J"), "J"), ((None, "E", "J"), "E"),
       (("F", "E", "J"), "F"), (("", "E", "J"), None), ((None, "", "J"), None)]
-  for (flag, env, given), want in cases:
+  for (flag, env, given), want in cases:  # JAX's own folder is used as it is: no update
     if env is None:
       monkeypatch.delenv("JAXDIV_COMPILE_CACHE", raising=False)
     else:
@@ -427,6 +427,8 @@ def test_compile_cache_folder_chosen_as_documented(tmp_path, monkeypatch):
     assert cli._use_compile_cache(fake, flag) == want, (flag, env, given)
     if want is None:
       assert fake.config.updates == {"jax_enable_compilation_cache": False}
+    elif want == fake.config.jax_compilation_cache_dir:
+      assert fake.config.updates == {}
     else:
       assert os.path.isdir(want)
       assert fake.config.updates == {"jax_compilation_cache_dir": want,
@@ -440,6 +442,16 @@ def test_compile_cache_folder_chosen_as_documented(tmp_path, monkeypatch):
   fake = Jax()
   assert cli._use_compile_cache(fake, str(tmp_path / "file" / "sub")) is None
   assert fake.config.updates == {}
+  # "~" is the home folder, a relative folder the same one from anywhere; a relative
+  # $XDG_CACHE_HOME is ignored (the XDG spec), and without a known home there is no default.
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  assert cli._use_compile_cache(Jax(), "~/c") == str(tmp_path / "home" / "c")
+  monkeypatch.chdir(tmp_path)
+  assert cli._use_compile_cache(Jax(), "rel") == str(tmp_path / "rel")
+  monkeypatch.setenv("XDG_CACHE_HOME", "relative")
+  assert cli._use_compile_cache(Jax(), None) == str(tmp_path / "home/.cache/jaxdiv/xla")
+  monkeypatch.setattr(os.path, "expanduser", lambda p: p)  # no home known
+  assert cli._use_compile_cache(Jax(), None) is None
 
 
 def test_memory_budget_sets_the_batch_size(files, run):
