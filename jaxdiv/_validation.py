@@ -173,8 +173,8 @@ def check_real(x, name: str, *, lo=None, hi=None, lo_open=False, hi_open=False,
   if hi is not None:
     bad |= (value >= hi) if hi_open else (value > hi)
   if np.any(bad):
-    lo_b = "(" if lo_open else "["
-    hi_b = ")" if hi_open else "]"
+    lo_b = "(" if lo_open or (lo is None and not allow_inf) else "["
+    hi_b = ")" if hi_open or (hi is None and not allow_inf) else "]"
     domain = f"{lo_b}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{hi_b}"
     raise ValueError(f"`{name}` must lie in {domain}; got {x!r}.")
   return x

@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
   ev.add_argument("--p-key", help="array name inside P (overrides --key)")
   ev.add_argument("--q-key", help="array name inside Q (overrides --key)")
   ev.add_argument("--quantiles", default=_DEFAULT_QUANTILES,
-                  help="comma-separated probabilities for the exact quantiles")
+                  help="comma-separated probabilities for the exact quantiles (empty: none)")
   ev.add_argument("--bins", type=int, default=20, help="histogram bins in the JSON summary")
   ev.add_argument("--compile-cache", metavar="DIR",
                   help="keep the compiled step in DIR (JAX's persistent compilation cache), so"
@@ -193,6 +193,10 @@ def _check_command(args, spec, params):
     raise UsageError(f"--out must name a .npy file; got {args.out!r}")
   if args.batch_size is not None and args.batch_size < 1:
     raise UsageError(f"--batch-size must be positive; got {args.batch_size}")
+  from jaxdiv.evaluation import MAX_BINS
+
+  if not 1 <= args.bins <= MAX_BINS:
+    raise UsageError(f"--bins must lie in [1, {MAX_BINS}]; got {args.bins}")
   cluster = (args.coordinator, args.num_processes, args.process_id)
   if any(x is not None for x in cluster) and None in cluster:
     raise UsageError("--coordinator, --num-processes and --process-id go together (or give"
@@ -285,6 +289,9 @@ def _run_eval(args, interrupts, program: bool = False) -> int:
     batch_size = args.batch_size
 
   names = tuple(paths) + (("Q",) if len(paths) == 1 else ())
+  if names[0] == names[1]:  # P and Q from one file: their counts and messages apart
+    names = tuple(f"{path}[{key}]" if keys[0] != keys[1] else f"{path} ({which})"
+                  for path, key, which in zip(paths, keys, "PQ"))
   written = []  # the files this run committed: removed again if it is interrupted after
   try:
     res = evaluate(

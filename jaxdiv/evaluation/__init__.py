@@ -7,6 +7,7 @@ holds it with the names that go with it.
 from jaxdiv.evaluation._compile import batch_size_for_budget
 from jaxdiv.evaluation._compile import block_rows
 from jaxdiv.evaluation._compile import budget_batch
+from jaxdiv.evaluation._evaluate import MAX_BINS
 from jaxdiv.evaluation._evaluate import EvalResult
 from jaxdiv.evaluation._evaluate import evaluate
 from jaxdiv.evaluation._io import InputError
@@ -27,6 +28,7 @@ __all__ = [
     "AllNaNError",
     "DivergenceSpec",
     "EvalResult",
+    "MAX_BINS",
     "InputError",
     "NonFiniteInputError",
     "NotProbabilitiesError",

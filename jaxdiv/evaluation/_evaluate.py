@@ -104,6 +104,33 @@ def _arguments(divergence, from_logits, batch_size, reductions, nan_policy, prog
   return spec, kwargs, reductions
 
 
+# The most histogram bins: their counts and edges go into the summary (and its JSON).
+MAX_BINS = 1 << 20
+
+
+def _summary_arguments(quantiles, bins, names) -> tuple[tuple[float, ...], int, tuple]:
+  """Checks, before any work, what the summary at the end of the run needs (a bad value there
+  lost the whole run): the quantiles' probabilities in [0, 1] (none: no quantiles), a whole
+  number of bins in [1, MAX_BINS], two different names."""
+  if isinstance(quantiles, (str, bytes)) or np.ndim(quantiles) != 1:
+    raise TypeError(f"quantiles must be a sequence of probabilities; got {quantiles!r}")
+  try:
+    qs = tuple(float(q) for q in quantiles)
+  except (TypeError, ValueError):
+    raise TypeError(f"quantiles must be a sequence of probabilities; got {quantiles!r}"
+                    ) from None
+  if any(not 0 <= q <= 1 for q in qs):  # NaN included
+    raise ValueError(f"quantiles must lie in [0, 1]; got {list(quantiles)}")
+  if isinstance(bins, (bool, np.bool_)) or not isinstance(bins, (int, np.integer)):
+    raise TypeError(f"bins must be a whole number; got {bins!r}")
+  if not 1 <= bins <= MAX_BINS:
+    raise ValueError(f"bins must lie in [1, {MAX_BINS}]; got {bins}")
+  names = tuple(names)
+  if len(names) != 2 or names[0] == names[1]:
+    raise ValueError(f"names must be two different names; got {names!r}")
+  return qs, int(bins), names
+
+
 def _check_out(out, sources, names):
   """Refuses, before any work, an `out` path that cannot be written or that is an input."""
   path = _io.check_destination(out, "out")
@@ -189,8 +216,9 @@ def evaluate(
       histograms then spool them to a temporary file).
     reductions: any of ``"mean"``, ``"sum"``, ``"std"``, ``"min"``, ``"max"``,
       ``"quantiles"``, ``"histogram"``. Counts are always reported.
-    quantiles: the probabilities for ``"quantiles"``.
-    bins: number of equal bins over [min, max] for ``"histogram"`` (infinities counted apart).
+    quantiles: the probabilities for ``"quantiles"``, in [0, 1] (an empty sequence: none).
+    bins: number of equal bins over [min, max] for ``"histogram"`` (infinities counted apart),
+      1 to :data:`MAX_BINS`.
     nan_policy: rows whose inputs hold NaN or infinity: ``"fail"`` (raise
       :class:`NonFiniteInputError` with the count, after the pass; nothing is written),
       ``"skip"`` (NaN in `per_row`, left out of the reductions and counted), or
@@ -198,7 +226,8 @@ def evaluate(
     progress: a tqdm progress bar (True needs tqdm installed); None: only when stderr is a
       terminal and tqdm is installed. Multi-host: process 0 alone draws it.
     prefetch: number of batches read ahead.
-    names: how `p` and `q` are called in error messages.
+    names: how `p` and `q` are called in error messages and in the summary's counts (two
+      different names).
     validate: check that inputs given as probabilities are probabilities: for a named
       divergence without `from_logits`, a row with a negative entry or a sum farther than 0.1
       from 1 (for the ``binary_*`` divergences, an entry outside [0, 1]) raises
@@ -242,6 +271,7 @@ def evaluate(
 
   spec, kwargs, reductions = _arguments(divergence, from_logits, batch_size, reductions,
                                         nan_policy, progress, divergence_kwargs)
+  quantiles, bins, names = _summary_arguments(quantiles, bins, names)
   if max_block_rows is not None and int(max_block_rows) < 1:
     raise ValueError(f"max_block_rows must be positive or None; got {max_block_rows}")
   with _interrupt.handled() as interrupts:

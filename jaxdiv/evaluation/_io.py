@@ -327,14 +327,35 @@ def _discard(tmp: str):
   _TEMPORARY.discard(tmp)
 
 
-def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+def _npy_header_text(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
   d = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
-  text = repr(d).encode("latin1")
-  body = _HEADER_BYTES - 10  # magic (6) + version (2) + length (2)
-  if len(text) + 1 > body:
+  return repr(d).encode("latin1")
+
+
+def npy_header_bytes(dtype, shape: tuple[int, ...]) -> int:
+  """The header size (a multiple of 64, at least `_HEADER_BYTES`) that holds the header of
+  `shape`: reserved when the file is created, so that the final shape fits in it (a results
+  shape of many axes did not fit 256 bytes, and the run failed at its commit)."""
+  need = len(_npy_header_text(np.dtype(dtype), tuple(shape))) + 11
+  return max(_HEADER_BYTES, -(-need // 64) * 64)
+
+
+def _npy_header(dtype: np.dtype, shape: tuple[int, ...], size: int = _HEADER_BYTES) -> bytes:
+  text = _npy_header_text(dtype, shape)
+  body = size - 10  # magic (6) + version (2) + length (2)
+  if len(text) + 1 > body or body > 0xFFFF:
     raise ValueError(f"shape {shape} too long for the .npy header")
   text = text + b" " * (body - len(text) - 1) + b"\n"
   return b"\x93NUMPY\x01\x00" + struct.pack("<H", body) + text
+
+
+def file_dtype(dtype) -> np.dtype:
+  """The dtype a .npy holds for results of `dtype`: the format has no name for bfloat16 or the
+  float8 types (NumPy writes them as raw bytes, '<V2', which `np.load` cannot read as numbers),
+  so those are stored widened to float32, exactly."""
+  dtype = np.dtype(dtype)
+  return np.dtype(np.float32) if np.lib.format.dtype_to_descr(dtype).lstrip("<>|=")[0] == "V" \
+      else dtype
 
 
 class AtomicNpyWriter:
@@ -343,11 +364,14 @@ class AtomicNpyWriter:
   mode the umask gives a new file, and :meth:`abort` (or an exception inside `with`) removes
   it."""
 
-  def __init__(self, path: str | os.PathLike, dtype):
+  def __init__(self, path: str | os.PathLike, dtype, shape: tuple[int, ...] | None = None):
+    """`dtype`: the rows' (stored as :func:`file_dtype`); `shape`: the final shape if known, for
+    the header's size."""
     self.path = os.fspath(path)
-    self.dtype = np.dtype(dtype)
+    self.dtype = file_dtype(dtype)
+    self.header_bytes = npy_header_bytes(self.dtype, (0,) if shape is None else shape)
     self._f, self.tmp = _create_temporary(self.path, binary=True)
-    self._f.write(_npy_header(self.dtype, (0,)))
+    self._f.write(_npy_header(self.dtype, (0,), self.header_bytes))
     self.rows = 0
 
   def write(self, rows: np.ndarray):
@@ -363,7 +387,7 @@ class AtomicNpyWriter:
     if int(np.prod(shape)) != self.rows:
       raise ValueError(f"{self.rows} rows written, cannot be shaped {shape}")
     self._f.seek(0)
-    self._f.write(_npy_header(self.dtype, shape))
+    self._f.write(_npy_header(self.dtype, shape, self.header_bytes))
     self._f.flush()
     os.fsync(self._f.fileno())
     self._f.close()

@@ -35,8 +35,9 @@ class Moments:
     self._buffered = 0
     self.count = 0
     self.total = 0.0
-    self._mean = 0.0
+    self._mean = 0.0  # in units of `_scale`, as `_m2` in units of its square
     self._m2 = 0.0
+    self._scale = 0.0
     self.min = math.inf
     self.max = -math.inf
     self.nan_results = 0
@@ -66,8 +67,22 @@ class Moments:
       self.max = max(self.max, float(np.max(v[~nan])))
     with np.errstate(invalid="ignore", over="ignore"):
       s = float(np.sum(v))
-      mean_c = s / n
-      m2_c = float(np.sum((v - mean_c) ** 2))
+      # The deviations in units of a power of two at least the chunk's largest finite |value|,
+      # and the running mean and M2 in units of the largest such scale so far (`_scale`):
+      # squares of values beyond 1e154 overflowed float64 (a run of equal results of 2.5e159
+      # had a NaN standard deviation, inf * 0). Scaling by a power of two is exact, so in the
+      # normal range the bytes are those of the unscaled sums.
+      finite = v[np.isfinite(v)]
+      top = float(np.max(np.abs(finite))) if finite.size else 0.0
+      scale = math.ldexp(1.0, min(math.frexp(top)[1], 1023)) if top > 0 else 1.0
+      vs = v / scale
+      mean_c = float(np.sum(vs)) / n
+      m2_c = float(np.sum((vs - mean_c) ** 2))
+      if scale > self._scale:
+        r = self._scale / scale
+        self._mean, self._m2, self._scale = self._mean * r, self._m2 * r * r, scale
+      r = scale / self._scale
+      mean_c, m2_c = mean_c * r, m2_c * r * r
       total_n = self.count + n
       delta = mean_c - self._mean
       self._mean += delta * n / total_n
@@ -89,7 +104,7 @@ class Moments:
     """Population standard deviation (ddof=0), as `np.std`."""
     if not self.count:
       return math.nan
-    return math.sqrt(self._m2 / self.count) if self._m2 >= 0 else math.nan
+    return math.sqrt(self._m2 / self.count) * self._scale if self._m2 >= 0 else math.nan
 
 
 # ------------------------------------------------------------------------------ quantiles ----
@@ -162,7 +177,7 @@ def quantiles(chunks: Callable[[], Iterable[np.ndarray]], n: int, qs,
   Equal to `np.quantile(values.astype(np.float64), qs)` on finite values; with infinities, a
   quantile that falls exactly on an infinite order statistic is that infinity (not NaN).
   """
-  if n == 0:
+  if n == 0 or not qs:
     return {float(q): math.nan for q in qs}
   pos = {float(q): (n - 1) * float(q) for q in qs}
   ranks = set()

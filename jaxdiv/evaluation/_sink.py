@@ -26,13 +26,19 @@ class Sink:
     self._array = None
     self._user = None
     self._path = None
+    final = tuple(batch_shape) if rows is not None else None
     if isinstance(out, (str, os.PathLike)) and writer:
       self._path = os.fspath(out)
-      self._writer = _io.AtomicNpyWriter(out, dtype)
+      self._writer = _io.AtomicNpyWriter(out, dtype, final)
     elif isinstance(out, np.ndarray):
       if rows is not None and out.size != rows:
         raise ValueError(f"out has shape {out.shape}; the per-row results have shape"
                          f" {tuple(batch_shape)}")
+      if not np.can_cast(self.dtype, out.dtype, "safe"):
+        # The summary's quantiles and histogram read the results back from `out`: in a
+        # narrower dtype they were those of other values than the moments'.
+        raise TypeError(f"out has dtype {out.dtype}, which cannot hold the per-row results"
+                        f" ({self.dtype}) exactly; pass an array of dtype {self.dtype} or wider")
       try:
         self._array = np.reshape(out, (-1,), copy=False)
       except ValueError:
@@ -46,7 +52,7 @@ class Sink:
       self._chunks = None
     else:  # out=False, or a path on a process that does not write: spool to a temp file
       self._writer = _io.AtomicNpyWriter(
-          os.path.join(tempfile.gettempdir(), f"jaxdiv-spool-{os.getpid()}.npy"), dtype)
+          os.path.join(tempfile.gettempdir(), f"jaxdiv-spool-{os.getpid()}.npy"), dtype, final)
 
   def write(self, values: np.ndarray):
     if self._writer is not None:
@@ -63,8 +69,8 @@ class Sink:
       self._writer.flush()
       if self.pos == 0:
         return
-      mm = np.memmap(self._writer.tmp, self.dtype, "r", offset=_io._HEADER_BYTES,
-                     shape=(self.pos,))
+      mm = np.memmap(self._writer.tmp, self._writer.dtype, "r",
+                     offset=self._writer.header_bytes, shape=(self.pos,))
       release = _io.PageReleaser(mm)
       for i in range(0, self.pos, _reduce.CHUNK):
         view = mm[i:i + _reduce.CHUNK]

@@ -47,7 +47,12 @@ def check_float(dtype, name: str):
 
 
 def device_dtype(dtype: np.dtype) -> np.dtype:
-  # float64 becomes float32 when jax_enable_x64 is off: convert on the host, without a warning.
+  """The dtype an input is computed in: its own, except float64 without jax_enable_x64
+  (float32, converted on the host without a warning) and the float8 types, which are storage
+  formats the divergences do not compute in (their arithmetic with a float32 constant raised
+  at trace time): float32, exactly."""
+  if np.dtype(dtype).name.startswith("float8"):
+    return np.dtype(np.float32)
   return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
 
 

@@ -57,7 +57,7 @@ class Tally:
       raise NonFiniteInputError(f'{head}; nan_policy="skip" leaves them out',
                                 f"{head}; --nan skip leaves them out")
     self.validator.end(self.moments, self.done,
-                       self.bad_total if self.nan_policy == "skip" else 0)
+                       self.bad_total if self.nan_policy == "skip" else 0, self.bad_total)
 
   def summary(self, name, names, reductions, qs, bins, dtype) -> dict[str, Any]:
     return summarize(name, self.moments, self.sink, self.done, self.bad_total,

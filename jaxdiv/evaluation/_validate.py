@@ -69,11 +69,14 @@ class Validator:
           f"{head}; if the inputs are logits, pass --from-logits (--no-validate evaluates them"
           " as they are)")
 
-  def end(self, moments: _reduce.Moments, rows: int, skipped: int):
-    """Raises AllNaNError when no row gave a number."""
+  def end(self, moments: _reduce.Moments, rows: int, skipped: int, nonfinite: int = 0):
+    """Raises AllNaNError when no row gave a number (`skipped` rows left out, `nonfinite` rows
+    of NaN or inf inputs in all)."""
     if not self.validate or rows == 0 or moments.count > moments.nan_results:
       return
-    why = f"{skipped} skipped for NaN or inf inputs" if skipped else "none of the inputs is NaN"
+    why = (f"{skipped} skipped for NaN or inf inputs" if skipped else
+           f"{nonfinite} of them from rows with NaN or inf inputs" if nonfinite else
+           "no input row holds NaN or inf")
     raise AllNaNError(f"every one of the {rows} results is NaN ({why}); nothing was written"
                       " (validate=False accepts such a run)",
                       f"every one of the {rows} results is NaN ({why}); nothing was written"

@@ -178,6 +178,29 @@ def test_nan_messages_name_flags_and_json_holds_null(files, run, tmp_path):
   assert s["mean"] is None and s["min"] is None and s["nan_rows"] == 300, s
 
 
+def test_p_and_q_from_one_file_and_summary_options(files, run, tmp_path):
+  """P and Q read from one file (two keys) keep their own bad-row counts (they were one dict
+  entry, P's lost); options the summary needs are checked before the run; no quantiles asked,
+  none reported."""
+  d, p, q = files
+  np.savez(tmp_path / "pq.npz", p=np.load(d / "bad.npy"), q=q)
+  proc = run("eval", tmp_path / "pq.npz", tmp_path / "pq.npz", "--p-key", "p", "--q-key", "q",
+             "-d", "kl_divergence", "--from-logits", "--nan", "skip", "--quantiles", "",
+             "--summary", tmp_path / "s.json")
+  assert proc.returncode == 0, proc.stderr
+  s = json.loads((tmp_path / "s.json").read_text())["summary"]
+  path = str(tmp_path / "pq.npz")
+  assert s["nonfinite_input_rows"] == {f"{path}[p]": 4, f"{path}[q]": 0}, s
+  assert s["quantiles"] == {} and "non-finite input rows" in proc.stdout
+  for bins in ("0", "-1", str(2**21)):
+    line = _error_line(run("eval", d / "p.npy", d / "q.npy", "-d", "kl_divergence",
+                           "--from-logits", "--bins", bins), code=2)
+    assert "--bins must lie in [1, 1048576]" in line, line
+  line = _error_line(run("eval", d / "p.npy", d / "q.npy", "-d", "kl_divergence",
+                         "--from-logits", "--base", "inf"), code=1)
+  assert "(0, inf)" in line, line
+
+
 # ------------------------------------------------------------------ files the user gives ----
 
 def test_outputs_never_overwrite_inputs(files, run, tmp_path):

@@ -537,6 +537,96 @@ def test_a_run_whose_every_result_is_nan_raises():
   assert np.isnan(evaluate(nan_divergence, p, validate=False).per_row).all()
 
 
+def test_summary_arguments_are_checked_before_any_work():
+  """What the summary at the end of a run needs is checked on entry: a bad value failed the
+  run there, its work lost."""
+  p, q = _probs((50, 4), 38), _probs((50, 4), 39)
+  calls = []
+
+  def kl(p, q, *, axis):
+    calls.append(1)
+    return jaxdiv.kl_divergence(p, q, axis=axis)
+
+  bad = [(dict(quantiles=(1.5,)), ValueError, r"quantiles must lie in \[0, 1\]"),
+         (dict(quantiles=(math.nan,)), ValueError, "quantiles must lie"),
+         (dict(quantiles=(-0.5,)), ValueError, "quantiles must lie"),
+         (dict(quantiles="0.5"), TypeError, "sequence of probabilities"),
+         (dict(quantiles=0.5), TypeError, "sequence of probabilities"),
+         (dict(quantiles=("a",)), TypeError, "sequence of probabilities"),
+         (dict(bins=0), ValueError, r"bins must lie in \[1, 1048576\]"),
+         (dict(bins=-1), ValueError, "bins must lie"), (dict(bins=10**12), ValueError, "bins"),
+         (dict(bins=2.5), TypeError, "bins must be a whole number"),
+         (dict(bins=True), TypeError, "whole number"),
+         (dict(names=("x", "x")), ValueError, "two different names")]
+  for kw, error, match in bad:
+    with pytest.raises(error, match=match):
+      evaluate(kl, p, q, reductions=ALL, **kw)
+  assert not calls  # not even traced
+  # An `out` array too narrow for the results (known once the divergence is traced) is
+  # refused before the first batch: in it the quantiles and histogram were those of rounded
+  # values beside the moments of the exact ones.
+  for out, match in [(np.zeros(50, np.float16), "out has dtype float16"),
+                     (np.zeros(50, np.int32), "cannot hold the per-row results")]:
+    with pytest.raises(TypeError, match=match):
+      evaluate(kl, p, q, reductions=ALL, out=out)
+    assert not out.any()
+  # No quantiles asked: none reported; a wider `out` holds the results exactly.
+  res = evaluate(kl, p, q, reductions=ALL, quantiles=(), out=np.zeros(50, np.float64))
+  assert res.summary["quantiles"] == {}
+  np.testing.assert_array_equal(res.per_row, evaluate(kl, p, q).per_row)
+
+
+def test_std_of_results_beyond_the_square_root_of_the_float64_range():
+  """Squares of results beyond 1e154 overflowed: equal results of 2.5e159 had a NaN standard
+  deviation, spread ones an infinite one."""
+  cases = [np.full(100, 2.5e159), np.array([1e160, 3e160, -2e160]),
+           np.array([1.5e308, -1.5e308, 0.0]),
+           np.concatenate([np.full(70000, 1e200), np.full(70000, 3e200)]),
+           np.random.default_rng(40).normal(size=1000) * 1e-300]
+  for v in cases:
+    m = _reduce.Moments()
+    for part in np.array_split(v, 3):
+      m.add(part)
+    m.finish()
+    scale = np.max(np.abs(v))
+    want = np.std(v / scale) * scale  # float64, scaled by hand
+    np.testing.assert_allclose(m.std, want, rtol=1e-12, atol=1e-15 * scale)
+
+
+def test_many_axes_bfloat16_and_float8_results_are_written_and_read(tmp_path):
+  """A results shape of many axes (its .npy header longer than 256 bytes) failed the commit;
+  bfloat16 results were written as raw bytes ('<V2', unreadable as numbers): they are stored
+  as float32, exactly; float8 inputs are computed in float32."""
+  import ml_dtypes
+
+  p = _probs((6, 3), 41).reshape((2, 3) + (1,) * 56 + (3,))
+  res = evaluate("entropy", p, out=tmp_path / "many.npy")
+  assert res.per_row.shape == p.shape[:-1]
+  np.testing.assert_array_equal(np.load(res.per_row.filename), evaluate("entropy", p).per_row)
+  b = _probs((40, 5), 42).astype(ml_dtypes.bfloat16)
+  path = tmp_path / "bf16.npy"
+  res = evaluate("entropy", b, out=path, reductions=ALL)
+  stored = np.load(path)
+  assert stored.dtype == np.float32
+  want = evaluate("entropy", b).per_row
+  assert want.dtype == ml_dtypes.bfloat16
+  np.testing.assert_array_equal(stored, want.astype(np.float32))
+  f8 = _probs((40, 5), 43).astype(ml_dtypes.float8_e4m3fn)
+  got = evaluate("entropy", f8, validate=False).per_row
+  assert got.dtype == np.float32
+  np.testing.assert_array_equal(got, evaluate("entropy", f8.astype(np.float32),
+                                              validate=False).per_row)
+
+
+def test_all_nan_message_says_where_the_nan_came_from():
+  p = _probs((20, 4), 44)
+  p[:] = np.nan
+  with pytest.raises(AllNaNError, match="20 of them from rows with NaN or inf inputs"):
+    evaluate("entropy", p, nan_policy="propagate")
+  with pytest.raises(AllNaNError, match="20 skipped for NaN or inf inputs"):
+    evaluate("entropy", p, nan_policy="skip")
+
+
 def test_library_messages_name_arguments_not_flags(monkeypatch):
   p, q = _with_bad_rows()
   with pytest.raises(NonFiniteInputError) as e:
