@@ -263,6 +263,7 @@ def _run_eval(args, interrupts, program: bool = False) -> int:
   import numpy as np
 
   from jaxdiv.evaluation import budget_batch
+  from jaxdiv.evaluation import compute_dtype
   from jaxdiv.evaluation import evaluate
 
   interrupts.check()  # a Ctrl-C during the imports (seconds): stop before any work
@@ -278,7 +279,7 @@ def _run_eval(args, interrupts, program: bool = False) -> int:
   shape = arrays[0].shape
   batch_size, max_block_rows = 1024, None
   if len(shape) and -len(shape) <= args.axis < len(shape):
-    itemsizes = [np.dtype(jax.dtypes.canonicalize_dtype(a.dtype)).itemsize for a in arrays]
+    itemsizes = [compute_dtype(a.dtype).itemsize for a in arrays]  # of the buffers in flight
     # The rows the budget holds, over the devices, also bound the compiled block (4096 rows
     # for n <= 1024 where they fit, the faster block on a CPU; see
     # jaxdiv.evaluation.block_rows), whatever the batch size, so that a row's bits depend on
@@ -290,7 +291,7 @@ def _run_eval(args, interrupts, program: bool = False) -> int:
 
   names = tuple(paths) + (("Q",) if len(paths) == 1 else ())
   if names[0] == names[1]:  # P and Q from one file: their counts and messages apart
-    names = tuple(f"{path}[{key}]" if keys[0] != keys[1] else f"{path} ({which})"
+    names = tuple(f"{path}[{key}]" if key and keys[0] != keys[1] else f"{path} ({which})"
                   for path, key, which in zip(paths, keys, "PQ"))
   written = []  # the files this run committed: removed again if it is interrupted after
   try:

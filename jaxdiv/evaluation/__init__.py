@@ -19,6 +19,7 @@ from jaxdiv.evaluation._io import parse_size
 from jaxdiv.evaluation._io import same_file
 from jaxdiv.evaluation._registry import DIVERGENCES
 from jaxdiv.evaluation._registry import DivergenceSpec
+from jaxdiv.evaluation._sources import device_dtype as compute_dtype
 from jaxdiv.evaluation._validate import AllNaNError
 from jaxdiv.evaluation._validate import NonFiniteInputError
 from jaxdiv.evaluation._validate import NotProbabilitiesError
@@ -37,6 +38,7 @@ __all__ = [
     "block_rows",
     "budget_batch",
     "check_destination",
+    "compute_dtype",
     "evaluate",
     "open_array",
     "overwritten_input",

@@ -27,6 +27,7 @@ and the reductions); `jaxdiv._interrupt` turns Ctrl-C into an event.
 from __future__ import annotations
 
 import math
+import operator
 import os
 import sys
 import time
@@ -108,27 +109,42 @@ def _arguments(divergence, from_logits, batch_size, reductions, nan_policy, prog
 MAX_BINS = 1 << 20
 
 
-def _summary_arguments(quantiles, bins, names) -> tuple[tuple[float, ...], int, tuple]:
+def _summary_arguments(quantiles, bins, names, reductions) -> tuple[tuple, int, tuple]:
   """Checks, before any work, what the summary at the end of the run needs (a bad value there
-  lost the whole run): the quantiles' probabilities in [0, 1] (none: no quantiles), a whole
-  number of bins in [1, MAX_BINS], two different names."""
-  if isinstance(quantiles, (str, bytes)) or np.ndim(quantiles) != 1:
-    raise TypeError(f"quantiles must be a sequence of probabilities; got {quantiles!r}")
-  try:
-    qs = tuple(float(q) for q in quantiles)
-  except (TypeError, ValueError):
-    raise TypeError(f"quantiles must be a sequence of probabilities; got {quantiles!r}"
-                    ) from None
-  if any(not 0 <= q <= 1 for q in qs):  # NaN included
-    raise ValueError(f"quantiles must lie in [0, 1]; got {list(quantiles)}")
-  if isinstance(bins, (bool, np.bool_)) or not isinstance(bins, (int, np.integer)):
-    raise TypeError(f"bins must be a whole number; got {bins!r}")
-  if not 1 <= bins <= MAX_BINS:
-    raise ValueError(f"bins must lie in [1, {MAX_BINS}]; got {bins}")
-  names = tuple(names)
+  lost the whole run): the quantiles' probabilities in [0, 1] (none: no quantiles) and a whole
+  number of bins in [1, MAX_BINS] where those reductions are asked for, two different names."""
+  qs = ()
+  if "quantiles" in reductions:
+    def bad():
+      return TypeError(f"quantiles must be an iterable of probabilities; got {quantiles!r}")
+
+    if isinstance(quantiles, (str, bytes)):
+      raise bad()
+    try:
+      items = tuple(quantiles)
+    except TypeError:
+      raise bad() from None
+    if any(isinstance(q, (str, bytes, bool, np.bool_)) for q in items):
+      raise bad()
+    try:
+      qs = tuple(float(q) for q in items)
+    except (TypeError, ValueError):
+      raise bad() from None
+    if any(not 0 <= q <= 1 for q in qs):  # NaN included
+      raise ValueError(f"quantiles must lie in [0, 1]; got {list(items)}")
+  if "histogram" in reductions:
+    if isinstance(bins, (bool, np.bool_)):
+      raise TypeError(f"bins must be a whole number; got {bins!r}")
+    try:
+      bins = operator.index(bins)
+    except TypeError:
+      raise TypeError(f"bins must be a whole number; got {bins!r}") from None
+    if not 1 <= bins <= MAX_BINS:
+      raise ValueError(f"bins must lie in [1, {MAX_BINS}]; got {bins}")
+  names = tuple(str(n) for n in names)
   if len(names) != 2 or names[0] == names[1]:
     raise ValueError(f"names must be two different names; got {names!r}")
-  return qs, int(bins), names
+  return qs, bins, names
 
 
 def _check_out(out, sources, names):
@@ -271,7 +287,7 @@ def evaluate(
 
   spec, kwargs, reductions = _arguments(divergence, from_logits, batch_size, reductions,
                                         nan_policy, progress, divergence_kwargs)
-  quantiles, bins, names = _summary_arguments(quantiles, bins, names)
+  quantiles, bins, names = _summary_arguments(quantiles, bins, names, reductions)
   if max_block_rows is not None and int(max_block_rows) < 1:
     raise ValueError(f"max_block_rows must be positive or None; got {max_block_rows}")
   with _interrupt.handled() as interrupts:
@@ -402,7 +418,9 @@ def _run(spec, kwargs, p, q, *, batch_size, axis, from_logits, mesh, out, reduct
     if bar is not None:
       bar.close()
   seconds = time.perf_counter() - started
-  in_bytes = tally.done * ins.n * sum(d.itemsize for d in ins.dtypes)
+  # The bytes of the inputs as stored (float64 computed in float32, float8 in float32).
+  stored = [src.dtype for src in ins.sources] if ins.sources is not None else ins.dtypes
+  in_bytes = tally.done * ins.n * sum(np.dtype(d).itemsize for d in stored)
   timing = {"seconds": seconds, "rows": tally.done,
             "rows_per_second": tally.done / seconds if seconds else math.inf,
             "bytes_read": in_bytes, "bytes_per_second": in_bytes / seconds if seconds

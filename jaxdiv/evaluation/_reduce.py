@@ -74,11 +74,15 @@ class Moments:
       # normal range the bytes are those of the unscaled sums.
       finite = v[np.isfinite(v)]
       top = float(np.max(np.abs(finite))) if finite.size else 0.0
-      scale = math.ldexp(1.0, min(math.frexp(top)[1], 1023)) if top > 0 else 1.0
+      if top > 0:
+        scale = math.ldexp(1.0, min(math.frexp(top)[1], 1023))
+      else:  # zeros (or no finite value): any unit; a new one would drop tiny ones before
+        scale = self._scale or 1.0
       vs = v / scale
       mean_c = float(np.sum(vs)) / n
       m2_c = float(np.sum((vs - mean_c) ** 2))
-      if scale > self._scale:
+      if scale > self._scale or (self._mean == 0 and self._m2 == 0):
+        # A larger unit (or any, while everything so far is 0, exactly so in any unit).
         r = self._scale / scale
         self._mean, self._m2, self._scale = self._mean * r, self._m2 * r * r, scale
       r = scale / self._scale

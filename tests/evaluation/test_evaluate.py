@@ -550,9 +550,11 @@ def test_summary_arguments_are_checked_before_any_work():
   bad = [(dict(quantiles=(1.5,)), ValueError, r"quantiles must lie in \[0, 1\]"),
          (dict(quantiles=(math.nan,)), ValueError, "quantiles must lie"),
          (dict(quantiles=(-0.5,)), ValueError, "quantiles must lie"),
-         (dict(quantiles="0.5"), TypeError, "sequence of probabilities"),
-         (dict(quantiles=0.5), TypeError, "sequence of probabilities"),
-         (dict(quantiles=("a",)), TypeError, "sequence of probabilities"),
+         (dict(quantiles="0.5"), TypeError, "iterable of probabilities"),
+         (dict(quantiles=0.5), TypeError, "iterable of probabilities"),
+         (dict(quantiles=("a",)), TypeError, "iterable of probabilities"),
+         (dict(quantiles=["0.5"]), TypeError, "iterable"),
+         (dict(quantiles=[True]), TypeError, "iterable"),
          (dict(bins=0), ValueError, r"bins must lie in \[1, 1048576\]"),
          (dict(bins=-1), ValueError, "bins must lie"), (dict(bins=10**12), ValueError, "bins"),
          (dict(bins=2.5), TypeError, "bins must be a whole number"),
@@ -574,15 +576,27 @@ def test_summary_arguments_are_checked_before_any_work():
   res = evaluate(kl, p, q, reductions=ALL, quantiles=(), out=np.zeros(50, np.float64))
   assert res.summary["quantiles"] == {}
   np.testing.assert_array_equal(res.per_row, evaluate(kl, p, q).per_row)
+  # Any iterable of probabilities and any whole number of bins, as before; neither checked
+  # where its reduction is not asked for.
+  want = evaluate(kl, p, q, reductions=ALL, quantiles=(0.1, 0.5), bins=5).summary
+  for qs, bins in [({0.5, 0.1}, np.array(5)), ((x for x in (0.1, 0.5)), jnp.int32(5)),
+                   (np.array([0.1, 0.5]), np.int64(5))]:
+    assert evaluate(kl, p, q, reductions=ALL, quantiles=qs, bins=bins).summary == want
+  evaluate(kl, p, q, reductions=("mean",), quantiles=(2.0,), bins=0)
 
 
 def test_std_of_results_beyond_the_square_root_of_the_float64_range():
   """Squares of results beyond 1e154 overflowed: equal results of 2.5e159 had a NaN standard
   deviation, spread ones an infinite one."""
+  tiny = np.random.default_rng(40).normal(size=_reduce.CHUNK) * 1e-200
+  zeros = np.zeros(_reduce.CHUNK)
   cases = [np.full(100, 2.5e159), np.array([1e160, 3e160, -2e160]),
            np.array([1.5e308, -1.5e308, 0.0]),
            np.concatenate([np.full(70000, 1e200), np.full(70000, 3e200)]),
-           np.random.default_rng(40).normal(size=1000) * 1e-300]
+           tiny[:1000] * 1e-100,
+           # a chunk of zeros (KL exactly 0 on every row) before or after tiny results
+           np.concatenate([tiny, zeros]), np.concatenate([zeros, tiny]),
+           np.concatenate([tiny, [0.0]])]
   for v in cases:
     m = _reduce.Moments()
     for part in np.array_split(v, 3):
@@ -590,6 +604,7 @@ def test_std_of_results_beyond_the_square_root_of_the_float64_range():
     m.finish()
     scale = np.max(np.abs(v))
     want = np.std(v / scale) * scale  # float64, scaled by hand
+    assert want > 0 or np.all(v == v[0])
     np.testing.assert_allclose(m.std, want, rtol=1e-12, atol=1e-15 * scale)
 
 
@@ -612,8 +627,10 @@ def test_many_axes_bfloat16_and_float8_results_are_written_and_read(tmp_path):
   assert want.dtype == ml_dtypes.bfloat16
   np.testing.assert_array_equal(stored, want.astype(np.float32))
   f8 = _probs((40, 5), 43).astype(ml_dtypes.float8_e4m3fn)
-  got = evaluate("entropy", f8, validate=False).per_row
-  assert got.dtype == np.float32
+  res = evaluate("entropy", f8, validate=False)
+  got = res.per_row
+  assert got.dtype == np.float32 and res.timing["bytes_read"] == 40 * 5  # as stored
+  assert jaxdiv.evaluation.compute_dtype(f8.dtype) == np.float32
   np.testing.assert_array_equal(got, evaluate("entropy", f8.astype(np.float32),
                                               validate=False).per_row)
 
