@@ -301,7 +301,10 @@ def softmax_cross_entropy_with_integer_labels(
 
   Edge cases: an example whose classes are all masked by ``where`` gives 0; one whose logits are
   all ``-inf`` gives ``+inf`` with a zero gradient (optax: NaN). A label outside
-  ``[0, num_classes)`` that is not ``ignore_index`` is invalid data and gives NaN, as in optax.
+  ``[0, num_classes)`` that is not ``ignore_index`` is invalid data and gives NaN with a zero
+  gradient; optax gives NaN too from ``num_classes`` up and below ``-num_classes``, but counts a
+  label in ``[-num_classes, 0)`` from the end (NumPy's negative indexing: -1 is the last class),
+  which jaxdiv does not, so that a padding label such as -1 is never read as a class.
 
   Args:
     logits: unnormalised log-probabilities, shape ``[..., num_classes]``.

@@ -92,10 +92,15 @@ def test_ignored_labels_have_zero_loss_and_gradient(ignore_index):
 
 def test_out_of_range_label_without_ignore_index_is_nan():
   logits, labels, _ = _inputs()
-  labels = labels.copy()
-  labels[0, 0] = -100
-  out = jl.softmax_cross_entropy_with_integer_labels(logits, labels)
-  assert np.isnan(out[0, 0]) and np.all(np.isfinite(out.ravel()[1:]))
+  c = logits.shape[-1]
+  for bad in (-100, -1, -c, c):  # optax counts -1 .. -c from the end; jaxdiv never does
+    labels_bad = labels.copy()
+    labels_bad[0, 0] = bad
+    out = jl.softmax_cross_entropy_with_integer_labels(logits, labels_bad)
+    assert np.isnan(out[0, 0]) and np.all(np.isfinite(out.ravel()[1:])), bad
+    grad = jax.grad(lambda x, y=labels_bad: jnp.nansum(
+        jl.softmax_cross_entropy_with_integer_labels(x, y)))(logits)
+    assert np.all(np.isfinite(grad)) and not np.any(grad[0, 0]), bad
 
 
 def test_mask_equals_slice_with_options():
