@@ -366,8 +366,9 @@ def _use_compile_cache(jax, flag: str | None) -> str | None:
   if flag == "":
     jax.config.update("jax_enable_compilation_cache", False)
     return None
-  if flag is None and _jax_cache_dir(jax) is not None:
-    return _jax_cache_dir(jax)
+  given = _jax_cache_dir(jax)
+  if flag is None and given is not None:
+    return given
   path = flag or _default_compile_cache()
   if path is None:
     return None

@@ -354,8 +354,9 @@ def file_dtype(dtype) -> np.dtype:
   float8 types (NumPy writes them as raw bytes, '<V2', which `np.load` cannot read as numbers),
   so those are stored widened to float32, exactly."""
   dtype = np.dtype(dtype)
-  return np.dtype(np.float32) if np.lib.format.dtype_to_descr(dtype).lstrip("<>|=")[0] == "V" \
-      else dtype
+  if np.lib.format.dtype_to_descr(dtype).lstrip("<>|=").startswith("V"):
+    return np.dtype(np.float32)
+  return dtype
 
 
 class AtomicNpyWriter:
