@@ -73,6 +73,14 @@ def _prepare_dense(logits, labels, axis, where):
   if not shape:
     raise ValueError("`logits` must have at least one (class) dimension; got a scalar.")
   ax = _common.axes(axis, len(shape))
+  full = (1,) * (len(shape) - logits.ndim) + logits.shape
+  for a in ax:
+    if full[a] != shape[a]:
+      raise ValueError(
+          f"`logits` would be broadcast along class axis {a - len(shape)} (size {full[a]}) to"
+          f" the labels' {shape[a]} classes: shapes {logits.shape} and {labels.shape}. A softmax"
+          " over copies of one logit means nothing (optax takes it over the one entry); give"
+          " the logits every class.")
   result_dtype, acc = _validation.compute_dtype(logits, labels)
   x = jnp.broadcast_to(logits, shape).astype(acc)
   y = jnp.broadcast_to(labels, shape).astype(acc)
@@ -173,7 +181,8 @@ def softmax_cross_entropy(
 
   Args:
     logits: unnormalised log-probabilities, shape ``[..., num_classes]``.
-    labels: target probabilities (e.g. one-hot), broadcastable with ``logits``.
+    labels: target probabilities (e.g. one-hot), broadcastable with ``logits``; the logits
+      have every class (a softmax over copies of a broadcast logit is refused).
     axis: the class axis or axes (optax's convention; ``None``: every axis).
     where: mask of the classes to include, the logits' shape, or per example (the batch shape,
       expanded over ``axis`` as optax does). Masked classes leave the softmax.
@@ -464,7 +473,9 @@ def sigmoid_focal_loss(
 
   Args:
     logits: log-odds, any shape.
-    labels: targets in ``[0, 1]``, broadcastable to ``logits``.
+    labels: targets in ``[0, 1]``, broadcastable to ``logits``. Outside it the formula is
+      computed where :math:`1 - p_t \ge 0` and is NaN where :math:`1 - p_t < 0` (optax: NaN
+      or a power of a negative number); :func:`jaxdiv.checks.checked` reports such labels.
     alpha: weight of the positive class in ``(0, 1)``, or ``None``.
     gamma: focusing exponent :math:`\gamma \ge 0`.
 
@@ -507,7 +518,10 @@ def sigmoid_focal_loss(
 
   s = _scaled(1 - y, exp_or_inf(log_p - m)) + _scaled(y, exp_or_inf(log_not_p - m))
   pos = s > 0
-  log_one_minus_pt = jnp.where(pos, jnp.log(jnp.where(pos, s, 1)) + m, -jnp.inf)
+  # A label outside [0, 1] can make 1 - p_t negative: its power is NaN, not (as -inf would
+  # make it) a silent 0 (for gamma = 0 the power is 1, as mul_log(0, nan) = 0 keeps it).
+  log_one_minus_pt = jnp.where(pos, jnp.log(jnp.where(pos, s, 1)) + m,
+                               jnp.where(s < 0, jnp.nan, -jnp.inf))
   gamma = jnp.asarray(gamma, acc)
   focal = jnp.exp(_numerics.mul_log(gamma, log_one_minus_pt))
   loss = _scaled(focal, ce)

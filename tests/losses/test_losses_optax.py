@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import re
 import warnings
 from collections.abc import Callable
 
@@ -238,6 +239,21 @@ def test_focal_against_float64_reference():
   want = alpha_t * one_minus_pt**1.5 * ce
   np.testing.assert_allclose(jl.sigmoid_focal_loss(x, y, alpha=0.25, gamma=1.5), want,
                              rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("gamma", [1.5, 0.0])
+def test_focal_labels_outside_the_unit_interval_follow_the_formula(gamma):
+  # Where 1 - p_t < 0 the power is NaN (NumPy's too, for gamma = 1.5); it was a silent -0.0.
+  x = np.array([-3.0, -0.5, 0.0, 0.5, 1.0, 3.0, 12.0])
+  for label in (2.0, -1.0, 1.5):
+    y = np.full_like(x, label)
+    p = 1 / (1 + np.exp(-x))
+    ce = y * np.logaddexp(0, -x) + (1 - y) * np.logaddexp(0, x)
+    with np.errstate(invalid="ignore"):
+      want = ((1 - y) * p + y * (1 - p)) ** gamma * ce
+    assert np.isnan(want).any() == (gamma > 0)
+    got = jl.sigmoid_focal_loss(x.astype(np.float32), y.astype(np.float32), gamma=gamma)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
 
 
 def test_focal_label_gradient_at_hard_labels(x64):
@@ -476,6 +492,32 @@ def test_bad_shapes_and_options():
     jl.sigmoid_focal_loss(x, x, gamma=-1.0)
   with pytest.raises(ValueError, match="alpha"):
     jl.sigmoid_focal_loss(x, x, alpha=2.0)
+
+
+@pytest.mark.parametrize("fn, shapes, axis", [
+    (jl.softmax_cross_entropy, ((3, 1), (3, 4)), -1),  # one logit a row against 4 classes
+    (jl.safe_softmax_cross_entropy, ((3, 1), (3, 4)), None),
+    (jl.poly_loss_cross_entropy, ((3, 1), (3, 4)), -1),
+    (jl.softmax_cross_entropy, ((1, 4), (3, 4)), 0),  # the class axis is the first
+    (jl.softmax_cross_entropy, ((4,), (3, 4)), None),  # every axis; the logits lack one
+    (jl.poly_loss_cross_entropy, ((1, 1, 4), (2, 1, 4)), (0, 2)),
+])
+def test_logits_broadcast_along_a_class_axis_are_refused(fn, shapes, axis):
+  # optax takes the softmax over the logits' own entries (a size-1 axis gives 0), a broadcast
+  # first would take it over copies (log C): the two disagree, so neither is computed.
+  logits, labels = (np.full(s, 0.25, np.float32) for s in shapes)
+  kwargs = {} if fn is jl.safe_softmax_cross_entropy else {"axis": axis}
+  with pytest.raises(ValueError, match=r"`logits` would be broadcast along class axis .*"
+                     + re.escape(f"{shapes[0]} and {shapes[1]}")):
+    fn(logits, labels, **kwargs)
+
+
+def test_labels_broadcast_along_the_class_axis_match_optax():
+  # The other way round is optax's too: its log-softmax has every class, the labels broadcast.
+  logits = np.random.default_rng(3).normal(size=(3, 4)).astype(np.float32)
+  labels = np.full((3, 1), 0.25, np.float32)
+  np.testing.assert_allclose(jl.softmax_cross_entropy(logits, labels),
+                             optax.losses.softmax_cross_entropy(logits, labels), rtol=1e-6)
 
 
 def test_convex_kl_divergence_warns_like_optax():
