@@ -338,7 +338,7 @@ def test_vocab_parallel_fused_linear_cross_entropy_2d_mesh(implementation):
 @needs_8
 def test_row_blocks_inside_shard_map_and_on_explicit_shardings():
   """The row blocks of the guarded paths (`_fallback.row_blocks`: the fallback of a fast path
-  over more than 2**20 entries, the guarded forward over more than 2**18) inside `shard_map`
+  over more than 2**19 entries, the guarded forward over more than 2**18) inside `shard_map`
   (their loop's carry has the inputs' varying axes) and on arrays whose type carries an
   explicit sharding (computed whole there). 260 x 4096 entries a device; before this both
   raised (a carry type mismatch under shard_map, a sharding mismatch on explicit arrays)."""

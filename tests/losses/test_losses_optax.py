@@ -543,7 +543,7 @@ def test_kl_losses_reverse_over_reverse_hessian_finite_at_zero_targets(x64):
 
 @pytest.mark.parametrize("name", ["kl_divergence_with_log_targets", "softmax_cross_entropy"])
 def test_large_batch_fallback_over_row_blocks_equals_the_guarded_path(x64, name):
-  """More than 2**20 entries: the losses' guarded fallback runs block by block
+  """More than 2**19 entries: the losses' guarded fallback runs block by block
   (`_fallback.row_blocks`, whose `cond` branch XLA would otherwise hold whole on every call).
   300 rows of 4096, rows needing the guard in the first and the overlapping last block;
   values and gradients equal the guarded path's (a `where` of all True forces it)."""
