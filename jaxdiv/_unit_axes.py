@@ -44,7 +44,8 @@ def _without(shape, axes) -> tuple:
 
 
 def _plan(arguments: dict, dists: Sequence[str], params: Sequence[str], where: str,
-          axis: str, where_by_rank: bool, keep: Sequence[str], leading: Callable | None):
+          axis: str, where_by_rank: bool, keep: Sequence[str],
+          leading: bool | Callable[[dict], bool]):
   """`(unit, ax, nd, per_row_mask)`: the size-1 batch axes of the inputs' broadcast shape, the
   distribution axis, the broadcast rank and whether the mask is one value a row; None where
   nothing is dropped (fewer than three axes, no such axis, an argument that is not an array of
@@ -68,7 +69,7 @@ def _plan(arguments: dict, dists: Sequence[str], params: Sequence[str], where: s
   if any(len(s) > nd or _padded(s, nd)[ax] != shape[ax] for s in shapes):
     return None
   unit = tuple(i for i in range(nd) if i != ax and shape[i] == 1)
-  if leading is not None and leading(arguments):
+  if leading(arguments) if callable(leading) else leading:
     unit = tuple(i for i in unit if all(shape[j] == 1 for j in range(i) if j != ax))
   if not unit or any(_sharding.explicitly_sharded(x) for x in xs):
     return None
@@ -107,7 +108,7 @@ def _fits(x, shape) -> bool:
 def dropped(*, dists: Sequence[str], params: Sequence[str] = (), where: str = "where",
             axis: str = "axis", where_by_rank: bool = False, keep: Sequence[str] = (),
             when: Callable[[dict], bool] | None = None,
-            leading: Callable[[dict], bool] | None = None) -> Callable:
+            leading: bool | Callable[[dict], bool] = False) -> Callable:
   """A row function of arrays of distributions that drops their size-1 batch axes on entry and
   puts them back on its result (see the module's docstring for why).
 
@@ -123,8 +124,8 @@ def dropped(*, dists: Sequence[str], params: Sequence[str] = (), where: str = "w
       passed as they are.
     when: `arguments -> bool`, False where the axes must be kept (a user's function that may
       close over an array of the batch's shape).
-    leading: `arguments -> bool`, True where only the size-1 axes in front of every other batch
-      axis are dropped (`[1, T, V]`, not `[B, 1, V]`): for computations that XLA:CPU runs at
+    leading: True (or `arguments -> bool` True) where only the size-1 axes in front of every other
+      batch axis are dropped (`[1, T, V]`, not `[B, 1, V]`): for computations that XLA:CPU runs at
       the 2-D speed whatever the axes (the one pass of `_fallback.row_reduce` on probabilities),
       whose gradient over `[B, V]` reshaped to `[B, 1, V]` XLA copies once more (1.2-1.4x the
       value+grad time at 2048 x 1 x 8192).

@@ -280,7 +280,7 @@ def _flatten_classes(x, ax):
 # Its gather and log-sum-exp run at the 2-D speed with any batch axes: only leading size-1 axes
 # are dropped (a gradient over [B, V] reshaped to [B, 1, V] is copied once more, 1.2x).
 @_unit_axes.dropped(dists=("logits",), params=("labels",), where_by_rank=True,
-                    keep=("weights",), leading=lambda arguments: True)
+                    keep=("weights",), leading=True)
 def softmax_cross_entropy_with_integer_labels(
     logits: ArrayLike,
     labels: ArrayLike,
