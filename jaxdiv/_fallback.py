@@ -453,8 +453,11 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
       shapes = jax.eval_shape(fn, *(jax.ShapeDtypeStruct(block_shape, x.dtype) for x in xs))
     except Exception:  # pylint: disable=broad-except  # it closes over an array of the batch
       return fn(*xs)
-    want = block_shape if keep_axis else tuple(d for i, d in enumerate(block_shape) if i != ax)
-    if any(o.shape != want for o in jax.tree_util.tree_leaves(shapes)):
+
+    def out_shape(in_shape):  # the results' shape for inputs of that shape
+      return in_shape if keep_axis else tuple(d for i, d in enumerate(in_shape) if i != ax)
+
+    if any(o.shape != out_shape(block_shape) for o in jax.tree_util.tree_leaves(shapes)):
       return fn(*xs)
     rows, chunk = shape[s], block_shape[s]
     steps = -(-rows // chunk)
@@ -483,12 +486,10 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
       ins, put = take(i)
       return jax.tree_util.tree_map(put, out, block(*ins))
 
-    full = shape if keep_axis else tuple(d for i, d in enumerate(shape) if i != ax)
-
     def first(p):
       # The buffer starts from the first block's values, not from zeros alone: inside
       # `shard_map` it then has their varying manual axes, as the loop's carry must.
-      return lax.dynamic_update_slice(jnp.zeros(full, p.dtype), p, (0,) * p.ndim)
+      return lax.dynamic_update_slice(jnp.zeros(out_shape(shape), p.dtype), p, (0,) * p.ndim)
 
     part = block(*(lax.slice(x, (0,) * nd, block_shape) for x in xs))
     return lax.fori_loop(1, math.prod(sizes) * steps, body, jax.tree_util.tree_map(first, part))
