@@ -75,7 +75,7 @@ def _prepare_dense(logits, labels, axis, where):
   ax = _common.axes(axis, len(shape))
   full = (1,) * (len(shape) - logits.ndim) + logits.shape
   for a in ax:
-    if full[a] != shape[a]:
+    if full[a] != shape[a] and shape[a] > 1:  # broadcast to no classes: empty rows, as optax
       raise ValueError(
           f"`logits` would be broadcast along class axis {a - len(shape)} (size {full[a]}) to"
           f" the labels' {shape[a]} classes: shapes {logits.shape} and {labels.shape}. A softmax"
@@ -518,17 +518,18 @@ def sigmoid_focal_loss(
 
   s = _scaled(1 - y, exp_or_inf(log_p - m)) + _scaled(y, exp_or_inf(log_not_p - m))
   pos = s > 0
-  # A label outside [0, 1] can make 1 - p_t negative: its power is NaN, not (as -inf would
-  # make it) a silent 0 (for gamma = 0 the power is 1, as mul_log(0, nan) = 0 keeps it).
-  log_one_minus_pt = jnp.where(pos, jnp.log(jnp.where(pos, s, 1)) + m,
-                               jnp.where(s < 0, jnp.nan, -jnp.inf))
+  log_one_minus_pt = jnp.where(pos, jnp.log(jnp.where(pos, s, 1)) + m, -jnp.inf)
   gamma = jnp.asarray(gamma, acc)
   focal = jnp.exp(_numerics.mul_log(gamma, log_one_minus_pt))
   loss = _scaled(focal, ce)
   if alpha is not None:
     alpha = jnp.asarray(alpha, acc)
     loss = _scaled(alpha * y + (1 - alpha) * (1 - y), loss)
-  return loss.astype(logits.dtype)
+  # A label outside [0, 1] can make 1 - p_t negative, a NaN label makes it NaN: the power is
+  # NaN (for gamma = 0 it is 1), set here so that no NaN enters the computation above (a zero
+  # alpha_t would make its value 0 and its gradient NaN) and none is hidden (-inf gave 0).
+  undefined = jnp.isnan(s) | ((s < 0) & (gamma != 0))
+  return jnp.where(undefined, jnp.nan, loss).astype(logits.dtype)
 
 
 @jax.custom_jvp

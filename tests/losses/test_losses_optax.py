@@ -254,6 +254,14 @@ def test_focal_labels_outside_the_unit_interval_follow_the_formula(gamma):
     assert np.isnan(want).any() == (gamma > 0)
     got = jl.sigmoid_focal_loss(x.astype(np.float32), y.astype(np.float32), gamma=gamma)
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+  # A zero alpha_t (alpha = 0.25, y = 1.5) times the NaN power is NaN, as in IEEE arithmetic
+  # and optax; the gradient where the value is finite stays finite. A NaN label is NaN.
+  y = np.full_like(x, 1.5, dtype=np.float32)
+  f = lambda a: jl.sigmoid_focal_loss(a, y, alpha=0.25, gamma=gamma)
+  value, grad = f(x.astype(np.float32)), jax.grad(lambda a: f(a).sum())(x.astype(np.float32))
+  np.testing.assert_array_equal(np.isnan(value), np.isnan(want) if gamma > 0 else False)
+  assert np.isfinite(np.asarray(grad)[np.isfinite(value)]).all()
+  assert np.isnan(jl.sigmoid_focal_loss(x, np.full_like(x, np.nan), gamma=gamma)).all()
 
 
 def test_focal_label_gradient_at_hard_labels(x64):
@@ -518,6 +526,10 @@ def test_labels_broadcast_along_the_class_axis_match_optax():
   labels = np.full((3, 1), 0.25, np.float32)
   np.testing.assert_allclose(jl.softmax_cross_entropy(logits, labels),
                              optax.losses.softmax_cross_entropy(logits, labels), rtol=1e-6)
+  # Logits broadcast to no classes are empty rows, 0 as in optax, not refused.
+  empty = np.zeros((3, 0), np.float32)
+  np.testing.assert_array_equal(jl.softmax_cross_entropy(logits[:, :1], empty),
+                                optax.losses.softmax_cross_entropy(logits[:, :1], empty))
 
 
 def test_convex_kl_divergence_warns_like_optax():
