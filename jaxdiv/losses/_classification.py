@@ -474,8 +474,9 @@ def sigmoid_focal_loss(
   Args:
     logits: log-odds, any shape.
     labels: targets in ``[0, 1]``, broadcastable to ``logits``. Outside it the formula is
-      computed where :math:`1 - p_t \ge 0` and is NaN where :math:`1 - p_t < 0` (optax: NaN
-      or a power of a negative number); :func:`jaxdiv.checks.checked` reports such labels.
+      computed where :math:`1 - p_t \ge 0` or :math:`\gamma = 0`, and is NaN where
+      :math:`1 - p_t < 0` for :math:`\gamma > 0` (optax: NaN or a power of a negative number);
+      a NaN label gives NaN. :func:`jaxdiv.checks.checked` reports such labels.
     alpha: weight of the positive class in ``(0, 1)``, or ``None``.
     gamma: focusing exponent :math:`\gamma \ge 0`.
 

@@ -259,6 +259,7 @@ def test_focal_labels_outside_the_unit_interval_follow_the_formula(gamma):
   y = np.full_like(x, 1.5, dtype=np.float32)
   f = lambda a: jl.sigmoid_focal_loss(a, y, alpha=0.25, gamma=gamma)
   value, grad = f(x.astype(np.float32)), jax.grad(lambda a: f(a).sum())(x.astype(np.float32))
+  # (`want` is the loop's last, y = 1.5.)
   np.testing.assert_array_equal(np.isnan(value), np.isnan(want) if gamma > 0 else False)
   assert np.isfinite(np.asarray(grad)[np.isfinite(value)]).all()
   assert np.isnan(jl.sigmoid_focal_loss(x, np.full_like(x, np.nan), gamma=gamma)).all()
