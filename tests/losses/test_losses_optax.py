@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import scipy.special
 from _helpers import tiered
 from jax.test_util import check_grads
 
@@ -412,6 +413,35 @@ def test_sigmoid_losses_at_infinite_logits(name):
   np.testing.assert_array_equal(value, [0, 0, np.inf, np.inf])
   g = jax.grad(lambda a: getattr(jl, name)(a, y[:2]).sum())(x[:2])
   np.testing.assert_array_equal(g, 0)
+
+
+def test_sigmoid_cross_entropy_derivatives_against_float64():
+  # float32 logits from 0 to beyond exp's range, hard and soft labels; the float64 closed forms:
+  # d/dx = sigmoid(x) - y, d/dy = -x, d2/dx2 = sigmoid(x) sigmoid(-x), d2/dx dy = -1.
+  base = np.array([0.0, 1e-8, 1e-3, 0.5, 2.0, 9.0, 17.0, 20.0, 40.0, 88.0, 104.0, 1e4])
+  x = np.concatenate([base, -base[1:]]).astype(np.float32)
+  xs, ys = (a.ravel() for a in np.meshgrid(x, np.float32([0.0, 0.3, 0.5, 1.0])))
+  x64, y64 = xs.astype(np.float64), ys.astype(np.float64)
+  s64, sn64 = scipy.special.expit(x64), scipy.special.expit(-x64)
+  f = lambda a, b: jl.sigmoid_binary_cross_entropy(a, b).sum()
+  (gx, gy), (ox, _) = (jax.grad(g, (0, 1))(xs, ys) for g in
+                       (f, lambda a, b: optax.losses.sigmoid_binary_cross_entropy(a, b).sum()))
+  want = np.where(ys == 1, -sn64, s64 - y64)  # sigmoid(x) - 1 = -sigmoid(-x): no cancellation
+  err, optax_err = np.abs(gx - want), np.abs(ox - want)
+  np.testing.assert_array_less(err, 1e-7 + 2e-7 * np.abs(want))
+  assert err.max() <= optax_err.max() and np.median(err) <= np.median(optax_err)
+  np.testing.assert_array_equal(gy, -xs)
+  hxx = jax.vmap(jax.hessian(lambda a, b: jl.sigmoid_binary_cross_entropy(a, b)))(xs, ys)
+  np.testing.assert_allclose(hxx, s64 * sn64, rtol=1e-5, atol=1e-30)
+  hxy = jax.vmap(jax.grad(jax.grad(jl.sigmoid_binary_cross_entropy), 1))(xs, ys)
+  np.testing.assert_allclose(hxy, -1.0, rtol=1e-6)
+  # At an infinite logit: the label's derivative is 0 where the value is (0 * inf = 0) and
+  # infinite where the value is.
+  inf = np.float32([np.inf, NINF, np.inf, NINF])
+  y = np.float32([1.0, 0.0, 0.3, 0.3])
+  value = jl.sigmoid_binary_cross_entropy(inf, y)
+  np.testing.assert_array_equal(value, [0, 0, np.inf, np.inf])
+  np.testing.assert_array_equal(jax.grad(f, 1)(inf, y), [0, 0, NINF, np.inf])
 
 
 def test_focal_gamma_zero_is_cross_entropy():
