@@ -14,6 +14,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from _helpers import tiered
 
@@ -204,6 +205,23 @@ def test_binary_loss_hessian_finite_at_extreme_logits(name, dtype):
     hessian = jax.jacfwd(jax.grad(lambda z: jnp.sum(fn(z))))
     values, hess = jax.jit(lambda z: (fn(z), hessian(z)))(z)
     _check(values, hess, f"{name} ({dtype})", (0, 1))
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0])
+def test_focal_loss_logit_hessian_at_tiny_soft_labels(gamma):
+  """float32 d²/dz² at soft labels down to 1e-38 and logits to -100, against optax's formula
+  differentiated in float64. 1 - p_t is then about 1e-27 (z = -60, y = 1e-30), and log(1 - p_t)
+  differentiated twice through autodiff's ``x**-2`` was NaN for every gamma."""
+  zs = np.float32([-100, -80, -60, -30, -5, 0, 5, 30])
+  z, y = (a.ravel() for a in np.meshgrid(zs, np.float32([1e-38, 1e-30, 1e-10, 0.3])))
+  f = lambda z, y: losses.sigmoid_focal_loss(z, y, gamma=gamma)
+  got = jax.vmap(jax.hessian(f))(z, y)
+  with jax.enable_x64(True):
+    g = lambda z, y: optax.losses.sigmoid_focal_loss(z, y, gamma=gamma)
+    want = jax.vmap(jax.hessian(g))(z.astype(np.float64), y.astype(np.float64))
+  assert np.isfinite(got).all()
+  # float32 rounding: the curvature is at most 1/4; entries below ~1e-8 are rounding.
+  np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-8)
 
 
 @pytest.mark.parametrize("gamma", [0.5, 0.1])
