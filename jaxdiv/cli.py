@@ -24,6 +24,7 @@ import traceback
 
 EXIT_DATA, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE = 1, 2, 130, 141
 _DEFAULT_QUANTILES = "0.01,0.1,0.5,0.9,0.99"
+_DEFAULT_CACHE_SIZE = "1G"
 
 
 class UsageError(Exception):
@@ -114,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
                   " written is skipped)")
   ev.add_argument("--no-compile-cache", dest="compile_cache", action="store_const", const="",
                   help="compile the step without a persistent cache")
+  ev.add_argument("--compile-cache-size", metavar="SIZE", default=_DEFAULT_CACHE_SIZE,
+                  help="keep the compile cache folder (jaxdiv's own, not one given to JAX) under"
+                  " SIZE (512M, 2G), removing the entries used least recently first (default:"
+                  f" {_DEFAULT_CACHE_SIZE}; 0: no bound)")
   ev.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                   help="progress bar, needs tqdm (default: when stderr is a terminal and tqdm is"
                   " installed)")
@@ -232,6 +237,16 @@ def _check_destinations(args, paths):
     check_destination(path, flag)
 
 
+def _size_option(parse_size, text: str, option: str) -> int:
+  try:
+    size = parse_size(text)
+  except ValueError as e:
+    raise UsageError(f"{option}: {e}") from None
+  if size < 0:
+    raise UsageError(f"{option} must not be negative; got {text}")
+  return size
+
+
 def _run_eval(args, interrupts, program: bool = False) -> int:
   from jaxdiv.evaluation import DIVERGENCES
   from jaxdiv.evaluation import atomic_write_text
@@ -244,11 +259,12 @@ def _run_eval(args, interrupts, program: bool = False) -> int:
   spec = DIVERGENCES[args.divergence]
   params = {k: getattr(args, k) for k in ("alpha", "beta", "base") if getattr(args, k) is not None}
   _check_command(args, spec, params)
+  budget = _size_option(parse_size, args.memory_budget, "--memory-budget")
+  cache_bytes = _size_option(parse_size, args.compile_cache_size, "--compile-cache-size")
   try:
-    budget = parse_size(args.memory_budget)
     qs = tuple(float(x) for x in args.quantiles.split(",") if x.strip())
   except ValueError as e:
-    raise UsageError(str(e)) from None
+    raise UsageError(f"--quantiles: {e}") from None
   if any(not 0 <= x <= 1 for x in qs):
     raise UsageError(f"--quantiles must lie in [0, 1]; got {args.quantiles}")
   paths = [args.p] if args.q is None else [args.p, args.q]
@@ -272,7 +288,7 @@ def _run_eval(args, interrupts, program: bool = False) -> int:
   if any(np.dtype(a.dtype) == np.float64 for a in arrays):
     jax.config.update("jax_enable_x64", True)
   if program:  # not from `main(argv)` in a caller's process, whose JAX config is the caller's
-    _use_compile_cache(jax, args.compile_cache)
+    _use_compile_cache(jax, args.compile_cache, cache_bytes)
   if args.distributed or args.coordinator is not None:
     _join_cluster(jax, args.coordinator, args.num_processes, args.process_id)
   lead = jax.process_index() == 0
@@ -342,6 +358,43 @@ def _default_compile_cache() -> str | None:
   return os.path.join(base, "jaxdiv", "xla")
 
 
+# JAX's entries in a persistent cache folder: `<key>-cache`, and `<key>-atime` beside each where
+# JAX bounds the folder itself.
+_CACHE_ENTRY, _CACHE_ATIME = "-cache", "-atime"
+
+
+def _trim_compile_cache(path: str, max_bytes: int) -> None:
+  """Removes the entries of the compile cache folder `path` used least recently until those
+  left hold at most `max_bytes` (0: no bound).
+
+  JAX's own bound (`jax_compilation_cache_max_size`) needs the `filelock` package, and fails
+  every write to a folder holding an entry it did not time itself. Last use: the later of an
+  entry's access and modification times (Linux's default `relatime` mounts update the access
+  time of a file read at least once a day). Only JAX's entry files are removed; one that another
+  process removed first, or that cannot be removed, is passed over: keeping the folder small
+  never fails a run."""
+  if max_bytes <= 0:
+    return
+  entries = []
+  try:
+    with os.scandir(path) as it:
+      for e in it:
+        if e.name.endswith(_CACHE_ENTRY) and e.is_file(follow_symlinks=False):
+          st = e.stat(follow_symlinks=False)
+          entries.append((max(st.st_atime_ns, st.st_mtime_ns), e.path, st.st_size))
+  except OSError:
+    return
+  total = sum(size for _, _, size in entries)
+  for _, entry, size in sorted(entries):
+    if total <= max_bytes:
+      break
+    with contextlib.suppress(OSError):
+      os.remove(entry)
+      total -= size
+    with contextlib.suppress(OSError):
+      os.remove(entry[:-len(_CACHE_ENTRY)] + _CACHE_ATIME)
+
+
 def _jax_cache_dir(jax) -> str | None:
   try:
     return getattr(jax.config, "jax_compilation_cache_dir", None) or None
@@ -349,7 +402,7 @@ def _jax_cache_dir(jax) -> str | None:
     return os.environ.get("JAX_COMPILATION_CACHE_DIR") or None
 
 
-def _use_compile_cache(jax, flag: str | None) -> str | None:
+def _use_compile_cache(jax, flag: str | None, max_bytes: int = 0) -> str | None:
   """Sets JAX's persistent compilation cache for this process (the program's: the command owns
   its process's JAX configuration) and returns its folder, or None for none.
 
@@ -360,7 +413,8 @@ def _use_compile_cache(jax, flag: str | None) -> str | None:
   written is left alone and the run compiles as without a cache; in one that can, every
   compilation is kept, however short, unless JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says
   otherwise: the step's takes ~0.3-0.4 s on a CPU, below JAX's default threshold of 1 s, and it
-  is most of a short run's time."""
+  is most of a short run's time. A folder of ours is first trimmed to `max_bytes`
+  (:func:`_trim_compile_cache`; 0: no bound), before this run reads it."""
   if flag is None:
     flag = os.environ.get("JAXDIV_COMPILE_CACHE")
   if flag == "":
@@ -381,6 +435,7 @@ def _use_compile_cache(jax, flag: str | None) -> str | None:
     return None
   if not (os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)):
     return None
+  _trim_compile_cache(path, max_bytes)
   jax.config.update("jax_compilation_cache_dir", path)
   if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

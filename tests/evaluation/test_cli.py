@@ -479,6 +479,64 @@ def test_compile_cache_folder_chosen_as_documented(tmp_path, monkeypatch):
   assert cli._use_compile_cache(Jax(), None) is None
 
 
+def test_compile_cache_kept_under_its_size(tmp_path, monkeypatch):
+  """Our compile cache folder is trimmed to --compile-cache-size before a run reads it: JAX's
+  entries used least recently go first (the later of access and modification time), with
+  their `-atime` files; nothing else in the folder is touched, and a folder given to JAX is
+  JAX's to bound."""
+  ours = tmp_path / "ours"
+  ours.mkdir()
+
+  def fill(folder):
+    for i in range(5):  # k0 used longest ago; k3 written early but read last
+      entry = folder / f"k{i}-cache"
+      entry.write_bytes(b"x" * 1000)
+      os.utime(entry, ns=(10**18 + [1, 2, 3, 9, 5][i] * 10**9, 10**18 + i * 10**9))
+    (folder / "k0-atime").write_bytes(b"t" * 8)
+    (folder / "notes-cache.d").mkdir()
+    (folder / "README").write_bytes(b"y" * 5000)
+
+  fill(ours)
+  cli._trim_compile_cache(str(ours), 2500)
+  assert sorted(os.listdir(ours)) == ["README", "k3-cache", "k4-cache", "notes-cache.d"]
+  cli._trim_compile_cache(str(ours), 0)  # 0: no bound
+  cli._trim_compile_cache(str(tmp_path / "missing"), 10)  # nothing to trim: no error
+  assert len(os.listdir(ours)) == 4
+
+  class Config:
+    def __init__(self, cache_dir=None):
+      self.jax_compilation_cache_dir = cache_dir
+
+    def update(self, name, value):
+      pass
+
+  class Jax:
+    def __init__(self, cache_dir=None):
+      self.config = Config(cache_dir)
+
+  fresh = tmp_path / "fresh"
+  fresh.mkdir()
+  fill(fresh)
+  assert cli._use_compile_cache(Jax(), str(fresh), 3000) == str(fresh)
+  assert sorted(os.listdir(fresh)) == ["README", "k2-cache", "k3-cache", "k4-cache",
+                                       "notes-cache.d"]
+  monkeypatch.delenv("JAXDIV_COMPILE_CACHE", raising=False)
+  given = tmp_path / "given"
+  given.mkdir()
+  fill(given)
+  assert cli._use_compile_cache(Jax(str(given)), None, 10) == str(given)
+  assert len(os.listdir(given)) == 8
+
+
+def test_size_options_name_themselves(files, run):
+  d, _, _ = files
+  base = ("eval", d / "p.npy", d / "q.npy", "-d", "kl_divergence", "--from-logits")
+  for option, value in (("--compile-cache-size", "lots"), ("--compile-cache-size", "-1"),
+                        ("--memory-budget", "-5")):
+    line = _error_line(run(*base, option, value), code=2)
+    assert option in line and value in line, line
+
+
 def test_memory_budget_sets_the_batch_size(files, run):
   """`--memory-budget` without `--batch-size`, in-process: batches of the size that fits, the
   same bytes as any other batch size (the bounded-memory run on 512 MiB is in the slow tier)."""
