@@ -4,8 +4,9 @@
     python bench/losses.py --quick    # batch 1024 x 1024
     python bench/losses.py --cases softmax_cross_entropy_with_integer_labels --tag after
 
-Every loss that optax.losses has under the same name, with the same arguments; forward and
-forward+VJP of the summed loss with respect to the model output. Columns as in bench/core.py.
+Every loss that optax.losses has under the same name, with the same arguments; forward,
+forward+VJP (`jax.grad`) and value+grad (`jax.value_and_grad`, a training step's) of the summed
+loss with respect to the model output. Columns as in bench/core.py.
 """
 
 from __future__ import annotations
@@ -74,11 +75,12 @@ def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None,
                        peer_ms="not in " + ("jaxdiv" if ours is None else "optax")))
       continue
     args = [x[k] for k in arg_names]
-    for mode in ("fwd", "fwd+vjp"):
+    for mode in ("fwd", "fwd+vjp", "value+grad"):
       def wrap(fn, mode=mode):
         if mode == "fwd":
           return jax.jit(fn)
-        return jax.jit(jax.grad(lambda a, *rest: jnp.sum(fn(a, *rest))))
+        d = jax.grad if mode == "fwd+vjp" else jax.value_and_grad
+        return jax.jit(d(lambda a, *rest: jnp.sum(fn(a, *rest))))
       mems, runs = [], []
       for fn in (ours, theirs):
         f = wrap(fn)
@@ -87,7 +89,7 @@ def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None,
       t_own, t_peer = core.interleaved(runs, reps)
       # The model output is read (and, for the VJP, its cotangent written); the labels are read.
       moved = sum(arr.size * arr.dtype.itemsize for arr in args)
-      moved += 4 * n * v if mode == "fwd+vjp" else 0
+      moved += 4 * n * v if mode != "fwd" else 0
       rows.append(dict(group="losses", case=name, mode=mode, shape=f"{n}x{v}", vs="optax",
                        jaxdiv_ms=1e3 * t_own, peer_ms=1e3 * t_peer, ratio=t_own / t_peer,
                        jaxdiv_temp_MiB=mems[0] / MiB, peer_temp_MiB=mems[1] / MiB,
