@@ -415,33 +415,45 @@ def test_sigmoid_losses_at_infinite_logits(name):
   np.testing.assert_array_equal(g, 0)
 
 
-def test_sigmoid_cross_entropy_derivatives_against_float64():
-  # float32 logits from 0 to beyond exp's range, hard and soft labels; the float64 closed forms:
-  # d/dx = sigmoid(x) - y, d/dy = -x, d2/dx2 = sigmoid(x) sigmoid(-x), d2/dx dy = -1.
+def test_sigmoid_cross_entropy_against_float64():
+  # float32 logits from 0 to beyond exp's range, hard labels and soft ones up to 1 - 2**-24;
+  # the float64 closed forms: the value y log1p(e^-x) + (1 - y) log1p(e^x), d/dx = sigmoid(x) -
+  # y, d/dy = -x, d2/dx2 = sigmoid(x) sigmoid(-x), d2/dx dy = -1.
   base = np.array([0.0, 1e-8, 1e-3, 0.5, 2.0, 9.0, 17.0, 20.0, 40.0, 88.0, 104.0, 1e4])
   x = np.concatenate([base, -base[1:]]).astype(np.float32)
-  xs, ys = (a.ravel() for a in np.meshgrid(x, np.float32([0.0, 0.3, 0.5, 1.0])))
+  labels = np.float32([0.0, 0.3, 0.5, 0.95, 0.999, 1 - 2**-24, 1.0])
+  xs, ys = (a.ravel() for a in np.meshgrid(x, labels))
   x64, y64 = xs.astype(np.float64), ys.astype(np.float64)
   s64, sn64 = scipy.special.expit(x64), scipy.special.expit(-x64)
-  f = lambda a, b: jl.sigmoid_binary_cross_entropy(a, b).sum()
+  ours, theirs = jl.sigmoid_binary_cross_entropy, optax.losses.sigmoid_binary_cross_entropy
+  # The value: max(x, 0) - y x cancelled for labels near 1 (y = 1 - 2**-24 at x = 17: 85% off).
+  want = y64 * np.logaddexp(0, -x64) + (1 - y64) * np.logaddexp(0, x64)
+  err, optax_err = (np.abs(f(xs, ys) - want) / np.maximum(want, 1e-300) for f in (ours, theirs))
+  assert err.max() <= max(optax_err.max(), 1.2e-7), (err.max(), optax_err.max())
+  f = lambda a, b: ours(a, b).sum()
   (gx, gy), (ox, _) = (jax.grad(g, (0, 1))(xs, ys) for g in
-                       (f, lambda a, b: optax.losses.sigmoid_binary_cross_entropy(a, b).sum()))
-  want = np.where(ys == 1, -sn64, s64 - y64)  # sigmoid(x) - 1 = -sigmoid(-x): no cancellation
+                       (f, lambda a, b: theirs(a, b).sum()))
+  want = np.where(xs >= 0, (1 - y64) - sn64, s64 - y64)  # no cancellation of sigmoid near 1
   err, optax_err = np.abs(gx - want), np.abs(ox - want)
   np.testing.assert_array_less(err, 1e-7 + 2e-7 * np.abs(want))
   assert err.max() <= optax_err.max() and np.median(err) <= np.median(optax_err)
   np.testing.assert_array_equal(gy, -xs)
-  hxx = jax.vmap(jax.hessian(lambda a, b: jl.sigmoid_binary_cross_entropy(a, b)))(xs, ys)
+  hxx = jax.vmap(jax.hessian(ours))(xs, ys)
   np.testing.assert_allclose(hxx, s64 * sn64, rtol=1e-5, atol=1e-30)
-  hxy = jax.vmap(jax.grad(jax.grad(jl.sigmoid_binary_cross_entropy), 1))(xs, ys)
+  hxy = jax.vmap(jax.grad(jax.grad(ours), 1))(xs, ys)
   np.testing.assert_allclose(hxy, -1.0, rtol=1e-6)
+  # Labels outside [0, 1] follow the formula: no y x to overflow at the largest logits.
+  big, beyond = np.float32([3e38, -3e38]), np.float32([1.5, -0.5])
+  np.testing.assert_allclose(ours(big, beyond), theirs(big, beyond), rtol=1e-6)
   # At an infinite logit: the label's derivative is 0 where the value is (0 * inf = 0) and
-  # infinite where the value is.
+  # infinite where the value is; the mixed second derivative is 0 in both orders.
   inf = np.float32([np.inf, NINF, np.inf, NINF])
   y = np.float32([1.0, 0.0, 0.3, 0.3])
-  value = jl.sigmoid_binary_cross_entropy(inf, y)
-  np.testing.assert_array_equal(value, [0, 0, np.inf, np.inf])
+  np.testing.assert_array_equal(ours(inf, y), [0, 0, np.inf, np.inf])
   np.testing.assert_array_equal(jax.grad(f, 1)(inf, y), [0, 0, NINF, np.inf])
+  for z, label in ((np.inf, 1.0), (NINF, 0.0)):
+    h = jax.hessian(ours, (0, 1))(np.float32(z), np.float32(label))
+    np.testing.assert_array_equal(np.asarray(h), 0)
 
 
 def test_focal_gamma_zero_is_cross_entropy():
