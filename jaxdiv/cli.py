@@ -18,6 +18,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import sys
 import time
 import traceback
@@ -358,9 +359,10 @@ def _default_compile_cache() -> str | None:
   return os.path.join(base, "jaxdiv", "xla")
 
 
-# JAX's entries in a persistent cache folder: `<key>-cache`, and `<key>-atime` beside each where
-# JAX bounds the folder itself.
+# JAX's entries in a persistent cache folder: `<name>-<64 hex digits>-cache`, and `-atime`
+# in place of `-cache` beside each where JAX bounds the folder itself.
 _CACHE_ENTRY, _CACHE_ATIME = "-cache", "-atime"
+_CACHE_NAME = re.compile(r".+-[0-9a-f]{64}-cache")
 
 
 def _trim_compile_cache(path: str, max_bytes: int) -> None:
@@ -370,18 +372,25 @@ def _trim_compile_cache(path: str, max_bytes: int) -> None:
   JAX's own bound (`jax_compilation_cache_max_size`) needs the `filelock` package, and fails
   every write to a folder holding an entry it did not time itself. Last use: the later of an
   entry's access and modification times (Linux's default `relatime` mounts update the access
-  time of a file read at least once a day). Only JAX's entry files are removed; one that another
-  process removed first, or that cannot be removed, is passed over: keeping the folder small
-  never fails a run."""
+  time of a file read at least once a day). Only JAX's entry files are removed (regular files
+  named as JAX names them, `<name>-<64 hex digits>-cache`); one that another process removed
+  first, or that cannot be removed, is passed over: keeping the folder small never fails a
+  run."""
   if max_bytes <= 0:
     return
   entries = []
   try:
     with os.scandir(path) as it:
       for e in it:
-        if e.name.endswith(_CACHE_ENTRY) and e.is_file(follow_symlinks=False):
+        if not _CACHE_NAME.fullmatch(e.name):
+          continue
+        try:
+          if not e.is_file(follow_symlinks=False):
+            continue
           st = e.stat(follow_symlinks=False)
-          entries.append((max(st.st_atime_ns, st.st_mtime_ns), e.path, st.st_size))
+        except OSError:  # removed meanwhile
+          continue
+        entries.append((max(st.st_atime_ns, st.st_mtime_ns), e.path, st.st_size))
   except OSError:
     return
   total = sum(size for _, _, size in entries)

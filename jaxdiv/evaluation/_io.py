@@ -473,12 +473,17 @@ class PageReleaser:
 
 
 def parse_size(text: str) -> int:
-  """'512M', '2G', '1.5GiB', '1000000' -> bytes."""
+  """'512M', '2G', '1.5GiB', '1000000' -> bytes: a whole number (negative ones too: the caller
+  decides); ValueError for anything else ('0.5', 'inf', 'nan', '2j')."""
   s = text.strip().upper().removesuffix("B").removesuffix("I")
   mult = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
   try:
     if s and s[-1] in mult:
-      return int(float(s[:-1]) * mult[s[-1]])
-    return int(ast.literal_eval(s))
-  except (ValueError, SyntaxError):
+      size = float(s[:-1]) * mult[s[-1]]
+    else:
+      size = ast.literal_eval(s)
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or size != int(size):
+      raise ValueError
+    return int(size)
+  except (ValueError, TypeError, SyntaxError, OverflowError, MemoryError, RecursionError):
     raise ValueError(f"not a size: {text!r} (examples: 512M, 2G)") from None

@@ -482,26 +482,32 @@ def test_compile_cache_folder_chosen_as_documented(tmp_path, monkeypatch):
 def test_compile_cache_kept_under_its_size(tmp_path, monkeypatch):
   """Our compile cache folder is trimmed to --compile-cache-size before a run reads it: JAX's
   entries used least recently go first (the later of access and modification time), with
-  their `-atime` files; nothing else in the folder is touched, and a folder given to JAX is
-  JAX's to bound."""
+  their `-atime` files; nothing else in the folder is touched (another program's `*-cache`
+  file or a link included), and a folder given to JAX is JAX's to bound."""
   ours = tmp_path / "ours"
   ours.mkdir()
+  key = lambda i: f"jit_step-{i:064x}"
 
   def fill(folder):
-    for i in range(5):  # k0 used longest ago; k3 written early but read last
-      entry = folder / f"k{i}-cache"
+    for i in range(5):  # entry 0 used longest ago; 3 written early but read last
+      entry = folder / f"{key(i)}-cache"
       entry.write_bytes(b"x" * 1000)
       os.utime(entry, ns=(10**18 + [1, 2, 3, 9, 5][i] * 10**9, 10**18 + i * 10**9))
-    (folder / "k0-atime").write_bytes(b"t" * 8)
-    (folder / "notes-cache.d").mkdir()
-    (folder / "README").write_bytes(b"y" * 5000)
+    (folder / f"{key(0)}-atime").write_bytes(b"t" * 8)
+    (folder / f"{key(9)}-cache.d").mkdir()
+    for other in ("README", "pip-cache", f"x-{'g' * 64}-cache"):  # not JAX's
+      (folder / other).write_bytes(b"y" * 5000)
+      os.utime(folder / other, ns=(1, 1))
+    (folder / f"{key(8)}-cache").symlink_to(folder / "README")
 
+  others = ["README", f"jit_step-{8:064x}-cache", f"jit_step-{9:064x}-cache.d", "pip-cache",
+            f"x-{'g' * 64}-cache"]
   fill(ours)
   cli._trim_compile_cache(str(ours), 2500)
-  assert sorted(os.listdir(ours)) == ["README", "k3-cache", "k4-cache", "notes-cache.d"]
+  assert sorted(os.listdir(ours)) == sorted(others + [f"{key(3)}-cache", f"{key(4)}-cache"])
   cli._trim_compile_cache(str(ours), 0)  # 0: no bound
   cli._trim_compile_cache(str(tmp_path / "missing"), 10)  # nothing to trim: no error
-  assert len(os.listdir(ours)) == 4
+  assert len(os.listdir(ours)) == 7
 
   class Config:
     def __init__(self, cache_dir=None):
@@ -518,23 +524,28 @@ def test_compile_cache_kept_under_its_size(tmp_path, monkeypatch):
   fresh.mkdir()
   fill(fresh)
   assert cli._use_compile_cache(Jax(), str(fresh), 3000) == str(fresh)
-  assert sorted(os.listdir(fresh)) == ["README", "k2-cache", "k3-cache", "k4-cache",
-                                       "notes-cache.d"]
+  assert sorted(os.listdir(fresh)) == sorted(others + [f"{key(i)}-cache" for i in (2, 3, 4)])
   monkeypatch.delenv("JAXDIV_COMPILE_CACHE", raising=False)
   given = tmp_path / "given"
   given.mkdir()
   fill(given)
   assert cli._use_compile_cache(Jax(str(given)), None, 10) == str(given)
-  assert len(os.listdir(given)) == 8
+  assert len(os.listdir(given)) == 11
 
 
 def test_size_options_name_themselves(files, run):
+  from jaxdiv.evaluation import parse_size
+
   d, _, _ = files
   base = ("eval", d / "p.npy", d / "q.npy", "-d", "kl_divergence", "--from-logits")
   for option, value in (("--compile-cache-size", "lots"), ("--compile-cache-size", "-1"),
+                        ("--compile-cache-size", "0.5"), ("--compile-cache-size", "infK"),
+                        ("--compile-cache-size", "1e400"), ("--compile-cache-size", "2j"),
                         ("--memory-budget", "-5")):
     line = _error_line(run(*base, option, value), code=2)
     assert option in line and value in line, line
+  assert [parse_size(s) for s in ("1e3", "1.5G", "0.5K", "0", "2MiB")] == [
+      1000, 3 << 29, 512, 0, 2 << 20]
 
 
 def test_memory_budget_sets_the_batch_size(files, run):
