@@ -193,9 +193,11 @@ def _ratio_jvp(primals, tangents):
 
 @jax.custom_jvp
 def log_quotient(x: jax.Array) -> jax.Array:
-  """``log(x)`` whose derivative is the one quotient ``dx / x`` (:func:`ratio`): autodiff's second
-  derivative ``-dx**2 / x**2`` underflows in ``x**2`` (float32 x < 1e-19) to ``inf``, then
-  ``0 * inf = NaN`` (the float32 focal loss's Hessian at label 1e-30 and logit -60)."""
+  """``log(x)`` whose derivative is ``dx * (1 / x)`` with the reciprocal a :func:`ratio`, whose
+  own derivative has no square: autodiff's second derivative ``-dx**2 / x**2`` flushed ``x**2``
+  to 0 (float32 x < 1e-19) and came out ``inf``, then ``0 * inf = NaN`` (the float32 focal
+  loss's Hessian at label 1e-30 and logit -60). ``ratio(dx, x)`` itself would not do: its
+  derivative in `x` reads ``dx / x`` twice."""
   return jnp.log(x)
 
 
