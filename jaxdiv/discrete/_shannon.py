@@ -106,8 +106,8 @@ def _ce_value(ax, a, b):
   return -jnp.sum(pa * lb, axis=ax), (lb, pa)
 
 
-def _ce_coefs(ax, ce, aux, a, b):
-  lb, pa = aux
+def _ce_coefs(ax, ce, aux, a, b, parts=None):
+  lb, pa = aux if parts is None else (parts[1][0], parts[0][1])
   return -pa * (lb + jnp.expand_dims(ce, ax)), jnp.exp(lb) - pa
 
 
@@ -117,8 +117,8 @@ def _kl_value(ax, a, b):
   return jnp.sum(pa * (la - lb), axis=ax), (la, lb, pa)
 
 
-def _kl_coefs(ax, kl, aux, a, b):
-  la, lb, pa = aux
+def _kl_coefs(ax, kl, aux, a, b, parts=None):
+  la, lb, pa = aux if parts is None else (parts[0][0], parts[1][0], parts[0][1])
   return pa * (la - lb - jnp.expand_dims(kl, ax)), jnp.exp(lb) - pa
 
 
@@ -132,21 +132,30 @@ def _jeffreys_value(ax, a, b):
   return jnp.sum((pa - pb) * d, axis=ax), (d, pa, pb, kl_pq, kl_qp)
 
 
-def _jeffreys_coefs(ax, _, aux, a, b):
-  d, pa, pb, kl_pq, kl_qp = aux
+def _jeffreys_coefs(ax, _, aux, a, b, parts=None):
+  if parts is None:
+    d, pa, pb, kl_pq, kl_qp = aux
+  else:
+    ((la, pa), (lb, pb)), (kl_pq, kl_qp) = parts, aux
+    d = la - lb
   # J = KL(p||q) + KL(q||p); d KL(q||p) / d a = p - q.
   return (pa * (d - jnp.expand_dims(kl_pq, ax)) + pa - pb,
           pb * (-d - jnp.expand_dims(kl_qp, ax)) + pb - pa)
 
 
+def _js_terms(beta, la, lb):
+  pa, pb = jnp.exp(la), jnp.exp(lb)  # as the hand-written JS
+  # log m in log space (not log(beta pa + (1 - beta) pb)): where both probabilities underflow
+  # to 0 the linear mixture would give -inf and a NaN row. At beta = 1/2 this is
+  # logaddexp(la, lb) - log 2 exactly.
+  lm = _fast.logaddexp(la, lb + float(np.log1p(-beta) - np.log(beta))) + float(np.log(beta))
+  return pa, pb, lm
+
+
 def _js_value(beta):
   def value(ax, a, b):
     la, lb = _fast.log_softmax(a, ax), _fast.log_softmax(b, ax)
-    pa, pb = jnp.exp(la), jnp.exp(lb)  # as the hand-written JS
-    # log m in log space (not log(beta pa + (1 - beta) pb)): where both probabilities
-    # underflow to 0 the linear mixture would give -inf and a NaN row. At beta = 1/2 this is
-    # logaddexp(la, lb) - log 2 exactly.
-    lm = _fast.logaddexp(la, lb + float(np.log1p(-beta) - np.log(beta))) + float(np.log(beta))
+    pa, pb, lm = _js_terms(beta, la, lb)
     terms_p, terms_q = pa * (la - lm), pb * (lb - lm)
     # One reduction for the value: XLA:CPU runs two as two passes below 4096 rows, and
     # slower from there (bench/hand.py at 32768x512 and 4096x4096, against the hand-written
@@ -162,11 +171,49 @@ def _js_value(beta):
 def _js_coefs(beta):
   # JS = H(m) - beta H(p) - (1 - beta) H(q), m = beta p + (1 - beta) q, which gives
   # d JS / d a = beta p (log p - log m - KL(p||m)), and the same for b with 1 - beta.
-  def coefs(ax, _, aux, a, b):
-    la, lb, lm, pa, pb, kl_pm, kl_qm = aux
+  def coefs(ax, _, aux, a, b, parts=None):
+    if parts is None:
+      la, lb, lm, pa, pb, kl_pm, kl_qm = aux
+    else:
+      ((la, _), (lb, _)), (kl_pm, kl_qm) = parts, aux
+      pa, pb, lm = _js_terms(beta, la, lb)
     return (beta * pa * (la - lm - jnp.expand_dims(kl_pm, ax)),
             (1 - beta) * pb * (lb - lm - jnp.expand_dims(kl_qm, ax)))
   return coefs
+
+
+# Above glibc's mmap threshold (32 MiB: an allocation that large gets fresh pages on every
+# call, XLA's temporaries included), the per-entry arrays that the coefficients read from the
+# value would cross the fallback's `cond` as its operands, written out: there the coefficients
+# form them again inside it from each input's row statistics (`_fast.from_stats`, the same
+# bits). Value+grad at the issue's shapes: 0.64-0.98x its time with the arrays (KL at 2048x32768
+# 1.17x -> 0.76x the hand-written line); below the threshold, where the arrays are reused from
+# call to call, the arrays ran faster (bench/README.md, "Coefficients from row statistics").
+_FRESH_BYTES = 32 << 20
+
+
+def _by_size(arrays: int, value, coefs, rows):
+  """`(value, coefs, value_for_coefs)` for `_fast.run`: `value` and `coefs` (which reads its
+  `arrays` per-entry arrays) below the threshold, above it a `value_for_coefs` that returns
+  the inputs' row statistics and `rows(aux)` (the row sums the coefficients read), and
+  `coefs(ax, out, aux, a, b, parts)` given each input's `(log_softmax, softmax)` formed from
+  them."""
+  def by_stats(x):
+    return arrays * x.size * x.dtype.itemsize > _FRESH_BYTES
+
+  def for_coefs(ax, a, b):
+    out, aux = value(ax, a, b)
+    if not by_stats(a):
+      return out, aux
+    return out, (tuple(_fast.max_and_sum_exp(x, ax) for x in (a, b)), rows(aux))
+
+  def coefs_(ax, out, aux, a, b):
+    if not by_stats(a):
+      return coefs(ax, out, aux, a, b)
+    stats, sums = aux
+    parts = tuple(_fast.from_stats(x, st) for x, st in zip((a, b), stats))
+    return coefs(ax, out, sums, a, b, parts)
+  return value, coefs_, for_coefs
 
 
 @_unit_axes.dropped(dists=("p",))
@@ -252,7 +299,8 @@ def cross_entropy(
   fast = _common.fast_inputs(p, q, names=("p", "q"), axis=axis, where=where,
                              from_logits=from_logits, axis_name=axis_name)
   if fast is not None:
-    return _fast.run(fast, (_ce_value, _ce_coefs), (_ce_probs, _ce_probs_coefs),
+    return _fast.run(fast, _by_size(2, _ce_value, _ce_coefs, lambda aux: ()),
+                     (_ce_probs, _ce_probs_coefs),
                      _cross_entropy, base, nonnegative=True)
   return _common.guarded((p, q), _cross_entropy, names=("p", "q"), axis=axis, where=where,
                          from_logits=from_logits, axis_name=axis_name, base=base,
@@ -312,7 +360,8 @@ def kl_divergence(
   fast = _common.fast_inputs(p, q, names=("p", "q"), axis=axis, where=where,
                              from_logits=from_logits, axis_name=axis_name)
   if fast is not None:
-    return _fast.run(fast, (_kl_value, _kl_coefs), (_kl_probs, _kl_probs_coefs),
+    return _fast.run(fast, _by_size(3, _kl_value, _kl_coefs, lambda aux: ()),
+                     (_kl_probs, _kl_probs_coefs),
                      lambda prep: _kl(*prep.dists, prep), base,
                      nonnegative=True)
   return _common.guarded((p, q), lambda prep: _kl(*prep.dists, prep), names=("p", "q"),
@@ -359,7 +408,7 @@ def jeffreys_divergence(
   fast = _common.fast_inputs(p, q, names=("p", "q"), axis=axis, where=where,
                              from_logits=from_logits, axis_name=axis_name)
   if fast is not None:
-    return _fast.run(fast, (_jeffreys_value, _jeffreys_coefs),
+    return _fast.run(fast, _by_size(3, _jeffreys_value, _jeffreys_coefs, lambda aux: aux[3:]),
                      (_jeffreys_probs, _jeffreys_probs_coefs), _jeffreys, base,
                      nonnegative=False)
   return _common.guarded((p, q), _jeffreys, names=("p", "q"), axis=axis, where=where,
@@ -444,7 +493,7 @@ def js_divergence(
   fast = _common.fast_inputs(p, q, names=("p", "q"), axis=axis, where=where,
                              from_logits=from_logits, axis_name=axis_name)
   if fast is not None and static is not None and 0 < static < 1:
-    return _fast.run(fast, (_js_value(static), _js_coefs(static)),
+    return _fast.run(fast, _by_size(5, _js_value(static), _js_coefs(static), lambda aux: aux[5:]),
                      (_js_probs(static), _js_probs_coefs(static)), lambda prep: _js(prep, beta),
                      base, nonnegative=True)
   return _common.guarded((p, q), _js, names=("p", "q"), axis=axis, where=where,

@@ -359,6 +359,22 @@ def test_large_batch_falls_back_over_row_blocks(x64, name, from_logits, axis):
   _check_against_the_guarded_path(CASES[name][0], a, b, from_logits, axis)
 
 
+@pytest.mark.parametrize("name", ["cross_entropy", "kl_divergence", "jeffreys_divergence",
+                                  "js_divergence"])
+def test_coefficients_from_row_statistics_equal_the_guarded_path(x64, monkeypatch, name):
+  """Above glibc's mmap threshold the Shannon forms' coefficients form the log-softmaxes and
+  softmaxes again from the inputs' row statistics (`_shannon._by_size`); with the threshold at
+  0 every size takes that path: values and gradients equal the guarded path's, edge rows
+  (-inf logits: the fallback's `cond` mixes the two) included, along either axis."""
+  from jaxdiv.discrete import _shannon
+
+  monkeypatch.setattr(_shannon, "_FRESH_BYTES", 0)
+  a, b = _edge_rows(True, 6, 40)
+  _check_against_the_guarded_path(CASES[name][0], a, b, True)
+  _check_against_the_guarded_path(CASES[name][0], a.T.copy(), b.T.copy(), True, axis=0)
+  _check_against_the_guarded_path(CASES[name][0], a[4:20], b[4:20], True)  # no edge row
+
+
 def _edge_rows(from_logits, seed, rows):
   """`rows` rows of 4096 with edge entries (-inf logits, zero probabilities) in the third and
   the third-last row."""
@@ -418,6 +434,21 @@ def test_the_fallback_holds_a_blocks_temporaries(name, fn):
     x = jax.ShapeDtypeStruct(shape, jnp.float32)
     temp = jax.jit(fn).lower(x, x).compile().memory_analysis().temp_size_in_bytes
     assert temp < 24 << 20, (name, shape, temp / 2**20)
+
+
+@pytest.mark.parametrize("name,fn,arrays", [
+    ("kl", jaxdiv.kl_divergence, 1), ("cross_entropy", jaxdiv.cross_entropy, 1),
+    ("js", jaxdiv.js_divergence, 1), ("jeffreys", jaxdiv.jeffreys_divergence, 2),
+])
+def test_value_and_grad_from_logits_write_no_per_entry_residual(name, fn, arrays):
+  """XLA's temporaries of value+grad from logits (float32 [4096, 4096]: 64 MiB an array): the
+  coefficients form their per-entry arrays from the value's row statistics inside the fallback's
+  `cond` (`_fast.from_stats`); as the `cond`'s operands they were written out, 2-5 arrays (KL
+  198 MiB, JS 332). The value's own reduction keeps one (Jeffreys two)."""
+  x = jax.ShapeDtypeStruct((4096, 4096), jnp.float32)
+  vg = jax.value_and_grad(lambda a, b: jnp.sum(fn(a, b, from_logits=True)), (0, 1))
+  temp = jax.jit(vg).lower(x, x).compile().memory_analysis().temp_size_in_bytes
+  assert temp < (arrays * 64 + 16) << 20, (name, temp / 2**20)
 
 
 def _check_row_blocks(shape, axis, rng, entries=None):
