@@ -43,8 +43,9 @@ with_fallback = _fallback.with_fallback
 
 def from_stats(x: jax.Array, stats) -> tuple[jax.Array, jax.Array]:
   """`(log_softmax(x), softmax(x))` from `stats = max_and_sum_exp(x, axis)`: the operations of
-  :func:`log_softmax` and :func:`softmax` after their row reductions, so the same values bit for
-  bit. For coefficients that form a value's per-entry arrays again from its row statistics
+  :func:`log_softmax` and :func:`softmax` after their row reductions, so the same per-entry values
+  bit for bit (row sums reduced in another fusion may round differently: gradients agree to about
+  an ulp). For coefficients that form a value's per-entry arrays again from its row statistics
   inside `with_fallback`'s `cond`: passed in as the `cond`'s operands, those arrays were written
   out in full (KL from logits, value+grad: 198 MiB of temporaries at 4096x4096 against 70)."""
   m, total = stats

@@ -185,10 +185,11 @@ def _js_coefs(beta):
 # Above glibc's mmap threshold (32 MiB: an allocation that large gets fresh pages on every
 # call, XLA's temporaries included), the per-entry arrays that the coefficients read from the
 # value would cross the fallback's `cond` as its operands, written out: there the coefficients
-# form them again inside it from each input's row statistics (`_fast.from_stats`, the same
-# bits). Value+grad at the issue's shapes: 0.71-0.92x its time with the arrays (KL at 2048x32768
-# 1.08x -> 0.70x the hand-written line); below the threshold, where the arrays are reused from
-# call to call, the arrays ran faster (bench/README.md, "Coefficients from row statistics").
+# form them again inside it from each input's row statistics (`_fast.from_stats`; gradients
+# agree with the arrays' to about an ulp). Value+grad at the issue's shapes: 0.71-0.92x its
+# time with the arrays (KL at 2048x32768 1.08x -> 0.70x the hand-written line); below the
+# threshold, where the arrays are reused from call to call, the arrays ran faster
+# (bench/README.md, "Coefficients from row statistics").
 _FRESH_BYTES = 32 << 20
 
 
