@@ -464,8 +464,8 @@ def _sigmoid_cross_entropy(x, y):
   in the gradient: d/dx below is one sigmoid, and a tanh near x = 0 (bench/README.md, "Sigmoid
   cross-entropy: the derivative as one sigmoid")."""
   lin = jnp.where(jnp.isfinite(x), y * jnp.maximum(-x, 0) + (1 - y) * jnp.maximum(x, 0),
-                  -(_numerics.mul_log(y, -jnp.maximum(-x, 0))
-                    + _numerics.mul_log(1 - y, -jnp.maximum(x, 0))))
+                  _numerics.mul_log(y, jnp.maximum(-x, 0))
+                  + _numerics.mul_log(1 - y, jnp.maximum(x, 0)))
   return lin + jnp.log1p(jnp.exp(-jnp.abs(x)))
 
 
