@@ -21,6 +21,7 @@ from jaxdiv.evaluation import NonFiniteInputError
 from jaxdiv.evaluation import NotProbabilitiesError
 from jaxdiv.evaluation import _io
 from jaxdiv.evaluation import _reduce
+from jaxdiv.evaluation import _sink
 from jaxdiv.evaluation import evaluate
 from jaxdiv.evaluation import open_array
 
@@ -190,7 +191,8 @@ def test_out_array_and_out_false():
 
 
 def test_out_false_spools_only_for_quantiles_and_histogram(monkeypatch):
-  """Results kept nowhere go to a temporary file only when the summary reads them back."""
+  """Results kept nowhere are held only when the summary reads them back: in memory, or in a
+  temporary file above SPOOL_IN_MEMORY."""
   p, q = _probs((999, 8), 9), _probs((999, 8), 10)
   ref = evaluate("hellinger_distance", p, q, reductions=ALL)
   spools = []
@@ -207,8 +209,13 @@ def test_out_false_spools_only_for_quantiles_and_histogram(monkeypatch):
   assert res.summary == {k: v for k, v in ref.summary.items()
                          if k not in ("quantiles", "histogram")}
   for needs in ("quantiles", "histogram"):
+    # 999 results are held in memory; above SPOOL_IN_MEMORY bytes they go to a file.
     res = evaluate("hellinger_distance", p, q, out=False, reductions=(needs,))
-    assert res.summary[needs] == ref.summary[needs] and len(spools) == 1
+    assert res.per_row is None and res.summary[needs] == ref.summary[needs] and spools == []
+    with monkeypatch.context() as m:
+      m.setattr(_sink, "SPOOL_IN_MEMORY", 999 * 4 - 1)
+      res = evaluate("hellinger_distance", p, q, out=False, reductions=(needs,))
+    assert res.per_row is None and res.summary[needs] == ref.summary[needs] and len(spools) == 1
     spools.clear()
 
 
