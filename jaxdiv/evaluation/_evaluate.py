@@ -4,7 +4,8 @@ The pipeline, per batch of `batch_size` rows (the distribution axis moved last):
 
     host rows (a view of an array or memmap, else read into a reused buffer and padded)
         -> device_put sharded over the mesh, one global block of rows at a time
-        [background thread, queue of depth `prefetch`: reads overlap device work]
+        [background thread, queue of depth `prefetch`: reads overlap device work; none
+         where every batch is a view the device takes in place, `_sources.zero_copy`]
     -> jitted divergence on every device, one call per block (one compiled shape)
     -> per-row results back to the host, in order -> output file / array, running reductions
     [rows with NaN or inf inputs: flagged by a second pass over the blocks whose values are
@@ -187,7 +188,9 @@ def evaluate(
   the next `prefetch` batches while the devices work, so host memory stays bounded by about
   `batch_size x row bytes x (prefetch + 3)` whatever the input size. Memory-mapped inputs
   (``np.load(path, mmap_mode="r")``) are read page by page and the pages are released after
-  use.
+  use; where the device can read every batch in place (on a CPU: memory-mapped .npy files, or
+  arrays in the device's dtype starting on a 64-byte boundary) there is nothing to read ahead
+  and no thread, and the kernel is asked to read the next batch's pages ahead instead.
 
   Results are deterministic: the per-row values and the summary have the same bytes for any
   batch size and any number of devices (for the same `max_block_rows`, which can set the
@@ -241,7 +244,7 @@ def evaluate(
       ``"propagate"`` (computed as they are).
     progress: a tqdm progress bar (True needs tqdm installed); None: only when stderr is a
       terminal and tqdm is installed. Multi-host: process 0 alone draws it.
-    prefetch: number of batches read ahead.
+    prefetch: number of batches read ahead (where batches are copied: see above).
     names: how `p` and `q` are called in error messages and in the summary's counts (two
       different names).
     validate: check that inputs given as probabilities are probabilities: for a named
@@ -390,8 +393,12 @@ def _run(spec, kwargs, p, q, *, batch_size, axis, from_logits, mesh, out, reduct
   lo, hi = _compile.local_range(sharding, block, ins.n)  # this process's rows of a block
   pool = _sources.BufferPool([(batch // block * (hi - lo), ins.n)] * ins.n_inputs, ins.dtypes,
                              prefetch + 3)
+  ahead = prefetch
+  if ins.sources is not None and _sources.zero_copy(ins.sources, ins.dtypes, batch, block, lo,
+                                                    hi):
+    ahead = 0
   prefetcher = Prefetcher(
-      _device_batches(ins, sharding, batch, block, lo, hi, pool, axis, names), prefetch)
+      _device_batches(ins, sharding, batch, block, lo, hi, pool, axis, names), ahead)
   try:
     pending = None
     for blocks, valid, done in prefetcher:

@@ -16,14 +16,19 @@ class _Failed:
 
 
 class Prefetcher:
-  """Runs the iterator `items` (host read + device_put) in a thread, `depth` items ahead.
+  """Runs the iterator `items` (host read + device_put) in a thread, `depth` items ahead; with
+  `depth=0`, in the consumer as it asks for them (nothing to read ahead: see
+  :func:`jaxdiv.evaluation._sources.zero_copy`).
 
   An exception in the thread is raised again in the consumer, at the item where it happened.
   """
 
   def __init__(self, items: Iterator, depth: int):
     self._items = items
-    self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    self._thread = None
+    if depth <= 0:
+      return
+    self._q: queue.Queue = queue.Queue(maxsize=depth)
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._run, name="jaxdiv-prefetch", daemon=True)
     self._thread.start()
@@ -47,6 +52,9 @@ class Prefetcher:
       self._put(_Failed(e))
 
   def __iter__(self):
+    if self._thread is None:
+      yield from self._items
+      return
     while True:
       item = self._q.get()
       if item is _END:
@@ -56,6 +64,11 @@ class Prefetcher:
       yield item
 
   def close(self):
+    if self._thread is None:
+      close = getattr(self._items, "close", None)
+      if close is not None:
+        close()
+      return
     self._stop.set()
     with contextlib.suppress(queue.Empty):
       while True:

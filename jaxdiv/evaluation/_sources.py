@@ -103,12 +103,18 @@ class Rows:
     distribution axis last."""
     return self._flat is not None and self._flat.dtype == dtype
 
+  def aligned(self, start: int) -> bool:
+    """Whether row `start` begins on the boundary at which a CPU device takes host memory as
+    it is (no copy); only for :meth:`view`'s sources."""
+    return self._flat[start:start].ctypes.data % _ALIGN == 0
+
   def view(self, start: int, stop: int) -> np.ndarray:
-    """Rows `[start, stop)` without a copy (a memmap's pages are asked for ahead, read when the
-    device reads them); :meth:`done` releases them."""
-    rows = self._flat[start:stop]
-    self._release.willneed(rows)
-    return rows
+    """Rows `[start, stop)` without a copy (a memmap's pages are read when the device reads
+    them); :meth:`done` releases them. A memmap's pages of these rows and of the next
+    `stop - start` are asked for (`MADV_WILLNEED`), so that a disk reads the next rows while
+    the device computes these."""
+    self._release.willneed(self._flat[start:stop + (stop - start)])
+    return self._flat[start:stop]
 
   def done(self, rows: np.ndarray) -> None:
     """Drops the pages of rows taken with :meth:`view` once the device has read them."""
@@ -226,7 +232,10 @@ def array_batches(sources: Sequence[Rows], dtypes, pool: BufferPool, batch: int,
   whole = local == block and all(s.can_view(d) for s, d in zip(sources, dtypes))
   for start in range(0, rows, batch):
     stop = min(rows, start + batch)
-    if whole and stop - start == batch:
+    # Views only where the device can take them as they are: an unaligned array (NumPy's own
+    # large arrays start 16 bytes past a page) it copies itself, at 2.2 GB/s against 11 for
+    # the copy into a pooled buffer below (16 MiB, 2-core CPU).
+    if whole and stop - start == batch and all(s.aligned(start) for s in sources):
       parts = [s.view(start, stop) for s in sources]
       yield parts, batch, functools.partial(_views_done, sources, parts)
       continue
@@ -248,6 +257,18 @@ def array_batches(sources: Sequence[Rows], dtypes, pool: BufferPool, batch: int,
           s.read_into(stop - 1, stop, buf[k:k + 1])
           buf[k + 1:end] = buf[k]
     yield buffers, stop - start, functools.partial(pool.give, buffers)
+
+
+def zero_copy(sources: Sequence[Rows], dtypes, batch: int, block: int, lo: int,
+              hi: int) -> bool:
+  """Whether :func:`array_batches` gives every whole batch as views of the sources, with
+  nothing to read ahead of the device (a memmap's pages are read as the device reads them;
+  only a last, partial batch is copied). A reading thread then only costs: 12.3 ms against
+  13.7 ms for KL from logits on 2 x 48 MiB of memory-mapped .npy files (2-core CPU)."""
+  if hi - lo != block or not all(s.can_view(d) for s, d in zip(sources, dtypes)):
+    return False
+  return all(s.aligned(0) and batch * s.n * np.dtype(d).itemsize % _ALIGN == 0
+             for s, d in zip(sources, dtypes))
 
 
 def _views_done(sources: Sequence[Rows], parts: Sequence[np.ndarray]) -> None:

@@ -411,6 +411,67 @@ def test_atomic_writer_leaves_nothing_on_failure(tmp_path):
                                 np.concatenate([np.arange(10), np.arange(5)]).reshape(3, 5))
 
 
+def test_rows_the_device_reads_in_place_are_not_read_ahead_by_a_thread(tmp_path, monkeypatch):
+  """Batches that are views the device takes as they are (a memory-mapped .npy; an array on a
+  64-byte boundary) run without the reading thread; an array NumPy placed 16 bytes past a
+  boundary is copied into aligned buffers by it. Every way gives the same bytes."""
+  from jaxdiv.evaluation import _evaluate
+  from jaxdiv.evaluation import _prefetch
+  from jaxdiv.evaluation import _sources
+  rows, n = 3 * 4096 + 5, 64
+  x = np.random.default_rng(0).normal(size=(2, rows, n)).astype(np.float32)
+  np.save(tmp_path / "p.npy", x[0])
+  np.save(tmp_path / "q.npy", x[1])
+  mapped = [np.load(tmp_path / f, mmap_mode="r") for f in ("p.npy", "q.npy")]
+  aligned = [_sources.empty((rows, n), np.float32) for _ in range(2)]
+  raw = np.empty(2 * rows * n * 4 + 64, np.uint8)
+  start = 16 + (-raw.ctypes.data % 64)  # 16 bytes past a boundary
+  shifted = raw[start:start + 2 * rows * n * 4].view(np.float32).reshape(2, rows, n)
+  for a, s, v in zip(aligned, shifted, x):
+    a[...], s[...] = v, v
+  depths = []
+
+  class Recording(_prefetch.Prefetcher):
+    def __init__(self, items, depth):
+      depths.append(depth)
+      super().__init__(items, depth)
+
+  monkeypatch.setattr(_evaluate, "Prefetcher", Recording)
+  out = {}
+  for name, (p, q) in (("mapped", mapped), ("aligned", aligned), ("shifted", shifted)):
+    out[name] = evaluate("kl_divergence", p, q, from_logits=True, batch_size=4096).per_row
+  assert depths == [0, 0, 2]
+  assert out["mapped"].tobytes() == out["aligned"].tobytes() == out["shifted"].tobytes()
+  want = np.asarray(jaxdiv.kl_divergence(x[0].astype(np.float64), x[1].astype(np.float64),
+                                         from_logits=True))
+  np.testing.assert_allclose(out["mapped"], want, rtol=1e-5, atol=1e-6)
+
+
+def test_prefetcher_without_a_thread_raises_where_the_items_fail():
+  from jaxdiv.evaluation._prefetch import Prefetcher
+  closed = []
+
+  def items():
+    try:
+      yield 1
+      yield 2
+      raise OSError("disk")
+    finally:
+      closed.append(True)
+
+  for depth in (0, 2):
+    got = []
+    with pytest.raises(OSError, match="disk"):
+      for item in Prefetcher(items(), depth):
+        got.append(item)
+    assert got == [1, 2]
+  closed.clear()
+  pf = Prefetcher(items(), 0)
+  assert next(iter(pf)) == 1
+  pf.close()
+  assert closed == [True]
+
+
 def test_memmap_pages_are_released(tmp_path):
   """Reading a memmap through evaluate does not leave the whole file resident."""
   if not hasattr(__import__("mmap"), "MADV_DONTNEED"):
