@@ -188,9 +188,11 @@ def evaluate(
   the next `prefetch` batches while the devices work, so host memory stays bounded by about
   `batch_size x row bytes x (prefetch + 3)` whatever the input size. Memory-mapped inputs
   (``np.load(path, mmap_mode="r")``) are read page by page and the pages are released after
-  use; where the device can read every batch in place (on a CPU: memory-mapped .npy files, or
-  arrays in the device's dtype starting on a 64-byte boundary) there is nothing to read ahead
-  and no thread, and the kernel is asked to read the next batch's pages ahead instead.
+  use (except from a copy-on-write memmap, ``mmap_mode="c"``, whose edited pages would be
+  lost). Where the device can read every batch in place (one process; on a CPU, inputs in the
+  device's dtype whose rows are contiguous, start on a 64-byte boundary and make batches of a
+  multiple of 64 bytes: memory-mapped .npy files, say) there is nothing to read ahead and no
+  thread, and the kernel is asked to read the next batch's pages ahead instead.
 
   Results are deterministic: the per-row values and the summary have the same bytes for any
   batch size and any number of devices (for the same `max_block_rows`, which can set the
@@ -205,8 +207,8 @@ def evaluate(
   step replicates each batch's results to every process: every process gets the same summary
   (and the same error under ``nan_policy="fail"``), and the same `per_row` when `out` is None
   or an array. A path `out` is written by process 0 alone, whose `per_row` is that file; the
-  other processes get None (they spool the results to a temporary file, removed at the end,
-  only when quantiles or a histogram read them back).
+  other processes get None (they hold the results only when quantiles or a histogram read
+  them back: in memory up to 4 MiB, else in a temporary file removed at the end).
   On CPU the cross-process gather needs gloo collectives,
   ``jax.config.update("jax_cpu_collectives_implementation", "gloo")`` before ``initialize``
   (the default in jax 0.10). Tested with 2 processes x 2 CPU devices on localhost: the same
@@ -232,7 +234,7 @@ def evaluate(
     out: where the per-row results go: None (a NumPy array in memory), a path (a ``.npy``
       written to a temporary name and renamed on success, so an interrupted run leaves nothing
       under the final name), a C-contiguous array to fill, or False (not kept; quantiles and
-      histograms then spool them to a temporary file).
+      histograms then read them back from memory up to 4 MiB, else from a temporary file).
     reductions: any of ``"mean"``, ``"sum"``, ``"std"``, ``"min"``, ``"max"``,
       ``"quantiles"``, ``"histogram"``. Counts are always reported.
     quantiles: the probabilities for ``"quantiles"``, in [0, 1] (an empty sequence: none).
@@ -244,7 +246,7 @@ def evaluate(
       ``"propagate"`` (computed as they are).
     progress: a tqdm progress bar (True needs tqdm installed); None: only when stderr is a
       terminal and tqdm is installed. Multi-host: process 0 alone draws it.
-    prefetch: number of batches read ahead (where batches are copied: see above).
+    prefetch: number of batches read ahead (where batches are copied: see above), 0 or more.
     names: how `p` and `q` are called in error messages and in the summary's counts (two
       different names).
     validate: check that inputs given as probabilities are probabilities: for a named
@@ -293,6 +295,12 @@ def evaluate(
   quantiles, bins, names = _summary_arguments(quantiles, bins, names, reductions)
   if max_block_rows is not None and int(max_block_rows) < 1:
     raise ValueError(f"max_block_rows must be positive or None; got {max_block_rows}")
+  try:
+    ok = not isinstance(prefetch, bool) and operator.index(prefetch) >= 0
+  except TypeError:
+    ok = False
+  if not ok:
+    raise ValueError(f"prefetch must be a whole number, 0 or more; got {prefetch!r}")
   with _interrupt.handled() as interrupts:
     return _run(spec, kwargs, p, q, batch_size=int(batch_size), axis=axis,
                 from_logits=from_logits, mesh=mesh, out=out, reductions=reductions,

@@ -437,13 +437,17 @@ class PageReleaser:
 
   Without it the process's resident memory grows with every page of the file it has touched
   (file-backed pages of a mapping count in RSS until the kernel needs them), although nothing
-  is kept. Linux and macOS; a no-op wherever it is unavailable.
+  is kept. Linux and macOS; a no-op wherever it is unavailable, and for a copy-on-write memmap
+  (``mode="c"``), whose edited pages the drop would discard: its rows would read the file's
+  data again.
   """
 
   def __init__(self, array):
     self._mm = None
     mm = getattr(array, "_mmap", None)
     if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+      return
+    if getattr(array, "mode", None) not in ("r", "r+", "w+"):  # shared or read-only mappings
       return
     try:
       self._base = np.frombuffer(mm, np.uint8).ctypes.data

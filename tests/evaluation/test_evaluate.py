@@ -447,6 +447,43 @@ def test_rows_the_device_reads_in_place_are_not_read_ahead_by_a_thread(tmp_path,
   np.testing.assert_allclose(out["mapped"], want, rtol=1e-5, atol=1e-6)
 
 
+def test_rows_in_place_are_contiguous_and_aligned_at_every_batch():
+  """A view goes to the device as it is only where its own first row is on a 64-byte boundary
+  and its rows are contiguous: with 17 float32 entries a row, row 16 is the next aligned one,
+  and a column slice of a wider array is never in place."""
+  from jaxdiv.evaluation import _sources
+  a = _sources.empty((64, 17), np.float32)
+  rows = _sources.Rows(a, -1, "p")
+  assert [s for s in range(40) if rows.in_place(s)] == [0, 16, 32]
+  assert _sources.zero_copy([rows], [np.dtype(np.float32)], 16, 16, 0, 16)
+  assert not _sources.zero_copy([rows], [np.dtype(np.float32)], 8, 8, 0, 8)
+  wide = _sources.Rows(_sources.empty((64, 32), np.float32)[:, :16], -1, "p")
+  assert not wide.in_place(0)
+  assert not _sources.zero_copy([wide], [np.dtype(np.float32)], 16, 16, 0, 16)
+
+
+@pytest.mark.parametrize("prefetch", [-1, 1.5, True, "2"])
+def test_prefetch_must_be_a_whole_number_not_below_zero(prefetch):
+  p = _probs((10, 4), 0)
+  with pytest.raises(ValueError, match="prefetch"):
+    evaluate("kl_divergence", p, p, prefetch=prefetch)
+
+
+def test_a_copy_on_write_memmap_keeps_its_edits(tmp_path):
+  """Rows edited in a copy-on-write memmap (`mmap_mode="c"`) are computed as edited and stay
+  edited: dropping their pages after use (as for a read-only map) would discard the edits."""
+  rows, n = 3 * 4096 + 7, 256
+  x = np.random.default_rng(1).normal(size=(rows, n)).astype(np.float32)
+  np.save(tmp_path / "p.npy", x)
+  p = np.load(tmp_path / "p.npy", mmap_mode="c")
+  p[:] = -p
+  q = np.zeros((rows, n), np.float32)
+  got = evaluate("kl_divergence", p, q, from_logits=True, batch_size=4096).per_row
+  np.testing.assert_array_equal(p, -x)
+  want = evaluate("kl_divergence", -x, q, from_logits=True, batch_size=4096).per_row
+  assert got.tobytes() == want.tobytes()
+
+
 def test_prefetcher_without_a_thread_raises_where_the_items_fail():
   from jaxdiv.evaluation._prefetch import Prefetcher
   closed = []
