@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from jaxdiv import _fallback
 from jaxdiv import _numerics
 from jaxdiv import _unit_axes
 from jaxdiv import _validation
@@ -193,27 +196,32 @@ def _js_coefs(beta):
 _FRESH_BYTES = 32 << 20
 
 
+class _RowStats(NamedTuple):
+  """`value_for_coefs`'s aux above the threshold: each input's `(max, sum exp)` and the row sums
+  the coefficients read."""
+  stats: tuple
+  sums: tuple
+
+
 def _by_size(arrays: int, value, coefs, rows):
   """`(value, coefs, value_for_coefs)` for `_fast.run`: `value` and `coefs` (which reads its
   `arrays` per-entry arrays) below the threshold, above it a `value_for_coefs` that returns
   the inputs' row statistics and `rows(aux)` (the row sums the coefficients read), and
   `coefs(ax, out, aux, a, b, parts)` given each input's `(log_softmax, softmax)` formed from
-  them."""
-  def by_stats(x):
-    return arrays * x.size * x.dtype.itemsize > _FRESH_BYTES
-
+  them. Under `jax.vmap` the size is the mapped batch's (`_fallback.mapped_size`); the
+  coefficients, traced inside the fallback's `cond` where the mapping is not seen, follow the
+  aux they are given."""
   def for_coefs(ax, a, b):
     out, aux = value(ax, a, b)
-    if not by_stats(a):
+    if arrays * a.size * _fallback.mapped_size(a) * a.dtype.itemsize <= _FRESH_BYTES:
       return out, aux
-    return out, (tuple(_fast.max_and_sum_exp(x, ax) for x in (a, b)), rows(aux))
+    return out, _RowStats(tuple(_fast.max_and_sum_exp(x, ax) for x in (a, b)), rows(aux))
 
   def coefs_(ax, out, aux, a, b):
-    if not by_stats(a):
+    if not isinstance(aux, _RowStats):
       return coefs(ax, out, aux, a, b)
-    stats, sums = aux
-    parts = tuple(_fast.from_stats(x, st) for x, st in zip((a, b), stats))
-    return coefs(ax, out, sums, a, b, parts)
+    parts = tuple(_fast.from_stats(x, st) for x, st in zip((a, b), aux.stats))
+    return coefs(ax, out, aux.sums, a, b, parts)
   return value, coefs_, for_coefs
 
 
