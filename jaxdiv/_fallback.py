@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Callable
 
 import jax
@@ -38,27 +39,43 @@ def mapped_size(*xs) -> int:
   mapped over 16 x [256, 2048] took 2.1x the mapped hand-written line forward, its one pass's
   partials, sized for one example, 168 MiB of fresh pages a call.
 
-  Read from a `custom_vmap` identity's batching rule, which `vmap` calls as it traces the
-  function (with its mapped size); where it is not called the result is 1, the example's own
-  size, as before. Eager arrays are never mapped."""
-  tracers = [x for x in xs if isinstance(x, jax.core.Tracer) and math.prod(jnp.shape(x))]
+  Read from a `custom_vmap` identity's batching rule (:func:`_probe`), which `vmap` calls as
+  it traces the function (with its mapped size); where it is not called the result is 1, the
+  example's own size, as before. Eager arrays are never mapped."""
+  # Not an array whose type carries a sharding (Explicit mesh axes): its one element is a slice
+  # of a sharded axis, which JAX refuses; the size-based choices leave such arrays whole anyway.
+  tracers = [x for x in xs if isinstance(x, jax.core.Tracer) and math.prod(jnp.shape(x))
+             and not _sharding.explicitly_sharded(x)]
   if not tracers:
     return 1
-  sizes = []
+  outer = getattr(_PROBED, "sizes", None)
+  _PROBED.sizes = []
+  try:
+    # One element of each input, a flag without derivatives: XLA drops it as dead code.
+    flags = [jnp.isnan(lax.stop_gradient(jnp.ravel(x)[0])) for x in tracers]
+    _probe(functools.reduce(jnp.logical_or, flags))
+    return math.prod(_PROBED.sizes)
+  finally:
+    _PROBED.sizes = outer
 
-  @jax.custom_batching.custom_vmap
-  def probe(flag):
-    return flag
 
-  @probe.def_vmap
-  def _probe_vmap(axis_size, in_batched, flag):
+# The sizes :func:`_probe`'s rule saw during the current :func:`mapped_size` (per thread).
+_PROBED = threading.local()
+
+
+@jax.custom_batching.custom_vmap
+def _probe(flag: jax.Array) -> jax.Array:
+  """The identity, whose batching rule records the mapped size. Module-level (not a closure per
+  call) so that a jaxpr holding it prints the same on every trace."""
+  return flag
+
+
+@_probe.def_vmap
+def _probe_vmap(axis_size, in_batched, flag):
+  sizes = getattr(_PROBED, "sizes", None)
+  if sizes is not None:
     sizes.append(axis_size)
-    return probe(flag), in_batched[0]
-
-  # One element of each input, a flag without derivatives: XLA drops it as dead code.
-  flags = [jnp.isnan(lax.stop_gradient(jnp.ravel(x)[0])) for x in tracers]
-  probe(functools.reduce(jnp.logical_or, flags))
-  return math.prod(sizes)
+  return _probe(flag), in_batched[0]
 
 
 def fused(x: jax.Array, axis: int) -> bool:
