@@ -54,7 +54,7 @@ def mapped_size(*xs) -> int:
     # One element of each input, a flag without derivatives: XLA drops it as dead code.
     flags = [jnp.isnan(lax.stop_gradient(jnp.ravel(x)[0])) for x in tracers]
     _probe(functools.reduce(jnp.logical_or, flags))
-    return math.prod(_PROBED.sizes)
+    return max(1, math.prod(_PROBED.sizes))  # a vmap over no examples computes none
   finally:
     _PROBED.sizes = outer
 

@@ -185,11 +185,17 @@ def test_mapped_size_counts_the_examples_vmap_computes_at_once():
       "grad(vmap)": (lambda: jax.grad(lambda u: jax.vmap(f, (0, None))(u, y).sum())(x[0]), 3),
       "vmap(grad)": (lambda: jax.vmap(jax.grad(lambda u: f(u, y).sum()))(x[0]), 3),
       "lax.map": (lambda: lax.map(lambda u: f(u, y), x[0]), 1),
+      "jit(vmap) over no examples": (lambda: jax.jit(jax.vmap(f, (0, None)))(x[:0, 0], y), 1),
   }
   for name, (run, want) in runs.items():
     seen.clear()
     run()
     assert seen and set(seen) == {want}, (name, seen)
+  # A vmap over no examples (helper-53: a block size divided by 0 raised ZeroDivisionError).
+  z = jnp.zeros((0, 4, 8))
+  kl = lambda a, b: jaxdiv.kl_divergence(a, b, from_logits=True)
+  assert jax.jit(jax.vmap(kl))(z, z).shape == (0, 4)
+  assert jax.jit(jax.vmap(jax.grad(lambda a, b: kl(a, b).sum())))(z, z).shape == (0, 4, 8)
 
 
 @pytest.mark.parametrize("name,fn,mode", [
