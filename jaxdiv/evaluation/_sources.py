@@ -235,7 +235,7 @@ def array_batches(sources: Sequence[Rows], dtypes, pool: BufferPool, batch: int,
   a memory-mapped .npy); the others are copied into a buffer of `pool`. Yields nothing more
   once `pool` is closed."""
   rows, local = sources[0].rows, hi - lo
-  whole = local == block and all(s.can_view(d) for s, d in zip(sources, dtypes))
+  whole = _views_apply(sources, dtypes, block, lo, hi)
   for start in range(0, rows, batch):
     stop = min(rows, start + batch)
     # Views only where the device can take them as they are: an unaligned array (NumPy's own
@@ -271,10 +271,16 @@ def zero_copy(sources: Sequence[Rows], dtypes, batch: int, block: int, lo: int,
   nothing to read ahead of the device (a memmap's pages are read as the device reads them;
   only a last, partial batch is copied). A reading thread then only costs: 12.3 ms against
   13.7 ms for KL from logits on 2 x 48 MiB of memory-mapped .npy files (2-core CPU)."""
-  if hi - lo != block or not all(s.can_view(d) for s, d in zip(sources, dtypes)):
+  if not _views_apply(sources, dtypes, block, lo, hi):
     return False
   return all(s.in_place(0) and batch * s.n * np.dtype(d).itemsize % _ALIGN == 0
              for s, d in zip(sources, dtypes))
+
+
+def _views_apply(sources: Sequence[Rows], dtypes, block: int, lo: int, hi: int) -> bool:
+  """Whether :meth:`Rows.view` applies to every source: this process holds whole blocks, and
+  the rows are in the device's dtype with the distribution axis last."""
+  return hi - lo == block and all(s.can_view(d) for s, d in zip(sources, dtypes))
 
 
 def _views_done(sources: Sequence[Rows], parts: Sequence[np.ndarray]) -> None:
