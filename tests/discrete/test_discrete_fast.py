@@ -198,6 +198,61 @@ def test_mapped_size_counts_the_examples_vmap_computes_at_once():
   assert jax.jit(jax.vmap(jax.grad(lambda a, b: kl(a, b).sum())))(z, z).shape == (0, 4, 8)
 
 
+def test_eager_derivatives_trace_no_vmap_probe(monkeypatch):
+  """Under eager `jax.grad` (no `vmap`, no `jit`) neither `mapped_size`'s probe nor
+  `any_in_batch`'s `custom_vmap` is called: each traces a jaxpr per call, and made an eager
+  value+grad of KL from logits on 8x10 1.2x as long (helper-53). Under `vmap` both are."""
+  calls = []
+  for name in ("_probe", "_any_mapped"):
+    real = getattr(_fallback, name)
+    monkeypatch.setattr(_fallback, name,
+                        lambda x, real=real, name=name: (calls.append(name), real(x))[1])
+  rng = np.random.default_rng(0)
+  a, b = (jnp.asarray(rng.normal(size=(8, 10)), jnp.float32) for _ in range(2))
+  fns = [lambda a: jaxdiv.kl_divergence(a, b, from_logits=True),
+         lambda a: jaxdiv.renyi_entropy(jax.nn.softmax(a), 2.0),
+         lambda a: jaxdiv.total_variation_distance(jax.nn.softmax(a), jax.nn.softmax(b))]
+  for f in fns:
+    g = jax.grad(lambda a, f=f: f(a).sum())
+    for run in (f, g, jax.grad(lambda a, g=g: g(a)[0, 0]),
+                lambda a, f=f: jax.jvp(f, (a,), (a,))):
+      run(a)  # (`jax.jacfwd` and `jax.hessian` are `vmap`s: the probe runs there)
+  assert not calls, calls
+  jax.vmap(jax.grad(lambda a: fns[0](a).sum()))(a[:, None])
+  assert set(calls) == {"_probe", "_any_mapped"}, calls
+
+
+@pytest.mark.parametrize("name,fn,entries", [
+    ("renyi_entropy(probs)", lambda a: jaxdiv.renyi_entropy(jax.nn.softmax(a), 2.0), 1 << 12),
+    ("kl(logits, where)", lambda a: jaxdiv.kl_divergence(a, jnp.roll(a, 1, -1),
+                                                         from_logits=True, where=a > -2),
+     1 << 16),
+])
+def test_vmap_blocks_count_the_mapped_examples_once(monkeypatch, name, fn, entries):
+  """The row blocks of the one pass (`row_reduce`) and of the guarded forward
+  (`forward_in_row_blocks`) hold every mapped example's rows: their entries are divided by
+  the mapped size once, eagerly as under `jit`. Eagerly the one pass's blocks were divided
+  twice (`platform_dependent` runs its branch under the `vmap`, helper-53), and the guarded
+  forward took a mapped batch of examples smaller than a block whole."""
+  monkeypatch.setattr(_fallback, "_MAX_PARTIAL_BYTES", 1 << 10)
+  monkeypatch.setattr(_fallback, "_BLOCK_ENTRIES", 1 << 12)
+  monkeypatch.setattr(_fallback, "GUARDED_BLOCK_ENTRIES", 1 << 16)  # 2x an example
+  seen = []
+  real = _fallback.row_block_shape
+  monkeypatch.setattr(_fallback, "row_block_shape",
+                      lambda shape, axis, entries: (seen.append((tuple(shape), entries)),
+                                                    real(shape, axis, entries))[1])
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 64, 512)), jnp.float32)
+  want = jax.jit(fn)(x.reshape(-1, 512)).reshape(4, 64)
+  runs = {}
+  for mode, g in (("eager", jax.vmap(fn)), ("jit", jax.jit(jax.vmap(fn)))):
+    seen.clear()
+    np.testing.assert_allclose(g(x), want, rtol=2e-6, err_msg=f"{name} {mode}")
+    # (the blocks of the patched sizes; the guarded fallback's are traced under `jit` only)
+    runs[mode] = sorted({s for s in seen if s[1] <= 1 << 14})
+  assert runs["eager"] == runs["jit"] == [((64, 512), entries // 4)], runs
+
+
 @pytest.mark.parametrize("name,fn,mode", [
     ("kl(logits)", lambda a, b: jaxdiv.kl_divergence(a, b, from_logits=True), "fwd"),
     ("kl(logits)", lambda a, b: jaxdiv.kl_divergence(a, b, from_logits=True), "vg"),
