@@ -492,6 +492,55 @@ def test_kl_zero_targets():
                              rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["kl_divergence", "generalized_kl_divergence"])
+@pytest.mark.parametrize("jit", [False, True])
+def test_kl_losses_edge_rows_against_float64(name, jit):
+  """Rows of every kind side by side, float32, against float64 closed forms: zero targets
+  beside finite and -inf log-predictions, targets near float32's smallest normal number, a +inf
+  KL (a positive target on a -inf log-prediction), a negative target and a NaN (NaN rows).
+  The unguarded one-pass sum (`_kl_probs_fast`) takes the finite rows, the guarded terms the
+  others; each row's value and gradients are the closed form's, whatever its neighbours."""
+  rng = np.random.default_rng(5)
+  p = rng.dirichlet(np.ones(6), size=7)
+  log_q = np.log(rng.dirichlet(np.ones(6), size=7))
+  p[0, :2], p[0, 2] = 0.0, p[0, 2] + p[0, :2].sum()  # zero targets, finite log q
+  p[1, :2], p[1, 2] = 0.0, p[1, 2] + p[1, :2].sum()  # zero targets on -inf log q
+  log_q[1, :2] = NINF
+  p[2, :3] = [1e-37, 3e-38, 1e-30]  # near float32's tiny (1.2e-38)
+  log_q[3, 4] = NINF  # a positive target there: KL = +inf
+  p[4, 1] = -0.1  # a negative target: NaN
+  p[5, 3] = np.nan
+  fn = getattr(jl, name)
+  generalized = name == "generalized_kl_divergence"
+  p32, lq32 = p.astype(np.float32), log_q.astype(np.float32)
+  p64, lq64 = p32.astype(np.float64), lq32.astype(np.float64)  # the same numbers
+  with np.errstate(all="ignore"):
+    terms = np.where(p64 == 0, 0.0, p64 * (np.log(p64) - lq64))
+    want = terms.sum(-1) + (np.sum(np.exp(lq64) - p64, -1) if generalized else 0)
+    d_lq = np.exp(lq64) - p64 if generalized else -p64
+    d_p = np.where(p64 > 0, np.log(p64) - lq64 + 1, 0.0) - generalized
+  want[4] = np.nan  # (the log of a negative target)
+  f = jax.jit(fn) if jit else fn
+  got = np.asarray(f(lq32, p32), np.float64)
+  np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+  np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
+  finite = np.array([0, 1, 2, 6])  # (rows 3-5 summed too would make every gradient NaN)
+  grads = jax.grad(lambda a, b: jnp.sum(fn(a, b)[finite]), (0, 1))
+  g_lq, g_p = (np.asarray(g, np.float64) for g in (jax.jit(grads) if jit else grads)(lq32, p32))
+  for got, want in ((g_lq, d_lq), (g_p, d_p)):
+    np.testing.assert_allclose(got[finite], want[finite], rtol=2e-6, atol=1e-7)
+  # The rows left out of the sum: 0 where the partial is finite. (An infinite or NaN partial
+  # times the zero cotangent is NaN, as in autodiff of any line: d/dp at the +inf and the
+  # negative target, d/dlog q at the NaN target.)
+  np.testing.assert_array_equal(g_lq[3:5], 0)
+  # The Hessian in the targets on those rows: diagonal, 1 / p (0 at a zero target).
+  h = np.asarray(jax.jacfwd(jax.grad(lambda b: jnp.sum(fn(lq32, b)[finite])))(p32), np.float64)
+  h = h[finite].reshape(len(finite) * 6, 7 * 6)[:, (finite[:, None] * 6 + np.arange(6)).ravel()]
+  with np.errstate(divide="ignore"):
+    want_h = np.diag(np.where(p64[finite] > 0, 1 / p64[finite], 0).ravel())
+  np.testing.assert_allclose(h, want_h, rtol=2e-6)
+
+
 @tiered("spec", SPECS, fast=[_spec("softmax_cross_entropy"), *REPRESENTATIVES[1:]], ids=IDS)
 def test_check_grads(spec, x64):
   args = [a.astype(np.float64) if a.dtype == np.float32 else a
