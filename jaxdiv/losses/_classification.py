@@ -534,7 +534,7 @@ def sigmoid_focal_loss(
   _, acc = _validation.compute_dtype(logits)
   x, y = logits.astype(acc), labels.astype(acc)
   log_p, log_not_p = _log_sigmoid(x), _log_sigmoid(-x)
-  ce = -(_numerics.mul_log(y, log_p) + _numerics.mul_log(1 - y, log_not_p))
+  ce = _sigmoid_cross_entropy(x, y)  # the binary cross-entropy's, with its closed derivative
   # log((1 - y) p + y (1 - p)) with the labels outside the log: its gradient in y stays exact
   # at y = 0 and y = 1, where log(y) or log(1 - y) would be -inf.
   # The shift is the larger term *with a non-zero weight*: with the plain max, a hard label
