@@ -28,6 +28,7 @@ try:
   from jax._src.interpreters import batching as _batching
   _BATCH = (_batching.BatchTrace,)
   _RUNS_NOW = (_core.EvalTrace, _ad.JVPTrace, _ad.LinearizeTrace)
+  _BOTTOM = (_core.EvalTrace,)  # the stack's last trace; every other has a `parent_trace`
   _trace_ctx = _core.trace_ctx
 except (ImportError, AttributeError):  # pragma: no cover
   _trace_ctx = None
@@ -53,7 +54,9 @@ def mapped_size(*xs) -> int:
 
   Read from a `custom_vmap` identity's batching rule (:func:`_probe`), which `vmap` calls as
   it traces the function (with its mapped size); where it is not called the result is 1, the
-  example's own size, as before. Eager arrays are never mapped."""
+  example's own size, as before. The probe runs only where a `vmap` is in the trace stack
+  (:func:`_traces`): elsewhere its rule cannot be called, and it would cost a jaxpr a call.
+  Eager arrays are never mapped."""
   # Not an array whose type carries a sharding (Explicit mesh axes): its one element is a slice
   # of a sharded axis, which JAX refuses; the size-based choices leave such arrays whole anyway.
   tracers = [x for x in xs if isinstance(x, jax.core.Tracer) and math.prod(jnp.shape(x))
@@ -79,13 +82,15 @@ def _traces(pred: Callable) -> bool:
   jaxpr on every call, which under an eager `jax.grad` is most of a small call's time (KL from
   logits on 8x10, value+grad: 14.1 ms against 11.6-12.6 before them)."""
   trace = getattr(_trace_ctx, "trace", _Unknown)
-  if trace is _Unknown:  # pragma: no cover  # a jax without the stackless trace context
-    return True
-  while trace is not None:
+  while trace is not None and trace is not _Unknown:
     if pred(trace):
       return True
-    trace = getattr(trace, "parent_trace", None)
-  return False
+    if isinstance(trace, _BOTTOM):
+      return False
+    trace = getattr(trace, "parent_trace", _Unknown)
+  # A stack that does not end at a known bottom trace (a jax whose internals differ): True,
+  # the behaviour before the check (helper-54).
+  return True
 
 
 class _Unknown:
@@ -97,8 +102,8 @@ def _is_batch(trace) -> bool:
 
 
 def _is_staging(trace) -> bool:
-  """A `vmap` or a trace that records a jaxpr (`jit`, `checkpoint`, a `custom_jvp` rule),
-  which a later `vmap` can batch: anything but the traces that run each operation now."""
+  """A `vmap` or a trace that records a jaxpr (`jit`, `checkpoint`, partial evaluation), which
+  a later `vmap` can batch: anything but the traces that run each operation now."""
   return not isinstance(trace, _RUNS_NOW)
 
 
@@ -332,7 +337,8 @@ def row_reduce(fn: Callable, xs, axis: int, *, one_pass: bool = True, reads: int
     def over_blocks(*xs):
       return pass_over(
           # `mapped` read here, not again inside: eagerly `platform_dependent` runs its branch
-          # under the `vmap`, which would divide the blocks by the mapped size twice.
+          # under the `vmap`, which would divide the blocks by the mapped size twice. (The
+          # same `max(1, _BLOCK_ENTRIES // mapped)` as `entries` above, computed there.)
           row_blocks(lambda *ys: chunked(*flat(*ys)), ax, entries=_BLOCK_ENTRIES,
                      mapped=mapped),
           lambda *xs: plain(flat(*xs)), *xs)
@@ -638,14 +644,18 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
 
 # Entries a row block of the guarded paths' forward pass (:func:`forward_in_row_blocks`).
 GUARDED_BLOCK_ENTRIES = 1 << 18
+# The largest block it takes, in blocks of `GUARDED_BLOCK_ENTRIES`, where one row of each mapped
+# example is already more (helper-54, minimal blocks of mapped x row entries: faster than the
+# whole batch at 512K, mixed at 1M, 1.6-2x slower from 2M).
+_WIDEST_BLOCK = 2
 
 
 def forward_in_row_blocks(fn: Callable, axis: int, n_rows: int, *args: jax.Array,
                           entries: int | None = None) -> jax.Array:
   """`fn(*args)`, row values of a row computation along `axis`, evaluated over row blocks of
   about `entries` entries (:func:`row_blocks`; None: `GUARDED_BLOCK_ENTRIES`, read when traced)
-  when the batch is larger; its derivatives (any order, either mode) are those of `fn` on the
-  whole batch.
+  when the batch is larger (under `jax.vmap`, the mapped examples' batch: :func:`mapped_size`);
+  its derivatives (any order, either mode) are those of `fn` on the whole batch.
 
   The first `n_rows` of `args` are arrays of one shape, sliced into the blocks; the others
   (scalars) are passed whole. Why: the guarded implementations make several passes over
@@ -661,7 +671,11 @@ def forward_in_row_blocks(fn: Callable, axis: int, n_rows: int, *args: jax.Array
   if xs[0].ndim < 2 or not all(x.shape == xs[0].shape for x in xs):
     return fn(*args)
   mapped = mapped_size(*xs)  # a block holds every mapped example's rows (see `row_blocks`)
-  if xs[0].size * mapped <= entries:
+  if xs[0].size * mapped <= entries or mapped * xs[0].shape[axis] > _WIDEST_BLOCK * entries:
+    # Whole, also where a block of one row of each mapped example would be over
+    # `_WIDEST_BLOCK` blocks' entries: slices across the mapped axis ran slower than the whole
+    # batch (helper-54: the JS distance from logits, jit(vmap) over 8192 x [2, 512], 450 ms in
+    # blocks of [8192, 1, 512] against 230 whole; over 256 x [64, 512], 93 against 230).
     return fn(*args)
 
   @jax.custom_jvp

@@ -253,6 +253,29 @@ def test_vmap_blocks_count_the_mapped_examples_once(monkeypatch, name, fn, entri
   assert runs["eager"] == runs["jit"] == [((64, 512), entries // 4)], runs
 
 
+def test_vmap_of_short_examples_takes_the_guarded_forward_whole(monkeypatch):
+  """Where one row of each mapped example is already over `_WIDEST_BLOCK` blocks' entries, the
+  guarded forward (`forward_in_row_blocks`) takes the mapped batch whole: blocks of [8192, 1,
+  512] sliced across the mapped axis made the JS distance from logits under jit(vmap) 2x slower
+  than the whole batch (helper-54). Values as without vmap."""
+  monkeypatch.setattr(_fallback, "GUARDED_BLOCK_ENTRIES", 1 << 10)
+  seen = []
+  real = _fallback.row_block_shape
+  monkeypatch.setattr(_fallback, "row_block_shape",
+                      lambda shape, axis, entries: (seen.append((tuple(shape), entries)),
+                                                    real(shape, axis, entries))[1])
+  rng = np.random.default_rng(2)
+  a, b = (jnp.asarray(rng.normal(size=(8, 2, 512)), jnp.float32) for _ in range(2))
+  fn = lambda a, b: jaxdiv.js_distance(a, b, from_logits=True)
+  got = jax.jit(jax.vmap(fn))(a, b)  # 8 x 512 = 4K entries a row of each: over 2 x 1K
+  assert not [s for s in seen if s[1] <= 1 << 10], seen
+  np.testing.assert_allclose(got, fn(a.reshape(16, 512), b.reshape(16, 512)).reshape(8, 2),
+                             rtol=2e-6)
+  seen.clear()
+  jax.jit(jax.vmap(fn))(a[:2], b[:2])  # 2 x 512: blocks of one row of each example
+  assert ((2, 512), (1 << 10) // 2) in seen, seen
+
+
 @pytest.mark.parametrize("name,fn,mode", [
     ("kl(logits)", lambda a, b: jaxdiv.kl_divergence(a, b, from_logits=True), "fwd"),
     ("kl(logits)", lambda a, b: jaxdiv.kl_divergence(a, b, from_logits=True), "vg"),
