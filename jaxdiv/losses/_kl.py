@@ -150,10 +150,13 @@ def _kl_probs_fast(p, log_q, ax, *, generalized: bool = False):
 
   def coefs(need, x, lq):
     # d/dx of x (log x - log_q) is (log x - log_q) + 1 where x > 0, and its finite part, 0,
-    # at x = 0 (the selects, before the log too, keep second derivatives finite there).
+    # at x = 0; NaN at a NaN or negative target. The log reads only x > 0 (`safe_log`'s
+    # test), so that no second derivative reads the log at those (helper-55: a NaN target's
+    # Hessian row was NaN, a negative one's 1 / x, where the guarded terms give 0).
     if need[0]:
-      nz = x != 0
-      d_x = jnp.where(nz, jnp.log(jnp.where(nz, x, 1)) - lq, 0) + (x > 0)
+      pos = x > 0
+      log_x = jnp.where(pos, jnp.log(jnp.where(pos, x, 1)), jnp.nan)
+      d_x = jnp.where(x != 0, log_x - lq, 0) + pos
     else:
       d_x = None
     if generalized:

@@ -539,6 +539,11 @@ def test_kl_losses_edge_rows_against_float64(name, jit):
   with np.errstate(divide="ignore"):
     want_h = np.diag(np.where(p64[finite] > 0, 1 / p64[finite], 0).ravel())
   np.testing.assert_allclose(h, want_h, rtol=2e-6)
+  # Over every row: the NaN and the negative target's second derivatives are 0, as the guarded
+  # terms give (helper-55: NaN and 1 / p where the coefficients read the log there).
+  h = np.asarray(jax.jacfwd(jax.grad(lambda b: jnp.sum(fn(lq32, b))))(p32))
+  np.testing.assert_array_equal(h[4, 1], 0)
+  np.testing.assert_array_equal(h[5, 3], 0)
 
 
 @tiered("spec", SPECS, fast=[_spec("softmax_cross_entropy"), *REPRESENTATIVES[1:]], ids=IDS)
