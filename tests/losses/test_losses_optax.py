@@ -524,7 +524,7 @@ def test_kl_losses_edge_rows_against_float64(name, jit):
   got = np.asarray(f(lq32, p32), np.float64)
   np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
   np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
-  finite = np.array([0, 1, 2, 6])  # (rows 3-5 summed too would make every gradient NaN)
+  finite = np.array([0, 1, 2, 6])  # (rows 3-5 are +inf or NaN)
   grads = jax.grad(lambda a, b: jnp.sum(fn(a, b)[finite]), (0, 1))
   g_lq, g_p = (np.asarray(g, np.float64) for g in (jax.jit(grads) if jit else grads)(lq32, p32))
   for got, want in ((g_lq, d_lq), (g_p, d_p)):
