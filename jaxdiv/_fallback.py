@@ -336,11 +336,10 @@ def row_reduce(fn: Callable, xs, axis: int, *, one_pass: bool = True, reads: int
     @jax.custom_jvp
     def over_blocks(*xs):
       return pass_over(
-          # `mapped` read here, not again inside: eagerly `platform_dependent` runs its branch
-          # under the `vmap`, which would divide the blocks by the mapped size twice. (The
-          # same `max(1, _BLOCK_ENTRIES // mapped)` as `entries` above, computed there.)
-          row_blocks(lambda *ys: chunked(*flat(*ys)), ax, entries=_BLOCK_ENTRIES,
-                     mapped=mapped),
+          # `entries` already counts the mapped examples: `mapped=1`, not read again inside
+          # (eagerly `platform_dependent` runs its branch under the `vmap`, and the blocks
+          # were divided by the mapped size twice).
+          row_blocks(lambda *ys: chunked(*flat(*ys)), ax, entries=entries, mapped=1),
           lambda *xs: plain(flat(*xs)), *xs)
 
     @over_blocks.defjvp

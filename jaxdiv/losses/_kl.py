@@ -145,18 +145,17 @@ def _kl_probs_fast(p, log_q, ax, *, generalized: bool = False):
     return jnp.sum(t + jnp.exp(lq) - x if generalized else t, axis=ax)
 
   def careful(x, lq):
-    kl = _kl_sum(x, None, lq, ax, None, log_target=False)
-    return kl + jnp.sum(jnp.exp(lq) - x, axis=ax) if generalized else kl
+    if generalized:
+      return _generalized_guarded(x, lq, ax, None)
+    return _kl_sum(x, None, lq, ax, None, log_target=False)
 
   def coefs(need, x, lq):
     # d/dx of x (log x - log_q) is (log x - log_q) + 1 where x > 0, and its finite part, 0,
-    # at x = 0; NaN at a NaN or negative target. The log reads only x > 0 (`safe_log`'s
-    # test), so that no second derivative reads the log at those (helper-55: a NaN target's
-    # Hessian row was NaN, a negative one's 1 / x, where the guarded terms give 0).
+    # at x = 0; NaN at a NaN or negative target. `safe_log` reads the log only where x > 0,
+    # so that no second derivative reads it at those (helper-55: a NaN target's Hessian row
+    # was NaN, a negative one's 1 / x, where the guarded terms give 0).
     if need[0]:
-      pos = x > 0
-      log_x = jnp.where(pos, jnp.log(jnp.where(pos, x, 1)), jnp.nan)
-      d_x = jnp.where(x != 0, log_x - lq, 0) + pos
+      d_x = jnp.where(x != 0, _numerics.safe_log(x) - lq, 0) + (x > 0)
     else:
       d_x = None
     if generalized:
@@ -275,9 +274,14 @@ def generalized_kl_divergence(
   if mask is None:
     out = _kl_probs_fast(p, log_q, ax, generalized=True)
   else:
-    kl = _kl_sum(p, None, log_q, ax, mask, log_target=False)
-    out = kl + _numerics.masked_sum(jnp.exp(log_q) - p, ax, mask)
+    out = _generalized_guarded(p, log_q, ax, mask)
   return _numerics.psum(out, axis_name).astype(dtype)
+
+
+def _generalized_guarded(p, log_q, ax, mask):
+  """The generalised KL from `_kl_sum`'s guarded terms and the masses' difference."""
+  kl = _kl_sum(p, None, log_q, ax, mask, log_target=False)
+  return kl + _numerics.masked_sum(jnp.exp(log_q) - p, ax, mask)
 
 
 @_unit_axes.dropped(dists=("log_predictions", "targets"))
