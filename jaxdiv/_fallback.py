@@ -464,6 +464,45 @@ def finite_rows_or(value: Callable, careful: Callable, *xs: jax.Array) -> jax.Ar
   return _replace_bad_rows(value(*xs), careful, *xs)[2]
 
 
+def coefs_of_finite_rows(out: jax.Array, axis, coefs: Callable, *xs: jax.Array) -> tuple:
+  """`coefs(*xs)`, row-wise derivatives d out / d x shaped like `xs` (None for an input not
+  differentiated), zero on the rows whose value `out` is not finite (a NaN input, a divergence
+  of +inf): such a row is a constant.
+
+  Why: its partials are infinite or NaN, and the zero cotangent of a row summed or masked away
+  (`jnp.where(ok, d, 0)`) met them as 0 * inf = NaN in that row's inputs, and so in anything
+  upstream that every row shares. The inputs the coefficients read are gated alike
+  (:func:`tangent_if`), for the second derivatives through them.
+
+  `axis`: the reduced axis, a tuple of them, or None (all: `out` is a scalar).
+  """
+  lost = lax.stop_gradient(jnp.logical_not(jnp.isfinite(out)))
+  gone = lost if axis is None else jnp.expand_dims(lost, axis)
+  cs = coefs(*(tangent_if(jnp.logical_not(gone), x) for x in xs))
+  return tuple(None if c is None else jnp.where(gone, jnp.zeros_like(c), c) for c in cs)
+
+
+def finite_coefs(coefs: Callable, *xs: jax.Array) -> tuple:
+  """`coefs(*xs)`, derivatives d out / d x shaped like `xs` (None for an input not
+  differentiated), each entry that is infinite or NaN taken as 0: optax's partials wherever
+  they are finite, and none that a zero cotangent (a row summed or masked away) turns into
+  0 * inf = NaN. Unlike :func:`coefs_of_finite_rows`, no row value is read: the derivative in
+  one input alone does not compute the forward. For coefficients computed entry by entry: an
+  entry whose partial is not finite has its inputs gated (:func:`tangent_if`), for the second
+  derivatives through them."""
+  fins = [None if c is None else jnp.isfinite(c)
+          for c in coefs(*(lax.stop_gradient(x) for x in xs))]
+  ok = None
+  for fin in fins:
+    if fin is not None:
+      ok = fin if ok is None else ok & fin
+  if ok is None:
+    return coefs(*xs)
+  cs = coefs(*(tangent_if(ok, x) for x in xs))
+  return tuple(None if c is None else jnp.where(fin, c, jnp.zeros_like(c))
+               for c, fin in zip(cs, fins))
+
+
 def finite_rows_with_coefs(value: Callable, careful: Callable, coefs: Callable, *xs: jax.Array,
                            axis) -> jax.Array:
   """:func:`finite_rows_or` with a closed-form derivative given by `coefs`.
@@ -490,8 +529,8 @@ def finite_rows_with_coefs(value: Callable, careful: Callable, coefs: Callable, 
 
   def f_jvp(primals, tangents):
     need = tuple(not isinstance(t, jax.custom_derivatives.SymbolicZero) for t in tangents)
-    cs = coefs(need, *primals)
     out = f(*primals)
+    cs = finite_coefs(lambda *xs: coefs(need, *xs), *primals)
     tangent = jnp.zeros(out.shape, out.dtype)
     for c, t, live in zip(cs, tangents, need):
       if live:
@@ -666,16 +705,19 @@ def forward_in_row_blocks(fn: Callable, axis: int, n_rows: int, *args: jax.Array
   whole-batch: a `custom_jvp` whose rule is `fn`'s own JVP.
   """
   entries = GUARDED_BLOCK_ENTRIES if entries is None else entries
-  xs, rest = args[:n_rows], args[n_rows:]
-  if xs[0].ndim < 2 or not all(x.shape == xs[0].shape for x in xs):
-    return fn(*args)
-  mapped = mapped_size(*xs)  # a block holds every mapped example's rows (see `row_blocks`)
-  if xs[0].size * mapped <= entries or mapped * xs[0].shape[axis] > _WIDEST_BLOCK * entries:
+  xs = args[:n_rows]
+  whole = xs[0].ndim < 2 or not all(x.shape == xs[0].shape for x in xs)
+  if not whole:
+    mapped = mapped_size(*xs)  # a block holds every mapped example's rows (see `row_blocks`)
     # Whole, also where a block of one row of each mapped example would be over
     # `_WIDEST_BLOCK` blocks' entries: slices across the mapped axis ran slower than the whole
     # batch (helper-54: the JS distance from logits, jit(vmap) over 8192 x [2, 512], 450 ms in
     # blocks of [8192, 1, 512] against 230 whole; over 256 x [64, 512], 93 against 230).
-    return fn(*args)
+    whole = (xs[0].size * mapped <= entries
+             or mapped * xs[0].shape[axis] > _WIDEST_BLOCK * entries)
+
+  if whole:
+    return lost_rows_constant(fn, axis, n_rows, *args)
 
   @jax.custom_jvp
   def f(*args):
@@ -683,8 +725,90 @@ def forward_in_row_blocks(fn: Callable, axis: int, n_rows: int, *args: jax.Array
     return row_blocks(lambda *ys: fn(*ys, *scalars), axis, entries=entries,
                       mapped=mapped)(*args[:n_rows])
 
-  f.defjvp(lambda primals, tangents: jax.jvp(fn, primals, tangents))
-  return f(*xs, *rest)
+  f.defjvp(lambda primals, tangents: lost_rows_constant_jvp(fn, axis, n_rows, primals, tangents),
+           symbolic_zeros=True)
+  return f(*args)
+
+
+def lost_rows_constant(fn: Callable, axis: int, n_rows: int, *args: jax.Array) -> jax.Array:
+  """`fn(*args)`, row values along `axis`, differentiated by :func:`lost_rows_constant_jvp`.
+  `fn` may close over constants, not over traced values (see
+  :func:`lost_rows_constant_autodiff`)."""
+  @jax.custom_jvp
+  def f(*args):
+    return fn(*args)
+
+  f.defjvp(lambda primals, tangents: lost_rows_constant_jvp(fn, axis, n_rows, primals, tangents),
+           symbolic_zeros=True)
+  return f(*args)
+
+
+def _ones_in_rows(rows: jax.Array, axis: int, n_rows: int, xs) -> tuple:
+  """`xs` with the first `n_rows` (row-shaped arrays) set to ones on `rows` (the batch shape):
+  every entry positive and finite, so that every partial there is finite."""
+  gone = jnp.expand_dims(rows, axis)
+  return tuple(jnp.where(gone, jnp.ones_like(x), x) if i < n_rows else x
+               for i, x in enumerate(xs))
+
+
+def lost_rows_constant_autodiff(fn: Callable, axis: int, n_rows: int,
+                                *args: jax.Array) -> jax.Array:
+  """:func:`lost_rows_constant` for an `fn` that closes over traced values (a user's generator
+  with a traced parameter), which a `custom_jvp` would not differentiate: `fn` differentiated
+  as written, with the rows whose value is not finite constants, computed on inputs with those
+  rows set to ones (:func:`with_fallback_autodiff` says why each branch computes its own
+  values). Where no row is lost, one `cond` branch computes `fn` again: twice the forward."""
+  out = lax.stop_gradient(fn(*args))
+  lost = jnp.logical_not(jnp.isfinite(out))
+
+  def mixed(args):
+    return jnp.where(lost, out, fn(*_ones_in_rows(lost, axis, n_rows, args)))
+
+  return cond(any_in_batch(lost), jax.checkpoint(mixed), lambda args: fn(*args), args)
+
+
+def lost_rows_constant_jvp(fn: Callable, axis: int, n_rows: int, primals, tangents):
+  """`jax.jvp(fn, primals, tangents)` for row values `fn(*primals)` (the batch shape) of a row
+  computation along `axis`, with the rows whose value is not finite (a NaN input, a divergence
+  of +inf) constants: their tangents are 0, and so is their part of every gradient. A
+  `custom_jvp` rule with symbolic zeros (`defjvp(..., symbolic_zeros=True)`).
+
+  Why: such a row's partials are infinite or NaN, and the zero cotangent of a row summed or
+  masked away (`jnp.where(ok, d, 0)`) met them as 0 * inf = NaN, in that row's inputs and in
+  any scalar argument every row shares.
+
+  How: the row inputs' tangents are zeroed on the lost rows (:func:`tangent_if`, whose
+  transpose selects after `fn`'s own). Under `jit` XLA merges the value computed to find the
+  lost rows with the JVP's own, so this costs a select. A scalar argument (the first `n_rows`
+  of `primals` are arrays of one shape with `axis`, the others scalars) sums its partials over
+  every row, where a select on the rows' inputs comes too late: where one is differentiated,
+  the lost rows' inputs are set to ones (finite partials), which computes `fn` once more.
+  Inputs that are not floating (boolean masks) have no tangent.
+  """
+  live = [not isinstance(t, jax.custom_derivatives.SymbolicZero) for t in tangents]
+  if not any(live):
+    out = fn(*primals)
+    return out, jnp.zeros_like(out)
+  ts = tuple(t for t, lv in zip(tangents, live) if lv)
+
+  def jvp_at(xs, kept=None):
+    def on_live(*d):
+      it = iter(d)
+      ys = tuple(next(it) if lv else x for x, lv in zip(xs, live))
+      return fn(*(tangent_if(kept, y) if kept is not None and i < n_rows and lv else y
+                  for i, (y, lv) in enumerate(zip(ys, live))))
+    return jax.jvp(on_live, tuple(x for x, lv in zip(xs, live) if lv), ts)
+
+  # `fn`'s own JVP first: eagerly, where no row is lost (decided in Python), it is the answer;
+  # under `jit` its tangent is unused and XLA drops it.
+  out, t_out = jvp_at(primals)
+  lost = lax.stop_gradient(jnp.logical_not(jnp.isfinite(out)))
+  if not isinstance(lost, jax.core.Tracer) and not bool(jnp.any(lost)):
+    return out, t_out
+  kept = jnp.logical_not(jnp.expand_dims(lost, axis))
+  xs = _ones_in_rows(lost, axis, n_rows, primals) if any(live[n_rows:]) else primals
+  _, t_out = jvp_at(xs, kept)
+  return out, jnp.where(lost, jnp.zeros_like(t_out), t_out)
 
 
 def with_fallback_autodiff(value: Callable, careful: Callable, *xs: jax.Array,
@@ -706,8 +830,7 @@ def with_fallback_autodiff(value: Callable, careful: Callable, *xs: jax.Array,
   bad = jnp.logical_not(jnp.isfinite(lax.stop_gradient(value(*xs)[0])))
 
   def gated(rows, xs):
-    gate = jnp.expand_dims(rows, axis)
-    return tuple(jnp.where(gate, jnp.ones_like(x), x) for x in xs)
+    return _ones_in_rows(rows, axis, len(xs), xs)
 
   def mixed(xs):
     # Rows whose guarded value is not finite either (a NaN input, a divergence of +inf) keep
@@ -779,7 +902,9 @@ def with_fallback(value: Callable, coefs: Callable, careful: Callable, *xs: jax.
       return tuple(coefs(out_g, aux_g, *gate(xs)))
 
     def mixed_coefs(*xs):
-      guarded = careful_grads(*xs)  # over row blocks, as the value
+      # over row blocks, as the value; a row whose guarded value is not finite either is a
+      # constant (the fast rows' values are finite)
+      guarded = coefs_of_finite_rows(out, axis, careful_grads, *xs)
       return tuple(jnp.where(row_bad, g, c) for g, c in zip(guarded, fast_coefs(*xs)))
 
     cs = cond(bad, mixed_coefs, fast_coefs, *primals)

@@ -90,10 +90,16 @@ def prepare(*arrays, names, axis, where, from_logits, axis_name=None) -> Prepare
 
 
 def guarded(arrays, body, *, names, axis, where, from_logits, axis_name=None, hyper=(),
-            base=None, nonnegative: bool = False):
+            base=None, nonnegative: bool = False, blocks: bool = True,
+            autodiff: bool = False):
   """`finish(body(prep, *hyper), prep, base, nonnegative=...)` with `prep = prepare(*arrays,
   ...)`: the guarded implementation's row values, evaluated over blocks of rows when the batch
   is large (derivatives of the whole batch: `_fallback.forward_in_row_blocks`, which says why).
+  Rows whose value is not finite are constants (`_fallback.lost_rows_constant_jvp`).
+
+  `blocks=False` keeps the whole batch (a `body` whose generator may hold a row's array);
+  `autodiff` differentiates `body` as written (one that closes over traced values, which a
+  `custom_jvp` would not differentiate; `_fallback.lost_rows_constant_autodiff`).
 
   `hyper` are every value `body` reads besides the inputs (an order, a mixture weight): `body`
   must not close over any other array or tracer, for the blocks' custom JVP rule
@@ -111,8 +117,6 @@ def guarded(arrays, body, *, names, axis, where, from_logits, axis_name=None, hy
   kw = dict(names=names, from_logits=from_logits, axis_name=axis_name)
   traced = [i for i, h in enumerate(hyper) if isinstance(h, jax.core.Tracer)]
   eager = not any(isinstance(x, jax.core.Tracer) for x in (*arrays, where, *hyper))
-  if eager or axis_name is not None or any(np.ndim(h) for h in hyper):
-    return body(prepare(*arrays, axis=axis, where=where, **kw), *hyper)
   xs, ax, _, _ = _inputs(arrays, names, axis)
   masks = [] if where is None else [_validation.broadcast_where(where, xs[0].shape)]
   n_rows = len(xs) + len(masks)
@@ -123,8 +127,12 @@ def guarded(arrays, body, *, names, axis, where, from_logits, axis_name=None, hy
       hs[i] = h
     return body(prepare(*ys, axis=ax, where=m, **kw), *hs)
 
-  return _fallback.forward_in_row_blocks(run, ax, n_rows, *xs, *masks,
-                                         *(hyper[i] for i in traced))
+  args = (*xs, *masks, *(hyper[i] for i in traced))
+  if autodiff:
+    return _fallback.lost_rows_constant_autodiff(run, ax, n_rows, *args)
+  if eager or not blocks or axis_name is not None or any(np.ndim(h) for h in hyper):
+    return _fallback.lost_rows_constant(run, ax, n_rows, *args)
+  return _fallback.forward_in_row_blocks(run, ax, n_rows, *args)
 
 
 def _empty_rows(x: jax.Array, axis: int, mask, axis_name) -> jax.Array:

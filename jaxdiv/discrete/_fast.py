@@ -112,10 +112,11 @@ def evaluate(arrays, careful_body: Callable, pairs, *, axis, where, from_logits,
   fast = None if pairs is None else _common.fast_inputs(*arrays, **kw)
   if fast is not None:
     return run(fast, *pairs, careful_body, base, nonnegative=nonnegative, autodiff=autodiff)
-  # Not `_common.guarded`: `careful_body` may close over traced values (a user's generator),
-  # which its row blocks' custom_jvp cannot differentiate.
-  prep = _common.prepare(*arrays, **kw)
-  return _common.finish(careful_body(prep), prep, base, nonnegative=nonnegative)
+  # The whole batch, not `_common.guarded`'s row blocks: `careful_body` may close over a row's
+  # array (a user's generator), or over traced values (`autodiff`), which the blocks'
+  # custom_jvp cannot differentiate.
+  return _common.guarded(arrays, lambda prep: careful_body(prep), base=base,
+                         nonnegative=nonnegative, blocks=False, autodiff=autodiff, **kw)
 
 
 # The primitives that XLA:CPU keeps vectorised inside the one-pass loop of

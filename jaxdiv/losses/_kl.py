@@ -58,20 +58,30 @@ def _kl_sum(x, log_x, log_q, ax, mask, *, log_target: bool):
 
   @f.defjvp
   def f_jvp(primals, tangents):
-    target, log_q = primals
     t_target, t_log_q = tangents
-    x, log_x = (jnp.exp(target), target) if log_target else (target, _numerics.safe_log(target))
-    keep, d = terms(x, log_x, log_q)
-    dk = jnp.where(keep, d, 0)
+
+    def parts(target, log_q):
+      x, log_x = ((jnp.exp(target), target) if log_target
+                  else (target, _numerics.safe_log(target)))
+      keep, d = terms(x, log_x, log_q)
+      return x, keep, jnp.where(keep, d, 0)
+
+    def coefs(target, log_q):
+      x, keep, dk = parts(target, log_q)
+      # d/dx of x (log x - log_q) is (log x - log_q) + 1 where x > 0, and its finite part at 0.
+      if log_target:
+        c_target = x * (dk + keep.astype(x.dtype))
+      else:
+        c_target = dk + (x > 0).astype(x.dtype)
+      c_log_q = -x
+      if mask is not None:  # masked entries may hold inf or NaN: a zero coefficient, not 0 * NaN
+        c_target, c_log_q = jnp.where(mask, c_target, 0), jnp.where(mask, c_log_q, 0)
+      return c_target, c_log_q
+
+    x, _, dk = parts(*primals)
     out = _numerics.masked_sum(x * dk, ax, mask)
-    # d/dx of x (log x - log_q) is (log x - log_q) + 1 where x > 0, and its finite part at 0.
-    if log_target:
-      c_target = x * (dk + keep.astype(x.dtype))
-    else:
-      c_target = dk + (x > 0).astype(x.dtype)
-    c_log_q = -x
-    if mask is not None:  # masked entries may hold inf or NaN: a zero coefficient, not 0 * NaN
-      c_target, c_log_q = jnp.where(mask, c_target, 0), jnp.where(mask, c_log_q, 0)
+    # Partials that are not finite are 0 (`finite_coefs` says why).
+    c_target, c_log_q = _fallback.finite_coefs(coefs, *primals)
     tangent = jnp.sum(c_target * t_target + c_log_q * t_log_q, axis=ax)
     return out, tangent
 

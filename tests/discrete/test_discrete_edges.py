@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _helpers import tiered
+from discrete_specs import MECHANISM_SPEC_IDS
 from discrete_specs import SPEC_IDS
 from discrete_specs import SPECS
 from discrete_specs import call
@@ -386,3 +387,89 @@ def test_f_divergence_closing_generator_gradient_beside_a_nan_row():
   # against the float64 reference: d/dc = the KL(q || p) of the rows at c = 1
   np.testing.assert_allclose(float(want[0]), float(np.sum(np.array([0.3, 0.3, 0.4]) * np.log(
       np.array([0.3, 0.3, 0.4]) / np.array([0.2, 0.3, 0.5])))), rtol=1e-6)
+
+
+# A row whose value is not finite: a NaN input (row 0) and, for most functions, p > 0 where
+# q = 0 (row 1: +inf for KL, cross-entropy, Renyi of order >= 1, chi-squared; finite for JS,
+# total variation or Hellinger, whose row is then an ordinary one).
+_LOST_PROBS = (np.array([[np.nan, 0.2, 0.3, 0.5], [0.5, 0.5, 0.0, 0.0], [0.1, 0.2, 0.3, 0.4],
+                         [0.4, 0.3, 0.2, 0.1]]),
+               np.array([[0.3, 0.3, 0.2, 0.2], [0.0, 0.5, 0.5, 0.0], [0.25, 0.25, 0.25, 0.25],
+                         [0.1, 0.6, 0.2, 0.1]]))
+_LOST_LOGITS = (np.array([[np.nan, 0.2, -0.3, 0.5], [0.0, 0.0, -np.inf, -np.inf],
+                          [0.1, -0.2, 0.3, 0.4], [0.4, 0.3, -0.2, 0.1]]),
+                np.array([[0.3, -0.3, 0.2, 0.2], [-np.inf, 0.0, 0.0, -np.inf],
+                          [0.25, 0.5, -0.25, 0.0], [0.1, 0.6, -0.2, 0.1]]))
+_LOST_CASES = [pytest.param(s, lg, m, id=f"{s.name}-{'logits' if lg else 'probs'}-"
+                            f"{'guarded' if m else 'fast'}")
+               for s in SPECS for lg in (False, True) for m in (False, True)]
+
+
+@tiered("spec,from_logits,masked", _LOST_CASES, fast=[
+    c for c in _LOST_CASES if c.values[0].name in MECHANISM_SPEC_IDS])
+def test_a_row_that_is_not_finite_is_a_constant(spec, from_logits, masked):
+  """The usual way to drop such rows, `jnp.where(finite, d, 0)`, sends them a zero cotangent,
+  and 0 * inf (their partials) was NaN in their inputs' gradient, and so in anything upstream
+  that every row shares. Their gradient is now 0, and the other rows' values and gradients are
+  those they have alone; jitted and not. A mask of all True takes the guarded path."""
+  xs = tuple(jnp.asarray(x, jnp.float32) for x in (_LOST_LOGITS if from_logits
+                                                   else _LOST_PROBS)[:spec.nargs])
+  w = jnp.ones(xs[0].shape, bool) if masked else None
+
+  def kept(*ys):
+    d = call(spec, *ys, from_logits=from_logits, where=None if w is None else w[:len(ys[0])])
+    return jnp.sum(jnp.where(jnp.isfinite(d), d, 0))
+
+  values = np.asarray(call(spec, *xs, from_logits=from_logits, where=w))
+  lost = ~np.isfinite(values)
+  assert lost[0] and np.all(np.isfinite(values[2:]))
+  good = np.flatnonzero(~lost)
+  argnums = tuple(range(len(xs)))
+  alone = jax.grad(kept, argnums)(*(x[good] for x in xs))
+  for grad in (jax.grad(kept, argnums), jax.jit(jax.grad(kept, argnums))):
+    for g, g_alone in zip(grad(*xs), alone):
+      g = np.asarray(g)
+      np.testing.assert_array_equal(g[lost], 0.0)
+      np.testing.assert_allclose(g[good], np.asarray(g_alone), rtol=1e-6, atol=1e-7)
+  # the other rows' values against the float64 reference
+  rows = [np.float64(x)[2:] for x in xs]
+  if from_logits:
+    want = (logits_reference(spec, *rows) if spec.logits_ref is not None else reference(
+        spec, *(np.exp(r - r.max(-1, keepdims=True))
+                / np.exp(r - r.max(-1, keepdims=True)).sum(-1, keepdims=True) for r in rows)))
+  else:
+    want = reference(spec, *rows)
+  np.testing.assert_allclose(values[2:], want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("name,fn", [
+    ("renyi", lambda h, p, q, **kw: jaxdiv.renyi_divergence(p, q, h, **kw)),
+    ("tsallis_entropy", lambda h, p, q, **kw: jaxdiv.tsallis_entropy(p, h, **kw)),
+    ("js_beta", lambda h, p, q, **kw: jaxdiv.js_divergence(p, q, h / 4, **kw)),
+    ("f_closing", lambda h, p, q, **kw: jaxdiv.f_divergence(
+        p, q, lambda t: h * t * jnp.log(t) + (h - 1) * (t - 1) ** 2, **kw)),
+])
+def test_a_row_that_is_not_finite_leaves_a_shared_parameter_alone(name, fn, masked,
+                                                                  from_logits):
+  """d/dh of the finite rows' sum, h an order, a mixture weight or a generator's parameter
+  shared by every row: a lost row's partial in h (NaN or inf) met its zero cotangent, and the
+  gradient was NaN. It is now the other rows' alone."""
+  p, q = (jnp.asarray(x, jnp.float32) for x in (_LOST_LOGITS if from_logits else _LOST_PROBS))
+  w = jnp.ones(p.shape, bool) if masked else None
+
+  def kept(h, p, q):
+    d = fn(h, p, q, from_logits=from_logits, where=None if w is None else w[:len(p)])
+    return jnp.sum(jnp.where(jnp.isfinite(d), d, 0))
+
+  lost = ~np.isfinite(np.asarray(fn(1.5, p, q, from_logits=from_logits, where=w)))
+  assert lost[0]
+  good = np.flatnonzero(~lost)
+  want = float(jax.grad(kept)(1.5, p[good], q[good]))
+  for grad in (jax.grad(kept), jax.jit(jax.grad(kept))):
+    np.testing.assert_allclose(float(grad(1.5, p, q)), want, rtol=1e-5)
+  # the derivative itself, against central differences of the finite rows' values
+  h = 1e-2
+  fd = (float(kept(1.5 + h, p[good], q[good])) - float(kept(1.5 - h, p[good], q[good]))) / (2 * h)
+  np.testing.assert_allclose(want, fd, rtol=2e-3, atol=1e-5)

@@ -529,10 +529,22 @@ def test_kl_losses_edge_rows_against_float64(name, jit):
   g_lq, g_p = (np.asarray(g, np.float64) for g in (jax.jit(grads) if jit else grads)(lq32, p32))
   for got, want in ((g_lq, d_lq), (g_p, d_p)):
     np.testing.assert_allclose(got[finite], want[finite], rtol=2e-6, atol=1e-7)
-  # The rows left out of the sum: 0 where the partial is finite. (An infinite or NaN partial
-  # times the zero cotangent is NaN, as in autodiff of any line: d/dp at the +inf and the
-  # negative target, d/dlog q at the NaN target.)
-  np.testing.assert_array_equal(g_lq[3:5], 0)
+  # The rows left out of the sum: 0, every entry. A partial that is not finite (d/dp at the
+  # +inf, the negative and the NaN target, d/dlog q at the NaN one) is taken as 0: the zero
+  # cotangent met it as 0 * inf = NaN (as in autodiff of the optax line), which reached
+  # anything upstream that every row shares.
+  for g in (g_lq, g_p):
+    np.testing.assert_array_equal(g[3:6], 0)
+  # Those rows differentiated themselves: the closed form wherever it is finite (optax's), 0
+  # where it is not.
+  with np.errstate(all="ignore"):
+    d_p_all = np.where(p64 > 0, np.log(p64) - lq64 + 1, np.where(p64 == 0, 0.0, np.nan))
+    d_p_all = d_p_all - generalized
+  grads = jax.grad(lambda a, b: jnp.sum(fn(a, b)), (0, 1))
+  g_lq, g_p = (np.asarray(g, np.float64) for g in (jax.jit(grads) if jit else grads)(lq32, p32))
+  for got, want in ((g_lq, d_lq), (g_p, d_p_all)):
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, np.where(np.isfinite(want), want, 0), rtol=2e-6, atol=1e-7)
   # The Hessian in the targets on those rows: diagonal, 1 / p (0 at a zero target).
   h = np.asarray(jax.jacfwd(jax.grad(lambda b: jnp.sum(fn(lq32, b)[finite])))(p32), np.float64)
   h = h[finite].reshape(len(finite) * 6, 7 * 6)[:, (finite[:, None] * 6 + np.arange(6)).ravel()]
