@@ -698,3 +698,21 @@ def test_large_batch_fallback_over_row_blocks_equals_the_guarded_path(x64, name)
   for got, want in zip(jax.jit(jax.grad(lambda x, y: jnp.sum(ours(x, y)), (0, 1)))(a, b),
                        jax.grad(lambda x, y: jnp.sum(guarded(x, y)), (0, 1))(a, b)):
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
+
+
+def test_softmax_cross_entropy_nan_row_left_out_has_finite_gradients():
+  """A row of NaN logits (a model blown up on one example), left out with `where`: its
+  gradient is 0 in the logits and the labels, not 0 * NaN (optax's), and the other rows'
+  gradients are optax's."""
+  x = jnp.array([[1.0, 2.0, 3.0, 4.0], [jnp.nan, 1.0, 1.0, 1.0], [0.5, -0.5, 0.0, 2.0]])
+  y = jnp.array([[0.1, 0.2, 0.3, 0.4], [0.25] * 4, [0.0, 0.0, 1.0, 0.0]])
+  kept = lambda fn: lambda a, b: jnp.sum(jnp.where(jnp.isfinite(d := fn(a, b)), d, 0))
+  finite = np.array([0, 2])
+  want = jax.grad(kept(optax.losses.softmax_cross_entropy), (0, 1))(x[finite], y[finite])
+  assert np.isnan(np.asarray(jax.grad(kept(optax.losses.softmax_cross_entropy))(x, y))).any()
+  grads = jax.grad(kept(jl.softmax_cross_entropy), (0, 1))
+  for grad in (grads, jax.jit(grads)):
+    for g, w in zip(grad(x, y), want):
+      g = np.asarray(g)
+      np.testing.assert_array_equal(g[1], 0)
+      np.testing.assert_allclose(g[finite], np.asarray(w), rtol=1e-6, atol=1e-7)
