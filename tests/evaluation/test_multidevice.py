@@ -360,7 +360,10 @@ def test_row_blocks_inside_shard_map_and_on_explicit_shardings():
     for how, g, x, y in (("shard_map", jax.jit(sm), a, b), ("explicit", jax.jit(f), ea, eb)):
       np.testing.assert_allclose(g(x, y), want, rtol=1e-6, atol=1e-7, err_msg=f"{name} {how}")
       grad = jax.jit(jax.grad(lambda x, g=g, y=y: jnp.sum(g(x, y))))(x)
-      np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-8,
+      # atol 1e-7: a shard's program fuses differently from the whole batch's (since the
+      # lost-row rule, a596815, the JS distance's gradients differ by up to 6e-8), well inside
+      # float32's own error here (2.5e-7 at most against float64, sharded or not).
+      np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-7,
                                  err_msg=f"{name} {how}")
 
 
