@@ -490,17 +490,16 @@ def finite_coefs(coefs: Callable, *xs: jax.Array) -> tuple:
   one input alone does not compute the forward. For coefficients computed entry by entry: an
   entry whose partial is not finite has its inputs gated (:func:`tangent_if`), for the second
   derivatives through them."""
-  fins = [None if c is None else jnp.isfinite(c)
-          for c in coefs(*(lax.stop_gradient(x) for x in xs))]
   ok = None
-  for fin in fins:
-    if fin is not None:
-      ok = fin if ok is None else ok & fin
+  for c in coefs(*(lax.stop_gradient(x) for x in xs)):
+    if c is not None:
+      ok = jnp.isfinite(c) if ok is None else ok & jnp.isfinite(c)
   if ok is None:
     return coefs(*xs)
+  # `ok` gates the second derivatives only; a first derivative reads each coefficient once.
   cs = coefs(*(tangent_if(ok, x) for x in xs))
-  return tuple(None if c is None else jnp.where(fin, c, jnp.zeros_like(c))
-               for c, fin in zip(cs, fins))
+  return tuple(None if c is None else jnp.where(jnp.isfinite(c), c, jnp.zeros_like(c))
+               for c in cs)
 
 
 def finite_rows_with_coefs(value: Callable, careful: Callable, coefs: Callable, *xs: jax.Array,
