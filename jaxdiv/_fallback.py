@@ -488,8 +488,8 @@ def finite_coefs(coefs: Callable, *xs: jax.Array) -> tuple:
   they are finite, and none that a zero cotangent (a row summed or masked away) turns into
   0 * inf = NaN. Unlike :func:`coefs_of_finite_rows`, no row value is read: the derivative in
   one input alone does not compute the forward. For coefficients computed entry by entry: an
-  entry whose partial is not finite has its inputs gated (:func:`tangent_if`), for the second
-  derivatives through them."""
+  entry where some input's partial is not finite has its inputs gated (:func:`tangent_if`), for
+  the second derivatives through them."""
   ok = None
   for c in coefs(*(lax.stop_gradient(x) for x in xs)):
     if c is not None:
