@@ -718,24 +718,22 @@ def forward_in_row_blocks(fn: Callable, axis: int, n_rows: int, *args: jax.Array
   if whole:
     return lost_rows_constant(fn, axis, n_rows, *args)
 
-  @jax.custom_jvp
-  def f(*args):
+  def over_blocks(*args):
     scalars = args[n_rows:]
     return row_blocks(lambda *ys: fn(*ys, *scalars), axis, entries=entries,
                       mapped=mapped)(*args[:n_rows])
 
-  f.defjvp(lambda primals, tangents: lost_rows_constant_jvp(fn, axis, n_rows, primals, tangents),
-           symbolic_zeros=True)
-  return f(*args)
+  return lost_rows_constant(fn, axis, n_rows, *args, forward=over_blocks)
 
 
-def lost_rows_constant(fn: Callable, axis: int, n_rows: int, *args: jax.Array) -> jax.Array:
-  """`fn(*args)`, row values along `axis`, differentiated by :func:`lost_rows_constant_jvp`.
-  `fn` may close over constants, not over traced values (see
-  :func:`lost_rows_constant_autodiff`)."""
+def lost_rows_constant(fn: Callable, axis: int, n_rows: int, *args: jax.Array,
+                       forward: Callable | None = None) -> jax.Array:
+  """`fn(*args)`, row values along `axis` (computed by `forward` where given: the same values
+  another way), differentiated by :func:`lost_rows_constant_jvp` on `fn`. `fn` may close over
+  constants, not over traced values (see :func:`lost_rows_constant_autodiff`)."""
   @jax.custom_jvp
   def f(*args):
-    return fn(*args)
+    return (fn if forward is None else forward)(*args)
 
   f.defjvp(lambda primals, tangents: lost_rows_constant_jvp(fn, axis, n_rows, primals, tangents),
            symbolic_zeros=True)
@@ -828,17 +826,14 @@ def with_fallback_autodiff(value: Callable, careful: Callable, *xs: jax.Array,
   # returned by a branch met a zero cotangent there: NaN).
   bad = jnp.logical_not(jnp.isfinite(lax.stop_gradient(value(*xs)[0])))
 
-  def gated(rows, xs):
-    return _ones_in_rows(rows, axis, len(xs), xs)
-
   def mixed(xs):
     # Rows whose guarded value is not finite either (a NaN input, a divergence of +inf) keep
     # that value as a constant: their derivatives in a value the generator closes over, met by
     # a zero cotangent, made every row's gradient NaN.
     careful_rows = lax.stop_gradient(careful(*xs))
     lost = jnp.logical_not(jnp.isfinite(careful_rows))
-    guarded = jnp.where(lost, careful_rows, careful(*gated(lost, xs)))
-    return jnp.where(bad, guarded, value(*gated(bad, xs))[0])
+    guarded = jnp.where(lost, careful_rows, careful(*_ones_in_rows(lost, axis, len(xs), xs)))
+    return jnp.where(bad, guarded, value(*_ones_in_rows(bad, axis, len(xs), xs))[0])
 
   # `mixed` rematerialised: differentiated, a `cond` returns the residuals of both branches
   # (zeros for the one not taken), and the guarded path's are many [N, V] arrays (4096x1024
