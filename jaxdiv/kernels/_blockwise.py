@@ -176,17 +176,31 @@ def cross_entropy_dlogits(z: jax.Array, lse: jax.Array, labels: jax.Array, cols:
   return softmax_dlogits(p, lse, labels, cols, g, vocab, label_smoothing, z_loss)
 
 
+def lost_rows(lse: jax.Array) -> jax.Array:
+  """The rows whose logsumexp is NaN or +inf (a NaN or a +inf logit): their softmax is
+  undefined and their loss NaN, a constant with no gradient. (A row of every logit -inf has
+  lse -inf: no mass, loss +inf, also without gradient.) `lse < inf` rather than `isfinite`, so
+  that it lowers inside Triton kernels."""
+  return jnp.logical_not(lse < jnp.inf)
+
+
 def softmax_dlogits(p: jax.Array, lse: jax.Array, labels: jax.Array, cols: jax.Array,
                     g: jax.Array, vocab: int, label_smoothing: float, z_loss: float,
                     row_scale: jax.Array | None = None) -> jax.Array:
   """d loss / d z for a block whose softmax is `p` [rows, b] (times `row_scale` [rows] when
   given: unnormalised exponentials and 1 / their sum), scaled by `g` [rows]:
   softmax(z) (1 + 2 z_loss lse) - (1 - ls) onehot(y) - ls / V. The per-row factors are folded
-  into one multiply per entry. A row without mass (lse -inf: a constant +inf loss) gets 0."""
-  g = jnp.where(lse == -jnp.inf, 0.0, g)
+  into one multiply per entry. A row without mass (lse -inf: a constant +inf loss) gets 0, and
+  so does a lost row (:func:`lost_rows`: NaN or +inf entries in `p`), whatever its `g`: a zero
+  cotangent (a token masked or summed away) met its NaN softmax as 0 * NaN = NaN, in that row's
+  logits and in anything upstream that every row shares."""
+  lost = lost_rows(lse)
+  g = jnp.where((lse == -jnp.inf) | lost, 0.0, g)
   scale = g if row_scale is None else g * row_scale
   if z_loss:
-    scale = scale * (1.0 + 2.0 * z_loss * lse_shift(lse))
+    scale = scale * (1.0 + 2.0 * z_loss * finite_or_zero(lse))
+  p = jnp.where(lost[:, None], 0.0, p)
+  scale = jnp.where(lost, 0.0, scale)  # `row_scale` is NaN or 0 there
   hit = labels[:, None] == cols
   d = p * scale[:, None] - jnp.where(hit, ((1.0 - label_smoothing) * g)[:, None], 0.0)
   if label_smoothing:
@@ -291,7 +305,9 @@ def gradient_jvp(fn):
 
   So forward mode (`jax.jvp`, `jax.jacfwd`) works on a kernel that defines only a VJP, and
   reverse mode is the transposed tangent: the same passes (the gradient formed once, then
-  scaled by the cotangent in place), the gradient as the one [rows, n] residual.
+  scaled by the cotangent in place), the gradient as the one [rows, n] residual. Each entry
+  of it that is not finite (a row with a NaN or +inf logit) is taken as 0: formed with a
+  cotangent of 1, it would meet a row's zero cotangent (masked or summed away) as 0 * NaN.
   """
 
   @jax.custom_jvp
@@ -303,7 +319,9 @@ def gradient_jvp(fn):
     x, *rest = primals
     out, pullback = jax.vjp(lambda a: fn(a, *rest), x)
     (d,) = pullback(jnp.ones_like(out))
+    d = d.astype(jnp.float32)
+    d = jnp.where(jnp.abs(d) < jnp.inf, d, 0.0)
     dx = tangents[0].astype(jnp.float32)
-    return out, jnp.sum(d.astype(jnp.float32) * dx, axis=-1).astype(out.dtype)
+    return out, jnp.sum(d * dx, axis=-1).astype(out.dtype)
 
   return f

@@ -94,6 +94,23 @@ def _dense_cross_entropy(logits, labels, ax, mask, *, weights=None, label_smooth
   With `axis_name`, the class axes are the local shard of classes split over that mesh axis.
   """
   psum = lambda v: _numerics.psum(v, axis_name)
+  # A row whose normaliser is NaN or +inf (a NaN or +inf logit), or whose targets hold a NaN or
+  # an infinity, is NaN and a constant: its tangents are zeroed (`tangent_if`, whose transpose
+  # selects 0 over the 0 * NaN that a zero cotangent meets in its softmax and log-softmax), and
+  # its non-finite targets count as 0 inside (the row's value is set to NaN at the end), so that
+  # the derivatives in `label_smoothing`, `z_loss` and `weights` stay finite. The normaliser is
+  # the log-softmax's own (the same operations on the same values: one computation under jit).
+  lse = lax.stop_gradient(_numerics.logsumexp(
+      logits if mask is None else jnp.where(mask, logits, -jnp.inf), axis=ax, keepdims=True,
+      axis_name=axis_name))
+  finite_y = jnp.abs(labels) < jnp.inf
+  if mask is not None:  # a masked class's target is not read
+    finite_y = finite_y | jnp.logical_not(mask)
+  lost = jnp.logical_not(lse < jnp.inf) | jnp.logical_not(
+      psum(jnp.all(finite_y, axis=ax, keepdims=True).astype(jnp.int32)) == psum(1))
+  keep = jnp.logical_not(lost)
+  logits = _fallback.tangent_if(keep, logits)
+  labels = jnp.where(finite_y, labels, 0)
   log_p = _numerics.log_softmax(logits, axis=ax, where=mask, axis_name=axis_name)
   y = labels if mask is None else jnp.where(mask, labels, 0)
   if not _common.is_static_zero(label_smoothing):
@@ -109,10 +126,12 @@ def _dense_cross_entropy(logits, labels, ax, mask, *, weights=None, label_smooth
     y = (1 - label_smoothing) * y + label_smoothing * uniform
   if weights is not None:
     y = y * weights
+  y = _fallback.tangent_if(keep, y)
   out = -psum(jnp.sum(_numerics.mul_log(y, log_p), axis=ax))
   if not _common.is_static_zero(z_loss):
     lse = _numerics.logsumexp(logits, axis=ax, where=mask, axis_name=axis_name)
     out = out + _z_term(z_loss, lse)
+  out = jnp.where(jnp.squeeze(lost, ax), jnp.nan, out)
   if mask is not None:
     out = jnp.where(psum(jnp.any(mask, axis=ax).astype(jnp.int32)) > 0, out, 0)
   return out
@@ -623,23 +642,31 @@ def poly_loss_cross_entropy(
   """
   _validation.check_real(epsilon, "epsilon")
   x, y, shape, ax, mask, result_dtype, acc = _prepare_dense(logits, labels, axis, where)
-  if mask is None and len(ax) == 1:
-    # The fast cross-entropy and softmax probabilities whose only guards act on row statistics
-    # (the entry guards of the log-softmax made value+grad 2.3x optax's at 4096x4096).
-    ce = _soft_cross_entropy_fast(x, y, ax[0])
+  fast = mask is None and len(ax) == 1
+  # The fast cross-entropy and softmax probabilities whose only guards act on row statistics
+  # (the entry guards of the log-softmax made value+grad 2.3x optax's at 4096x4096).
+  ce = _soft_cross_entropy_fast(x, y, ax[0]) if fast else _dense_cross_entropy(x, y, ax, mask)
+  # A row whose cross-entropy is NaN (a NaN or +inf logit, a NaN target) is a constant, as the
+  # cross-entropy's: its inputs' tangents are zeroed and its polynomial term is 0 inside, so
+  # that the zero cotangent of a row summed away meets no NaN (in its inputs and in epsilon).
+  lost = jnp.isnan(lax.stop_gradient(ce))
+  keep = jnp.logical_not(jnp.expand_dims(lost, ax))
+  y = _fallback.tangent_if(keep, y)
+  if fast:  # (its derivative takes a NaN probability as 0: the lost rows')
     q = _softmax_rows(x, ax[0])
   else:
-    ce = _dense_cross_entropy(x, y, ax, mask)
-    q = jnp.exp(_numerics.log_softmax(x, axis=ax, where=mask))
+    q = jnp.exp(_numerics.log_softmax(_fallback.tangent_if(keep, x), axis=ax, where=mask))
     y = y if mask is None else jnp.where(mask, y, 0)
-  out = ce + jnp.asarray(epsilon, acc) * jnp.sum(y * (1 - q), axis=ax)
+  term = jnp.sum(y * (1 - q), axis=ax)
+  term = jnp.where(jnp.isnan(term), 0, term)  # NaN on the lost rows (their ce is NaN)
+  out = ce + jnp.asarray(epsilon, acc) * term
   return out.astype(result_dtype)
 
 
 def _softmax_rows(x, axis: int):
   """`softmax(x)`, 0 on a row without a finite normaliser (every logit `-inf`), with the
-  softmax's own derivative `q (t - sum(q t))` (autodiff through the normaliser recomputed
-  its exponentials: poly loss value+grad 1.95x optax's)."""
+  softmax's own derivative `q (t - sum(q t))` (autodiff through the normaliser recomputed its
+  exponentials: poly loss value+grad 1.95x optax's), 0 on a row of NaN probabilities."""
 
   @jax.custom_jvp
   def f(x):
@@ -650,7 +677,10 @@ def _softmax_rows(x, axis: int):
   def f_jvp(primals, tangents):
     (x,), (t,) = primals, tangents
     q = f(x)
-    return q, q * (t - jnp.sum(q * t, axis=axis, keepdims=True))
+    # A row with a NaN or +inf logit has NaN probabilities: taken as 0 in the derivative (the
+    # row is a constant), which a zero cotangent met as 0 * NaN.
+    c = jnp.where(jnp.isnan(q), 0, q)
+    return q, c * (t - jnp.sum(c * t, axis=axis, keepdims=True))
 
   return f(x)
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
+from jaxdiv import _fallback
 from jaxdiv import _numerics
 from jaxdiv import _validation
 from jaxdiv.discrete import js_divergence
@@ -109,8 +110,18 @@ def _prepare(student_logits, teacher_logits, axis, where, temperature):
   result_dtype, acc = _validation.compute_dtype(s, t)
   s, t, ax = _validation.broadcast_pair(s, t, axis, ("student_logits", "teacher_logits"))
   mask = _common.expand_where(where, s.shape, (ax,))
+  traced = _validation.concrete(temperature) is None
   temperature = jnp.asarray(temperature, acc)
-  s = s.astype(acc) / temperature
+  s = s.astype(acc)
+  if traced:
+    # d/dT of s / T is -s / T^2: NaN at a NaN logit, and a row summed away (its tangents
+    # zeroed by the divergence's lost-row rule) met it as 0 * NaN in d/dT. Divided as the
+    # finite part plus the rest held constant: the same values (NaN and infinities kept), the
+    # derivative in T of the finite logits only.
+    finite = jnp.where(jnp.isfinite(s), s, 0)
+    s = finite / temperature + lax.stop_gradient(s - finite)
+  else:
+    s = s / temperature
   t = lax.stop_gradient(t.astype(acc)) / temperature
   return s, t, ax, mask, result_dtype
 
@@ -118,6 +129,16 @@ def _prepare(student_logits, teacher_logits, axis, where, temperature):
 def _skew_kl(p, q, *, alpha, axis, where, from_logits=True):
   """KL(p‖αp + (1-α)q) from logits: the mixture's log-probabilities, then the core KL."""
   del from_logits
+  # A row with a NaN or +inf logit is a constant (the core divergences' rule): its tangents are
+  # zeroed before the log-softmaxes, whose derivative meets its NaN entry as 0 * NaN. The
+  # normalisers are the log-softmaxes' own (the same operations: one computation under jit).
+  lost = None
+  for x in (p, q):
+    xm = x if where is None else jnp.where(where, x, -jnp.inf)
+    lse = lax.stop_gradient(_numerics.logsumexp(xm, axis=axis, keepdims=True))
+    bad = jnp.logical_not(lse < jnp.inf)
+    lost = bad if lost is None else lost | bad
+  p, q = (_fallback.tangent_if(jnp.logical_not(lost), x) for x in (p, q))
   log_p = _numerics.log_softmax(p, axis=axis, where=where)
   log_q = _numerics.log_softmax(q, axis=axis, where=where)
   alpha = jnp.asarray(alpha, log_p.dtype)
@@ -138,7 +159,8 @@ def _log_mixture(alpha, log_p, log_q):
   fin = jnp.isfinite(hi)
   s = w_hi + (1 - w_hi) * jnp.exp(jnp.where(fin, lo - hi, 0.0))
   pos = fin & (s > 0)
-  return jnp.where(pos, jnp.where(fin, hi, 0.0) + jnp.log(jnp.where(pos, s, 1.0)), -jnp.inf)
+  out = jnp.where(pos, jnp.where(fin, hi, 0.0) + jnp.log(jnp.where(pos, s, 1.0)), -jnp.inf)
+  return jnp.where(jnp.isnan(hi), hi, out)  # NaN stays NaN (it was -inf: the row's KL then 0)
 
 
 def distillation_loss(

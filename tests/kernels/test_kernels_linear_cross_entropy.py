@@ -226,13 +226,23 @@ def test_forward_grad_errors_name_the_argument():
 
 
 def test_forward_grad_nan_weight_stays_nan():
-  """A NaN in the weight makes every d weight entry NaN, as in the float64 reference."""
+  """A NaN in the weight makes the loss NaN and every token's logits NaN: every row is lost, a
+  constant (the cross-entropy family's lost-row rule), so d logits is 0. The gradients are the
+  float64 reference's (autodiff through the guarded reference), NaN where it has them: d weight
+  0, d hidden NaN in the dimension of the NaN weight (0 * NaN in d logits @ weight^T)."""
   h, w, y = _inputs(13)
   w[0, 7] = np.nan
   f = lambda h, w: flce(h, w, jnp.asarray(y), implementation="forward_grad", reduction="mean")
   value, (dh, dw) = jax.value_and_grad(f, (0, 1))(jnp.asarray(h, jnp.float32),
                                                    jnp.asarray(w, jnp.float32))
-  assert np.isnan(value) and np.isnan(np.asarray(dw)).all()
+  want, (want_dh, want_dw) = value_and_grad64(
+      lambda h, w: jnp.mean(reference.linear_cross_entropy(h, w, jnp.asarray(y),
+                                                           jnp.ones(N, bool), vd=False)),
+      h, w, argnums=(0, 1))
+  assert np.isnan(value) and np.isnan(want)
+  np.testing.assert_array_equal(np.asarray(dw), want_dw)
+  np.testing.assert_array_equal(np.asarray(dw), 0)
+  np.testing.assert_array_equal(np.asarray(dh), want_dh)  # NaN where the reference's is
 
 
 @pytest.mark.parametrize("implementation", [None, "forward_grad"])

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxdiv import _fallback
 from jaxdiv import _numerics
 from jaxdiv import _validation
 
@@ -45,11 +46,18 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, valid: jax.Array, *,
   """
   z = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
   psum = lambda v: _numerics.psum(v, axis_name)
+  # A row whose normaliser is NaN or +inf (a NaN or +inf logit) is a constant: its logits'
+  # tangents are zeroed (the transpose selects 0 over the 0 * NaN that a zero cotangent meets
+  # in its softmax), and its terms are 0 before the hyperparameters scale them, so that
+  # d/d(label_smoothing), d/d(z_loss) and d/d(weights) are finite (as `_blockwise.lost_rows`).
+  lost = jnp.logical_not(lax.stop_gradient(
+      _numerics.logsumexp(z, axis=-1, where=where, axis_name=axis_name)) < jnp.inf)
+  z = _fallback.tangent_if(jnp.logical_not(lost)[:, None], z)
   lse = _numerics.logsumexp(z, axis=-1, where=where, axis_name=axis_name)
   ok = jnp.isfinite(lse)
   lse_s = jnp.where(ok, lse, 0)
   safe_labels = jnp.where(valid, labels, 0)
-  nll = lse_s - _take_class(z, safe_labels, axis_name)
+  nll = jnp.where(lost, 0, lse_s - _take_class(z, safe_labels, axis_name))
   if weights is not None:
     nll = _numerics.mul_log(_take_class(weights.astype(z.dtype), safe_labels, axis_name), nll)
   if _validation.is_static_zero(label_smoothing):
@@ -64,7 +72,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, valid: jax.Array, *,
       u = jnp.where(where, 1 / jnp.where(count > 0, count, 1), 0)
     if weights is not None:
       u = u * weights.astype(z.dtype)
-    smooth = -psum(jnp.sum(_numerics.mul_log(u, log_q), axis=-1))
+    smooth = jnp.where(lost, 0, -psum(jnp.sum(_numerics.mul_log(u, log_q), axis=-1)))
     # `mul_log`: a zero coefficient switches its term off, also where the term is infinite.
     out = (_numerics.mul_log(1 - label_smoothing, nll)
            + _numerics.mul_log(label_smoothing, smooth))

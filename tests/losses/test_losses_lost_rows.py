@@ -1,0 +1,156 @@
+"""A row whose loss is NaN (a NaN or +inf logit, a NaN target) is a constant: its gradient is 0,
+and the other rows' values and gradients (and those of any hyperparameter they share) are what
+they would be without it.
+
+Before, a row summed or masked away sent a zero cotangent through its NaN softmax, 0 * NaN = NaN,
+into its own logits and into every parameter shared by the rows (label smoothing, z-loss, the
+poly loss's epsilon, a distillation temperature): optax does the same. The expected values are
+the same loss on the finite rows alone.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxdiv.losses as jl
+
+N, V = 5, 16
+LOST = (1, 3)  # rows 1 and 3 get a NaN and a +inf logit; rows 0, 2 and 4 stay finite
+FINITE = np.array([0, 2, 4])
+
+
+def _logits(dtype=jnp.float32):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(N, V)) * 2
+  x[1, 4] = np.nan
+  x[3, 7] = np.inf
+  return jnp.asarray(x, dtype)
+
+
+_RNG = np.random.default_rng(1)
+INT_LABELS = jnp.asarray(_RNG.integers(0, V, N))
+PROBS = jax.nn.softmax(jnp.asarray(_RNG.normal(size=(N, V)), jnp.float32))
+TEACHER = jnp.asarray(_RNG.normal(size=(N, V)), jnp.float32)
+WEIGHTS = jnp.asarray(_RNG.uniform(0.5, 2.0, V), jnp.float32)
+CLASS_MASK = jnp.asarray(_RNG.uniform(size=(N, V)) > 0.2)
+
+# (name, fn(logits, rows, h) -> per-row loss, where `rows` selects the labels, teacher and mask
+# rows that go with the logits, and `h` is a scalar hyperparameter the loss is differentiated in
+# (None: none).
+CASES = {
+    "int": (lambda x, r, h: jl.softmax_cross_entropy_with_integer_labels(x, INT_LABELS[r]),
+            None),
+    "int xla": (lambda x, r, h: jl.softmax_cross_entropy_with_integer_labels(
+        x, INT_LABELS[r], implementation="xla"), None),
+    "int chunked": (lambda x, r, h: jl.softmax_cross_entropy_with_integer_labels(
+        x, INT_LABELS[r], implementation="chunked"), None),
+    "int label_smoothing": (lambda x, r, h: jl.softmax_cross_entropy_with_integer_labels(
+        x, INT_LABELS[r], label_smoothing=0.1), None),
+    "int z_loss": (lambda x, r, h: jl.softmax_cross_entropy_with_integer_labels(
+        x, INT_LABELS[r], z_loss=1e-2), None),
+    "int traced label_smoothing": (lambda x, r, h: jl.softmax_cross_entropy_with_integer_labels(
+        x, INT_LABELS[r], label_smoothing=h), 0.1),
+    "int traced z_loss": (lambda x, r, h: jl.softmax_cross_entropy_with_integer_labels(
+        x, INT_LABELS[r], z_loss=h), 1e-2),
+    "int weights": (lambda x, r, h: jl.softmax_cross_entropy_with_integer_labels(
+        x, INT_LABELS[r], weights=WEIGHTS * h), 1.0),
+    "int class where": (lambda x, r, h: jl.softmax_cross_entropy_with_integer_labels(
+        x, INT_LABELS[r], where=CLASS_MASK[r] | (jnp.arange(V) == INT_LABELS[r][:, None])),
+        None),
+    "softmax label_smoothing": (lambda x, r, h: jl.softmax_cross_entropy(
+        x, PROBS[r], label_smoothing=h), 0.1),
+    "softmax z_loss": (lambda x, r, h: jl.softmax_cross_entropy(x, PROBS[r], z_loss=h), 1e-2),
+    "softmax where": (lambda x, r, h: jl.softmax_cross_entropy(
+        x, PROBS[r] * h, where=CLASS_MASK[r]), 1.0),
+    "softmax weights": (lambda x, r, h: jl.softmax_cross_entropy(
+        x, PROBS[r], weights=WEIGHTS * h), 1.0),
+    "poly": (lambda x, r, h: jl.poly_loss_cross_entropy(x, PROBS[r], epsilon=h), 2.0),
+    "poly where": (lambda x, r, h: jl.poly_loss_cross_entropy(
+        x, PROBS[r], epsilon=h, where=CLASS_MASK[r]), 2.0),
+    **{f"distill {d}": (lambda x, r, h, d=d: jl.distillation_loss(x, TEACHER[r], divergence=d),
+                        None)
+       for d in ("forward_kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl", "tv")},
+    "distill traced temperature": (lambda x, r, h: jl.distillation_loss(
+        x, TEACHER[r], temperature=h), 2.0),
+}
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_lost_row_is_a_constant(name, jit):
+  fn, h = CASES[name]
+  x = _logits()
+  rows = np.arange(N)
+  hv = jnp.float32(0.0 if h is None else h)
+
+  def kept(x, h, rows):  # the finite rows' sum: the lost rows summed away
+    out = fn(x, rows, h)
+    return jnp.sum(jnp.where(jnp.isin(jnp.arange(out.shape[0]), jnp.asarray(LOST)), 0, out)
+                   if out.shape[0] == N else out)
+
+  value = fn(x, rows, hv)
+  grad = jax.grad(kept, (0, 1))
+  if jit:
+    grad = jax.jit(grad)
+  gx, gh = grad(x, hv, rows)
+  gx, gh = np.asarray(gx), np.asarray(gh)
+  # Before: 0 * NaN in the lost rows' logits (and in h where it is shared).
+  assert np.isfinite(gx).all() and np.isfinite(gh).all()
+  np.testing.assert_array_equal(gx[list(LOST)], 0)
+  # The finite rows: the values and gradients of the same loss on them alone.
+  value = np.asarray(value)
+  assert not np.isfinite(value[list(LOST)]).any()
+  want = np.asarray(fn(x[FINITE], FINITE, hv))
+  np.testing.assert_allclose(value[FINITE], want, rtol=2e-6, atol=1e-6)
+  wx, wh = jax.grad(kept, (0, 1))(x[FINITE], hv, FINITE)
+  np.testing.assert_allclose(gx[FINITE], np.asarray(wx), rtol=2e-5, atol=1e-6)
+  if h is not None:
+    np.testing.assert_allclose(gh, np.asarray(wh), rtol=2e-5, atol=1e-6)
+    # A lost row leaves the hyperparameter's derivative alone: central differences on the
+    # finite rows' sum.
+    eps = 1e-2 * max(abs(h), 1.0)
+    fd = (kept(x, hv + eps, rows) - kept(x, hv - eps, rows)) / (2 * eps)
+    np.testing.assert_allclose(gh, np.asarray(fd), rtol=2e-2, atol=2e-3)
+
+
+def test_a_lost_row_left_out_by_ignore_index_or_where():
+  """A NaN row that is also ignored (`ignore_index`) or masked (per-example `where`): value 0,
+  gradient 0, through the kernels' default path."""
+  x = _logits()
+  labels = INT_LABELS.at[1].set(-100).at[3].set(-100)
+  for loss in (lambda x: jl.softmax_cross_entropy_with_integer_labels(x, labels,
+                                                                      ignore_index=-100),
+               lambda x: jl.softmax_cross_entropy_with_integer_labels(
+                   x, INT_LABELS, where=~jnp.isin(jnp.arange(N), jnp.asarray(LOST)))):
+    out = np.asarray(loss(x))
+    np.testing.assert_array_equal(out[list(LOST)], 0)
+    total = jax.grad(lambda x, loss=loss: loss(x).sum())
+    for grad in (total, jax.jit(total)):
+      g = np.asarray(grad(x))
+      np.testing.assert_array_equal(g[list(LOST)], 0)
+      want = jax.grad(lambda x: jl.softmax_cross_entropy_with_integer_labels(
+          x, INT_LABELS[FINITE]).sum())(x[FINITE])
+      np.testing.assert_allclose(g[FINITE], np.asarray(want), rtol=2e-6, atol=1e-7)
+
+
+def test_nan_target_row_is_a_constant():
+  """A NaN in a probability target: the row is NaN, its gradients (logits and targets) 0, the
+  label smoothing's derivative that of the finite rows."""
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(N, V)), jnp.float32)
+  y = PROBS.at[2, 5].set(jnp.nan)
+  finite = np.array([0, 1, 3, 4])
+  loss = lambda x, y, h: jl.softmax_cross_entropy(x, y, label_smoothing=h)
+  kept = lambda x, y, h: jnp.sum(jnp.where(jnp.arange(x.shape[0]) == 2, 0, loss(x, y, h))
+                                 if x.shape[0] == N else loss(x, y, h))
+  assert np.isnan(np.asarray(loss(x, y, 0.1))[2])
+  for grad in (jax.grad(kept, (0, 1, 2)), jax.jit(jax.grad(kept, (0, 1, 2)))):
+    gx, gy, gh = (np.asarray(g) for g in grad(x, y, jnp.float32(0.1)))
+    np.testing.assert_array_equal(gx[2], 0)
+    np.testing.assert_array_equal(gy[2], 0)
+    wx, wy, wh = jax.grad(kept, (0, 1, 2))(x[finite], y[finite], jnp.float32(0.1))
+    np.testing.assert_allclose(gx[finite], np.asarray(wx), rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(gy[finite], np.asarray(wy), rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(gh, np.asarray(wh), rtol=2e-5, atol=1e-6)
