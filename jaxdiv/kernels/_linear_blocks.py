@@ -56,6 +56,24 @@ def block_logits(hidden, w_blk, vd: bool, acc=jnp.float32):
   return matmul(hidden, w_blk, ((1,), (1,)) if vd else ((1,), (0,)), acc)
 
 
+def logits(hidden, weight, vd: bool):
+  """`block_logits` of the whole head, differentiable, with d weight formed from the hidden
+  states' finite entries (:func:`backward` says why): its tangent is
+  `d hidden @ weight + finite_or_zero(hidden) @ d weight`, the same products."""
+
+  @jax.custom_jvp
+  def f(hidden, weight):
+    return block_logits(hidden, weight, vd)
+
+  @f.defjvp
+  def f_jvp(primals, tangents):
+    h, w = primals
+    dh, dw = tangents
+    return f(h, w), block_logits(dh, w, vd) + block_logits(finite_or_zero(h), dw, vd)
+
+  return f(hidden, weight)
+
+
 def fold(hidden, weight, body, init, *, bv: int, vd: bool, acc=jnp.float32, softcap=None,
          inv_t=1.0, with_index: bool = False):
   """Folds `body(carry, z, c0, own)` over the vocabulary blocks of `hidden @ weight`.
@@ -76,6 +94,11 @@ def fold(hidden, weight, body, init, *, bv: int, vd: bool, acc=jnp.float32, soft
   return bw.fori_blocks(bw.num_blocks(v, bv), step, init)
 
 
+def finite_or_zero(x: jax.Array) -> jax.Array:
+  """`x` with its NaN and infinite entries as 0 (in its own dtype)."""
+  return jnp.where(jnp.abs(x) < jnp.inf, x, jnp.zeros((), x.dtype))
+
+
 def backward(hidden, weight, labels, stats, g, *, bv, vd, dlogits_fn, acc=jnp.float32,
              bn=None, skip=None, cast=True):
   """(d hidden, d weight), block by block over the vocabulary.
@@ -94,6 +117,12 @@ def backward(hidden, weight, labels, stats, g, *, bv, vd, dlogits_fn, acc=jnp.fl
   """
   n, v = hidden.shape[0], vocab_size(weight, vd)
   tiled = bn is not None
+  # d weight from the hidden states with their non-finite entries as 0: a token whose hidden
+  # state holds a NaN or an infinity has logits that are not finite, and where its op gives
+  # it no gradient (a lost or masked token: d logits 0) its row added 0 * NaN to every column
+  # of d weight, the head that every token shares. Where its d logits are not 0 (NaN), NaN
+  # still reaches d weight.
+  hidden_w = finite_or_zero(hidden)
 
   def tile(c0, w_blk, col_own, r0, row_own, carry):
     dh, dw_blk = carry
@@ -108,7 +137,8 @@ def backward(hidden, weight, labels, stats, g, *, bv, vd, dlogits_fn, acc=jnp.fl
     if row_own is not None:
       d = jnp.where(row_own[:, None], d, jnp.zeros((), d.dtype))
     # [bv, d] = d^T @ hidden, or [d, bv] = hidden^T @ d
-    dw_tile = matmul(d, h, ((0,), (0,)), acc) if vd else matmul(h, d, ((0,), (0,)), acc)
+    h_w = rows(hidden_w)
+    dw_tile = matmul(d, h_w, ((0,), (0,)), acc) if vd else matmul(h_w, d, ((0,), (0,)), acc)
     if not tiled:
       return dh + dh_rows, dw_tile
     dh = lax.dynamic_update_slice_in_dim(dh, rows(dh) + dh_rows, r0, 0)

@@ -154,3 +154,36 @@ def test_nan_target_row_is_a_constant():
     np.testing.assert_allclose(gx[finite], np.asarray(wx), rtol=2e-6, atol=1e-7)
     np.testing.assert_allclose(gy[finite], np.asarray(wy), rtol=2e-6, atol=1e-7)
     np.testing.assert_allclose(gh, np.asarray(wh), rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("implementation, kw", [
+    (None, {}), ("xla", {}), ("chunked", {}), ("chunked", {"grad_filter_eps": 1e-3}),
+    ("forward_grad", {"reduction": "mean"}), (None, {"reduction": "sum"})],
+    ids=["default", "xla", "chunked", "chunked-filter", "forward_grad-mean", "default-sum"])
+def test_fused_linear_lost_hidden_row_leaves_the_head_alone(implementation, kw):
+  """A token whose hidden state holds a NaN or an infinity, ignored (`ignore_index`): the loss is
+  finite, and so are d hidden (0 on that token) and d weight, which every token shares (it was
+  0 * NaN in every column: one bad padding token poisoned the head). Both equal the gradients
+  of the counted tokens alone."""
+  rng = np.random.default_rng(3)
+  h = rng.normal(size=(9, 16)).astype(np.float32)
+  h[2, 3], h[6, 0] = np.nan, np.inf
+  w = (rng.normal(size=(16, 40)) * 0.3).astype(np.float32)
+  y = rng.integers(0, 40, 9)
+  y[[2, 6]] = -100
+  counted = np.array([0, 1, 3, 4, 5, 7, 8])
+
+  def loss(h, w, y):
+    out = jl.fused_linear_cross_entropy(h, w, jnp.asarray(y), ignore_index=-100,
+                                        implementation=implementation, **kw)
+    return jnp.sum(out)
+
+  value = loss(jnp.asarray(h), jnp.asarray(w), y)
+  want = loss(jnp.asarray(h[counted]), jnp.asarray(w), y[counted])
+  np.testing.assert_allclose(value, want, rtol=1e-6)  # a mean counts the same tokens
+  for grad in (jax.grad(loss, (0, 1)), jax.jit(jax.grad(loss, (0, 1)))):
+    gh, gw = (np.asarray(g) for g in grad(jnp.asarray(h), jnp.asarray(w), jnp.asarray(y)))
+    wh, ww = jax.grad(loss, (0, 1))(jnp.asarray(h[counted]), jnp.asarray(w), y[counted])
+    np.testing.assert_array_equal(gh[[2, 6]], 0)
+    np.testing.assert_allclose(gh[counted], np.asarray(wh), rtol=2e-5, atol=1e-7)
+    np.testing.assert_allclose(gw, np.asarray(ww), rtol=2e-5, atol=1e-7)

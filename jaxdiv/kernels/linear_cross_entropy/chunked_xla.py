@@ -137,13 +137,18 @@ def filtered_backward(hidden, weight, labels, stats: FilterStats, g, *, bv, bn, 
   NaN keeps it, so NaN propagates).
   """
   lse = bw.lse_shift(stats.lse)
-  scale = g * (1.0 + 2.0 * z_loss * lse) if z_loss else g
+  # A lost token (`_blockwise.lost_rows`: a NaN or +inf logit) gets no gradient, as in
+  # `_blockwise.softmax_dlogits`; its hidden state, if not finite, counts as 0 in d weight.
+  lost = bw.lost_rows(stats.lse)
+  g = jnp.where(lost, 0.0, g)
+  scale = g * (1.0 + 2.0 * z_loss * bw.finite_or_zero(lse)) if z_loss else g
   negligible = (stats.block_max - lse[:, None] < math.log(eps)) | (g == 0)[:, None]
-  h32 = hidden.astype(jnp.float32)
+  h32 = lb.finite_or_zero(hidden.astype(jnp.float32))
 
   def softmax_part(h, w_blk, labels, rows, g, cols):  # `rows`: this tile's (lse, scale)
     lse, scale = rows
-    return jnp.exp(lb.block_logits(h, w_blk, vd) - lse[:, None]) * scale[:, None]
+    p = jnp.exp(lb.block_logits(h, w_blk, vd) - lse[:, None])
+    return jnp.where(bw.lost_rows(lse)[:, None], 0.0, p) * scale[:, None]
 
   skip = lambda r0, j: jnp.all(lax.dynamic_slice(negligible, (r0, j), (bn, 1)))
   dh, dw = lb.backward(hidden, weight, labels, (lse, scale), g, bv=bv, vd=vd,

@@ -121,7 +121,8 @@ def _walk(hidden, weight, labels, valid, scale, *, rows, vd, grads, **cfg):
     dh_blk = lb.matmul(d, weight, ((1,), (0,)) if vd else ((1,), (1,)))
     old = lax.dynamic_slice_in_dim(dh, r0, rows)
     dh = lax.dynamic_update_slice_in_dim(dh, jnp.where(own[:, None], dh_blk, old), r0, 0)
-    return total, dh, _add_weight_grad(dw, d, h, vd=vd)
+    # (a token whose hidden state is not finite adds 0 * NaN otherwise: `lb.backward` says why)
+    return total, dh, _add_weight_grad(dw, d, lb.finite_or_zero(h), vd=vd)
 
   zeros = (jnp.zeros_like(hidden, jnp.float32, shape=()), jnp.zeros_like(hidden, jnp.float32),
            jnp.zeros_like(weight, jnp.float32))

@@ -15,7 +15,7 @@ from jaxdiv.kernels.cross_entropy import xla
 
 def linear_cross_entropy(hidden, weight, labels, valid, *, vd: bool, label_smoothing=0.0,
                          z_loss=0.0, block_size=None, axis_name=None, softcap=None):
-  z = _softcap.apply(lb.block_logits(hidden, weight, vd), softcap)
+  z = _softcap.apply(lb.logits(hidden, weight, vd), softcap)
   if axis_name is not None:
     return ce_reference.cross_entropy(z, labels, valid, label_smoothing=label_smoothing,
                                       z_loss=z_loss, axis_name=axis_name)
