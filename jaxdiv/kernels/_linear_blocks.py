@@ -59,7 +59,7 @@ def block_logits(hidden, w_blk, vd: bool, acc=jnp.float32):
 def logits(hidden, weight, vd: bool):
   """`block_logits` of the whole head, differentiable, with d weight formed from the hidden
   states' finite entries (:func:`backward` says why): its tangent is
-  `d hidden @ weight + finite_or_zero(hidden) @ d weight`, the same products."""
+  `d hidden @ weight + finite_or_zero(hidden) @ d weight` (`_blockwise`'s), the same products."""
 
   @jax.custom_jvp
   def f(hidden, weight):
@@ -69,7 +69,7 @@ def logits(hidden, weight, vd: bool):
   def f_jvp(primals, tangents):
     h, w = primals
     dh, dw = tangents
-    return f(h, w), block_logits(dh, w, vd) + block_logits(finite_or_zero(h), dw, vd)
+    return f(h, w), block_logits(dh, w, vd) + block_logits(bw.finite_or_zero(h), dw, vd)
 
   return f(hidden, weight)
 
@@ -92,11 +92,6 @@ def fold(hidden, weight, body, init, *, bv: int, vd: bool, acc=jnp.float32, soft
     return body(*args, j) if with_index else body(*args)
 
   return bw.fori_blocks(bw.num_blocks(v, bv), step, init)
-
-
-def finite_or_zero(x: jax.Array) -> jax.Array:
-  """`x` with its NaN and infinite entries as 0 (in its own dtype)."""
-  return jnp.where(jnp.abs(x) < jnp.inf, x, jnp.zeros((), x.dtype))
 
 
 def backward(hidden, weight, labels, stats, g, *, bv, vd, dlogits_fn, acc=jnp.float32,
@@ -122,7 +117,7 @@ def backward(hidden, weight, labels, stats, g, *, bv, vd, dlogits_fn, acc=jnp.fl
   # it no gradient (a lost or masked token: d logits 0) its row added 0 * NaN to every column
   # of d weight, the head that every token shares. Where its d logits are not 0 (NaN), NaN
   # still reaches d weight.
-  hidden_w = finite_or_zero(hidden)
+  hidden_w = bw.finite_or_zero(hidden)
 
   def tile(c0, w_blk, col_own, r0, row_own, carry):
     dh, dw_blk = carry

@@ -143,7 +143,7 @@ def filtered_backward(hidden, weight, labels, stats: FilterStats, g, *, bv, bn, 
   g = jnp.where(lost, 0.0, g)
   scale = g * (1.0 + 2.0 * z_loss * bw.finite_or_zero(lse)) if z_loss else g
   negligible = (stats.block_max - lse[:, None] < math.log(eps)) | (g == 0)[:, None]
-  h32 = lb.finite_or_zero(hidden.astype(jnp.float32))
+  h32 = bw.finite_or_zero(hidden.astype(jnp.float32))
 
   def softmax_part(h, w_blk, labels, rows, g, cols):  # `rows`: this tile's (lse, scale)
     lse, scale = rows

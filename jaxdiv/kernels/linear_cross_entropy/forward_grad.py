@@ -122,7 +122,7 @@ def _walk(hidden, weight, labels, valid, scale, *, rows, vd, grads, **cfg):
     old = lax.dynamic_slice_in_dim(dh, r0, rows)
     dh = lax.dynamic_update_slice_in_dim(dh, jnp.where(own[:, None], dh_blk, old), r0, 0)
     # (a token whose hidden state is not finite adds 0 * NaN otherwise: `lb.backward` says why)
-    return total, dh, _add_weight_grad(dw, d, lb.finite_or_zero(h), vd=vd)
+    return total, dh, _add_weight_grad(dw, d, bw.finite_or_zero(h), vd=vd)
 
   zeros = (jnp.zeros_like(hidden, jnp.float32, shape=()), jnp.zeros_like(hidden, jnp.float32),
            jnp.zeros_like(weight, jnp.float32))
