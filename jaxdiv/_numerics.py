@@ -248,6 +248,14 @@ def logsumexp(x: jax.Array, axis=-1, where=None, keepdims: bool = False,
   return out if keepdims else jnp.squeeze(out, axis=axis)
 
 
+def lost_rows(lse: jax.Array) -> jax.Array:
+  """The rows whose logsumexp is NaN or +inf (a NaN or a +inf logit): their softmax is
+  undefined, their loss NaN or +inf, and the cross-entropy family takes them as constants, with
+  no gradient. (A row of every logit -inf has lse -inf: no mass, not lost.) `lse < inf` rather
+  than `isfinite`, so that it lowers inside Triton kernels."""
+  return jnp.logical_not(lse < jnp.inf)
+
+
 def log_softmax(logits: jax.Array, axis: int = -1, where=None, axis_name=None) -> jax.Array:
   """Log-probabilities from logits; masked entries and all-masked rows come out as -inf.
 
@@ -350,8 +358,10 @@ def softcap(x: jax.Array, cap: float, scale: float = 1.0) -> jax.Array:
   """Logit soft-capping, `scale * cap * tanh(x / cap)` (Gemma 2), with -inf kept -inf.
 
   Trap avoided: tanh maps a -inf (masked) logit to -1, i.e. to the finite logit -cap, which
-  would give a masked entry probability back. Its derivative there, 1 - tanh^2 = 0, is finite,
-  so one `where` is enough.
+  would give a masked entry probability back. Its derivative there, 1 - tanh^2 = 0, is finite.
+  A NaN stays NaN, with derivative 1 (its row is lost: the zero cotangent of a row summed away
+  met tanh's NaN derivative as 0 * NaN).
   """
-  capped = (cap * scale) * jnp.tanh(x * (1.0 / cap))
-  return jnp.where(x == -jnp.inf, x, capped)
+  keep = (x == -jnp.inf) | jnp.isnan(x)
+  capped = (cap * scale) * jnp.tanh(jnp.where(keep, 0, x) * (1.0 / cap))
+  return jnp.where(keep, x, capped)

@@ -176,12 +176,7 @@ def cross_entropy_dlogits(z: jax.Array, lse: jax.Array, labels: jax.Array, cols:
   return softmax_dlogits(p, lse, labels, cols, g, vocab, label_smoothing, z_loss)
 
 
-def lost_rows(lse: jax.Array) -> jax.Array:
-  """The rows whose logsumexp is NaN or +inf (a NaN or a +inf logit): their softmax is
-  undefined and their loss NaN, a constant with no gradient. (A row of every logit -inf has
-  lse -inf: no mass, loss +inf, also without gradient.) `lse < inf` rather than `isfinite`, so
-  that it lowers inside Triton kernels."""
-  return jnp.logical_not(lse < jnp.inf)
+lost_rows = _numerics.lost_rows
 
 
 def softmax_dlogits(p: jax.Array, lse: jax.Array, labels: jax.Array, cols: jax.Array,
@@ -200,7 +195,7 @@ def softmax_dlogits(p: jax.Array, lse: jax.Array, labels: jax.Array, cols: jax.A
   if z_loss:
     scale = scale * (1.0 + 2.0 * z_loss * finite_or_zero(lse))
   p = jnp.where(lost[:, None], 0.0, p)
-  scale = jnp.where(lost, 0.0, scale)  # `row_scale` is NaN or 0 there
+  scale = jnp.where(lost, 0.0, scale)  # `row_scale` (NaN or 0 there) times the zero `g`
   hit = labels[:, None] == cols
   d = p * scale[:, None] - jnp.where(hit, ((1.0 - label_smoothing) * g)[:, None], 0.0)
   if label_smoothing:
@@ -305,9 +300,10 @@ def gradient_jvp(fn):
 
   So forward mode (`jax.jvp`, `jax.jacfwd`) works on a kernel that defines only a VJP, and
   reverse mode is the transposed tangent: the same passes (the gradient formed once, then
-  scaled by the cotangent in place), the gradient as the one [rows, n] residual. Each entry
-  of it that is not finite (a row with a NaN or +inf logit) is taken as 0: formed with a
-  cotangent of 1, it would meet a row's zero cotangent (masked or summed away) as 0 * NaN.
+  scaled by the cotangent in place), the gradient as the one [rows, n] residual. On a row whose
+  value is not finite (a NaN or +inf logit), each entry of it that is not finite is taken as 0:
+  formed with a cotangent of 1, it would meet a row's zero cotangent (masked or summed away) as
+  0 * NaN. (A row with a finite value keeps an overflowed entry.)
   """
 
   @jax.custom_jvp
@@ -320,7 +316,7 @@ def gradient_jvp(fn):
     out, pullback = jax.vjp(lambda a: fn(a, *rest), x)
     (d,) = pullback(jnp.ones_like(out))
     d = d.astype(jnp.float32)
-    d = jnp.where(jnp.abs(d) < jnp.inf, d, 0.0)
+    d = jnp.where((jnp.abs(out) < jnp.inf)[..., None] | (jnp.abs(d) < jnp.inf), d, 0.0)
     dx = tangents[0].astype(jnp.float32)
     return out, jnp.sum(d * dx, axis=-1).astype(out.dtype)
 

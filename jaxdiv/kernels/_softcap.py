@@ -35,8 +35,9 @@ def apply(x: jax.Array, softcap: float | None, inv_t: float = 1.0) -> jax.Array:
 
 
 def derivative(x: jax.Array, softcap: float | None, inv_t: float = 1.0):
-  """dz/dx of `apply` at `x`: (1 - tanh^2(x / c)) / T, or the scalar 1 / T without a cap."""
+  """dz/dx of `apply` at `x`: (1 - tanh^2(x / c)) / T, or the scalar 1 / T without a cap; 0 at a
+  NaN (its row is lost, d logits 0 there: 0 * NaN otherwise)."""
   if softcap is None:
     return inv_t
-  t = jnp.tanh(x * (1.0 / softcap))
+  t = jnp.tanh(jnp.where(jnp.isnan(x), jnp.inf, x) * (1.0 / softcap))
   return inv_t * (1.0 - t * t)

@@ -106,7 +106,7 @@ def _dense_cross_entropy(logits, labels, ax, mask, *, weights=None, label_smooth
   finite_y = jnp.abs(labels) < jnp.inf
   if mask is not None:  # a masked class's target is not read
     finite_y = finite_y | jnp.logical_not(mask)
-  lost = jnp.logical_not(lse < jnp.inf) | jnp.logical_not(
+  lost = _numerics.lost_rows(lse) | jnp.logical_not(
       psum(jnp.all(finite_y, axis=ax, keepdims=True).astype(jnp.int32)) == psum(1))
   keep = jnp.logical_not(lost)
   logits = _fallback.tangent_if(keep, logits)
@@ -649,16 +649,16 @@ def poly_loss_cross_entropy(
   # A row whose cross-entropy is NaN (a NaN or +inf logit, a NaN target) is a constant, as the
   # cross-entropy's: its inputs' tangents are zeroed and its polynomial term is 0 inside, so
   # that the zero cotangent of a row summed away meets no NaN (in its inputs and in epsilon).
+  # (A NaN or infinite target counts as 0 inside, as in `_dense_cross_entropy`.)
   lost = jnp.isnan(lax.stop_gradient(ce))
   keep = jnp.logical_not(jnp.expand_dims(lost, ax))
-  y = _fallback.tangent_if(keep, y)
+  y = _fallback.tangent_if(keep, jnp.where(jnp.abs(y) < jnp.inf, y, 0))
   if fast:  # (its derivative takes a NaN probability as 0: the lost rows')
     q = _softmax_rows(x, ax[0])
   else:
     q = jnp.exp(_numerics.log_softmax(_fallback.tangent_if(keep, x), axis=ax, where=mask))
     y = y if mask is None else jnp.where(mask, y, 0)
-  term = jnp.sum(y * (1 - q), axis=ax)
-  term = jnp.where(jnp.isnan(term), 0, term)  # NaN on the lost rows (their ce is NaN)
+  term = jnp.where(lost, 0, jnp.sum(y * (1 - q), axis=ax))
   out = ce + jnp.asarray(epsilon, acc) * term
   return out.astype(result_dtype)
 

@@ -112,17 +112,19 @@ def _prepare(student_logits, teacher_logits, axis, where, temperature):
   mask = _common.expand_where(where, s.shape, (ax,))
   traced = _validation.concrete(temperature) is None
   temperature = jnp.asarray(temperature, acc)
-  s = s.astype(acc)
-  if traced:
-    # d/dT of s / T is -s / T^2: NaN at a NaN logit, and a row summed away (its tangents
+
+  def scaled(x):
+    if not traced:
+      return x / temperature
+    # d/dT of x / T is -x / T^2: NaN at a NaN logit, and a row summed away (its tangents
     # zeroed by the divergence's lost-row rule) met it as 0 * NaN in d/dT. Divided as the
     # finite part plus the rest held constant: the same values (NaN and infinities kept), the
     # derivative in T of the finite logits only.
-    finite = jnp.where(jnp.isfinite(s), s, 0)
-    s = finite / temperature + lax.stop_gradient(s - finite)
-  else:
-    s = s / temperature
-  t = lax.stop_gradient(t.astype(acc)) / temperature
+    finite = jnp.where(jnp.isfinite(x), x, 0)
+    return finite / temperature + lax.stop_gradient(x - finite)
+
+  s = scaled(s.astype(acc))
+  t = scaled(lax.stop_gradient(t.astype(acc)))
   return s, t, ax, mask, result_dtype
 
 
@@ -136,7 +138,7 @@ def _skew_kl(p, q, *, alpha, axis, where, from_logits=True):
   for x in (p, q):
     xm = x if where is None else jnp.where(where, x, -jnp.inf)
     lse = lax.stop_gradient(_numerics.logsumexp(xm, axis=axis, keepdims=True))
-    bad = jnp.logical_not(lse < jnp.inf)
+    bad = _numerics.lost_rows(lse)
     lost = bad if lost is None else lost | bad
   p, q = (_fallback.tangent_if(jnp.logical_not(lost), x) for x in (p, q))
   log_p = _numerics.log_softmax(p, axis=axis, where=where)

@@ -187,3 +187,96 @@ def test_fused_linear_lost_hidden_row_leaves_the_head_alone(implementation, kw):
     np.testing.assert_array_equal(gh[[2, 6]], 0)
     np.testing.assert_allclose(gh[counted], np.asarray(wh), rtol=2e-5, atol=1e-7)
     np.testing.assert_allclose(gw, np.asarray(ww), rtol=2e-5, atol=1e-7)
+
+
+# Review cases (helper-57): each failed before its fix.
+
+
+@pytest.mark.parametrize("impl", [None, "xla", "chunked"])
+def test_softcap_lost_row_is_a_constant(impl):
+  """Soft-capping before the kernels: tanh's derivative at a NaN logit is NaN, which met the
+  lost row's zero d logits as 0 * NaN."""
+  x = _logits()
+  loss = lambda x, rows: jl.softmax_cross_entropy_with_integer_labels(
+      x, INT_LABELS[rows], softcap=5.0, implementation=impl)
+  g = np.asarray(jax.grad(lambda x: jnp.sum(jnp.where(
+      jnp.isin(jnp.arange(N), jnp.asarray(LOST)), 0, loss(x, np.arange(N)))))(x))
+  want = jax.grad(lambda x: loss(x, FINITE).sum())(x[FINITE])
+  np.testing.assert_array_equal(g[1], 0)  # the NaN row (+inf is capped to a finite logit)
+  np.testing.assert_allclose(g[FINITE], np.asarray(want), rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("implementation, kw", [
+    ("chunked", {}), ("forward_grad", {"reduction": "sum"}), ("xla", {})])
+def test_fused_linear_softcap_lost_hidden_row(implementation, kw):
+  rng = np.random.default_rng(4)
+  h = rng.normal(size=(6, 8)).astype(np.float32)
+  h[2, 1] = np.nan
+  w = (rng.normal(size=(8, 24)) * 0.5).astype(np.float32)
+  y = rng.integers(0, 24, 6)
+  y[2] = -100
+  loss = lambda h, w: jnp.sum(jl.fused_linear_cross_entropy(
+      h, w, jnp.asarray(y), ignore_index=-100, softcap=5.0, implementation=implementation,
+      **kw))
+  gh, gw = (np.asarray(g) for g in jax.grad(loss, (0, 1))(jnp.asarray(h), jnp.asarray(w)))
+  keep = np.array([0, 1, 3, 4, 5])
+  loss_kept = lambda h, w: jnp.sum(jl.fused_linear_cross_entropy(
+      h, w, jnp.asarray(y[keep]), softcap=5.0, implementation=implementation, **kw))
+  wh, ww = jax.grad(loss_kept, (0, 1))(jnp.asarray(h[keep]), jnp.asarray(w))
+  np.testing.assert_array_equal(gh[2], 0)
+  np.testing.assert_allclose(gh[keep], np.asarray(wh), rtol=2e-5, atol=1e-7)
+  np.testing.assert_allclose(gw, np.asarray(ww), rtol=2e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
+def test_distillation_lost_teacher_row_and_traced_temperature(bad):
+  """A NaN or +inf teacher row: d/dT of the other rows' sum is theirs alone (the teacher's
+  t / T met 0 * NaN in d/dT)."""
+  s = jnp.asarray(np.random.default_rng(5).normal(size=(N, V)), jnp.float32)
+  t = TEACHER.at[2, 3].set(bad)
+  kept = np.array([0, 1, 3, 4])
+  loss = lambda s, t, T: jl.distillation_loss(s, t, temperature=T)
+  g = jax.grad(lambda T: jnp.sum(jnp.where(jnp.arange(N) == 2, 0, loss(s, t, T))))(2.0)
+  want = jax.grad(lambda T: jnp.sum(loss(s[kept], t[kept], T)))(2.0)
+  np.testing.assert_allclose(g, want, rtol=2e-5)
+
+
+def test_poly_infinite_target_is_a_constant():
+  x = jnp.asarray(np.random.default_rng(6).normal(size=(N, V)), jnp.float32)
+  y = PROBS.at[1, 2].set(jnp.inf)
+  kept = np.array([0, 2, 3, 4])
+  loss = lambda x, y, e: jl.poly_loss_cross_entropy(x, y, epsilon=e)
+  assert np.isnan(np.asarray(loss(x, y, 2.0))[1])
+  total = lambda x, y, e: jnp.sum(jnp.where(jnp.arange(N) == 1, 0, loss(x, y, e)))
+  gx, gy, ge = jax.grad(total, (0, 1, 2))(x, y, 2.0)
+  wx, wy, we = jax.grad(lambda x, y, e: jnp.sum(loss(x, y, e)), (0, 1, 2))(x[kept], y[kept], 2.0)
+  np.testing.assert_array_equal(np.asarray(gx[1]), 0)
+  np.testing.assert_array_equal(np.asarray(gy[1]), 0)
+  np.testing.assert_allclose(np.asarray(gx[kept]), np.asarray(wx), rtol=2e-6, atol=1e-7)
+  np.testing.assert_allclose(ge, we, rtol=2e-5)
+
+
+def test_float64_references_lost_rows():
+  """float64 runs the plain-jnp references: the same rule there, in reverse and forward mode,
+  and the linear reference keeps its mixed second derivative (d2 / dh dw) exact."""
+  with jax.enable_x64(True):
+    x = _logits(jnp.float64)
+    teacher = TEACHER.astype(jnp.float64)
+    for loss in (lambda x: jl.softmax_cross_entropy_with_integer_labels(x, INT_LABELS),
+                 *(lambda x, d=d: jl.distillation_loss(x, teacher, divergence=d)
+                   for d in ("forward_kl", "reverse_kl", "js"))):
+      kept = lambda x, loss=loss: jnp.sum(jnp.where(
+          jnp.isin(jnp.arange(N), jnp.asarray(LOST)), 0, loss(x)))
+      g = np.asarray(jax.grad(kept)(x))
+      np.testing.assert_array_equal(g[list(LOST)], 0)
+      assert np.isfinite(g).all()
+      tangent = jnp.zeros_like(x).at[0].set(1.0)
+      _, dv = jax.jvp(loss, (x,), (tangent,))
+      np.testing.assert_array_equal(np.asarray(dv)[list(LOST)], 0)
+    from jaxdiv.kernels.linear_cross_entropy import reference as lref
+    rng = np.random.default_rng(7)
+    h, w = jnp.asarray(rng.normal(size=(3, 4))), jnp.asarray(rng.normal(size=(4, 5)))
+    f = lambda h, w: jnp.sum(jnp.tanh(lref.logits(h, w, vd=False)))
+    plain = lambda h, w: jnp.sum(jnp.tanh(h @ w))
+    mixed = lambda f: jax.jacfwd(jax.grad(f, 0), 1)(h, w)
+    np.testing.assert_allclose(mixed(f), mixed(plain), rtol=1e-12, atol=1e-12)

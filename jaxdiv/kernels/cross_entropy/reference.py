@@ -49,9 +49,9 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, valid: jax.Array, *,
   # A row whose normaliser is NaN or +inf (a NaN or +inf logit) is a constant: its logits'
   # tangents are zeroed (the transpose selects 0 over the 0 * NaN that a zero cotangent meets
   # in its softmax), and its terms are 0 before the hyperparameters scale them, so that
-  # d/d(label_smoothing), d/d(z_loss) and d/d(weights) are finite (as `_blockwise.lost_rows`).
-  lost = jnp.logical_not(lax.stop_gradient(
-      _numerics.logsumexp(z, axis=-1, where=where, axis_name=axis_name)) < jnp.inf)
+  # d/d(label_smoothing), d/d(z_loss) and d/d(weights) are finite.
+  lost = _numerics.lost_rows(lax.stop_gradient(
+      _numerics.logsumexp(z, axis=-1, where=where, axis_name=axis_name)))
   z = _fallback.tangent_if(jnp.logical_not(lost)[:, None], z)
   lse = _numerics.logsumexp(z, axis=-1, where=where, axis_name=axis_name)
   ok = jnp.isfinite(lse)
@@ -79,7 +79,8 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, valid: jax.Array, *,
   if not _validation.is_static_zero(z_loss):
     out = out + jnp.where(ok, z_loss * jnp.square(lse_s), 0)
   # No finite normaliser: all logits -inf (+inf), all masked (0, below); NaN stays NaN.
-  out = jnp.where(ok, out, jnp.where(lse == -jnp.inf, jnp.inf, lse))
+  # (held constant: in forward mode a lost row's lse carries 0 * NaN from its softmax)
+  out = jnp.where(ok, out, lax.stop_gradient(jnp.where(lse == -jnp.inf, jnp.inf, lse)))
   if where is not None:
     out = jnp.where(psum(jnp.any(where, axis=-1).astype(jnp.int32)) > 0, out, 0)
   return jnp.where(valid, out, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxdiv import _fallback
 from jaxdiv import _numerics
 
 
@@ -13,8 +14,15 @@ def divergence(student_logits, teacher_logits, valid, *, divergence="forward_kl"
   """Per-token divergence between softmax(teacher / T) and softmax(student / T); 0 where not
   `valid`. The teacher is under `stop_gradient`."""
   dtype = jnp.promote_types(student_logits.dtype, jnp.float32)
-  ls = _numerics.log_softmax(student_logits.astype(dtype) / temperature)
-  lt = _numerics.log_softmax(jax.lax.stop_gradient(teacher_logits).astype(dtype) / temperature)
+  zs = student_logits.astype(dtype) / temperature
+  zt = jax.lax.stop_gradient(teacher_logits).astype(dtype) / temperature
+  # A row with a NaN or +inf logit (either side) is a constant, as in the kernels: its
+  # student's tangents are zeroed before the log-softmax, whose derivative meets it as 0 * NaN.
+  lost = _numerics.lost_rows(jax.lax.stop_gradient(_numerics.logsumexp(zs, axis=-1))) | (
+      _numerics.lost_rows(_numerics.logsumexp(zt, axis=-1)))
+  zs = _fallback.tangent_if(jnp.logical_not(lost)[:, None], zs)
+  ls = _numerics.log_softmax(zs)
+  lt = _numerics.log_softmax(zt)
 
   def kl(lp, lq):  # KL(p || q) from log-probabilities, 0 log 0 = 0
     p = jnp.exp(lp)
@@ -28,4 +36,6 @@ def divergence(student_logits, teacher_logits, valid, *, divergence="forward_kl"
     lm = _numerics.log_add_exp(lt + jnp.log(jnp.asarray(beta, dtype)),
                                ls + jnp.log(jnp.asarray(1 - beta, dtype)))
     out = beta * kl(lt, lm) + (1 - beta) * kl(ls, lm)
+  # (and its value's tangent zeroed too: forward mode met the NaN softmax as 0 * NaN)
+  out = _fallback.tangent_if(jnp.logical_not(lost), out)
   return jnp.where(valid, jnp.where(valid, out, 0.0), 0.0)

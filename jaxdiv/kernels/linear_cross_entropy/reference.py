@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
-from jax import lax
 
 from jaxdiv.kernels import _softcap
 from jaxdiv.kernels.cross_entropy import reference
@@ -13,14 +13,23 @@ def logits(hidden, weight, *, vd: bool):
   """hidden @ weight ([d, vocab]) or hidden @ weight.T ([vocab, d]), accumulated in float32+.
 
   d weight comes from the hidden states' finite entries: a token whose hidden state is not
-  finite has no gradient (its loss is NaN: a lost row, or it is masked), and its row would add
-  0 * NaN to the whole head. The value is the plain product (`2a - a = a` exactly)."""
+  finite gets no gradient (its loss is NaN or +inf: a lost row, or it is masked), and its row
+  would add 0 * NaN to the whole head (`_linear_blocks.logits`, the same rule)."""
   dtype = jnp.promote_types(jnp.result_type(hidden, weight), jnp.float32)
-  h, w = hidden.astype(dtype), (weight.T if vd else weight).astype(dtype)
-  dot = lambda a, b: jnp.dot(a, b, precision="highest")
-  h_w = lax.stop_gradient(jnp.where(jnp.isfinite(h), h, 0))
-  plain = dot(h, lax.stop_gradient(w))
-  return (plain + dot(h_w, w)) - lax.stop_gradient(dot(h_w, w))
+  w = weight.T if vd else weight
+  return _product(hidden.astype(dtype), w.astype(dtype))
+
+
+@jax.custom_jvp
+def _product(h, w):
+  return jnp.dot(h, w, precision="highest")
+
+
+@_product.defjvp
+def _product_jvp(primals, tangents):
+  (h, w), (dh, dw) = primals, tangents
+  finite_h = jnp.where(jnp.isfinite(h), h, 0)
+  return _product(h, w), _product(dh, w) + _product(finite_h, dw)
 
 
 def linear_cross_entropy(hidden, weight, labels, valid, *, vd: bool, label_smoothing=0.0,
