@@ -511,14 +511,16 @@ def finite_rows_with_coefs(value: Callable, careful: Callable, coefs: Callable, 
     coefs: `(need, *xs) -> tuple`, one entry an input: d out / d x shaped like `xs` where
       `need[i]` is True (that input is being differentiated), anything (None) where it is not.
       It must be right on every row whose value is finite.
-    *xs: the inputs.
+    *xs: the inputs, of one shape; or row parameters (a per-example coefficient, its size 1
+      along an int `axis`), whose `coefs` entry has their shape too.
     axis: the reduced axis or axes.
 
   The derivative's terms exist only for the inputs being differentiated (symbolic zeros).
   """
 
   ax = axis[0] if isinstance(axis, tuple) and len(axis) == 1 else axis
-  if isinstance(ax, int) and len({x.shape for x in xs}) == 1:
+  if isinstance(ax, int) and all(row_shaped(x.shape, xs[0].shape, ax % xs[0].ndim)
+                                 for x in xs):
     # its cond branch's buffers: a block's, not the batch's
     careful = careful_blocks(careful, ax, mapped=mapped_size(*xs))
 
@@ -596,6 +598,13 @@ def row_block_shape(shape, axis: int, entries: int) -> tuple | None:
   return tuple(1 if i in outer else min(chunk, d) if i == s else d for i, d in enumerate(shape))
 
 
+def row_shaped(x_shape, shape, axis: int) -> bool:
+  """Whether an input of `x_shape` goes with a batch of `shape` row by row along `axis`: the
+  same shape, or a row parameter's (size 1 along `axis`, the same batch axes)."""
+  return len(x_shape) == len(shape) and all(
+      d == n or (i == axis and d == 1) for i, (d, n) in enumerate(zip(x_shape, shape)))
+
+
 def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
                entries: int = 1 << 20, whole: int = 0, mapped: int | None = None) -> Callable:
   """`fn(*xs)` on arrays of one shape, row by row along the int `axis`, computed over blocks of
@@ -611,7 +620,9 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
   `entries` entries (a sequence of tokens, `[1, 2048, 32768]`), along the first batch axis
   whose rows fit, one index of the batch axes before it at a time (:func:`row_block_shape`).
   `fn` is first traced on a block: where that fails or its results do not have the block's
-  shape (it closes over an array of the batch's), the batch is taken whole.
+  shape (it closes over an array of the batch's), the batch is taken whole. An input of size 1
+  along `axis` (a row parameter, e.g. a per-example coefficient with keepdims) is cut with the
+  others along the batch axes; the first input has the full shape.
 
   Why: XLA allocates the buffers of both branches of a `lax.cond` statically, taken or not, so
   a guarded fallback evaluated on the whole batch holds its [N, V] intermediates on every call
@@ -624,15 +635,19 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
     if nd < 2 or any(map(_sharding.explicitly_sharded, xs)):
       return fn(*xs)
     shape = xs[0].shape
+    ax = axis % nd
+    if any(not row_shaped(x.shape, shape, ax) for x in xs):
+      return fn(*xs)
     size = mapped_size(*xs) if mapped is None else mapped
     block_shape = row_block_shape(shape, axis, max(1, entries // size))
     if block_shape is None or math.prod(shape) * size <= whole:
       return fn(*xs)
-    ax = axis % nd
     s = _split_axis(shape, ax, max(1, entries // size))
     outer = [i for i in range(s) if i != ax]
+    # each input's block: a row parameter's has its size 1 along `axis`
+    blocks = [block_shape[:ax] + x.shape[ax:ax + 1] + block_shape[ax + 1:] for x in xs]
     try:
-      shapes = jax.eval_shape(fn, *(jax.ShapeDtypeStruct(block_shape, x.dtype) for x in xs))
+      shapes = jax.eval_shape(fn, *(jax.ShapeDtypeStruct(b, x.dtype) for b, x in zip(blocks, xs)))
     except Exception:  # pylint: disable=broad-except  # it closes over an array of the batch
       return fn(*xs)
 
@@ -661,7 +676,7 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
           o, index[a] = divmod(o, n)
         index[s] = jnp.minimum(j * chunk, rows - chunk).astype(i.dtype)
         out_index = index if keep_axis else index[:ax] + index[ax + 1:]
-        return (tuple(lax.dynamic_slice(x, index, block_shape) for x in xs),
+        return (tuple(lax.dynamic_slice(x, index, b) for x, b in zip(xs, blocks)),
                 lambda o, p: lax.dynamic_update_slice(o, p, out_index))
 
     def body(i, out):
@@ -673,7 +688,7 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
       # `shard_map` it then has their varying manual axes, as the loop's carry must.
       return lax.dynamic_update_slice(jnp.zeros(out_shape(shape), p.dtype), p, (0,) * p.ndim)
 
-    part = block(*(lax.slice(x, (0,) * nd, block_shape) for x in xs))
+    part = block(*(lax.slice(x, (0,) * nd, b) for x, b in zip(xs, blocks)))
     return lax.fori_loop(1, math.prod(sizes) * steps, body, jax.tree_util.tree_map(first, part))
 
   return run

@@ -146,6 +146,30 @@ def test_row_blocks_match_the_whole_batch(one_pass, monkeypatch, shape):
                              rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("shape, axis", [((9, 1024), -1), ((3, 3, 512), -1), ((2, 5, 1024), -1),
+                                         ((1024, 9), 0)])
+def test_row_blocks_cut_a_row_parameter_with_the_rows(shape, axis):
+  """`row_blocks` with a row parameter beside the inputs (size 1 along `axis`, a per-example
+  coefficient): it is cut into the same blocks as its rows (a `while` loop over blocks of 1024
+  entries), and the results and their derivatives in both inputs are the whole batch's."""
+  rng = np.random.default_rng(7)
+  x = rng.random(shape).astype(np.float32)
+  c_shape = tuple(1 if i == axis % len(shape) else d for i, d in enumerate(shape))
+  c = rng.random(c_shape).astype(np.float32)
+  fn = lambda x, c: jnp.sum(jnp.sin(c * x), axis=axis)
+  blocked = _fallback.row_blocks(fn, axis, entries=1024)
+  assert "while" in jax.jit(blocked).lower(x, c).as_text()
+  np.testing.assert_allclose(jax.jit(blocked)(x, c), fn(x, c), rtol=1e-6)
+  loss = lambda f: lambda x, c: jnp.sum(f(x, c) ** 2)
+  for got, want in zip(jax.jit(jax.grad(loss(blocked), (0, 1)))(x, c),
+                       jax.grad(loss(fn), (0, 1))(x, c)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  # an input of another shape: the batch is taken whole
+  other = np.ones(shape[:-1] + (2,) if axis == -1 else (2,) + shape[1:], np.float32)
+  whole = _fallback.row_blocks(lambda x, o: fn(x, 1.0), axis, entries=1024)
+  assert "while" not in jax.jit(whole).lower(x, other).as_text()
+
+
 def test_terms_closing_over_a_traced_scalar(one_pass, monkeypatch, x64):
   """Terms that close over a traced scalar (a user's generator with a parameter): derivatives
   in it and in the inputs, in the one pass over the whole batch (blocks would need the terms

@@ -137,40 +137,70 @@ def _dense_cross_entropy(logits, labels, ax, mask, *, weights=None, label_smooth
   return out
 
 
-def _soft_cross_entropy_fast(x, y, axis: int):
+def _soft_cross_entropy_fast(x, y, axis: int, epsilon=None):
   """optax's line, `-sum(y * log_softmax(x))`, on the rows where it is finite;
   `_dense_cross_entropy`'s guarded terms on the rows where it is not (a zero target on a
   `-inf` logit: 0 * inf there; a NaN or `+inf` logit; a row of `-inf`).
 
+  With `epsilon` (the row parameter of `poly_loss_cross_entropy`, keepdims along `axis`), the
+  poly-1 loss, `+ epsilon * sum(y * (1 - softmax(x)))`, in the same one sum and one closed-form
+  derivative (the cross-entropy and a custom-derivative softmax added up, and their
+  derivatives, took 1.76x optax's forward+VJP at 4096x4096; one sum, 0.95x).
+
   The derivative is the closed form, `softmax(x) sum(y) - y` in the logits and
   `-log_softmax(x)` in the targets (0 where a zero target meets a `-inf` log-probability, as
-  `mul_log`'s), computed only for the inputs being differentiated. It is the guarded path's on
-  every row whose value is finite: a `-inf` logit has probability 0, and a row without a finite
-  normaliser (every logit `-inf`) has log-probabilities `-inf`, so probabilities 0. The logits'
-  derivative has no select (`_row_exp`); the targets' guards act on row statistics.
+  `mul_log`'s), computed only for the inputs being differentiated; with `epsilon`, plus
+  `-epsilon q (y - sum(y q))` in the logits, `epsilon (1 - q)` in the targets and
+  `sum(y (1 - q))` in `epsilon` (q the softmax). It is the guarded path's on every row whose
+  value is finite: a `-inf` logit has probability 0, and a row without a finite normaliser
+  (every logit `-inf`) has log-probabilities `-inf`, so probabilities 0. A row whose value is
+  NaN (a NaN or `+inf` logit, a NaN target) has NaN coefficients, taken as 0
+  (`finite_coefs`): it is a constant. The logits' derivative has no select (`_row_exp`); the
+  targets' guards act on row statistics.
 
   The entry guards kept XLA:CPU from compiling the sum as one loop: 2.7x optax's forward time
   and 1.8x its value+grad at 4096x4096 (`python bench/losses.py --cases
   softmax_cross_entropy`); a `with_fallback` derivative (its coefficients inside a `cond`)
   measured 1.7x; the normaliser shared with the value instead of recomputed, no faster."""
 
-  # `_fallback.log_softmax`: jax.nn's, or below 4096 rows the same operations arranged so that
-  # XLA:CPU does not write the shifted logits out (see `_fallback.shift_and_sum`).
-  unguarded = lambda x, y: -jnp.sum(y * _fallback.log_softmax(x, axis), axis=axis)
-  careful = lambda x, y: _dense_cross_entropy(x, y, (axis,), None)
+  def unguarded(x, y, *eps):
+    # `_fallback.log_softmax`: jax.nn's, or below 4096 rows the same operations arranged so
+    # that XLA:CPU does not write the shifted logits out (see `_fallback.shift_and_sum`).
+    log_p = _fallback.log_softmax(x, axis)
+    if not eps:
+      return -jnp.sum(y * log_p, axis=axis)
+    return jnp.sum(y * (eps[0] * (1 - jnp.exp(log_p)) - log_p), axis=axis)
 
-  def coefs(need, x, y):
-    d_x = None
-    if need[0]:
-      e, total = _row_exp(x, axis)
-      d_x = e * (jnp.sum(y, axis=axis, keepdims=True) / total) - y
-    d_y = None
+  def careful(x, y, *eps):
+    ce = _dense_cross_entropy(x, y, (axis,), None)
+    if not eps:
+      return ce
+    q = jnp.exp(_numerics.log_softmax(x, axis=axis))
+    return ce + jnp.squeeze(eps[0], axis) * jnp.sum(y * (1 - q), axis=axis)
+
+  def coefs(need, x, y, *eps):
+    poly = bool(eps)
+    d_x = d_y = d_eps = None
+    if need[0] or (poly and need[2]):
+      y_sum = jnp.sum(y, axis=axis, keepdims=True)
+      if poly:
+        e, total, y_e = _row_exp(x, axis, y)
+        q = e / total
+        y_q = y_e / total
+        d_x = q * (y_sum - eps[0] * (y - y_q)) - y
+        d_eps = y_sum - y_q
+      else:
+        e, total = _row_exp(x, axis)
+        d_x = e * (y_sum / total) - y
     if need[1]:
       log_p = x - _row_log_normaliser(x, axis)  # -inf on a row without a finite normaliser
       d_y = -jnp.where((y != 0) | (log_p > -jnp.inf), log_p, 0)
-    return d_x, d_y
+      if poly:
+        d_y = d_y + eps[0] * (1 - jnp.exp(log_p))
+    return (d_x, d_y) + ((d_eps,) if poly else ())
 
-  return _fallback.finite_rows_with_coefs(unguarded, careful, coefs, x, y, axis=axis)
+  xs = (x, y) if epsilon is None else (x, y, epsilon)
+  return _fallback.finite_rows_with_coefs(unguarded, careful, coefs, *xs, axis=axis)
 
 
 @_unit_axes.dropped(dists=("logits", "labels"), where_by_rank=True, keep=("weights",))
@@ -642,44 +672,28 @@ def poly_loss_cross_entropy(
   """
   _validation.check_real(epsilon, "epsilon")
   x, y, shape, ax, mask, result_dtype, acc = _prepare_dense(logits, labels, axis, where)
-  if mask is None and len(ax) == 1:
-    # The fast cross-entropy and softmax probabilities whose only guards act on row statistics
-    # (the entry guards of the log-softmax made value+grad 2.3x optax's at 4096x4096).
-    ce = _soft_cross_entropy_fast(x, y, ax[0])
-    q = _softmax_rows(x, ax[0])
-  else:
-    ce = _dense_cross_entropy(x, y, ax, mask)
-    q = jnp.exp(_numerics.log_softmax(x, axis=ax, where=mask))
-    y = y if mask is None else jnp.where(mask, y, 0)
-  # (Not the cross-entropy family's lost-row rule: a row with a NaN or +inf logit, summed away,
-  # still gives 0 * NaN in its logits and in epsilon, as optax's. Each form of the rule tried,
-  # a select on the probabilities or the targets, took value+grad from 1.0x to 1.17-1.28x
-  # optax's at 4096x4096, `bench/losses.py --cases poly_loss_cross_entropy`.)
-  term = jnp.sum(y * (1 - q), axis=ax)
-  out = ce + jnp.asarray(epsilon, acc) * term
-  return out.astype(result_dtype)
+  epsilon = jnp.asarray(epsilon, acc)
+  batch = tuple(d for i, d in enumerate(shape) if i not in ax)
+  if (mask is None and len(ax) == 1
+      and jnp.broadcast_shapes(epsilon.shape, batch) == batch):
+    # One sum and one closed-form derivative, epsilon a row parameter (see the function).
+    eps = jnp.expand_dims(jnp.broadcast_to(epsilon, batch), ax[0])
+    return _soft_cross_entropy_fast(x, y, ax[0], eps).astype(result_dtype)
+  ce = _dense_cross_entropy(x, y, ax, mask)
+  # A row whose cross-entropy is NaN (a NaN or +inf logit, a NaN target) is a constant, as the
+  # cross-entropy's: its inputs' tangents are zeroed and its polynomial term is 0 inside, so
+  # that the zero cotangent of a row summed away meets no NaN (in its inputs and in epsilon).
+  # A NaN or infinite target counts as 0 inside, as in `_dense_cross_entropy`.
+  lost = jnp.isnan(lax.stop_gradient(ce))
+  keep = jnp.logical_not(jnp.expand_dims(lost, ax))
+  y = _fallback.tangent_if(keep, jnp.where(jnp.abs(y) < jnp.inf, y, 0))
+  q = jnp.exp(_numerics.log_softmax(_fallback.tangent_if(keep, x), axis=ax, where=mask))
+  y = y if mask is None else jnp.where(mask, y, 0)
+  term = jnp.where(lost, 0, jnp.sum(y * (1 - q), axis=ax))
+  return (ce + epsilon * term).astype(result_dtype)
 
 
-def _softmax_rows(x, axis: int):
-  """`softmax(x)`, 0 on a row without a finite normaliser (every logit `-inf`), with the
-  softmax's own derivative `q (t - sum(q t))` (autodiff through the normaliser recomputed
-  its exponentials: poly loss value+grad 1.95x optax's)."""
-
-  @jax.custom_jvp
-  def f(x):
-    e, total = _row_exp(x, axis)
-    return e / total
-
-  @f.defjvp
-  def f_jvp(primals, tangents):
-    (x,), (t,) = primals, tangents
-    q = f(x)
-    return q, q * (t - jnp.sum(q * t, axis=axis, keepdims=True))
-
-  return f(x)
-
-
-def _row_exp(x, axis: int):
+def _row_exp(x, axis: int, weights=None):
   """`(exp(x - m), total)`, m the row max: `e / total` is the softmax, and 0 on a row of every
   logit `-inf` (m floored at the lowest finite value makes `e` 0 there, and `total` is 1 there;
   elsewhere it is the row sum, at least 1, unchanged, with its own derivative). Arithmetic
@@ -688,11 +702,20 @@ def _row_exp(x, axis: int):
   42.5 and 35.8 ms with them, 32.9 without, optax's 32.4). Below `_fallback.FUSED_ROWS` rows the
   sum reads the max behind `optimization_barrier`, so that XLA:CPU recomputes `e` in the
   gradient's loop instead of writing it out (`_fallback.shift_and_sum`; value+grad against
-  optax at 256x32768: 0.85x -> 0.74x, 2048x32768: 0.89x -> 0.85x)."""
+  optax at 256x32768: 0.85x -> 0.74x, 2048x32768: 0.89x -> 0.85x).
+
+  With `weights`, also `sum(weights * e)`, from the same `e`, which XLA:CPU then writes out
+  once below `FUSED_ROWS` rows (the poly loss's gradient; recomputing it for each of the two
+  sums and the gradient, behind a barrier each, took 1.27-1.33x optax's time at 1024x1024,
+  written out once 0.97-1.09x)."""
   m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
   m = jnp.maximum(m, jnp.finfo(x.dtype).min)
-  total = _fallback.sum_exp(x, m, axis)
-  return jnp.exp(x - m), total + lax.stop_gradient(1 - jnp.minimum(total, 1))
+  floor_at_one = lambda total: total + lax.stop_gradient(1 - jnp.minimum(total, 1))
+  if weights is None:
+    return jnp.exp(x - m), floor_at_one(_fallback.sum_exp(x, m, axis))
+  e = jnp.exp(x - m)
+  total = jnp.sum(e, axis=axis, keepdims=True)
+  return e, floor_at_one(total), jnp.sum(weights * e, axis=axis, keepdims=True)
 
 
 def _row_log_normaliser(x, axis: int):

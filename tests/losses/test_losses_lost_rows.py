@@ -67,6 +67,11 @@ CASES = {
         x, PROBS[r] * h, where=CLASS_MASK[r]), 1.0),
     "softmax weights": (lambda x, r, h: jl.softmax_cross_entropy(
         x, PROBS[r], weights=WEIGHTS * h), 1.0),
+    "poly": (lambda x, r, h: jl.poly_loss_cross_entropy(x, PROBS[r], epsilon=h), 2.0),
+    "poly per-example epsilon": (lambda x, r, h: jl.poly_loss_cross_entropy(
+        x, PROBS[r], epsilon=h * jnp.linspace(0.5, 1.5, N)[r]), 2.0),
+    "poly where": (lambda x, r, h: jl.poly_loss_cross_entropy(
+        x, PROBS[r], epsilon=h, where=CLASS_MASK[r]), 2.0),
     **{f"distill {d}": (lambda x, r, h, d=d: jl.distillation_loss(x, TEACHER[r], divergence=d),
                         None)
        for d in ("forward_kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl", "tv")},
@@ -236,6 +241,23 @@ def test_distillation_lost_teacher_row_and_traced_temperature(bad):
   g = jax.grad(lambda T: jnp.sum(jnp.where(jnp.arange(N) == 2, 0, loss(s, t, T))))(2.0)
   want = jax.grad(lambda T: jnp.sum(loss(s[kept], t[kept], T)))(2.0)
   np.testing.assert_allclose(g, want, rtol=2e-5)
+
+
+def test_poly_infinite_target_is_a_constant():
+  x = jnp.asarray(np.random.default_rng(6).normal(size=(N, V)), jnp.float32)
+  y = PROBS.at[1, 2].set(jnp.inf)
+  kept = np.array([0, 2, 3, 4])
+  loss = lambda x, y, e: jl.poly_loss_cross_entropy(x, y, epsilon=e)
+  assert np.isnan(np.asarray(loss(x, y, 2.0))[1])
+  total = lambda x, y, e: jnp.sum(jnp.where(jnp.arange(N) == 1, 0, loss(x, y, e)))
+  want = jax.grad(lambda x, y, e: jnp.sum(loss(x, y, e)), (0, 1, 2))(x[kept], y[kept], 2.0)
+  for grad in (jax.grad(total, (0, 1, 2)), jax.jit(jax.grad(total, (0, 1, 2)))):
+    gx, gy, ge = grad(x, y, 2.0)
+    np.testing.assert_array_equal(np.asarray(gx[1]), 0)
+    np.testing.assert_array_equal(np.asarray(gy[1]), 0)
+    np.testing.assert_allclose(np.asarray(gx[kept]), np.asarray(want[0]), rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(gy[kept]), np.asarray(want[1]), rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(ge, want[2], rtol=2e-5)
 
 
 def test_float64_references_lost_rows():
