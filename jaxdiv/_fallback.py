@@ -497,9 +497,20 @@ def finite_coefs(coefs: Callable, *xs: jax.Array) -> tuple:
   if ok is None:
     return coefs(*xs)
   # `ok` gates the second derivatives only; a first derivative reads each coefficient once.
-  cs = coefs(*(tangent_if(ok, x) for x in xs))
+  # An input smaller than `ok` (a row parameter: size 1 along the reduced axis) is gated where
+  # every entry it meets is finite, its tangent keeping its own shape.
+  cs = coefs(*(tangent_if(_all_to_shape(ok, jnp.shape(x)), x) for x in xs))
   return tuple(None if c is None else jnp.where(jnp.isfinite(c), c, jnp.zeros_like(c))
                for c in cs)
+
+
+def _all_to_shape(ok: jax.Array, shape) -> jax.Array:
+  """`ok` reduced with `all` over the axes where an array of `shape` (broadcastable to it) has
+  size 1 or none."""
+  lead = ok.ndim - len(shape)
+  axes = tuple(range(lead)) + tuple(lead + i for i, d in enumerate(shape)
+                                    if d == 1 and ok.shape[lead + i] != 1)
+  return jnp.all(ok, axis=axes, keepdims=False).reshape(shape) if axes else ok
 
 
 def finite_rows_with_coefs(value: Callable, careful: Callable, coefs: Callable, *xs: jax.Array,
@@ -512,15 +523,15 @@ def finite_rows_with_coefs(value: Callable, careful: Callable, coefs: Callable, 
       `need[i]` is True (that input is being differentiated), anything (None) where it is not.
       It must be right on every row whose value is finite.
     *xs: the inputs, of one shape; or row parameters (a per-example coefficient, its size 1
-      along an int `axis`), whose `coefs` entry has their shape too.
+      along an int `axis`), whose `coefs` entry has their shape too (and so its derivatives).
     axis: the reduced axis or axes.
 
   The derivative's terms exist only for the inputs being differentiated (symbolic zeros).
   """
 
   ax = axis[0] if isinstance(axis, tuple) and len(axis) == 1 else axis
-  if isinstance(ax, int) and all(row_shaped(x.shape, xs[0].shape, ax % xs[0].ndim)
-                                 for x in xs):
+  if isinstance(ax, int) and xs[0].ndim and all(row_shaped(x.shape, xs[0].shape,
+                                                           ax % xs[0].ndim) for x in xs):
     # its cond branch's buffers: a block's, not the batch's
     careful = careful_blocks(careful, ax, mapped=mapped_size(*xs))
 

@@ -260,6 +260,27 @@ def test_poly_infinite_target_is_a_constant():
     np.testing.assert_allclose(ge, want[2], rtol=2e-5)
 
 
+@pytest.mark.parametrize("name", ["softmax_cross_entropy", "poly_loss_cross_entropy"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_lost_target_row_summed_in_is_a_constant(name, bad):
+  """A row whose targets hold a NaN or an infinity, summed in (its cotangent 1, not 0): its
+  gradients in its logits and targets are 0, on the fast path and through a `where` of all True
+  (the guarded path) alike, and the other rows' are those of the loss without it."""
+  fn = getattr(jl, name)
+  x = jnp.asarray(np.random.default_rng(8).normal(size=(N, V)), jnp.float32)
+  y = PROBS.at[2, 5].set(bad)
+  kept = np.array([0, 1, 3, 4])
+  want = jax.grad(lambda x, y: jnp.sum(fn(x, y)), (0, 1))(x[kept], y[kept])
+  for kw in ({}, {"where": jnp.ones((N, V), bool)}):
+    total = lambda x, y, kw=kw: jnp.sum(fn(x, y, **kw))
+    assert np.isnan(np.asarray(fn(x, y, **kw))[2])
+    for grad in (jax.grad(total, (0, 1)), jax.jit(jax.grad(total, (0, 1)))):
+      for g, w in zip(grad(x, y), want):
+        g = np.asarray(g)
+        np.testing.assert_array_equal(g[2], 0)
+        np.testing.assert_allclose(g[kept], np.asarray(w), rtol=2e-6, atol=1e-7)
+
+
 def test_float64_references_lost_rows():
   """float64 runs the plain-jnp references: the same rule there, in reverse and forward mode,
   and the linear reference keeps its mixed second derivative (d2 / dh dw) exact."""

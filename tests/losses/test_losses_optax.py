@@ -736,6 +736,30 @@ def test_poly_per_example_epsilon_against_float64_closed_form():
   np.testing.assert_allclose(mapped, want, rtol=2e-6, atol=1e-6)
 
 
+def test_poly_second_derivatives_with_epsilon_equal_plain_jnp(x64):
+  """Second derivatives through epsilon, a row parameter of the fast path (scalar and per
+  example): the Hessian in (logits, targets, epsilon) and forward-over-reverse, equal to those
+  of the plain jnp expression (float64)."""
+  rng = np.random.default_rng(13)
+  x = jnp.asarray(_logits(rng, (3, 4)), jnp.float64)
+  y = jnp.asarray(_dirichlet(rng, (3, 4)), jnp.float64)
+
+  def plain(x, y, e):
+    ls = jax.nn.log_softmax(x)
+    return jnp.sum(-jnp.sum(y * ls, -1) + e * jnp.sum(y * (1 - jnp.exp(ls)), -1))
+
+  ours = lambda x, y, e: jnp.sum(jl.poly_loss_cross_entropy(x, y, epsilon=e))
+  for e in (jnp.float64(2.0), jnp.asarray(rng.uniform(-1, 3, 3))):
+    for argnums in (2, (0, 2), (0, 1, 2)):
+      got = jax.jit(jax.hessian(ours, argnums))(x, y, e)
+      want = jax.hessian(plain, argnums)(x, y, e)
+      for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-13)
+    fwd = jax.jacfwd(jax.grad(ours, 2), 0)(x, y, e)
+    np.testing.assert_allclose(fwd, jax.jacfwd(jax.grad(plain, 2), 0)(x, y, e),
+                               rtol=1e-12, atol=1e-13)
+
+
 def test_poly_fallback_is_held_over_row_blocks():
   """The poly loss's guarded fallback (its `cond` branch, whose buffers XLA holds whether it
   runs or not) runs over row blocks with its epsilon, a row parameter, cut alike: XLA's
