@@ -126,7 +126,10 @@ def _dense_cross_entropy(logits, labels, ax, mask, *, weights=None, label_smooth
     y = (1 - label_smoothing) * y + label_smoothing * uniform
   if weights is not None:
     y = y * weights
-  y = _fallback.tangent_if(keep, y)
+  # A target above 0 on a -inf log-probability (the row is +inf) has an infinite partial,
+  # taken as 0 as on the fast path (`finite_coefs`): the zero cotangent of a row summed away
+  # met it as 0 * inf = NaN, in the target and in a shared label smoothing or weight.
+  y = _fallback.tangent_if(keep & (lax.stop_gradient(log_p) > -jnp.inf), y)
   out = -psum(jnp.sum(_numerics.mul_log(y, log_p), axis=ax))
   if not _common.is_static_zero(z_loss):
     lse = _numerics.logsumexp(logits, axis=ax, where=mask, axis_name=axis_name)

@@ -281,6 +281,55 @@ def test_lost_target_row_summed_in_is_a_constant(name, bad):
         np.testing.assert_allclose(g[kept], np.asarray(w), rtol=2e-6, atol=1e-7)
 
 
+INF_ROW_CASES = {
+    "int label_smoothing weights": lambda x, y, lab, h, w, m: (
+        jl.softmax_cross_entropy_with_integer_labels(x, lab, label_smoothing=h, weights=w)),
+    "int where": lambda x, y, lab, h, w, m: jl.softmax_cross_entropy_with_integer_labels(
+        x, lab, label_smoothing=h, weights=w, where=m),
+    "soft label_smoothing weights": lambda x, y, lab, h, w, m: jl.softmax_cross_entropy(
+        x, y, label_smoothing=h, weights=w),
+    "soft where": lambda x, y, lab, h, w, m: jl.softmax_cross_entropy(
+        x, y * w, label_smoothing=h, where=m),
+    "poly where": lambda x, y, lab, h, w, m: jl.poly_loss_cross_entropy(
+        x, y * w, epsilon=1 + h, where=m),
+}
+
+
+@pytest.mark.parametrize("name, label_on_inf", [
+    (name, on_inf) for name in INF_ROW_CASES for on_inf in (False, True)
+    if on_inf or "poly" not in name])  # (without label smoothing, the poly row is finite)
+def test_an_infinite_row_summed_away_is_a_constant(name, label_on_inf):
+  """A row whose loss is +inf (a target or label above 0, or label smoothing, on a -inf
+  logit), summed away with `where(isfinite(loss), loss, 0)`: every gradient is finite; the
+  row's own are 0, and the other rows' and the shared label smoothing's and weights' equal
+  those of the loss on the other rows alone. Before, the guarded paths' infinite partial in a
+  target, weight or label smoothing met the zero cotangent as 0 * inf = NaN."""
+  fn = INF_ROW_CASES[name]
+  x = np.asarray(_logits()).copy()
+  x[[1, 3]] = np.random.default_rng(9).normal(size=(2, V))
+  x[2, 6] = -np.inf
+  x = jnp.asarray(x)
+  lab = INT_LABELS.at[2].set(6 if label_on_inf else 0)
+  y = PROBS if label_on_inf else PROBS.at[2, 6].set(0.0)
+  if label_on_inf:
+    y = y.at[2, 6].set(0.3)
+  m = jnp.ones((N, V), bool)
+  kept = np.array([0, 1, 3, 4])
+  assert np.asarray(fn(x, y, lab, 0.1, WEIGHTS, m))[2] == np.inf
+  total = lambda x, y, h, w: jnp.sum((lambda l: jnp.where(jnp.isfinite(l), l, 0))(
+      fn(x, y, lab, h, w, m)))
+  alone = lambda x, y, h, w: jnp.sum(fn(x, y, lab[kept], h, w, m[kept]))
+  want = jax.grad(alone, (0, 1, 2, 3))(x[kept], y[kept], 0.1, WEIGHTS)
+  for grad in (jax.grad(total, (0, 1, 2, 3)), jax.jit(jax.grad(total, (0, 1, 2, 3)))):
+    gx, gy, gh, gw = (np.asarray(g) for g in grad(x, y, 0.1, WEIGHTS))
+    np.testing.assert_array_equal(gx[2], 0)
+    np.testing.assert_array_equal(gy[2], 0)
+    np.testing.assert_allclose(gx[kept], np.asarray(want[0]), rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(gy[kept], np.asarray(want[1]), rtol=2e-6, atol=1e-7)
+    np.testing.assert_allclose(gh, np.asarray(want[2]), rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(gw, np.asarray(want[3]), rtol=2e-5, atol=1e-6)
+
+
 def test_float64_references_lost_rows():
   """float64 runs the plain-jnp references: the same rule there, in reverse and forward mode,
   and the linear reference keeps its mixed second derivative (d2 / dh dw) exact."""

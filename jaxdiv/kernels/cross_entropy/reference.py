@@ -58,8 +58,14 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, valid: jax.Array, *,
   lse_s = jnp.where(ok, lse, 0)
   safe_labels = jnp.where(valid, labels, 0)
   nll = jnp.where(lost, 0, lse_s - _take_class(z, safe_labels, axis_name))
+  # An infinite partial (a term of +inf: the label, or under label smoothing any class, on a
+  # -inf logit) in a weight or the label smoothing is taken as 0, as the soft targets' fast
+  # path takes it: the zero cotangent of a row summed away met it as 0 * inf = NaN.
+  finite = lambda term, x: _fallback.tangent_if(
+      lax.stop_gradient(jnp.isfinite(term)), jnp.broadcast_to(x, term.shape))
   if weights is not None:
-    nll = _numerics.mul_log(_take_class(weights.astype(z.dtype), safe_labels, axis_name), nll)
+    w = finite(nll, _take_class(weights.astype(z.dtype), safe_labels, axis_name))
+    nll = _numerics.mul_log(w, nll)
   if _validation.is_static_zero(label_smoothing):
     out = nll
   else:
@@ -71,11 +77,11 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, valid: jax.Array, *,
       count = psum(jnp.sum(where, axis=-1, keepdims=True).astype(z.dtype))
       u = jnp.where(where, 1 / jnp.where(count > 0, count, 1), 0)
     if weights is not None:
-      u = u * weights.astype(z.dtype)
+      u = finite(log_q, u * weights.astype(z.dtype))
     smooth = jnp.where(lost, 0, -psum(jnp.sum(_numerics.mul_log(u, log_q), axis=-1)))
     # `mul_log`: a zero coefficient switches its term off, also where the term is infinite.
-    out = (_numerics.mul_log(1 - label_smoothing, nll)
-           + _numerics.mul_log(label_smoothing, smooth))
+    out = (_numerics.mul_log(1 - finite(nll, label_smoothing), nll)
+           + _numerics.mul_log(finite(smooth, label_smoothing), smooth))
   if not _validation.is_static_zero(z_loss):
     out = out + jnp.where(ok, z_loss * jnp.square(lse_s), 0)
   # No finite normaliser: all logits -inf (+inf), all masked (0, below); NaN stays NaN.
