@@ -316,7 +316,7 @@ def test_an_infinite_row_summed_away_is_a_constant(name, label_on_inf):
   m = jnp.ones((N, V), bool)
   kept = np.array([0, 1, 3, 4])
   assert np.asarray(fn(x, y, lab, 0.1, WEIGHTS, m))[2] == np.inf
-  total = lambda x, y, h, w: jnp.sum((lambda l: jnp.where(jnp.isfinite(l), l, 0))(
+  total = lambda x, y, h, w: jnp.sum((lambda v: jnp.where(jnp.isfinite(v), v, 0))(
       fn(x, y, lab, h, w, m)))
   alone = lambda x, y, h, w: jnp.sum(fn(x, y, lab[kept], h, w, m[kept]))
   want = jax.grad(alone, (0, 1, 2, 3))(x[kept], y[kept], 0.1, WEIGHTS)
