@@ -530,9 +530,9 @@ def finite_rows_with_coefs(value: Callable, careful: Callable, coefs: Callable, 
   """
 
   ax = axis[0] if isinstance(axis, tuple) and len(axis) == 1 else axis
-  if isinstance(ax, int) and xs[0].ndim and all(row_shaped(x.shape, xs[0].shape,
-                                                           ax % xs[0].ndim) for x in xs):
-    # its cond branch's buffers: a block's, not the batch's
+  if isinstance(ax, int):
+    # its cond branch's buffers: a block's, not the batch's (`row_blocks` takes inputs it
+    # cannot cut, of other shapes, whole)
     careful = careful_blocks(careful, ax, mapped=mapped_size(*xs))
 
   @jax.custom_jvp

@@ -184,8 +184,8 @@ def _soft_cross_entropy_fast(x, y, axis: int, epsilon=None):
   def coefs(need, x, y, *eps):
     poly = bool(eps)
     d_x = d_y = d_eps = None
+    y_sum = jnp.sum(y, axis=axis, keepdims=True)  # (traced where a coefficient reads it)
     if need[0] or (poly and need[2]):
-      y_sum = jnp.sum(y, axis=axis, keepdims=True)
       if poly:
         e, total, y_e = _row_exp(x, axis, y)
         q = e / total
@@ -202,7 +202,7 @@ def _soft_cross_entropy_fast(x, y, axis: int, epsilon=None):
         d_y = d_y + eps[0] * (1 - jnp.exp(log_p))
       # NaN on a row whose targets hold a NaN or an infinity (taken as 0: the row is a
       # constant); the partials in the targets do not read them otherwise.
-      d_y = d_y + 0 * jnp.sum(y, axis=axis, keepdims=True)
+      d_y = d_y + 0 * y_sum
     return (d_x, d_y) + ((d_eps,) if poly else ())
 
   xs = (x, y) if epsilon is None else (x, y, epsilon)
