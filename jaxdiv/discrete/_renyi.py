@@ -247,6 +247,12 @@ def renyi_divergence(
   ``D_0 = -log q(supp p)``, ``D_1 = KL(p‖q)`` and ``D_inf = log max_{p_i>0} p_i / q_i``.
   Non-decreasing in ``alpha``.
 
+  On probabilities the sum is an average under ``p / sum(p)``, Rényi's definition for
+  incomplete distributions: where ``p`` does not sum to 1, or ``where`` leaves part of its mass
+  out, the sum above is divided by ``sum_i p_i`` (over the entries kept), and so are the limits
+  (``D_1 = sum_i p_i log(p_i / q_i) / sum_i p_i``, which :func:`kl_divergence` does not divide).
+  For a ``p`` that sums to 1 nothing changes.
+
   Args:
     p: the reference distribution, shape ``[..., n, ...]``.
     q: the second distribution, broadcastable with ``p``.
@@ -290,6 +296,12 @@ def renyi_entropy(
   with the exact limits ``H_0 = log |supp p|`` (Hartley), ``H_1 = H(p)`` (Shannon) and
   ``H_inf = -log max_i p_i`` (min-entropy). Non-increasing in ``alpha``.
 
+  On probabilities the sum is an average under ``p / sum(p)``, Rényi's definition for
+  incomplete distributions: where ``p`` does not sum to 1, or ``where`` leaves part of its mass
+  out, ``sum_i p_i^alpha`` is divided by ``sum_i p_i`` (over the entries kept), and the limits
+  are ``H_0 = log(|supp p| / sum p)`` and ``H_1 = -sum_i p_i log p_i / sum_i p_i``. For a ``p``
+  that sums to 1 nothing changes.
+
   Args:
     p: probabilities (or logits), shape ``[..., n, ...]``.
     alpha: the order, ``>= 0`` (``jnp.inf`` allowed); scalar or batch-shaped, may be traced.
@@ -329,6 +341,11 @@ def tsallis_entropy(
 
   with the exact limits ``S_1 = H(p)`` (Shannon, nats) and ``S_inf = 0``; ``S_0`` is
   ``|supp p| - 1`` and ``S_2`` the Gini impurity.
+
+  On probabilities the sum is an average under ``p / sum(p)``, as in :func:`renyi_entropy`:
+  where ``p`` does not sum to 1, or ``where`` leaves part of its mass out, ``sum_i p_i^alpha``
+  is divided by ``sum_i p_i`` (over the entries kept), so ``S_0 = |supp p| / sum p - 1`` and
+  ``S_1 = -sum_i p_i log p_i / sum_i p_i``.
 
   Args:
     p: probabilities (or logits), shape ``[..., n, ...]``.
@@ -373,6 +390,11 @@ def tsallis_divergence(
   with the exact limit ``KL(p‖q)`` at ``alpha = 1``; at ``alpha = inf`` it is ``+inf`` unless
   ``p == q`` on the support of ``p``.
 
+  On probabilities the sum is an average under ``p / sum(p)``, as in :func:`renyi_divergence`:
+  where ``p`` does not sum to 1, or ``where`` leaves part of its mass out, it is divided by
+  ``sum_i p_i`` (over the entries kept), and so is the limit at ``alpha = 1``; at
+  ``alpha = inf`` it is ``+inf`` where some ``p_i > q_i``, else 0.
+
   Args:
     p: the reference distribution, shape ``[..., n, ...]``.
     q: the second distribution, broadcastable with ``p``.
@@ -413,6 +435,11 @@ def alpha_divergence(
   real ``alpha`` is allowed: ``D^(alpha)(p‖q) = D^(1-alpha)(q‖p)``, so ``alpha = 2`` is half
   Pearson's chi-squared, ``alpha = -1`` half Neyman's and ``alpha = 1/2`` four times the squared
   Hellinger distance.
+
+  On probabilities the sum is an average under ``p / sum(p)`` for ``alpha >= 1/2`` and under
+  ``q / sum(q)`` below (the form ``D^(1-alpha)(q‖p)``): where that argument does not sum to 1,
+  or ``where`` leaves part of its mass out, the sum is divided by its mass over the entries
+  kept, and so are the limits (``KL(p‖q) / sum p`` at 1, ``KL(q‖p) / sum q`` at 0).
 
   Args:
     p: first distribution, shape ``[..., n, ...]``.

@@ -473,3 +473,55 @@ def test_a_row_that_is_not_finite_leaves_a_shared_parameter_alone(name, fn, mask
   h = 1e-2
   fd = (float(kept(1.5 + h, p[good], q[good])) - float(kept(1.5 - h, p[good], q[good]))) / (2 * h)
   np.testing.assert_allclose(want, fd, rtol=2e-3, atol=1e-5)
+
+
+def _incomplete_reference(name, p, q, alpha):
+  """The order-alpha family on probabilities as their docstrings state it, float64 numpy: the
+  sum averaged under p / sum(p) (under q / sum(q) for the alpha-divergence below 1/2) over the
+  entries kept, the limits as those averages."""
+  with np.errstate(divide="ignore", invalid="ignore"):
+    if name == "alpha_divergence" and alpha < 0.5:
+      return _incomplete_reference(name, q, p, 1 - alpha)
+    z = p.sum()
+    s = p > 0
+    d = np.log(p[s]) - (0.0 if q is None else np.log(q[s]))  # log p (entropies) or log p / q
+    kl = np.sum(p[s] * d) / z  # E_{p/z}[d]
+    if alpha == 1:
+      one = {"renyi_entropy": -kl, "tsallis_entropy": -kl}
+      return one.get(name, kl)
+    if alpha == np.inf:
+      inf = {"renyi_entropy": -np.max(d), "tsallis_entropy": 0.0,
+             "renyi_divergence": np.max(d),
+             "tsallis_divergence": np.inf if np.max(d) > 0 else 0.0}
+      return inf[name]
+    t = alpha - 1
+    mean = np.sum(p[s] * np.exp(t * d)) / z  # E_{p/z}[exp((alpha - 1) d)]
+    return {"renyi_entropy": -np.log(mean) / t, "tsallis_entropy": (1 - mean) / t,
+            "renyi_divergence": np.log(mean) / t, "tsallis_divergence": (mean - 1) / t,
+            "alpha_divergence": (mean - 1) / (t * alpha)}[name]
+
+
+@pytest.mark.parametrize("name,alpha", [
+    *((n, a) for n in ("renyi_entropy", "tsallis_entropy", "renyi_divergence",
+                       "tsallis_divergence") for a in (0.0, 0.5, 1.0, 2.0, 3.0, np.inf)),
+    *(("alpha_divergence", a) for a in (0.0, 0.3, 0.5, 1.0, 2.0))])
+def test_order_alpha_on_incomplete_probabilities_is_the_average_under_p_over_its_mass(
+    x64, name, alpha):
+  """helper-59: the docstrings stated the limits of a normalised p (H_0 = log |supp p|, H_1 =
+  H(p)) while a mask or an unnormalised p gives Rényi's incomplete-distribution values; they
+  now state those. Masked rows, unnormalised rows and zeros, against float64 numpy."""
+  rng = np.random.default_rng(7)
+  p = rng.uniform(0.05, 1.0, (6, 5))
+  q = rng.uniform(0.05, 1.0, (6, 5))
+  p[1, :2] = 0.0  # outside the support of p
+  p[2] /= p[2].sum()  # normalised: masked below, so incomplete again
+  q[3] /= 3.0
+  keep = np.ones((6, 5), bool)
+  keep[2, 3:] = False
+  keep[4, 0] = False
+  fn = getattr(jaxdiv, name)
+  two = "divergence" in name
+  got = (fn(p, q, alpha, where=keep) if two else fn(p, alpha, where=keep))
+  want = [_incomplete_reference(name, p[i][keep[i]], q[i][keep[i]] if two else None, alpha)
+          for i in range(6)]
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10, atol=1e-12)
