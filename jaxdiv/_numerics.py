@@ -223,6 +223,18 @@ def pmax(x: jax.Array, axis_name=None) -> jax.Array:
   return x if axis_name is None else lax.pmax(lax.stop_gradient(x), axis_name)
 
 
+def _shift_and_sum_exp(x: jax.Array, axis, axis_name) -> tuple[jax.Array, jax.Array]:
+  """`(m, sum(exp(x - m)))` over `axis` (kept), `m` the row max under `stop_gradient`, 0 where
+  it is not finite (a row of -inf, or an empty axis, sums to 0; a +inf entry to inf)."""
+  if x.size:
+    m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
+  else:  # max of an empty axis is undefined; the sum below is 0 and the result -inf anyway
+    m = jnp.zeros_like(jnp.sum(x, axis=axis, keepdims=True))
+  m = pmax(m, axis_name)
+  m = jnp.where(jnp.isfinite(m), m, 0)
+  return m, psum(jnp.sum(jnp.exp(x - m), axis=axis, keepdims=True), axis_name)
+
+
 def logsumexp(x: jax.Array, axis=-1, where=None, keepdims: bool = False,
               axis_name=None) -> jax.Array:
   """`log(sum(exp(x)))` over `axis`; -inf (with zero gradient) for a row of -inf or masked.
@@ -235,13 +247,7 @@ def logsumexp(x: jax.Array, axis=-1, where=None, keepdims: bool = False,
   """
   if where is not None:
     x = jnp.where(where, x, -jnp.inf)
-  if x.size:
-    m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
-  else:  # max of an empty axis is undefined; the sum below is 0 and the result -inf anyway
-    m = jnp.zeros_like(jnp.sum(x, axis=axis, keepdims=True))
-  m = pmax(m, axis_name)
-  m = jnp.where(jnp.isfinite(m), m, 0)
-  s = psum(jnp.sum(jnp.exp(x - m), axis=axis, keepdims=True), axis_name)
+  m, s = _shift_and_sum_exp(x, axis, axis_name)
   ok = s > 0
   # NaN inputs give NaN (never a silent -inf); +inf entries give inf, the right value.
   out = jnp.where(ok, jnp.log(jnp.where(ok, s, 1)) + m, jnp.where(jnp.isnan(s), s, -jnp.inf))
@@ -260,15 +266,19 @@ def log_softmax(logits: jax.Array, axis: int = -1, where=None, axis_name=None) -
   """Log-probabilities from logits; masked entries and all-masked rows come out as -inf.
 
   Trap avoided: `jax.nn.log_softmax` of an all -inf row is NaN (and so is its gradient).
+  Computed as `(x - max) - log(sum(exp(x - max)))`, as `jax.nn.log_softmax` does: `x - lse`
+  rounds `lse = max + log(sum)` to the ulp of the max first, which made the guarded paths'
+  float32 errors against float64 3-7x the hand-written line's on logits of scale 8 (helper-60:
+  cross-entropy with a mask of all True, median 1.09e-5 against 1.51e-6).
   """
   if where is not None:
     logits = jnp.where(where, logits, -jnp.inf)
-  lse = logsumexp(logits, axis=axis, keepdims=True, axis_name=axis_name)
-  finite_lse = jnp.where(jnp.isfinite(lse), lse, 0)
-  out = logits - finite_lse
+  m, s = _shift_and_sum_exp(logits, axis, axis_name)
+  ok = (s > 0) & (s < jnp.inf)
+  out = (logits - m) - jnp.log(jnp.where(ok, s, 1))
   # A row with nothing in its support has no distribution: every entry is outside it. A +inf
   # or NaN logit has no normalisation either: NaN, so that it is never silently a number.
-  return jnp.where(jnp.isfinite(lse), out, jnp.where(lse == -jnp.inf, -jnp.inf, jnp.nan))
+  return jnp.where(ok, out, jnp.where(s == 0, -jnp.inf, jnp.nan))
 
 
 def log_add_exp(a: jax.Array, b: jax.Array, wa=1.0, wb=1.0) -> jax.Array:
