@@ -27,6 +27,14 @@ def _logit_slopes(a, b):
   return p * not_p, jnp.where(a + b > 0, not_p - not_q, q - p)
 
 
+def _where_weighted(w, x):
+  """`x` where its weight `w` is not 0, else 0, with no derivative there: `w x` is then 0 and
+  so is its derivative in x, where `jnp.where(w == 0, 0, w x)` sent a zero cotangent through
+  the unselected `x w'` (inf * 0 at an infinite logit: a NaN second derivative in reverse
+  mode, helper-60)."""
+  return jnp.where(w == 0, 0, x)
+
+
 @jax.custom_jvp
 def _entropy_logits(x):
   """Binary entropy of sigmoid(x): log1p(e) + |x| e / (1 + e), e = exp(-|x|), a sum of two
@@ -41,7 +49,7 @@ def _entropy_logits_jvp(primals, tangents):
   (x,), (t,) = primals, tangents
   p, not_p, _, _ = _numerics.logistic(x)
   w = p * not_p  # d/dx = -x p (1 - p); 0 where p (1 - p) is, at +-inf included
-  return _entropy_logits(x), jnp.where(w == 0, 0, -x * w) * t
+  return _entropy_logits(x), -_where_weighted(w, x) * w * t
 
 
 @jax.custom_jvp
@@ -60,7 +68,7 @@ def _cross_entropy_logits_jvp(primals, tangents):
   # d/da = -p (1 - p) b (0 where p (1 - p) is: at a = +-inf, where b may be infinite too);
   # d/db = q - p
   w, db = _logit_slopes(a, b)
-  da = jnp.where(w == 0, 0, -w * b)
+  da = -w * _where_weighted(w, b)
   return _cross_entropy_logits(a, b), da * ta + db * tb
 
 
@@ -85,7 +93,7 @@ def _kl_logits_jvp(primals, tangents):
   # d/da = p (1 - p) (a - b) (0 where p (1 - p) is: at a = +-inf, where b may be too); d/db =
   # q - p, as the cross-entropy's
   w, db = _logit_slopes(a, b)
-  da = jnp.where(w == 0, 0, w * (a - b))
+  da = w * _where_weighted(w, a - b)
   return _kl_logits(a, b), da * ta + db * tb
 
 

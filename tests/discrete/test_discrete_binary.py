@@ -422,3 +422,23 @@ def test_logits_forms_against_closed_forms(dtype):
     nan = jnp.asarray([np.nan, 0.0], dtype)
     assert np.isnan(ent(nan)[0]) and np.isnan(cross(nan, nan[::-1])[0])
     assert np.isnan(cross(nan[::-1], nan)[1])
+
+
+@pytest.mark.parametrize("name,a,b", [
+    ("binary_entropy", -np.inf, None), ("binary_entropy", np.inf, None),
+    ("binary_kl_divergence", -np.inf, -20.0), ("binary_kl_divergence", -np.inf, 3.0),
+    ("binary_kl_divergence", np.inf, 20.0),
+    ("binary_cross_entropy", np.inf, np.inf), ("binary_cross_entropy", -np.inf, -np.inf),
+    ("binary_cross_entropy", -np.inf, 2.0)])
+def test_reverse_over_reverse_second_derivative_at_an_infinite_logit(name, a, b):
+  """d²/da² by `grad(grad)` where the value is finite and the logit a is infinite: 0, the
+  limit of p (1 - p) times a polynomial in a (p = sigmoid a), as `jax.hessian` (forward over
+  reverse) gives. The derivative's `where(w == 0, 0, w x)` sent the zero cotangent through
+  `x w'` = inf * 0 in reverse mode: NaN (helper-60)."""
+  fn = getattr(jaxdiv, name)
+  f = ((lambda x: fn(x, from_logits=True)) if b is None
+       else (lambda x: fn(x, jnp.float32(b), from_logits=True)))
+  x = jnp.float32(a)
+  assert np.isfinite(float(f(x)))
+  assert float(jax.grad(jax.grad(f))(x)) == 0.0
+  assert float(jax.hessian(f)(x)) == 0.0
