@@ -275,7 +275,11 @@ def log_softmax(logits: jax.Array, axis: int = -1, where=None, axis_name=None) -
     logits = jnp.where(where, logits, -jnp.inf)
   m, s = _shift_and_sum_exp(logits, axis, axis_name)
   ok = (s > 0) & (s < jnp.inf)
-  out = (logits - m) - jnp.log(jnp.where(ok, s, 1))
+  # The barrier keeps `logits - m` here from being one value with the sum's `exp(logits - m)`
+  # (XLA's CSE): shared, it was written out in full between two loops (masked at 2048x4096,
+  # forward 1.2x the `x - lse` form's time; with the barrier, the same time).
+  m, log_s = lax.optimization_barrier((m, jnp.log(jnp.where(ok, s, 1))))
+  out = (logits - m) - log_s
   # A row with nothing in its support has no distribution: every entry is outside it. A +inf
   # or NaN logit has no normalisation either: NaN, so that it is never silently a number.
   return jnp.where(ok, out, jnp.where(s == 0, -jnp.inf, jnp.nan))
