@@ -83,6 +83,40 @@ def _mul_log_ratio_jvp(primals, tangents):
 
 
 @jax.custom_jvp
+def mul_log_ratio_scaled(x: jax.Array, y: jax.Array, y_scaled: jax.Array,
+                         scale: jax.Array) -> jax.Array:
+  """:func:`mul_log_ratio` ``x log(x / y)`` for a `y` formed as a sum of products that may
+  fall below the normal range (a mixture ``beta p + (1 - beta) q``), given also `y_scaled`,
+  the same sum formed with its weights multiplied by `scale` (a power of two, so that
+  ``y_scaled = scale y`` rounds alike): below ``tiny / eps``, where a product flushed to 0 (as
+  XLA:CPU flushes subnormals) may have lost a digit of `y` or all of it, ``log y`` is taken as
+  ``log(y_scaled) - log(scale)`` and ``x / y`` as ``scale x / y_scaled``. Elsewhere this is
+  :func:`mul_log_ratio` of `x` and `y` itself: ``log x - log y`` is exactly 0 at ``x = y``
+  (``log(scale x) - log(y_scaled)`` is too, but its logs of scaled values are not the
+  ``log x`` that other terms share). Derivatives are those in `x` and `y`; `y_scaled` and
+  `scale` must not be differentiated (their tangents are ignored)."""
+  return _mul_log_ratio_scaled_parts(x, y, y_scaled, scale)[0]
+
+
+def _mul_log_ratio_scaled_parts(x, y, y_scaled, scale):
+  info = jnp.finfo(y.dtype)
+  small = y < info.tiny / info.eps
+  yy = jnp.where(small, y_scaled, y)
+  d = safe_log(x) - (safe_log(yy) - jnp.where(small, jnp.log(scale), 0))
+  return mul_log(x, d), d, small, yy
+
+
+@mul_log_ratio_scaled.defjvp
+def _mul_log_ratio_scaled_jvp(primals, tangents):
+  x, y, y_scaled, scale = primals
+  dx, dy = tangents[:2]
+  out, d, small, yy = _mul_log_ratio_scaled_parts(x, y, y_scaled, scale)
+  d = jnp.where((x != 0) | jnp.isfinite(d), d, 0)
+  slope = quotient(jnp.where(small, scale * x, x), yy, (yy > 0) & (x != 0))
+  return out, (d + (x > 0).astype(d.dtype)) * dx - slope * dy
+
+
+@jax.custom_jvp
 def mul_log_diff(x: jax.Array, y: jax.Array) -> jax.Array:
   """`mul_log(x - y, safe_log(x) - safe_log(y))`, ``(x - y) log(x / y)`` for x, y >= 0 (the
   Jeffreys term), with autodiff's first derivatives (``log(x/y) + (x - y)/x`` in x, where x >

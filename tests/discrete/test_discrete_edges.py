@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.special
 from _helpers import tiered
 from discrete_specs import MECHANISM_SPEC_IDS
 from discrete_specs import SPEC_IDS
@@ -525,3 +526,48 @@ def test_order_alpha_on_incomplete_probabilities_is_the_average_under_p_over_its
   want = [_incomplete_reference(name, p[i][keep[i]], q[i][keep[i]] if two else None, alpha)
           for i in range(6)]
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10, atol=1e-12)
+
+
+def _js_rows_below_the_normal_range():
+  """float32 rows with entries whose weighted mixture terms fall below the normal range
+  (1.2e-38), where XLA:CPU flushes products to 0."""
+  rng = np.random.default_rng(7)
+  p, q = (rng.dirichlet(np.ones(64), 6).astype(np.float32) for _ in range(2))
+  p[0, 3], q[0, 3] = 1.5e-38, 0.0  # p's weighted term alone, below the normal range
+  p[1, 3], q[1, 3] = 1.5e-38, 1.3e-38  # both normal, both products below it
+  p[2, 5], q[2, 5] = 0.0, 3e-38  # the same on q's side
+  p[3], q[3] = rng.dirichlet(np.full(64, 0.02), 2).astype(np.float32)  # sparse: tiny entries
+  p[4, 7], q[4, 7] = 2e-38, 1e-30  # one product below the range, the other far above
+  q[5] = p[5]  # p = q: 0 (exactly at beta = 1/2, where m = p as rounded)
+  return p, q
+
+
+@pytest.mark.parametrize("beta", [0.5, 0.3, 0.9])
+@pytest.mark.parametrize("path", ["fast", "masked", "traced beta"])
+def test_js_of_probabilities_below_the_normal_range(beta, path):
+  p, q = _js_rows_below_the_normal_range()
+  assert np.sum(np.minimum(beta * p, (1 - beta) * q)[3] < np.finfo(np.float32).tiny) > 2
+  where = np.ones(p.shape, bool) if path == "masked" else None
+  b = np.full(p.shape[0], beta, np.float32) if path == "traced beta" else beta
+  P, Q = p.astype(np.float64), q.astype(np.float64)
+  M = beta * P + (1 - beta) * Q
+  # scipy in float64: JS = beta KL(p||m) + (1 - beta) KL(q||m).
+  want = (beta * scipy.special.rel_entr(P, M) + (1 - beta) * scipy.special.rel_entr(Q, M)).sum(-1)
+  got = jaxdiv.js_divergence(p, q, b, where=where)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=2e-6, atol=5e-8)
+  dist = jaxdiv.js_distance(p, q, b, where=where)
+  np.testing.assert_allclose(np.asarray(dist)[:5], np.sqrt(want[:5]), rtol=2e-6)
+  if beta == 0.5:
+    assert float(got[5]) == 0.0 and float(dist[5]) == 0.0
+  # d JS / d p_i = beta log(p_i / m_i), d JS / d q_i = (1 - beta) log(q_i / m_i) (closed form)
+  # where both are normal numbers (XLA:CPU reads a subnormal input as 0); finite everywhere.
+  gp, gq = jax.grad(lambda x, y: jnp.sum(jaxdiv.js_divergence(x, y, b, where=where)),
+                    argnums=(0, 1))(p, q)
+  assert np.all(np.isfinite(gp)) and np.all(np.isfinite(gq))
+  tiny, eps = np.finfo(np.float32).tiny, np.finfo(np.float32).eps
+  both = (p >= tiny) & (q >= tiny)
+  # log p - log m in float32 is good to an ulp of log p (7.6e-6 near p = 1e-38).
+  for g, w, x in ((gp, beta * np.log(P / M), P), (gq, (1 - beta) * np.log(Q / M), Q)):
+    err = np.abs(np.asarray(g, np.float64) - w)[both]
+    assert np.all(err <= 1e-5 * np.abs(w[both]) + 4 * eps * np.abs(np.log(x[both]))), err.max()
+  assert both[1, 3] and both[4, 7]  # the entries whose mixture was flushed are among them
