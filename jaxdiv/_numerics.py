@@ -150,6 +150,13 @@ def logistic(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   return jnp.where(pos, big, small), jnp.where(pos, small, big), small, jnp.log1p(jnp.exp(-ax))
 
 
+def positive_zero(x: jax.Array) -> jax.Array:
+  """`x` with a zero as +0.0 (as scipy gives it), the derivative the identity. A negated sum of
+  zero terms is -0.0 (the entropy of a one-hot row: 1 / H was -inf); `x + 0.0` would not do,
+  as XLA drops it."""
+  return x + lax.stop_gradient(jnp.where(x == 0, -x, 0))
+
+
 def safe_sqrt(x: jax.Array) -> jax.Array:
   """`sqrt(x)` for x >= 0 with gradient 0 (a subgradient) at x == 0 instead of inf.
 

@@ -196,7 +196,7 @@ def finish(out: jax.Array, prep: Prepared, base=None, *, nonnegative: bool = Fal
     out = jnp.where(any_valid, out, jnp.zeros_like(out))
   # Last, so that no branch above (an "empty" row by its max) turns a NaN row into a number.
   out = jnp.where(bad, jnp.nan, out)
-  return out.astype(prep.result_dtype)
+  return _numerics.positive_zero(out).astype(prep.result_dtype)
 
 
 def batch_param(x, prep: Prepared, dtype, name: str = "alpha") -> jax.Array:

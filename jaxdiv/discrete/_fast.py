@@ -92,7 +92,7 @@ def run(fast, logits, probs, careful_body, base, *, nonnegative: bool,
                         else None)
   if nonnegative and from_logits:
     out = _common.clamp_nonnegative(out)
-  return _numerics.to_base(out, base).astype(dtype)
+  return _numerics.positive_zero(_numerics.to_base(out, base)).astype(dtype)
 
 
 def evaluate(arrays, careful_body: Callable, pairs, *, axis, where, from_logits, base=None,

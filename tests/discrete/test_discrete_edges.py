@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.special
+import scipy.stats
 from _helpers import tiered
 from discrete_specs import MECHANISM_SPEC_IDS
 from discrete_specs import SPEC_IDS
@@ -571,3 +572,35 @@ def test_js_of_probabilities_below_the_normal_range(beta, path):
     err = np.abs(np.asarray(g, np.float64) - w)[both]
     assert np.all(err <= 1e-5 * np.abs(w[both]) + 4 * eps * np.abs(np.log(x[both]))), err.max()
   assert both[1, 3] and both[4, 7]  # the entries whose mixture was flushed are among them
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_a_zero_value_is_positive_zero(masked):
+  """A value that is exactly 0 is +0.0, as scipy's (`scipy.stats.entropy([1, 0])` is 0.0): a
+  negated sum of zero terms was -0.0 (entropy, cross-entropy, Rényi and Tsallis entropies of a
+  one-hot row; 1 / H was -inf)."""
+  assert not np.signbit(scipy.stats.entropy([1.0, 0.0]))
+  x, one = np.array([1.0, 0.0], np.float32), np.array([1.0], np.float32)
+  kw = dict(where=np.ones(2, bool)) if masked else {}
+  values = {
+      "entropy": jaxdiv.entropy(x, **kw), "entropy of one entry": jaxdiv.entropy(one),
+      "cross_entropy": jaxdiv.cross_entropy(x, x, **kw),
+      "renyi_entropy 2": jaxdiv.renyi_entropy(x, 2.0, **kw),
+      "renyi_entropy 0.5": jaxdiv.renyi_entropy(x, 0.5, **kw),
+      "tsallis_entropy 2": jaxdiv.tsallis_entropy(x, 2.0, **kw),
+      "tsallis_entropy 0.5": jaxdiv.tsallis_entropy(x, 0.5, **kw),
+      "kl_divergence": jaxdiv.kl_divergence(x, x, **kw),
+      "js_divergence": jaxdiv.js_divergence(x, x, **kw),
+      "renyi_divergence 2": jaxdiv.renyi_divergence(x, x, 2.0, **kw),
+      "tsallis_divergence 2": jaxdiv.tsallis_divergence(x, x, 2.0, **kw),
+      "alpha_divergence 2": jaxdiv.alpha_divergence(x, x, 2.0, **kw),
+      "total_variation_distance": jaxdiv.total_variation_distance(x, x, **kw),
+      "hellinger_distance": jaxdiv.hellinger_distance(x, x, **kw),
+      "chi_squared_divergence": jaxdiv.chi_squared_divergence(x, x, **kw),
+      "jeffreys_divergence": jaxdiv.jeffreys_divergence(x, x, **kw),
+  }
+  for name, v in values.items():
+    assert float(v) == 0.0 and not np.signbit(v), (name, float(v))
+  # The derivative is untouched: d H / d p = -(log p + 1) at p = 1 (the convention 0 at p = 0).
+  np.testing.assert_allclose(jax.grad(lambda p: jaxdiv.entropy(p, **kw))(x), [-1.0, 0.0])
+
