@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -52,6 +54,9 @@ def median_bandwidth(x: ArrayLike, y: ArrayLike) -> jax.Array:
   return jnp.where(med > 0, med, 1.0)
 
 
+# Jitted: a loop built from closures in an eager call compiled again on every call (`mmd2` of 256
+# and 200 samples: 650 ms a call); jitted, once per shape.
+@functools.partial(jax.jit, static_argnames=("kernel", "block_size", "unbiased"))
 def _mmd_sums(x, y, kernel, bandwidth, block_size, unbiased):
   """Mean of k over (x, x') pairs, (y, y') pairs and (x, y) pairs; blocked over rows."""
   n, m = x.shape[0], y.shape[0]

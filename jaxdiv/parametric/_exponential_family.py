@@ -347,6 +347,9 @@ def _stirling_bregman(x, y, delta, n_terms, lg=None):
   return out + uv * series
 
 
+# Jitted: a loop built from closures in an eager call compiled again on every call
+# (`dirichlet_kl_divergence` of 128 rows: 500 ms a call); jitted, once per shape.
+@jax.jit
 def _lgamma_bregman_g(a, b, delta=None):
   """``G``, the Bregman remainder from ``a`` to ``b`` (both > 0; ``delta``: ``b - a`` if known
   more exactly than their difference) of ``log Γ(x) - (x log x - x)``; >= 0. With ``F``, that
