@@ -329,9 +329,28 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
       return lax.integer_pow(x, int(c))
     return x ** c
 
+  # Two inputs at an order outside (0, 1): c_i = max(c) >= 1 and c_j = 1 - c_i <= 0, and each
+  # term is x_i r ** (c_i - 1) of the ratio r = x_i / x_j (the derivatives' factors r ** (c_i -
+  # 1) and r ** c_i), not x_i ** c_i * x_j ** c_j: that power flushed to 0 below float32's
+  # normal range (XLA:CPU) where the term is not small (p ** 7 = 1.3e-40 at p = 2e-6, q = 6e-7:
+  # the term 0.01 dropped, `renyi_divergence(.., 7.0)` -3.5e-6 against 0.0022 on a row of 512;
+  # p ** 2 at p < 1.1e-19). r ** e underflows only where the term is below that range itself;
+  # where it overflows the row is not finite and takes the guarded path. (A zero x_j, where the
+  # ratio is inf, is guarded anyway: c_j <= 0.)
+  ratio = len(cs) == 2 and not 0 < cs[0] < 1
+  i = 0 if ratio and cs[0] >= 1 else 1
+
+  def ratio_and_power(xs):
+    """`(r, r ** (c_i - 1))`."""
+    r = xs[i] / xs[1 - i]
+    e = cs[i] - 1
+    return r, (jnp.ones_like(r) if e == 0 else power(r, e))
+
   def terms(xs, skip=None):
     """prod_k x_k ** c_k, with x_skip ** (c_skip - 1) in place of that factor (0 at a zero
     entry for 0 < c_skip < 1: the guarded path's convention there)."""
+    if ratio and skip is None:
+      return xs[i] * ratio_and_power(xs)[1]
     w = None
     for k, (c, x) in enumerate(zip(cs, xs)):
       if k != skip:
@@ -390,18 +409,28 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
     out = []
     for k, c in enumerate(cs):
       # d S_i / d x_k,i = c x_k,i ** (c - 1) (the other factors), finite at a zero entry for
-      # c >= 1 (the rows that reach here; zeros below 1 are guarded). For c < 0 as (the term
-      # over S) (c / x), the term over S at most 1: x ** (c - 1) overflowed where x is tiny and
-      # the gradient is not (q = 6e-14 at order 3, float32: q ** -3 = 4e39, d/dq -1.6e13).
-      if c < 0:
-        g = (terms(xs) / total) * (c / xs[k])
+      # c >= 1 (the rows that reach here; zeros below 1 are guarded). In the ratio form that
+      # factor is a power of the ratio, and the slope is divided by S first: the factor over S
+      # underflowed where S is large (alpha-divergence of order 2 with q = 1e-36 beside p = 0.1:
+      # d/dq 0 against -0.5, where slope / S is 1 / (alpha (alpha - 1))). Otherwise, for c < 0,
+      # as (the term over S) (c / x), the term over S at most 1: x ** (c - 1) overflowed where x
+      # is tiny and the gradient is not (q = 6e-14 at order 3, float32: q ** -3 = 4e39, d/dq
+      # -1.6e13).
+      if ratio:
+        # d/dx_i: c_i r ** (c_i - 1), d/dx_j: c_j r ** c_i, over S; r ** c_i as (r ** (c_i -
+        # 1) / S) r, which overflowed neither where S is huge.
+        r, b = ratio_and_power(xs)
+        g = (slope / total) * b
+        g = c * (g if k == i else g * r)
+      elif c < 0:
+        g = slope * ((terms(xs) / total) * (c / xs[k]))
       else:
-        g = c * terms(xs, skip=k) / total
+        g = slope * (c * terms(xs, skip=k) / total)
       if k == norm:
         # The guarded path's convention: a zero entry is outside the support and gets no
         # gradient (the mass's -1 / z included; the power's part is 0 there for c > 1).
-        g = g - (xs[k] != 0) / z
-      out.append(slope * g)
+        g = g - slope * ((xs[k] != 0) / z)
+      out.append(g)
     return tuple(out)
 
   def value_logits(ax, *xs):

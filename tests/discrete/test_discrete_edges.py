@@ -604,3 +604,45 @@ def test_a_zero_value_is_positive_zero(masked):
   # The derivative is untouched: d H / d p = -(log p + 1) at p = 1 (the convention 0 at p = 0).
   np.testing.assert_allclose(jax.grad(lambda p: jaxdiv.entropy(p, **kw))(x), [-1.0, 0.0])
 
+
+def _power_sum_rows():
+  """float32 rows whose powers p ** alpha fall below the normal range (1.2e-38, flushed to 0
+  on XLA:CPU) where the terms p ** alpha q ** (1 - alpha) are not small (helper-61)."""
+  rng = np.random.default_rng(11)
+  p, q = (rng.dirichlet(np.ones(512), 4).astype(np.float32) for _ in range(2))
+  p[0, :2], q[0, :2] = (1e-19, 3e-10), (1.2e-38, 2e-10)  # p ** 2 = 1e-38 over q = 1.2e-38
+  p[1, :2], q[1, :2] = (2e-6, 2.5e-6), (1e-6, 6e-7)  # p ** 7 = 1.3e-40: a term of 0.01
+  p[2, :2], q[2, :2] = (3.49e-6, 1e-3), (2.786e-6, 1e-3)  # near-equal small entries
+  p[3, :2], q[3, :2] = (0.1, 1e-5), (1e-36, 1e-5)  # S ~ 1e34: each term over S below 1e-38
+  return p / p.sum(-1, keepdims=True), q / q.sum(-1, keepdims=True)
+
+
+@pytest.mark.parametrize("name,alpha", [
+    *((n, a) for n in ("renyi_divergence", "tsallis_divergence", "alpha_divergence")
+      for a in (2.0, 2.5, 7.0)),
+    ("alpha_divergence", -1.0)])
+def test_power_sums_below_the_normal_range(name, alpha):
+  p, q = _power_sum_rows()
+  if alpha < 0:  # the order -1 of (q, p) is the order 2 of (p, q): its powers are q ** 2
+    p, q = q, p
+  fn = getattr(jaxdiv, name)
+  P, Q = p.astype(np.float64), q.astype(np.float64)
+  # Beyond float32's range the float32 answer is +-inf (row 3 of the Tsallis and alpha forms).
+  big = np.finfo(np.float32).max
+  in_range = lambda w: np.where(np.abs(w) > big, np.copysign(np.inf, w), w)
+  want = in_range(np.array([_incomplete_reference(name, P[i], Q[i], alpha)
+                            for i in range(len(P))]))
+  got = fn(p, q, alpha)
+  np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2e-5, atol=1e-7)
+  if alpha < 0:
+    return
+  # d/dq_i, closed form for a normalised p: -(p_i / q_i) ** alpha / c with c = S (Rényi), 1
+  # (Tsallis) and alpha (alpha-divergence), S = sum p ** alpha q ** (1 - alpha).
+  g = np.asarray(jax.grad(lambda q: jnp.sum(fn(p, q, alpha)))(q), np.float64)
+  ratio = (P / Q) ** alpha
+  c = {"renyi_divergence": np.sum(P ** alpha * Q ** (1 - alpha), -1, keepdims=True),
+       "tsallis_divergence": 1.0, "alpha_divergence": alpha}[name]
+  want_g = in_range(-ratio / (c * P.sum(-1, keepdims=True)))
+  want_g[~np.isfinite(want)] = 0.0  # a row whose value is not finite is a constant
+  np.testing.assert_allclose(g[:, :2], want_g[:, :2], rtol=1e-4, atol=1e-30)  # float32: 0 below
+
