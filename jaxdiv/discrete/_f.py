@@ -61,11 +61,15 @@ def _static_at(f, t, dtype):
 
 
 def _static_finite_at_zero(f, dtype) -> bool:
-  """Whether f(0) is known at trace time to be finite (then q f(p/q) is used at p = 0 as is,
-  with its true gradient); False for a NaN/inf f(0) or an f that closes over traced values (the
-  limit branch)."""
+  """Whether f(0) and f'(0) are known at trace time to be finite (then q f(p/q) is used at p =
+  0 as is, with its true gradient); False for a NaN/inf f(0) or f'(0), or an f that closes over
+  traced values (the limit branch: the value q f(0), d/dq = f(0), d/dp = 0, as a zero entry's
+  other infinite slopes, `_numerics.safe_sqrt`'s). An infinite f'(0) (`(sqrt t - 1)^2`) made
+  d/dq NaN there through autodiff's `q f'(0) d(p/q)/dq` = -inf * 0 (true: f(0) = 1)."""
   f0 = _static_at(f, 0.0, dtype)
-  return f0 is not None and bool(np.all(np.isfinite(f0)))
+  slope = _static_at(lambda t: jax.jvp(f, (t,), (jnp.ones_like(t),))[1], 0.0, dtype)
+  return (f0 is not None and bool(np.all(np.isfinite(f0)))
+          and slope is not None and bool(np.all(np.isfinite(slope))))
 
 
 def _bounded_at_infinity(f, dtype, slope):

@@ -646,3 +646,20 @@ def test_power_sums_below_the_normal_range(name, alpha):
   want_g[~np.isfinite(want)] = 0.0  # a row whose value is not finite is a constant
   np.testing.assert_allclose(g[:, :2], want_g[:, :2], rtol=1e-4, atol=1e-30)  # float32: 0 below
 
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_f_divergence_with_an_infinite_slope_at_zero_has_finite_gradients(masked):
+  """helper-61: the generator (sqrt t - 1)^2 (finite at 0, infinite slope there) gave d/dq NaN
+  at p = 0 (autodiff's q f'(0) d(p / q)/dq = -inf * 0). Closed forms: the value sum (sqrt p -
+  sqrt q)^2; d/dq = f(r) - r f'(r) = 1 - sqrt(p / q), which is f(0) = 1 at p = 0; d/dp = f'(r)
+  = 1 - sqrt(q / p), 0 at p = 0 (a zero entry's infinite slope, as `hellinger_distance`'s)."""
+  gen = lambda t: (jnp.sqrt(t) - 1) ** 2
+  p, q = np.array([0.0, 0.3, 0.7]), np.array([0.2, 0.4, 0.4])
+  kw = dict(where=np.ones(3, bool)) if masked else {}
+  fn = lambda p, q: jaxdiv.f_divergence(p, q, gen, **kw)
+  np.testing.assert_allclose(float(fn(p, q)), np.sum((np.sqrt(p) - np.sqrt(q)) ** 2), rtol=1e-6)
+  gp, gq = jax.grad(fn, argnums=(0, 1))(p, q)
+  with np.errstate(divide="ignore"):
+    want_p = np.where(p > 0, 1 - np.sqrt(q / p), 0.0)
+  np.testing.assert_allclose(np.asarray(gq), 1 - np.sqrt(p / q), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(gp), want_p, rtol=1e-6)
