@@ -140,39 +140,17 @@ def _q_slope(p, q, weighted_terms):
                    _numerics.ratio(q - p, jnp.abs(q) * (1 - q)))
 
 
-def _q_slope_tangent(p, q, tp, tq, weighted_terms):
+@_q_slope.defjvp
+def _q_slope_jvp(weighted_terms, primals, tangents):
+  (p, q), (tp, tq) = primals, tangents
   pos, below = (p > 0, p < 1) if weighted_terms else (True, True)
   r1 = _reciprocal(q, pos & (q > 0))
   r0 = _reciprocal(1 - q, below & (q < 1))
   u1 = _numerics.quotient(p, q, (p > 0) & (q > 0))
   u0 = _numerics.quotient(1 - p, 1 - q, (p < 1) & (q < 1))
   # p / q^2 as (p / q) (tq / q): it may overflow, and times a zero tangent it was NaN
-  return u1 * (r1 * tq) + u0 * (r0 * tq) - (r1 * tp + r0 * tp)
-
-
-@_q_slope.defjvp
-def _q_slope_jvp(weighted_terms, primals, tangents):
-  (p, q), (tp, tq) = primals, tangents
-  return _q_slope(p, q, weighted_terms), _q_slope_tangent(p, q, tp, tq, weighted_terms)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
-def _q_slope_times(p, q, t, weighted_terms):
-  """`_q_slope(p, q) * t`, t the tangent of q in the KL's and cross-entropy's JVP rules (as
-  that product where it is linearised, reverse mode). Its derivative multiplies the tangents
-  by t before `_q_slope`'s quotients: where t is 0 (the inner tangent in q of
-  forward-over-forward differentiation in p) p / q^2 may overflow (q = 1e-30 in float32), and
-  times 0 it made `jacfwd(jacfwd(binary_kl_divergence, 0), 1)` NaN (true: -1 / q - 1 / (1 -
-  q))."""
-  return _q_slope(p, q, weighted_terms) * t
-
-
-@_q_slope_times.defjvp
-def _q_slope_times_jvp(weighted_terms, primals, tangents):
-  (p, q, t), (tp, tq, tt) = primals, tangents
-  slope = _q_slope(p, q, weighted_terms)
-  return (slope * t,
-          _q_slope_tangent(p, q, tp * t, tq * t, weighted_terms) + slope * tt)
+  return (_q_slope(p, q, weighted_terms),
+          u1 * (r1 * tq) + u0 * (r0 * tq) - (r1 * tp + r0 * tp))
 
 
 def _weighted(p, l1, l0):
@@ -213,9 +191,9 @@ def _kl_probs_jvp(primals, tangents):
   l1, l0 = _kl_logs(p, q)
   # d/dp = log(p / q) - log((1 - p) / (1 - q)) (+1 - 1), each term's part dropped where its
   # weight is 0 (the divergent p log p convention: at p = 0 the first term gives 0, not -inf).
-  # The two logs have opposite signs: no cancellation. d/dq: `_q_slope_times`.
+  # The two logs have opposite signs: no cancellation. d/dq: `_q_slope`.
   dp = jnp.where(p > 0, l1, -1) - jnp.where(p < 1, l0, -1)
-  return _kl_probs(p, q), dp * tp + _q_slope_times(p, q, tq, True)
+  return _kl_probs(p, q), dp * tp + _q_slope(p, q, True) * tq
 
 
 def _unreduced(ok, x):
@@ -262,12 +240,12 @@ def _cross_entropy_probs_jvp(primals, tangents):
   (p, q), (tp, tq) = primals, tangents
   # d/dp = log((1 - q) / q), one log. At q = 0 and 1: +-inf, or 0 where the weight of the
   # infinite log is 0 too (p = q); its derivative in q there the finite part, -1 (-1 / (1 - q)
-  # at q = 0, -1 / q at 1). d/dq: the KL's (`_q_slope_times`), without its dropped terms.
+  # at q = 0, -1 / q at 1). d/dq: the KL's (`_q_slope`), without its dropped terms.
   inside, odds = _log_odds_against(q)
   edge = jnp.where(p == q, 0, jnp.where(q == 0, jnp.inf, -jnp.inf)).astype(q.dtype)
   edge = jnp.where(q == 0, edge - q, jnp.where(q == 1, edge + (1 - q), jnp.nan))
   dp = jnp.where(inside, odds, edge)
-  return _cross_entropy_probs(p, q), dp * tp + _q_slope_times(p, q, tq, False)
+  return _cross_entropy_probs(p, q), dp * tp + _q_slope(p, q, False) * tq
 
 
 def _prepare(arrays, names, axis, where, from_logits):
