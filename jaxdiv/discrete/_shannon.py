@@ -64,14 +64,14 @@ def _jeffreys_probs_coefs(ax, j, d, p, q):
 
 
 # The mixture m = beta p + (1 - beta) q as w s, s = k_p p + k_q q with the weights divided by
-# w, the power of two at or below the smaller one (so k_p, k_q >= 1, up to 2**25): s is at
-# least p and at least q. Formed directly, a positive entry whose beta p and (1 - beta) q both
-# fall below float32's normal range (1.2e-38; p = 1.5e-38 at q = 0) gave m = 0 where XLA:CPU
-# flushes subnormals, and its term p log(p / 0) made the row +inf (JS is at most log 2). With
-# w a power of two, s rounds exactly as m / w, and log(p / m) is taken as log(p / w) - log s:
-# exactly 0 at p = q, as log p - log m was (log p - log s - log w left an ulp of log p, which
-# the JS distance's root made 1e-4 at p = q). The k are constants for a static beta (1 at
-# beta = 1/2).
+# w, the power of two at or below the smaller one (so k_p, k_q >= 1, up to 2**25, unless beta
+# or 1 - beta is below 2**-24 times the other): s is at least p and at least q. Formed
+# directly, a positive entry whose beta p and (1 - beta) q both fall below float32's normal
+# range (1.2e-38; p = 1.5e-38 at q = 0) gave m = 0 where XLA:CPU flushes subnormals, and its
+# term p log(p / 0) made the row +inf (JS is at most log 2). With w a power of two, s rounds
+# exactly as m / w, and log(p / m) is taken as log(p / w) - log s: exactly 0 at p = q, as log
+# p - log m was (log p - log s - log w left an ulp of log p, which the JS distance's root made
+# 1e-4 at p = q). The k are constants for a static beta (1 at beta = 1/2).
 _MIXTURE_SPREAD = 2.0 ** -24
 
 

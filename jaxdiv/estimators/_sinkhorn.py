@@ -32,7 +32,9 @@ def _dual(f, g, c, a, b, eps):
 
 # Jitted: a loop built from closures in an eager call compiled again on every call
 # (`sinkhorn_divergence` of 256 and 200 samples: 2.6 s a call); jitted, once per shape.
-@functools.partial(jax.jit, static_argnames=("tol", "max_iterations"))
+# `tol` and `max_iterations` traced too (only the loop's condition reads them): a traced or array
+# `tol` is accepted, and another value does not compile again.
+@jax.jit
 def _sinkhorn_loop(c, a, b, eps, tol, max_iterations):
   """Log-domain Sinkhorn iterations (a ``lax.while_loop``) to the L1 marginal error `tol`."""
   log_a, log_b = _numerics.safe_log(a), _numerics.safe_log(b)

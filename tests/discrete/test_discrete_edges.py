@@ -663,3 +663,30 @@ def test_f_divergence_with_an_infinite_slope_at_zero_has_finite_gradients(masked
     want_p = np.where(p > 0, 1 - np.sqrt(q / p), 0.0)
   np.testing.assert_allclose(np.asarray(gq), 1 - np.sqrt(p / q), rtol=1e-6)
   np.testing.assert_allclose(np.asarray(gp), want_p, rtol=1e-6)
+
+
+@pytest.mark.parametrize("beta", [0.999, 1.0, "array"])
+def test_js_at_p_equal_q_with_an_entry_near_the_normal_range_is_exactly_zero(beta):
+  """helper-62: where the mixture is below tiny / eps (1e-31 in float32) its log is taken from
+  the scaled mixture, which left an ulp of log p at p = q: JS 1.2e-38 instead of 0, and the JS
+  distance's gradient 3.5e13 instead of 0 (its root's subgradient at 0)."""
+  p = np.array([[1.573928e-33, 0.25, 0.75], [1.573928e-33, 0.5, 0.5]], np.float32)
+  b = np.array([0.0, 1.0], np.float32) if beta == "array" else beta
+  for where in (None, np.ones(p.shape, bool)):
+    assert np.all(np.asarray(jaxdiv.js_divergence(p, p, b, where=where)) == 0.0)
+    g = jax.grad(lambda x, w=where: jnp.sum(jaxdiv.js_distance(x, x, b, where=w)))(p)
+    np.testing.assert_array_equal(np.asarray(g), 0.0)
+
+
+def test_f_divergence_custom_vjp_generator_keeps_its_slope_at_zero():
+  """helper-62: a generator without a forward-mode derivative (`custom_vjp`) was sent to the
+  limit branch at p = 0 (d/dp 0) by the check of f'(0); its f(0) is finite, so the term is
+  q f(p / q) as written, with d/dp = f'(0) = -2 for (t - 1)^2 (closed form f'(r), r = p / q)."""
+  @jax.custom_vjp
+  def gen(t):
+    return (t - 1) ** 2
+
+  gen.defvjp(lambda t: ((t - 1) ** 2, t), lambda t, g: (2 * (t - 1) * g,))
+  p, q = np.array([0.0, 0.4, 0.6]), np.array([0.2, 0.3, 0.5])
+  g = jax.grad(lambda p: jaxdiv.f_divergence(p, q, gen, where=np.ones(3, bool)))(p)
+  np.testing.assert_allclose(np.asarray(g), 2 * (p / q - 1), rtol=1e-6)
