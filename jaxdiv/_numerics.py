@@ -105,7 +105,8 @@ def _mul_log_ratio_scaled_parts(x, y, y_scaled, scale):
   d = safe_log(x) - (safe_log(yy) - jnp.where(small, jnp.log(scale), 0))
   # Exactly 0 where scale x = y_scaled (x = y, as rounded): the two logs there leave an ulp of
   # log x (7.6e-6 near 1e-33), which the JS distance's root made a gradient of 3e13 at p = q.
-  d = jnp.where(small & (scale * x == y_scaled), 0, d)
+  # The value only: its derivatives are d's (a select of 0 dropped the JS Hessian at p = q).
+  d = d + lax.stop_gradient(jnp.where(small & (scale * x == y_scaled), -d, 0))
   return mul_log(x, d), d, small, yy
 
 
