@@ -690,3 +690,18 @@ def test_f_divergence_custom_vjp_generator_keeps_its_slope_at_zero():
   p, q = np.array([0.0, 0.4, 0.6]), np.array([0.2, 0.3, 0.5])
   g = jax.grad(lambda p: jaxdiv.f_divergence(p, q, gen, where=np.ones(3, bool)))(p)
   np.testing.assert_allclose(np.asarray(g), 2 * (p / q - 1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_chi_squared_with_a_difference_below_the_normal_range(masked):
+  """helper-61: (p - q)^2 flushed to 0 (XLA:CPU) for |p - q| < 1.1e-19 where the term (p - q)^2
+  / q is not small (q near 1e-38): the value 0 against 0.83, the masked path's d/dq -0.2223
+  against -0.2347. float64 closed forms: sum (p - q)^2 / q; d/dq = 1 - (p / q)^2."""
+  p = np.array([[1e-19, 0.5, 0.5], [9.597e-19, 0.5, 0.5]], np.float32)
+  q = np.array([[1.2e-38, 0.5, 0.5], [8.637e-19, 0.5, 0.5]], np.float32)
+  kw = dict(where=np.ones(p.shape, bool)) if masked else {}
+  P, Q = p.astype(np.float64), q.astype(np.float64)
+  got = jaxdiv.chi_squared_divergence(p, q, **kw)
+  np.testing.assert_allclose(np.asarray(got), np.sum((P - Q) ** 2 / Q, -1), rtol=1e-5)
+  g = jax.grad(lambda q: jnp.sum(jaxdiv.chi_squared_divergence(p, q, **kw)))(q)
+  np.testing.assert_allclose(np.asarray(g)[1], 1 - (P[1] / Q[1]) ** 2, rtol=1e-4)
