@@ -347,8 +347,8 @@ def _stirling_bregman(x, y, delta, n_terms, lg=None):
   return out + uv * series
 
 
-# Jitted: a loop built from closures in an eager call compiled again on every call
-# (`dirichlet_kl_divergence` of 128 rows: 500 ms a call); jitted, once per shape.
+# Jitted, so that an eager call compiles once per shape: the loop built from closures here was
+# compiled again on every call (`dirichlet_kl_divergence` of 128 rows: 500 ms a call).
 @jax.jit
 def _lgamma_bregman_g(a, b, delta=None):
   """``G``, the Bregman remainder from ``a`` to ``b`` (both > 0; ``delta``: ``b - a`` if known
