@@ -438,7 +438,11 @@ def total_variation_distance(
 
 def _total_variation(prep: _common.Prepared) -> jax.Array:
   dp, dq = prep.dists
-  return 0.5 * prep.sum(jnp.abs(dp.prob - dq.prob))
+  p, q = dp.prob, dq.prob
+  # |p - q| by the comparison, not by the sign of p - q: that difference flushes to 0 (XLA:CPU)
+  # where p and q are both near 1.2e-38, and `jnp.abs`'s derivative there, +1, had the wrong
+  # sign where p < q (helper-61). At p = q, +1 as `jnp.abs`'s.
+  return 0.5 * prep.sum(jnp.where(p >= q, p - q, q - p))
 
 
 def _tv_probs(ax, p, q):
@@ -449,7 +453,9 @@ def _tv_probs(ax, p, q):
 
 
 def _tv_sign(p, q):
-  return jnp.where(p - q >= 0, 0.5, -0.5).astype(p.dtype)  # as d|x|/dx of jnp.abs at 0
+  # p >= q, not p - q >= 0, which flushes (see `_total_variation`); 1/2 at p = q, as d|x|/dx of
+  # jnp.abs at 0
+  return jnp.where(p >= q, 0.5, -0.5).astype(p.dtype)
 
 
 def _tv_probs_coefs(ax, tv, aux, p, q):

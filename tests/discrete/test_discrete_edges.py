@@ -705,3 +705,17 @@ def test_chi_squared_with_a_difference_below_the_normal_range(masked):
   np.testing.assert_allclose(np.asarray(got), np.sum((P - Q) ** 2 / Q, -1), rtol=1e-5)
   g = jax.grad(lambda q: jnp.sum(jaxdiv.chi_squared_divergence(p, q, **kw)))(q)
   np.testing.assert_allclose(np.asarray(g)[1], 1 - (P[1] / Q[1]) ** 2, rtol=1e-4)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_total_variation_sign_where_the_difference_flushes(masked):
+  """helper-61: p - q flushes to 0 (XLA:CPU) where p and q are both near 1.2e-38, and the
+  gradient took the sign of that 0: d TV / d p +0.5 where p < q. Closed form: sign(p - q) / 2,
+  +1/2 at p = q (as `jnp.abs`'s derivative at 0)."""
+  p = np.array([1.42e-38, 0.5, 0.5], np.float32)
+  q = np.array([1.5e-38, 0.3, 0.7], np.float32)
+  kw = dict(where=np.ones(3, bool)) if masked else {}
+  g = jax.grad(lambda p: jaxdiv.total_variation_distance(p, q, **kw))(p)
+  np.testing.assert_array_equal(np.asarray(g), [-0.5, 0.5, -0.5])
+  g = jax.grad(lambda x: jaxdiv.total_variation_distance(x, p, **kw))(p)  # q = p held
+  np.testing.assert_array_equal(np.asarray(g), [0.5, 0.5, 0.5])
