@@ -299,16 +299,17 @@ def _f_divergence(prep: _common.Prepared, f, f_prime_inf) -> jax.Array:
   beyond = (dq.prob > 0) & jnp.isinf(ratio) & jnp.isfinite(dp.prob) & bounded
   finite = (dq.prob > 0) & jnp.isfinite(ratio) | beyond
   zero_p = dp.prob == 0
-  safe_ratio = jnp.where(finite & ~(zero_p & ~_static_finite_at_zero(f, dtype)), ratio, 1)
+  as_is_at_zero = _static_finite_at_zero(f, dtype)  # once: it evaluates f and f' at 0
+  safe_ratio = jnp.where(finite & ~(zero_p & ~as_is_at_zero), ratio, 1)
   inner = dq.prob * f(safe_ratio)
   # p f'(inf) and q f(0) can be infinite: each branch sees its argument only where it is
   # selected (0 elsewhere), so the zero cotangent of an unselected branch never meets inf.
   use_slope = ~finite & ~zero_p
   at_q_zero = jnp.where(use_slope, jnp.where(use_slope, dp.prob, 0) * slope, 0)
-  # p = 0 < q: q f(0). Where f(0) is finite, f is evaluated at the ratio 0 itself, so the
-  # gradient there is the true one; otherwise (f(0) NaN as in a naive t log t, or inf) the
-  # limit value enters as a constant.
-  use_f0 = finite & zero_p & (not _static_finite_at_zero(f, dtype))
+  # p = 0 < q: q f(0). Where f(0) and f'(0) are finite, f is evaluated at the ratio 0 itself,
+  # so the gradient there is the true one; otherwise (f(0) NaN as in a naive t log t, or inf;
+  # or f'(0) infinite) the limit value enters as a constant.
+  use_f0 = finite & zero_p & (not as_is_at_zero)
   f0 = _value_at_zero(f, dtype)
   at_p_zero = jnp.where(use_f0, jnp.where(use_f0, dq.prob, 0) * f0, 0)
   terms = jnp.where(use_f0, at_p_zero, jnp.where(use_slope, at_q_zero, jnp.where(finite, inner, 0)))

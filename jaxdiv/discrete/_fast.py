@@ -406,6 +406,9 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
     s, z, log_s = aux
     slope = jnp.expand_dims(_slope(general, log_s), ax)
     total = jnp.expand_dims(s, ax) if z is None else jnp.expand_dims(s, ax) * z  # S itself
+    if ratio:
+      r, b = ratio_and_power(xs)
+      scaled = (slope / total) * b
     out = []
     for k, c in enumerate(cs):
       # d S_i / d x_k,i = c x_k,i ** (c - 1) (the other factors), finite at a zero entry for
@@ -419,9 +422,7 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
       if ratio:
         # d/dx_i: c_i r ** (c_i - 1), d/dx_j: c_j r ** c_i, over S; r ** c_i as (r ** (c_i -
         # 1) / S) r, which overflowed neither where S is huge.
-        r, b = ratio_and_power(xs)
-        g = (slope / total) * b
-        g = c * (g if k == i else g * r)
+        g = c * (scaled if k == i else scaled * r)
       elif c < 0:
         g = slope * ((terms(xs) / total) * (c / xs[k]))
       else:
