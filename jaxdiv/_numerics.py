@@ -386,6 +386,37 @@ def xexpx_bregman(x: jax.Array) -> jax.Array:
                            lambda xb: 1 + (xb - 1) * jnp.exp(xb))
 
 
+@jax.custom_jvp
+def expm1_over(x: jax.Array, c: jax.Array) -> jax.Array:
+  """`expm1(x) / c` (c != 0), finite wherever the quotient is, its derivatives too.
+
+  Trap avoided: `expm1(x)` overflows for x > 88.7 (float32) while `expm1(x) / c` fits up to
+  log|c| beyond that (the order-7 alpha-divergence is S / 42). Where e^x is that large, -1 is
+  below its rounding and the quotient is `e^(x/2) (e^(x/2) / c)` (x/2 is exact: no error grows
+  with x, as it would in `exp(x - log|c|)`). Autodiff of that product would form
+  `e^(x/2) e^(x/2) / 2` before the division (inf), hence the rule: d/dx = e^x / c, which is the
+  value itself there, and d/dc = -value / c.
+  """
+  big = x > _EXPM1_IS_EXP
+  small = jnp.expm1(jnp.where(big, 0, x)) / c
+  half = jnp.exp(0.5 * jnp.where(big, x, _EXPM1_IS_EXP))
+  return jnp.where(big, half * (half / c), small)
+
+
+# Above this, e^x - 1 rounds to e^x in float64 too (e^37 > 2^53).
+_EXPM1_IS_EXP = 37.0
+
+
+@expm1_over.defjvp
+def _expm1_over_jvp(primals, tangents):
+  x, c = primals
+  dx, dc = tangents
+  out = expm1_over(x, c)
+  big = x > _EXPM1_IS_EXP
+  slope = jnp.where(big, out, jnp.exp(jnp.where(big, 0, x)) / c)
+  return out, slope * dx - out / c * dc
+
+
 def log_abs_expm1(x: jax.Array) -> jax.Array:
   """`log|exp(x) - 1|` without overflow for large x nor cancellation near 0; -inf at 0.
 

@@ -366,7 +366,7 @@ def tsallis_entropy(
     Tsallis, Possible Generalization of Boltzmann–Gibbs Statistics, 1988.
   """
   return _family((p,), alpha, None, axis=axis, where=where, from_logits=from_logits,
-                 general=lambda log_s, t: -jnp.expm1(log_s) / t,
+                 general=lambda log_s, t: _numerics.expm1_over(log_s, -t),
                  at_one=lambda mean: -mean, at_inf=jnp.zeros_like,
                  one_taylor=lambda m, c2, c3: tuple(-x for x in _tsallis_taylor(m, c2, c3)))
 
@@ -416,7 +416,7 @@ def tsallis_divergence(
     Furuichi, Yanagi & Kuriyama, Fundamental Properties of Tsallis Relative Entropy, 2004.
   """
   return _family((p, q), alpha, None, axis=axis, where=where, from_logits=from_logits,
-                 general=lambda log_s, t: jnp.expm1(log_s) / t, at_one=_identity,
+                 general=_numerics.expm1_over, at_one=_identity,
                  at_inf=_inf_if_positive, one_taylor=_tsallis_taylor)
 
 
@@ -501,7 +501,7 @@ def _alpha_divergence(prep: _common.Prepared, alpha) -> jax.Array:
   a_b = jnp.where(jnp.isinf(a_b), 2.0, a_b)  # only read where the finite branch is selected
   return _order_family(
       dp.prob, dp.log_prob, d, a_eff, prep.axis,
-      general=lambda log_s, t: jnp.expm1(log_s) / (t * a_b),
+      general=lambda log_s, t: _numerics.expm1_over(log_s, t * a_b),
       at_one=_identity, at_inf=_inf_if_positive,
       one_taylor=_alpha_taylor,
   )

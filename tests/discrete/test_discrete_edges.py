@@ -719,3 +719,47 @@ def test_total_variation_sign_where_the_difference_flushes(masked):
   np.testing.assert_array_equal(np.asarray(g), [-0.5, 0.5, -0.5])
   g = jax.grad(lambda x: jaxdiv.total_variation_distance(x, p, **kw))(p)  # q = p held
   np.testing.assert_array_equal(np.asarray(g), [0.5, 0.5, 0.5])
+
+
+@pytest.mark.parametrize("name,alpha", [("tsallis_divergence", 7.0), ("alpha_divergence", 7.0),
+                                        ("alpha_divergence", 3.5), ("alpha_divergence", -6.0)])
+@pytest.mark.parametrize("mode", ["fast", "masked", "traced", "logits"])
+def test_power_sum_beyond_the_float32_range_with_a_value_within_it(name, alpha, mode):
+  """helper-61: where only the power sum S overflows float32 (3.4e38) and the value, (S - 1) /
+  c with c = alpha - 1 (Tsallis) or alpha (alpha - 1), fits, the value was +inf (expm1 of
+  log S > 88.7). Rows: S about 1.5e39 and 1e40 (finite value), and 1e41 (inf for each); the
+  reference is the float64 sum as the docstrings state it."""
+  a_eff = max(alpha, 1 - alpha)
+  # p = (1/2, 1/2) against q = (x, 1 - x): S = 2^-a_eff x^(1 - a_eff) + ... = target.
+  xs = [(s * 2 ** a_eff) ** (1 / (1 - a_eff)) for s in (1.5e39, 1e40, 1e41)]
+  p = np.full((3, 2), 0.5, np.float32)
+  q = np.array([[x, 1 - x] for x in xs], np.float32)
+  if alpha < 0.5:  # the order alpha of (q, p) is the order 1 - alpha of (p, q)
+    p, q = q, p
+  P, Q = p.astype(np.float64), q.astype(np.float64)
+  big = np.finfo(np.float32).max
+  want = np.array([_incomplete_reference(name, P[i], Q[i], alpha) for i in range(3)])
+  want = np.where(want > big, np.inf, want)
+  assert np.isfinite(want[0]) and np.isinf(want[2])  # the rows are what they should be
+  fn = getattr(jaxdiv, name)
+  if mode == "fast":
+    got = fn(p, q, alpha)
+  elif mode == "masked":
+    got = fn(p, q, alpha, where=np.ones(p.shape, bool))
+  elif mode == "traced":
+    got = jax.jit(fn)(p, q, alpha)
+  else:
+    got = fn(np.log(p), np.log(q), alpha, from_logits=True)
+  np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=1e-4)
+  # The gradient where it fits: d/dx_2 of (S / z - 1) / c, S = sum x^a y^(1 - a), z = sum x,
+  # with (x, y, a) = (p, q, alpha), or (q, p, 1 - alpha) below 1/2; c = alpha (alpha - 1) or
+  # alpha - 1 (Tsallis). The first entry's is +inf; no entry's may be NaN.
+  c = a_eff - 1 if name == "tsallis_divergence" else alpha * (alpha - 1)
+  x, y = (P[0], Q[0]) if alpha >= 0.5 else (Q[0], P[0])
+  s, z = np.sum(x ** a_eff * y ** (1 - a_eff)), x.sum()
+  want_g = a_eff * (x[1] / y[1]) ** (a_eff - 1) / (c * z) - s / (c * z * z)
+  arg = 0 if alpha >= 0.5 else 1
+  g = jax.grad(lambda *pq: fn(*pq, alpha, where=np.ones(p.shape, bool))[0], arg)(p, q)
+  np.testing.assert_allclose(float(g[0, 1]), want_g, rtol=1e-4)
+  assert np.isposinf(g[0, 0])
+
