@@ -135,7 +135,8 @@ def _mul_log_diff_jvp(primals, tangents):
   dx, dy = tangents
   w, d = x - y, safe_log(x) - safe_log(y)
   d = jnp.where((w != 0) | jnp.isfinite(d), d, 0)
-  return w * d, (d + quotient(w, x, x > 0)) * dx - (d + quotient(w, y, y > 0)) * dy
+  return w * d, ((d + difference_quotient(x, y, x, x > 0)) * dx
+                  - (d + difference_quotient(x, y, y, y > 0)) * dy)
 
 
 def logistic(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
@@ -256,6 +257,17 @@ def quotient(x: jax.Array, y: jax.Array, ok: jax.Array) -> jax.Array:
   """:func:`ratio` ``x / y`` where `ok`, 0 elsewhere, with both operands replaced there (the
   double where: no inf or NaN from the unselected entries reaches a derivative)."""
   return ratio(jnp.where(ok, x, 0), jnp.where(ok, y, 1))
+
+
+def difference_quotient(x: jax.Array, y: jax.Array, z: jax.Array, ok=True) -> jax.Array:
+  """:func:`quotient` ``(x - y) / z`` where `ok`, 0 elsewhere, with ``x - y`` exact (Sterbenz)
+  where it is formed, and ``x / z - y / z`` where it flushed to 0 (XLA:CPU: x != y within
+  float32's subnormal spacing of each other, both near 1.2e-38, where the quotient is not
+  small: the Jeffreys and Bernoulli gradients were 0 there against 0.05)."""
+  w = x - y
+  flushed = (w == 0) & (x != y)
+  split = ok & flushed  # the split form's operands replaced elsewhere (no 0 / 0 in a derivative)
+  return jnp.where(flushed, quotient(x, z, split) - quotient(y, z, split), quotient(w, z, ok))
 
 
 def psum(x: jax.Array, axis_name=None) -> jax.Array:

@@ -112,7 +112,14 @@ def _log_ratio(a, b, diff):
   resp. b, is 0: the callers weight that log by 0 there)."""
   # a reciprocal and a product: `log1p` reads its argument twice, and XLA:CPU does not fuse a
   # division read twice (it writes it to memory). |min|: a -0.0 made the reciprocal -inf.
-  return jnp.sign(diff) * _numerics.fast_log1p(jnp.abs(diff) * (1 / jnp.abs(jnp.minimum(a, b))))
+  recip = 1 / jnp.abs(jnp.minimum(a, b))
+  rel = jnp.abs(diff) * recip
+  # Where a - b flushed to 0 (XLA:CPU: a != b both near 1.2e-38), max / min - 1: exact enough
+  # there, as a / b is at least 1 + 2^-23 from 1 (the log was 0 against 0.05).
+  flushed = (diff == 0) & (a != b)
+  rel = jnp.where(flushed, jnp.maximum(a, b) * recip - 1, rel)
+  sign = jnp.where(flushed, jnp.where(a > b, 1, -1).astype(rel.dtype), jnp.sign(diff))
+  return sign * _numerics.fast_log1p(rel)
 
 
 @_log_ratio.defjvp
@@ -137,7 +144,7 @@ def _q_slope(p, q, weighted_terms):
   corner = (p == q) & ((p == 0) | (p == 1))
   # |q|: at q = -0.0 the quotient's sign flipped (+inf for -inf)
   return jnp.where(corner, jnp.where(p == 0, 1, -1).astype(p.dtype),
-                   _numerics.ratio(q - p, jnp.abs(q) * (1 - q)))
+                   _numerics.difference_quotient(q, p, jnp.abs(q) * (1 - q)))
 
 
 @_q_slope.defjvp

@@ -60,7 +60,8 @@ def _jeffreys_probs(ax, p, q):
 
 
 def _jeffreys_probs_coefs(ax, j, d, p, q):
-  return d + _numerics.ratio(p - q, p), -d - _numerics.ratio(p - q, q)
+  return (d + _numerics.difference_quotient(p, q, p),
+          -d - _numerics.difference_quotient(p, q, q))
 
 
 # The mixture m = beta p + (1 - beta) q as w s, s = k_p p + k_q q with the weights divided by

@@ -763,3 +763,34 @@ def test_power_sum_beyond_the_float32_range_with_a_value_within_it(name, alpha, 
   np.testing.assert_allclose(float(g[0, 1]), want_g, rtol=1e-4)
   assert np.isposinf(g[0, 0])
 
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_jeffreys_gradient_where_the_difference_flushes(masked):
+  """helper-61: p - q flushes to 0 (XLA:CPU) where p != q are both near 1.2e-38, and the
+  quotients (p - q) / p, (p - q) / q of the gradient were 0. float64 closed forms: d/dp =
+  log(p / q) + (p - q) / p, d/dq = -log(p / q) - (p - q) / q."""
+  p = np.array([1.42e-38, 0.5, 0.5], np.float32)
+  q = np.array([1.5e-38, 0.3, 0.7], np.float32)
+  P, Q = p.astype(np.float64), q.astype(np.float64)
+  kw = dict(where=np.ones(3, bool)) if masked else {}
+  gp, gq = jax.grad(lambda p, q: jaxdiv.jeffreys_divergence(p, q, **kw), (0, 1))(p, q)
+  # float32 log p - log q near p = 1e-38 is within eps |log p| = 5e-6 (absolute) of log(p / q)
+  np.testing.assert_allclose(np.asarray(gp), np.log(P / Q) + (P - Q) / P, rtol=1e-6, atol=2e-5)
+  np.testing.assert_allclose(np.asarray(gq), -np.log(P / Q) - (P - Q) / Q, rtol=1e-6, atol=2e-5)
+
+
+@pytest.mark.parametrize("name", ["binary_kl_divergence", "binary_cross_entropy"])
+def test_bernoulli_gradients_where_the_difference_flushes(name):
+  """helper-61: p - q flushes to 0 (XLA:CPU) where p != q are both near 1.2e-38: the KL's
+  log(p / q) (as log1p((p - q) / q)) and both forms' d/dq, (q - p) / (q (1 - q)), were 0.
+  float64 closed forms: KL d/dp = log(p / q) - log((1 - p) / (1 - q)), d/dq of both =
+  (1 - p) / (1 - q) - p / q."""
+  p = np.array([1.42e-38, 1.5e-38, 0.3], np.float32)
+  q = np.array([1.5e-38, 1.42e-38, 0.3], np.float32)
+  P, Q = p.astype(np.float64), q.astype(np.float64)
+  fn = getattr(jaxdiv, name)
+  gp, gq = jax.grad(lambda p, q: jnp.sum(fn(p, q)), (0, 1))(p, q)
+  np.testing.assert_allclose(np.asarray(gq), (1 - P) / (1 - Q) - P / Q, rtol=1e-5, atol=1e-7)
+  if name == "binary_kl_divergence":
+    want = np.log(P / Q) - np.log((1 - P) / (1 - Q))
+    np.testing.assert_allclose(np.asarray(gp), want, rtol=1e-5, atol=1e-7)
