@@ -114,6 +114,9 @@ CASES = [
     ("entropy", "probs", jaxdiv.entropy,
      lambda p: jnp.sum(jax.scipy.special.entr(p), -1), "sum(entr(p))"),
     ("js_divergence", "probs", jaxdiv.js_divergence, _hand_js_probs, "rel_entr with the mixture"),
+    ("jeffreys_divergence", "probs", jaxdiv.jeffreys_divergence,
+     lambda p, q: jnp.sum((p - q) * (jnp.log(p) - jnp.log(q)), -1),
+     "sum((p - q) * (log p - log q))"),
     # The order-alpha family at alpha = 2.
     ("renyi_divergence", "logits",
      lambda a, b: jaxdiv.renyi_divergence(a, b, A2, from_logits=True), _hand_renyi_logits,
