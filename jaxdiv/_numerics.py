@@ -398,6 +398,10 @@ def xexpx_bregman(x: jax.Array) -> jax.Array:
                            lambda xb: 1 + (xb - 1) * jnp.exp(xb))
 
 
+# Above this, e^x - 1 rounds to e^x in float64 too (e^37 > 2^53).
+_EXPM1_IS_EXP = 37.0
+
+
 @jax.custom_jvp
 def expm1_over(x: jax.Array, c: jax.Array) -> jax.Array:
   """`expm1(x) / c` (c != 0), finite wherever the quotient is, its derivatives too.
@@ -413,10 +417,6 @@ def expm1_over(x: jax.Array, c: jax.Array) -> jax.Array:
   small = jnp.expm1(jnp.where(big, 0, x)) / c
   half = jnp.exp(0.5 * jnp.where(big, x, _EXPM1_IS_EXP))
   return jnp.where(big, half * (half / c), small)
-
-
-# Above this, e^x - 1 rounds to e^x in float64 too (e^37 > 2^53).
-_EXPM1_IS_EXP = 37.0
 
 
 @expm1_over.defjvp
