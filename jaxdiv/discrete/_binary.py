@@ -13,9 +13,24 @@ from jaxdiv import _validation
 from jaxdiv.discrete import _common
 
 
+@jax.custom_jvp
 def _unit_interval(x):
-  """`x` where it lies in [0, 1], NaN elsewhere (and at NaN)."""
-  return jnp.where((x >= 0) & (x <= 1), x, jnp.nan)
+  """`x` where it lies in [0, 1], NaN elsewhere (and at NaN), with a NaN derivative there too:
+  the select's derivative 0 made the gradient in that input 0 (in the other one NaN) where the
+  value was NaN. The rule multiplies the tangent (linear in it, so reverse mode gets the same):
+  `where(ok, x, x * nan)` sent the unselected branch's zero cotangent through `* nan`, NaN on
+  every entry. (Masked entries are filled in before this.)"""
+  return jnp.where(_in_unit_interval(x), x, jnp.nan)
+
+
+def _in_unit_interval(x):
+  return (x >= 0) & (x <= 1)
+
+
+@_unit_interval.defjvp
+def _unit_interval_jvp(primals, tangents):
+  (x,), (t,) = primals, tangents
+  return _unit_interval(x), t * jnp.where(_in_unit_interval(x), 1, jnp.nan).astype(t.dtype)
 
 
 def _logit_slopes(a, b):

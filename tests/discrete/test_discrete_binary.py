@@ -105,11 +105,16 @@ def test_low_precision_dtype():
 def test_probability_outside_the_unit_interval_is_nan(p, q):
   # Bernoulli(q) does not exist for q outside [0, 1]; at p = 0 (or 1) the term whose log is
   # undefined has weight 0, so only the other one can carry the NaN.
+  # The gradient is NaN there too, in both inputs (it was 0 in the one outside, NaN in the
+  # other): a NaN loss never reports a zero slope.
   for args in ((p, q), (q, p)):
     a, b = (jnp.float32(x) for x in args)
-    assert np.isnan(float(jaxdiv.binary_kl_divergence(a, b))), args
-    assert np.isnan(float(jaxdiv.binary_cross_entropy(a, b))), args
+    for fn in (jaxdiv.binary_kl_divergence, jaxdiv.binary_cross_entropy):
+      assert np.isnan(float(fn(a, b))), (fn.__name__, args)
+      grads = jax.grad(fn, argnums=(0, 1))(a, b)
+      assert all(np.isnan(float(g)) for g in grads), (fn.__name__, args, grads)
   assert np.isnan(float(jaxdiv.binary_entropy(jnp.float32(q))))
+  assert np.isnan(float(jax.grad(jaxdiv.binary_entropy)(jnp.float32(q))))
   # Inside the interval the boundary values keep scipy's finite edges; a NaN from p too.
   assert float(jaxdiv.binary_kl_divergence(jnp.float32(p), jnp.float32(p))) == 0.0
 
