@@ -407,8 +407,15 @@ _LOST_CASES = [pytest.param(s, lg, m, id=f"{s.name}-{'logits' if lg else 'probs'
                for s in SPECS for lg in (False, True) for m in (False, True)]
 
 
-@tiered("spec,from_logits,masked", _LOST_CASES, fast=[
-    c for c in _LOST_CASES if c.values[0].name in MECHANISM_SPEC_IDS])
+# The fast tier: each mechanism spec on both input forms and both paths, in two complementary
+# cases ((probabilities, fast) with (logits, guarded), or the other pair, in turn): the four
+# cases a spec cost 8 s.
+_LOST_FAST = [(s, lg, m) for i, s in enumerate(
+    [s for s in SPECS if s.name in MECHANISM_SPEC_IDS]) for lg, m in (
+        ((False, False), (True, True)) if i % 2 == 0 else ((True, False), (False, True)))]
+
+
+@tiered("spec,from_logits,masked", _LOST_CASES, fast=_LOST_FAST)
 def test_a_row_that_is_not_finite_is_a_constant(spec, from_logits, masked):
   """The usual way to drop such rows, `jnp.where(finite, d, 0)`, sends them a zero cotangent,
   and 0 * inf (their partials) was NaN in their inputs' gradient, and so in anything upstream
@@ -444,15 +451,23 @@ def test_a_row_that_is_not_finite_is_a_constant(spec, from_logits, masked):
   np.testing.assert_allclose(values[2:], want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("from_logits", [False, True])
-@pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("name,fn", [
+_SHARED = [
     ("renyi", lambda h, p, q, **kw: jaxdiv.renyi_divergence(p, q, h, **kw)),
     ("tsallis_entropy", lambda h, p, q, **kw: jaxdiv.tsallis_entropy(p, h, **kw)),
     ("js_beta", lambda h, p, q, **kw: jaxdiv.js_divergence(p, q, h / 4, **kw)),
     ("f_closing", lambda h, p, q, **kw: jaxdiv.f_divergence(
         p, q, lambda t: h * t * jnp.log(t) + (h - 1) * (t - 1) ** 2, **kw)),
-])
+]
+_SHARED_CASES = [pytest.param(name, fn, m, lg, id=f"{name}-{'masked' if m else 'unmasked'}-"
+                              f"{'logits' if lg else 'probs'}")
+                 for name, fn in _SHARED for m in (False, True) for lg in (False, True)]
+
+
+# The fast tier: each parameter both masked and not, on both input forms, in two complementary
+# cases, as `_LOST_FAST` (the four cost 16 s a parameter).
+@tiered("name,fn,masked,from_logits", _SHARED_CASES, fast=[
+    (name, fn, m, lg) for i, (name, fn) in enumerate(_SHARED) for m, lg in (
+        ((False, False), (True, True)) if i % 2 == 0 else ((False, True), (True, False)))])
 def test_a_row_that_is_not_finite_leaves_a_shared_parameter_alone(name, fn, masked,
                                                                   from_logits):
   """d/dh of the finite rows' sum, h an order, a mixture weight or a generator's parameter

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import tiered
 
 import jaxdiv
 
@@ -43,24 +44,32 @@ def _summed(spec, p, q, axis):
   return jnp.sum(ds.call(spec, p, q, axis=axis))
 
 
-@ds.over_specs(fast_ids=ds.MECHANISM_SPEC_IDS)
-def test_unit_batch_axes_match_the_reference_and_the_squeezed_call(spec, x64):
-  for k, (shape, axis) in enumerate(SHAPES):
-    p, q = _probs(shape, axis, 2 * k), _probs(shape, axis, 2 * k + 1)
-    got = ds.call(spec, p, q, axis=axis)
-    want = ds.reference(spec, np.moveaxis(p, axis, -1), np.moveaxis(q, axis, -1))
-    assert got.shape == want.shape, (shape, axis)
-    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, err_msg=f"{shape} {axis}")
-    small, ax, rows = _squeezed(shape, axis)
-    flat = ds.call(spec, p.reshape(small), q.reshape(small), axis=ax)
-    np.testing.assert_array_equal(got, jnp.expand_dims(flat, rows))
-    argnums = (0, 1) if spec.nargs == 2 else 0
-    grads = jax.jit(jax.grad(functools.partial(_summed, spec, axis=axis), argnums))(p, q)
-    small_grads = jax.jit(jax.grad(functools.partial(_summed, spec, axis=ax), argnums))(
-        p.reshape(small), q.reshape(small))
-    for g, s in zip(jax.tree.leaves(grads), jax.tree.leaves(small_grads)):
-      assert g.shape == shape
-      np.testing.assert_array_equal(g, s.reshape(shape))
+# Every spec at every shape; the fast tier runs the mechanism specs, each at one shape, the
+# shapes in turn, so that each shape runs there too (nine cases of the 45; a spec at all five
+# shapes cost 9 s of compilation).
+_MECHANISM = [sp for sp in ds.SPECS if sp.name in ds.MECHANISM_SPEC_IDS]
+
+
+@tiered("spec,k", [(sp, k) for sp in ds.SPECS for k in range(len(SHAPES))],
+        fast=[(sp, i % len(SHAPES)) for i, sp in enumerate(_MECHANISM)],
+        ids=lambda v: v.name if isinstance(v, ds.Spec) else str(SHAPES[v]))
+def test_unit_batch_axes_match_the_reference_and_the_squeezed_call(spec, k, x64):
+  shape, axis = SHAPES[k]
+  p, q = _probs(shape, axis, 2 * k), _probs(shape, axis, 2 * k + 1)
+  got = ds.call(spec, p, q, axis=axis)
+  want = ds.reference(spec, np.moveaxis(p, axis, -1), np.moveaxis(q, axis, -1))
+  assert got.shape == want.shape, (shape, axis)
+  np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, err_msg=f"{shape} {axis}")
+  small, ax, rows = _squeezed(shape, axis)
+  flat = ds.call(spec, p.reshape(small), q.reshape(small), axis=ax)
+  np.testing.assert_array_equal(got, jnp.expand_dims(flat, rows))
+  argnums = (0, 1) if spec.nargs == 2 else 0
+  grads = jax.jit(jax.grad(functools.partial(_summed, spec, axis=axis), argnums))(p, q)
+  small_grads = jax.jit(jax.grad(functools.partial(_summed, spec, axis=ax), argnums))(
+      p.reshape(small), q.reshape(small))
+  for g, s in zip(jax.tree.leaves(grads), jax.tree.leaves(small_grads)):
+    assert g.shape == shape
+    np.testing.assert_array_equal(g, s.reshape(shape))
 
 
 def test_logits_a_mask_and_a_broadcast_q(x64):
