@@ -369,19 +369,45 @@ def expm1_minus_x(x: jax.Array) -> jax.Array:
 
 
 def _series_near_zero(x: jax.Array, coef: Callable[[int], float],
-                      far: Callable[[jax.Array], jax.Array]) -> jax.Array:
-  """`sum_{k >= 2} coef(k) x^k` (Horner) where |x| < 1, to 18 terms in float64 and 11
+                      far: Callable[[jax.Array], jax.Array], radius: float = 1.0) -> jax.Array:
+  """`sum_{k >= 2} coef(k) x^k` (Horner) where |x| < radius, to 18 terms in float64 and 11
   otherwise (truncation below one ulp for the series here), else `far(x)`; each branch sees a
   safe value where it is not selected (finite gradients)."""
   x = jnp.asarray(x)
-  small = jnp.abs(x) < 1
+  small = jnp.abs(x) < radius
   xs = jnp.where(small, x, 0)
   terms = 18 if x.dtype == jnp.float64 else 11
   series = jnp.zeros_like(xs)
   for k in range(terms + 1, 1, -1):
     series = series * xs + coef(k)
-  xb = jnp.where(small, 1.0, x)
+  xb = jnp.where(small, radius, x)
   return jnp.where(small, xs * xs * series, far(xb))
+
+
+def expm1_over_x(x: jax.Array) -> jax.Array:
+  """`expm1(x) / x` (1 at 0), with derivatives of every order free of cancellation.
+
+  Trap avoided: autodiff of the quotient forms `e^x / x - expm1(x) / x^2` for the first
+  derivative, two terms of size 1/x that cancel to 1/2 (relative error about `2 eps / x^2`),
+  and worse for the second. For |x| < 1 the Taylor series `sum_k x^k / (k + 1)!` is summed
+  (a polynomial, differentiated exactly), beyond it the quotient."""
+  x = jnp.asarray(x)
+  rest = _series_near_zero(x, lambda k: 1.0 / math.factorial(k + 1),
+                           lambda xb: jnp.expm1(xb) / xb - 1 - 0.5 * xb)
+  return 1 + 0.5 * x + rest
+
+
+def log1p_over_x(y: jax.Array) -> jax.Array:
+  """`log1p(y) / y` for y > -1 (1 at 0), with derivatives of every order free of cancellation
+  (as :func:`expm1_over_x`). Near 0 as `2 atanh(u) / y = (2 / (2 + y)) sum_k u^(2k) / (2k + 1)`
+  with `u = y / (2 + y)`, a series in `u^2 < 1/16` (|y| up to 0.4), beyond as the quotient."""
+  y = jnp.asarray(y)
+  near = jnp.abs(y) < 0.4  # u^2 < 1/16 there
+  ys = jnp.where(near, y, 0)
+  w = (ys / (2 + ys)) ** 2
+  rest = _series_near_zero(w, lambda k: 1.0 / (2 * k + 1), jnp.zeros_like, radius=1 / 16)
+  yb = jnp.where(near, 1.0, y)
+  return jnp.where(near, 2 / (2 + ys) * (1 + w / 3 + rest), log1p(yb) / yb)
 
 
 def xexpx_bregman(x: jax.Array) -> jax.Array:

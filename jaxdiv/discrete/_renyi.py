@@ -9,9 +9,12 @@ with `t = alpha - 1` and `d = log p - log q` (divergences) or `d = log p` (entro
 counting measure). Dividing by `sum p` is Rényi's own definition for incomplete distributions;
 for a normalised p it changes nothing, and it keeps the float rounding of `sum p - 1` from being
 divided by `alpha - 1`. The limits alpha -> 1 (Shannon/KL) and alpha -> inf (max log-ratio) are
-exact branches, never a division by `alpha - 1`; near alpha = 1 the power mean is taken as
-`log1p(E_p[expm1(t d)])`, which keeps its relative precision as t -> 0, and elsewhere as a
-shifted log-sum-exp.
+exact branches, never a division by `alpha - 1`. Near alpha = 1 (every |t d| <= 1) each member
+is a function of the centred power mean, `m = (E_p[exp(t x)] - 1) / t = E_p[x expm1(t x) / (t x)]`
+with `x = d - c`, `c = E_p[d]`, formed without dividing by t (Renyi `c + log1p(t m) / t`,
+Tsallis `(S - 1) / t = exp(t c) m + (exp(t c) - 1) / t`), so that its value and its derivatives
+in alpha keep their relative precision as t -> 0; elsewhere the power mean is a shifted
+log-sum-exp.
 """
 
 from __future__ import annotations
@@ -43,8 +46,14 @@ def _mass(p, log_p, axis):
   return jnp.sum(jnp.where(_support(log_p), p, 0), axis=axis)
 
 
-def _log_power_mean(p, log_p, d, t, axis):
-  """log E_p[exp(t d)] over the support of p (p normalised by its total mass)."""
+def _log_power_mean(p, log_p, d, t, axis, in_t=False):
+  """`(log S, (m, c), near)`: log S = log E_p[exp(t d)] over the support of p (p normalised by
+  its total mass), and on the rows `near` (every |t d| <= 1, S finite and positive) the power
+  mean about a shift c (a constant: no gradient), `m = (E_p[exp(t (d - c))] - 1) / t`, so that
+  S = exp(t c) (1 + t m); m and c are 0 elsewhere. `in_t`: t is traced (an order that may be
+  differentiated): m is formed so that its derivatives in t keep their precision, and c is
+  E_p[d]; else c = 0 and m is summed as `expm1(t d) / t`, whose derivatives in p and q are
+  as exact, at a fraction of the cost."""
   s = _support(log_p)
   z = jnp.sum(jnp.where(s, p, 0), axis=axis)  # the mass of p normalises, dead terms included
   # Terms with t d = -inf (q = 0 where p > 0, alpha < 1) are exactly 0: drop them from the
@@ -55,27 +64,50 @@ def _log_power_mean(p, log_p, d, t, axis):
   d = jnp.where(s, d, 0)  # -inf - -inf = NaN outside the support
   td = t * d
   # The max only chooses a branch and a shift: it carries no gradient.
-  m = lax.stop_gradient(jnp.max(jnp.where(s, td, -jnp.inf), axis=axis, keepdims=True,
-                                initial=-jnp.inf))
-  # The expm1 form is for a power mean near 1 (every |t d| small); elsewhere it would cancel
+  top = lax.stop_gradient(jnp.max(jnp.where(s, td, -jnp.inf), axis=axis, keepdims=True,
+                                  initial=-jnp.inf))
+  # The near form is for a power mean near 1 (every |t d| small); elsewhere it would cancel
   # (sum p^a - 1 with sum p^a tiny) and the log-sum-exp form is exact.
   spread = lax.stop_gradient(jnp.max(jnp.where(s, jnp.abs(td), 0), axis=axis, initial=0))
-  pos_inf = m == jnp.inf  # q = 0 where p > 0 with t > 0: S = inf exactly
+  pos_inf = top == jnp.inf  # q = 0 where p > 0 with t > 0: S = inf exactly
   td = jnp.where(pos_inf, 0, td)
   z_safe = jnp.where(z > 0, z, 1)
 
-  # A dead term is p (exp(-inf) - 1) = -p in this form.
-  # Capped for the unused branch; a `where`, not `minimum`, which splits the gradient at a tie.
-  small = jnp.sum(jnp.where(s, p * jnp.expm1(jnp.where(td <= _SMALL, td, _SMALL)), 0), axis=axis)
-  small = (small - dead_mass) / z_safe
+  # m = E_p[(exp(t x) - 1) / t], x = d - c. A dead term is p (exp(-inf) - 1) / t = -p / t.
+  # Only the rows with every |t d| <= 1 read it: elsewhere its log-ratios are 0 (no overflow,
+  # and no gradient on the unused branch).
+  is_small = spread <= _SMALL
+  t_row = jnp.squeeze(t, axis) if jnp.ndim(t) == jnp.ndim(td) else t
+  d_small = jnp.where(s & jnp.expand_dims(is_small, axis) & ~pos_inf, d, 0)
+  if in_t:
+    # As E_p[x expm1(t x) / (t x)]: no division by t, whose derivatives in t (d/dalpha)
+    # cancelled as 1/t^k (at alpha = 1 + 1e-6, float32: d/dalpha of the alpha-divergence 18%
+    # off, the second derivative by a factor of 1e5). The shift c = E_p[d] centres the
+    # log-ratios, so that m's derivatives are central moments (the entropies' d = log p are
+    # far from 0: Renyi's second derivative in alpha lost 100x to the raw moments).
+    c = lax.stop_gradient(jnp.sum(p * d_small, axis=axis, keepdims=True)
+                          / jnp.expand_dims(z_safe, axis))
+    x = jnp.where(s, d_small - c, 0)  # |t x| <= 2
+    excess = jnp.sum(p * x * _numerics.expm1_over_x(t * x), axis=axis)
+    c = jnp.squeeze(c, axis)
+  else:
+    # A constant t: `expm1(t d) / t` is exact to rounding, and so are its derivatives in d.
+    # The polynomial and the centring above took value+grad at alpha = 1.1 from 0.9x to 1.4x
+    # the hand-written line (probabilities, `bench/hand.py`, hands36near*).
+    excess = jnp.sum(p * jnp.expm1(t * d_small), axis=axis) / t_row
+    c = jnp.zeros_like(excess)
+  excess = (excess - dead_mass / t_row) / z_safe
+  small = t_row * excess
   ok = small > -1
-  log_small = jnp.where(ok, _numerics.log1p(jnp.where(ok, small, 0)), -jnp.inf)
+  log_small = jnp.where(ok, _numerics.log1p(jnp.where(ok, small, 0)) + t_row * c, -jnp.inf)
 
   log_big = _numerics.logsumexp(log_p + td, axis=axis, where=s) - jnp.log(z_safe)
 
-  out = jnp.where(spread <= _SMALL, log_small, log_big)
-  out = jnp.where(jnp.squeeze(pos_inf, axis), jnp.inf, out)
-  return jnp.where(z > 0, out, 0)
+  out = jnp.where(is_small, log_small, log_big)
+  row_inf = jnp.squeeze(pos_inf, axis)
+  out = jnp.where(row_inf, jnp.inf, out)
+  near = is_small & ok & ~row_inf & (z > 0)
+  return (jnp.where(z > 0, out, 0), (jnp.where(near, excess, 0), jnp.where(near, c, 0)), near)
 
 
 def _max_log_ratio(log_p, d, axis):
@@ -109,9 +141,10 @@ def _moments(p, log_p, d, axis, *, higher=False):
 _static_alpha = _validation.static_scalar  # a float traces one branch; None traces them all
 
 
-def _order_family(p, log_p, d, alpha, axis, general, at_one, at_inf, one_taylor=None):
-  """Evaluates `general(log S, t)`, with the exact branches `at_one(E_p d)` at alpha = 1 and
-  `at_inf(max d)` at alpha = inf.
+def _order_family(p, log_p, d, alpha, axis, general, near, at_one, at_inf, one_taylor=None):
+  """Evaluates `general(log S, t)`, or `near(m, c, t)` on the rows where every |t d| <= 1 (S =
+  exp(t c) (1 + t m), see `_log_power_mean`), with the exact branches `at_one(E_p d)` at
+  alpha = 1 and `at_inf(max d)` at alpha = inf.
 
   A concrete scalar alpha traces only its branch. A traced or array alpha evaluates all three,
   each on a log-ratio that is 0 wherever that branch is not selected, so that no unselected
@@ -129,14 +162,15 @@ def _order_family(p, log_p, d, alpha, axis, general, at_one, at_inf, one_taylor=
     if np.isinf(a):
       return at_inf(_max_log_ratio(log_p, d, axis))
     t = jnp.asarray(a - 1, p.dtype)
-    return general(_log_power_mean(p, log_p, d, t, axis), t)
+    return _general_or_near(general, near, _log_power_mean(p, log_p, d, t, axis), t)
   alpha = jnp.asarray(alpha, p.dtype)
   is_one = alpha == 1
   is_inf = jnp.isinf(alpha)
   squeeze = (lambda x: jnp.squeeze(x, axis)) if alpha.ndim else (lambda x: x)
   t = jnp.where(is_inf | is_one, 1, alpha - 1)
   d_gen = jnp.where(is_one | is_inf, 0, d)
-  gen = general(_log_power_mean(p, log_p, d_gen, t, axis), squeeze(t))
+  gen = _general_or_near(general, near, _log_power_mean(p, log_p, d_gen, t, axis, in_t=True),
+                         squeeze(t))
   mean, higher = _moments(p, log_p, jnp.where(is_one, d, 0), axis,
                           higher=one_taylor is not None)
   one = at_one(mean)
@@ -153,6 +187,16 @@ def _order_family(p, log_p, d, alpha, axis, general, at_one, at_inf, one_taylor=
     one = one + jnp.where(fin, s * (slope + 0.5 * s * curvature), 0)
   inf = at_inf(_max_log_ratio(log_p, jnp.where(is_inf, d, 0), axis))
   return jnp.where(squeeze(is_one), one, jnp.where(squeeze(is_inf), inf, gen))
+
+
+def _general_or_near(general, near, parts, t):
+  log_s, (m, c), is_near = parts
+  return jnp.where(is_near, near(m, c, t), general(log_s, t))
+
+
+def _excess_over_t(m, c, t):
+  """`(S - 1) / t` from the shifted power mean (`_log_power_mean`): S = exp(t c) (1 + t m)."""
+  return jnp.exp(t * c) * m + c * _numerics.expm1_over_x(t * c)
 
 
 def _check_alpha(alpha, lo=0):
@@ -177,7 +221,7 @@ def _fast_order(a):
   return a is not None and 0 < a < np.inf and abs(a - 1) >= _FAST_MIN_T
 
 
-def _family(arrays, alpha, base, *, axis, where, from_logits, general, at_one, at_inf,
+def _family(arrays, alpha, base, *, axis, where, from_logits, general, near, at_one, at_inf,
             one_taylor=None, sign=1.0):
   """`sign` times the order-alpha family (see `_order_family`) of one (entropy: d = log p) or
   two (divergence: d = log p - log q) distributions, with the units and the finish.
@@ -191,7 +235,7 @@ def _family(arrays, alpha, base, *, axis, where, from_logits, general, at_one, a
     dp = prep.dists[0]
     d = dp.log_prob if len(arrays) == 1 else dp.log_prob - prep.dists[1].log_prob
     return sign * _order_family(dp.prob, dp.log_prob, d, _alpha_for(alpha, prep), prep.axis,
-                                general=general, at_one=at_one, at_inf=at_inf,
+                                general=general, near=near, at_one=at_one, at_inf=at_inf,
                                 one_taylor=one_taylor)
 
   a = _static_alpha(alpha)
@@ -208,6 +252,7 @@ def _family(arrays, alpha, base, *, axis, where, from_logits, general, at_one, a
 
 _identity = lambda x: x
 _renyi_general = lambda log_s, t: log_s / t
+_renyi_near = lambda m, c, t: c + m * _numerics.log1p_over_x(t * m)  # log(S) / t
 # (d/d(alpha), d^2/d(alpha)^2) at alpha = 1 of each member, from the mean m of d under p and
 # its central moments c2, c3, with t = alpha - 1: log E_p[e^(t d)] = m t + c2 t^2/2 + c3 t^3/6
 # + ... (cumulants), and the raw moments E_p[d^2] = c2 + m^2, E_p[d^3] = c3 + 3 m c2 + m^3 of
@@ -278,7 +323,7 @@ def renyi_divergence(
   """
   _validation.check_base(base)
   return _family((p, q), alpha, base, axis=axis, where=where, from_logits=from_logits,
-                 general=_renyi_general, at_one=_identity, at_inf=_identity,
+                 general=_renyi_general, near=_renyi_near, at_one=_identity, at_inf=_identity,
                  one_taylor=_renyi_taylor)
 
 
@@ -324,7 +369,7 @@ def renyi_entropy(
   _validation.check_base(base)
   # H_alpha(p) = -D_alpha(p || counting measure): the divergence with log q = 0.
   return _family((p,), alpha, base, axis=axis, where=where, from_logits=from_logits,
-                 general=_renyi_general, at_one=_identity, at_inf=_identity,
+                 general=_renyi_general, near=_renyi_near, at_one=_identity, at_inf=_identity,
                  one_taylor=_renyi_taylor, sign=-1.0)
 
 
@@ -367,6 +412,7 @@ def tsallis_entropy(
   """
   return _family((p,), alpha, None, axis=axis, where=where, from_logits=from_logits,
                  general=lambda log_s, t: _numerics.expm1_over(log_s, -t),
+                 near=lambda m, c, t: -_excess_over_t(m, c, t),
                  at_one=lambda mean: -mean, at_inf=jnp.zeros_like,
                  one_taylor=lambda m, c2, c3: tuple(-x for x in _tsallis_taylor(m, c2, c3)))
 
@@ -416,7 +462,7 @@ def tsallis_divergence(
     Furuichi, Yanagi & Kuriyama, Fundamental Properties of Tsallis Relative Entropy, 2004.
   """
   return _family((p, q), alpha, None, axis=axis, where=where, from_logits=from_logits,
-                 general=_numerics.expm1_over, at_one=_identity,
+                 general=_numerics.expm1_over, near=_excess_over_t, at_one=_identity,
                  at_inf=_inf_if_positive, one_taylor=_tsallis_taylor)
 
 
@@ -502,6 +548,7 @@ def _alpha_divergence(prep: _common.Prepared, alpha) -> jax.Array:
   return _order_family(
       dp.prob, dp.log_prob, d, a_eff, prep.axis,
       general=lambda log_s, t: _numerics.expm1_over(log_s, t * a_b),
+      near=lambda m, c, t: _excess_over_t(m, c, t) / a_b,
       at_one=_identity, at_inf=_inf_if_positive,
       one_taylor=_alpha_taylor,
   )

@@ -41,7 +41,11 @@ def test_traced_alpha_equals_static_on_boundary_rows(fn, alpha):
   p, q = jnp.asarray(P_B, jnp.float32), jnp.asarray(Q_B, jnp.float32)
   static = np.asarray(fn(p, q, alpha))
   traced = np.asarray(jax.jit(fn)(p, q, alpha))
-  np.testing.assert_allclose(traced, static, rtol=1e-6)
+  # Within a few float32 ulp, not bit for bit: where every |(alpha - 1) log(p / q)| <= 1, a
+  # traced order sums the centred power mean (`_renyi._log_power_mean`, whose derivatives in
+  # alpha keep their precision), a static one expm1 of the log-ratios; both are within 3e-7 of
+  # float64 on these rows, whose values are 0 to 4 (a true 0 comes out as up to 4.5e-8).
+  np.testing.assert_allclose(traced, static, rtol=3e-6, atol=1e-7)
   # Gradients of rows whose value is finite are finite, traced or not.
   rows = np.isfinite(static)
   for f in (fn, jax.jit(fn)):

@@ -1,0 +1,152 @@
+"""The order-alpha family just off alpha = 1 in float32: values, d/dalpha and d2/dalpha2 against
+40-digit mpmath.
+
+Near alpha = 1 the power sum S is within rounding of 1, and any form that divides by
+alpha - 1 = t loses relative precision in its derivatives in alpha as 1/t^k (the value itself
+was kept by log1p / expm1). References: the definitions in mpmath on the float32 inputs taken
+exactly, differentiated by `mpmath.diff`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import mpmath as mp
+import numpy as np
+import pytest
+
+import jaxdiv
+from jaxdiv import _numerics
+
+
+def _phi(x):
+  return mp.expm1(x) / x if x != 0 else mp.mpf(1)
+
+
+def _psi(y):
+  return mp.log1p(y) / y if y != 0 else mp.mpf(1)
+
+
+# Each side of the helpers' branch points (|x| = 1; |y| = 0.4), 0, and far from both.
+_HELPERS = [
+    (_numerics.expm1_over_x, _phi, [-3.0, -1.0, -0.999, -0.3, -1e-4, 0.0, 1e-7, 0.02, 0.999, 1.0,
+                                     1.5, 20.0]),
+    (_numerics.log1p_over_x, _psi, [-0.9, -0.41, -0.39, -0.1, -1e-6, 0.0, 1e-6, 0.1, 0.39, 0.41,
+                                     1.7, 50.0]),
+]
+# Relative error bounds for the value and the first two derivatives, in units of the dtype's eps.
+_HELPER_ULPS = (4, 16, 64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fn,ref,points", _HELPERS, ids=["expm1_over_x", "log1p_over_x"])
+def test_series_helpers_and_their_derivatives_match_mpmath(fn, ref, points, dtype, x64):
+  eps = np.finfo(dtype).eps
+  derivs = [jax.jit(jax.vmap(f)) for f in (fn, jax.grad(fn), jax.grad(jax.grad(fn)))]
+  x = np.asarray(points, dtype)
+  with mp.workdps(40):
+    for order, (f, ulps) in enumerate(zip(derivs, _HELPER_ULPS)):
+      # At 0, the limit: mpmath.diff of the removable singularity from either side.
+      want = np.array([float(mp.diff(ref, mp.mpf(float(v)) if v else mp.mpf("1e-30"), order))
+                       for v in x])
+      got = np.asarray(f(x), np.float64)
+      assert np.all(np.isfinite(got))
+      err = np.abs(got - want) / np.abs(want)
+      assert err.max() <= ulps * eps, (order, x[np.argmax(err)], err.max() / eps)
+
+
+# (function, whether it takes q, the mpmath definition from S = sum p^a q^(1-a) / sum p and a).
+_MEMBERS = {
+    "renyi_divergence": (jaxdiv.renyi_divergence, True, lambda s, a: mp.log(s) / (a - 1)),
+    "tsallis_divergence": (jaxdiv.tsallis_divergence, True, lambda s, a: (s - 1) / (a - 1)),
+    "alpha_divergence": (jaxdiv.alpha_divergence, True, lambda s, a: (s - 1) / (a * (a - 1))),
+    "renyi_entropy": (jaxdiv.renyi_entropy, False, lambda s, a: mp.log(s) / (1 - a)),
+    "tsallis_entropy": (jaxdiv.tsallis_entropy, False, lambda s, a: (1 - s) / (a - 1)),
+}
+# Orders on both sides of 1 and through the decades down to 1e-6 (t d = 1e-5 here: the last
+# digits of S - 1), and 1.01, which takes the near form only on the rows of small log-ratios.
+_ORDERS = [1 - 1e-3, 1 + 1e-6, 1 + 1e-4, 1 + 1e-3, 1.01]
+
+
+def _rows():
+  rng = np.random.default_rng(7)
+  a = rng.normal(size=(3, 48)) * 1.5
+  b = a + rng.normal(size=a.shape)
+  p, q = (np.exp(x - x.max(-1, keepdims=True)) for x in (a, b))
+  p, q = (x / x.sum(-1, keepdims=True) for x in (p, q))
+  return p.astype(np.float32), q.astype(np.float32)
+
+
+@pytest.mark.parametrize("name", list(_MEMBERS))
+def test_derivatives_in_alpha_near_one_in_float32(name):
+  fn, two, definition = _MEMBERS[name]
+  p, q = _rows()
+
+  def row(alpha, p, q):
+    return fn(p, q, alpha) if two else fn(p, alpha)
+
+  f0 = jax.jit(jax.vmap(row, in_axes=(None, 0, 0)))
+  f1 = jax.jit(jax.vmap(jax.grad(row), in_axes=(None, 0, 0)))
+  f2 = jax.jit(jax.vmap(jax.grad(jax.grad(row)), in_axes=(None, 0, 0)))
+  with mp.workdps(40):
+    rows = [([mp.mpf(float(v)) for v in pr], [mp.mpf(float(v)) for v in qr])
+            for pr, qr in zip(p, q)]
+
+    def reference(alpha, pr, qr):
+      qr = qr if two else [mp.mpf(1)] * len(pr)
+      s = mp.fsum(pi ** alpha * qi ** (1 - alpha) for pi, qi in zip(pr, qr)) / mp.fsum(pr)
+      return definition(s, alpha)
+
+    for alpha in _ORDERS:
+      a32 = jnp.float32(alpha)
+      a = mp.mpf(float(a32))  # the order as float32 holds it
+      for order, (f, rtol) in enumerate(zip((f0, f1, f2), (3e-6, 3e-6, 3e-5))):
+        got = np.asarray(f(a32, p, q), np.float64)
+        want = np.array([float(mp.diff(lambda x, r=r: reference(x, *r), a, order))
+                         for r in rows])
+        err = np.abs(got - want) / np.abs(want)
+        assert err.max() <= rtol, (name, alpha, order, got, want)
+
+
+# d D / d S of each member: D = g(S).
+_SLOPES = {
+    "renyi_divergence": lambda s, a: 1 / (s * (a - 1)),
+    "tsallis_divergence": lambda s, a: 1 / (a - 1),
+    "alpha_divergence": lambda s, a: 1 / (a * (a - 1)),
+    "renyi_entropy": lambda s, a: 1 / (s * (1 - a)),
+    "tsallis_entropy": lambda s, a: -1 / (a - 1),
+}
+
+
+@pytest.mark.parametrize("alpha", [1 - 1e-3, 1 + 1e-3, 1.1])
+@pytest.mark.parametrize("name", list(_MEMBERS))
+def test_static_orders_near_one_value_and_gradients_in_float32(name, alpha):
+  """A concrete order (no derivative in alpha) keeps the cheaper `expm1(t d) / t` sum: its value
+  and its gradients in p and q against the closed forms, S = sum p^a q^(1-a) / Z, Z = sum p:
+  dS/dp_i = (a p_i^(a-1) q_i^(1-a) - S) / Z, dS/dq_i = (1 - a) (p_i / q_i)^a / Z."""
+  fn, two, definition = _MEMBERS[name]
+  p, q = _rows()
+
+  def total(p, q):
+    return jnp.sum(fn(p, q, alpha) if two else fn(p, alpha))
+
+  got_v = np.asarray(jax.jit(lambda p, q: fn(p, q, alpha) if two else fn(p, alpha))(p, q))
+  got_p, got_q = (np.asarray(g) for g in jax.jit(jax.grad(total, (0, 1)))(p, q))
+  with mp.workdps(40):
+    a = mp.mpf(alpha)
+    for r in range(p.shape[0]):
+      pr = [mp.mpf(float(v)) for v in p[r]]
+      qr = [mp.mpf(float(v)) for v in q[r]] if two else [mp.mpf(1)] * len(pr)
+      z = mp.fsum(pr)
+      s = mp.fsum(pi ** a * qi ** (1 - a) for pi, qi in zip(pr, qr)) / z
+      slope = _SLOPES[name](s, a)
+      want_v = float(definition(s, a))
+      want_p = np.array([float(slope * (a * pi ** (a - 1) * qi ** (1 - a) - s) / z)
+                         for pi, qi in zip(pr, qr)])
+      assert abs(got_v[r] - want_v) <= 3e-6 * abs(want_v), (r, got_v[r], want_v)
+      scale = np.abs(want_p).max()
+      np.testing.assert_allclose(got_p[r], want_p, rtol=3e-5, atol=3e-6 * scale)
+      if two:
+        want_q = np.array([float(slope * (1 - a) * (pi / qi) ** a / z) for pi, qi in zip(pr, qr)])
+        np.testing.assert_allclose(got_q[r], want_q, rtol=3e-5,
+                                   atol=3e-6 * np.abs(want_q).max())
