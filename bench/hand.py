@@ -50,6 +50,7 @@ def _hand_js_probs(p, q):
 
 
 A2 = 2.0  # the order of the order-alpha rows
+A_NEAR = 1.1  # an order that takes the near form
 xlogy, xlog1py = jax.scipy.special.xlogy, jax.scipy.special.xlog1py
 lsig, sig = jax.nn.log_sigmoid, jax.nn.sigmoid
 
@@ -153,6 +154,16 @@ CASES = [
      "log(sum(p**a * q**(1 - a))) / (a - 1), a = 0.5"),
     ("renyi_entropy[alpha=0.5]", "probs", lambda p: jaxdiv.renyi_entropy(p, 0.5),
      lambda p: jnp.log(jnp.sum(p ** 0.5, -1)) / (1 - 0.5), "log(sum(p**a)) / (1 - a), a = 0.5"),
+    # An order near 1 (|alpha - 1| < 0.25), which takes the guarded path's near form: the
+    # centred power mean, whose value and derivatives in alpha keep their precision as
+    # alpha -> 1, where the hand-written line divides a log of about 1 by alpha - 1.
+    ("renyi_divergence[alpha=1.1]", "logits",
+     lambda a, b: jaxdiv.renyi_divergence(a, b, A_NEAR, from_logits=True),
+     lambda a, b: _hand_renyi_logits(a, b, A_NEAR),
+     "log(sum(exp(a la + (1 - a) lb))) / (a - 1), a = 1.1"),
+    ("renyi_divergence[alpha=1.1]", "probs", lambda p, q: jaxdiv.renyi_divergence(p, q, A_NEAR),
+     lambda p, q: jnp.log(_hand_power_sum(p, q, A_NEAR)) / (A_NEAR - 1),
+     "log(sum(p**a * q**(1 - a))) / (a - 1), a = 1.1"),
     # The f-family.
     ("hellinger_distance", "logits",
      lambda a, b: jaxdiv.hellinger_distance(a, b, from_logits=True),
