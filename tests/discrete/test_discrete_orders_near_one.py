@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import mpmath as mp
 import numpy as np
 import pytest
+from _helpers import tiered
 
 import jaxdiv
 from jaxdiv import _numerics
@@ -118,20 +119,32 @@ _SLOPES = {
 }
 
 
-@pytest.mark.parametrize("alpha", [1 - 1e-3, 1 + 1e-3, 1.1])
-@pytest.mark.parametrize("name", list(_MEMBERS))
-def test_static_orders_near_one_value_and_gradients_in_float32(name, alpha):
-  """A concrete order (no derivative in alpha) keeps the cheaper `expm1(t d) / t` sum: its value
-  and its gradients in p and q against the closed forms, S = sum p^a q^(1-a) / Z, Z = sum p:
-  dS/dp_i = (a p_i^(a-1) q_i^(1-a) - S) / Z, dS/dq_i = (1 - a) (p_i / q_i)^a / Z."""
+# Fast tier: each member, order and kind of order once (`tiered`'s covering set).
+@tiered("name,alpha,traced", [(n, a, t) for n in _MEMBERS for a in (1 - 1e-3, 1 + 1e-3, 1.1)
+                              for t in (False, True)])
+def test_orders_near_one_value_and_gradients_in_p_and_q_in_float32(name, alpha, traced):
+  """The value and the gradients in p and q near alpha = 1 against the closed forms, S =
+  sum p^a q^(1-a) / Z, Z = sum p: dS/dp_i = (a p_i^(a-1) q_i^(1-a) - S) / Z,
+  dS/dq_i = (1 - a) (p_i / q_i)^a / Z. A concrete order (no derivative in alpha) keeps the
+  cheaper `expm1(t d) / t` sum, a traced one the centred power mean."""
   fn, two, definition = _MEMBERS[name]
   p, q = _rows()
 
-  def total(p, q):
-    return jnp.sum(fn(p, q, alpha) if two else fn(p, alpha))
+  def value(p, q, a):
+    return fn(p, q, a) if two else fn(p, a)
 
-  got_v = np.asarray(jax.jit(lambda p, q: fn(p, q, alpha) if two else fn(p, alpha))(p, q))
-  got_p, got_q = (np.asarray(g) for g in jax.jit(jax.grad(total, (0, 1)))(p, q))
+  def total(p, q, a):
+    return jnp.sum(value(p, q, a))
+
+  if traced:
+    a32 = jnp.float32(alpha)
+    got_v = np.asarray(jax.jit(value)(p, q, a32))
+    got_p, got_q = (np.asarray(g) for g in jax.jit(jax.grad(total, (0, 1)))(p, q, a32))
+    alpha = float(a32)  # the reference at the order float32 holds
+  else:
+    got_v = np.asarray(jax.jit(lambda p, q: value(p, q, alpha))(p, q))
+    got_p, got_q = (np.asarray(g) for g in
+                    jax.jit(jax.grad(lambda p, q: total(p, q, alpha), (0, 1)))(p, q))
   with mp.workdps(40):
     a = mp.mpf(alpha)
     for r in range(p.shape[0]):
