@@ -47,7 +47,8 @@ def test_series_helpers_and_their_derivatives_match_mpmath(fn, ref, points, dtyp
   x = np.asarray(points, dtype)
   with mp.workdps(40):
     for order, (f, ulps) in enumerate(zip(derivs, _HELPER_ULPS)):
-      # At 0, the limit: mpmath.diff of the removable singularity from either side.
+      # At 0 (a removable singularity) the reference is taken at 1e-30, equal to the limit
+      # far below an ulp.
       want = np.array([float(mp.diff(ref, mp.mpf(float(v)) if v else mp.mpf("1e-30"), order))
                        for v in x])
       got = np.asarray(f(x), np.float64)
