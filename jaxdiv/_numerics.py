@@ -368,20 +368,24 @@ def expm1_minus_x(x: jax.Array) -> jax.Array:
   return _series_near_zero(x, lambda k: 1.0 / math.factorial(k), lambda xb: jnp.expm1(xb) - xb)
 
 
-def _series_near_zero(x: jax.Array, coef: Callable[[int], float],
-                      far: Callable[[jax.Array], jax.Array], radius: float = 1.0) -> jax.Array:
-  """`sum_{k >= 2} coef(k) x^k` (Horner) where |x| < radius, to 18 terms in float64 and 11
-  otherwise (truncation below one ulp for the series here), else `far(x)`; each branch sees a
-  safe value where it is not selected (finite gradients)."""
-  x = jnp.asarray(x)
-  small = jnp.abs(x) < radius
-  xs = jnp.where(small, x, 0)
+def _series_tail(x: jax.Array, coef: Callable[[int], float]) -> jax.Array:
+  """`sum_{k >= 2} coef(k) x^k` (Horner), to 18 terms in float64 and 11 otherwise (truncation
+  below one ulp for the series here, at |x| < 1)."""
   terms = 18 if x.dtype == jnp.float64 else 11
-  series = jnp.zeros_like(xs)
+  series = jnp.zeros_like(x)
   for k in range(terms + 1, 1, -1):
-    series = series * xs + coef(k)
-  xb = jnp.where(small, radius, x)
-  return jnp.where(small, xs * xs * series, far(xb))
+    series = series * x + coef(k)
+  return x * x * series
+
+
+def _series_near_zero(x: jax.Array, coef: Callable[[int], float],
+                      far: Callable[[jax.Array], jax.Array]) -> jax.Array:
+  """:func:`_series_tail` where |x| < 1, else `far(x)`; each branch sees a safe value where it
+  is not selected (finite gradients)."""
+  x = jnp.asarray(x)
+  small = jnp.abs(x) < 1
+  xb = jnp.where(small, 1.0, x)
+  return jnp.where(small, _series_tail(jnp.where(small, x, 0), coef), far(xb))
 
 
 def expm1_over_x(x: jax.Array) -> jax.Array:
@@ -405,9 +409,9 @@ def log1p_over_x(y: jax.Array) -> jax.Array:
   near = jnp.abs(y) < 0.4  # u^2 < 1/16 there
   ys = jnp.where(near, y, 0)
   w = (ys / (2 + ys)) ** 2
-  rest = _series_near_zero(w, lambda k: 1.0 / (2 * k + 1), jnp.zeros_like, radius=1 / 16)
   yb = jnp.where(near, 1.0, y)
-  return jnp.where(near, 2 / (2 + ys) * (1 + w / 3 + rest), log1p(yb) / yb)
+  series = 1 + w / 3 + _series_tail(w, lambda k: 1.0 / (2 * k + 1))
+  return jnp.where(near, 2 / (2 + ys) * series, log1p(yb) / yb)
 
 
 def xexpx_bregman(x: jax.Array) -> jax.Array:
