@@ -302,10 +302,31 @@ def _log_positive(s: jax.Array) -> jax.Array:
   return log_s + (log_s - log_s)
 
 
-def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = None):
+# `near` power sums below this S take the guarded path: `log1p(S - 1)` from a sum of terms up to
+# p in size has a relative error of about eps / (S |log S|), 2.9 eps here.
+_NEAR_MIN_S = 0.25
+
+
+def _log_near(e: jax.Array) -> jax.Array:
+  """`log S = log1p(e)` of `e = S - 1`, NaN where S < `_NEAR_MIN_S` (the row takes the guarded
+  path) or e is not finite. The NaN by arithmetic (a root of a negative), not a select: see
+  :func:`_log_positive`."""
+  return jnp.log1p(e) + 0 * jnp.sqrt(e + (1 - _NEAR_MIN_S))
+
+
+def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = None,
+              near: bool = False):
   """`(logits, probs)` value/coefficient pairs for :func:`run` of `general(log S)`, with the
   power sum `S = sum_i prod_k x_k,i ** c_k` over one or two distributions (the order-alpha
   family: `c = (alpha, 1 - alpha)` or `(alpha,)`).
+
+  `near`: an order near 1 (one exponent `c_i = 1 + t`, `|t| < 1/4`, and for two inputs the other
+  `-t`), where `log S / t` from the plain sum loses relative precision as 1 / |t|. Its logits
+  form sums `S - 1 = sum_k p_k expm1(t d_k)` instead, with `p = x_i`'s softmax and `d` its
+  log-softmax minus the other's (the entropies: its log-softmax), and differentiates as
+  `p expm1(t d - log S) = r - p`, the difference of the weights of S and of p that the plain
+  form takes by subtraction. Rows where S is not near 1 (below `_NEAR_MIN_S`) take the guarded
+  path. Its probabilities form is the plain one (the caller takes the guarded path there).
 
   On probabilities `log S` is divided by the mass of input `norm` (None: not normalised), as
   the guarded path does; the powers are `x ** c`, which XLA turns into products, divisions or
@@ -434,6 +455,35 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
       out.append(g)
     return tuple(out)
 
+  # The near form: the input i whose exponent is 1 + t, the log-ratio d of the terms' powers.
+  t_near = max(cs) - 1
+  i_near = cs.index(max(cs))
+  if len(cs) == 1:
+    near_ratio = lambda lps: lps[0]
+  else:
+    near_ratio = lambda lps: lps[i_near] - lps[1 - i_near]
+
+  def value_logits_near(ax, *xs):
+    # S - 1 = sum_k p_k expm1(t d_k), not sum exp(sum_k c_k lp_k) - 1: this keeps the precision
+    # of S - 1 (about t KL), which that difference loses as 1 / |t| (and `log S / t` with it).
+    stats = [(m, jnp.log(total)) for m, total in (max_and_sum_exp(x, ax) for x in xs)]
+    lps = log_softmaxes(xs, stats)
+    e = jnp.sum(jnp.exp(lps[i_near]) * jnp.expm1(t_near * near_ratio(lps)), axis=ax)
+    log_s = _log_near(e)
+    return general(log_s), (e, log_s, stats)
+
+  def coefs_logits_near(ax, out, aux, *xs):
+    # d log S / d x_k = c_k (r - p_k) with r = p_i exp(t d - log S) the weights of S; for the
+    # input i, r - p_i as p_i expm1(t d - log S), which the subtraction would cancel (r - p_i is
+    # about t p_i (d - KL), and the slope of Renyi's log S / t is 1 / t).
+    _, log_s, stats = aux
+    lps = log_softmaxes(xs, stats)
+    p = jnp.exp(lps[i_near])
+    r_minus_p = p * jnp.expm1(t_near * near_ratio(lps) - jnp.expand_dims(log_s, ax))
+    slope = jnp.expand_dims(_slope(general, log_s), ax)
+    return tuple(slope * c * (r_minus_p if k == i_near else (p + r_minus_p) - jnp.exp(lps[k]))
+                 for k, c in enumerate(cs))
+
   def value_logits(ax, *xs):
     # log S = log sum exp(sum_k c_k log_softmax(x_k)), as the hand-written line. With the
     # log-normalisers subtracted after the sum instead (`log sum exp(sum_k c_k y_k) - sum_k c_k
@@ -468,4 +518,6 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
     slope = jnp.expand_dims(_slope(general, log_s), ax)
     return tuple(slope * c * (r - p) for c, p in zip(cs, ps))
 
+  if near:
+    return (value_logits_near, coefs_logits_near), (value_probs, coefs_probs)
   return (value_logits, coefs_logits), (value_probs, coefs_probs)

@@ -221,6 +221,13 @@ def _fast_order(a):
   return a is not None and 0 < a < np.inf and abs(a - 1) >= _FAST_MIN_T
 
 
+def _near_order(a, fast):
+  """Whether a static order takes the unguarded power sum's near form (`_fast.power_sum`):
+  from logits, within `_FAST_MIN_T` of 1 but not 1. (From probabilities the guarded path is
+  already as fast as the hand-written line there: `bench/hand.py`, alpha = 1.1.)"""
+  return a is not None and fast[3] and 0 < abs(a - 1) < _FAST_MIN_T
+
+
 def _family(arrays, alpha, base, *, axis, where, from_logits, general, near, at_one, at_inf,
             one_taylor=None, sign=1.0):
   """`sign` times the order-alpha family (see `_order_family`) of one (entropy: d = log p) or
@@ -241,10 +248,11 @@ def _family(arrays, alpha, base, *, axis, where, from_logits, general, near, at_
   a = _static_alpha(alpha)
   fast = _common.fast_inputs(*arrays, names=names, axis=axis, where=where,
                              from_logits=from_logits)
-  if fast is not None and _fast_order(a):
+  if fast is not None and (_fast_order(a) or _near_order(a, fast)):
     t = a - 1
     exponents = (a, 1 - a)[: len(arrays)]
-    return _fast.run(fast, *_fast.power_sum(exponents, lambda ls: sign * general(ls, t), norm=0),
+    return _fast.run(fast, *_fast.power_sum(exponents, lambda ls: sign * general(ls, t), norm=0,
+                                            near=not _fast_order(a)),
                      careful, base, nonnegative=True)
   return _common.guarded(arrays, careful, names=names, axis=axis, where=where,
                          from_logits=from_logits, hyper=(alpha,), base=base, nonnegative=True)
@@ -514,11 +522,12 @@ def alpha_divergence(
                              from_logits=from_logits)
   # The power sum p^a q^(1 - a) is the same after the swap below; its normalising mass is that
   # of the argument in the first place.
-  if fast is not None and a is not None and _fast_order(max(a, 1 - a)):
-    a_eff = max(a, 1 - a)
+  a_eff = None if a is None else max(a, 1 - a)
+  if fast is not None and (_fast_order(a_eff) or _near_order(a_eff, fast)):
     scale = (a_eff - 1) * a_eff
     return _fast.run(fast, *_fast.power_sum((a, 1 - a), lambda ls: jnp.expm1(ls) / scale,
-                                            norm=0 if a >= 0.5 else 1),
+                                            norm=0 if a >= 0.5 else 1,
+                                            near=not _fast_order(a_eff)),
                      lambda prep: _alpha_divergence(prep, alpha), None, nonnegative=True)
   return _common.guarded((p, q), _alpha_divergence, names=("p", "q"), axis=axis, where=where,
                          from_logits=from_logits, hyper=(alpha,), nonnegative=True)

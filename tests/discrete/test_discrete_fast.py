@@ -432,6 +432,14 @@ OTHER_CASES = {
         lambda p, q: -2 * (_POWER(p, q, 0.5) - 1)),
     "alpha_divergence[alpha=0.3]": (lambda p, q, **k: jaxdiv.alpha_divergence(p, q, 0.3, **k),
                                     lambda p, q: (_POWER(p, q, 0.3) - 1) / (0.3 * -0.7)),
+    # Orders within 1/4 of 1: from logits the near form (S - 1 as sum p expm1(t d)), of two
+    # inputs, of one, and with the order near 1 on the second input (a < 1/2 swaps them).
+    "renyi_divergence[alpha=1.1]": (lambda p, q, **k: jaxdiv.renyi_divergence(p, q, 1.1, **k),
+                                    lambda p, q: jnp.log(_POWER(p, q, 1.1)) / 0.1),
+    "tsallis_entropy[alpha=0.9]": (lambda p, q, **k: jaxdiv.tsallis_entropy(p, 0.9, **k),
+                                   lambda p, q: (1 - _POWER1(p, 0.9)) / -0.1),
+    "alpha_divergence[alpha=0.1]": (lambda p, q, **k: jaxdiv.alpha_divergence(p, q, 0.1, **k),
+                                    lambda p, q: (_POWER(p, q, 0.1) - 1) / (0.1 * -0.9)),
     "hellinger_distance": (jaxdiv.hellinger_distance,
                            lambda p, q: jnp.sqrt(0.5 * jnp.sum((jnp.sqrt(p) - jnp.sqrt(q)) ** 2,
                                                                -1))),
@@ -462,10 +470,10 @@ def test_other_families_value_and_grads_match_reference(x64, name, from_logits):
 
 
 # Fast tier: one function per value form of `_fast` (a power sum with two inputs and with one,
-# the f-family's closed form and a user generator), both input forms among them.
+# its near form, the f-family's closed form and a user generator), both input forms among them.
 @tiered("name,from_logits", [(n, fl) for n in OTHER_CASES for fl in (True, False)],
         fast=[("renyi_divergence[alpha=2]", True), ("tsallis_entropy[alpha=3]", False),
-              ("alpha_divergence[alpha=0.3]", True),
+              ("alpha_divergence[alpha=0.3]", True), ("alpha_divergence[alpha=0.1]", True),
               ("hellinger_distance", True), ("f_divergence[hellinger]", False),
               ("bhattacharyya_distance", True), ("bhattacharyya_distance", False)])
 def test_other_families_edge_rows_take_the_guarded_values(x64, name, from_logits):

@@ -9,11 +9,13 @@ exactly, differentiated by `mpmath.diff`.
 
 from __future__ import annotations
 
+import discrete_reference as dref
 import jax
 import jax.numpy as jnp
 import mpmath as mp
 import numpy as np
 import pytest
+import scipy.special
 from _helpers import tiered
 
 import jaxdiv
@@ -164,3 +166,68 @@ def test_orders_near_one_value_and_gradients_in_p_and_q_in_float32(name, alpha, 
         want_q = np.array([float(slope * (1 - a) * (pi / qi) ** a / z) for pi, qi in zip(pr, qr)])
         np.testing.assert_allclose(got_q[r], want_q, rtol=3e-5,
                                    atol=3e-6 * np.abs(want_q).max())
+
+
+# From logits a static order within 1/4 of 1 takes the unguarded near form of `_fast.power_sum`
+# (S - 1 as sum p expm1(t d)): (jaxdiv function, float64 reference, the slope dD / dlog S).
+_LOGIT_MEMBERS = {
+    "renyi_divergence": (jaxdiv.renyi_divergence, dref.renyi_divergence_logits,
+                         lambda s, a: 1 / (a - 1)),
+    "tsallis_divergence": (jaxdiv.tsallis_divergence, dref.tsallis_divergence_logits,
+                           lambda s, a: s / (a - 1)),
+    "alpha_divergence": (jaxdiv.alpha_divergence, dref.alpha_divergence_logits,
+                         lambda s, a: s / (a * (a - 1))),
+    "renyi_entropy": (jaxdiv.renyi_entropy, dref.renyi_entropy_logits, lambda s, a: 1 / (1 - a)),
+    "tsallis_entropy": (jaxdiv.tsallis_entropy, dref.tsallis_entropy_logits,
+                        lambda s, a: -s / (a - 1)),
+}
+
+
+def _logit_rows():
+  """Rows of 512 logits: 6 ordinary ones (q's logits p's plus noise), and rows whose power sum
+  S is below 1/4 at the orders below 1 (divergences: q's logits reversed and scaled, KL about
+  30) or above 1 (entropies: near-uniform rows, H near log 512), which the near form leaves to
+  the guarded path (its S - 1 would lose S's relative precision as 1 / S)."""
+  rng = np.random.default_rng(11)
+  a = rng.normal(size=(8, 512)) * 2
+  b = a + rng.normal(size=a.shape)
+  b[6] = -10 * a[6]
+  a[7] = 0.01 * rng.normal(size=512)
+  return a.astype(np.float32), b.astype(np.float32)
+
+
+# Fast tier: each member once, an order each side of 1 among them.
+@tiered("name,alpha", [(n, a) for n in _LOGIT_MEMBERS for a in (0.76, 1 - 1e-3, 1 + 1e-5, 1.1,
+                                                                    1.24, 0.2)
+                       if a != 0.2 or n == "alpha_divergence"],
+        fast=[("renyi_divergence", 0.76), ("tsallis_divergence", 1.24),
+              ("alpha_divergence", 0.2), ("renyi_entropy", 1.24), ("tsallis_entropy", 1 - 1e-3)])
+def test_near_orders_from_logits_in_float32(name, alpha):
+  """Value and gradients in both logits against float64, in float32: within 2e-6 relative
+  (values) and 2e-6 of the largest gradient entry, on every row, the ones with S < 1/4
+  included. The hand-written `log(sum(exp(a lp + (1 - a) lq))) / (a - 1)` loses relative
+  precision as 1 / |a - 1| (1e-2 at a = 1 + 1e-5). alpha_divergence at 0.2: the order near 1
+  is that of its second argument (D^(a)(p||q) = D^(1-a)(q||p))."""
+  fn, ref, slope = _LOGIT_MEMBERS[name]
+  two = "divergence" in name
+  a, b = _logit_rows()
+  a64, b64 = a.astype(np.float64), b.astype(np.float64)
+  args = lambda x, y: (x, y, alpha) if two else (x, alpha)
+  value = jax.jit(lambda x, y: fn(*args(x, y), from_logits=True))
+  grads = jax.jit(jax.grad(lambda x, y: jnp.sum(value(x, y)), (0, 1)))
+  want = ref(*args(a64, b64)[:-1], alpha)
+  got = np.asarray(value(a, b), np.float64)
+  np.testing.assert_allclose(got, want, rtol=2e-6)
+  # The gradients in closed form: D = g(log S), S = sum exp(c_p lp + c_q lq) with (c_p, c_q) =
+  # (a, 1 - a) (entropies: (a, 0)); dD/dx = g'(log S) c_x (r - softmax(x)), r the terms over S.
+  lp, lq = dref.log_softmax64(a64), dref.log_softmax64(b64)
+  c_q = 1 - alpha if two else 0.0
+  log_s = scipy.special.logsumexp(alpha * lp + c_q * lq, axis=-1, keepdims=True)
+  r = np.exp(alpha * lp + c_q * lq - log_s)
+  g = slope(np.exp(log_s), alpha)
+  for got_g, want_g in zip(grads(a, b), (g * alpha * (r - np.exp(lp)),
+                                         g * c_q * (r - np.exp(lq)))):
+    if not two and not np.any(want_g):
+      assert not np.any(got_g)
+      continue
+    np.testing.assert_allclose(got_g, want_g, rtol=0, atol=2e-6 * np.abs(want_g).max())
