@@ -154,13 +154,18 @@ CASES = [
      "log(sum(p**a * q**(1 - a))) / (a - 1), a = 0.5"),
     ("renyi_entropy[alpha=0.5]", "probs", lambda p: jaxdiv.renyi_entropy(p, 0.5),
      lambda p: jnp.log(jnp.sum(p ** 0.5, -1)) / (1 - 0.5), "log(sum(p**a)) / (1 - a), a = 0.5"),
-    # An order near 1 (|alpha - 1| < 0.25), which takes the guarded path's near form: the
-    # centred power mean, whose value and derivatives in alpha keep their precision as
-    # alpha -> 1, where the hand-written line divides a log of about 1 by alpha - 1.
+    # An order near 1 (|alpha - 1| < 0.25), which keeps its relative precision as alpha -> 1
+    # (S - 1 summed as sum p expm1(t d), t = alpha - 1), where the hand-written line divides a
+    # log of about 1 by alpha - 1: from logits `_fast.power_sum`'s near form, from
+    # probabilities the guarded path.
     ("renyi_divergence[alpha=1.1]", "logits",
      lambda a, b: jaxdiv.renyi_divergence(a, b, A_NEAR, from_logits=True),
      lambda a, b: _hand_renyi_logits(a, b, A_NEAR),
      "log(sum(exp(a la + (1 - a) lb))) / (a - 1), a = 1.1"),
+    ("renyi_entropy[alpha=1.1]", "logits",
+     lambda a: jaxdiv.renyi_entropy(a, A_NEAR, from_logits=True),
+     lambda a: jnp.log(jnp.sum(jnp.exp(A_NEAR * lsm(a)), -1)) / (1 - A_NEAR),
+     "log(sum(exp(a log_softmax))) / (1 - a), a = 1.1"),
     ("renyi_divergence[alpha=1.1]", "probs", lambda p, q: jaxdiv.renyi_divergence(p, q, A_NEAR),
      lambda p, q: jnp.log(_hand_power_sum(p, q, A_NEAR)) / (A_NEAR - 1),
      "log(sum(p**a * q**(1 - a))) / (a - 1), a = 1.1"),
