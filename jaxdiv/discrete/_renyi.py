@@ -223,8 +223,9 @@ def _fast_order(a):
 
 def _near_order(a, fast):
   """Whether a static order takes the unguarded power sum's near form (`_fast.power_sum`):
-  from logits, within `_FAST_MIN_T` of 1 but not 1. (From probabilities the guarded path is
-  already as fast as the hand-written line there: `bench/hand.py`, alpha = 1.1.)"""
+  within `_FAST_MIN_T` of 1 but not 1, on logits (`fast`: `_common.fast_inputs`' tuple, whose
+  last item says so). From probabilities the guarded path is already faster than the
+  hand-written line there (`bench/hand.py`, alpha = 1.1)."""
   return a is not None and fast[3] and 0 < abs(a - 1) < _FAST_MIN_T
 
 
