@@ -184,11 +184,11 @@ _LOGIT_MEMBERS = {
 
 
 def _logit_rows():
-  """Rows of 512 logits: 6 ordinary ones (q's logits p's plus noise), and two whose power sum S
-  is below 1/4 at some orders, which the near form leaves to the guarded path (its S - 1 would
-  lose S's relative precision as 1 / S): q's logits p's reversed and scaled (KL 89; S = 1.1e-4
-  at 0.76, 0.08 for the alpha-divergence at 0.2) and a near-uniform p (the entropies at 1.24:
-  S = 0.22)."""
+  """Rows of 512 logits: 6 ordinary ones (q's logits p's plus noise); one whose power sum S is
+  below 1/4 at the orders below 1, where the near form leaves a divergence's row to the guarded
+  path (its S - 1 would lose S's relative precision as 1 / S): q's logits p's reversed and scaled
+  (KL 89; S = 1.1e-4 at 0.76, 0.08 for the alpha-divergence at 0.2); and a near-uniform p, whose
+  S = 0.22 at 1.24 the entropies keep on the near form (their threshold is 1/32)."""
   rng = np.random.default_rng(11)
   a = rng.normal(size=(8, 512)) * 2
   b = a + rng.normal(size=a.shape)
@@ -205,7 +205,7 @@ def _logit_rows():
               ("alpha_divergence", 0.2), ("renyi_entropy", 1.24), ("tsallis_entropy", 1 - 1e-3)])
 def test_near_orders_from_logits_in_float32(name, alpha):
   """Value and gradients in both logits against float64, in float32: within 2e-6 relative
-  (values) and 2e-6 of the largest gradient entry, on every row, the ones with S < 1/4
+  (values) and 2e-6 of the largest gradient entry, on every row, the ones with small S
   included. The hand-written `log(sum(exp(a lp + (1 - a) lq))) / (a - 1)` loses relative
   precision as 1 / |a - 1| (Renyi on these rows: 4e-2 at a = 1 + 1e-5, 4e-4 at 0.999).
   alpha_divergence at 0.2: the order near 1 is that of its second argument (D^(a)(p||q) =
