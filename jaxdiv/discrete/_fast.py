@@ -473,7 +473,7 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
   def value_logits_near(ax, *xs):
     # S - 1 = sum_k p_k expm1(t d_k), not sum exp(sum_k c_k lp_k) - 1: this keeps the precision
     # of S - 1 (about t KL), which that difference loses as 1 / |t| (and `log S / t` with it).
-    stats = [(m, jnp.log(total)) for m, total in (max_and_sum_exp(x, ax) for x in xs)]
+    stats = row_stats(xs, ax)
     lps = log_softmaxes(xs, stats)
     e = jnp.sum(jnp.exp(lps[i_near]) * jnp.expm1(t_near * near_ratio(lps)), axis=ax)
     log_s = _log_near(e, _NEAR_MIN_S_ONE if len(cs) == 1 else _NEAR_MIN_S)
@@ -497,10 +497,14 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
     # lse_k`, the same value to rounding) XLA:CPU ran the forward 3x slower (32768x512, both
     # one fusion): an output that reads two of the fusion's row reductions is slow there, one
     # whose reductions feed each other is not.
-    stats = [(m, jnp.log(total)) for m, total in (max_and_sum_exp(x, ax) for x in xs)]
+    stats = row_stats(xs, ax)
     s = jnp.sum(jnp.exp(sum(c * lp for c, lp in zip(cs, log_softmaxes(xs, stats)))), axis=ax)
     log_s = _log_positive(s)
     return general(log_s), (s, log_s, stats)
+
+  def row_stats(xs, ax):
+    """Each input's row max and log-normaliser, `(m, log sum exp(x - m))`."""
+    return [(m, jnp.log(total)) for m, total in (max_and_sum_exp(x, ax) for x in xs)]
 
   def log_softmaxes(xs, stats):
     return [(x - m) - lse for x, (m, lse) in zip(xs, stats)]

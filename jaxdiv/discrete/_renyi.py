@@ -221,12 +221,19 @@ def _fast_order(a):
   return a is not None and 0 < a < np.inf and abs(a - 1) >= _FAST_MIN_T
 
 
-def _near_order(a, fast):
-  """Whether a static order takes the unguarded power sum's near form (`_fast.power_sum`):
-  within `_FAST_MIN_T` of 1 but not 1, on logits (`fast`: `_common.fast_inputs`' tuple, whose
-  last item says so). From probabilities the guarded path is already faster than the
-  hand-written line there (`bench/hand.py`, alpha = 1.1)."""
-  return a is not None and fast[3] and 0 < abs(a - 1) < _FAST_MIN_T
+def _power_sum_near(a, fast):
+  """How a static order `a` takes the unguarded power sum (`_fast.power_sum`): None where it
+  does not (a traced order, or `fast`, `_common.fast_inputs`' tuple, is None), else its `near`
+  argument: False away from 1 (`_fast_order`), True within `_FAST_MIN_T` of 1 but not 1 on
+  logits (`fast`'s last item). From probabilities the guarded path is already faster than the
+  hand-written line near 1 (`bench/hand.py`, alpha = 1.1)."""
+  if fast is None or a is None:
+    return None
+  if _fast_order(a):
+    return False
+  if fast[3] and 0 < abs(a - 1) < _FAST_MIN_T:
+    return True
+  return None
 
 
 def _family(arrays, alpha, base, *, axis, where, from_logits, general, near, at_one, at_inf,
@@ -249,11 +256,12 @@ def _family(arrays, alpha, base, *, axis, where, from_logits, general, near, at_
   a = _static_alpha(alpha)
   fast = _common.fast_inputs(*arrays, names=names, axis=axis, where=where,
                              from_logits=from_logits)
-  if fast is not None and (_fast_order(a) or _near_order(a, fast)):
+  near_form = _power_sum_near(a, fast)
+  if near_form is not None:
     t = a - 1
     exponents = (a, 1 - a)[: len(arrays)]
     return _fast.run(fast, *_fast.power_sum(exponents, lambda ls: sign * general(ls, t), norm=0,
-                                            near=not _fast_order(a)),
+                                            near=near_form),
                      careful, base, nonnegative=True)
   return _common.guarded(arrays, careful, names=names, axis=axis, where=where,
                          from_logits=from_logits, hyper=(alpha,), base=base, nonnegative=True)
@@ -524,11 +532,12 @@ def alpha_divergence(
   # The power sum p^a q^(1 - a) is the same after the swap below; its normalising mass is that
   # of the argument in the first place.
   a_eff = None if a is None else max(a, 1 - a)
-  if fast is not None and (_fast_order(a_eff) or _near_order(a_eff, fast)):
+  near_form = _power_sum_near(a_eff, fast)
+  if near_form is not None:
     scale = (a_eff - 1) * a_eff
     return _fast.run(fast, *_fast.power_sum((a, 1 - a), lambda ls: jnp.expm1(ls) / scale,
                                             norm=0 if a >= 0.5 else 1,
-                                            near=not _fast_order(a_eff)),
+                                            near=near_form),
                      lambda prep: _alpha_divergence(prep, alpha), None, nonnegative=True)
   return _common.guarded((p, q), _alpha_divergence, names=("p", "q"), axis=axis, where=where,
                          from_logits=from_logits, hyper=(alpha,), nonnegative=True)
