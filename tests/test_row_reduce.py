@@ -72,6 +72,7 @@ def test_float32_sums_as_accurate_as_the_ordinary_sum(one_pass):
   assert ours.max() <= 1.1 * plain.max() + 1e-7, (ours.max(), plain.max())
 
 
+@pytest.mark.slow  # 7 s; fast: test_terms_closing_over_a_traced_scalar (grad, jacfwd, 2nd)
 def test_derivatives_are_the_sums_of_the_tangents(one_pass, x64):
   """Gradient, forward mode, Hessian and vmap through the one pass (the minima carry none)."""
   rng = np.random.default_rng(2)

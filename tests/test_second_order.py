@@ -207,7 +207,8 @@ def test_binary_loss_hessian_finite_at_extreme_logits(name, dtype):
     _check(values, hess, f"{name} ({dtype})", (0, 1))
 
 
-@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0])
+# gamma = 0 (15 s) slow; 0.5, 1 and 2 run the same code in the fast tier.
+@tiered("gamma", [0.0, 0.5, 1.0, 2.0], fast=[0.5, 1.0, 2.0])
 def test_focal_loss_logit_hessian_at_tiny_soft_labels(gamma):
   """float32 d²/dz² at soft labels down to 1e-38 and logits to -100, against optax's formula
   differentiated in float64. 1 - p_t is then about 1e-27 (z = -60, y = 1e-30), and log(1 - p_t)
@@ -224,7 +225,8 @@ def test_focal_loss_logit_hessian_at_tiny_soft_labels(gamma):
   np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-8)
 
 
-@pytest.mark.parametrize("gamma", [0.5, 0.1])
+# gamma = 0.5 (9 s) slow; 0.1 runs the same code in the fast tier.
+@tiered("gamma", [0.5, 0.1], fast=[0.1])
 def test_focal_loss_second_derivative_matches_closed_form(gamma):
   """d²/dz² of the focal loss against its closed form (float64 algebra).
 
@@ -247,8 +249,11 @@ def test_focal_loss_second_derivative_matches_closed_form(gamma):
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-9, atol=1e-15)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("zero", [False, True], ids=["fast", "guarded"])
+# One decorator over the product (ids as the two stacked ones gave): fast-float32 (5 s) slow;
+# fast-float64 and guarded-float32 cover its path and its dtype in the fast tier.
+@tiered("zero,dtype", [(z, d) for z in (False, True) for d in DTYPES],
+        fast=[(False, "float64"), (True, "float32"), (True, "float64")],
+        ids=[f"{'guarded' if z else 'fast'}-{d}" for z in (False, True) for d in DTYPES])
 def test_shannon_family_hessians_on_tiny_probabilities(dtype, zero):
   """The Shannon family on probabilities with entries down to 1e-30 (float32; 1e-300 in float64)
   against the closed-form Hessians (diagonal blocks; +-inf where they overflow). Their d²/dq²
@@ -300,8 +305,9 @@ def test_shannon_family_hessians_on_tiny_probabilities(dtype, zero):
         assert np.all(off == 0), f"{name} {label}"
 
 
-@pytest.mark.parametrize("name", ["kl_divergence", "js_divergence", "jeffreys_divergence",
-                                  "cross_entropy"])
+# KL (19 s) and JS (10 s) slow; Jeffreys' and the cross-entropy (the guarded path too) fast.
+@tiered("name", ["kl_divergence", "js_divergence", "jeffreys_divergence", "cross_entropy"],
+        fast=["jeffreys_divergence", "cross_entropy"])
 def test_shannon_hessian_symmetric_at_a_zero_probability(name):
   """A zero entry of p (the guarded path, with and without a mask): the Hessian in (p, q) is
   symmetric, forward-over-reverse as reverse-over-forward. A rule whose d/dp is held at 0 at

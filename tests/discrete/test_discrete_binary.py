@@ -71,6 +71,8 @@ def test_where_masks_elements():
   np.testing.assert_allclose(float(got), want, rtol=1e-5)
 
 
+# 6 s (three second-order check_grads); test_hessians_over_the_decades keeps second orders fast.
+@pytest.mark.slow
 def test_gradients(x64):
   p = jnp.array([0.1, 0.5, 0.8])
   q = jnp.array([0.3, 0.6, 0.2])
@@ -167,6 +169,9 @@ def test_kl_float32_at_extreme_ratios():
     np.testing.assert_allclose(np.asarray(dq), want_dq, rtol=1e-12)
 
 
+# 5.6 s; test_kl_derivatives_near_equal_and_at_the_edges keeps these vmapped gradients and
+# Hessians fast.
+@pytest.mark.slow
 def test_kl_derivatives_where_a_ratio_is_small():
   # The value's log1p((p - q) / q) has a relative error of eps q / p there, harmless in
   # p log(p / q); the derivative, log(p / q) - log((1 - p) / (1 - q)), once took it (5% off

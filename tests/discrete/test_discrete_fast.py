@@ -65,8 +65,10 @@ def _ours(name, from_logits, where=None):
   return lambda a, b: fn(a, b, from_logits=from_logits, where=where)
 
 
-# Fast tier: each function and each input form once (`tiered`); the rest in the slow tier.
-@tiered("name,from_logits", [(n, fl) for n in CASES for fl in (True, False)])
+# Fast tier: each function but entropy and each input form once (`tiered`); the rest in the slow
+# tier. entropy (8.6 s) is slow: the other five run the same Shannon custom_jvp.
+@tiered("name,from_logits", [(n, fl) for n in CASES for fl in (True, False)],
+        fast=[(n, n != "cross_entropy") for n in CASES if n != "entropy"])
 def test_value_and_grads_match_reference(x64, name, from_logits):
   a, b = map(jnp.asarray, _inputs(from_logits))
   _assert_matches(_ours(name, from_logits), _reference(name, from_logits), a, b)
@@ -138,12 +140,14 @@ def _primitives(jaxpr) -> list[str]:
   return names
 
 
+# Slow: kl (10 s) and the generator (7 s); js and entropy run the same `cond` in the fast tier.
 @pytest.mark.parametrize("name,fn", [
-    ("kl(logits)", lambda a, b: jaxdiv.kl_divergence(a, b, from_logits=True)),
+    pytest.param("kl(logits)", lambda a, b: jaxdiv.kl_divergence(a, b, from_logits=True),
+                 marks=pytest.mark.slow),
     ("js(logits)", lambda a, b: jaxdiv.js_divergence(a, b, from_logits=True)),
     ("entropy(probs)", lambda a, b: jaxdiv.entropy(jax.nn.softmax(a))),
-    ("f_divergence(generator)", lambda a, b: jaxdiv.f_divergence(
-        jax.nn.softmax(a), jax.nn.softmax(b), lambda t: t * jnp.log(t))),
+    pytest.param("f_divergence(generator)", lambda a, b: jaxdiv.f_divergence(
+        jax.nn.softmax(a), jax.nn.softmax(b), lambda t: t * jnp.log(t)), marks=pytest.mark.slow),
 ])
 def test_vmap_keeps_the_fallback_a_cond(name, fn):
   """Under `jax.vmap` the guarded fallback stays behind a `cond` on one predicate for the whole
@@ -198,6 +202,8 @@ def test_mapped_size_counts_the_examples_vmap_computes_at_once():
   assert jax.jit(jax.vmap(jax.grad(lambda a, b: kl(a, b).sum())))(z, z).shape == (0, 4, 8)
 
 
+# The fast tier runs no case of this test; it costs 14 s.
+@pytest.mark.slow
 def test_eager_derivatives_trace_no_vmap_probe(monkeypatch):
   """Under eager `jax.grad` (no `vmap`, no `jit`) neither `mapped_size`'s probe nor
   `any_in_batch`'s `custom_vmap` is called: each traces a jaxpr per call, and made an eager
@@ -224,9 +230,9 @@ def test_eager_derivatives_trace_no_vmap_probe(monkeypatch):
 
 @pytest.mark.parametrize("name,fn,entries", [
     ("renyi_entropy(probs)", lambda a: jaxdiv.renyi_entropy(jax.nn.softmax(a), 2.0), 1 << 12),
-    ("kl(logits, where)", lambda a: jaxdiv.kl_divergence(a, jnp.roll(a, 1, -1),
-                                                         from_logits=True, where=a > -2),
-     1 << 16),
+    # slow (5 s): test_vmap_of_short_examples_takes_the_guarded_forward_whole runs these blocks
+    pytest.param("kl(logits, where)", lambda a: jaxdiv.kl_divergence(
+        a, jnp.roll(a, 1, -1), from_logits=True, where=a > -2), 1 << 16, marks=pytest.mark.slow),
 ])
 def test_vmap_blocks_count_the_mapped_examples_once(monkeypatch, name, fn, entries):
   """The row blocks of the one pass (`row_reduce`) and of the guarded forward
@@ -463,7 +469,11 @@ def _other(name, from_logits, where=None):
   return ours, ref
 
 
-@tiered("name,from_logits", [(n, fl) for n in OTHER_CASES for fl in (True, False)])
+# Fast tier: each function once; renyi_divergence[alpha=2] (8 s) slow: tsallis_divergence[alpha=2]
+# runs the same power sum.
+@tiered("name,from_logits", [(n, fl) for n in OTHER_CASES for fl in (True, False)],
+        fast=[(n, n != "renyi_entropy[alpha=0.5]") for n in OTHER_CASES
+              if n != "renyi_divergence[alpha=2]"])
 def test_other_families_value_and_grads_match_reference(x64, name, from_logits):
   a, b = map(jnp.asarray, _inputs(from_logits))
   _assert_matches(*_other(name, from_logits), a, b)
@@ -471,10 +481,11 @@ def test_other_families_value_and_grads_match_reference(x64, name, from_logits):
 
 # Fast tier: one function per value form of `_fast` (a power sum with two inputs and with one,
 # its near form, the f-family's closed form and a user generator), both input forms among them.
+# Slow: renyi_divergence[alpha=2] (11 s) and the user generator, f_divergence[hellinger] (6 s).
 @tiered("name,from_logits", [(n, fl) for n in OTHER_CASES for fl in (True, False)],
-        fast=[("renyi_divergence[alpha=2]", True), ("tsallis_entropy[alpha=3]", False),
+        fast=[("tsallis_entropy[alpha=3]", False),
               ("alpha_divergence[alpha=0.3]", True), ("alpha_divergence[alpha=0.1]", True),
-              ("hellinger_distance", True), ("f_divergence[hellinger]", False),
+              ("hellinger_distance", True),
               ("bhattacharyya_distance", True), ("bhattacharyya_distance", False)])
 def test_other_families_edge_rows_take_the_guarded_values(x64, name, from_logits):
   a, b = _with_edges(from_logits)
@@ -515,9 +526,11 @@ GUARDED_PROB_CASES = {
 }
 
 
+# Slow: renyi_divergence[alpha=2] (19 s; test_one_pass_over_row_blocks_takes_the_guarded_values
+# runs the integer orders) and f_divergence[1/(1+t)] (7 s, the slow tier only).
 @tiered("name", list(GUARDED_PROB_CASES),
-        fast=["renyi_divergence[alpha=2]", "alpha_divergence[alpha=-0.5]",
-              "renyi_entropy[alpha=0.5]", "chi_squared_divergence", "f_divergence[1/(1+t)]"])
+        fast=["alpha_divergence[alpha=-0.5]", "renyi_entropy[alpha=0.5]",
+              "chi_squared_divergence"])
 def test_fast_path_takes_the_guarded_values_on_bad_probabilities(one_pass, x64, name):
   """Probabilities with a negative, +inf or zero entry (in either input, alone or both at one
   index): the fast path's row values (NaN included) and gradients are the guarded path's. Rows
@@ -591,9 +604,10 @@ def _check_bad_probabilities(name, n):
     np.testing.assert_allclose(got, exp, rtol=1e-10, atol=1e-12)
 
 
+# Fast tier: entropy, whose case runs the same row blocks as kl from logits (10 s, slow).
 @tiered("name,from_logits,axis", [("kl_divergence", True, -1), ("entropy", False, -1),
                                   ("js_divergence", True, 0)],
-        fast=[("kl_divergence", True, -1), ("entropy", False, -1)])
+        fast=[("entropy", False, -1)])
 def test_large_batch_falls_back_over_row_blocks(x64, name, from_logits, axis):
   """A batch of more than 2**19 entries runs its guarded fallback block by block (XLA holds a
   `cond` branch's buffers whether it runs or not: `_fallback.row_blocks`): 300 rows of 4096,
@@ -605,8 +619,9 @@ def test_large_batch_falls_back_over_row_blocks(x64, name, from_logits, axis):
   _check_against_the_guarded_path(CASES[name][0], a, b, from_logits, axis)
 
 
-@pytest.mark.parametrize("name", ["cross_entropy", "kl_divergence", "jeffreys_divergence",
-                                  "js_divergence"])
+# Fast tier: kl and jeffreys; cross_entropy (22 s) and js (10 s) slow.
+@tiered("name", ["cross_entropy", "kl_divergence", "jeffreys_divergence", "js_divergence"],
+        fast=["kl_divergence", "jeffreys_divergence"])
 def test_coefficients_from_row_statistics_equal_the_guarded_path(x64, monkeypatch, name):
   """Above glibc's mmap threshold the Shannon forms' coefficients form the log-softmaxes and
   softmaxes again from the inputs' row statistics (`_shannon._by_size`); with the threshold at
@@ -645,7 +660,9 @@ def _check_against_the_guarded_path(fn, a, b, from_logits, axis=-1):
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
 
 
-@pytest.mark.parametrize("name,from_logits", [("kl_divergence", True), ("entropy", False)])
+# Fast tier: entropy, whose case runs the same blocks as kl from logits (14 s, slow).
+@tiered("name,from_logits", [("kl_divergence", True), ("entropy", False)],
+        fast=[("entropy", False)])
 def test_a_batch_of_sequences_falls_back_over_row_blocks(x64, name, from_logits):
   """A batch of sequences whose one sequence holds more entries than a block, `[2, 400, 4096]`,
   is cut into blocks along its tokens as `[800, 4096]` is along its rows: the fallback's
@@ -719,6 +736,8 @@ def _check_row_blocks(shape, axis, rng, entries=None):
                              jax.grad(lambda u: jnp.sum(w * fn(u, y)))(x), rtol=1e-14)
 
 
+# Slow (8 s): test_large_batch_falls_back_over_row_blocks runs `row_blocks` in the fast tier.
+@pytest.mark.slow
 def test_row_blocks_equal_the_whole_batch(x64):
   """`_fallback.row_blocks` with blocks of a few rows (so that the last one overlaps) against
   the function on the whole batch: row values and per-entry gradients, the reduced axis first,
@@ -728,6 +747,8 @@ def test_row_blocks_equal_the_whole_batch(x64):
     _check_row_blocks(shape, axis, rng)
 
 
+# Slow (11 s): test_a_batch_of_sequences_falls_back_over_row_blocks[entropy-False] runs these.
+@pytest.mark.slow
 def test_row_blocks_along_an_inner_batch_axis(x64):
   """Where one index of the first batch axis holds more entries than a block (a sequence of
   tokens, `[1, T, V]`), the blocks are cut along the first batch axis whose rows fit, one index
@@ -784,6 +805,8 @@ LOGITS_FORMS = {
 }
 
 
+# Slow (9-10 s a case): test_bhattacharyya_from_logits_small_overlap_loses_no_terms runs both forms.
+@pytest.mark.slow
 @tiered("name,rows", [(n, r) for n in LOGITS_FORMS for r in (4095, 4096)],
         fast=[("kl_divergence", 4095), ("kl_divergence", 4096), ("renyi_divergence[alpha=2]",
                                                                   4095)])
@@ -811,6 +834,8 @@ def test_logits_forms_on_both_sides_of_the_fused_row_count(x64, name, rows):
   np.testing.assert_allclose(jax.jit(fn)(a, b)[clean], want, rtol=1e-12, atol=1e-14)
 
 
+# The fast tier runs no case of this test; it costs 9 s a case.
+@pytest.mark.slow
 @pytest.mark.parametrize("rows", [1000, 4096])
 def test_total_variation_from_logits_value_through_its_derivative(rows):
   """Total variation from logits computes its value once more for its derivative, in the form
@@ -848,6 +873,8 @@ def test_chi_squared_from_logits_gradient_where_the_ratio_squared_overflows():
     np.testing.assert_allclose(g, w, rtol=1e-5)
 
 
+# The fast tier runs no case of this test; it costs 13 s.
+@pytest.mark.slow
 def test_chi_squared_from_logits_guarded_hessian_where_p_equals_q(x64):
   """The guarded path's chi-squared from logits (a mask, or a row with -inf logits) at p = q
   and beside it: its Hessian is the closed form's, chi2 + 1 = exp(LSE(2a - b) + LSE(b) -
@@ -892,6 +919,8 @@ GUARDED = {
 }
 
 
+# Slow (17-21 s a case): test_guarded_blocks_with_a_traced_base_and_a_user_generator runs blocks.
+@pytest.mark.slow
 @tiered("name,axis", [(n, ax) for n in GUARDED for ax in (-1, 0)],
         fast=[("js_distance[logits]", -1), ("js_divergence[beta=0.3,logits,where]", 0)])
 def test_guarded_path_over_row_blocks(x64, name, axis):
@@ -971,6 +1000,8 @@ def test_guarded_path_over_row_blocks(x64, name, axis):
     np.testing.assert_allclose(jax.jacfwd(finite(ours), 2)(a, b, h), dh, rtol=1e-9)
 
 
+# The fast tier runs no case of this test; it costs 7 s.
+@pytest.mark.slow
 def test_guarded_path_with_one_hyperparameter_a_row(x64):
   """An order or mixture weight given one value a row (an array, concrete or traced) keeps the
   guarded path on the whole batch (its blocks would slice the inputs and not the array): 300
@@ -1008,7 +1039,9 @@ def test_guarded_blocks_with_a_traced_base_and_a_user_generator(x64):
   np.testing.assert_allclose(fdiv(p, q), want, rtol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["renyi_divergence", "tsallis_divergence", "alpha_divergence"])
+# Fast tier: tsallis and alpha, the same power sum as renyi (12 s, slow).
+@tiered("name", ["renyi_divergence", "tsallis_divergence", "alpha_divergence"],
+        fast=["tsallis_divergence", "alpha_divergence"])
 def test_order_alpha_hessian_finite_with_a_tiny_probability(name):
   """Orders in (0, 1) from probabilities with an entry of 1e-27 (softmax over logits 62 apart)
   in float32: the Hessian in q is finite and equals the float64 one (the negative-entry guard
@@ -1033,8 +1066,9 @@ ONE_PASS_CASES = ["renyi_divergence[alpha=2]", "tsallis_entropy[alpha=3]",
                   "total_variation_distance", "chi_squared_divergence"]
 
 
-@tiered("name", ONE_PASS_CASES, fast=["renyi_divergence[alpha=2]", "tsallis_entropy[alpha=3]",
-                                      "alpha_divergence[alpha=-1]"])
+# Slow: renyi_divergence[alpha=2] (17 s) and tsallis_entropy[alpha=3] (6 s); alpha=-1 runs the
+# two-input pass, test_one_pass_over_row_blocks_takes_the_guarded_values the one-input one.
+@tiered("name", ONE_PASS_CASES, fast=["alpha_divergence[alpha=-1]"])
 def test_one_pass_rows_match_reference(one_pass, x64, name):
   """Value, gradient, forward mode (5 rows) and Hessian (one row) against the plain-jnp
   reference on rows of 256 probabilities (Dirichlet(5): no entry so small that alpha = -1's
@@ -1049,6 +1083,8 @@ def test_one_pass_rows_match_reference(one_pass, x64, name):
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
+# The fast tier runs no case of this test; it costs 6 s.
+@pytest.mark.slow
 def test_f_divergence_nan_entry_with_a_generator_that_hides_it(one_pass):
   """A NaN probability makes the row NaN (the guarded path's value) even where the user's `f`
   maps NaN to a number: it must reach the fast path's sum, since XLA:CPU's row minimum of the
@@ -1079,8 +1115,10 @@ ROOT_FORMS = {
 }
 
 
-@tiered("name", list(ROOT_FORMS), fast=["hellinger_distance", "renyi_divergence[alpha=0.5]",
-                                        "tsallis_entropy[alpha=0.7]", "renyi_divergence[alpha=2]"])
+# Slow: hellinger (6 s) and renyi_divergence[alpha=0.5] (10 s); tsallis_entropy[alpha=0.7] runs
+# a root form, test_root_forms_hessian_at_tiny_entries the two-input ones' Hessians.
+@tiered("name", list(ROOT_FORMS), fast=["tsallis_entropy[alpha=0.7]",
+                                        "renyi_divergence[alpha=2]"])
 def test_root_forms_second_derivatives_at_zero_probabilities(x64, name):
   """A zero probability stays on the fast path of the root forms (square roots, and powers of
   orders in (0, 1)), with no row guard: its slope is the guarded path's 0, and so are the
@@ -1121,7 +1159,8 @@ def _bounded_perspective(p, q, theta):
   return theta * jnp.sum(q * q / (p + q) - q / 2, axis=-1)
 
 
-# The fast tier: each dtype and each kind of generator once (a case costs 8-17 s).
+# The fast tier runs no case (12 s a case); the clamped generator's test runs the same overflow.
+@pytest.mark.slow
 @tiered("dtype,traced", [pytest.param(d, t, id=f"{np.dtype(d).name}-"
                                       f"{'traced' if t else 'constant'}")
                          for d in (np.float32, np.float64) for t in (False, True)],
@@ -1218,7 +1257,9 @@ TINY_CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(TINY_CASES))
+# Slow: bhattacharyya (5 s); the others run the same float32 root-form Hessians.
+@tiered("name", list(TINY_CASES), fast=["hellinger_distance", "renyi_divergence[alpha=0.5]",
+                                        "renyi_divergence[alpha=0.7]"])
 def test_root_forms_hessian_at_tiny_entries(name):
   """float32 Hessians (p, q, mixed; forward over reverse) of the root forms at entries whose
   own second derivatives overflow: equal to the float64 reference rounded to float32, +-inf
@@ -1324,6 +1365,8 @@ def _call_with_a_generator(p, q, traced):
   return weakref.ref(table)
 
 
+# The fast tier runs no case of this test; it costs 7 s.
+@pytest.mark.slow
 def test_f_divergence_keeps_no_generator_alive(one_pass_blocks):
   """After a call (eager and jitted, over blocks and with a traced parameter), nothing keeps the
   user's generator alive: `jax.closure_convert`'s cache held every one (and a traced parameter's

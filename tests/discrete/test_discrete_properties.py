@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from discrete_specs import SPECS
 from discrete_specs import call
 from hypothesis import given
@@ -39,6 +40,8 @@ def _f32(x):
 TOL = 2e-5
 
 
+# The fast tier runs no case of this property; it costs 23 s.
+@pytest.mark.slow
 @given(distributions())
 def test_nonnegative(pq):
   p, q = (_f32(x) for x in pq)
@@ -48,6 +51,8 @@ def test_nonnegative(pq):
       assert v >= -TOL, (spec, v)
 
 
+# The fast tier runs no case of this property; it costs 7.6 s.
+@pytest.mark.slow
 @given(distributions())
 def test_zero_iff_equal(pq):
   p, q = (_f32(x) for x in pq)
@@ -111,6 +116,8 @@ def test_renyi_nondecreasing_in_alpha(pq, alphas):
 
 
 # Lengths 3, 6 and 10: merged, 2, 5 and 9, the lengths the other properties compile.
+# The fast tier runs no case of this property; it costs 19 s.
+@pytest.mark.slow
 @given(distributions(n_min=3, n_max=10), st.data())
 def test_data_processing(pq, data):
   """Merging two bins (a deterministic channel) never increases an f-divergence or KL/Rényi.

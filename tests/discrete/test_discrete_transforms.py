@@ -26,6 +26,12 @@ def _pq(seed=0, shape=(3,), n=N, dtype=np.float32, conc=1.0):
   return jnp.asarray(p), jnp.asarray(q)
 
 
+def _mechanisms_but(*slow):
+  """`MECHANISM_SPEC_IDS` less the specs of a test that cost 5 s or more there (slow tier)."""
+  assert set(slow) <= set(MECHANISM_SPEC_IDS), slow
+  return tuple(i for i in MECHANISM_SPEC_IDS if i not in slow)
+
+
 def _logits(seed=0, shape=(3,), n=N, dtype=np.float32):
   rng = np.random.default_rng(seed)
   return (jnp.asarray(rng.normal(size=shape + (n,)), dtype),
@@ -40,7 +46,8 @@ def test_jit_equals_eager(spec):
   np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), rtol=1e-6, atol=1e-7)
 
 
-@over_specs(fast_ids=MECHANISM_SPEC_IDS)
+# js_distance (6 s) in the slow tier; the other mechanisms keep vmap fast.
+@over_specs(fast_ids=_mechanisms_but("js_distance"))
 def test_vmap_equals_loop(spec):
   zp, zq = _logits(shape=(4, 2))
   fn = lambda a, b: call(spec, a, b, from_logits=True)
@@ -50,7 +57,8 @@ def test_vmap_equals_loop(spec):
   np.testing.assert_allclose(np.asarray(batched), looped, rtol=1e-5, atol=1e-6)
 
 
-@over_specs(fast_ids=MECHANISM_SPEC_IDS)
+# js_distance (5.5 s) in the slow tier; the other mechanisms keep the axis fast.
+@over_specs(fast_ids=_mechanisms_but("js_distance"))
 def test_axis_equals_moveaxis(spec):
   p, q = _pq(shape=(2, 3))
   want = call(spec, p, q, axis=-1)
@@ -102,7 +110,10 @@ def test_all_masked_row_is_zero_with_finite_grad(spec, from_logits):
     np.testing.assert_array_equal(np.asarray(gi[1]), 0.0)
 
 
-@over_specs([s for s in SPECS if s.smooth], fast_ids=MECHANISM_SPEC_IDS)
+# entropy (6.7 s; kl_divergence stays) and Renyi 0.5 (8 s: the guarded mean, whose second
+# order no other fast case checks here) in the slow tier.
+@over_specs([s for s in SPECS if s.smooth],
+            fast_ids=_mechanisms_but("entropy", "renyi_divergence[alpha=0.5]"))
 def test_check_grads_logits(spec, x64):
   zp, zq = _logits(shape=(2,), dtype=np.float64)
   fn = lambda a, b: call(spec, a, b, from_logits=True)
@@ -144,7 +155,10 @@ def _boundary_inputs():
   return p, q
 
 
-@over_specs(fast_ids=MECHANISM_SPEC_IDS)
+# Renyi 2 and alpha -1 (10 s each) in the slow tier; the order family keeps Renyi 0.5 and
+# Tsallis entropy 3 fast.
+@over_specs(fast_ids=_mechanisms_but("renyi_divergence[alpha=2.0]",
+                                     "alpha_divergence[alpha=-1.0]"))
 def test_finite_gradients_at_zero_probabilities(spec):
   p, q = _boundary_inputs()
   finite = np.isfinite(np.asarray(call(spec, p, q)))
@@ -216,6 +230,8 @@ def test_renyi_alpha_gradient_matches_finite_difference(x64):
     np.testing.assert_allclose(float(g), fd, rtol=1e-7, err_msg=f"alpha={a}")
 
 
+# 9.5 s; test_discrete_edges.py's test_traced_alpha_equals_static_on_boundary_rows stays fast.
+@pytest.mark.slow
 def test_traced_alpha_matches_static(x64):
   import jaxdiv
 

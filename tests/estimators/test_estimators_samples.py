@@ -102,6 +102,7 @@ def test_mmd2_unbiasedness_and_consistency():
   assert err(2000) < err(125) / 2
 
 
+@pytest.mark.slow  # 6 s; fast: test_hyperparameter_grads' mmd2 rows (a gradient of each kernel)
 def test_mmd2_median_heuristic_and_gradient(x64):
   x, y = _gauss(0, 40, 2).astype(np.float64), _gauss(1, 30, 2, MU).astype(np.float64)
   bw = float(jax.jit(je.median_bandwidth)(x, y))
@@ -252,6 +253,7 @@ def _numpy_sinkhorn_ot(x, y, eps, iters=5000):
   return np.exp(la) @ f + np.exp(lb) @ g
 
 
+@pytest.mark.slow  # 6 s; fast: test_hyperparameter_grads' sinkhorn_divergence rows (a gradient)
 def test_sinkhorn_against_numpy_reference_and_gradient(x64):
   x, y = _gauss(4, 15, 2).astype(np.float64), _gauss(5, 11, 2, MU).astype(np.float64)
   eps = 0.5
@@ -268,6 +270,7 @@ def test_sinkhorn_against_numpy_reference_and_gradient(x64):
 
 
 
+@pytest.mark.slow  # 23 s; the fast tier runs no second derivative of the Sinkhorn divergence
 def test_sinkhorn_second_derivatives_match_finite_differences(x64):
   """Hessians in the points, the weights and epsilon, reverse and forward mode, against finite
   differences of the (envelope-theorem) first derivatives. Before the potentials had implicit

@@ -2,8 +2,8 @@
 
 In-process tests check the mechanism; the real command runs in a subprocess, interrupted at
 random moments (from Python's start-up to the writing of the outputs): every run must exit
-with 130 and leave neither output nor temporary file. The default run tries a handful of
-moments; `pytest -m slow` measures 50 and prints the count.
+with 130 and leave neither output nor temporary file. The slow tier (`pytest -m slow`) tries
+a handful of moments, then measures 50 and prints the count.
 """
 
 from __future__ import annotations
@@ -153,6 +153,7 @@ def _interrupted(d, out_dir, after: float, twice: bool = False,
   return "wrong", what
 
 
+@pytest.mark.slow  # 7 s; fast: the in-process tests above (no run of the real command)
 def test_the_command_interrupted_at_random_moments(inputs, tmp_path):
   """During start-up, while streaming, and twice while streaming (the second exits at once)."""
   rng = np.random.default_rng(0)

@@ -367,6 +367,7 @@ def test_row_blocks_inside_shard_map_and_on_explicit_shardings():
                                  err_msg=f"{name} {how}")
 
 
+@pytest.mark.slow  # the fast tier runs no case of this test; it costs 29 s
 @needs_8
 def test_one_pass_probability_forms_on_sharded_arrays(one_pass):
   """The probability forms whose fast path sums in one pass (`_fallback.row_reduce`: rows of
@@ -430,6 +431,7 @@ def test_forward_grad_fused_linear_cross_entropy_data_parallel(check):
                                  err_msg=f"{how} {name}")
 
 
+@pytest.mark.slow  # the fast tier runs no case of this test; it costs 17 s
 @needs_8
 def test_kernels_on_explicitly_sharded_arrays():
   """Tokens on a mesh with Explicit axes (`jax.make_mesh`'s default): every kernel's public

@@ -245,7 +245,8 @@ def test_forward_grad_nan_weight_stays_nan():
   np.testing.assert_array_equal(np.asarray(dh), want_dh)  # NaN where the reference's is
 
 
-@pytest.mark.parametrize("implementation", [None, "forward_grad"])
+# The default case (6 s) is slow; forward_grad runs the empty batch and the vmap in the fast tier.
+@tiered("implementation", [None, "forward_grad"], fast=["forward_grad"])
 def test_reduced_loss_without_tokens_and_under_vmap(implementation):
   h, w, y = _inputs(10)
   hf, wf = jnp.asarray(h, jnp.float32), jnp.asarray(w, jnp.float32)

@@ -135,6 +135,8 @@ def test_label_smoothing_one_is_uniform_cross_entropy():
   np.testing.assert_allclose(got, want, rtol=2e-6)
 
 
+# Slow tier: the fast tier runs no case of this test; it costs 6 s.
+@pytest.mark.slow
 def test_minus_inf_logit_under_smoothing_and_zero_weight():
   x = jnp.array([[0.0, 1.0, -jnp.inf]])
   labels = jnp.array([0])
@@ -277,6 +279,8 @@ def _reference_jacobian(logits, labels, *, label_smoothing=0.0, ignore_index=Non
   return d
 
 
+# Slow tier (10 s); the fast tier runs forward over reverse of the default in the test below.
+@pytest.mark.slow
 def test_integer_labels_forward_mode_matches_reference():
   """`jax.jvp` and `jax.jacfwd` of the default (a kernel with a `custom_jvp`) against the
   float64 closed form; forward mode must work on the default as on the reference."""
@@ -298,7 +302,7 @@ def test_integer_labels_forward_mode_matches_reference():
 
 
 # Fast: jax.hessian (forward over reverse). Forward over forward (the custom_jvp twice) runs in
-# the slow tier; forward mode of the default is checked fast by the test above.
+# the slow tier, as does the forward mode test above.
 @pytest.mark.parametrize(
     "hessian",
     [jax.hessian, pytest.param(lambda f: jax.jacfwd(jax.jacfwd(f)), marks=pytest.mark.slow)],

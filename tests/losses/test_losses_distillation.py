@@ -125,6 +125,8 @@ def test_vocabulary_mask_equals_slice(divergence):
   np.testing.assert_array_equal(np.asarray(g)[..., 5:], 0)
 
 
+# Slow tier: the fast tier runs no case of this test; it costs 5 s.
+@pytest.mark.slow
 def test_divergence_loss_with_core_divergences_and_a_user_generator():
   s, t = _logits(6, shape=(5, 6))
   kl_generator = lambda u: u * jnp.log(u)
@@ -224,8 +226,9 @@ def test_default_is_the_kernels_default():
     jl.distillation_loss(s, t, where=np.ones(s.shape, bool), implementation="chunked")
 
 
-# Fast: js, on the kernels' custom_jvp; the plain maths (jnp throughout) in the slow tier.
-@tiered("divergence", DIVERGENCES, fast=["js"])
+# Slow tier (js: 7 s): forward mode of the default (js, tv) runs fast in test_check_grads.
+@pytest.mark.slow
+@pytest.mark.parametrize("divergence", DIVERGENCES)
 def test_forward_mode_matches_reference(divergence):
   """`jax.jvp` and `jax.jacfwd` of the default (kernels for three divergences, the plain maths
   for the rest) against the float64 reference's derivative (central differences of it in

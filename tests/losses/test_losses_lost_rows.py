@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import tiered
 
 import jaxdiv.losses as jl
 
@@ -80,8 +81,15 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
-@pytest.mark.parametrize("name", list(CASES))
+_LOST_ROW_CASES = [(name, jit) for name in CASES for jit in (False, True)]
+_SLOW_LOST_ROW_CASES = [("int", False), ("int traced label_smoothing", False),
+                        ("distill skew_kl", False)]
+
+
+# The eager cases of three losses (5-10 s) are slow; their jit cases run in the fast tier.
+@tiered("name, jit", _LOST_ROW_CASES,
+        fast=[c for c in _LOST_ROW_CASES if c not in _SLOW_LOST_ROW_CASES],
+        ids=[f"{name}-{'jit' if jit else 'eager'}" for name, jit in _LOST_ROW_CASES])
 def test_a_lost_row_is_a_constant(name, jit):
   fn, h = CASES[name]
   x = _logits()
@@ -138,6 +146,8 @@ def test_a_lost_row_left_out_by_ignore_index_or_where():
       np.testing.assert_allclose(g[FINITE], np.asarray(want), rtol=2e-6, atol=1e-7)
 
 
+# Slow tier: the fast tier runs no case of this test; it costs 5 s.
+@pytest.mark.slow
 def test_nan_target_row_is_a_constant():
   """A NaN in a probability target: the row is NaN, its gradients (logits and targets) 0, the
   label smoothing's derivative that of the finite rows."""
@@ -158,8 +168,10 @@ def test_nan_target_row_is_a_constant():
     np.testing.assert_allclose(gh, np.asarray(wh), rtol=2e-5, atol=1e-6)
 
 
+# default (11 s) and xla (8 s) are slow; default-sum runs the default in the fast tier.
 @pytest.mark.parametrize("implementation, kw", [
-    (None, {}), ("xla", {}), ("chunked", {}), ("chunked", {"grad_filter_eps": 1e-3}),
+    pytest.param(None, {}, marks=pytest.mark.slow), pytest.param("xla", {}, marks=pytest.mark.slow),
+    ("chunked", {}), ("chunked", {"grad_filter_eps": 1e-3}),
     ("forward_grad", {"reduction": "mean"}), (None, {"reduction": "sum"})],
     ids=["default", "xla", "chunked", "chunked-filter", "forward_grad-mean", "default-sum"])
 def test_fused_linear_lost_hidden_row_leaves_the_head_alone(implementation, kw):
@@ -208,8 +220,10 @@ def test_softcap_lost_row_is_a_constant(impl):
   np.testing.assert_allclose(g[FINITE], np.asarray(want), rtol=2e-6, atol=1e-7)
 
 
+# chunked (10 s) and xla (6 s) are slow; forward_grad runs in the fast tier.
 @pytest.mark.parametrize("implementation, kw", [
-    ("chunked", {}), ("forward_grad", {"reduction": "sum"}), ("xla", {})])
+    pytest.param("chunked", {}, marks=pytest.mark.slow), ("forward_grad", {"reduction": "sum"}),
+    pytest.param("xla", {}, marks=pytest.mark.slow)])
 def test_fused_linear_softcap_lost_hidden_row(implementation, kw):
   rng = np.random.default_rng(4)
   h = rng.normal(size=(6, 8)).astype(np.float32)
@@ -295,9 +309,14 @@ INF_ROW_CASES = {
 }
 
 
-@pytest.mark.parametrize("name, label_on_inf", [
+_INF_ROW_PRODUCT = [
     (name, on_inf) for name in INF_ROW_CASES for on_inf in (False, True)
-    if on_inf or "poly" not in name])  # (without label smoothing, the poly row is finite)
+    if on_inf or "poly" not in name]  # (without label smoothing, the poly row is finite)
+
+
+# ("int label_smoothing weights", False) (5 s) is slow; "int where" runs it with a mask fast.
+@tiered("name, label_on_inf", _INF_ROW_PRODUCT,
+        fast=[c for c in _INF_ROW_PRODUCT if c != ("int label_smoothing weights", False)])
 def test_an_infinite_row_summed_away_is_a_constant(name, label_on_inf):
   """A row whose loss is +inf (a target or label above 0, or label smoothing, on a -inf
   logit), summed away with `where(isfinite(loss), loss, 0)`: every gradient is finite; the
@@ -330,6 +349,8 @@ def test_an_infinite_row_summed_away_is_a_constant(name, label_on_inf):
     np.testing.assert_allclose(gw, np.asarray(want[3]), rtol=2e-5, atol=1e-6)
 
 
+# Slow tier: the fast tier runs no case of this test; it costs 12 s.
+@pytest.mark.slow
 def test_float64_references_lost_rows():
   """float64 runs the plain-jnp references: the same rule there, in reverse and forward mode,
   and the linear reference keeps its mixed second derivative (d2 / dh dw) exact."""

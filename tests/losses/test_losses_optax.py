@@ -158,7 +158,9 @@ def test_float64_equal_optax(spec, x64):
   _assert_same(spec.ours, spec.theirs, spec, args, dict(spec.kwargs), rtol=1e-12)
 
 
-@pytest.mark.parametrize("spec", WHERE_SPECS, ids=[str(s) for s in WHERE_SPECS])
+# softmax_cross_entropy (8 s) is slow; its `where` runs fast in test_per_example_where_equals_optax.
+@tiered("spec", WHERE_SPECS, fast=[s for s in WHERE_SPECS if s != _spec("softmax_cross_entropy")],
+        ids=[str(s) for s in WHERE_SPECS])
 def test_where_and_axis_equal_optax(spec):
   rng = np.random.default_rng(2)
   args = spec.make(rng, (3, 4, 6))
@@ -266,6 +268,8 @@ def test_focal_labels_outside_the_unit_interval_follow_the_formula(gamma):
   assert np.isnan(jl.sigmoid_focal_loss(x, np.full_like(x, np.nan), gamma=gamma)).all()
 
 
+# Slow tier: the fast tier runs no case of this test; it costs 7 s.
+@pytest.mark.slow
 def test_focal_label_gradient_at_hard_labels(x64):
   # optax forms log(1 - p_t) with jax.scipy.special.logsumexp(b=[1 - y, y]), which drops the
   # entry whose weight b is 0 and with it that entry's gradient in y: at y in {0, 1} optax's
@@ -304,6 +308,8 @@ def _finite_value_and_grad(fn, args, argnums=0, **kwargs):
   return value, grads
 
 
+# Slow tier: the fast tier runs no case of this test; it costs 6 s.
+@pytest.mark.slow
 def test_softmax_cross_entropy_minus_inf_logit_with_zero_target():
   x = jnp.array([[0.0, 1.0, NINF]])
   y = jnp.array([[1.0, 0.0, 0.0]])
@@ -320,6 +326,8 @@ def test_softmax_cross_entropy_minus_inf_logit_with_zero_target():
   np.testing.assert_allclose(value, jl.poly_loss_cross_entropy(x[:, :2], y[:, :2]), rtol=1e-6)
 
 
+# Slow tier: the fast tier runs no case of this test; it costs 7 s.
+@pytest.mark.slow
 def test_softmax_cross_entropy_rows_that_leave_the_fast_line():
   # The default path evaluates optax's line and takes the guarded terms only on rows where it
   # is not finite; each row's value, gradient in both arguments, forward-mode derivative and
@@ -415,6 +423,8 @@ def test_sigmoid_losses_at_infinite_logits(name):
   np.testing.assert_array_equal(g, 0)
 
 
+# Slow tier: the fast tier runs no case of this test; it costs 20 s.
+@pytest.mark.slow
 def test_sigmoid_cross_entropy_against_float64():
   # float32 logits from 0 to beyond exp's range, hard labels and soft ones up to 1 - 2**-24;
   # the float64 closed forms: the value y log1p(e^-x) + (1 - y) log1p(e^x), d/dx = sigmoid(x) -
@@ -492,8 +502,11 @@ def test_kl_zero_targets():
                              rtol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["kl_divergence", "generalized_kl_divergence"])
-@pytest.mark.parametrize("jit", [False, True])
+# Eager kl_divergence (6 s) is slow; its jit case runs the same rows in the fast tier.
+@tiered("jit,name", [(j, n) for j in (False, True)
+                     for n in ("kl_divergence", "generalized_kl_divergence")],
+        fast=[(False, "generalized_kl_divergence"), (True, "kl_divergence"),
+              (True, "generalized_kl_divergence")])
 def test_kl_losses_edge_rows_against_float64(name, jit):
   """Rows of every kind side by side, float32, against float64 closed forms: zero targets
   beside finite and -inf log-predictions, targets near float32's smallest normal number, a +inf
@@ -657,6 +670,8 @@ def test_convex_kl_divergence_warns_like_optax():
     jl.convex_kl_divergence(x, np.ones((2, 3), np.float32))
 
 
+# Slow tier: the fast tier runs no case of this test; it costs 6 s.
+@pytest.mark.slow
 def test_kl_losses_reverse_over_reverse_hessian_finite_at_zero_targets(x64):
   """A zero target (a -inf log-target) with a mask (the guarded terms): the Hessian by reverse
   over reverse mode is finite (a select on the product instead of the log-ratio gave 0 * inf
@@ -672,8 +687,10 @@ def test_kl_losses_reverse_over_reverse_hessian_finite_at_zero_targets(x64):
           fn(lq, t, where=mask))))(log_q)).all(), (fn.__name__, mask)
 
 
-@pytest.mark.parametrize("name", ["kl_divergence_with_log_targets", "softmax_cross_entropy",
-                                  "poly_loss_cross_entropy"])
+# softmax_cross_entropy (7 s) is slow; the other two run the row-block fallback in the fast tier.
+@tiered("name", ["kl_divergence_with_log_targets", "softmax_cross_entropy",
+                 "poly_loss_cross_entropy"],
+        fast=["kl_divergence_with_log_targets", "poly_loss_cross_entropy"])
 def test_large_batch_fallback_over_row_blocks_equals_the_guarded_path(x64, name):
   """More than 2**19 entries: the losses' guarded fallback runs block by block
   (`_fallback.row_blocks`, whose `cond` branch XLA would otherwise hold whole on every call).
@@ -707,6 +724,8 @@ def test_large_batch_fallback_over_row_blocks_equals_the_guarded_path(x64, name)
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
 
 
+# Slow tier: the fast tier runs no case of this test; it costs 6 s.
+@pytest.mark.slow
 def test_poly_per_example_epsilon_against_float64_closed_form():
   """A per-example epsilon (the batch shape) takes the fast path as a row parameter: values and
   the derivatives in the logits, the targets and epsilon equal the closed forms in float64,
@@ -736,6 +755,8 @@ def test_poly_per_example_epsilon_against_float64_closed_form():
   np.testing.assert_allclose(mapped, want, rtol=2e-6, atol=1e-6)
 
 
+# Slow tier: the fast tier runs no case of this test; it costs 24 s.
+@pytest.mark.slow
 def test_poly_second_derivatives_with_epsilon_equal_plain_jnp(x64):
   """Second derivatives through epsilon, a row parameter of the fast path (scalar and per
   example): the Hessian in (logits, targets, epsilon) and forward-over-reverse, equal to those

@@ -46,6 +46,8 @@ def test_exact_penalty_is_kl_policy_reference_with_gradient_to_the_policy_only()
   assert not np.any(got[3]) and not np.any(got[4])  # the reference is a constant
 
 
+# Slow tier: the fast tier runs no case of this test; it costs 5 s.
+@pytest.mark.slow
 def test_sampled_k3_averages_to_the_exact_penalty():
   """M samples y ~ π per token: mean k3 within 4 standard errors of the exact KL."""
   h, w, h_ref, w_ref = (jnp.asarray(a, jnp.float32) for a in _heads(1))

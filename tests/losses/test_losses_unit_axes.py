@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers import tiered
 
 import jaxdiv.losses as L
 
@@ -37,8 +38,15 @@ NAMES = ["kl_divergence", "kl_divergence_with_log_targets", "convex_kl_divergenc
          "softmax_cross_entropy_with_integer_labels", "poly_loss_cross_entropy"]
 
 
-@pytest.mark.parametrize("shape", [(1, 6, 9), (6, 1, 9)])
-@pytest.mark.parametrize("name", NAMES)
+SHAPES = [(1, 6, 9), (6, 1, 9)]
+_UNIT_CASES = [(name, shape) for name in NAMES for shape in SHAPES]
+
+
+# Integer labels with the leading unit axis (7 s) are slow; with the other unit axis, fast.
+@tiered("name, shape", _UNIT_CASES,
+        fast=[c for c in _UNIT_CASES
+              if c != ("softmax_cross_entropy_with_integer_labels", (1, 6, 9))],
+        ids=[f"{name}-shape{SHAPES.index(shape)}" for name, shape in _UNIT_CASES])
 def test_losses_with_a_size_one_batch_axis(x64, name, shape):
   args, kw = _case(name, np.random.default_rng(NAMES.index(name)), shape)
   ours, peer = getattr(L, name), getattr(optax.losses, name)

@@ -228,6 +228,7 @@ def test_gamma_renyi_near_equal_concentrations_float32():
       np.testing.assert_allclose(g, want, rtol=2e-6, err_msg=f"{case}, {alpha}")
 
 
+@pytest.mark.slow  # 14 s; fast: test_kl_with_concentrations_far_apart_and_matched_means
 def test_gamma_kl_extreme_concentrations():
   # Concentrations decades apart (review reproducers): NaN values and gradients where the
   # Stirling terms over- or underflowed, and gradients formed as differences of 1e15.
@@ -250,6 +251,7 @@ def test_gamma_kl_extreme_concentrations():
                                rtol=1e-13)
 
 
+@pytest.mark.slow  # 5-11 s a case; fast: test_gamma_kl_gradient_at_tiny_concentrations[float64]
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gamma_kl_grid_of_decades_is_finite_where_the_value_is(dtype):
   with jax.enable_x64(dtype == np.float64):
@@ -298,7 +300,9 @@ def test_kl_with_concentrations_far_apart_and_matched_means(dtype):
     np.testing.assert_allclose(got, want, rtol=rtol)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+# float32 (5 s) slow; float64 runs the same code in the fast tier.
+@pytest.mark.parametrize("dtype", [pytest.param(np.float32, marks=pytest.mark.slow),
+                                   np.float64])
 def test_gamma_kl_gradient_at_tiny_concentrations(dtype):
   # Autodiff's quotient rule formed x^-2 of a concentration: 1e40 = inf in float32 at 1e-20,
   # and a NaN gradient where the true one (-9e20 at 1e-20 against 1e-19) fits.
@@ -326,7 +330,8 @@ def test_gamma_kl_gradient_at_tiny_concentrations(dtype):
       np.testing.assert_array_equal(gi[over], np.sign(wi[over]) * np.inf)
 
 
-@pytest.mark.parametrize("family", ["beta", "gamma"])
+# beta (5 s) slow; fast: test_hyperparameter_grads' beta_renyi rows at alpha 0.999 to 1.001.
+@pytest.mark.parametrize("family", [pytest.param("beta", marks=pytest.mark.slow), "gamma"])
 def test_renyi_near_order_one_float32(family):
   # Within 0.05 of alpha = 1 a series in alpha - 1 took over, whose cumulants cancel at large
   # concentrations: float32 Beta(0.02, 5.1e4) against Beta(0.021, 5.4e4) 2.6e-3 off at 0.97.
@@ -349,6 +354,7 @@ def test_renyi_near_order_one_float32(family):
       np.testing.assert_allclose(got, float(want), rtol=1e-5, err_msg=f"{p}, {q}, {alpha}")
 
 
+@pytest.mark.slow  # the fast tier runs no case of this test; it costs 6 s
 def test_beta_kl_gradient_at_tiny_concentrations():
   # s_q m_p as c_p (s_q / s_p): the quotient's derivative formed s_p^-2, 0 in float32 at 2e-20.
   g = jax.grad(jp.beta_kl_divergence, argnums=(0, 1, 2, 3))(
@@ -357,6 +363,7 @@ def test_beta_kl_gradient_at_tiny_concentrations():
                              rtol=1e-5)  # mpmath: d/da_p = -4.5e20, d/da_q = 4.5e19
 
 
+@pytest.mark.slow  # the fast tier runs no case of this test; it costs 5-7 s a case
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("k", [2, 3])
 def test_dirichlet_and_beta_renyi_near_equal_concentrations(k, dtype):

@@ -65,6 +65,7 @@ def test_entropy_and_kl_against_numpy(x64):
         _np_kl(m1, s1, m2, s2), rtol=1e-11)
 
 
+@pytest.mark.slow  # 7 s; fast: test_entropy_and_kl_against_numpy (closed-form references)
 def test_kl_and_bhattacharyya_by_2d_integration(x64):
   m1, s1, m2, s2 = _params(d=2, seed=1)
   p, q = stats.multivariate_normal(m1, s1), stats.multivariate_normal(m2, s2)
