@@ -61,7 +61,7 @@ def logaddexp(x: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def run(fast, logits, probs, careful_body, base, *, nonnegative: bool,
-        autodiff: bool = False) -> jax.Array:
+        autodiff: bool = False, careful_xs: Callable | None = None) -> jax.Array:
   """Runs the unguarded row values with `careful_body` (the guarded maths on a
   `_common.Prepared`) as their fallback, then the units, the clamp at 0 and the result dtype.
 
@@ -74,11 +74,15 @@ def run(fast, logits, probs, careful_body, base, *, nonnegative: bool,
     nonnegative: clamp rounding below 0 where the inputs were normalised by us (logits).
     autodiff: differentiate the unguarded values as written (their coefficients unused), for
       values that close over traced values (:func:`_fallback.with_fallback_autodiff`).
+    careful_xs: `(*xs) -> out`, the guarded row values in nats (`_common.guarded` with its own
+      derivatives), in place of `careful_body` differentiated as written.
   """
   xs, ax, dtype, from_logits = fast
   value, coefs, *for_coefs = logits if from_logits else probs
 
   def careful(*xs):
+    if careful_xs is not None:
+      return careful_xs(*xs)
     prep = _common.prepare(*xs, names=("p", "q")[:len(xs)], axis=ax, where=None,
                            from_logits=from_logits)
     return _common.finish(careful_body(prep), prep, nonnegative=nonnegative)
