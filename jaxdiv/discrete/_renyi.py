@@ -277,8 +277,10 @@ def _traced_from_logits(fast, alpha, general, guarded, base, generic=_generic_or
   """A traced scalar order from logits (a `jit` argument, an order being learnt): the
   hand-written `general(log sum exp(alpha la + (1 - alpha) lb), alpha)` (entropies: `alpha la`),
   differentiated as written, in the logits and in alpha, where `generic(alpha)`; else
-  `guarded(arrays, axis)`, the guarded path on the inputs (in nats for `base=None`). None where
-  `fast` is None, the order is an array, or no trace stages the call (an eager `jax.grad`).
+  `guarded()`, the guarded path on the user's arrays (`guarded(xs, ax, None)`: on the fast
+  path's inputs, in nats). None where `fast` is None (a mask, a sharded axis) or holds
+  probabilities, the order is an array, or no trace stages the call (eager, or eager
+  derivatives).
 
   A `lax.cond` on the order picks it or `guarded()`, the path that holds every branch (the
   limits at 1 and inf, the centred sum near 1) and their derivatives in alpha: that path
@@ -298,7 +300,7 @@ def _traced_from_logits(fast, alpha, general, guarded, base, generic=_generic_or
     lps = [_fast.log_softmax(x, ax) for x in xs]
     cs = (alpha, 1 - alpha)[:len(lps)]
     z = sum(_scaled_log(c, lp) for c, lp in zip(cs, lps))
-    log_s = _fast._log_positive(jnp.sum(jnp.exp(z), axis=ax))
+    log_s = _fast.log_positive(jnp.sum(jnp.exp(z), axis=ax))
     return general(log_s, alpha), None
 
   def unguarded():
