@@ -404,12 +404,6 @@ def closes_over_tracers(fn: Callable, *xs) -> bool:
   return closed is None or _holds_tracers(closed)
 
 
-def traces_staged() -> bool:
-  """Whether the current code runs under a trace that stages it (`jit`, `vmap`, ...), not only
-  under traces that run each operation now (eager derivatives)."""
-  return _traces(_is_staging)
-
-
 def any_in_batch(x: jax.Array) -> jax.Array:
   """`jnp.any(x)`; under `jax.vmap`, over the mapped axes too, and not mapped itself (see
   :func:`_any_mapped`). Eagerly, and under eager derivatives only, `jnp.any` itself: a

@@ -161,14 +161,7 @@ def fast_inputs(*arrays, names, axis, where, from_logits, axis_name=None):
   xs, ax, result_dtype, acc_dtype = _inputs(arrays, names, axis)
   if xs[0].shape[ax] == 0:
     return None
-  xs = tuple(x.astype(acc_dtype) for x in xs)
-  if not all(isinstance(x, jax.core.Tracer) for x in xs) and _fallback.traces_staged():
-    # Arrays a traced function closes over are constants to XLA, which folds the fast path's
-    # edge values into NaN literals, and XLA:CPU's exp of a NaN literal is not NaN (exp(x +
-    # nan) gave 1e-43, -3e19): a row that needs the guarded path looked finite (an empty row's
-    # Renyi divergence, 2.48 instead of 0). Behind a barrier they are computed at run time.
-    xs = lax.optimization_barrier(xs)
-  return xs, ax, result_dtype, from_logits
+  return tuple(x.astype(acc_dtype) for x in xs), ax, result_dtype, from_logits
 
 
 def clamp_nonnegative(out: jax.Array) -> jax.Array:

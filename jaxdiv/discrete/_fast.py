@@ -61,7 +61,7 @@ def logaddexp(x: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def run(fast, logits, probs, careful_body, base, *, nonnegative: bool,
-        autodiff: bool = False, careful_xs: Callable | None = None) -> jax.Array:
+        autodiff: bool = False) -> jax.Array:
   """Runs the unguarded row values with `careful_body` (the guarded maths on a
   `_common.Prepared`) as their fallback, then the units, the clamp at 0 and the result dtype.
 
@@ -74,15 +74,11 @@ def run(fast, logits, probs, careful_body, base, *, nonnegative: bool,
     nonnegative: clamp rounding below 0 where the inputs were normalised by us (logits).
     autodiff: differentiate the unguarded values as written (their coefficients unused), for
       values that close over traced values (:func:`_fallback.with_fallback_autodiff`).
-    careful_xs: `(*xs) -> out`, the guarded row values in nats (`_common.guarded` with its own
-      derivatives), in place of `careful_body` differentiated as written.
   """
   xs, ax, dtype, from_logits = fast
   value, coefs, *for_coefs = logits if from_logits else probs
 
   def careful(*xs):
-    if careful_xs is not None:
-      return careful_xs(*xs)
     prep = _common.prepare(*xs, names=("p", "q")[:len(xs)], axis=ax, where=None,
                            from_logits=from_logits)
     return _common.finish(careful_body(prep), prep, nonnegative=nonnegative)
@@ -296,7 +292,7 @@ def _slope(general: Callable, log_s: jax.Array) -> jax.Array:
   return jax.jvp(general, (log_s,), (jnp.ones_like(log_s),))[1]
 
 
-def log_positive(s: jax.Array) -> jax.Array:
+def _log_positive(s: jax.Array) -> jax.Array:
   """`log S` of a power sum, NaN where S is 0 (or +inf): S underflowed (orders in (0, 1), where
   S <= 1, at logits far apart), so its row takes the guarded path. `log 0 = -inf` would leave a
   finite value where `general(-inf)` is finite (Tsallis: -1 / (alpha - 1)) beside derivatives
@@ -320,7 +316,7 @@ _NEAR_MIN_S_ONE = 1 / 32
 def _log_near(e: jax.Array, min_s: float) -> jax.Array:
   """`log S = log1p(e)` of `e = S - 1`, NaN where S < `min_s` (the row takes the guarded path)
   or e is not finite. The NaN by arithmetic (a root of a negative), not a select: see
-  :func:`log_positive`."""
+  :func:`_log_positive`."""
   return jnp.log1p(e) + 0 * jnp.sqrt(e + (1 - min_s))
 
 
@@ -430,7 +426,7 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
       # reductions of one fusion several times slower than one whose reductions feed each other.
       z = jnp.sum(xs[norm], axis=ax, keepdims=True)
       s = guarded_sum(lambda *xs: guarded(terms(xs) / z, xs), xs, ax)
-    log_s = log_positive(s)
+    log_s = _log_positive(s)
     return general(log_s), (s, z, log_s)
 
   def coefs_probs(ax, out, aux, *xs):
@@ -503,7 +499,7 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
     # whose reductions feed each other is not.
     stats = row_stats(xs, ax)
     s = jnp.sum(jnp.exp(sum(c * lp for c, lp in zip(cs, log_softmaxes(xs, stats)))), axis=ax)
-    log_s = log_positive(s)
+    log_s = _log_positive(s)
     return general(log_s), (s, log_s, stats)
 
   def row_stats(xs, ax):

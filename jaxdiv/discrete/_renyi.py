@@ -25,7 +25,6 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from jaxdiv import _fallback
 from jaxdiv import _numerics
 from jaxdiv import _unit_axes
 from jaxdiv import _validation
@@ -237,83 +236,6 @@ def _power_sum_near(a, fast):
   return None
 
 
-# A traced order at least this far from 1 takes the hand-written power sum. Its derivatives in
-# alpha, as written, hold `log S / t` and its derivatives in t = alpha - 1, which cancel as
-# 1 / t^k: float32, 64 rows of 256 logits against float64, the largest relative error of d/dalpha
-# / d2/dalpha2, hand-written sum against the guarded path: at alpha = 0.75, 6e-6 / 3e-4 against
-# 1e-7 / 4e-6 (Renyi); at 0.3, the Tsallis divergence's d2/dalpha2 1e-3 against 3e-5; at 2 and
-# 3.5 within 3x of each other, every member and derivative at 1.3e-6 or below.
-_TRACED_MIN_T = 1.0
-
-
-def _generic_order(alpha):
-  """Where a traced order takes the hand-written power sum (:func:`_traced_from_logits`): finite,
-  > 0 and at least `_TRACED_MIN_T` from 1 (>= 2)."""
-  return jnp.isfinite(alpha) & (alpha > 0) & (jnp.abs(alpha - 1) >= _TRACED_MIN_T)
-
-
-@jax.custom_jvp
-def _scaled_log(c, log_p):
-  """`c * log_p`, c a scalar order, whose derivative in c is finite where log_p = -inf.
-
-  An entry outside a support has a term `exp(c log_p + ...)` of 0 (or +inf, whose row takes the
-  guarded path) and no derivative; as written, d/dc of its exponent is log_p = -inf, times the
-  term, 0: NaN. Here that derivative is `max(log_p, -big)`, finite, so the term's is 0; the
-  value and the derivative in log_p are the product's (a `where` on log_p took the value+grad
-  from 1.0x to 1.45x the hand-written line, `max` in the value to 1.2x)."""
-  return c * log_p
-
-
-@_scaled_log.defjvp
-def _scaled_log_jvp(primals, tangents):
-  c, log_p = primals
-  dc, d_log_p = tangents
-  big = jnp.finfo(log_p.dtype).max / 16
-  # The value through this rule again: its own derivatives (Hessians) hold the same finite one.
-  return _scaled_log(c, log_p), dc * jnp.maximum(log_p, -big) + c * d_log_p
-
-
-def _traced_from_logits(fast, alpha, general, guarded, base, generic=_generic_order):
-  """A traced scalar order from logits (a `jit` argument, an order being learnt): the
-  hand-written `general(log sum exp(alpha la + (1 - alpha) lb), alpha)` (entropies: `alpha la`),
-  differentiated as written, in the logits and in alpha, where `generic(alpha)`; else
-  `guarded()`, the guarded path on the user's arrays (`guarded(xs, ax, None)`: on the fast
-  path's inputs, in nats). None where `fast` is None (a mask, a sharded axis) or holds
-  probabilities, the order is an array, or no trace stages the call (eager, or eager
-  derivatives).
-
-  A `lax.cond` on the order picks it or `guarded()`, the path that holds every branch (the
-  limits at 1 and inf, the centred sum near 1) and their derivatives in alpha: that path
-  evaluates all of them on every row, 4.7x-5.5x the hand-written line's value+grad in the logits
-  and alpha (bench/README.md). Under `jax.vmap` over the order the `cond` keeps one predicate
-  for the batch (`_fallback.any_in_batch`): the guarded path runs when any order needs it. Rows
-  that are not finite take the guarded path's values and derivatives (`guarded` on the fast
-  path's inputs: `_fast.run`'s fallback), as a static order's."""
-  if (fast is None or not fast[3] or jnp.ndim(alpha) != 0
-      or not isinstance(alpha, jax.core.Tracer) or not _fallback.traces_staged()):
-    return None
-  xs, ax = fast[0], fast[1]
-  alpha = jnp.asarray(alpha, xs[0].dtype)
-  careful = lambda *xs: guarded(xs, ax, None)
-
-  def value(ax, *xs):
-    lps = [_fast.log_softmax(x, ax) for x in xs]
-    cs = (alpha, 1 - alpha)[:len(lps)]
-    z = sum(_scaled_log(c, lp) for c, lp in zip(cs, lps))
-    log_s = _fast.log_positive(jnp.sum(jnp.exp(z), axis=ax))
-    return general(log_s, alpha), None
-
-  def unguarded():
-    return _fast.run(fast, (value, None), (None, None), None, base, nonnegative=True,
-                     autodiff=True, careful_xs=careful)
-
-  # `guarded` rematerialised: differentiated, a `cond` returns the residuals of both branches
-  # (zeros for the one not taken), and the guarded path's are many [N, V] arrays.
-  everything = lambda: guarded(None, None, base)
-  return _fallback.cond(_fallback.any_in_batch(~generic(alpha)), jax.checkpoint(everything),
-                        unguarded)
-
-
 def _family(arrays, alpha, base, *, axis, where, from_logits, general, near, at_one, at_inf,
             one_taylor=None, sign=1.0):
   """`sign` times the order-alpha family (see `_order_family`) of one (entropy: d = log p) or
@@ -341,14 +263,8 @@ def _family(arrays, alpha, base, *, axis, where, from_logits, general, near, at_
     return _fast.run(fast, *_fast.power_sum(exponents, lambda ls: sign * general(ls, t), norm=0,
                                             near=near_form),
                      careful, base, nonnegative=True)
-  def guarded(xs=None, ax=None, base=base):
-    # On the user's arrays, or (xs, ax) the fast path's inputs.
-    return _common.guarded(arrays if xs is None else xs, careful, names=names,
-                           axis=axis if xs is None else ax, where=where if xs is None else None,
-                           from_logits=from_logits, hyper=(alpha,), base=base, nonnegative=True)
-
-  out = _traced_from_logits(fast, alpha, lambda ls, a: sign * general(ls, a - 1), guarded, base)
-  return guarded() if out is None else out
+  return _common.guarded(arrays, careful, names=names, axis=axis, where=where,
+                         from_logits=from_logits, hyper=(alpha,), base=base, nonnegative=True)
 
 
 _identity = lambda x: x
@@ -623,17 +539,8 @@ def alpha_divergence(
                                             norm=0 if a >= 0.5 else 1,
                                             near=near_form),
                      lambda prep: _alpha_divergence(prep, alpha), None, nonnegative=True)
-  def guarded(xs=None, ax=None, base=None):
-    del base  # no units
-    return _common.guarded((p, q) if xs is None else xs, _alpha_divergence, names=("p", "q"),
-                           axis=axis if xs is None else ax, where=where if xs is None else None,
-                           from_logits=from_logits, hyper=(alpha,), nonnegative=True)
-
-  # Generic where the order of the swapped form, max(alpha, 1 - alpha), is (any real alpha).
-  generic = lambda a: _generic_order(jnp.maximum(a, 1 - a))
-  out = _traced_from_logits(fast, alpha, lambda ls, a: jnp.expm1(ls) / (a * (a - 1)), guarded,
-                            None, generic=generic)
-  return guarded() if out is None else out
+  return _common.guarded((p, q), _alpha_divergence, names=("p", "q"), axis=axis, where=where,
+                         from_logits=from_logits, hyper=(alpha,), nonnegative=True)
 
 
 def _alpha_divergence(prep: _common.Prepared, alpha) -> jax.Array:
