@@ -807,9 +807,7 @@ LOGITS_FORMS = {
 
 # Slow (9-10 s a case): test_bhattacharyya_from_logits_small_overlap_loses_no_terms runs both forms.
 @pytest.mark.slow
-@tiered("name,rows", [(n, r) for n in LOGITS_FORMS for r in (4095, 4096)],
-        fast=[("kl_divergence", 4095), ("kl_divergence", 4096), ("renyi_divergence[alpha=2]",
-                                                                  4095)])
+@pytest.mark.parametrize("name,rows", [(n, r) for n in LOGITS_FORMS for r in (4095, 4096)])
 def test_logits_forms_on_both_sides_of_the_fused_row_count(x64, name, rows):
   """`_fast.log_softmax` and `softmax` take two forms of the same operations, by the batch's row
   count (`_fast.FUSED_ROWS`, where XLA:CPU's fusion changes): both give the guarded path's
@@ -921,8 +919,7 @@ GUARDED = {
 
 # Slow (17-21 s a case): test_guarded_blocks_with_a_traced_base_and_a_user_generator runs blocks.
 @pytest.mark.slow
-@tiered("name,axis", [(n, ax) for n in GUARDED for ax in (-1, 0)],
-        fast=[("js_distance[logits]", -1), ("js_divergence[beta=0.3,logits,where]", 0)])
+@pytest.mark.parametrize("name,axis", [(n, ax) for n in GUARDED for ax in (-1, 0)])
 def test_guarded_path_over_row_blocks(x64, name, axis):
   """A batch of more than 2**18 entries that takes the guarded path computes its values over
   blocks of rows (`_common.guarded`, where they stay in cache) and its derivatives on the whole
@@ -1161,10 +1158,9 @@ def _bounded_perspective(p, q, theta):
 
 # The fast tier runs no case (12 s a case); the clamped generator's test runs the same overflow.
 @pytest.mark.slow
-@tiered("dtype,traced", [pytest.param(d, t, id=f"{np.dtype(d).name}-"
-                                      f"{'traced' if t else 'constant'}")
-                         for d in (np.float32, np.float64) for t in (False, True)],
-        fast=[(np.float32, False), (np.float64, True)])
+@pytest.mark.parametrize("dtype,traced", [
+    pytest.param(d, t, id=f"{np.dtype(d).name}-{'traced' if t else 'constant'}")
+    for d in (np.float32, np.float64) for t in (False, True)])
 def test_f_divergence_ratio_beyond_range_with_a_bounded_generator(dtype, traced):
   """Finite p and positive q whose ratio p / q overflows (1e30 / 1e-10 in float32, 1e300 /
   1e-10 in float64), with a generator finite at infinity. The term is
