@@ -97,6 +97,12 @@ class _Unknown:
   pass
 
 
+def traces_staged() -> bool:
+  """Whether the current code runs under a trace that records a jaxpr or batches (`jit`,
+  `vmap`, ...), not only under traces that run each operation now (eager derivatives)."""
+  return _traces(_is_staging)
+
+
 def _is_batch(trace) -> bool:
   return isinstance(trace, _BATCH)
 

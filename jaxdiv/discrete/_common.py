@@ -159,9 +159,34 @@ def fast_inputs(*arrays, names, axis, where, from_logits, axis_name=None):
   if where is not None or axis_name is not None:
     return None
   xs, ax, result_dtype, acc_dtype = _inputs(arrays, names, axis)
-  if xs[0].shape[ax] == 0:
+  if xs[0].shape[ax] == 0 or _constant_edges(arrays):
     return None
   return tuple(x.astype(acc_dtype) for x in xs), ax, result_dtype, from_logits
+
+
+def _constant_edges(arrays) -> bool:
+  """Whether an input is an array that a staged function (`jit`) closes over, a constant to
+  XLA, with an entry that is not finite: such inputs take the guarded path.
+
+  The fast path's unguarded sums make a row that needs the guarded path NaN and test for it
+  (`_fast`). XLA folds a constant input's edge row (a row of -inf logits, a NaN or +inf logit)
+  into a NaN constant in the fused loop, and XLA:CPU's `exp` of an expression that holds a NaN
+  constant beside run-time operands is an arbitrary number, not NaN (jax 0.10.2:
+  `jit(lambda x: exp(x + nan))(x)` gave 1e-43 and -3.9e25): the row looked finite. The Renyi
+  divergence of order 2 of a closed-over row of -inf logits was 2.48, not 0; the Bhattacharyya
+  distance of one with a NaN logit 0, not NaN (`tests/discrete/test_discrete_edges.py`). The
+  guarded path selects before it exponentiates. The check reads a closed-over array once per
+  trace, on the host; eager calls and traced inputs skip it. Not covered: inputs computed from
+  constants inside the staged function (`jnp.asarray(p)` there is traced), which XLA folds alike.
+  """
+  for x in arrays:
+    if isinstance(x, jax.core.Tracer) or not _fallback.traces_staged():
+      continue
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      continue  # another process's shards: not readable here
+    if not np.all(np.isfinite(np.asarray(x))):
+      return True
+  return False
 
 
 def clamp_nonnegative(out: jax.Array) -> jax.Array:

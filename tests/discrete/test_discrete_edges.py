@@ -4,6 +4,8 @@ probabilities, rows of -inf logits, scalars."""
 
 from __future__ import annotations
 
+import functools
+
 import discrete_reference as ref
 import jax
 import jax.numpy as jnp
@@ -475,6 +477,44 @@ def test_a_row_that_is_not_finite_is_a_constant(spec, from_logits, masked):
   else:
     want = reference(spec, *rows)
   np.testing.assert_allclose(values[2:], want, rtol=1e-5, atol=1e-6)
+
+
+
+def _softmax64(x):
+  x = np.float64(x)
+  e = np.exp(x - x.max())
+  return e / e.sum()
+
+
+def _call_all(spec, cases):
+  return [call(spec, *args[:spec.nargs], from_logits=True) for args, _ in cases]
+
+
+@over_specs(fast_ids=MECHANISM_SPEC_IDS + ("bhattacharyya_distance",))
+def test_edge_rows_a_jitted_function_closes_over(spec):
+  """Arrays a jitted function closes over are constants to XLA, which folds an edge row's
+  log-softmax into a NaN constant, and XLA:CPU's exp of an expression that holds one is a tiny
+  number, not NaN (jax 0.10.2): the row skipped the guarded path. The Renyi divergence of order
+  2 of a row of -inf logits was 2.48, not 0; the Bhattacharyya distance of a row with a NaN
+  logit was 0. Each edge row alone (1-D, 8 and 50 entries), in each argument, closed over: 0
+  for a row of -inf logits, NaN for a NaN or +inf logit (the documented values), and for a row
+  with one -inf logit (outside the support) the float64 reference on its softmax."""
+  rng = np.random.default_rng(7)
+  for n in (8, 50):
+    x, y = (rng.normal(size=n).astype(np.float32) for _ in range(2))
+    nan, inf, hole = x.copy(), x.copy(), x.copy()
+    nan[3], inf[3], hole[3] = np.nan, np.inf, -np.inf
+    rows = [(np.full(n, -np.inf, np.float32), 0.0), (nan, np.nan), (inf, np.nan), (hole, None)]
+    cases = [((r, y), want) for r, want in rows]
+    if spec.nargs == 2:
+      cases += [((y, r), want) for r, want in rows]
+    # the cases bound by `partial`: constants of the jitted function, not its arguments
+    got = jax.jit(functools.partial(_call_all, spec, cases))()
+    for (args, want), g in zip(cases, got):
+      if want is None:
+        want = reference(spec, *(_softmax64(a) for a in args[:spec.nargs]))
+      np.testing.assert_allclose(float(g), want, rtol=1e-5, atol=1e-6,
+                                 err_msg=f"n={n}, inputs {[list(a[:4]) for a in args]}")
 
 
 _SHARED = [
