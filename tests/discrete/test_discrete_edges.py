@@ -479,7 +479,6 @@ def test_a_row_that_is_not_finite_is_a_constant(spec, from_logits, masked):
   np.testing.assert_allclose(values[2:], want, rtol=1e-5, atol=1e-6)
 
 
-
 def _softmax64(x):
   x = np.float64(x)
   e = np.exp(x - x.max())
@@ -493,8 +492,8 @@ def _call_all(spec, cases):
 @over_specs(fast_ids=MECHANISM_SPEC_IDS + ("bhattacharyya_distance",))
 def test_edge_rows_a_jitted_function_closes_over(spec):
   """Arrays a jitted function closes over are constants to XLA, which folds an edge row's
-  log-softmax into a NaN constant, and XLA:CPU's exp of an expression that holds one is a tiny
-  number, not NaN (jax 0.10.2): the row skipped the guarded path. The Renyi divergence of order
+  log-softmax into a NaN constant, and XLA:CPU's exp of an expression that holds one is an
+  arbitrary number, not NaN (jax 0.10.2): the row skipped the guarded path. The Renyi divergence of order
   2 of a row of -inf logits was 2.48, not 0; the Bhattacharyya distance of a row with a NaN
   logit was 0. Each edge row alone (1-D, 8 and 50 entries), in each argument, closed over: 0
   for a row of -inf logits, NaN for a NaN or +inf logit (the documented values), and for a row
