@@ -176,7 +176,7 @@ def _constant_edges(arrays) -> bool:
   divergence of order 2 of a closed-over row of -inf logits was 2.48, not 0; the Bhattacharyya
   distance of one with a NaN logit 0, not NaN (`tests/discrete/test_discrete_edges.py`). The
   guarded path selects before it exponentiates. The check reads a closed-over array once per
-  trace, on the host; eager calls and traced inputs skip it. Not covered: inputs computed from
+  trace, where it lives; eager calls and traced inputs skip it. Not covered: inputs computed from
   constants inside the staged function (`jnp.asarray(p)` there is traced), which XLA folds alike.
   """
   for x in arrays:
@@ -184,7 +184,9 @@ def _constant_edges(arrays) -> bool:
       continue
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
       continue  # another process's shards: not readable here
-    if not np.all(np.isfinite(np.asarray(x))):
+    with jax.ensure_compile_time_eval():  # run now, where the array lives: one flag read back
+      finite = bool(jnp.all(jnp.isfinite(x)))
+    if not finite:
       return True
   return False
 

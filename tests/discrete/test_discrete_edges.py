@@ -493,11 +493,12 @@ def _call_all(spec, cases):
 def test_edge_rows_a_jitted_function_closes_over(spec):
   """Arrays a jitted function closes over are constants to XLA, which folds an edge row's
   log-softmax into a NaN constant, and XLA:CPU's exp of an expression that holds one is an
-  arbitrary number, not NaN (jax 0.10.2): the row skipped the guarded path. The Renyi divergence of order
-  2 of a row of -inf logits was 2.48, not 0; the Bhattacharyya distance of a row with a NaN
-  logit was 0. Each edge row alone (1-D, 8 and 50 entries), in each argument, closed over: 0
-  for a row of -inf logits, NaN for a NaN or +inf logit (the documented values), and for a row
-  with one -inf logit (outside the support) the float64 reference on its softmax."""
+  arbitrary number, not NaN (jax 0.10.2): the row skipped the guarded path. The Renyi
+  divergence of order 2 of a row of -inf logits was 2.48, not 0; the Bhattacharyya distance of
+  a row with a NaN logit was 0. Each edge row alone (1-D, 8 and 50 entries), in each
+  argument, closed over: 0 for a row of -inf logits, NaN for a NaN or +inf logit (the
+  documented values), and for a row with one -inf logit (outside the support) the float64
+  reference on its softmax."""
   rng = np.random.default_rng(7)
   for n in (8, 50):
     x, y = (rng.normal(size=n).astype(np.float32) for _ in range(2))
