@@ -179,9 +179,10 @@ def _constant_edges(arrays) -> bool:
   trace, where it lives; eager calls and traced inputs skip it. Not covered: inputs computed from
   constants inside the staged function (`jnp.asarray(p)` there is traced), which XLA folds alike.
   """
-  for x in arrays:
-    if isinstance(x, jax.core.Tracer) or not _fallback.traces_staged():
-      continue
+  constants = [x for x in arrays if not isinstance(x, jax.core.Tracer)]
+  if not constants or not _fallback.traces_staged():
+    return False
+  for x in constants:
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
       continue  # another process's shards: not readable here
     with jax.ensure_compile_time_eval():  # run now, where the array lives: one flag read back
