@@ -636,10 +636,10 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
   about `entries` entries, one block at a time (a `fori_loop` over dynamic slices, so the
   inputs are not copied; the last block of a run starts early and recomputes a few rows, to
   the same bits). `fn` returns row values (the batch shape), or with `keep_axis` arrays shaped
-  like the inputs (a gradient); any pytree of them. A batch of at most `whole` entries, or
-  one that fits in a block, is taken whole. Under `jax.vmap` a block is computed for every
-  mapped example at once: its entries and `whole` count them all (`mapped`, or
-  :func:`mapped_size` of the inputs where None).
+  like the inputs (a gradient), with row values beside them or not; any pytree of them. A
+  batch of at most `whole` entries, or one that fits in a block, is taken whole. Under
+  `jax.vmap` a block is computed for every mapped example at once: its entries and `whole`
+  count them all (`mapped`, or :func:`mapped_size` of the inputs where None).
 
   The blocks are cut along the first batch axis, or where one index of it holds more than
   `entries` entries (a sequence of tokens, `[1, 2048, 32768]`), along the first batch axis
@@ -676,10 +676,13 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
     except Exception:  # pylint: disable=broad-except  # it closes over an array of the batch
       return fn(*xs)
 
-    def out_shape(in_shape):  # the results' shape for inputs of that shape
-      return in_shape if keep_axis else tuple(d for i, d in enumerate(in_shape) if i != ax)
+    def out_shape(in_shape, kept=keep_axis):  # a result's shape for inputs of that shape
+      return in_shape if kept else tuple(d for i, d in enumerate(in_shape) if i != ax)
 
-    if any(o.shape != out_shape(block_shape) for o in jax.tree_util.tree_leaves(shapes)):
+    # Whether each result keeps `axis` (with `keep_axis`, those shaped like the inputs).
+    kept = jax.tree_util.tree_map(lambda o: keep_axis and o.ndim == nd, shapes)
+    if any(o.shape != out_shape(block_shape, k) for o, k in zip(
+        jax.tree_util.tree_leaves(shapes), jax.tree_util.tree_leaves(kept))):
       return fn(*xs)
     rows, chunk = shape[s], block_shape[s]
     steps = -(-rows // chunk)
@@ -687,12 +690,11 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
     block = jax.checkpoint(fn)
 
     if not outer:  # one batch axis cut: the slices along it
-      out_axis = s if keep_axis else s - (s > ax)
-
       def take(i):
         start = jnp.minimum(i * chunk, rows - chunk)
         return (tuple(lax.dynamic_slice_in_dim(x, start, chunk, axis=s) for x in xs),
-                lambda o, p: lax.dynamic_update_slice_in_dim(o, p, start, axis=out_axis))
+                lambda o, p, k: lax.dynamic_update_slice_in_dim(o, p, start,
+                                                                axis=s if k else s - (s > ax)))
     else:
       def take(i):
         o, j = divmod(i, steps)
@@ -700,21 +702,23 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
         for a, n in zip(reversed(outer), reversed(sizes)):
           o, index[a] = divmod(o, n)
         index[s] = jnp.minimum(j * chunk, rows - chunk).astype(i.dtype)
-        out_index = index if keep_axis else index[:ax] + index[ax + 1:]
         return (tuple(lax.dynamic_slice(x, index, b) for x, b in zip(xs, blocks)),
-                lambda o, p: lax.dynamic_update_slice(o, p, out_index))
+                lambda o, p, k: lax.dynamic_update_slice(o, p, index if k else
+                                                         index[:ax] + index[ax + 1:]))
 
     def body(i, out):
       ins, put = take(i)
-      return jax.tree_util.tree_map(put, out, block(*ins))
+      return jax.tree_util.tree_map(put, out, block(*ins), kept)
 
-    def first(p):
+    def first(p, k):
       # The buffer starts from the first block's values, not from zeros alone: inside
       # `shard_map` it then has their varying manual axes, as the loop's carry must.
-      return lax.dynamic_update_slice(jnp.zeros(out_shape(shape), p.dtype), p, (0,) * p.ndim)
+      return lax.dynamic_update_slice(jnp.zeros(out_shape(shape, k), p.dtype), p,
+                                      (0,) * p.ndim)
 
     part = block(*(lax.slice(x, (0,) * nd, b) for x, b in zip(xs, blocks)))
-    return lax.fori_loop(1, math.prod(sizes) * steps, body, jax.tree_util.tree_map(first, part))
+    return lax.fori_loop(1, math.prod(sizes) * steps, body,
+                         jax.tree_util.tree_map(first, part, kept))
 
   return run
 
@@ -780,7 +784,7 @@ def lost_rows_constant(fn: Callable, axis: int, n_rows: int, *args: jax.Array,
   return f(*args)
 
 
-def _ones_in_rows(rows: jax.Array, axis: int, n_rows: int, xs) -> tuple:
+def ones_in_rows(rows: jax.Array, axis: int, n_rows: int, xs) -> tuple:
   """`xs` with the first `n_rows` (row-shaped arrays) set to ones on `rows` (the batch shape):
   every entry positive and finite, so that every partial there is finite."""
   gone = jnp.expand_dims(rows, axis)
@@ -799,7 +803,7 @@ def lost_rows_constant_autodiff(fn: Callable, axis: int, n_rows: int,
   lost = jnp.logical_not(jnp.isfinite(out))
 
   def mixed(args):
-    return jnp.where(lost, out, fn(*_ones_in_rows(lost, axis, n_rows, args)))
+    return jnp.where(lost, out, fn(*ones_in_rows(lost, axis, n_rows, args)))
 
   return cond(any_in_batch(lost), jax.checkpoint(mixed), lambda args: fn(*args), args)
 
@@ -843,7 +847,7 @@ def lost_rows_constant_jvp(fn: Callable, axis: int, n_rows: int, primals, tangen
   if not isinstance(lost, jax.core.Tracer) and not bool(jnp.any(lost)):
     return out, t_out
   kept = jnp.logical_not(jnp.expand_dims(lost, axis))
-  xs = _ones_in_rows(lost, axis, n_rows, primals) if any(live[n_rows:]) else primals
+  xs = ones_in_rows(lost, axis, n_rows, primals) if any(live[n_rows:]) else primals
   _, t_out = jvp_at(xs, kept)
   return out, jnp.where(lost, jnp.zeros_like(t_out), t_out)
 
@@ -872,8 +876,8 @@ def with_fallback_autodiff(value: Callable, careful: Callable, *xs: jax.Array,
     # a zero cotangent, made every row's gradient NaN.
     careful_rows = lax.stop_gradient(careful(*xs))
     lost = jnp.logical_not(jnp.isfinite(careful_rows))
-    guarded = jnp.where(lost, careful_rows, careful(*_ones_in_rows(lost, axis, len(xs), xs)))
-    return jnp.where(bad, guarded, value(*_ones_in_rows(bad, axis, len(xs), xs))[0])
+    guarded = jnp.where(lost, careful_rows, careful(*ones_in_rows(lost, axis, len(xs), xs)))
+    return jnp.where(bad, guarded, value(*ones_in_rows(bad, axis, len(xs), xs))[0])
 
   # `mixed` rematerialised: differentiated, a `cond` returns the residuals of both branches
   # (zeros for the one not taken), and the guarded path's are many [N, V] arrays (4096x1024

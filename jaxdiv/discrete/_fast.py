@@ -292,7 +292,7 @@ def _slope(general: Callable, log_s: jax.Array) -> jax.Array:
   return jax.jvp(general, (log_s,), (jnp.ones_like(log_s),))[1]
 
 
-def _log_positive(s: jax.Array) -> jax.Array:
+def log_positive(s: jax.Array) -> jax.Array:
   """`log S` of a power sum, NaN where S is 0 (or +inf): S underflowed (orders in (0, 1), where
   S <= 1, at logits far apart), so its row takes the guarded path. `log 0 = -inf` would leave a
   finite value where `general(-inf)` is finite (Tsallis: -1 / (alpha - 1)) beside derivatives
@@ -316,7 +316,7 @@ _NEAR_MIN_S_ONE = 1 / 32
 def _log_near(e: jax.Array, min_s: float) -> jax.Array:
   """`log S = log1p(e)` of `e = S - 1`, NaN where S < `min_s` (the row takes the guarded path)
   or e is not finite. The NaN by arithmetic (a root of a negative), not a select: see
-  :func:`_log_positive`."""
+  :func:`log_positive`."""
   return jnp.log1p(e) + 0 * jnp.sqrt(e + (1 - min_s))
 
 
@@ -426,7 +426,7 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
       # reductions of one fusion several times slower than one whose reductions feed each other.
       z = jnp.sum(xs[norm], axis=ax, keepdims=True)
       s = guarded_sum(lambda *xs: guarded(terms(xs) / z, xs), xs, ax)
-    log_s = _log_positive(s)
+    log_s = log_positive(s)
     return general(log_s), (s, z, log_s)
 
   def coefs_probs(ax, out, aux, *xs):
@@ -499,7 +499,7 @@ def power_sum(exponents: Sequence[float], general: Callable, norm: int | None = 
     # whose reductions feed each other is not.
     stats = row_stats(xs, ax)
     s = jnp.sum(jnp.exp(sum(c * lp for c, lp in zip(cs, log_softmaxes(xs, stats)))), axis=ax)
-    log_s = _log_positive(s)
+    log_s = log_positive(s)
     return general(log_s), (s, log_s, stats)
 
   def row_stats(xs, ax):
