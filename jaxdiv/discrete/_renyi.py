@@ -25,6 +25,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from jaxdiv import _fallback
 from jaxdiv import _numerics
 from jaxdiv import _unit_axes
 from jaxdiv import _validation
@@ -236,6 +237,153 @@ def _power_sum_near(a, fast):
   return None
 
 
+# A traced order at least this far from 1 takes the hand-written power sum. Its derivatives in
+# alpha, as written, hold `log S / t` and its derivatives in t = alpha - 1, which cancel as
+# 1 / t^k: float32, 64 rows of 256 logits against float64, the largest relative error of d/dalpha
+# / d2/dalpha2, hand-written sum against the guarded path: at alpha = 0.75, 6e-6 / 3e-4 against
+# 1e-7 / 4e-6 (Renyi); at 0.3, the Tsallis divergence's d2/dalpha2 1e-3 against 3e-5; at 2 and
+# 3.5 within 3x of each other, every member and derivative at 1.3e-6 or below.
+_TRACED_MIN_T = 1.0
+
+
+def _generic_order(alpha):
+  """Where a traced order takes the hand-written power sum (:func:`_traced_from_logits`): finite,
+  > 0 and at least `_TRACED_MIN_T` from 1 (>= 2). An order out of its domain (< 0, for
+  `checkify`) stays on the guarded path."""
+  return jnp.isfinite(alpha) & (alpha > 0) & (jnp.abs(alpha - 1) >= _TRACED_MIN_T)
+
+
+@jax.custom_jvp
+def _scaled_log(c, log_p):
+  """`c * log_p`, c a scalar order, whose derivative in c is finite where log_p = -inf.
+
+  An entry outside a support has a term `exp(c log_p + ...)` of 0 (or +inf, whose row takes the
+  guarded path) and no derivative; as written, d/dc of its exponent is log_p = -inf, times the
+  term, 0: NaN. Here that derivative is `max(log_p, -big)`, finite, so the term's is 0; the
+  value and the derivative in log_p are the product's (a `where` on log_p took value+grad from
+  1.0x to 1.45x the hand-written line, a `max` in the value to 1.2x)."""
+  return c * log_p
+
+
+@_scaled_log.defjvp
+def _scaled_log_jvp(primals, tangents):
+  c, log_p = primals
+  dc, d_log_p = tangents
+  big = jnp.finfo(log_p.dtype).max / 16
+  # The value through this rule again: its own derivatives (Hessians) hold the same finite one.
+  return _scaled_log(c, log_p), dc * jnp.maximum(log_p, -big) + c * d_log_p
+
+
+def _traced_from_logits(fast, alpha, general, guarded, base, generic=_generic_order):
+  """A traced scalar order from logits (a `jit` argument, an order being learnt): the
+  hand-written `general(log sum exp(alpha la + (1 - alpha) lb), alpha)` (entropies: `alpha la`)
+  where `generic(alpha)` and every row of it is finite, with its derivatives in the logits and
+  in alpha in closed form. None where `fast` is None (a mask, a sharded axis) or holds
+  probabilities, the order is an array, or no trace stages the call (eager, or eager
+  derivatives).
+
+  Elsewhere the guarded path, `guarded(xs, ax, alpha)` on the fast path's inputs (the limits
+  at 1 and inf, the centred sum near 1, and their derivatives in alpha; it evaluates them all
+  on every row): on every row where the order is not generic (one predicate for a batch of
+  orders under `jax.vmap`: `_fallback.any_in_batch`), on the rows that are not finite where it
+  is (the others keep the hand line's values, so a row's result does not depend on its batch).
+
+  The derivative (`_traced_jvp`) is a sum of coefficients times the tangents, the coefficients
+  chosen by `lax.cond`s on the primal values only. Differentiated as written, a `cond` between
+  the hand line and the guarded path returns both branches' residuals (zeros for the one not
+  taken) and holds the guarded path's derivative buffers beside the hand line's: value+grad at
+  32768x512 held 1.46 GiB of temporaries (the hand line 0.45) and an order that is not generic
+  took up to 2.3x its time before.
+  """
+  if (fast is None or not fast[3] or jnp.ndim(alpha) != 0
+      or not isinstance(alpha, jax.core.Tracer) or not _fallback.traces_staged()):
+    return None
+  xs, ax, dtype, _ = fast
+  n = len(xs)
+
+  def finish(out):  # as `_fast.run`'s
+    out = _common.clamp_nonnegative(out)
+    return _numerics.positive_zero(_numerics.to_base(out, base)).astype(dtype)
+
+  def not_generic(alpha):
+    return _fallback.any_in_batch(jnp.logical_not(generic(lax.stop_gradient(alpha))))
+
+  def log_power_sum(alpha, xs):
+    """`(log S, log-softmaxes, z)`, z = sum_k c_k la_k with c = (alpha, 1 - alpha)."""
+    lps = [_fast.log_softmax(x, ax) for x in xs]
+    z = sum(_scaled_log(c, lp) for c, lp in zip((alpha, 1 - alpha), lps))
+    return _fast.log_positive(jnp.sum(jnp.exp(z), axis=ax)), lps, z
+
+  @jax.custom_jvp
+  def traced(alpha, *xs):
+    def hand(alpha, xs):
+      value = general(log_power_sum(alpha, xs)[0], alpha)
+      needs = jnp.logical_not(jnp.isfinite(value))
+      return _fallback.cond(_fallback.any_in_batch(needs),
+                            lambda: jnp.where(needs, guarded(xs, ax, alpha), finish(value)),
+                            lambda: finish(value))
+
+    return _fallback.cond(not_generic(alpha), lambda alpha, xs: guarded(xs, ax, alpha), hand,
+                          alpha, xs)
+
+  mapped = _fallback.mapped_size(*xs)  # read here: a `cond` branch does not see `jax.vmap`
+
+  def guarded_coefs(alpha, xs):
+    def block(*ys):
+      # The order as one value a row: its row derivatives from one reverse pass.
+      rows = tuple(d for i, d in enumerate(ys[0].shape) if i != ax)
+      out, pullback = jax.vjp(lambda a, *zs: guarded(zs, ax, a), jnp.broadcast_to(alpha, rows),
+                              *ys)
+      c_alpha, *c_ys = pullback(jnp.ones_like(out))
+      return out, c_alpha, tuple(c_ys)
+
+    # Over row blocks: XLA allocates a `cond` branch's buffers whether it runs or not, and the
+    # guarded path's reverse pass on the whole batch holds many [N, V] arrays.
+    return _fallback.careful_blocks(block, ax, keep_axis=True, mapped=mapped)(*xs)
+
+  def hand_coefs(alpha, xs):
+    log_s, lps, z = log_power_sum(alpha, xs)
+    value, g_log_s = jax.jvp(lambda ls: general(ls, alpha), (log_s,), (jnp.ones_like(log_s),))
+    g_alpha = jax.jvp(lambda a: general(log_s, a), (alpha,), (jnp.ones_like(alpha),))[1]
+    # d log S / d x_k = c_k (w - softmax x_k), w = exp(z) / S; d log S / d alpha = sum w dz, dz
+    # = la - lb (entropies: la), entries outside a support (w = 0) at a finite stand-in.
+    w = jnp.exp(z - jnp.expand_dims(log_s, ax))
+    big = jnp.finfo(w.dtype).max / 16
+    dz = sum(s * jnp.maximum(lp, -big) for s, lp in zip((1, -1), lps))
+    c_alpha = g_log_s * jnp.sum(w * dz, axis=ax) + g_alpha
+    c_xs = tuple(jnp.expand_dims(g_log_s, ax) * c * (w - jnp.exp(lp))
+                 for c, lp in zip((alpha, 1 - alpha), lps))
+    unit = _numerics.to_base(jnp.ones((), w.dtype), base)
+    return value, c_alpha * unit, tuple(cx * unit for cx in c_xs)
+
+  def generic_coefs(alpha, xs):
+    value, c_alpha, c_xs = hand_coefs(alpha, xs)
+    needs = jnp.logical_not(jnp.isfinite(value))
+
+    def mixed(alpha, xs):
+      # Rows that need the guarded values are ones in the hand line's inputs: finite partials
+      # where the coefficients are differentiated again (second derivatives).
+      f_value, f_alpha, f_xs = hand_coefs(alpha, _fallback.ones_in_rows(needs, ax, n, xs))
+      g_out, g_alpha, g_xs = guarded_coefs(alpha, xs)
+      keep = jnp.expand_dims(needs, ax)
+      return (jnp.where(needs, g_out, finish(f_value)), jnp.where(needs, g_alpha, f_alpha),
+              tuple(jnp.where(keep, g, f) for g, f in zip(g_xs, f_xs)))
+
+    return _fallback.cond(_fallback.any_in_batch(needs), mixed,
+                          lambda alpha, xs: (finish(value), c_alpha, c_xs), alpha, xs)
+
+  @traced.defjvp
+  def _traced_jvp(primals, tangents):
+    alpha, *xs = primals
+    t_alpha, *t_xs = tangents
+    out, c_alpha, c_xs = _fallback.cond(not_generic(alpha), guarded_coefs, generic_coefs,
+                                        alpha, tuple(xs))
+    tangent = c_alpha * t_alpha + sum(jnp.sum(c * t, axis=ax) for c, t in zip(c_xs, t_xs))
+    return out, tangent.astype(out.dtype)
+
+  return traced(jnp.asarray(alpha, xs[0].dtype), *xs)
+
+
 def _family(arrays, alpha, base, *, axis, where, from_logits, general, near, at_one, at_inf,
             one_taylor=None, sign=1.0):
   """`sign` times the order-alpha family (see `_order_family`) of one (entropy: d = log p) or
@@ -263,6 +411,13 @@ def _family(arrays, alpha, base, *, axis, where, from_logits, general, near, at_
     return _fast.run(fast, *_fast.power_sum(exponents, lambda ls: sign * general(ls, t), norm=0,
                                             near=near_form),
                      careful, base, nonnegative=True)
+  def guarded(xs, ax, alpha):
+    return _common.guarded(xs, careful, names=names, axis=ax, where=None,
+                           from_logits=from_logits, hyper=(alpha,), base=base, nonnegative=True)
+
+  out = _traced_from_logits(fast, alpha, lambda ls, a: sign * general(ls, a - 1), guarded, base)
+  if out is not None:
+    return out
   return _common.guarded(arrays, careful, names=names, axis=axis, where=where,
                          from_logits=from_logits, hyper=(alpha,), base=base, nonnegative=True)
 
@@ -539,6 +694,15 @@ def alpha_divergence(
                                             norm=0 if a >= 0.5 else 1,
                                             near=near_form),
                      lambda prep: _alpha_divergence(prep, alpha), None, nonnegative=True)
+  def guarded(xs, ax, alpha):
+    return _common.guarded(xs, _alpha_divergence, names=("p", "q"), axis=ax, where=None,
+                           from_logits=from_logits, hyper=(alpha,), nonnegative=True)
+
+  # Generic where the swapped form's order, max(alpha, 1 - alpha), is (any real alpha).
+  out = _traced_from_logits(fast, alpha, lambda ls, a: jnp.expm1(ls) / (a * (a - 1)), guarded,
+                            None, generic=lambda a: _generic_order(jnp.maximum(a, 1 - a)))
+  if out is not None:
+    return out
   return _common.guarded((p, q), _alpha_divergence, names=("p", "q"), axis=axis, where=where,
                          from_logits=from_logits, hyper=(alpha,), nonnegative=True)
 
