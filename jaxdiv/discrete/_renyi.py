@@ -305,6 +305,9 @@ def _traced_from_logits(fast, alpha, general, guarded, base, generic=_generic_or
     out = _common.clamp_nonnegative(out)
     return _numerics.positive_zero(_numerics.to_base(out, base)).astype(dtype)
 
+  def guarded_rows(xs, alpha):  # in the result's dtype (its inputs here are the compute dtype's)
+    return guarded(xs, ax, alpha).astype(dtype)
+
   def not_generic(alpha):
     return _fallback.any_in_batch(jnp.logical_not(generic(lax.stop_gradient(alpha))))
 
@@ -320,10 +323,10 @@ def _traced_from_logits(fast, alpha, general, guarded, base, generic=_generic_or
       value = general(log_power_sum(alpha, xs)[0], alpha)
       needs = jnp.logical_not(jnp.isfinite(value))
       return _fallback.cond(_fallback.any_in_batch(needs),
-                            lambda: jnp.where(needs, guarded(xs, ax, alpha), finish(value)),
+                            lambda: jnp.where(needs, guarded_rows(xs, alpha), finish(value)),
                             lambda: finish(value))
 
-    return _fallback.cond(not_generic(alpha), lambda alpha, xs: guarded(xs, ax, alpha), hand,
+    return _fallback.cond(not_generic(alpha), lambda alpha, xs: guarded_rows(xs, alpha), hand,
                           alpha, xs)
 
   mapped = _fallback.mapped_size(*xs)  # read here: a `cond` branch does not see `jax.vmap`
@@ -335,7 +338,7 @@ def _traced_from_logits(fast, alpha, general, guarded, base, generic=_generic_or
       out, pullback = jax.vjp(lambda a, *zs: guarded(zs, ax, a), jnp.broadcast_to(alpha, rows),
                               *ys)
       c_alpha, *c_ys = pullback(jnp.ones_like(out))
-      return out, c_alpha, tuple(c_ys)
+      return out.astype(dtype), c_alpha, tuple(c_ys)
 
     # Over row blocks: XLA allocates a `cond` branch's buffers whether it runs or not, and the
     # guarded path's reverse pass on the whole batch holds many [N, V] arrays.

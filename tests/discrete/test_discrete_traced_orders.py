@@ -217,3 +217,25 @@ def test_value_and_grad_temporaries_at_most_the_hand_lines(n, v):
     return jax.jit(vg).lower(x, x, al).compile().memory_analysis().temp_size_in_bytes
 
   assert temp(ours) <= temp(hand), (temp(ours), temp(hand))
+
+
+@pytest.mark.parametrize("alpha", [2.0, pytest.param(0.5, marks=pytest.mark.slow)])
+def test_low_precision_inputs_keep_their_dtype(alpha):
+  """bfloat16 logits: the result is bfloat16 and equals the static order's, on every path (the
+  hand line, its fallback rows, an order that is not generic); the derivatives are finite. The
+  guarded rows came back in float32, the compute dtype, beside the hand line's bfloat16."""
+  a, b = _edge_logits()
+  a, b = jnp.asarray(a, jnp.bfloat16), jnp.asarray(b, jnp.bfloat16)
+  for name in ("renyi_divergence", "tsallis_entropy"):
+    ours, _ = MEMBERS[name]
+    want = ours(a, b, alpha)
+    got = jax.jit(ours)(a, b, jnp.float32(alpha))
+    assert got.dtype == want.dtype == jnp.bfloat16, name
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                               rtol=1e-2, atol=1e-2, err_msg=name)
+    finite = np.isfinite(np.asarray(want, np.float32))
+    total = lambda x, al, f=ours, keep=finite: jnp.sum(
+        jnp.where(keep, f(x, b, al), 0).astype(jnp.float32))
+    ga, gal = jax.jit(jax.grad(total, argnums=(0, 1)))(a, jnp.float32(alpha))
+    assert ga.dtype == jnp.bfloat16 and np.all(np.isfinite(np.asarray(ga, np.float32))), name
+    assert np.isfinite(float(gal)), name
