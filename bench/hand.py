@@ -3,7 +3,8 @@
     python bench/hand.py            # the issue's shapes: 32768x512, 2048x32768, 4096x4096
     python bench/hand.py --quick    # the same aspect ratios with fewer rows
 
-For each case and shape: forward and value+grad (of the summed result, both inputs) of jaxdiv
+For each case and shape: forward and value+grad (of the summed result, both inputs; in the
+`order` forms, the order-alpha family at an order passed to `jit`, also in the order) of jaxdiv
 and of the hand-written expression, timed in turn in one process (medians), with two floors
 beside them, timed in the same rounds: `read`, one reduction over the inputs (`sum(x)`, each
 input read once), and `exp`, the transcendental work the maths needs (`sum(exp(x))` per
@@ -214,6 +215,34 @@ CASES = [
 ]
 
 
+# The order-alpha family at a traced order (a `jit` argument, an order being learnt; value+grad
+# also in alpha), from logits: forms `order` (alpha = A2) and `order-near` (A_NEAR, where the
+# guarded path keeps the derivatives in alpha precise). Inputs `(a, alpha)` or `(a, b, alpha)`.
+_TRACED = [
+    ("renyi_divergence", lambda a, b, al: jaxdiv.renyi_divergence(a, b, al, from_logits=True),
+     lambda a, b, al: _hand_renyi_logits(a, b, al),
+     "log(sum(exp(al la + (1 - al) lb))) / (al - 1)"),
+    ("renyi_entropy", lambda a, al: jaxdiv.renyi_entropy(a, al, from_logits=True),
+     lambda a, al: jnp.log(jnp.sum(jnp.exp(al * lsm(a)), -1)) / (1 - al),
+     "log(sum(exp(al log_softmax))) / (1 - al)"),
+    ("tsallis_entropy", lambda a, al: jaxdiv.tsallis_entropy(a, al, from_logits=True),
+     lambda a, al: (1 - jnp.sum(jnp.exp(al * lsm(a)), -1)) / (al - 1),
+     "(1 - sum(exp(al log_softmax))) / (al - 1)"),
+    ("tsallis_divergence",
+     lambda a, b, al: jaxdiv.tsallis_divergence(a, b, al, from_logits=True),
+     lambda a, b, al: (_hand_power_sum_logits(a, b, al) - 1) / (al - 1),
+     "(sum(exp(al la + (1 - al) lb)) - 1) / (al - 1)"),
+    ("alpha_divergence", lambda a, b, al: jaxdiv.alpha_divergence(a, b, al, from_logits=True),
+     lambda a, b, al: (_hand_power_sum_logits(a, b, al) - 1) / (al * (al - 1)),
+     "(sum(exp(al la + (1 - al) lb)) - 1) / (al (al - 1))"),
+]
+CASES += [(f"{case}[traced alpha={A2:g}]", "order", ours, hand, note)
+          for case, ours, hand, note in _TRACED]
+CASES += [(f"{case}[traced alpha={A_NEAR:g}]", "order-near", ours, hand, note)
+          for case, ours, hand, note in _TRACED if case == "renyi_divergence"]
+_QUICK_TRACED = f"renyi_divergence[traced alpha={A2:g}]"  # the one `--quick` runs
+
+
 def _n_in(hand) -> int:
   params = inspect.signature(hand).parameters.values()
   return sum(x.default is inspect.Parameter.empty for x in params)
@@ -246,7 +275,20 @@ def _inputs(n, v, seed=0):
   k1, k2 = jax.random.split(jax.random.key(seed))
   a = 3.0 * jax.random.normal(k1, (n, v), jnp.float32)
   b = a + jax.random.normal(k2, (n, v), jnp.float32)
-  return dict(logits=(a, b), probs=(sm(a), sm(b)), bernoulli=(sig(a), sig(b)))
+  return dict(logits=(a, b), probs=(sm(a), sm(b)), bernoulli=(sig(a), sig(b)),
+              order=(a, b, jnp.float32(A2)), **{"order-near": (a, b, jnp.float32(A_NEAR))})
+
+
+def _args(x, form, n_in):
+  """A case's inputs: the first `n_in` of its form's; the order forms' entropies `(a, alpha)`."""
+  if form.startswith("order") and n_in == 2:
+    return x[form][0], x[form][2]
+  return x[form][:n_in]
+
+
+def _rows(xs):
+  """The inputs that hold rows (not an order)."""
+  return [t for t in xs if t.ndim]
 
 
 def _vg(f, n):
@@ -266,12 +308,12 @@ def bench_speed(shapes, reps, cases=CASES):
     floors = {}
     for case, form, ours, hand, note in cases:
       n_in = _n_in(hand)
-      args = x[form][:n_in]
+      args = _args(x, form, n_in)
       if (form, n_in) not in floors:
-        op = jnp.exp if form == "logits" else jnp.log
+        op = jnp.log if form in ("probs", "bernoulli") else jnp.exp
         floors[form, n_in] = [
-            _compiled(lambda *xs: sum(jnp.sum(t, -1) for t in xs), args)[0],
-            _compiled(lambda *xs, op=op: sum(jnp.sum(op(t), -1) for t in xs), args)[0]]
+            _compiled(lambda *xs: sum(jnp.sum(t, -1) for t in _rows(xs)), args)[0],
+            _compiled(lambda *xs, op=op: sum(jnp.sum(op(t), -1) for t in _rows(xs)), args)[0]]
       for mode in ("fwd", "fwd+vjp"):
         fs = [ours, hand] if mode == "fwd" else [_vg(ours, n_in), _vg(hand, n_in)]
         (c_own, m_own), (c_hand, m_hand) = (_compiled(f, args) for f in fs)
@@ -373,9 +415,12 @@ def bench_accuracy(n=20000, v=512, cases=CASES):
   rows = []
   for case, form, ours, hand, note in cases:
     n_in = _n_in(hand)
-    args = x[form][:n_in]
-    a64 = [np.asarray(t, np.float64) for t in x[form]]
-    want = _ref64(case, form, *a64)
+    args = _args(x, form, n_in)
+    ref_case, ref_form = case, form
+    if form.startswith("order"):  # the static order's reference: `renyi_divergence[alpha=2]`
+      ref_case, ref_form = case.replace("traced ", ""), "logits"
+    a64 = [np.asarray(t, np.float64) for t in x[ref_form]]
+    want = _ref64(ref_case, ref_form, *a64)
     row = dict(group="accuracy", case=f"{case}({form})", shape=f"{n}x{v}", vs="hand-written",
                peer_fn=note)
     fin = np.isfinite(want)
@@ -411,6 +456,8 @@ def bench(quick: bool = False, reps: int | None = None, bw: dict | None = None,
   shapes = [_shape(s, all_shapes) for s in shapes.split(",")] if shapes else all_shapes
   reps = reps or (3 if quick else 9)
   cases = _selected(only)
+  if quick and not only:  # run.py --quick in ~2 min: one traced-order row (each takes ~25 s)
+    cases = [c for c in cases if not c[1].startswith("order") or c[0] == _QUICK_TRACED]
   rows = bench_speed(shapes, reps, cases)
   acc = bench_accuracy(4096 if quick else 20000, cases=cases)
   return dict(rows=rows, accuracy=acc, shapes=shapes, dtype="float32", reps=reps, only=only,
