@@ -62,11 +62,11 @@ def bench(before: str, module: str, names: list[str], only: str | None, shapes, 
   rows = []
   for *lead, v in shapes:
     n = math.prod(lead)
-    x = {form: tuple(a.reshape(*lead, v) for a in arrays)
+    x = {form: tuple(a.reshape(*lead, v) if a.ndim else a for a in arrays)  # (not an order)
          for form, arrays in hand._inputs(n, v).items()}
     for case, form, ours, hd, _ in hand._selected(only):
       k = hand._n_in(hd)
-      args = x[form][:k]
+      args = hand._args(x, form, k)
       for mode in ("fwd", "fwd+vjp"):
         fs = (ours, hd) if mode == "fwd" else (hand._vg(ours, k), hand._vg(hd, k))
         c_hand = jax.jit(fs[1]).lower(*args).compile()
