@@ -676,7 +676,7 @@ def row_blocks(fn: Callable, axis: int, *, keep_axis: bool = False,
     except Exception:  # pylint: disable=broad-except  # it closes over an array of the batch
       return fn(*xs)
 
-    def out_shape(in_shape, kept=keep_axis):  # a result's shape for inputs of that shape
+    def out_shape(in_shape, kept):  # a result's shape (keeping `axis` or not) for those inputs
       return in_shape if kept else tuple(d for i, d in enumerate(in_shape) if i != ax)
 
     # Whether each result keeps `axis` (with `keep_axis`, those shaped like the inputs).

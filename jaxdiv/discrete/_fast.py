@@ -90,7 +90,13 @@ def run(fast, logits, probs, careful_body, base, *, nonnegative: bool,
                         lambda out, aux, *xs: coefs(ax, out, aux, *xs), careful, *xs, axis=ax,
                         value_for_coefs=(lambda *xs: for_coefs[0](ax, *xs)) if for_coefs
                         else None)
-  if nonnegative and from_logits:
+  return to_result(out, base, dtype, clamp=nonnegative and from_logits)
+
+
+def to_result(out: jax.Array, base, dtype, *, clamp: bool) -> jax.Array:
+  """Unguarded row values in nats to the result: rounding below 0 clamped (`clamp`: inputs we
+  normalised), the units, the result dtype."""
+  if clamp:
     out = _common.clamp_nonnegative(out)
   return _numerics.positive_zero(_numerics.to_base(out, base)).astype(dtype)
 

@@ -301,9 +301,8 @@ def _traced_from_logits(fast, alpha, general, guarded, base, generic=_generic_or
   xs, ax, dtype, _ = fast
   n = len(xs)
 
-  def finish(out):  # as `_fast.run`'s
-    out = _common.clamp_nonnegative(out)
-    return _numerics.positive_zero(_numerics.to_base(out, base)).astype(dtype)
+  def finish(out):
+    return _fast.to_result(out, base, dtype, clamp=True)
 
   def guarded_rows(xs, alpha):  # in the result's dtype (its inputs here are the compute dtype's)
     return guarded(xs, ax, alpha).astype(dtype)
