@@ -240,6 +240,24 @@ CASES += [(f"{case}[traced alpha={A2:g}]", "order", ours, hand, note)
           for case, ours, hand, note in _TRACED]
 CASES += [(f"{case}[traced alpha={A_NEAR:g}]", "order-near", ours, hand, note)
           for case, ours, hand, note in _TRACED if case == "renyi_divergence"]
+# From probabilities (form `order-probs`, alpha = A2): the hand line's general power `p ** al`.
+_TRACED_PROBS = [
+    ("renyi_divergence", lambda p, q, al: jaxdiv.renyi_divergence(p, q, al),
+     lambda p, q, al: jnp.log(_hand_power_sum(p, q, al)) / (al - 1),
+     "log(sum(p**al * q**(1 - al))) / (al - 1)"),
+    ("renyi_entropy", lambda p, al: jaxdiv.renyi_entropy(p, al),
+     lambda p, al: jnp.log(jnp.sum(p ** al, -1)) / (1 - al), "log(sum(p**al)) / (1 - al)"),
+    ("tsallis_entropy", lambda p, al: jaxdiv.tsallis_entropy(p, al),
+     lambda p, al: (1 - jnp.sum(p ** al, -1)) / (al - 1), "(1 - sum(p**al)) / (al - 1)"),
+    ("tsallis_divergence", lambda p, q, al: jaxdiv.tsallis_divergence(p, q, al),
+     lambda p, q, al: (_hand_power_sum(p, q, al) - 1) / (al - 1),
+     "(sum(p**al * q**(1 - al)) - 1) / (al - 1)"),
+    ("alpha_divergence", lambda p, q, al: jaxdiv.alpha_divergence(p, q, al),
+     lambda p, q, al: (_hand_power_sum(p, q, al) - 1) / (al * (al - 1)),
+     "(sum(p**al * q**(1 - al)) - 1) / (al (al - 1))"),
+]
+CASES += [(f"{case}[traced alpha={A2:g}]", "order-probs", ours, hand, note)
+          for case, ours, hand, note in _TRACED_PROBS]
 _QUICK_TRACED = f"renyi_divergence[traced alpha={A2:g}]"  # the one `--quick` runs
 
 
@@ -276,7 +294,8 @@ def _inputs(n, v, seed=0):
   a = 3.0 * jax.random.normal(k1, (n, v), jnp.float32)
   b = a + jax.random.normal(k2, (n, v), jnp.float32)
   return dict(logits=(a, b), probs=(sm(a), sm(b)), bernoulli=(sig(a), sig(b)),
-              order=(a, b, jnp.float32(A2)), **{"order-near": (a, b, jnp.float32(A_NEAR))})
+              order=(a, b, jnp.float32(A2)), **{"order-near": (a, b, jnp.float32(A_NEAR)),
+                                                "order-probs": (sm(a), sm(b), jnp.float32(A2))})
 
 
 def _args(x, form, n_in):
@@ -310,7 +329,7 @@ def bench_speed(shapes, reps, cases=CASES):
       n_in = _n_in(hand)
       args = _args(x, form, n_in)
       if (form, n_in) not in floors:
-        op = jnp.log if form in ("probs", "bernoulli") else jnp.exp
+        op = jnp.log if form in ("probs", "bernoulli", "order-probs") else jnp.exp
         floors[form, n_in] = [
             _compiled(lambda *xs: sum(jnp.sum(t, -1) for t in _rows(xs)), args)[0],
             _compiled(lambda *xs, op=op: sum(jnp.sum(op(t), -1) for t in _rows(xs)), args)[0]]
@@ -418,7 +437,8 @@ def bench_accuracy(n=20000, v=512, cases=CASES):
     args = _args(x, form, n_in)
     ref_case, ref_form = case, form
     if form.startswith("order"):  # the static order's reference: `renyi_divergence[alpha=2]`
-      ref_case, ref_form = case.replace("traced ", ""), "logits"
+      ref_case = case.replace("traced ", "")
+      ref_form = "probs" if form == "order-probs" else "logits"
     a64 = [np.asarray(t, np.float64) for t in x[ref_form]]
     want = _ref64(ref_case, ref_form, *a64)
     row = dict(group="accuracy", case=f"{case}({form})", shape=f"{n}x{v}", vs="hand-written",

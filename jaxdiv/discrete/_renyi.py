@@ -247,7 +247,7 @@ _TRACED_MIN_T = 1.0
 
 
 def _generic_order(alpha):
-  """Where a traced order takes the hand-written power sum (:func:`_traced_from_logits`): finite,
+  """Where a traced order takes the hand-written power sum (:func:`_traced_order`): finite,
   > 0 and at least `_TRACED_MIN_T` from 1 (>= 2). An order out of its domain (< 0, for
   `checkify`) stays on the guarded path."""
   return jnp.isfinite(alpha) & (alpha > 0) & (jnp.abs(alpha - 1) >= _TRACED_MIN_T)
@@ -274,19 +274,23 @@ def _scaled_log_jvp(primals, tangents):
   return _scaled_log(c, log_p), dc * jnp.maximum(log_p, -big) + c * d_log_p
 
 
-def _traced_from_logits(fast, alpha, general, guarded, base, generic=_generic_order):
-  """A traced scalar order from logits (a `jit` argument, an order being learnt): the
-  hand-written `general(log sum exp(alpha la + (1 - alpha) lb), alpha)` (entropies: `alpha la`)
-  where `generic(alpha)` and every row of it is finite, with its derivatives in the logits and
-  in alpha in closed form. None where `fast` is None (a mask, a sharded axis) or holds
-  probabilities, the order is an array, or no trace stages the call (eager, or eager
-  derivatives).
+def _traced_order(fast, alpha, general, guarded, base, generic=_generic_order, swap=False):
+  """A traced scalar order (a `jit` argument, an order being learnt): the hand-written
+  `general(log S, alpha)` of the power sum `S = sum exp(alpha la + (1 - alpha) lb)` (entropies:
+  `alpha la`) where `generic(alpha)` and every row of it is finite, with its derivatives in the
+  inputs and in alpha in closed form. From logits `la, lb` are the log-softmaxes; from
+  probabilities the logs of the inputs, and S is divided by the mass of p, as the guarded path
+  does (`swap`, the alpha-divergence: by the mass of q where alpha < 1/2, the swapped form's
+  first argument). None where `fast` is None (a mask, a sharded axis), the order is an array,
+  or no trace stages the call (eager, or eager derivatives).
 
   Elsewhere the guarded path, `guarded(xs, ax, alpha)` on the fast path's inputs (the limits
   at 1 and inf, the centred sum near 1, and their derivatives in alpha; it evaluates them all
   on every row): on every row where the order is not generic (one predicate for a batch of
   orders under `jax.vmap`: `_fallback.any_in_batch`), on the rows that are not finite where it
   is (the others keep the hand line's values, so a row's result does not depend on its batch).
+  An entry that needs the guarded path makes its row's S NaN or +inf: a negative, NaN or +inf
+  input, a zero q where the exponent of q is negative.
 
   The derivative (`_traced_jvp`) is a sum of coefficients times the tangents, the coefficients
   chosen by `lax.cond`s on the primal values only. Differentiated as written, a `cond` between
@@ -295,14 +299,14 @@ def _traced_from_logits(fast, alpha, general, guarded, base, generic=_generic_or
   32768x512 held 1.46 GiB of temporaries (the hand line 0.45) and an order that is not generic
   took up to 2.3x its time before.
   """
-  if (fast is None or not fast[3] or jnp.ndim(alpha) != 0
+  if (fast is None or jnp.ndim(alpha) != 0
       or not isinstance(alpha, jax.core.Tracer) or not _fallback.traces_staged()):
     return None
-  xs, ax, dtype, _ = fast
+  xs, ax, dtype, from_logits = fast
   n = len(xs)
 
   def finish(out):
-    return _fast.to_result(out, base, dtype, clamp=True)
+    return _fast.to_result(out, base, dtype, clamp=from_logits)
 
   def guarded_rows(xs, alpha):  # in the result's dtype (its inputs here are the compute dtype's)
     return guarded(xs, ax, alpha).astype(dtype)
@@ -310,11 +314,30 @@ def _traced_from_logits(fast, alpha, general, guarded, base, generic=_generic_or
   def not_generic(alpha):
     return _fallback.any_in_batch(jnp.logical_not(generic(lax.stop_gradient(alpha))))
 
+  def normaliser(alpha):
+    """On probabilities, which input's mass divides S: a one-hot tuple (traced with `swap`)."""
+    if not swap:
+      return (True,) + (False,) * (n - 1)
+    first = alpha >= 0.5
+    return first, jnp.logical_not(first)
+
   def log_power_sum(alpha, xs):
-    """`(log S, log-softmaxes, z)`, z = sum_k c_k la_k with c = (alpha, 1 - alpha)."""
-    lps = [_fast.log_softmax(x, ax) for x in xs]
+    """`(log S, logs, z, log sum exp(z), mass)`: z = sum_k c_k la_k with c = (alpha, 1 - alpha),
+    `logs` the la_k, `mass` the mass that divides S (probabilities; else None)."""
+    if from_logits:
+      lps = [_fast.log_softmax(x, ax) for x in xs]
+    else:
+      # A +inf probability whose exponent is negative (q at alpha >= 2) has a term of 0; the
+      # guarded path's value is NaN there. `1 + 0 * x` is NaN there and 1 elsewhere (XLA
+      # keeps it).
+      lps = [jnp.log(x) * (1 + 0 * x) for x in xs] if n == 2 else [jnp.log(xs[0])]
     z = sum(_scaled_log(c, lp) for c, lp in zip((alpha, 1 - alpha), lps))
-    return _fast.log_positive(jnp.sum(jnp.exp(z), axis=ax)), lps, z
+    log_raw = _fast.log_positive(jnp.sum(jnp.exp(z), axis=ax))
+    if from_logits:
+      return log_raw, lps, z, log_raw, None
+    mass = sum(jnp.where(k, jnp.sum(x, axis=ax), 0) if swap else jnp.sum(x, axis=ax)
+               for k, x in zip(normaliser(alpha), xs) if k is not False)
+    return log_raw - jnp.log(mass), lps, z, log_raw, mass
 
   @jax.custom_jvp
   def traced(alpha, *xs):
@@ -344,17 +367,33 @@ def _traced_from_logits(fast, alpha, general, guarded, base, generic=_generic_or
     return _fallback.careful_blocks(block, ax, keep_axis=True, mapped=mapped)(*xs)
 
   def hand_coefs(alpha, xs):
-    log_s, lps, z = log_power_sum(alpha, xs)
+    log_s, lps, z, log_raw, mass = log_power_sum(alpha, xs)
     value, g_log_s = jax.jvp(lambda ls: general(ls, alpha), (log_s,), (jnp.ones_like(log_s),))
     g_alpha = jax.jvp(lambda a: general(log_s, a), (alpha,), (jnp.ones_like(alpha),))[1]
-    # d log S / d x_k = c_k (w - softmax x_k), w = exp(z) / S; d log S / d alpha = sum w dz, dz
-    # = la - lb (entropies: la), entries outside a support (w = 0) at a finite stand-in.
-    w = jnp.exp(z - jnp.expand_dims(log_s, ax))
+    # d log S / d alpha = sum w dz, w = exp(z) / sum exp(z), dz = la - lb (entropies: la), entries
+    # outside a support (w = 0) at a finite stand-in; the mass does not depend on alpha.
+    w = jnp.exp(z - jnp.expand_dims(log_raw, ax))
     big = jnp.finfo(w.dtype).max / 16
     dz = sum(s * jnp.maximum(lp, -big) for s, lp in zip((1, -1), lps))
     c_alpha = g_log_s * jnp.sum(w * dz, axis=ax) + g_alpha
-    c_xs = tuple(jnp.expand_dims(g_log_s, ax) * c * (w - jnp.exp(lp))
-                 for c, lp in zip((alpha, 1 - alpha), lps))
+    g = jnp.expand_dims(g_log_s, ax)
+    cs = (alpha, 1 - alpha)
+    if from_logits:
+      # d log S / d x_k = c_k (w - softmax x_k).
+      c_xs = tuple(g * c * (w - jnp.exp(lp)) for c, lp in zip(cs, lps))
+    else:
+      # d log S / d x_k = c_k w / x_k, minus (x_k != 0) / mass for the input whose mass divides
+      # S. A zero entry has w = 0 (the rows where its power is not 0 take the guarded path), and
+      # the guarded path's convention: no gradient, the mass's included.
+      inv_mass = jnp.expand_dims(1 / mass, ax)
+      c_xs = []
+      for c, x, k in zip(cs, xs, normaliser(alpha)):
+        nonzero = x != 0
+        cx = c * w / jnp.where(nonzero, x, 1)
+        if k is not False:
+          cx = cx - jnp.where(k, jnp.where(nonzero, inv_mass, 0), 0)
+        c_xs.append(g * cx)
+      c_xs = tuple(c_xs)
     unit = _numerics.to_base(jnp.ones((), w.dtype), base)
     return value, c_alpha * unit, tuple(cx * unit for cx in c_xs)
 
@@ -417,7 +456,7 @@ def _family(arrays, alpha, base, *, axis, where, from_logits, general, near, at_
     return _common.guarded(xs, careful, names=names, axis=ax, where=None,
                            from_logits=from_logits, hyper=(alpha,), base=base, nonnegative=True)
 
-  out = _traced_from_logits(fast, alpha, lambda ls, a: sign * general(ls, a - 1), guarded, base)
+  out = _traced_order(fast, alpha, lambda ls, a: sign * general(ls, a - 1), guarded, base)
   if out is not None:
     return out
   return _common.guarded(arrays, careful, names=names, axis=axis, where=where,
@@ -701,8 +740,8 @@ def alpha_divergence(
                            from_logits=from_logits, hyper=(alpha,), nonnegative=True)
 
   # Generic where the swapped form's order, max(alpha, 1 - alpha), is (any real alpha).
-  out = _traced_from_logits(fast, alpha, lambda ls, a: jnp.expm1(ls) / (a * (a - 1)), guarded,
-                            None, generic=lambda a: _generic_order(jnp.maximum(a, 1 - a)))
+  out = _traced_order(fast, alpha, lambda ls, a: jnp.expm1(ls) / (a * (a - 1)), guarded, None,
+                      generic=lambda a: _generic_order(jnp.maximum(a, 1 - a)), swap=True)
   if out is not None:
     return out
   return _common.guarded((p, q), _alpha_divergence, names=("p", "q"), axis=axis, where=where,

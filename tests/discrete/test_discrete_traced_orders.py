@@ -1,5 +1,5 @@
-"""The order-alpha family from logits at a traced scalar order (a `jit` argument, an order being
-learnt, a `vmap` over orders).
+"""The order-alpha family from logits and from probabilities at a traced scalar order (a `jit`
+argument, an order being learnt, a `vmap` over orders).
 
 Where the order is generic (finite and at least 2; the alpha-divergence: its swapped order
 max(alpha, 1 - alpha)) the members take the hand-written power sum, with its derivatives in
@@ -7,7 +7,9 @@ closed form; elsewhere, and on rows where the power sum is not finite, the guard
 holds the limits at 1 and inf and the centred sum near 1 (its derivatives over row blocks).
 References: the textbook formulas in float64 (plain jnp on the float32 logits, differentiated by
 JAX) on rows inside both supports; on rows with -inf, NaN or +inf logits, the static order's
-values and the guarded path's derivatives (a mask of ones).
+values and the guarded path's derivatives (a mask of ones). From probabilities the power sum is
+divided by the mass of p (the alpha-divergence below order 1/2: of q), Renyi's definition for
+incomplete distributions, which the references write out.
 """
 
 from __future__ import annotations
@@ -119,15 +121,16 @@ def test_traced_generic_orders_on_rows_that_leave_the_support(name, alpha):
   assert not finite.all() and finite.sum() >= 3
 
   def both(f):
-    def total(x, al):
-      v = f(x, b, al)
-      return jnp.sum(jnp.where(finite, v, 0))
-    return jax.jit(lambda x, al: (f(x, b, al), jax.grad(total, argnums=(0, 1))(x, al)))
+    # Both inputs arguments: closed over, an input with an entry that is not finite is a
+    # constant that takes the guarded path (`test_inputs_a_jitted_function_closes_over`).
+    def total(x, y, al):
+      return jnp.sum(jnp.where(finite, f(x, y, al), 0))
+    return jax.jit(lambda x, y, al: (f(x, y, al), jax.grad(total, argnums=(0, 2))(x, y, al)))
 
-  traced, (gx, ga) = both(ours)(a, jnp.float32(alpha))
+  traced, (gx, ga) = both(ours)(a, b, jnp.float32(alpha))
   mask = np.ones(a.shape[-1], bool)  # a mask takes the guarded path
   guarded = lambda x, y, al: _guarded(name, x, y, al, mask)
-  _, (wx, wa) = both(guarded)(a, jnp.float32(alpha))
+  _, (wx, wa) = both(guarded)(a, b, jnp.float32(alpha))
   np.testing.assert_allclose(np.asarray(traced), static, rtol=2e-6, atol=1e-6)
   for what, g, w in (("d/da", gx, wx), ("d/dalpha", ga, wa)):
     assert np.all(np.isfinite(np.asarray(g))), what
@@ -239,3 +242,150 @@ def test_low_precision_inputs_keep_their_dtype(alpha):
     ga, gal = jax.jit(jax.grad(total, argnums=(0, 1)))(a, jnp.float32(alpha))
     assert ga.dtype == jnp.bfloat16 and np.all(np.isfinite(np.asarray(ga, np.float32))), name
     assert np.isfinite(float(gal)), name
+
+
+# From probabilities: (the member on (p, q, alpha), its textbook formula of the power sum S).
+def _prob_power_sum(p, q, al, two=True):
+  """sum p^al q^(1 - al) (one input: sum p^al) over the mass of p; the alpha-divergence's
+  swapped form below order 1/2 normalises by q's (`two == "swap"`)."""
+  mass = jnp.sum(p, -1)
+  if two == "swap":
+    mass = jnp.where(al >= 0.5, mass, jnp.sum(q, -1))
+  return jnp.sum(p ** al * q ** (1 - al) if two else p ** al, -1) / mass
+
+
+PROB_MEMBERS = {
+    "renyi_divergence": (
+        lambda p, q, al: jaxdiv.renyi_divergence(p, q, al),
+        lambda p, q, al: jnp.log(_prob_power_sum(p, q, al)) / (al - 1)),
+    "tsallis_divergence": (
+        lambda p, q, al: jaxdiv.tsallis_divergence(p, q, al),
+        lambda p, q, al: (_prob_power_sum(p, q, al) - 1) / (al - 1)),
+    "alpha_divergence": (
+        lambda p, q, al: jaxdiv.alpha_divergence(p, q, al),
+        lambda p, q, al: (_prob_power_sum(p, q, al, "swap") - 1) / (al * (al - 1))),
+    "renyi_entropy": (
+        lambda p, q, al: jaxdiv.renyi_entropy(p, al),
+        lambda p, q, al: jnp.log(_prob_power_sum(p, q, al, False)) / (1 - al)),
+    "tsallis_entropy": (
+        lambda p, q, al: jaxdiv.tsallis_entropy(p, al),
+        lambda p, q, al: (1 - _prob_power_sum(p, q, al, False)) / (al - 1)),
+}
+_PROB_CASES = [(n, a) for n in PROB_MEMBERS for a in (2.0, 3.5)] + [
+    ("renyi_divergence", 0.3), ("alpha_divergence", -1.0), ("alpha_divergence", -2.0)]
+
+
+def _probs(rows=6, n=64, seed=0):
+  """Softmax rows in float32; the second row of p holds 1.25 of mass (an incomplete or
+  unnormalised distribution: the mass divides S)."""
+  a, b = _logits(rows, n, seed)
+  p, q = (np.array(jax.nn.softmax(x), np.float32) for x in (a, b))
+  p[1] *= np.float32(1.25)
+  return p, q
+
+
+@pytest.mark.slow  # 10-25 s a case, as the logits' (above)
+@pytest.mark.parametrize("name,alpha", _PROB_CASES)
+def test_traced_orders_from_probabilities_against_float64(name, alpha):
+  ours, textbook = PROB_MEMBERS[name]
+  p, q = _probs()
+  got = jax.jit(lambda p, q, al: _derivatives(ours, p, q, al))(p, q, jnp.float32(alpha))
+  with jax.enable_x64(True):
+    want = _derivatives(textbook, jnp.asarray(p, jnp.float64), jnp.asarray(q, jnp.float64),
+                        jnp.float64(alpha))
+  for what, g, w, rtol in zip(("value", "d/dp", "d/dalpha", "d2/dalpha2", "d2/dp dalpha"), got,
+                              want, _RTOL):
+    assert np.all(np.isfinite(np.asarray(g))), what
+    _close(g, w, rtol, f"{name} alpha={alpha}: {what}")
+
+
+def _edge_probs():
+  p, q = _probs(rows=9, n=16, seed=1)
+  p[0, 3] = 0        # outside supp p: a term of 0
+  q[1, 5] = 0        # outside supp q: +inf above order 1, 0 for the alpha-divergence below 0
+  p[2, 7] = q[2, 7] = 0
+  p[3] = 0           # an empty row
+  p[4, 2] = np.nan
+  q[5, 1] = np.inf
+  p[6, 4] = -0.1     # a negative probability
+  return p, q        # row 1 is unnormalised (1.25), rows 7 and 8 inside both supports
+
+
+# Fast tier: 8-12 s a case; the Renyi divergence and the alpha-divergence's swapped form (the
+# mass of q), the others in the slow tier.
+@tiered("name,alpha", _PROB_CASES, fast=[("renyi_divergence", 2.0), ("alpha_divergence", -1.0)])
+def test_traced_orders_from_probabilities_on_rows_that_leave_the_support(name, alpha):
+  """Values as the static order's; derivatives (in p and in alpha, of the sum of the finite
+  rows) as the guarded path's at the traced order (a mask of ones), and finite. A zero entry
+  gets no gradient, the mass's included (the guarded path's convention)."""
+  ours, _ = PROB_MEMBERS[name]
+  p, q = _edge_probs()
+  static = np.asarray(ours(p, q, alpha))
+  finite = np.isfinite(static)
+  assert not finite.all() and finite.sum() >= 3
+
+  def both(f):  # both inputs arguments, as for the logits
+    def total(x, y, al):
+      return jnp.sum(jnp.where(finite, f(x, y, al), 0))
+    return jax.jit(lambda x, y, al: (f(x, y, al), jax.grad(total, argnums=(0, 2))(x, y, al)))
+
+  traced, (gx, ga) = both(ours)(p, q, jnp.float32(alpha))
+  mask = np.ones(p.shape[-1], bool)
+  fn = getattr(jaxdiv, name)
+  masked = ((lambda x, y, al: fn(x, al, where=mask)) if name.endswith("entropy")
+            else (lambda x, y, al: fn(x, y, al, where=mask)))
+  _, (wx, wa) = both(masked)(p, q, jnp.float32(alpha))
+  np.testing.assert_allclose(np.asarray(traced), static, rtol=2e-6, atol=1e-6)
+  for what, g, w in (("d/dp", gx, wx), ("d/dalpha", ga, wa)):
+    assert np.all(np.isfinite(np.asarray(g))), what
+    _close(g, w, 2e-5, f"{name} alpha={alpha}: {what}")
+
+
+@pytest.mark.slow  # 7 s
+def test_traced_orders_from_probabilities_vmapped_and_closed_over():
+  """A `vmap` over generic orders equals each static order; closed-over probabilities with
+  entries that are not finite take the guarded path, as the logits do."""
+  p, q = _edge_probs()
+  orders = jnp.asarray([2.0, 3.0, -1.5], jnp.float32)
+  for name in ("renyi_divergence", "alpha_divergence", "tsallis_entropy"):
+    ours, _ = PROB_MEMBERS[name]
+    os_ = orders if name == "alpha_divergence" else orders[:2]
+    got = jax.jit(jax.vmap(lambda al, f=ours: f(p, q, al)))(os_)
+    want = np.stack([np.asarray(ours(p, q, float(o))) for o in os_])
+    np.testing.assert_allclose(np.asarray(got), want, rtol=2e-6, atol=1e-6, err_msg=name)
+    got = jax.jit(lambda al, f=ours: f(p, q, al))(jnp.float32(2.0))
+    np.testing.assert_allclose(np.asarray(got), want[0], rtol=2e-6, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.slow  # 17 s, most of it compiling the hand line's value+grad
+def test_traced_order_from_probabilities_temporaries_at_most_the_hand_lines():
+  """Value+grad in p, q and a traced order 2 against `log(sum(p**al * q**(1 - al))) / (al -
+  1)`: the guarded path held 2.6x the hand line's temporaries (4096x4096: 1008 MiB against
+  384)."""
+  x = jax.ShapeDtypeStruct((8192, 512), jnp.float32)
+  al = jax.ShapeDtypeStruct((), jnp.float32)
+  hand = lambda p, q, al: jnp.log(jnp.sum(p ** al * q ** (1 - al), -1)) / (al - 1)
+  ours = lambda p, q, al: jaxdiv.renyi_divergence(p, q, al)
+
+  def temp(f):
+    vg = jax.value_and_grad(lambda p, q, al: jnp.sum(f(p, q, al)), argnums=(0, 1, 2))
+    return jax.jit(vg).lower(x, x, al).compile().memory_analysis().temp_size_in_bytes
+
+  assert temp(ours) <= temp(hand), (temp(ours), temp(hand))
+
+
+def test_traced_order_from_low_precision_probabilities():
+  """bfloat16 probabilities: a bfloat16 result equal to the static order's, finite
+  derivatives."""
+  p, q = (jnp.asarray(x, jnp.bfloat16) for x in _edge_probs())
+  ours, _ = PROB_MEMBERS["renyi_divergence"]
+  want = ours(p, q, 2.0)
+  got = jax.jit(ours)(p, q, jnp.float32(2.0))
+  assert got.dtype == want.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                             rtol=1e-2, atol=1e-2)
+  finite = np.isfinite(np.asarray(want, np.float32))
+  total = lambda x, al: jnp.sum(jnp.where(finite, ours(x, q, al), 0).astype(jnp.float32))
+  gp, gal = jax.jit(jax.grad(total, argnums=(0, 1)))(p, jnp.float32(2.0))
+  assert gp.dtype == jnp.bfloat16 and np.all(np.isfinite(np.asarray(gp, np.float32)))
+  assert np.isfinite(float(gal))
