@@ -84,16 +84,21 @@ def _close(got, want, rtol, what):
 @pytest.mark.parametrize("name,alpha", _CASES)
 def test_traced_generic_orders_against_float64(name, alpha):
   ours, textbook = MEMBERS[name]
-  a, b = _logits()
-  got = jax.jit(lambda a, b, al: _derivatives(ours, a, b, al))(a, b, jnp.float32(alpha))
+  ref = lambda x, y, al: textbook(jax.nn.log_softmax(x), jax.nn.log_softmax(y), al)
+  _against_float64(ours, ref, *_logits(), alpha, f"{name} alpha={alpha}")
+
+
+def _against_float64(ours, ref, x, y, alpha, label):
+  """`_derivatives` of `ours` on the float32 inputs, jitted, against those of the float64
+  reference `ref` on the same values (d/dx: in the first input)."""
+  got = jax.jit(lambda x, y, al: _derivatives(ours, x, y, al))(x, y, jnp.float32(alpha))
   with jax.enable_x64(True):
-    ref = lambda x, y, al: textbook(jax.nn.log_softmax(x), jax.nn.log_softmax(y), al)
-    want = _derivatives(ref, jnp.asarray(a, jnp.float64), jnp.asarray(b, jnp.float64),
+    want = _derivatives(ref, jnp.asarray(x, jnp.float64), jnp.asarray(y, jnp.float64),
                         jnp.float64(alpha))
-  for what, g, w, rtol in zip(("value", "d/da", "d/dalpha", "d2/dalpha2", "d2/da dalpha"), got,
+  for what, g, w, rtol in zip(("value", "d/dx", "d/dalpha", "d2/dalpha2", "d2/dx dalpha"), got,
                               want, _RTOL):
     assert np.all(np.isfinite(np.asarray(g))), what
-    _close(g, w, rtol, f"{name} alpha={alpha}: {what}")
+    _close(g, w, rtol, f"{label}: {what}")
 
 
 def _edge_logits():
@@ -288,15 +293,7 @@ def _probs(rows=6, n=64, seed=0):
 @pytest.mark.parametrize("name,alpha", _PROB_CASES)
 def test_traced_orders_from_probabilities_against_float64(name, alpha):
   ours, textbook = PROB_MEMBERS[name]
-  p, q = _probs()
-  got = jax.jit(lambda p, q, al: _derivatives(ours, p, q, al))(p, q, jnp.float32(alpha))
-  with jax.enable_x64(True):
-    want = _derivatives(textbook, jnp.asarray(p, jnp.float64), jnp.asarray(q, jnp.float64),
-                        jnp.float64(alpha))
-  for what, g, w, rtol in zip(("value", "d/dp", "d/dalpha", "d2/dalpha2", "d2/dp dalpha"), got,
-                              want, _RTOL):
-    assert np.all(np.isfinite(np.asarray(g))), what
-    _close(g, w, rtol, f"{name} alpha={alpha}: {what}")
+  _against_float64(ours, textbook, *_probs(), alpha, f"{name} alpha={alpha}")
 
 
 def _edge_probs():
