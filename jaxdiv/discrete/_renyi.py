@@ -280,10 +280,11 @@ def _traced_order(fast, alpha, general, guarded, base, generic=_generic_order, s
   `general(log S, alpha)` of the power sum `S = sum exp(alpha la + (1 - alpha) lb)` (entropies:
   `alpha la`) where `generic(alpha)` and every row of it is finite, with its derivatives in the
   inputs and in alpha in closed form. From logits `la, lb` are the log-softmaxes; from
-  probabilities the logs of the inputs, and S is divided by the mass of p, as the guarded path
-  does (`swap`, the alpha-divergence: by the mass of q where alpha < 1/2, the swapped form's
-  first argument). None where `fast` is None (a mask, a sharded axis), the order is an array,
-  or no trace stages the call (eager, or eager derivatives).
+  probabilities each term is `p r ** (alpha - 1)` of the ratio `r = p / q` (entropies: r = p),
+  and S is divided by the mass of p, as the guarded path does (`swap`, the alpha-divergence: by
+  the mass of q where alpha < 1/2, the swapped form's first argument). None where `fast` is None
+  (a mask, a sharded axis), the order is an array, or no trace stages the call (eager, or eager
+  derivatives).
 
   Elsewhere the guarded path, `guarded(xs, ax, alpha)` on the fast path's inputs (the limits
   at 1 and inf, the centred sum near 1, and their derivatives in alpha; it evaluates them all
