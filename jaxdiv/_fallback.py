@@ -840,9 +840,16 @@ def lost_rows_constant_jvp(fn: Callable, axis: int, n_rows: int, primals, tangen
                   for i, (y, lv) in enumerate(zip(ys, live))))
     return jax.jvp(on_live, tuple(x for x, lv in zip(xs, live) if lv), ts)
 
-  # `fn`'s own JVP first: eagerly, where no row is lost (decided in Python), it is the answer;
-  # under `jit` its tangent is unused and XLA drops it.
-  out, t_out = jvp_at(primals)
+  if any(isinstance(x, jax.core.Tracer) for x in primals):
+    # Staged: the values alone first (XLA merges them with the JVP's below). A JVP here, whose
+    # tangent XLA dropped, was traced (and differentiated again for second derivatives) for
+    # nothing: jit(grad(grad)) of the alpha-divergence in its order traced in 3.3-4.6 s, not
+    # 4.2-5.1 (float64, 4x16).
+    out = fn(*primals)
+  else:
+    # Concrete values (eager calls and eager derivatives): `fn`'s own JVP first; where no row
+    # is lost (decided in Python), it is the answer.
+    out, t_out = jvp_at(primals)
   lost = lax.stop_gradient(jnp.logical_not(jnp.isfinite(out)))
   if not isinstance(lost, jax.core.Tracer) and not bool(jnp.any(lost)):
     return out, t_out
