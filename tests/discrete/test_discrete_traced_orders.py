@@ -78,27 +78,35 @@ def _close(got, want, rtol, what):
                              err_msg=what)
 
 
-# Slow tier: 10-27 s a case (five float64 derivatives of ours and of the reference compiled).
-# The fast tier checks the same paths against the guarded path's derivatives (below).
+def _orders(cases, name):
+  return [a for n, a in cases if n == name]
+
+
+# Slow tier: five float64 derivatives of ours and of the reference compiled, 10-27 s, once a
+# member: every order reuses them. The fast tier checks the same paths against the guarded
+# path's derivatives (below).
 @pytest.mark.slow
-@pytest.mark.parametrize("name,alpha", _CASES)
-def test_traced_generic_orders_against_float64(name, alpha):
+@pytest.mark.parametrize("name", MEMBERS)
+def test_traced_generic_orders_against_float64(name):
   ours, textbook = MEMBERS[name]
   ref = lambda x, y, al: textbook(jax.nn.log_softmax(x), jax.nn.log_softmax(y), al)
-  _against_float64(ours, ref, *_logits(), alpha, f"{name} alpha={alpha}")
+  _against_float64(ours, ref, *_logits(), _orders(_CASES, name), name)
 
 
-def _against_float64(ours, ref, x, y, alpha, label):
-  """`_derivatives` of `ours` on the float32 inputs, jitted, against those of the float64
-  reference `ref` on the same values (d/dx: in the first input)."""
-  got = jax.jit(lambda x, y, al: _derivatives(ours, x, y, al))(x, y, jnp.float32(alpha))
-  with jax.enable_x64(True):
-    want = _derivatives(ref, jnp.asarray(x, jnp.float64), jnp.asarray(y, jnp.float64),
-                        jnp.float64(alpha))
-  for what, g, w, rtol in zip(("value", "d/dx", "d/dalpha", "d2/dalpha2", "d2/dx dalpha"), got,
-                              want, _RTOL):
-    assert np.all(np.isfinite(np.asarray(g))), what
-    _close(g, w, rtol, f"{label}: {what}")
+def _against_float64(ours, ref, x, y, orders, label):
+  """`_derivatives` of `ours` on the float32 inputs, jitted once (the order is an argument),
+  against those of the float64 reference `ref` on the same values (d/dx: in the first input),
+  at each of `orders`."""
+  ours_d = jax.jit(lambda x, y, al: _derivatives(ours, x, y, al))
+  ref_d = jax.jit(lambda x, y, al: _derivatives(ref, x, y, al))
+  for alpha in orders:
+    got = ours_d(x, y, jnp.float32(alpha))
+    with jax.enable_x64(True):
+      want = ref_d(jnp.asarray(x, jnp.float64), jnp.asarray(y, jnp.float64), jnp.float64(alpha))
+    for what, g, w, rtol in zip(("value", "d/dx", "d/dalpha", "d2/dalpha2", "d2/dx dalpha"),
+                                got, want, _RTOL):
+      assert np.all(np.isfinite(np.asarray(g))), f"{label} alpha={alpha}: {what}"
+      _close(g, w, rtol, f"{label} alpha={alpha}: {what}")
 
 
 def _edge_logits():
@@ -289,11 +297,11 @@ def _probs(rows=6, n=64, seed=0):
   return p, q
 
 
-@pytest.mark.slow  # 10-25 s a case, as the logits' (above)
-@pytest.mark.parametrize("name,alpha", _PROB_CASES)
-def test_traced_orders_from_probabilities_against_float64(name, alpha):
+@pytest.mark.slow  # 10-25 s a member, as the logits' (above)
+@pytest.mark.parametrize("name", PROB_MEMBERS)
+def test_traced_orders_from_probabilities_against_float64(name):
   ours, textbook = PROB_MEMBERS[name]
-  _against_float64(ours, textbook, *_probs(), alpha, f"{name} alpha={alpha}")
+  _against_float64(ours, textbook, *_probs(), _orders(_PROB_CASES, name), name)
 
 
 def _edge_probs():
