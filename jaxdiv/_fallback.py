@@ -840,18 +840,18 @@ def lost_rows_constant_jvp(fn: Callable, axis: int, n_rows: int, primals, tangen
                   for i, (y, lv) in enumerate(zip(ys, live))))
     return jax.jvp(on_live, tuple(x for x, lv in zip(xs, live) if lv), ts)
 
-  if any(isinstance(x, jax.core.Tracer) for x in primals):
-    # Staged: the values alone first (XLA merges them with the JVP's below). A JVP here, whose
-    # tangent XLA dropped, was traced (and differentiated again for second derivatives) for
-    # nothing: jit(grad(grad)) of the alpha-divergence in its order traced in 3.3-4.6 s, not
-    # 4.2-5.1 (float64, 4x16).
-    out = fn(*primals)
+  if traces_staged():
+    # Under `jit` or `vmap`: the values alone first (XLA merges them with the JVP's below). A
+    # JVP here, whose tangent XLA dropped, was traced (and differentiated again for second
+    # derivatives) for nothing: jit(grad(grad)) of the alpha-divergence in its order traced in
+    # 3.3-4.6 s, not 4.2-5.1 (float64, 4x16).
+    out, t_out = fn(*primals), None
   else:
-    # Concrete values (eager calls and eager derivatives): `fn`'s own JVP first; where no row
-    # is lost (decided in Python), it is the answer.
+    # Eager calls and eager derivatives: `fn`'s own JVP first; where no row is lost (decided
+    # in Python), it is the answer.
     out, t_out = jvp_at(primals)
   lost = lax.stop_gradient(jnp.logical_not(jnp.isfinite(out)))
-  if not isinstance(lost, jax.core.Tracer) and not bool(jnp.any(lost)):
+  if t_out is not None and not isinstance(lost, jax.core.Tracer) and not bool(jnp.any(lost)):
     return out, t_out
   kept = jnp.logical_not(jnp.expand_dims(lost, axis))
   xs = ones_in_rows(lost, axis, n_rows, primals) if any(live[n_rows:]) else primals
