@@ -30,6 +30,31 @@ ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
 ROWS, N = 16384, 1024  # 64 MiB per input: about 3 s of streaming on a shared 2-core CPU
 
 
+@pytest.fixture(autouse=True)
+def python_default_sigint():
+  """Each in-process test starts from Python's own SIGINT handler and no scope open, as a
+  program does, and gets the worker's state back after.
+
+  The in-process tests failed in one CI run (2026-12-08, both on one xdist worker): SIGINT
+  neither set the event nor raised, so the handler in place then was not Python's default
+  (`handled` leaves a caller's own handler alone, by design) and swallowed the signal. The
+  tests that ran before on that worker are not recorded; a warning names the handler found,
+  so that the next such run says what set it."""
+  found = signal.getsignal(signal.SIGINT)
+  if found is not signal.default_int_handler or _interrupt._active is not None:
+    import warnings
+    warnings.warn(f"test_interrupts: SIGINT handler {found!r} and scope {_interrupt._active!r}"
+                  " left by an earlier test in this process", stacklevel=1)
+  active = _interrupt._active
+  _interrupt._active = None
+  signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    yield
+  finally:
+    _interrupt._active = active
+    signal.signal(signal.SIGINT, found if found is not None else signal.SIG_DFL)
+
+
 def test_sigint_sets_the_event_and_raises_nothing():
   before = signal.getsignal(signal.SIGINT)
   with _interrupt.handled() as interrupts:
