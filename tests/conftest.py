@@ -127,3 +127,30 @@ def one_pass_blocks(one_pass, monkeypatch):
   from jaxdiv import _fallback
   monkeypatch.setattr(_fallback, "_MAX_PARTIAL_BYTES", 0)
   monkeypatch.setattr(_fallback, "_BLOCK_ENTRIES", 512)
+
+
+# Fast-tier cases measured at 5 s or more (tests/retier.py): slow tier.
+_SLOW_CASES = None
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` deselects
+def pytest_collection_modifyitems(config, items):
+  global _SLOW_CASES
+  if _SLOW_CASES is None:
+    import retier  # tests/ is on sys.path (rootdir-relative conftest)
+    _SLOW_CASES = retier.read_list()
+  seen = set()
+  for item in items:
+    if item.nodeid in _SLOW_CASES:
+      item.add_marker(pytest.mark.slow)
+      seen.add(item.nodeid)
+  # A listed case of a collected file that no longer exists (renamed, or its parameters
+  # changed): say so, for its replacement is in the fast tier until the list is updated.
+  if config.getoption("keyword") or any("::" in a for a in config.args):
+    return  # some cases of a file chosen: the others are not collected, which is no news
+  files = {item.nodeid.split("::")[0] for item in items}
+  stale = [n for n in _SLOW_CASES if n.split("::")[0] in files and n not in seen]
+  if stale:
+    import warnings
+    warnings.warn(f"tests/slow_cases.txt lists {len(stale)} cases that were not collected:"
+                  f" {stale[:5]}", stacklevel=1)
