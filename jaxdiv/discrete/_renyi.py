@@ -436,7 +436,8 @@ def _traced_order(fast, alpha, general, guarded, base, generic=_generic_order, s
 
     # One `cond`, so that the guarded path and its derivatives are traced (and, differentiated
     # again, compiled) once: with a `cond` on the order outside one on the rows, they were
-    # twice, and jit(grad(grad)) in alpha took 2.5x the guarded path's compile time alone.
+    # twice, and jit(grad(grad)) in alpha of the alpha-divergence or the Renyi entropy (float64,
+    # 4x16) took 37-43 s to trace and compile, about 20-23 s now (the guarded path alone: 10-14).
     out, c_alpha, c_xs = _fallback.cond(_fallback.any_in_batch(rows), mixed,
                                         lambda alpha, xs: (finish(value), c_alpha, c_xs),
                                         alpha, tuple(xs))
