@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _helpers import tiered
 
 import jaxdiv
 from jaxdiv import _fallback
@@ -120,34 +119,44 @@ def _edge_logits():
   return a, b                   # row 6 is inside both supports
 
 
-@tiered("name,alpha", _CASES, fast=[
-    ("renyi_divergence", 3.5), ("tsallis_divergence", 2.0), ("alpha_divergence", -1.0),
-    ("renyi_entropy", 6.0), ("tsallis_entropy", 2.0)])
-def test_traced_generic_orders_on_rows_that_leave_the_support(name, alpha):
+def _against_the_guarded_path(ours, guarded, x, y, orders, label):
+  """At each of `orders`: `ours`' values as the static order's, and its derivatives (in the
+  first input and in alpha, of the sum of the finite rows) as `guarded`'s at the traced order,
+  and finite. Each side is jitted once, the order and the finite rows arguments; both inputs
+  are arguments too: closed over, an input with an entry that is not finite is a constant that
+  takes the guarded path (`test_inputs_a_jitted_function_closes_over`)."""
+  def both(f):
+    def total(x, y, al, finite):
+      return jnp.sum(jnp.where(finite, f(x, y, al), 0))
+    return jax.jit(lambda x, y, al, finite: (
+        f(x, y, al), jax.grad(total, argnums=(0, 2))(x, y, al, finite)))
+
+  ours_j, guarded_j = both(ours), both(guarded)
+  for alpha in orders:
+    static = np.asarray(ours(x, y, alpha))
+    finite = np.isfinite(static)
+    assert not finite.all() and finite.sum() >= 3, alpha
+    traced, (gx, ga) = ours_j(x, y, jnp.float32(alpha), finite)
+    _, (wx, wa) = guarded_j(x, y, jnp.float32(alpha), finite)
+    np.testing.assert_allclose(np.asarray(traced), static, rtol=2e-6, atol=1e-6,
+                               err_msg=f"{label} alpha={alpha}")
+    for what, g, w in (("d/dx", gx, wx), ("d/dalpha", ga, wa)):
+      assert np.all(np.isfinite(np.asarray(g))), f"{label} alpha={alpha}: {what}"
+      _close(g, w, 2e-5, f"{label} alpha={alpha}: {what}")
+
+
+# Slow tier: two value+grads compiled a member, 10-25 s (the orders reuse them); the fast tier
+# runs the traced path on the low-precision and vmapped cases below.
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MEMBERS)
+def test_traced_generic_orders_on_rows_that_leave_the_support(name):
   """Values as the static order's; derivatives (in the logits and in alpha, of the sum of the
   finite rows) as the guarded path's at the traced order, and finite: as written, d/dalpha of
   a term outside a support is -inf times 0."""
   ours, _ = MEMBERS[name]
-  a, b = _edge_logits()
-  static = np.asarray(ours(a, b, alpha))
-  finite = np.isfinite(static)
-  assert not finite.all() and finite.sum() >= 3
-
-  def both(f):
-    # Both inputs arguments: closed over, an input with an entry that is not finite is a
-    # constant that takes the guarded path (`test_inputs_a_jitted_function_closes_over`).
-    def total(x, y, al):
-      return jnp.sum(jnp.where(finite, f(x, y, al), 0))
-    return jax.jit(lambda x, y, al: (f(x, y, al), jax.grad(total, argnums=(0, 2))(x, y, al)))
-
-  traced, (gx, ga) = both(ours)(a, b, jnp.float32(alpha))
-  mask = np.ones(a.shape[-1], bool)  # a mask takes the guarded path
-  guarded = lambda x, y, al: _guarded(name, x, y, al, mask)
-  _, (wx, wa) = both(guarded)(a, b, jnp.float32(alpha))
-  np.testing.assert_allclose(np.asarray(traced), static, rtol=2e-6, atol=1e-6)
-  for what, g, w in (("d/da", gx, wx), ("d/dalpha", ga, wa)):
-    assert np.all(np.isfinite(np.asarray(g))), what
-    _close(g, w, 2e-5, f"{name} alpha={alpha}: {what}")
+  mask = np.ones(16, bool)  # a mask takes the guarded path
+  _against_the_guarded_path(ours, lambda x, y, al: _guarded(name, x, y, al, mask),
+                            *_edge_logits(), _orders(_CASES, name), name)
 
 
 def _guarded(name, a, b, alpha, mask):
@@ -316,34 +325,18 @@ def _edge_probs():
   return p, q        # row 1 is unnormalised (1.25), rows 7 and 8 inside both supports
 
 
-# Fast tier: 8-12 s a case; the Renyi divergence and the alpha-divergence's swapped form (the
-# mass of q), the others in the slow tier.
-@tiered("name,alpha", _PROB_CASES, fast=[("renyi_divergence", 2.0), ("alpha_divergence", -1.0)])
-def test_traced_orders_from_probabilities_on_rows_that_leave_the_support(name, alpha):
+@pytest.mark.slow  # 10-25 s a member, as the logits' (above)
+@pytest.mark.parametrize("name", PROB_MEMBERS)
+def test_traced_orders_from_probabilities_on_rows_that_leave_the_support(name):
   """Values as the static order's; derivatives (in p and in alpha, of the sum of the finite
   rows) as the guarded path's at the traced order (a mask of ones), and finite. A zero entry
   gets no gradient, the mass's included (the guarded path's convention)."""
   ours, _ = PROB_MEMBERS[name]
-  p, q = _edge_probs()
-  static = np.asarray(ours(p, q, alpha))
-  finite = np.isfinite(static)
-  assert not finite.all() and finite.sum() >= 3
-
-  def both(f):  # both inputs arguments, as for the logits
-    def total(x, y, al):
-      return jnp.sum(jnp.where(finite, f(x, y, al), 0))
-    return jax.jit(lambda x, y, al: (f(x, y, al), jax.grad(total, argnums=(0, 2))(x, y, al)))
-
-  traced, (gx, ga) = both(ours)(p, q, jnp.float32(alpha))
-  mask = np.ones(p.shape[-1], bool)
+  mask = np.ones(16, bool)
   fn = getattr(jaxdiv, name)
   masked = ((lambda x, y, al: fn(x, al, where=mask)) if name.endswith("entropy")
             else (lambda x, y, al: fn(x, y, al, where=mask)))
-  _, (wx, wa) = both(masked)(p, q, jnp.float32(alpha))
-  np.testing.assert_allclose(np.asarray(traced), static, rtol=2e-6, atol=1e-6)
-  for what, g, w in (("d/dp", gx, wx), ("d/dalpha", ga, wa)):
-    assert np.all(np.isfinite(np.asarray(g))), what
-    _close(g, w, 2e-5, f"{name} alpha={alpha}: {what}")
+  _against_the_guarded_path(ours, masked, *_edge_probs(), _orders(_PROB_CASES, name), name)
 
 
 @pytest.mark.slow  # 7 s
