@@ -82,8 +82,8 @@ def _orders(cases, name):
 
 
 # Slow tier: five float64 derivatives of ours and of the reference compiled, 10-27 s, once a
-# member: every order reuses them. The fast tier checks the same paths against the guarded
-# path's derivatives (below).
+# member: every order reuses them. The fast tier runs the traced path in the vmapped,
+# closed-over and low-precision cases (below).
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MEMBERS)
 def test_traced_generic_orders_against_float64(name):
@@ -146,7 +146,7 @@ def _against_the_guarded_path(ours, guarded, x, y, orders, label):
 
 
 # Slow tier: two value+grads compiled a member, 10-25 s (the orders reuse them); the fast tier
-# runs the traced path on the low-precision and vmapped cases below.
+# runs the traced path in the vmapped, closed-over and low-precision cases (below).
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MEMBERS)
 def test_traced_generic_orders_on_rows_that_leave_the_support(name):
